@@ -1,0 +1,24 @@
+"""The tensor-expression language: placeholders, computes, reductions and math intrinsics."""
+
+from .expr import (Cast, Expr, FloatImm, IntImm, IterVar, Reduce, Select, Var, all, any, const,
+                   if_then_else, max_value, min_value, select, size_var, var)
+from .intrin import (abs, ceil, cos, erf, exp, exp2, floor, fmod, log, log2, pow, power, round,
+                     rsqrt, sigmoid, sin, sqrt, tanh, trunc)
+from .tensor import (ComputeOp, Operation, PlaceholderOp, Tensor, comm_reducer, compute, max, min,
+                     placeholder, prod, reduce_axis, sum, thread_axis)
+
+
+def create_schedule(ops):
+    """A TVM-style schedule over the ops (or tensors) given and everything they read."""
+    from ..schedule.facade import create_schedule as _create
+    return _create(ops)
+
+
+__all__ = [
+    "Cast", "ComputeOp", "Expr", "FloatImm", "IntImm", "IterVar", "Operation", "PlaceholderOp",
+    "Reduce", "Select", "Tensor", "Var", "abs", "all", "any", "ceil", "comm_reducer", "compute",
+    "const", "cos", "create_schedule", "erf", "exp", "exp2", "floor", "fmod", "if_then_else",
+    "log", "log2", "max", "max_value", "min", "min_value", "placeholder", "pow", "power", "prod",
+    "reduce_axis", "round", "rsqrt", "select", "sigmoid", "sin", "size_var", "sqrt", "sum", "tanh",
+    "thread_axis", "trunc", "var",
+]

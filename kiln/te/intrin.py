@@ -1,0 +1,60 @@
+"""Math intrinsics as Call nodes. Float-only ones check the dtype at construction."""
+
+from __future__ import annotations
+
+from ..errors import DTypeError
+from .expr import Call, Expr, binop, cast, convert, is_float
+
+_FLOAT_ONLY = ("exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "floor", "ceil",
+               "round", "sin", "cos", "log2", "exp2", "trunc")
+
+
+def _unary(name: str):
+    def f(x) -> Expr:
+        x = convert(x)
+        if name in _FLOAT_ONLY and not is_float(x.dtype):
+            raise DTypeError(f"te.{name} needs a float operand, got {x.dtype} in {x}")
+        return Call(name, [x], x.dtype)
+    f.__name__ = name
+    f.__doc__ = f"Elementwise {name} of a float expression."
+    return f
+
+
+exp = _unary("exp")
+log = _unary("log")
+sqrt = _unary("sqrt")
+rsqrt = _unary("rsqrt")
+tanh = _unary("tanh")
+erf = _unary("erf")
+sigmoid = _unary("sigmoid")
+floor = _unary("floor")
+ceil = _unary("ceil")
+round = _unary("round")  # noqa: A001 - TVM name
+trunc = _unary("trunc")
+sin = _unary("sin")
+cos = _unary("cos")
+log2 = _unary("log2")
+exp2 = _unary("exp2")
+
+
+def abs(x) -> Expr:  # noqa: A001 - TVM name
+    x = convert(x)
+    return Call("abs", [x], x.dtype)
+
+
+def power(x, y) -> Expr:
+    x = convert(x)
+    y = convert(y, x.dtype)
+    if not is_float(x.dtype):
+        raise DTypeError(f"te.power needs float operands, got {x.dtype}")
+    return Call("pow", [x, cast(x.dtype, y)], x.dtype)
+
+
+pow = power  # noqa: A001 - TVM name
+
+
+def fmod(x, y) -> Expr:
+    return binop("floormod", x, y)
+
+
+INTRINSICS = _FLOAT_ONLY + ("abs", "pow")

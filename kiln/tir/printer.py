@@ -1,0 +1,36 @@
+"""Readable text of the loop IR (what `kiln.lower(...)` prints)."""
+
+from __future__ import annotations
+
+from ..te.printer import expr_str
+from . import stmt as S
+
+
+def stmt_str(s, indent: int = 0) -> str:
+    pad = "  " * indent
+    if isinstance(s, S.For):
+        prag = "".join(f" {k}={v}" for k, v in s.pragmas.items())
+        head = f"{pad}for {s.var.name} in range({expr_str(s.extent)}):  # {s.kind}{prag}"
+        return head + "\n" + stmt_str(s.body, indent + 1)
+    if isinstance(s, S.Store):
+        return f"{pad}{s.buffer.name}[{expr_str(s.index)}] = {expr_str(s.value)}"
+    if isinstance(s, S.Allocate):
+        b = s.buffer
+        return (f"{pad}allocate {b.name}: {b.dtype}[{b.size}]  # {b.scope}\n"
+                + stmt_str(s.body, indent))
+    if isinstance(s, S.IfThenElse):
+        out = f"{pad}if {expr_str(s.cond)}:\n" + stmt_str(s.then, indent + 1)
+        if s.else_ is not None:
+            out += f"\n{pad}else:\n" + stmt_str(s.else_, indent + 1)
+        return out
+    if isinstance(s, S.SeqStmt):
+        return "\n".join(stmt_str(x, indent) for x in s.stmts)
+    if isinstance(s, S.LetStmt):
+        return f"{pad}{s.var.name} = {expr_str(s.value)}\n" + stmt_str(s.body, indent)
+    return f"{pad}<{type(s).__name__}>"
+
+
+def func_str(f) -> str:
+    params = ", ".join(f"{b.name}: {b.dtype}{list(b.shape)}" for b in f.params)
+    scal = "".join(f", {v.name}: {v.dtype}" for v in f.scalar_params)
+    return f"def {f.name}({params}{scal}):\n" + stmt_str(f.body, 1)

@@ -1,0 +1,180 @@
+"""The loop IR: buffers, statements and PrimFunc, the output of lowering and the input of codegen.
+
+Every loop runs from 0 to `extent`; buffer accesses are flat (one index, row-major offsets are
+already applied). Expressions are the te nodes plus BufferLoad. The IR is target-neutral.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from ..te import expr as E
+
+_uids = itertools.count()
+
+FOR_KINDS = ("serial", "parallel", "vectorized", "unrolled")
+SCOPES = ("global", "stack", "heap")
+
+
+class Buffer:
+    """A named, typed, row-major block of memory: a function parameter or a temporary."""
+
+    def __init__(self, name: str, shape, dtype: str, scope: str = "global"):
+        self.name, self.shape, self.dtype, self.scope = name, tuple(shape), dtype, scope
+        self.uid = next(_uids)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def strides(self) -> tuple:
+        out, acc = [], 1
+        for d in reversed(self.shape):
+            out.append(acc)
+            acc *= int(d)
+        return tuple(reversed(out))
+
+    def __repr__(self):
+        return f"Buffer({self.name}, {self.shape}, {self.dtype}, {self.scope})"
+
+
+class BufferLoad(E.Expr):
+    """buffer[index] with a flat integer index."""
+
+    __slots__ = ("buffer", "index")
+
+    def __init__(self, buffer: Buffer, index: E.Expr):
+        self.buffer, self.index, self.dtype = buffer, index, buffer.dtype
+
+    def expr_children(self):
+        return (self.index,)
+
+    def expr_rebuild(self, c):
+        return BufferLoad(self.buffer, c[0])
+
+    def expr_str(self, f):
+        return f"{self.buffer.name}[{f(self.index)}]"
+
+
+class Stmt:
+    def __repr__(self) -> str:
+        from .printer import stmt_str
+        return stmt_str(self)
+
+
+@dataclass(eq=False, repr=False)
+class For(Stmt):
+    """for var in [0, extent): body. kind: serial | parallel | vectorized | unrolled."""
+
+    var: E.Var
+    extent: E.Expr
+    kind: str
+    body: Stmt
+    pragmas: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False, repr=False)
+class Store(Stmt):
+    buffer: Buffer
+    index: E.Expr
+    value: E.Expr
+
+
+@dataclass(eq=False, repr=False)
+class Allocate(Stmt):
+    """Scope of a temporary buffer (buffer.scope is 'stack' or 'heap')."""
+
+    buffer: Buffer
+    body: Stmt
+
+
+@dataclass(eq=False, repr=False)
+class IfThenElse(Stmt):
+    cond: E.Expr
+    then: Stmt
+    else_: Stmt | None = None
+
+
+@dataclass(eq=False, repr=False)
+class SeqStmt(Stmt):
+    stmts: list
+
+
+@dataclass(eq=False, repr=False)
+class LetStmt(Stmt):
+    """var = value (immutable) inside body."""
+
+    var: E.Var
+    value: E.Expr
+    body: Stmt
+
+
+@dataclass(eq=False, repr=False)
+class PrimFunc:
+    """A kernel: buffer parameters (inputs then outputs), scalar parameters, a body."""
+
+    name: str
+    params: list
+    body: Stmt
+    scalar_params: list = field(default_factory=list)
+    attrs: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        from .printer import func_str
+        return func_str(self)
+
+    def script(self) -> str:
+        return repr(self)
+
+
+def seq(stmts) -> Stmt:
+    flat = []
+    for s in stmts:
+        if s is None:
+            continue
+        if isinstance(s, SeqStmt):
+            flat.extend(s.stmts)
+        else:
+            flat.append(s)
+    return flat[0] if len(flat) == 1 else SeqStmt(flat)
+
+
+def stmt_children(s: Stmt) -> list:
+    if isinstance(s, (For, Allocate, LetStmt)):
+        return [s.body]
+    if isinstance(s, IfThenElse):
+        return [s.then] + ([s.else_] if s.else_ is not None else [])
+    if isinstance(s, SeqStmt):
+        return list(s.stmts)
+    return []
+
+
+def walk_stmts(s: Stmt):
+    stack = [s]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(stmt_children(n)))
+
+
+def map_exprs(s: Stmt, fn) -> Stmt:
+    """A copy of `s` with fn applied to every top-level expression of every statement."""
+    if isinstance(s, For):
+        return For(s.var, fn(s.extent), s.kind, map_exprs(s.body, fn), dict(s.pragmas))
+    if isinstance(s, Store):
+        return Store(s.buffer, fn(s.index), fn(s.value))
+    if isinstance(s, Allocate):
+        return Allocate(s.buffer, map_exprs(s.body, fn))
+    if isinstance(s, IfThenElse):
+        return IfThenElse(fn(s.cond), map_exprs(s.then, fn),
+                          None if s.else_ is None else map_exprs(s.else_, fn))
+    if isinstance(s, SeqStmt):
+        return SeqStmt([map_exprs(x, fn) for x in s.stmts])
+    if isinstance(s, LetStmt):
+        return LetStmt(s.var, fn(s.value), map_exprs(s.body, fn))
+    return s
