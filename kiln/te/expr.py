@@ -399,7 +399,7 @@ def walk(e: Expr):
     while stack:
         n = stack.pop()
         yield n
-        stack.extend(children(n))
+        stack.extend(reversed(children(n)))
 
 
 def rebuild(e: Expr, new_children) -> Expr:

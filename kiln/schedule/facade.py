@@ -1,0 +1,187 @@
+"""TVM-style schedule objects: `s = te.create_schedule(op); s[C].split(...)`.
+
+A thin façade over State: every call appends a Step to the schedule's State. Loop handles
+(`LoopVar`) name a stage's iterator; the te IterVars in `C.op.axis` / `C.op.reduce_axis`
+are accepted wherever a loop is expected.
+"""
+
+from __future__ import annotations
+
+from ..errors import ScheduleError
+from ..te import expr as E
+from ..te.tensor import Tensor
+from .dag import ComputeDAG
+
+
+class LoopVar:
+    """A handle on one loop of a stage (what split/fuse return)."""
+
+    def __init__(self, stage: ScheduleStage, name: str):
+        self.stage, self.name = stage, name
+
+    @property
+    def extent(self) -> int:
+        st = self.stage.sch.state.stage(self.stage.op)
+        return st.iters[st.iter_index(self.name)].extent
+
+    def __repr__(self):
+        return f"LoopVar({self.stage.op.name}.{self.name})"
+
+
+class ScheduleStage:
+    """`s[C]`: the schedule of one stage."""
+
+    def __init__(self, sch: Schedule, op):
+        self.sch, self.op = sch, op
+
+    @property
+    def _state(self):
+        return self.sch.state
+
+    def _name(self, ax) -> str:
+        st = self._state.stage(self.op)
+        if isinstance(ax, LoopVar):
+            if ax.stage.op is not self.op:
+                raise ScheduleError(f"loop {ax.name} belongs to stage {ax.stage.op.name}, "
+                                    f"not {self.op.name}")
+            return ax.name
+        if isinstance(ax, E.IterVar):
+            if st.compute is None or not any(ax is v for v in st.root_vars()):
+                raise ScheduleError(f"axis {ax.name} is not an axis of stage {self.op.name}")
+            return ax.name
+        raise ScheduleError(f"expected a loop of stage {self.op.name}, got {ax!r}")
+
+    def _apply(self, fn, *args):
+        self.sch.state = fn(self.op, *args)
+
+    @property
+    def leaf_iter_vars(self) -> list:
+        st = self._state.stage(self.op)
+        return [LoopVar(self, it.name) for it in st.iters]
+
+    def split(self, parent, factor=None, nparts=None):
+        name = self._name(parent)
+        st = self._state.stage(self.op)
+        ext = st.iters[st.iter_index(name)].extent
+        if (factor is None) == (nparts is None):
+            raise ScheduleError(f"split of {self.op.name}.{name}: give exactly one of factor, "
+                                "nparts")
+        factor = _pos_int(factor if factor is not None else nparts, f"split of {name}")
+        if nparts is not None:
+            factor = -(-ext // factor)
+        self._apply(self._state.split, name, [factor])
+        st = self._state.stage(self.op)
+        rel = st.relations[-1]
+        return LoopVar(self, rel.outs[0]), LoopVar(self, rel.outs[1])
+
+    def tile(self, x_parent, y_parent, x_factor, y_factor):
+        xo, xi = self.split(x_parent, factor=x_factor)
+        yo, yi = self.split(y_parent, factor=y_factor)
+        self.reorder(xo, yo, xi, yi)
+        return xo, yo, xi, yi
+
+    def fuse(self, *args):
+        if len(args) == 1 and isinstance(args[0], (list, tuple)):
+            args = tuple(args[0])
+        names = [self._name(a) for a in args]
+        self._apply(self._state.fuse, names)
+        st = self._state.stage(self.op)
+        return LoopVar(self, st.relations[-1].fused) if len(names) > 1 else \
+            LoopVar(self, names[0])
+
+    def reorder(self, *args):
+        if len(args) == 1 and isinstance(args[0], (list, tuple)):
+            args = tuple(args[0])
+        self._apply(self._state.reorder, [self._name(a) for a in args])
+
+    def compute_at(self, parent: ScheduleStage, axis):
+        if not isinstance(parent, ScheduleStage):
+            raise ScheduleError(f"compute_at of {self.op.name}: the target must be a stage "
+                                "(s[T]), got {type(parent).__name__}")
+        self.sch.state = self._state.compute_at(self.op, parent.op, parent._name(axis))
+
+    def compute_inline(self):
+        self._apply(self._state.compute_inline)
+
+    def compute_root(self):
+        self._apply(self._state.compute_root)
+
+    def parallel(self, axis):
+        self._apply(self._state.parallel, self._name(axis))
+
+    def vectorize(self, axis):
+        self._apply(self._state.vectorize, self._name(axis))
+
+    def unroll(self, axis):
+        self._apply(self._state.unroll, self._name(axis))
+
+    def pragma(self, axis, name: str, value=1):
+        self._apply(self._state.pragma, self._name(axis), name, value)
+
+    def __repr__(self):
+        return f"stage({self.op.name})"
+
+
+def _pos_int(x, where: str) -> int:
+    if isinstance(x, E.IntImm):
+        x = x.value
+    if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+        raise ScheduleError(f"{where}: factor must be a positive int, got {x!r}")
+    return x
+
+
+class Schedule:
+    """A schedule under construction; `state` is the State it has built so far."""
+
+    def __init__(self, outputs):
+        self.dag = ComputeDAG(outputs)
+        self.state = self.dag.init_state()
+
+    @property
+    def outputs(self) -> list:
+        return list(self.dag.outputs)
+
+    @property
+    def stages(self) -> list:
+        return [ScheduleStage(self, s.op) for s in self.state.stages]
+
+    def __getitem__(self, key) -> ScheduleStage:
+        op = key.op if isinstance(key, Tensor) else key
+        self.state.stage_index(op)
+        return ScheduleStage(self, op)
+
+    def cache_write(self, tensor: Tensor, scope: str = "local") -> Tensor:
+        tensor = _single(tensor, "cache_write")
+        self.state = self.state.cache_write(tensor.op, scope)
+        idx = self.state.stage_index(tensor.op) - 1
+        return self.state.stages[idx].op.output(0)
+
+    def cache_read(self, tensor: Tensor, scope: str, readers) -> Tensor:
+        tensor = _single(tensor, "cache_read")
+        readers = [r.op if isinstance(r, Tensor) else r for r in readers]
+        self.state = self.state.cache_read(tensor.op, scope, readers)
+        return self.state.stages[self.state.stage_index(tensor.op) + 1].op.output(0)
+
+    def rfactor(self, tensor: Tensor, axis, factor_axis: int = 0) -> Tensor:
+        tensor = _single(tensor, "rfactor")
+        name = self[tensor]._name(axis)
+        self.state = self.state.rfactor(tensor.op, name, factor_axis)
+        return self.state.stages[self.state.stage_index(tensor.op) - 1].op.output(0)
+
+    def __str__(self) -> str:
+        return str(self.state)
+
+
+def _single(t, what: str) -> Tensor:
+    if isinstance(t, (list, tuple)):
+        if len(t) != 1:
+            raise ScheduleError(f"{what} takes one tensor")
+        t = t[0]
+    if not isinstance(t, Tensor):
+        raise ScheduleError(f"{what} expects a te Tensor, got {type(t).__name__}")
+    return t
+
+
+def create_schedule(ops) -> Schedule:
+    items = ops if isinstance(ops, (list, tuple)) else [ops]
+    return Schedule(items)

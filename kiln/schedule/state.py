@@ -1,0 +1,264 @@
+"""State: the one schedule representation (a ComputeDAG plus the Steps applied to it).
+
+Each Stage carries a light loop summary: its leaf iterators (name, extent, kind, annotation),
+the split/fuse relations from its root axes to them, and where it is computed (root, inline,
+or at another stage's iterator). Primitives return a new State; the State records the Step so
+that lowering, records and the search all replay the same list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..errors import ScheduleError
+from ..te import expr as E
+from ..te.tensor import ComputeOp, PlaceholderOp
+
+
+@dataclass(frozen=True)
+class Iterator:
+    name: str
+    extent: int
+    kind: str  # "spatial" | "reduce"
+    annotation: str = "none"  # none | parallel | vectorize | unroll
+    pragmas: tuple = ()  # ((name, value), ...)
+
+
+@dataclass(frozen=True)
+class Split:
+    """parent = sum(outs[k] * prod(lengths[k:])); outs[0] is the outermost part."""
+
+    parent: str
+    outs: tuple
+    lengths: tuple
+
+
+@dataclass(frozen=True)
+class Fuse:
+    """fused = ((x0 * e1 + x1) * e2 + x2) ... over the parts `names`."""
+
+    names: tuple
+    fused: str
+
+
+@dataclass(frozen=True)
+class ComputeDef:
+    """The computation a stage performs (may differ from its op after cache_write/read)."""
+
+    axis: tuple  # spatial IterVars
+    reduce_axis: tuple  # reduce IterVars
+    body: E.Expr
+
+
+@dataclass(frozen=True)
+class Stage:
+    op: object  # the identity of the tensor this stage produces
+    compute: ComputeDef | None  # None for placeholders
+    iters: tuple = ()
+    relations: tuple = ()
+    attach: tuple = ("root",)  # ("root",) | ("inline",) | ("at", target_op, iter_name)
+    is_output: bool = False
+    origin: str = ""  # "cache_write" / "cache_read" / "rfactor" for added stages
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+    @property
+    def is_placeholder(self) -> bool:
+        return self.compute is None
+
+    def root_vars(self) -> tuple:
+        return tuple(self.compute.axis) + tuple(self.compute.reduce_axis)
+
+    def iter_index(self, name: str) -> int:
+        for i, it in enumerate(self.iters):
+            if it.name == name:
+                return i
+        raise ScheduleError(f"stage {self.name} has no iterator {name!r}; "
+                            f"its loops are {[it.name for it in self.iters]}")
+
+
+def root_iters(compute: ComputeDef) -> tuple:
+    out = []
+    for a in compute.axis:
+        out.append(Iterator(a.name, int(a.extent.value), "spatial"))
+    for a in compute.reduce_axis:
+        out.append(Iterator(a.name, int(a.extent.value), "reduce"))
+    return tuple(out)
+
+
+def uniquify_axes(op: ComputeOp) -> ComputeOp:
+    """Axis names must be unique inside a stage: rename clashing IterVars in place."""
+    seen = set()
+    for a in list(op.axis) + list(op.reduce_axis):
+        if a.name in seen:
+            base, k = a.name, 1
+            while f"{base}_{k}" in seen:
+                k += 1
+            a.name = f"{base}_{k}"
+        seen.add(a.name)
+    return op
+
+
+def stage_of_op(op, is_output: bool) -> Stage:
+    if isinstance(op, PlaceholderOp):
+        return Stage(op, None, is_output=is_output)
+    if op.num_outputs != 1:
+        raise ScheduleError(f"compute {op.name!r} has {op.num_outputs} outputs; kiln schedules "
+                            "single-output computes only")
+    uniquify_axes(op)
+    comp = ComputeDef(tuple(op.axis), tuple(op.reduce_axis), op.body[0])
+    return Stage(op, comp, root_iters(comp), is_output=is_output)
+
+
+@dataclass(frozen=True)
+class State:
+    dag: object
+    stages: tuple
+    steps: tuple = field(default=())
+
+    @staticmethod
+    def initial(dag) -> State:
+        outs = {id(o) for o in dag.outputs}
+        return State(dag, tuple(stage_of_op(op, id(op) in outs) for op in dag.ops))
+
+    # ------------------------------------------------------------ lookup
+    def stage_index(self, key) -> int:
+        """Index of a stage given an index, a stage, an op or a tensor."""
+        if isinstance(key, int):
+            if not 0 <= key < len(self.stages):
+                raise ScheduleError(f"stage index {key} out of range (0..{len(self.stages) - 1})")
+            return key
+        op = getattr(key, "op", key)
+        for i, s in enumerate(self.stages):
+            if s.op is op:
+                return i
+        raise ScheduleError(f"{getattr(op, 'name', op)!r} is not a stage of this schedule")
+
+    def stage(self, key) -> Stage:
+        return self.stages[self.stage_index(key)]
+
+    def consumers(self, idx: int) -> list:
+        """Indices of stages whose computation reads stage idx."""
+        op = self.stages[idx].op
+        out = []
+        for j, s in enumerate(self.stages):
+            if s.compute is not None and any(
+                    isinstance(n, E.TensorLoad) and n.tensor.op is op for n in E.walk(s.compute.body)):
+                out.append(j)
+        return out
+
+    def effective_consumers(self, idx: int) -> list:
+        """Consumers, looking through inlined stages."""
+        out, todo, seen = [], list(self.consumers(idx)), set()
+        while todo:
+            j = todo.pop()
+            if j in seen:
+                continue
+            seen.add(j)
+            if self.stages[j].attach[0] == "inline":
+                todo.extend(self.consumers(j))
+            else:
+                out.append(j)
+        return sorted(out)
+
+    # ------------------------------------------------------------ functional updates
+    def with_stage(self, idx: int, stage: Stage) -> State:
+        stages = list(self.stages)
+        stages[idx] = stage
+        return replace(self, stages=tuple(stages))
+
+    def with_step(self, step) -> State:
+        return replace(self, steps=self.steps + (step,))
+
+    def apply(self, step) -> State:
+        """Apply a Step and record it."""
+        return step.apply_to(self).with_step(step)
+
+    # ------------------------------------------------------------ primitives (record steps)
+    def split(self, stage, it, lengths, inner_to_outer: bool = True) -> State:
+        from .steps import SplitStep
+        si = self.stage_index(stage)
+        return self.apply(SplitStep(si, self._iter(si, it), tuple(int(x) for x in lengths)))
+
+    def fuse(self, stage, iters) -> State:
+        from .steps import FuseStep
+        si = self.stage_index(stage)
+        return self.apply(FuseStep(si, tuple(self._iter(si, i) for i in iters)))
+
+    def reorder(self, stage, order) -> State:
+        from .steps import ReorderStep
+        si = self.stage_index(stage)
+        return self.apply(ReorderStep(si, tuple(self._iter(si, i) for i in order)))
+
+    def compute_at(self, stage, target, it) -> State:
+        from .steps import ComputeAtStep
+        si, ti = self.stage_index(stage), self.stage_index(target)
+        return self.apply(ComputeAtStep(si, ti, self._iter(ti, it)))
+
+    def compute_inline(self, stage) -> State:
+        from .steps import ComputeInlineStep
+        return self.apply(ComputeInlineStep(self.stage_index(stage)))
+
+    def compute_root(self, stage) -> State:
+        from .steps import ComputeRootStep
+        return self.apply(ComputeRootStep(self.stage_index(stage)))
+
+    def annotate(self, stage, it, annotation: str) -> State:
+        from .steps import AnnotationStep
+        si = self.stage_index(stage)
+        return self.apply(AnnotationStep(si, self._iter(si, it), annotation))
+
+    def parallel(self, stage, it) -> State:
+        return self.annotate(stage, it, "parallel")
+
+    def vectorize(self, stage, it) -> State:
+        return self.annotate(stage, it, "vectorize")
+
+    def unroll(self, stage, it) -> State:
+        return self.annotate(stage, it, "unroll")
+
+    def pragma(self, stage, it, name: str, value) -> State:
+        from .steps import PragmaStep
+        si = self.stage_index(stage)
+        return self.apply(PragmaStep(si, self._iter(si, it), str(name), int(value)))
+
+    def cache_write(self, stage, scope: str = "local") -> State:
+        from .steps import CacheWriteStep
+        return self.apply(CacheWriteStep(self.stage_index(stage), scope))
+
+    def cache_read(self, stage, scope: str, readers) -> State:
+        from .steps import CacheReadStep
+        rs = tuple(self.stage_index(r) for r in readers)
+        return self.apply(CacheReadStep(self.stage_index(stage), scope, rs))
+
+    def rfactor(self, stage, it, factor_axis: int = 0) -> State:
+        from .steps import RfactorStep
+        si = self.stage_index(stage)
+        return self.apply(RfactorStep(si, self._iter(si, it), int(factor_axis)))
+
+    def _iter(self, si: int, it) -> int:
+        st = self.stages[si]
+        if isinstance(it, int):
+            if not 0 <= it < len(st.iters):
+                raise ScheduleError(f"stage {st.name}: iterator index {it} out of range "
+                                    f"(it has {len(st.iters)} loops)")
+            return it
+        name = getattr(it, "name", it)
+        return st.iter_index(name)
+
+    # ------------------------------------------------------------ identity
+    def record_key(self) -> tuple:
+        return tuple(tuple(s.to_record()) for s in self.steps)
+
+    def __hash__(self) -> int:
+        return hash(self.record_key())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, State) and self.record_key() == other.record_key() \
+            and self.dag is other.dag
+
+    def __str__(self) -> str:
+        from .printer import state_str
+        return state_str(self)

@@ -1,0 +1,245 @@
+"""Transform steps: one frozen dataclass per schedule primitive.
+
+Each Step has apply_to(state) -> State (the transformation, checked for legality),
+to_record() -> list (JSON-able, first element a two-letter code) and from_record(list).
+Stages and iterators are referred to by index, so a record replays onto a fresh ComputeDAG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..errors import ScheduleError
+from . import transform as T
+
+ANNOTATIONS = ("none", "parallel", "vectorize", "unroll")
+
+
+@dataclass(frozen=True)
+class SplitStep:
+    stage_id: int
+    iter_id: int
+    lengths: tuple  # lengths of the inner parts, outer to inner
+
+    code = "SP"
+
+    def apply_to(self, state):
+        return T.split(state, self.stage_id, self.iter_id, self.lengths)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.iter_id, list(self.lengths)]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), int(r[2]), tuple(int(x) for x in r[3]))
+
+
+@dataclass(frozen=True)
+class FuseStep:
+    stage_id: int
+    iter_ids: tuple
+
+    code = "FU"
+
+    def apply_to(self, state):
+        return T.fuse(state, self.stage_id, self.iter_ids)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, list(self.iter_ids)]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), tuple(int(x) for x in r[2]))
+
+
+@dataclass(frozen=True)
+class ReorderStep:
+    stage_id: int
+    order: tuple
+
+    code = "RE"
+
+    def apply_to(self, state):
+        return T.reorder(state, self.stage_id, self.order)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, list(self.order)]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), tuple(int(x) for x in r[2]))
+
+
+@dataclass(frozen=True)
+class ComputeAtStep:
+    stage_id: int
+    target_stage_id: int
+    target_iter_id: int
+
+    code = "CA"
+
+    def apply_to(self, state):
+        return T.compute_at(state, self.stage_id, self.target_stage_id, self.target_iter_id)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.target_stage_id, self.target_iter_id]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), int(r[2]), int(r[3]))
+
+
+@dataclass(frozen=True)
+class ComputeInlineStep:
+    stage_id: int
+
+    code = "CI"
+
+    def apply_to(self, state):
+        return T.compute_inline(state, self.stage_id)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]))
+
+
+@dataclass(frozen=True)
+class ComputeRootStep:
+    stage_id: int
+
+    code = "CR"
+
+    def apply_to(self, state):
+        st = state.stages[self.stage_id]
+        if st.is_placeholder:
+            raise ScheduleError(f"compute_root: {st.name} is an input placeholder")
+        return state.with_stage(self.stage_id, replace(st, attach=("root",)))
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]))
+
+
+@dataclass(frozen=True)
+class AnnotationStep:
+    stage_id: int
+    iter_id: int
+    annotation: str
+
+    code = "AN"
+
+    def apply_to(self, state):
+        return T.annotate(state, self.stage_id, self.iter_id, self.annotation)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.iter_id, self.annotation]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), int(r[2]), str(r[3]))
+
+
+@dataclass(frozen=True)
+class PragmaStep:
+    stage_id: int
+    iter_id: int
+    name: str
+    value: int
+
+    code = "PR"
+
+    def apply_to(self, state):
+        return T.pragma(state, self.stage_id, self.iter_id, self.name, self.value)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.iter_id, self.name, self.value]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), int(r[2]), str(r[3]), int(r[4]))
+
+
+@dataclass(frozen=True)
+class CacheWriteStep:
+    stage_id: int
+    scope: str
+
+    code = "CW"
+
+    def apply_to(self, state):
+        return T.cache_write(state, self.stage_id, self.scope)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.scope]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), str(r[2]))
+
+
+@dataclass(frozen=True)
+class CacheReadStep:
+    stage_id: int
+    scope: str
+    reader_ids: tuple
+
+    code = "CH"
+
+    def apply_to(self, state):
+        return T.cache_read(state, self.stage_id, self.scope, self.reader_ids)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.scope, list(self.reader_ids)]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), str(r[2]), tuple(int(x) for x in r[3]))
+
+
+@dataclass(frozen=True)
+class RfactorStep:
+    stage_id: int
+    iter_id: int
+    factor_axis: int
+
+    code = "RF"
+
+    def apply_to(self, state):
+        return T.rfactor(state, self.stage_id, self.iter_id, self.factor_axis)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.iter_id, self.factor_axis]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), int(r[2]), int(r[3]))
+
+
+STEP_TYPES = {c.code: c for c in (SplitStep, FuseStep, ReorderStep, ComputeAtStep,
+                                  ComputeInlineStep, ComputeRootStep, AnnotationStep, PragmaStep,
+                                  CacheWriteStep, CacheReadStep, RfactorStep)}
+
+
+def step_from_record(r):
+    try:
+        cls = STEP_TYPES[r[0]]
+    except (KeyError, IndexError, TypeError):
+        raise ScheduleError(f"unknown step record {r!r}") from None
+    try:
+        return cls.from_record(r)
+    except (IndexError, TypeError, ValueError) as e:
+        raise ScheduleError(f"malformed step record {r!r}: {e}") from None
+
+
+def replay(dag, records):
+    """Apply step records to dag.init_state() and return the State."""
+    state = dag.init_state()
+    for r in records:
+        state = state.apply(step_from_record(r))
+    return state

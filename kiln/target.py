@@ -1,0 +1,289 @@
+"""Compilation targets: what machine the generated code is for.
+
+In: a target string such as "cpu", "llvm -mcpu=znver3 -num-cores=2" or "cpu -mattr=+avx2,+fma".
+Out: a `Target` value with the ISA features, the SIMD width, the core count and the cache sizes
+that scheduling and code generation read, plus the C compiler flags for it (`cflags()`).
+Why: one typed object instead of scattered environment probes; its canonical string
+(`str(target)`) is what tuning records store, so "llvm" and "cpu" name the same target.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from dataclasses import dataclass, field
+
+from .errors import TargetError
+
+KINDS = ("cpu",)
+_ALIASES = {"cpu": "cpu", "llvm": "cpu", "c": "cpu"}
+_GPU_KINDS = ("cuda", "rocm", "opencl", "vulkan", "metal", "nvptx")
+# LLVM-style options that say nothing kiln uses; accepted and dropped.
+_HARMLESS = ("-mtriple", "-keys", "-model", "-mabi", "-device", "-libs", "-link-params",
+             "-opt-level", "-mfloat-abi", "-system-lib", "-runtime", "-host", "-tag",
+             "-fast-math", "-fast-math-flags")
+_KNOWN_FEATURES = ("sse4.2", "avx", "avx2", "fma", "avx512f", "neon")
+# What a named -mcpu implies (a small table; anything else falls back to the host's features).
+_MCPU_FEATURES = {
+    "haswell": ("sse4.2", "avx", "avx2", "fma"),
+    "broadwell": ("sse4.2", "avx", "avx2", "fma"),
+    "skylake": ("sse4.2", "avx", "avx2", "fma"),
+    "znver1": ("sse4.2", "avx", "avx2", "fma"),
+    "znver2": ("sse4.2", "avx", "avx2", "fma"),
+    "znver3": ("sse4.2", "avx", "avx2", "fma"),
+    "znver4": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
+    "skylake-avx512": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
+    "cascadelake": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
+    "icelake-server": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
+    "sapphirerapids": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
+    "x86-64": (),
+    "x86-64-v2": ("sse4.2",),
+    "x86-64-v3": ("sse4.2", "avx", "avx2", "fma"),
+    "x86-64-v4": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
+}
+_DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1,
+                "bool": 1, "int32": 4, "int64": 8}
+
+
+# ---------------------------------------------------------------- host probing
+
+@functools.lru_cache(maxsize=1)
+def host_features() -> tuple:
+    """ISA features of this machine that kiln cares about, from /proc/cpuinfo."""
+    flags: set = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    out = {f for f in ("avx", "avx2", "fma", "avx512f") if f in flags}
+    if "sse4_2" in flags:
+        out.add("sse4.2")
+    if "asimd" in flags or "neon" in flags or platform.machine() in ("aarch64", "arm64"):
+        out.add("neon")
+    return tuple(sorted(out))
+
+
+def _parse_size(text: str) -> int:
+    text = text.strip().upper()
+    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(text[-1:], 1)
+    digits = text.rstrip("KMG")
+    return int(digits) * mult if digits.isdigit() else 0
+
+
+@functools.lru_cache(maxsize=1)
+def host_cache_sizes() -> dict:
+    """{'l1': bytes, 'l2': bytes, 'l3': bytes} of cpu0's data caches (0 when unknown)."""
+    sizes = {"l1": 0, "l2": 0, "l3": 0}
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return sizes
+    for entry in entries:
+        if not entry.startswith("index"):
+            continue
+        try:
+            level = _read(f"{root}/{entry}/level")
+            kind = _read(f"{root}/{entry}/type")
+            size = _parse_size(_read(f"{root}/{entry}/size"))
+        except OSError:
+            continue
+        if kind in ("Data", "Unified") and f"l{level}" in sizes:
+            sizes[f"l{level}"] = size
+    return sizes
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def host_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- Target
+
+@dataclass(frozen=True)
+class Target:
+    """A code-generation target. Build with `Target("cpu -num-cores=2")` or `Target.host()`."""
+
+    text: str = "cpu"
+    kind: str = field(init=False)
+    mcpu: str | None = field(init=False)
+    mattr: tuple = field(init=False)
+    num_cores: int | None = field(init=False)
+
+    def __post_init__(self):
+        if isinstance(self.text, Target):
+            object.__setattr__(self, "text", str(self.text))
+        kind, mcpu, mattr, cores = _parse(str(self.text))
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "mcpu", mcpu)
+        object.__setattr__(self, "mattr", mattr)
+        object.__setattr__(self, "num_cores", cores)
+
+    # ------------------------------------------------------------ identity
+    def __str__(self) -> str:
+        parts = [self.kind]
+        if self.mcpu:
+            parts.append(f"-mcpu={self.mcpu}")
+        if self.mattr:
+            parts.append("-mattr=" + ",".join(self.mattr))
+        if self.num_cores is not None:
+            parts.append(f"-num-cores={self.num_cores}")
+        return " ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"Target({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Target) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    # ------------------------------------------------------------ machine model
+    @property
+    def features(self) -> tuple:
+        """ISA features (e.g. ('avx', 'avx2', 'fma', 'sse4.2')) after -mcpu / -mattr."""
+        base = set(_MCPU_FEATURES.get(self.mcpu, host_features()) if self.mcpu
+                   else host_features())
+        for attr in self.mattr:
+            name = attr[1:]
+            if attr[0] == "+":
+                base.add(name)
+            else:
+                base.discard(name)
+        return tuple(sorted(base))
+
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+    @property
+    def vector_bytes(self) -> int:
+        """Width of one SIMD register: 64 with AVX-512, 32 with AVX2, else 16."""
+        if self.has("avx512f"):
+            return 64
+        if self.has("avx2") or self.has("avx"):
+            return 32
+        return 16
+
+    def vector_lanes(self, dtype: str) -> int:
+        """How many `dtype` elements one SIMD register holds."""
+        if dtype not in _DTYPE_BYTES:
+            raise TargetError(f"unknown dtype {dtype!r}")
+        return max(1, self.vector_bytes // _DTYPE_BYTES[dtype])
+
+    @property
+    def cores(self) -> int:
+        return self.num_cores if self.num_cores is not None else host_cores()
+
+    @property
+    def cache_sizes(self) -> dict:
+        return dict(host_cache_sizes())
+
+    @property
+    def l1_bytes(self) -> int:
+        return host_cache_sizes()["l1"]
+
+    @property
+    def l2_bytes(self) -> int:
+        return host_cache_sizes()["l2"]
+
+    @property
+    def l3_bytes(self) -> int:
+        return host_cache_sizes()["l3"]
+
+    def cflags(self) -> list:
+        """C compiler flags for a shared library of kernels for this target."""
+        arch = f"-march={self.mcpu}" if self.mcpu else "-march=native"
+        flags = ["-O3", arch, "-ffp-contract=fast", "-fno-math-errno", "-fopenmp", "-fPIC",
+                 "-shared"]
+        for attr in self.mattr:
+            flags.append(("-m" if attr[0] == "+" else "-mno-") + attr[1:].replace("neon", "simd"))
+        return flags
+
+    # ------------------------------------------------------------ scope
+    def __enter__(self) -> Target:
+        _STACK.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _STACK.pop()
+
+    @staticmethod
+    def current(allow_none: bool = False) -> Target | None:
+        """The innermost `with Target(...)` target; else the host target (or None if allowed)."""
+        if _STACK:
+            return _STACK[-1]
+        return None if allow_none else Target.host()
+
+    @staticmethod
+    def host() -> Target:
+        return Target("cpu")
+
+
+_STACK: list = []
+
+
+def _parse(text: str):
+    words = text.split()
+    if not words:
+        raise TargetError("empty target string; use 'cpu' (or 'llvm')")
+    kind = words[0].lower()
+    if kind in _GPU_KINDS:
+        raise TargetError(f"target {kind!r}: kiln has no GPU backend yet; use 'cpu' (or 'llvm')")
+    if kind not in _ALIASES:
+        raise TargetError(f"unknown target kind {kind!r}; known kinds: {', '.join(KINDS)} "
+                          "(aliases: llvm, c)")
+    mcpu, mattr, cores = None, [], None
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        if key == "-mcpu":
+            mcpu = None if value in ("", "native") else value
+        elif key == "-mattr":
+            mattr.extend(_parse_mattr(value))
+        elif key == "-num-cores":
+            cores = _parse_cores(value)
+        elif key not in _HARMLESS:
+            raise TargetError(f"unknown target option {word!r} in {text!r}; known options: "
+                              "-mcpu=NAME, -mattr=+feat,-feat, -num-cores=N")
+    return _ALIASES[kind], mcpu, tuple(sorted(set(mattr))), cores
+
+
+def _parse_mattr(value: str) -> list:
+    out = []
+    for item in filter(None, value.split(",")):
+        if item[0] not in "+-":
+            item = "+" + item
+        if item[1:] not in _KNOWN_FEATURES:
+            raise TargetError(f"unknown -mattr feature {item[1:]!r}; known: "
+                              f"{', '.join(_KNOWN_FEATURES)}")
+        out.append(item)
+    return out
+
+
+def _parse_cores(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise TargetError(f"-num-cores wants a positive integer, got {value!r}")
+    return int(value)
+
+
+def as_target(target) -> Target:
+    """Accept a Target, a target string or None (the current target)."""
+    if target is None:
+        return Target.current()
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, str):
+        return Target(target)
+    raise TargetError(f"expected a Target or a target string, got {type(target).__name__}")

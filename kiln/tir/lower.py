@@ -1,0 +1,386 @@
+"""Lowering: State (or TVM-style Schedule) -> PrimFunc.
+
+Replays the State's loop summary into loop nests: inlines, infers the region each attached
+stage must produce (bound inference through splits, fuses and compute_at), allocates
+intermediate buffers (stack when small, heap otherwise), emits reduction init/update nests,
+guards splits that do not divide, and simplifies every index.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from ..errors import LoweringError
+from ..schedule.state import Fuse, Split, Stage
+from ..te import expr as E
+from ..te.tensor import Tensor
+from . import stmt as S
+from .bound import region_of
+from .simplify import simplify
+
+STACK_LIMIT_BYTES = 32 * 1024
+_KIND = {"none": "serial", "parallel": "parallel", "vectorize": "vectorized", "unroll": "unrolled"}
+
+
+@dataclass
+class Leaf:
+    name: str
+    var: E.Var
+    extent: int
+    kind: str
+    annotation: str
+    pragmas: tuple
+
+
+@dataclass
+class LStage:
+    """What lowering knows about one stage."""
+
+    stage: Stage
+    outer: list  # enclosing Leaf loops, outermost first
+    leaves: list = field(default_factory=list)
+    root_val: dict = field(default_factory=dict)  # root IterVar -> expr in loop vars
+    guards: list = field(default_factory=list)
+    buffer: S.Buffer | None = None
+    offsets: list = field(default_factory=list)  # region mins per dim
+
+
+def _dtype_bytes(dtype: str) -> int:
+    return {"float64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1,
+            "bool": 1}.get(dtype, 4)
+
+
+class Lowerer:
+    def __init__(self, state, args, name: str):
+        self.state, self.name = state, name
+        self.stages = state.stages
+        self.index = {id(s.op): i for i, s in enumerate(self.stages)}
+        self.args = list(args) if args is not None else list(state.dag.tensors)
+        self.info: dict[int, LStage] = {}
+        self.ranges: dict = {}
+        self.var_names: set = set()
+        self._eff: dict = {}
+        self.param_of: dict = {}
+
+    # ------------------------------------------------------------ entry
+    def run(self) -> S.PrimFunc:
+        self.params = self._params()
+        for si in reversed(range(len(self.stages))):
+            st = self.stages[si]
+            if not st.is_placeholder and st.attach[0] != "inline":
+                self._plan(si)
+        body = self._emit_roots()
+        body = S.map_exprs(body, lambda e: simplify(e, self.ranges))
+        return S.PrimFunc(self.name, self.params, body, self._scalar_params(body))
+
+    def _params(self) -> list:
+        out = []
+        for a in self.args:
+            if not isinstance(a, Tensor):
+                raise LoweringError(f"build arguments must be te Tensors, got {type(a).__name__}")
+            si = self.index.get(id(a.op))
+            if si is None:
+                raise LoweringError(f"argument {a.name} is not a tensor of this schedule")
+            shape = [_int_dim(d, a.name) for d in a.shape]
+            out.append(S.Buffer(_c_name(a.name, self.var_names), shape, a.dtype, "global"))
+            self.param_of[si] = out[-1]
+        for si, st in enumerate(self.stages):
+            used = st.is_output or self.state.effective_consumers(si)
+            if si not in self.param_of and used and (st.is_placeholder or st.is_output):
+                what = "input" if st.is_placeholder else "output"
+                raise LoweringError(f"{what} tensor {st.name} is used but missing from the "
+                                    f"build arguments {[a.name for a in self.args]}")
+        return out
+
+    # ------------------------------------------------------------ inlining
+    def effective_body(self, si: int) -> E.Expr:
+        if si in self._eff:
+            return self._eff[si]
+        st = self.stages[si]
+
+        def fn(n):
+            if isinstance(n, E.TensorLoad):
+                j = self.index.get(id(n.tensor.op))
+                if j is not None and self.stages[j].attach[0] == "inline":
+                    sj = self.stages[j]
+                    return E.substitute(self.effective_body(j),
+                                        dict(zip(sj.compute.axis, n.indices)))
+            return None
+        self._eff[si] = E.transform(st.compute.body, fn)
+        return self._eff[si]
+
+    # ------------------------------------------------------------ planning a stage
+    def _plan(self, si: int) -> None:
+        st = self.stages[si]
+        shape = [int(a.extent.value) for a in st.compute.axis]
+        if st.attach[0] == "at":
+            ti = self.index[id(st.attach[1])]
+            t = self.info.get(ti)
+            if t is None:
+                raise LoweringError(f"{st.name} is computed at {st.attach[1].name}, "
+                                    "which is not a loop nest (inlined?)")
+            pos = [lf.name for lf in t.leaves].index(st.attach[2])
+            outer = t.outer + t.leaves[:pos + 1]
+            region = self._infer_region(si, outer, shape)
+        else:
+            outer = []
+            region = [(E.IntImm(0), d) for d in shape]
+        info = LStage(st, outer)
+        self._make_leaves(info, [r[1] for r in region])
+        for a, (lo, ext) in zip(st.compute.axis, region):
+            info.root_val[a] = simplify(info.root_val[a] + lo, self.ranges)
+            if ext + _max_const(lo, self.ranges) > int(a.extent.value):
+                info.guards.append(info.root_val[a] < a.extent)
+        self._make_buffer(si, info, region)
+        self.info[si] = info
+
+    def _make_leaves(self, info: LStage, spatial_ext: list) -> None:
+        st = info.stage
+        ext = {a.name: e for a, e in zip(st.compute.axis, spatial_ext)}
+        ext.update({a.name: int(a.extent.value) for a in st.compute.reduce_axis})
+        for rel in st.relations:
+            if isinstance(rel, Split):
+                p = ext[rel.parent]
+                ext[rel.outs[0]] = math.ceil(p / math.prod(rel.lengths))
+                ext.update(zip(rel.outs[1:], rel.lengths))
+            else:
+                ext[rel.fused] = math.prod(ext[n] for n in rel.names)
+        for it in st.iters:
+            v = E.Var(_c_name(it.name, self.var_names))
+            info.leaves.append(Leaf(it.name, v, ext[it.name], it.kind, it.annotation, it.pragmas))
+            self.ranges[v] = (0, ext[it.name] - 1)
+        val = {lf.name: lf.var for lf in info.leaves}
+        for rel in reversed(st.relations):
+            if isinstance(rel, Split):
+                strides = [math.prod(rel.lengths[k:]) for k in range(len(rel.outs))]
+                val[rel.parent] = _sum(val[o] * s if s != 1 else val[o]
+                                       for o, s in zip(rel.outs, strides))
+                if ext[rel.outs[0]] * math.prod(rel.lengths) != ext[rel.parent]:
+                    info.guards.append(val[rel.parent] < ext[rel.parent])
+            elif isinstance(rel, Fuse):
+                inner = 1
+                for k in reversed(range(len(rel.names))):
+                    n = rel.names[k]
+                    x = val[rel.fused] if inner == 1 else E.binop("floordiv", val[rel.fused], inner)
+                    val[n] = x if k == 0 else E.binop("floormod", x, ext[n])
+                    inner *= ext[n]
+        for a in st.root_vars():
+            info.root_val[a] = simplify(val[a.name], self.ranges)
+
+    def _infer_region(self, si: int, outer: list, shape: list) -> list:
+        st = self.stages[si]
+        fixed = [lf.var for lf in outer]
+        accesses = []
+        ranging = {}
+        for ci in self.state.effective_consumers(si):
+            c = self.info.get(ci)
+            if c is None:
+                raise LoweringError(f"consumer {self.stages[ci].name} of {st.name} is not "
+                                    "lowered before it (is it inlined into nothing?)")
+            loops = c.outer + c.leaves
+            if [lf.var for lf in loops[:len(fixed)]] != fixed:
+                raise LoweringError(f"{st.name} is computed at a loop that does not enclose "
+                                    f"its consumer {c.stage.name}")
+            for lf in loops[len(fixed):]:
+                ranging[lf.var] = (0, lf.extent - 1)
+            body = E.substitute(self.effective_body(ci), c.root_val)
+            for n in E.walk(body):
+                if isinstance(n, E.TensorLoad) and n.tensor.op is st.op:
+                    accesses.append(n.indices)
+        if not accesses:
+            raise LoweringError(f"{st.name} is computed at a loop but nothing reads it there")
+        return region_of(accesses, shape, ranging, self.ranges)
+
+    def _make_buffer(self, si: int, info: LStage, region: list) -> None:
+        st = info.stage
+        if si in self.param_of:
+            info.buffer, info.offsets = self.param_of[si], [E.IntImm(0)] * len(region)
+            return
+        shape = [ext for _, ext in region]
+        nbytes = math.prod(shape) * _dtype_bytes(st.op.output(0).dtype)
+        scope = "stack" if nbytes <= STACK_LIMIT_BYTES else "heap"
+        name = _c_name(st.name, self.var_names)
+        info.buffer = S.Buffer(name, shape, st.op.output(0).dtype, scope)
+        info.offsets = [lo for lo, _ in region]
+
+    # ------------------------------------------------------------ emission
+    def _emit_roots(self) -> S.Stmt:
+        stmts, allocs = [], []
+        for si, st in enumerate(self.stages):
+            if st.is_placeholder or st.attach[0] != "root":
+                continue
+            stmts.append(self._emit_stage(si))
+            if si not in self.param_of:
+                allocs.append(self.info[si].buffer)
+        body = S.seq(stmts)
+        for b in reversed(allocs):
+            body = S.Allocate(b, body)
+        return body
+
+    def _attached(self, si: int) -> dict:
+        op = self.stages[si].op
+        out: dict = {}
+        for j, s in enumerate(self.stages):
+            if s.attach[0] == "at" and s.attach[1] is op:
+                out.setdefault(s.attach[2], []).append(j)
+        return out
+
+    def _emit_stage(self, si: int, in_parallel: bool = False) -> S.Stmt:
+        info = self.info[si]
+        leaves = info.leaves
+        attached = self._attached(si)
+        red = [k for k, lf in enumerate(leaves) if lf.kind == "reduce"]
+        r0 = red[0] if red and isinstance(info.stage.compute.body, E.Reduce) else None
+        par = [in_parallel]
+        for lf in leaves:
+            par.append(par[-1] or lf.annotation == "parallel")
+
+        def inner(pos: int) -> S.Stmt:
+            # content inside loop `pos` (pos == -1: outside all loops)
+            parts = []
+            for j in attached.get(leaves[pos].name, []) if pos >= 0 else []:
+                parts.append((j, self._emit_stage(j, par[pos + 1])))
+            rest = []
+            if r0 is not None and pos + 1 == r0:
+                rest.append(self._init_nest(info, r0, par[pos + 1]))
+            if pos + 1 < len(leaves):
+                rest.append(self._loop(leaves[pos + 1], inner(pos + 1), par[pos + 1]))
+            else:
+                rest.append(self._body(si, info))
+            body = S.seq([s for _, s in parts] + rest)
+            for j, _ in reversed(parts):
+                if j not in self.param_of:
+                    body = S.Allocate(self.info[j].buffer, body)
+            return body
+        return inner(-1)
+
+    def _loop(self, lf: Leaf, body: S.Stmt, in_parallel: bool) -> S.Stmt:
+        kind = _KIND[lf.annotation]
+        if kind == "parallel" and in_parallel:
+            kind = "serial"
+        return S.For(lf.var, E.IntImm(lf.extent), kind, body, dict(lf.pragmas))
+
+    def _out_index(self, info: LStage) -> E.Expr:
+        idx = [info.root_val[a] - off for a, off in zip(info.stage.compute.axis, info.offsets)]
+        return _flat(info.buffer, idx)
+
+    def _guarded(self, stmt: S.Stmt, conds: list) -> S.Stmt:
+        conds = [c for c in (simplify(c, self.ranges) for c in conds)
+                 if not (isinstance(c, E.IntImm) and c.value)]
+        return S.IfThenElse(E.all(*conds), stmt) if conds else stmt
+
+    def _init_nest(self, info: LStage, r0: int, in_parallel: bool) -> S.Stmt:
+        body = info.stage.compute.body
+        store = S.Store(info.buffer, self._out_index(info), body.identity())
+        spatial_vars = {lf.var for lf in info.leaves[:r0]} | {lf.var for lf in info.outer}
+        spatial_vars |= {lf.var for lf in info.leaves[r0:] if lf.kind == "spatial"}
+        guards = [g for g in info.guards if E.free_vars(g) <= spatial_vars]
+        stmt = self._guarded(store, guards)
+        loops = [lf for lf in info.leaves[r0:] if lf.kind == "spatial"]
+        for lf in reversed(loops):
+            stmt = self._loop(lf, stmt, in_parallel)
+        return stmt
+
+    def _body(self, si: int, info: LStage) -> S.Stmt:
+        body = E.substitute(self.effective_body(si), info.root_val)
+        idx = self._out_index(info)
+        if isinstance(body, E.Reduce):
+            src = self._to_buffers(body.source)
+            old = S.BufferLoad(info.buffer, idx)
+            stmt = S.Store(info.buffer, idx, body.combiner.combine(old, src))
+            conds = list(info.guards)
+            if body.condition is not None:
+                conds.append(self._to_buffers(body.condition))
+            return self._guarded(stmt, conds)
+        return self._guarded(S.Store(info.buffer, idx, self._to_buffers(body)), info.guards)
+
+    def _to_buffers(self, e: E.Expr) -> E.Expr:
+        def fn(n):
+            if isinstance(n, E.TensorLoad):
+                j = self.index.get(id(n.tensor.op))
+                if j is None or j not in self.info and j not in self.param_of:
+                    raise LoweringError(f"tensor {n.tensor.name} is read but is neither a build "
+                                        "argument nor computed by this schedule")
+                if j in self.info:
+                    t = self.info[j]
+                    idx = [i - off for i, off in zip(n.indices, t.offsets)]
+                    return S.BufferLoad(t.buffer, _flat(t.buffer, idx))
+                buf = self.param_of[j]
+                return S.BufferLoad(buf, _flat(buf, list(n.indices)))
+            return None
+        return E.transform(e, fn)
+
+    def _scalar_params(self, body: S.Stmt) -> list:
+        loop_vars = set(self.ranges)
+        found = []
+        for s in S.walk_stmts(body):
+            for e in _stmt_exprs(s):
+                for n in E.walk(e):
+                    if isinstance(n, E.Var) and n not in loop_vars and n not in found:
+                        found.append(n)
+        return found
+
+
+def _stmt_exprs(s: S.Stmt) -> list:
+    if isinstance(s, S.Store):
+        return [s.index, s.value]
+    if isinstance(s, S.IfThenElse):
+        return [s.cond]
+    if isinstance(s, S.For):
+        return [s.extent]
+    if isinstance(s, S.LetStmt):
+        return [s.value]
+    return []
+
+
+def _flat(buf: S.Buffer, idx: list) -> E.Expr:
+    out = None
+    for i, stride in zip(idx, buf.strides):
+        t = i * stride if stride != 1 else i
+        out = t if out is None else out + t
+    return out if out is not None else E.IntImm(0)
+
+
+def _sum(items):
+    out = None
+    for x in items:
+        out = x if out is None else out + x
+    return out
+
+
+def _max_const(e: E.Expr, ranges: dict) -> int:
+    from .simplify import Simplifier
+    r = Simplifier(ranges).range_of(e)
+    return 0 if r is None else r[1]
+
+
+def _int_dim(d, name: str) -> int:
+    if isinstance(d, E.IntImm):
+        return d.value
+    if isinstance(d, int):
+        return d
+    raise LoweringError(f"tensor {name} has a symbolic dimension {d}; kiln needs constant shapes")
+
+
+def _c_name(name: str, taken: set) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "v"
+    if base[0].isdigit():
+        base = "v" + base
+    cand, k = base, 1
+    while cand in taken or cand in _RESERVED:
+        cand = f"{base}_{k}"
+        k += 1
+    taken.add(cand)
+    return cand
+
+
+_RESERVED = {"int", "float", "double", "char", "for", "if", "else", "return", "void", "long",
+             "short", "const", "static", "inline", "restrict", "main", "auto", "case", "default"}
+
+
+def lower(sch, args=None, name: str = "default_function", simple_mode: bool = False):
+    """Lower a Schedule (or State) with its argument tensors to a PrimFunc."""
+    state = getattr(sch, "state", sch)
+    return Lowerer(state, args, name).run()

@@ -1,0 +1,89 @@
+"""Constant padding and the window arithmetic shared by conv2d and pooling.
+
+In: a te Tensor with per-axis pad widths and a fill value; for the helpers, the user's
+stride / padding / dilation arguments. Out: a "pad" compute (tag "injective") that reads
+the input only where the index lands inside it (te.if_then_else guards the read), plus
+normalised (int, int) pairs and output extents. Padding is its own compute so the scheduler
+may inline it into the consumer or materialise it.
+"""
+
+from __future__ import annotations
+
+from ... import te
+from ...errors import ShapeError
+from ...te import expr as E
+from ...te.tensor import Tensor
+from ..utils import check_tensor, const_shape
+
+__all__ = ["pad"]
+
+
+def pad(data: Tensor, pad_before, pad_after=None, pad_value=0.0, name: str = "pad") -> Tensor:
+    """`data` with pad_before[d] / pad_after[d] elements of `pad_value` around each axis d."""
+    check_tensor(data, "pad")
+    shape = const_shape(data, "pad")
+    before = [int(p) for p in pad_before]
+    after = before if pad_after is None else [int(p) for p in pad_after]
+    if len(before) != len(shape) or len(after) != len(shape):
+        raise ShapeError(f"pad: need one pad width per axis of {shape}, got before={before} "
+                         f"after={after}")
+    if any(p < 0 for p in before + after):
+        raise ShapeError(f"pad: pad widths must be >= 0, got before={before} after={after}")
+    value = E.cast(data.dtype, pad_value) if isinstance(pad_value, E.Expr) \
+        else te.const(pad_value, data.dtype)
+    out_shape = tuple(b + d + a for b, d, a in zip(before, shape, after))
+
+    def f(*i):
+        conds, idx = [], []
+        for v, b, d, a in zip(i, before, shape, after):
+            idx.append(v - b if b else v)
+            if b:
+                conds.append(v >= b)
+            if a:
+                conds.append(v < b + d)
+        if not conds:
+            return data[tuple(idx)]
+        return te.if_then_else(te.all(*conds), data[tuple(idx)], value)
+    return te.compute(out_shape, f, name=name, tag="injective")
+
+
+def pair(v, what: str, op: str) -> tuple[int, int]:
+    """An int or a 2-sequence as a pair of positive ints."""
+    p = (v, v) if isinstance(v, int) else tuple(int(x) for x in v)
+    if len(p) != 2 or any(x <= 0 for x in p):
+        raise ShapeError(f"{op}: {what} must be a positive int or a pair of them, got {v!r}")
+    return p
+
+
+def padding4(v, op: str) -> tuple[int, int, int, int]:
+    """int, (h, w) or (top, left, bottom, right) padding as (top, left, bottom, right)."""
+    if isinstance(v, int):
+        p = (v, v, v, v)
+    else:
+        p = tuple(int(x) for x in v)
+        if len(p) == 2:
+            p = p + p
+    if len(p) != 4 or any(x < 0 for x in p):
+        raise ShapeError(f"{op}: padding must be an int, (h, w) or (top, left, bottom, right) "
+                         f"of non-negative ints, got {v!r}")
+    return p
+
+
+def out_extent(n: int, k: int, stride: int, dilation: int, lo: int, hi: int, op: str,
+               ceil_mode: bool = False) -> int:
+    """Number of windows along one axis (ceil_mode: PyTorch's rule, last window starts inside)."""
+    span = n + lo + hi - dilation * (k - 1) - 1
+    out = (span + stride - 1) // stride + 1 if ceil_mode else span // stride + 1
+    if ceil_mode and (out - 1) * stride >= n + lo:
+        out -= 1
+    if span < 0 or out <= 0:
+        raise ShapeError(f"{op}: window of {k} (dilation {dilation}) does not fit an input of "
+                         f"{n} with padding ({lo}, {hi})")
+    return out
+
+
+def window(o, stride: int, r, dilation: int) -> E.Expr:
+    """o * stride + r * dilation, without multiplications by 1."""
+    a = o * stride if stride != 1 else o
+    b = r * dilation if dilation != 1 else r
+    return a + b
