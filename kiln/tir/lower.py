@@ -18,7 +18,7 @@ from ..te import expr as E
 from ..te.tensor import Tensor
 from . import stmt as S
 from .bound import region_of
-from .simplify import simplify
+from .simplify import Simplifier, simplify
 
 STACK_LIMIT_BYTES = 32 * 1024
 _KIND = {"none": "serial", "parallel": "parallel", "vectorize": "vectorized", "unroll": "unrolled"}
@@ -131,8 +131,11 @@ class Lowerer:
         self._make_leaves(info, [r[1] for r in region])
         for a, (lo, ext) in zip(st.compute.axis, region):
             info.root_val[a] = simplify(info.root_val[a] + lo, self.ranges)
-            if ext + _max_const(lo, self.ranges) > int(a.extent.value):
+            lo_min, lo_max = _const_range(lo, self.ranges)
+            if ext + lo_max > int(a.extent.value):
                 info.guards.append(info.root_val[a] < a.extent)
+            if lo_min < 0:
+                info.guards.append(info.root_val[a] >= 0)
         self._make_buffer(si, info, region)
         self.info[si] = info
 
@@ -350,10 +353,10 @@ def _sum(items):
     return out
 
 
-def _max_const(e: E.Expr, ranges: dict) -> int:
-    from .simplify import Simplifier
+def _const_range(e: E.Expr, ranges: dict) -> tuple:
+    """Inclusive bounds of e; an unknown bound counts as out of range (so it gets a guard)."""
     r = Simplifier(ranges).range_of(e)
-    return 0 if r is None else r[1]
+    return (-1, 1 << 40) if r is None else r
 
 
 def _int_dim(d, name: str) -> int:

@@ -86,7 +86,7 @@ def _arg_extreme(x: Tensor, axis, keepdims: bool, dtype: str, is_max: bool) -> T
 
     def body(idx, r):
         flat = None
-        for a, rv in zip(axes, r):
+        for a, rv in zip(axes, r, strict=True):
             term = rv.astype(dtype) * strides[a] if strides[a] != 1 else rv.astype(dtype)
             flat = term if flat is None else flat + term
         ext_idx = tuple(0 if a in axes else v for a, v in enumerate(idx))

@@ -13,8 +13,15 @@ from .. import te
 from ..errors import DTypeError, ShapeError
 from ..te import expr as E
 from ..te.tensor import Tensor
-from .utils import (broadcast_index, broadcast_shape, check_tensor, const_shape, normalize_axes,
-                    normalize_axis, prod)
+from .utils import (
+    broadcast_index,
+    broadcast_shape,
+    check_tensor,
+    const_shape,
+    normalize_axes,
+    normalize_axis,
+    prod,
+)
 
 __all__ = ["broadcast_to", "concatenate", "expand_dims", "reshape", "split", "squeeze",
            "strided_slice", "take", "transpose"]
@@ -40,7 +47,7 @@ def unravel(flat: E.Expr, shape: tuple) -> tuple:
 def ravel(index: tuple, shape: tuple) -> E.Expr:
     """Row-major flat position of a multi-index in `shape`."""
     flat, stride = None, 1
-    for i, d in reversed(list(zip(index, shape))):
+    for i, d in reversed(list(zip(index, shape, strict=True))):
         if d != 1:
             term = i * stride if stride != 1 else i
             flat = term if flat is None else term + flat
@@ -149,7 +156,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
         raise ShapeError("concatenate: needs at least one tensor")
     shapes = [const_shape(t, "concatenate") for t in tensors]
     axis = normalize_axis(axis, len(shapes[0]), "concatenate")
-    for t, s in zip(tensors, shapes):
+    for t, s in zip(tensors, shapes, strict=True):
         if t.dtype != tensors[0].dtype:
             raise DTypeError(f"concatenate: dtypes differ: {tensors[0].dtype} and {t.dtype}")
         if len(s) != len(shapes[0]) or s[:axis] + s[axis + 1:] != \
@@ -179,12 +186,14 @@ def _slice_params(shape, begin, end, strides, axes, op: str) -> list:
     if len(begin) != len(end):
         raise ShapeError(f"{op}: begin {begin} and end {end} have different lengths")
     strides = [1] * len(begin) if strides is None else list(strides)
+    if len(strides) > len(begin):
+        raise ShapeError(f"{op}: {len(strides)} strides for {len(begin)} slice bounds")
     strides += [1] * (len(begin) - len(strides))
     axes = list(range(len(begin))) if axes is None else [normalize_axis(a, n, op) for a in axes]
     if len(axes) != len(begin) or len(begin) > n:
         raise ShapeError(f"{op}: {len(begin)} slice bounds for axes {axes} of a {n}-d tensor")
     params = [(0, 1, d) for d in shape]
-    for a, b, e, s in zip(axes, begin, end, strides):
+    for a, b, e, s in zip(axes, begin, end, strides, strict=True):
         if s == 0:
             raise ShapeError(f"{op}: stride must not be 0 (axis {a})")
         start, stop, step = slice(b, e, s).indices(shape[a])
@@ -203,7 +212,7 @@ def strided_slice(a: Tensor, begin, end, strides=None, axes=None) -> Tensor:
 
     def f(*i):
         return a[tuple(start + v * step if step != 1 else (start + v if start else v)
-                       for v, (start, step, _) in zip(i, params))]
+                       for v, (start, step, _) in zip(i, params, strict=True))]
     return _injective([p[2] for p in params], f, "strided_slice")
 
 
@@ -261,4 +270,5 @@ def split(a: Tensor, indices_or_sections, axis: int = 0) -> list[Tensor]:
         bounds = [n // k * j for j in range(k + 1)]
     else:
         bounds = [0] + [int(b) for b in indices_or_sections] + [n]
-    return [strided_slice(a, [lo], [hi], axes=[axis]) for lo, hi in zip(bounds, bounds[1:])]
+    pairs = zip(bounds[:-1], bounds[1:], strict=True)
+    return [strided_slice(a, [lo], [hi], axes=[axis]) for lo, hi in pairs]

@@ -80,7 +80,7 @@ def broadcast_shape(a: tuple, b: tuple, op: str) -> tuple:
     n = max(len(a), len(b))
     pa, pb = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
     out = []
-    for da, db in zip(pa, pb):
+    for da, db in zip(pa, pb, strict=True):
         if _same_dim(da, db) or (isinstance(db, int) and db == 1):
             out.append(da)
         elif isinstance(da, int) and da == 1:

@@ -31,11 +31,11 @@ def pad(data: Tensor, pad_before, pad_after=None, pad_value=0.0, name: str = "pa
         raise ShapeError(f"pad: pad widths must be >= 0, got before={before} after={after}")
     value = E.cast(data.dtype, pad_value) if isinstance(pad_value, E.Expr) \
         else te.const(pad_value, data.dtype)
-    out_shape = tuple(b + d + a for b, d, a in zip(before, shape, after))
+    out_shape = tuple(b + d + a for b, d, a in zip(before, shape, after, strict=True))
 
     def f(*i):
         conds, idx = [], []
-        for v, b, d, a in zip(i, before, shape, after):
+        for v, b, d, a in zip(i, before, shape, after, strict=True):
             idx.append(v - b if b else v)
             if b:
                 conds.append(v >= b)

@@ -19,7 +19,7 @@ __all__ = ["layer_norm", "log_softmax", "softmax"]
 
 def _with(i: tuple, axes: list[int], rvars: list) -> tuple:
     """Full index from a reduced-shape index `i` with `rvars` placed at `axes` (sorted)."""
-    it, fill = iter(i), dict(zip(axes, rvars))
+    it, fill = iter(i), dict(zip(axes, rvars, strict=True))
     return tuple(fill[a] if a in fill else next(it) for a in range(len(i) + len(axes)))
 
 

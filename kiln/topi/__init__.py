@@ -1,0 +1,65 @@
+"""Operators written in plain te (TVM's topi): math, reductions, data movement and topi.nn."""
+
+from . import math, nn, reduction, transform
+from .math import (
+    abs,
+    add,
+    cast,
+    ceil,
+    clip,
+    divide,
+    equal,
+    erf,
+    exp,
+    floor,
+    floor_divide,
+    floor_mod,
+    gelu,
+    gelu_tanh,
+    greater,
+    greater_equal,
+    hard_sigmoid,
+    hard_swish,
+    leaky_relu,
+    less,
+    less_equal,
+    log,
+    maximum,
+    minimum,
+    multiply,
+    negative,
+    not_equal,
+    power,
+    relu,
+    rsqrt,
+    sigmoid,
+    silu,
+    sqrt,
+    subtract,
+    tanh,
+    where,
+)
+from .nn import batch_matmul, conv2d_nchw, dense, layer_norm, log_softmax, matmul, pad, softmax
+from .reduction import argmax, argmin, max, mean, min, prod, sum
+from .transform import (
+    broadcast_to,
+    concatenate,
+    expand_dims,
+    reshape,
+    split,
+    squeeze,
+    strided_slice,
+    take,
+    transpose,
+)
+
+__all__ = [
+    "abs", "add", "argmax", "argmin", "batch_matmul", "broadcast_to", "cast", "ceil", "clip",
+    "concatenate", "conv2d_nchw", "dense", "divide", "equal", "erf", "exp", "expand_dims",
+    "floor", "floor_divide", "floor_mod", "gelu", "gelu_tanh", "greater", "greater_equal",
+    "hard_sigmoid", "hard_swish", "layer_norm", "leaky_relu", "less", "less_equal", "log",
+    "log_softmax", "math", "matmul", "max", "maximum", "mean", "min", "minimum", "multiply",
+    "negative", "nn", "not_equal", "pad", "power", "prod", "reduction", "relu", "reshape",
+    "rsqrt", "sigmoid", "silu", "softmax", "split", "sqrt", "squeeze", "strided_slice",
+    "subtract", "sum", "take", "tanh", "transform", "transpose", "where",
+]
