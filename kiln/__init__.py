@@ -1,1 +1,41 @@
+"""kiln: an auto-scheduling tensor compiler. Public face: te, topi, schedule, auto_scheduler,
+build / lower, target, runtime, nd, errors. `import kiln as tvm` runs classic TVM examples."""
 
+from __future__ import annotations
+
+import importlib
+
+from . import errors, te
+from .errors import KilnError
+
+__version__ = "0.1.0"
+
+_LAZY = {"topi": ".topi", "runtime": ".runtime", "target": ".target", "tir": ".tir",
+         "schedule": ".schedule", "auto_scheduler": ".auto_scheduler", "codegen": ".codegen",
+         "nd": ".runtime.ndarray", "testing": ".testing"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        mod = importlib.import_module(_LAZY[name], __name__)
+        globals()[name] = mod
+        return mod
+    if name in ("cpu", "device"):
+        from .runtime.ndarray import cpu
+        return cpu
+    raise AttributeError(f"module 'kiln' has no attribute {name!r}")
+
+
+def build(sch, args=None, target="cpu", name: str = "default_function"):
+    """Compile a schedule (or a lowered PrimFunc) for the target; returns a runtime Module."""
+    from .build_module import build as _build
+    return _build(sch, args, target=target, name=name)
+
+
+def lower(sch, args=None, name: str = "default_function", simple_mode: bool = False):
+    """The loop IR (PrimFunc) of a schedule; print it to read the loop nest."""
+    from .tir.lower import lower as _lower
+    return _lower(sch, args, name=name)
+
+
+__all__ = ["KilnError", "build", "errors", "lower", "te", *_LAZY]

@@ -8,6 +8,7 @@ that lowering, records and the search all replay the same list.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 
 from ..errors import ScheduleError
@@ -250,7 +251,7 @@ class State:
 
     # ------------------------------------------------------------ identity
     def record_key(self) -> tuple:
-        return tuple(tuple(s.to_record()) for s in self.steps)
+        return tuple(json.dumps(s.to_record()) for s in self.steps)
 
     def __hash__(self) -> int:
         return hash(self.record_key())

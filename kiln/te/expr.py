@@ -217,7 +217,7 @@ class CommReducer:
     def __call__(self, expr, axis, where=None, init=None):
         from .tensor import make_reduce
         first = axis[0] if isinstance(axis, (list, tuple)) and axis else axis
-        if not (isinstance(first, IterVar) and first.kind == "reduce"):
+        if not isinstance(first, IterVar):
             return self.combine(convert(expr), convert(axis))  # te.max(a, b): elementwise
         return make_reduce(self, expr, axis, where, init)
 

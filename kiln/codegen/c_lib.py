@@ -1,0 +1,193 @@
+"""The small C library a generated translation unit carries: types, vector types, helpers.
+
+In: requests from the printers (`lib.need("sel", "float32", 8)` -> "kiln_sel_f32x8").
+Out: the C text of exactly the typedefs and static inline helpers that were requested, with
+their dependencies first (`lib.text()`).
+Why: generated files stay short and readable (only what is used appears), and helpers such as
+floor division or a vector blend are written once, here, instead of inline at every use.
+"""
+
+from __future__ import annotations
+
+from ..errors import CodegenError
+
+CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
+         "int8": "int8_t", "uint8": "uint8_t", "bool": "uint8_t"}
+SUFFIX = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "int8": "i8",
+          "uint8": "u8", "bool": "u8"}
+BITS = {"float32": 32, "float64": 64, "int32": 32, "int64": 64, "int8": 8, "uint8": 8,
+        "bool": 8}
+MASK_DTYPE = {8: "int8", 32: "int32", 64: "int64"}
+VECTOR_DTYPES = ("float32", "float64", "int32", "int64", "int8", "uint8")
+
+
+def ctype(dtype: str) -> str:
+    """The C element type of a kiln dtype (bool is stored as uint8_t)."""
+    try:
+        return CTYPE[dtype]
+    except KeyError:
+        raise CodegenError(f"the C backend does not support dtype {dtype!r} yet "
+                           f"(supported: {', '.join(CTYPE)})") from None
+
+
+def vtype_name(dtype: str, lanes: int) -> str:
+    return f"kiln_{SUFFIX[dtype]}x{lanes}"
+
+
+def mask_dtype(dtype: str) -> str:
+    """The integer dtype whose vectors hold comparison masks for `dtype` vectors."""
+    return MASK_DTYPE[BITS[dtype]]
+
+
+class CLib:
+    """Collects requested helpers; `need` returns the C name and remembers the definition."""
+
+    def __init__(self):
+        self._defs: dict = {}
+        self._names: dict = {}
+
+    def need(self, kind: str, *args) -> str:
+        key = (kind,) + args
+        if key in self._names:
+            return self._names[key]
+        builder = _BUILDERS.get(kind)
+        if builder is None:
+            from . import c_math
+            builder = c_math.BUILDERS[kind]
+        name, deps, code = builder(*args)
+        for dep in deps:
+            self.need(*dep)
+        self._names[key] = name
+        self._defs.setdefault(name, code)
+        return name
+
+    def text(self) -> str:
+        return "\n".join(self._defs.values())
+
+
+# ---------------------------------------------------------------- scalar helpers
+
+def _floordiv(dtype):
+    t, s = ctype(dtype), SUFFIX[dtype]
+    name = f"kiln_floordiv_{s}"
+    code = (f"static inline {t} {name}({t} a, {t} b) {{\n"
+            f"  {t} q = a / b;\n"
+            f"  return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;\n}}\n")
+    return name, [], code
+
+
+def _floormod(dtype):
+    t, s = ctype(dtype), SUFFIX[dtype]
+    name = f"kiln_floormod_{s}"
+    if dtype in ("float32", "float64"):
+        fl = "floorf" if dtype == "float32" else "floor"
+        code = f"static inline {t} {name}({t} a, {t} b) {{\n  return a - {fl}(a / b) * b;\n}}\n"
+        return name, [], code
+    code = (f"static inline {t} {name}({t} a, {t} b) {{\n"
+            f"  {t} r = a % b;\n"
+            f"  return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;\n}}\n")
+    return name, [], code
+
+
+def _minmax(op, dtype):
+    t, s = ctype(dtype), SUFFIX[dtype]
+    name = f"kiln_{op}_{s}"
+    rel = "<" if op == "min" else ">"
+    code = f"static inline {t} {name}({t} a, {t} b) {{\n  return a {rel} b ? a : b;\n}}\n"
+    return name, [], code
+
+
+def _iabs(dtype):
+    t, s = ctype(dtype), SUFFIX[dtype]
+    name = f"kiln_abs_{s}"
+    return name, [], f"static inline {t} {name}({t} a) {{\n  return a < 0 ? -a : a;\n}}\n"
+
+
+# ---------------------------------------------------------------- vector basics
+
+def _vtype(dtype, lanes):
+    if dtype not in VECTOR_DTYPES:
+        raise CodegenError(f"no vector type for dtype {dtype!r}")
+    name = vtype_name(dtype, lanes)
+    size = lanes * BITS[dtype] // 8
+    return name, [], f"typedef {ctype(dtype)} {name} __attribute__((vector_size({size})));\n"
+
+
+def _splat(dtype, lanes):
+    v = vtype_name(dtype, lanes)
+    name = f"kiln_splat_{SUFFIX[dtype]}x{lanes}"
+    elems = ", ".join(["x"] * lanes)
+    code = f"static inline {v} {name}({ctype(dtype)} x) {{\n  return ({v}){{{elems}}};\n}}\n"
+    return name, [("vtype", dtype, lanes)], code
+
+
+def _load(dtype, lanes):
+    v = vtype_name(dtype, lanes)
+    name = f"kiln_load_{SUFFIX[dtype]}x{lanes}"
+    code = (f"static inline {v} {name}(const {ctype(dtype)}* p) {{\n"
+            f"  {v} x;\n  __builtin_memcpy(&x, p, sizeof x);\n  return x;\n}}\n")
+    return name, [("vtype", dtype, lanes)], code
+
+
+def _store(dtype, lanes):
+    v = vtype_name(dtype, lanes)
+    name = f"kiln_store_{SUFFIX[dtype]}x{lanes}"
+    code = (f"static inline void {name}({ctype(dtype)}* p, {v} x) {{\n"
+            f"  __builtin_memcpy(p, &x, sizeof x);\n}}\n")
+    return name, [("vtype", dtype, lanes)], code
+
+
+def lanewise(name: str, dtype: str, lanes: int, nargs: int, body: str, deps=()) -> tuple:
+    """A vector function computing `body` (C over a[i], b[i]) lane by lane.
+
+    GCC's SLP vectorizer turns such loops into single instructions where one exists
+    (vminps, vsqrtps, vroundps, vblendvps); elsewhere it stays a correct scalar loop.
+    """
+    v = vtype_name(dtype, lanes)
+    params = ", ".join(f"{v} {p}" for p in "ab"[:nargs])
+    code = (f"static inline {v} {name}({params}) {{\n  {v} r;\n"
+            f"  for (int i = 0; i < {lanes}; ++i) {{\n    r[i] = {body};\n  }}\n  return r;\n}}\n")
+    return name, [("vtype", dtype, lanes)] + list(deps), code
+
+
+def _sel(dtype, lanes):
+    v, m = vtype_name(dtype, lanes), vtype_name(mask_dtype(dtype), lanes)
+    name = f"kiln_sel_{SUFFIX[dtype]}x{lanes}"
+    code = (f"static inline {v} {name}({m} m, {v} a, {v} b) {{\n  {v} r;\n"
+            f"  for (int i = 0; i < {lanes}; ++i) {{\n    r[i] = m[i] ? a[i] : b[i];\n  }}\n"
+            f"  return r;\n}}\n")
+    return name, [("vtype", dtype, lanes), ("vtype", mask_dtype(dtype), lanes)], code
+
+
+def _vminmax(op, dtype, lanes):
+    rel = "<" if op == "min" else ">"
+    return lanewise(f"kiln_{op}_{SUFFIX[dtype]}x{lanes}", dtype, lanes, 2,
+                    f"a[i] {rel} b[i] ? a[i] : b[i]")
+
+
+def _vfloordiv(dtype, lanes):
+    return lanewise(f"kiln_floordiv_{SUFFIX[dtype]}x{lanes}", dtype, lanes, 2,
+                    f"kiln_floordiv_{SUFFIX[dtype]}(a[i], b[i])", [("floordiv", dtype)])
+
+
+def _vfloormod(dtype, lanes):
+    return lanewise(f"kiln_floormod_{SUFFIX[dtype]}x{lanes}", dtype, lanes, 2,
+                    f"kiln_floormod_{SUFFIX[dtype]}(a[i], b[i])", [("floormod", dtype)])
+
+
+_BUILDERS = {
+    "floordiv": _floordiv,
+    "floormod": _floormod,
+    "min": lambda dtype: _minmax("min", dtype),
+    "max": lambda dtype: _minmax("max", dtype),
+    "iabs": _iabs,
+    "vtype": _vtype,
+    "splat": _splat,
+    "load": _load,
+    "store": _store,
+    "sel": _sel,
+    "vmin": lambda dtype, lanes: _vminmax("min", dtype, lanes),
+    "vmax": lambda dtype, lanes: _vminmax("max", dtype, lanes),
+    "vfloordiv": _vfloordiv,
+    "vfloormod": _vfloormod,
+}

@@ -1,0 +1,75 @@
+"""Test helpers: run te outputs on a backend (the te interpreter or kiln's compiler), inputs.
+
+In: output Tensors and {placeholder: NumPy array}. Out: NumPy arrays of the outputs. The
+"kiln" backend builds a default schedule with kiln.build and calls the compiled function with
+outputs allocated by np.empty (written in place); BACKENDS skips it while kiln.build does not
+exist yet, so the same tests start exercising the compiler as soon as it lands.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import te_interp
+
+from kiln.te.tensor import Tensor
+
+
+def kiln_build_available() -> bool:
+    """Whether kiln.build can be imported (it is being written alongside these tests)."""
+    try:
+        import kiln
+        return callable(kiln.build)
+    except (ImportError, AttributeError):
+        return False
+
+
+BACKENDS = [
+    "interp",
+    pytest.param("kiln", marks=pytest.mark.skipif(not kiln_build_available(),
+                                                  reason="kiln.build is not available yet")),
+]
+
+
+def _build_and_run(outs: list, items: list) -> list:
+    import kiln
+    from kiln import te
+    sched = te.create_schedule([o.op for o in outs])
+    func = kiln.build(sched, [t for t, _ in items] + outs, target="cpu")
+    results = [np.empty(tuple(int(d) for d in o.shape), dtype=te_interp.np_dtype(o.dtype))
+               for o in outs]
+    func(*[np.ascontiguousarray(a) for _, a in items], *results)
+    return results
+
+
+def run_te(outs, inputs_np, backend: str = "interp"):
+    """Arrays of `outs` (a Tensor or a list) on `backend` given {placeholder: array}.
+
+    `inputs_np` may also be a list of (placeholder, array) pairs; its order is the argument
+    order of the compiled function.
+    """
+    single = isinstance(outs, Tensor)
+    outs = [outs] if single else list(outs)
+    items = list(inputs_np.items()) if isinstance(inputs_np, dict) else list(inputs_np)
+    if backend == "interp":
+        res = te_interp.evaluate(outs, dict(items))
+    elif backend == "kiln":
+        res = _build_and_run(outs, items)
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    return res[0] if single else res
+
+
+def rand(rng: np.random.Generator, shape, dtype: str = "float32", low: float = -1.0,
+         high: float = 1.0) -> np.ndarray:
+    """Uniform random array (integers in [low, high] for integer dtypes)."""
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        return rng.integers(int(low), int(high) + 1, size=shape).astype(dtype)
+    return rng.uniform(low, high, size=shape).astype(dtype)
+
+
+def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-5) -> None:
+    """assert_allclose that also checks shape and dtype kind."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
