@@ -183,6 +183,11 @@ class State:
         si = self.stage_index(stage)
         return self.apply(SplitStep(si, self._iter(si, it), tuple(int(x) for x in lengths)))
 
+    def follow_split(self, stage, it, src_step_id: int, n_split: int) -> State:
+        from .steps import FollowSplitStep
+        si = self.stage_index(stage)
+        return self.apply(FollowSplitStep(si, self._iter(si, it), int(src_step_id), int(n_split)))
+
     def fuse(self, stage, iters) -> State:
         from .steps import FuseStep
         si = self.stage_index(stage)

@@ -35,6 +35,45 @@ class SplitStep:
 
 
 @dataclass(frozen=True)
+class FollowSplitStep:
+    """Split like an earlier SplitStep, so tile sizes chosen there propagate here.
+
+    With n_split inner parts: the source's first n_split - 1 lengths, then the product of the
+    rest, so the outer parts line up with the source's outer parts.
+    """
+
+    stage_id: int
+    iter_id: int
+    src_step_id: int
+    n_split: int
+
+    code = "FSP"
+
+    def lengths(self, state) -> tuple:
+        if not 0 <= self.src_step_id < len(state.steps) or \
+                not isinstance(state.steps[self.src_step_id], SplitStep):
+            raise ScheduleError(f"follow_split: step {self.src_step_id} is not a split")
+        src = state.steps[self.src_step_id].lengths
+        if self.n_split >= len(src):
+            return tuple(src)
+        head = tuple(src[:self.n_split - 1])
+        rest = 1
+        for x in src[self.n_split - 1:]:
+            rest *= x
+        return head + (rest,)
+
+    def apply_to(self, state):
+        return T.split(state, self.stage_id, self.iter_id, self.lengths(state))
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.iter_id, self.src_step_id, self.n_split]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+
+
+@dataclass(frozen=True)
 class FuseStep:
     stage_id: int
     iter_ids: tuple
@@ -221,7 +260,7 @@ class RfactorStep:
         return cls(int(r[1]), int(r[2]), int(r[3]))
 
 
-STEP_TYPES = {c.code: c for c in (SplitStep, FuseStep, ReorderStep, ComputeAtStep,
+STEP_TYPES = {c.code: c for c in (SplitStep, FollowSplitStep, FuseStep, ReorderStep, ComputeAtStep,
                                   ComputeInlineStep, ComputeRootStep, AnnotationStep, PragmaStep,
                                   CacheWriteStep, CacheReadStep, RfactorStep)}
 

@@ -18,6 +18,7 @@ from ..te import expr as E
 from ..te.tensor import Tensor
 from . import stmt as S
 from .bound import region_of
+from .passes import run_passes
 from .simplify import Simplifier, simplify
 
 STACK_LIMIT_BYTES = 32 * 1024
@@ -73,7 +74,8 @@ class Lowerer:
                 self._plan(si)
         body = self._emit_roots()
         body = S.map_exprs(body, lambda e: simplify(e, self.ranges))
-        return S.PrimFunc(self.name, self.params, body, self._scalar_params(body))
+        func = S.PrimFunc(self.name, self.params, body, self._scalar_params(body))
+        return run_passes(func)
 
     def _params(self) -> list:
         out = []
@@ -145,9 +147,7 @@ class Lowerer:
         ext.update({a.name: int(a.extent.value) for a in st.compute.reduce_axis})
         for rel in st.relations:
             if isinstance(rel, Split):
-                p = ext[rel.parent]
-                ext[rel.outs[0]] = math.ceil(p / math.prod(rel.lengths))
-                ext.update(zip(rel.outs[1:], rel.lengths))
+                ext.update(_split_extents(ext[rel.parent], rel))
             else:
                 ext[rel.fused] = math.prod(ext[n] for n in rel.names)
         for it in st.iters:
@@ -160,7 +160,8 @@ class Lowerer:
                 strides = [math.prod(rel.lengths[k:]) for k in range(len(rel.outs))]
                 val[rel.parent] = _sum(val[o] * s if s != 1 else val[o]
                                        for o, s in zip(rel.outs, strides))
-                if ext[rel.outs[0]] * math.prod(rel.lengths) != ext[rel.parent]:
+                top = sum((ext[o] - 1) * st_ for o, st_ in zip(rel.outs, strides)) + 1
+                if top > ext[rel.parent]:
                     info.guards.append(val[rel.parent] < ext[rel.parent])
             elif isinstance(rel, Fuse):
                 inner = 1
@@ -324,6 +325,17 @@ class Lowerer:
                     if isinstance(n, E.Var) and n not in loop_vars and n not in found:
                         found.append(n)
         return found
+
+
+def _split_extents(parent: int, rel: Split) -> dict:
+    """Part extents, innermost first; a part never runs longer than what is left to cover,
+    so a producer computed inside its consumer's tile has outer tile loops of extent 1."""
+    out, rem = {}, parent
+    for name, length in zip(reversed(rel.outs[1:]), reversed(rel.lengths)):
+        out[name] = min(length, rem)
+        rem = -(-rem // length)
+    out[rel.outs[0]] = rem
+    return out
 
 
 def _stmt_exprs(s: S.Stmt) -> list:

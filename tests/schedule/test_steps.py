@@ -25,6 +25,9 @@ def _build(kind):
     d = s.stages[-1].op
     if kind == "SP":
         s = s.split(d, 0, [3]).split(d, 2, [2, 3])
+    elif kind == "FSP":
+        s = s.split(c, 1, [2, 3])
+        s = s.follow_split(d, 1, len(s.steps) - 1, 1)
     elif kind == "FU":
         s = s.fuse(d, [0, 1])
     elif kind == "RE":
