@@ -207,7 +207,7 @@ def _compute(op: T.ComputeOp, values: dict, scalars: dict) -> list:
         else:
             env = _axis_env(op.axis, spatial, len(spatial), 0, scalars)
             val = Evaluator(env, values).ev(body)
-        out.append(np.ascontiguousarray(np.broadcast_to(_as(val, body.dtype), spatial)))
+        out.append(np.array(np.broadcast_to(_as(val, body.dtype), spatial), order="C"))
     return out
 
 

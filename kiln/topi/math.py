@@ -9,12 +9,13 @@ Activations (gelu, hard_swish, ...) are single computes so they fuse as one epil
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from .. import te
 from ..te import expr as E
 from ..te import intrin
 from ..te.tensor import Tensor
-from .utils import broadcast_index, broadcast_shape, check_tensor, get_const_tuple
+from .utils import Operand, broadcast_index, broadcast_shape, check_tensor, get_const_tuple
 
 __all__ = [
     "abs", "add", "cast", "ceil", "clip", "divide", "equal", "erf", "exp", "floor",
@@ -27,13 +28,13 @@ __all__ = [
 
 # ---------------------------------------------------------------- elementwise building blocks
 
-def elemwise(x: Tensor, fn, name: str) -> Tensor:
+def elemwise(x: Tensor, fn: Callable, name: str) -> Tensor:
     """out[i] = fn(x[i]) as one compute tagged "elemwise"."""
     check_tensor(x, name)
     return te.compute(x.shape, lambda *i: fn(x[i]), name=name, tag="elemwise")
 
 
-def broadcast_op(operands: list, fn, name: str):
+def broadcast_op(operands: list, fn: Callable, name: str) -> Tensor | E.Expr:
     """fn over NumPy-broadcast operands (Tensors or scalars); a bare Expr if none is a Tensor."""
     tensors = [t for t in operands if isinstance(t, Tensor)]
     if not tensors:
@@ -53,82 +54,82 @@ def broadcast_op(operands: list, fn, name: str):
 
 # ---------------------------------------------------------------- binary broadcasting ops
 
-def add(lhs, rhs):
+def add(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs + rhs with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], lambda a, b: a + b, "add")
 
 
-def subtract(lhs, rhs):
+def subtract(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs - rhs with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], lambda a, b: a - b, "subtract")
 
 
-def multiply(lhs, rhs):
+def multiply(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs * rhs with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], lambda a, b: a * b, "multiply")
 
 
-def divide(lhs, rhs):
+def divide(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs / rhs: true division for floats, floor division for integers (te semantics)."""
     return broadcast_op([lhs, rhs], lambda a, b: a / b, "divide")
 
 
-def floor_divide(lhs, rhs):
+def floor_divide(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """floor(lhs / rhs) with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], lambda a, b: a // b, "floor_divide")
 
 
-def floor_mod(lhs, rhs):
+def floor_mod(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs - floor(lhs / rhs) * rhs (sign of the divisor, like NumPy's mod)."""
     return broadcast_op([lhs, rhs], lambda a, b: a % b, "floor_mod")
 
 
-def maximum(lhs, rhs):
+def maximum(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """Elementwise max with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], E.max, "maximum")
 
 
-def minimum(lhs, rhs):
+def minimum(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """Elementwise min with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], E.min, "minimum")
 
 
-def power(lhs, rhs):
+def power(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs ** rhs for float operands, with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], intrin.power, "power")
 
 
-def equal(lhs, rhs):
+def equal(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs == rhs as a bool tensor."""
     return broadcast_op([lhs, rhs], lambda a, b: E.cmp("eq", a, b), "equal")
 
 
-def not_equal(lhs, rhs):
+def not_equal(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs != rhs as a bool tensor."""
     return broadcast_op([lhs, rhs], lambda a, b: E.cmp("ne", a, b), "not_equal")
 
 
-def less(lhs, rhs):
+def less(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs < rhs as a bool tensor."""
     return broadcast_op([lhs, rhs], lambda a, b: E.cmp("lt", a, b), "less")
 
 
-def less_equal(lhs, rhs):
+def less_equal(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs <= rhs as a bool tensor."""
     return broadcast_op([lhs, rhs], lambda a, b: E.cmp("le", a, b), "less_equal")
 
 
-def greater(lhs, rhs):
+def greater(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs > rhs as a bool tensor."""
     return broadcast_op([lhs, rhs], lambda a, b: E.cmp("gt", a, b), "greater")
 
 
-def greater_equal(lhs, rhs):
+def greater_equal(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs >= rhs as a bool tensor."""
     return broadcast_op([lhs, rhs], lambda a, b: E.cmp("ge", a, b), "greater_equal")
 
 
-def where(cond, x, y):
+def where(cond: Operand, x: Operand, y: Operand) -> Tensor | E.Expr:
     """cond ? x : y with the three operands broadcast together."""
     return broadcast_op([cond, x, y], E.Select, "where")
 
@@ -179,7 +180,7 @@ def negative(x: Tensor) -> Tensor:
     return elemwise(x, lambda v: -v, "negative")
 
 
-def cast(x, dtype: str):
+def cast(x: Tensor | E.Expr, dtype: str) -> Tensor | E.Expr:
     """x converted to `dtype` (a Tensor gives a compute, an Expr gives a Cast)."""
     if not isinstance(x, Tensor):
         return E.cast(dtype, x)
@@ -189,7 +190,7 @@ def cast(x, dtype: str):
 
 # ---------------------------------------------------------------- activations
 
-def clip(x: Tensor, a_min, a_max) -> Tensor:
+def clip(x: Tensor, a_min: float, a_max: float) -> Tensor:
     """min(max(x, a_min), a_max), with the bounds in x's dtype."""
     check_tensor(x, "clip")
     lo, hi = te.const(a_min, x.dtype), te.const(a_max, x.dtype)

@@ -12,13 +12,13 @@ from .. import te
 from ..errors import DTypeError
 from ..te import expr as E
 from ..te.tensor import Tensor
-from .utils import check_tensor, const_shape, normalize_axes, normalize_axis
+from .utils import Axis, check_tensor, const_shape, normalize_axes, normalize_axis
 from .utils import prod as _prod
 
 __all__ = ["argmax", "argmin", "max", "mean", "min", "prod", "sum"]
 
 
-def _reduce_compute(x: Tensor, axis, keepdims: bool, body, name: str) -> Tensor:
+def _reduce_compute(x: Tensor, axis: Axis, keepdims: bool, body, name: str) -> Tensor:
     """out[spatial] = body(full_index, reduce_axes) with the reduced axes replaced by rvars."""
     check_tensor(x, name)
     shape = const_shape(x, name)
@@ -43,27 +43,27 @@ def _reduce_compute(x: Tensor, axis, keepdims: bool, body, name: str) -> Tensor:
     return te.compute(out_shape, fcompute, name=name, tag="comm_reduce")
 
 
-def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - TVM name
+def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - TVM name
     """Sum over `axis`."""
     return _reduce_compute(x, axis, keepdims, lambda idx, r: te.sum(x[idx], axis=r), "sum")
 
 
-def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - TVM name
+def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - TVM name
     """Maximum over `axis`."""
     return _reduce_compute(x, axis, keepdims, lambda idx, r: te.max(x[idx], axis=r), "max")
 
 
-def min(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - TVM name
+def min(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - TVM name
     """Minimum over `axis`."""
     return _reduce_compute(x, axis, keepdims, lambda idx, r: te.min(x[idx], axis=r), "min")
 
 
-def prod(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+def prod(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Product over `axis`."""
     return _reduce_compute(x, axis, keepdims, lambda idx, r: te.prod(x[idx], axis=r), "prod")
 
 
-def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Sum over `axis` divided by the element count (floor division for integer dtypes)."""
     check_tensor(x, "mean")
     shape = const_shape(x, "mean")

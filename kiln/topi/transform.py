@@ -9,11 +9,14 @@ Python's own slice rules decide slice bounds, so results match NumPy exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .. import te
 from ..errors import DTypeError, ShapeError
 from ..te import expr as E
 from ..te.tensor import Tensor
 from .utils import (
+    Axis,
     broadcast_index,
     broadcast_shape,
     check_tensor,
@@ -33,14 +36,15 @@ def _injective(shape, fcompute, name: str) -> Tensor:
 
 def unravel(flat: E.Expr, shape: tuple) -> tuple:
     """Row-major multi-index of the flat position `flat` in `shape` (size-1 dims read 0)."""
-    out, stride = [], prod(shape)
-    for j, d in enumerate(shape):
+    out, stride, outer = [], prod(shape), True
+    for d in shape:
         stride //= d
         if d == 1:
             out.append(0)
             continue
         v = flat // stride if stride != 1 else flat
-        out.append(v % d if j > 0 else v)
+        out.append(v if outer else v % d)  # the outermost quotient is already < d
+        outer = False
     return tuple(out)
 
 
@@ -70,15 +74,44 @@ def _infer_shape(newshape, size: int, op: str) -> tuple[int, ...]:
     return new
 
 
-def reshape(a: Tensor, newshape) -> Tensor:
-    """`a` viewed in `newshape` (row-major; one entry may be -1)."""
+def _dim_groups(src: tuple, dst: tuple) -> list[tuple[slice, slice]]:
+    """Consecutive runs of src and dst dims with equal products (row-major reshape blocks)."""
+    groups, i, j = [], 0, 0
+    while i < len(src) or j < len(dst):
+        i0, j0, ps, pd = i, j, 1, 1
+        if i < len(src):
+            ps, i = src[i], i + 1
+        if j < len(dst):
+            pd, j = dst[j], j + 1
+        while ps != pd:
+            if ps < pd:
+                ps, i = ps * src[i], i + 1
+            else:
+                pd, j = pd * dst[j], j + 1
+        groups.append((slice(i0, i), slice(j0, j)))
+    return groups
+
+
+def reshape(a: Tensor, newshape: int | Sequence[int]) -> Tensor:
+    """`a` viewed in `newshape` (row-major; one entry may be -1).
+
+    Index arithmetic is done per block of dims whose extents multiply to the same size, so
+    e.g. [N, C, H, W] -> [N, C*H*W] divides only the merged index, never N's.
+    """
     check_tensor(a, "reshape")
     shape = const_shape(a, "reshape")
     new = _infer_shape(newshape, prod(shape), "reshape")
-    return _injective(new, lambda *i: a[unravel(ravel(i, new), shape)], "reshape")
+    groups = _dim_groups(shape, new)
+
+    def f(*i):
+        idx = []
+        for gs, gd in groups:
+            idx.extend(unravel(ravel(i[gd], new[gd]), shape[gs]))
+        return a[tuple(idx)]
+    return _injective(new, f, "reshape")
 
 
-def transpose(a: Tensor, axes=None) -> Tensor:
+def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
     """Axes permuted: out.shape[k] = a.shape[axes[k]]; None reverses them."""
     check_tensor(a, "transpose")
     shape = const_shape(a, "transpose")
@@ -104,7 +137,8 @@ def _fix_index(idx, n: int, mode: str):
     return idx
 
 
-def take(a: Tensor, indices, axis: int | None = None, mode: str = "clip") -> Tensor:
+def take(a: Tensor, indices: Tensor | int, axis: int | None = None,
+         mode: str = "clip") -> Tensor:
     """a[..., indices, ...] along `axis` (None: into the flattened `a`).
 
     mode "clip" clamps out-of-range indices (negatives become 0), "wrap" takes them modulo
@@ -149,7 +183,7 @@ def _const_index(i: int, n: int, mode: str) -> int:
     return min(max(i, 0), n - 1)
 
 
-def concatenate(tensors, axis: int = 0) -> Tensor:
+def concatenate(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """The tensors joined along `axis` (same dtype, same extents on every other axis)."""
     tensors = [check_tensor(t, "concatenate", "tensors[]") for t in tensors]
     if not tensors:
@@ -204,15 +238,24 @@ def _slice_params(shape, begin, end, strides, axes, op: str) -> list:
     return params
 
 
-def strided_slice(a: Tensor, begin, end, strides=None, axes=None) -> Tensor:
+def _affine(start: int, step: int, v: E.Expr) -> E.Expr:
+    """start + v * step, written without multiplications by +-1 or additions of 0."""
+    term = v if abs(step) == 1 else v * abs(step)
+    if step < 0:
+        return start - term
+    return start + term if start else term
+
+
+def strided_slice(a: Tensor, begin: Sequence, end: Sequence, strides: Sequence | None = None,
+                  axes: Sequence[int] | None = None) -> Tensor:
     """a[begin:end:strides] per axis with Python slice semantics (negative bounds and steps)."""
     check_tensor(a, "strided_slice")
     params = _slice_params(const_shape(a, "strided_slice"), begin, end, strides, axes,
                            "strided_slice")
 
     def f(*i):
-        return a[tuple(start + v * step if step != 1 else (start + v if start else v)
-                       for v, (start, step, _) in zip(i, params, strict=True))]
+        return a[tuple(_affine(start, step, v) for v, (start, step, _) in
+                       zip(i, params, strict=True))]
     return _injective([p[2] for p in params], f, "strided_slice")
 
 
@@ -225,7 +268,7 @@ def expand_dims(a: Tensor, axis: int, num_newaxis: int = 1) -> Tensor:
     return _injective(out_shape, lambda *i: a[i[:axis] + i[axis + num_newaxis:]], "expand_dims")
 
 
-def squeeze(a: Tensor, axis=None) -> Tensor:
+def squeeze(a: Tensor, axis: Axis = None) -> Tensor:
     """`a` without its size-1 axes (only those in `axis` when given; they must be size 1)."""
     check_tensor(a, "squeeze")
     shape = const_shape(a, "squeeze")
@@ -245,7 +288,7 @@ def squeeze(a: Tensor, axis=None) -> Tensor:
     return _injective(out_shape, f, "squeeze")
 
 
-def broadcast_to(a: Tensor, shape) -> Tensor:
+def broadcast_to(a: Tensor, shape: Sequence[int]) -> Tensor:
     """`a` broadcast (NumPy rules) to exactly `shape`."""
     check_tensor(a, "broadcast_to")
     shape = tuple(int(d) for d in shape)
@@ -256,7 +299,7 @@ def broadcast_to(a: Tensor, shape) -> Tensor:
                       tag="broadcast")
 
 
-def split(a: Tensor, indices_or_sections, axis: int = 0) -> list[Tensor]:
+def split(a: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """`a` cut along `axis` into equal sections (an int) or at the given indices."""
     check_tensor(a, "split")
     shape = const_shape(a, "split")

@@ -7,12 +7,18 @@ KilnError subclass that names the operator, so a bad call fails at graph-buildin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import ExprError, ShapeError
 from ..te import expr as E
 from ..te.tensor import Tensor
 
+Axis = int | Sequence[int] | None  # None = every axis
+IntOrPair = int | Sequence[int]
+Operand = Tensor | E.Expr | int | float  # a tensor or a scalar
 
-def get_const_int(d) -> int | E.Expr:
+
+def get_const_int(d: int | E.Expr) -> int | E.Expr:
     """An extent as a Python int when it is constant, else the symbolic Expr itself."""
     if isinstance(d, E.IntImm):
         return d.value
@@ -21,7 +27,7 @@ def get_const_int(d) -> int | E.Expr:
     return int(d)
 
 
-def get_const_tuple(shape) -> tuple:
+def get_const_tuple(shape: Sequence) -> tuple:
     """A shape as a tuple of Python ints (symbolic entries stay Exprs)."""
     return tuple(get_const_int(d) for d in shape)
 
@@ -35,7 +41,7 @@ def const_shape(x: Tensor, op: str) -> tuple[int, ...]:
     return shape
 
 
-def check_tensor(x, op: str, arg: str = "input") -> Tensor:
+def check_tensor(x: object, op: str, arg: str = "input") -> Tensor:
     """`x` itself when it is a te Tensor; otherwise an error naming the op and argument."""
     if not isinstance(x, Tensor):
         raise ExprError(f"{op}: {arg} must be a te.Tensor, got {type(x).__name__}")
@@ -51,7 +57,7 @@ def normalize_axis(axis: int, ndim: int, op: str) -> int:
     return axis % ndim
 
 
-def normalize_axes(axis, ndim: int, op: str) -> list[int]:
+def normalize_axes(axis: Axis, ndim: int, op: str) -> list[int]:
     """None -> all axes; int or sequence -> sorted, de-negated axes (duplicates are an error)."""
     if axis is None:
         return list(range(ndim))
@@ -62,7 +68,7 @@ def normalize_axes(axis, ndim: int, op: str) -> list[int]:
     return sorted(out)
 
 
-def prod(values) -> int:
+def prod(values: Sequence[int] | object) -> int:
     out = 1
     for v in values:
         out *= v

@@ -1,5 +1,6 @@
 """Neural-network operators in te (TVM's topi.nn): dense, conv2d, pooling, softmax, norms."""
 
+from ...te.tensor import Tensor
 from ..math import gelu, gelu_tanh, hard_sigmoid, hard_swish, leaky_relu, relu, silu
 from .conv2d import conv2d_nchw, depthwise_conv2d_nchw, group_conv2d_nchw
 from .dense import batch_matmul, dense, matmul
@@ -8,7 +9,7 @@ from .pooling import avg_pool2d, global_pool, max_pool2d, pool2d
 from .softmax import layer_norm, log_softmax, softmax
 
 
-def flatten(data):
+def flatten(data: Tensor) -> Tensor:
     """[N, ...] -> [N, prod(...)] (TVM's topi.nn.flatten)."""
     from ..transform import reshape
     return reshape(data, (int(data.shape[0]), -1))

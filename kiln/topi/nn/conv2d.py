@@ -12,7 +12,7 @@ from __future__ import annotations
 from ... import te
 from ...errors import ShapeError
 from ...te.tensor import Tensor
-from ..utils import check_tensor, const_shape
+from ..utils import IntOrPair, check_tensor, const_shape
 from .pad import out_extent, pad, padding4, pair, window
 
 __all__ = ["conv2d_nchw", "depthwise_conv2d_nchw", "group_conv2d_nchw"]
@@ -39,7 +39,8 @@ def _check_4d(data: Tensor, kernel: Tensor, op: str) -> tuple[tuple, tuple]:
     return ds, ks
 
 
-def conv2d_nchw(data: Tensor, kernel: Tensor, stride=1, padding=0, dilation=1, groups: int = 1,
+def conv2d_nchw(data: Tensor, kernel: Tensor, stride: IntOrPair = 1, padding: IntOrPair = 0,
+                dilation: IntOrPair = 1, groups: int = 1,
                 out_dtype: str | None = None) -> Tensor:
     """Convolution of data [N, C, H, W] with kernel [O, C/groups, KH, KW] (groups == C with
     C/groups == 1 is depthwise)."""
@@ -73,13 +74,15 @@ def conv2d_nchw(data: Tensor, kernel: Tensor, stride=1, padding=0, dilation=1, g
     return te.compute((ds[0], o, oh, ow), body, name="conv2d", tag=tag)
 
 
-def group_conv2d_nchw(data: Tensor, kernel: Tensor, stride, padding, dilation, groups: int,
+def group_conv2d_nchw(data: Tensor, kernel: Tensor, stride: IntOrPair, padding: IntOrPair,
+                      dilation: IntOrPair, groups: int,
                       out_dtype: str | None = None) -> Tensor:
     """Grouped convolution (TVM's name for conv2d_nchw with groups > 1)."""
     return conv2d_nchw(data, kernel, stride, padding, dilation, groups, out_dtype)
 
 
-def depthwise_conv2d_nchw(data: Tensor, kernel: Tensor, stride=1, padding=0, dilation=1,
+def depthwise_conv2d_nchw(data: Tensor, kernel: Tensor, stride: IntOrPair = 1,
+                          padding: IntOrPair = 0, dilation: IntOrPair = 1,
                           out_dtype: str | None = None) -> Tensor:
     """Depthwise convolution with TVM's kernel layout [C, M, KH, KW] (M = channel multiplier);
     output channel c * M + m reads input channel c."""

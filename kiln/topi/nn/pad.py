@@ -9,16 +9,19 @@ may inline it into the consumer or materialise it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ... import te
 from ...errors import ShapeError
 from ...te import expr as E
 from ...te.tensor import Tensor
-from ..utils import check_tensor, const_shape
+from ..utils import IntOrPair, check_tensor, const_shape
 
 __all__ = ["pad"]
 
 
-def pad(data: Tensor, pad_before, pad_after=None, pad_value=0.0, name: str = "pad") -> Tensor:
+def pad(data: Tensor, pad_before: Sequence[int], pad_after: Sequence[int] | None = None,
+        pad_value: float | E.Expr = 0.0, name: str = "pad") -> Tensor:
     """`data` with pad_before[d] / pad_after[d] elements of `pad_value` around each axis d."""
     check_tensor(data, "pad")
     shape = const_shape(data, "pad")
@@ -47,7 +50,7 @@ def pad(data: Tensor, pad_before, pad_after=None, pad_value=0.0, name: str = "pa
     return te.compute(out_shape, f, name=name, tag="injective")
 
 
-def pair(v, what: str, op: str) -> tuple[int, int]:
+def pair(v: IntOrPair, what: str, op: str) -> tuple[int, int]:
     """An int or a 2-sequence as a pair of positive ints."""
     p = (v, v) if isinstance(v, int) else tuple(int(x) for x in v)
     if len(p) != 2 or any(x <= 0 for x in p):
@@ -55,7 +58,7 @@ def pair(v, what: str, op: str) -> tuple[int, int]:
     return p
 
 
-def padding4(v, op: str) -> tuple[int, int, int, int]:
+def padding4(v: IntOrPair, op: str) -> tuple[int, int, int, int]:
     """int, (h, w) or (top, left, bottom, right) padding as (top, left, bottom, right)."""
     if isinstance(v, int):
         p = (v, v, v, v)
@@ -82,7 +85,7 @@ def out_extent(n: int, k: int, stride: int, dilation: int, lo: int, hi: int, op:
     return out
 
 
-def window(o, stride: int, r, dilation: int) -> E.Expr:
+def window(o: E.Expr, stride: int, r: E.Expr, dilation: int) -> E.Expr:
     """o * stride + r * dilation, without multiplications by 1."""
     a = o * stride if stride != 1 else o
     b = r * dilation if dilation != 1 else r

@@ -15,7 +15,7 @@ from ...errors import ShapeError
 from ...te import expr as E
 from ...te.tensor import Tensor
 from .. import reduction
-from ..utils import check_tensor, const_shape
+from ..utils import IntOrPair, check_tensor, const_shape
 from .pad import out_extent, pad, padding4, pair, window
 
 __all__ = ["avg_pool2d", "global_pool", "max_pool2d", "pool2d"]
@@ -41,7 +41,8 @@ def _setup(data: Tensor, kernel, stride, padding, dilation, ceil_mode: bool, fil
     return src, (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr), (shape[0], shape[1], oh, ow)
 
 
-def max_pool2d(data: Tensor, kernel, stride=None, padding=0, dilation=1,
+def max_pool2d(data: Tensor, kernel: IntOrPair, stride: IntOrPair | None = None,
+               padding: IntOrPair = 0, dilation: IntOrPair = 1,
                ceil_mode: bool = False) -> Tensor:
     """Window maximum; stride None means stride = kernel (PyTorch's default)."""
     op = "max_pool2d"
@@ -68,7 +69,8 @@ def _divisor(y, x, kernel, stride, pads, hw, include_pad: bool) -> E.Expr:
     return extents[0] * extents[1]
 
 
-def avg_pool2d(data: Tensor, kernel, stride=None, padding=0, ceil_mode: bool = False,
+def avg_pool2d(data: Tensor, kernel: IntOrPair, stride: IntOrPair | None = None,
+               padding: IntOrPair = 0, ceil_mode: bool = False,
                count_include_pad: bool = True) -> Tensor:
     """Window mean; stride None means stride = kernel. count_include_pad counts padded zeros
     in the divisor (never the ceil_mode overhang), as PyTorch does."""
@@ -91,7 +93,8 @@ def avg_pool2d(data: Tensor, kernel, stride=None, padding=0, ceil_mode: bool = F
     return te.compute(oshape, body, name="avg_pool2d", tag="elemwise")
 
 
-def pool2d(data: Tensor, kernel, stride, dilation, padding, pool_type: str,
+def pool2d(data: Tensor, kernel: IntOrPair, stride: IntOrPair, dilation: IntOrPair,
+           padding: IntOrPair, pool_type: str,
            ceil_mode: bool = False, layout: str = "NCHW",
            count_include_pad: bool = True) -> Tensor:
     """TVM's pool2d signature over max_pool2d / avg_pool2d (NCHW only; avg needs dilation 1)."""

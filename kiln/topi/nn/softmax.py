@@ -12,7 +12,7 @@ from __future__ import annotations
 from ... import te
 from ...errors import ShapeError
 from ...te.tensor import Tensor
-from ..utils import check_tensor, const_shape, normalize_axes, normalize_axis, prod
+from ..utils import Axis, check_tensor, const_shape, normalize_axes, normalize_axis, prod
 
 __all__ = ["layer_norm", "log_softmax", "softmax"]
 
@@ -70,7 +70,7 @@ def _check_affine(p: Tensor | None, want: tuple, what: str) -> None:
                          f"got {const_shape(p, 'layer_norm')}")
 
 
-def layer_norm(x: Tensor, gamma: Tensor | None, beta: Tensor | None, axis=-1,
+def layer_norm(x: Tensor, gamma: Tensor | None, beta: Tensor | None, axis: Axis = -1,
                epsilon: float = 1e-5) -> Tensor:
     """(x - mean) / sqrt(var + eps) * gamma + beta over `axis` (int or tuple of axes).
 
