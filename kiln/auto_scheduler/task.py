@@ -1,14 +1,19 @@
-"""Workload registry (register_workload) and, later, SearchTask and TuningOptions.
+"""SearchTask, TuningOptions and the workload registry (register_workload).
 
-In: Python functions that build te workloads. Out: a registry keyed by function name, so a
-task can be rebuilt from (name, args) in any process without pickling compute graphs.
+In: a registered workload function and its arguments (or a ComputeDAG), a target.
+Out: a task with a structural workload_key that tune() searches and whose best record
+apply_best() turns back into a schedule. The registry lets any process rebuild a
+workload from (name, args) without pickling compute graphs.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from ..errors import KilnError
+from ..schedule import ComputeDAG
+from ..target import as_target
 
 WORKLOAD_FUNCS: dict = {}
 
@@ -24,7 +29,8 @@ def register_workload(func_name=None, f=None, override: bool = False):
 
     def register(fn):
         key = name or fn.__name__
-        if key in WORKLOAD_FUNCS and not override and WORKLOAD_FUNCS[key] is not fn:
+        if key in WORKLOAD_FUNCS and not override and WORKLOAD_FUNCS[key] is not fn \
+                and WORKLOAD_FUNCS[key].__qualname__ != fn.__qualname__:
             raise KilnError(f"workload {key!r} is already registered (pass override=True)")
         WORKLOAD_FUNCS[key] = fn
         return fn
@@ -48,3 +54,78 @@ def workload_tensors(key: str) -> list:
     except KeyError:
         raise KilnError(f"workload {name!r} is not registered in this process") from None
     return list(fn(*args))
+
+
+@dataclass
+class TuningOptions:
+    """How long and how to tune (TVM's auto_scheduler.TuningOptions)."""
+
+    num_measure_trials: int = 0
+    early_stopping: int | None = None
+    num_measures_per_round: int = 64
+    verbose: int = 1
+    builder: object = "local"
+    runner: object = "local"
+    measure_callbacks: list = field(default_factory=list)
+    seed: int | None = None
+
+
+class SearchTask:
+    """One workload on one target: what the search optimises."""
+
+    def __init__(self, func=None, args=(), compute_dag: ComputeDAG | None = None,
+                 workload_key: str | None = None, target="cpu", desc: str = "",
+                 layout_rewrite_option=None, hardware_params=None, task_inputs=None):
+        self.registry_key = None
+        if compute_dag is None:
+            if func is None:
+                raise KilnError("SearchTask needs func (a registered workload) or compute_dag")
+            fn = WORKLOAD_FUNCS.get(func) if isinstance(func, str) else func
+            if fn is None:
+                raise KilnError(f"workload {func!r} is not registered")
+            args = tuple(args)
+            if getattr(fn, "__name__", None) in WORKLOAD_FUNCS:
+                self.registry_key = make_workload_key(fn, args)
+            compute_dag = ComputeDAG(list(fn(*args)))
+            desc = desc or f"{fn.__name__}{args}"
+        self.compute_dag = compute_dag
+        self.args = list(compute_dag.tensors)
+        self.workload_key = workload_key or compute_dag.workload_key()
+        self.target = as_target(target)
+        self.desc = desc or "task"
+        self.layout_rewrite_option = layout_rewrite_option
+
+    @property
+    def flop_ct(self) -> int:
+        return self.compute_dag.flop_ct
+
+    def tune(self, tuning_options: TuningOptions, search_policy=None):
+        """Search for fast schedules; measured records go to the options' callbacks."""
+        from .policy import SketchPolicy
+        policy = search_policy or SketchPolicy(self, seed=tuning_options.seed,
+                                               verbose=tuning_options.verbose)
+        return policy.tune(tuning_options)
+
+    def apply_best(self, log_file: str, include_compatible: bool = False,
+                   layout_rewrite_option=None):
+        """(schedule, args) of the best record of this task in log_file."""
+        from ..schedule.facade import Schedule
+        from .measure.record import load_best_record
+        best = load_best_record(log_file, self.workload_key, str(self.target))
+        if best is None:
+            raise KilnError(f"no valid record for task {self.desc} ({self.workload_key}) "
+                            f"on {self.target} in {log_file}")
+        state = self.replay(best[0].steps)
+        return Schedule.from_state(self.compute_dag, state), self.args
+
+    def replay(self, step_records):
+        from ..schedule import replay
+        return replay(self.compute_dag, step_records)
+
+    def print_best(self, log_file: str, print_mode: str = "schedule") -> str:
+        """The best schedule as readable schedule code (and its C when print_mode='cuda'/'c')."""
+        from .printing import best_schedule_text
+        return best_schedule_text(self, log_file, print_mode)
+
+    def __repr__(self) -> str:
+        return f"SearchTask({self.desc}, key={self.workload_key}, target={self.target})"

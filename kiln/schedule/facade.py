@@ -137,6 +137,12 @@ class Schedule:
         self.dag = ComputeDAG(outputs)
         self.state = self.dag.init_state()
 
+    @classmethod
+    def from_state(cls, dag: ComputeDAG, state) -> Schedule:
+        sch = cls.__new__(cls)
+        sch.dag, sch.state = dag, state
+        return sch
+
     @property
     def outputs(self) -> list:
         return list(self.dag.outputs)

@@ -133,7 +133,7 @@ class State:
             return key
         op = getattr(key, "op", key)
         for i, s in enumerate(self.stages):
-            if s.op is op:
+            if s.op is op or (isinstance(key, str) and s.name == key):
                 return i
         raise ScheduleError(f"{getattr(op, 'name', op)!r} is not a stage of this schedule")
 

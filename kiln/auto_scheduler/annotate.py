@@ -1,0 +1,171 @@
+"""Random annotation: turn a sketch into complete States (Ansor's Init* rules).
+
+A candidate is kept as a Genome: the sketch it grew from plus every choice annotation made
+(tile sizes of each sketch split, how many outer loops each root stage fuses and parallelises,
+whether the innermost loop is vectorised, the auto-unroll budget, compute locations of free
+stages). materialize(genome) replays the sketch with those choices into a State. Mutation and
+crossover (evolve.py) edit genomes, never step lists, so indices in steps stay consistent.
+
+  InitFillTileSize        random factorisation of each tiled extent (innermost part <= 64)
+  InitChangeComputeLocation  free producers: root, or at a loop of their single consumer
+  InitParallel            fuse 1..n outer spatial loops of root stages, annotate parallel
+  InitVectorization       vectorise the innermost spatial loop (extent <= 64)
+  InitUnroll              auto_unroll_max_step pragma from {0, 16, 64, 512}
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass, field, replace
+
+from ..errors import KilnError
+from ..schedule.steps import SplitStep
+from . import analysis as A
+
+UNROLL_CHOICES = (0, 16, 64, 512)
+MAX_INNERMOST = 64
+
+
+@dataclass(frozen=True)
+class Genome:
+    sketch_id: int
+    tiles: tuple  # per sketch SplitStep (in step order): inner lengths
+    parallel: tuple  # per stage name: number of outer loops to fuse + parallelise (0 = none)
+    vectorize: tuple  # per stage name: bool
+    unroll: tuple  # per stage name: auto_unroll_max_step
+    location: tuple = field(default=())  # per free stage name: -1 root, else consumer iter index
+
+
+@functools.lru_cache(maxsize=4096)
+def divisors(n: int) -> tuple:
+    return tuple(d for d in range(1, n + 1) if n % d == 0)
+
+
+class SketchInfo:
+    """What annotation needs to know about one sketch."""
+
+    def __init__(self, dag, sketch, sketch_id: int):
+        self.dag, self.sketch, self.sketch_id = dag, sketch, sketch_id
+        self.split_ids = [i for i, s in enumerate(sketch.steps) if isinstance(s, SplitStep)]
+        self.extents = [self._split_extent(i) for i in self.split_ids]
+
+    def _split_extent(self, step_id: int) -> int:
+        state = self.dag.init_state()
+        for s in self.sketch.steps[:step_id]:
+            state = state.apply(s)
+        step = self.sketch.steps[step_id]
+        return state.stages[step.stage_id].iters[step.iter_id].extent
+
+
+def sample_tiles(extent: int, n: int, rng: random.Random) -> tuple:
+    """n inner lengths whose product divides extent (innermost <= MAX_INNERMOST)."""
+    out = [1] * n
+    rem = extent
+    for k in reversed(range(n)):
+        cands = [d for d in divisors(rem) if k != n - 1 or d <= MAX_INNERMOST]
+        out[k] = rng.choice(cands)
+        rem //= out[k]
+    return tuple(out)
+
+
+def random_genome(info: SketchInfo, rng: random.Random) -> Genome:
+    tiles = tuple(sample_tiles(e, len(info.sketch.steps[i].lengths), rng)
+                  for i, e in zip(info.split_ids, info.extents))
+    base = replay_tiles(info, tiles)
+    par, vec, unr, loc = [], [], [], []
+    for si, st in enumerate(base.stages):
+        if st.is_placeholder or st.attach[0] == "inline":
+            continue
+        if st.attach[0] == "root":
+            n_sp = _parallel_span(st)
+            par.append((st.name, rng.randint(1, n_sp) if n_sp else 0))
+            unr.append((st.name, rng.choice(UNROLL_CHOICES)))
+        vec.append((st.name, rng.random() < 0.9))
+        if _is_free(base, si):
+            cons = base.effective_consumers(si)
+            n_it = len(base.stages[cons[0]].iters) if len(cons) == 1 else 0
+            loc.append((st.name, rng.randint(-1, n_it - 1) if n_it and rng.random() < 0.5
+                        else -1))
+    return Genome(info.sketch_id, tiles, tuple(par), tuple(vec), tuple(unr), tuple(loc))
+
+
+def _outer_spatial(st) -> int:
+    n = 0
+    for it in st.iters:
+        if it.kind != "spatial":
+            break
+        n += 1
+    return n
+
+
+def _parallel_span(st) -> int:
+    """How many outer loops InitParallel may fuse: the outer spatial ones, leaving the
+    innermost loop for vectorization when every loop is spatial."""
+    n = _outer_spatial(st)
+    return n - 1 if n == len(st.iters) and n > 1 else n
+
+
+def _is_free(state, si: int) -> bool:
+    st = state.stages[si]
+    return st.attach[0] == "root" and not st.is_output and not st.relations \
+        and not A.is_strict_inlinable(state, si) and len(state.effective_consumers(si)) == 1
+
+
+def replay_tiles(info: SketchInfo, tiles: tuple):
+    state = info.dag.init_state()
+    lengths = dict(zip(info.split_ids, tiles))
+    for i, s in enumerate(info.sketch.steps):
+        state = state.apply(replace(s, lengths=lengths[i]) if i in lengths else s)
+    return state
+
+
+def materialize(info: SketchInfo, g: Genome):
+    """The State a genome describes (raises KilnError if a choice is illegal here)."""
+    state = replay_tiles(info, g.tiles)
+    for name, where in g.location:
+        if where >= 0:
+            op = _op(state, name)
+            cons = state.stages[state.effective_consumers(state.stage_index(op))[0]]
+            state = state.compute_at(op, cons.op, min(where, len(cons.iters) - 1))
+    for name, n in g.parallel:
+        state = _parallelize(state, _op(state, name), n)
+    for name, on in g.vectorize:
+        if on:
+            state = _vectorize(state, _op(state, name))
+    for name, budget in g.unroll:
+        st = state.stage(_op(state, name))
+        if budget and st.attach[0] == "root" and st.iters:
+            state = state.pragma(st.op, 0, "auto_unroll_max_step", budget)
+    return state
+
+
+def _op(state, name: str):
+    for s in state.stages:
+        if s.name == name:
+            return s.op
+    raise KilnError(f"no stage {name!r} in this state")
+
+
+def _parallelize(state, op, n: int):
+    st = state.stage(op)
+    if st.attach[0] != "root" or n <= 0:
+        return state
+    n = min(n, _parallel_span(st))
+    if n <= 0:
+        return state
+    if n > 1:
+        state = state.fuse(op, list(range(n)))
+    if state.stage(op).iters[0].extent > 1:
+        state = state.parallel(op, 0)
+    return state
+
+
+def _vectorize(state, op):
+    st = state.stage(op)
+    if not st.iters:
+        return state
+    last = st.iters[-1]
+    if last.kind == "spatial" and 1 < last.extent <= MAX_INNERMOST and last.annotation == "none":
+        state = state.vectorize(op, len(st.iters) - 1)
+    return state

@@ -1,0 +1,183 @@
+"""SketchPolicy: the search loop (Ansor). Each round: train the cost model on everything
+measured -> evolutionary search from the best measured and random candidates -> pick the
+best-predicted unmeasured ones plus an epsilon share of random ones -> measure for real ->
+record. Never measures a state twice; resumes from the records in the task's log.
+
+In: a SearchTask and TuningOptions. Out: the best State found (records go to the options'
+callbacks, e.g. RecordToFile).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .annotate import SketchInfo, random_genome
+from .evolve import Candidates, evolutionary_search
+from .progress import Progress
+from .sketch import generate_sketches
+
+
+@dataclass
+class SearchPolicyParams:
+    eps_greedy: float = 0.05
+    population: int = 128
+    evolution_iterations: int = 3
+    sample_init_min: int = 48  # random candidates in each evolution's starting population
+    num_best_measured_init: int = 16
+    max_sketches: int = 16
+
+
+class SketchPolicy:
+    def __init__(self, task, program_cost_model=None, params: SearchPolicyParams | None = None,
+                 seed: int | None = None, verbose: int = 1, init_search_callbacks=None):
+        from .cost_model import XGBModel
+        self.task = task
+        self.model = program_cost_model if program_cost_model is not None else XGBModel()
+        self.params = params or SearchPolicyParams()
+        self.rng = random.Random(seed)
+        self.verbose = verbose
+        sketches = generate_sketches(task.compute_dag, self.params.max_sketches)
+        self.infos = [SketchInfo(task.compute_dag, s, i) for i, s in enumerate(sketches)]
+        self.cands = Candidates(self.infos, self._predict)
+        self.measured: set = set()
+        self.measured_genomes: list = []  # (cost, genome)
+        self.best_cost = math.inf
+        self.best_state = None
+        self.search_time = 0.0
+        self.measure_time = 0.0
+
+    # ------------------------------------------------------------ cost model glue
+    def _features(self, states) -> list:
+        from .cost_model import get_per_store_features_from_states
+        return get_per_store_features_from_states(states, self.task.args)
+
+    def _predict(self, states) -> np.ndarray:
+        return self.model.predict(self._features(states))
+
+    # ------------------------------------------------------------ candidates
+    def _random_genomes(self, n: int) -> list:
+        out = []
+        for _ in range(n * 4):
+            info = self.rng.choice(self.infos)
+            g = random_genome(info, self.rng)
+            st = self.cands.state(g)
+            if st is not None and st.record_key() not in self.measured:
+                out.append(g)
+            if len(out) >= n:
+                break
+        return list(dict.fromkeys(out))
+
+    def next_batch(self, n: int) -> list:
+        """Genomes to measure next."""
+        t0 = time.time()
+        if not self.measured_genomes or not getattr(self.model, "trained", True):
+            batch = self._random_genomes(n)
+        else:
+            n_rand = max(1, int(round(n * self.params.eps_greedy)))
+            best = [g for _, g in sorted(self.measured_genomes, key=lambda x: x[0])]
+            init = best[:self.params.num_best_measured_init] + \
+                self._random_genomes(self.params.sample_init_min)
+            picked = evolutionary_search(self.cands, init, n - n_rand, self.measured, self.rng,
+                                         self.params.evolution_iterations, self.params.population)
+            keys = {self.cands.state(g).record_key() for g in picked}
+            extra = [g for g in self._random_genomes(n_rand + len(picked) // 4 + 2)
+                     if self.cands.state(g).record_key() not in keys]
+            batch = picked + extra[:n - len(picked)]
+        self.search_time += time.time() - t0
+        return batch
+
+    # ------------------------------------------------------------ the loop
+    def tune(self, options):
+        from .measure import LocalBuilder, LocalRunner, ProgramMeasurer
+        builder = options.builder if not isinstance(options.builder, str) else LocalBuilder()
+        runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
+        measurer = ProgramMeasurer(builder, runner, options.measure_callbacks, verbose=0)
+        self._resume(options.measure_callbacks)
+        return self.search(options.num_measure_trials, options.early_stopping,
+                           options.num_measures_per_round, measurer)
+
+    def search(self, n_trials: int, early_stopping, per_round: int, measurer):
+        progress = Progress(self.task, n_trials, self.verbose)
+        trials, last_improve = 0, 0
+        try:
+            while trials < n_trials:
+                batch = self.next_batch(min(per_round, n_trials - trials))
+                if not batch:
+                    progress.note("search space exhausted")
+                    break
+                results = self._measure(measurer, batch)
+                trials += len(batch)
+                if self._update(batch, results):
+                    last_improve = trials
+                progress.update(trials, self.best_cost, results, self.search_time,
+                                self.measure_time)
+                if early_stopping and trials - last_improve >= early_stopping:
+                    progress.note(f"early stopping after {trials} trials")
+                    break
+        except KeyboardInterrupt:
+            progress.note("interrupted: stopping, every measured record is kept")
+        progress.done(self.best_cost)
+        return self.best_state
+
+    def _measure(self, measurer, batch) -> list:
+        from .measure import MeasureInput
+        t0 = time.time()
+        states = [self.cands.state(g) for g in batch]
+        inputs = [MeasureInput(self.task, s, extra={"genome": _genome_json(g)})
+                  for s, g in zip(states, batch)]
+        results = measurer.measure(self.task, [i.state for i in inputs], inputs=inputs)
+        self.measure_time += time.time() - t0
+        return results
+
+    def _update(self, batch, results) -> bool:
+        improved = False
+        states = [self.cands.state(g) for g in batch]
+        feats, tputs = self._features(states), []
+        for g, st, res in zip(batch, states, results):
+            self.measured.add(st.record_key())
+            cost = _mean(res.costs) if res.error_no == "ok" else math.inf
+            tputs.append(self.task.flop_ct / cost if math.isfinite(cost) else 0.0)
+            if math.isfinite(cost):
+                self.measured_genomes.append((cost, g))
+                if cost < self.best_cost:
+                    self.best_cost, self.best_state, improved = cost, st, True
+        t0 = time.time()
+        self.model.update(feats, tputs, [self.task.workload_key] * len(feats))
+        self.search_time += time.time() - t0
+        return improved
+
+    def _resume(self, callbacks) -> None:
+        """Warm start from the records of this task already in the callbacks' log files."""
+        from .resume import records_for_task
+        states, costs, genomes = records_for_task(self.task, callbacks, self.infos)
+        if not states:
+            return
+        feats = self._features(states)
+        tputs = [self.task.flop_ct / c if math.isfinite(c) else 0.0 for c in costs]
+        self.model.update(feats, tputs, [self.task.workload_key] * len(feats))
+        for st, c, g in zip(states, costs, genomes):
+            self.measured.add(st.record_key())
+            if math.isfinite(c):
+                if g is not None:
+                    self.measured_genomes.append((c, g))
+                if c < self.best_cost:
+                    self.best_cost, self.best_state = c, st
+        if self.verbose:
+            print(f"[kiln] resumed {len(states)} records of {self.task.desc}; best "
+                  f"{self.task.flop_ct / self.best_cost / 1e9:.2f} GFLOPS" if
+                  math.isfinite(self.best_cost) else f"[kiln] resumed {len(states)} records")
+
+
+def _mean(xs) -> float:
+    return sum(xs) / len(xs) if xs else math.inf
+
+
+def _genome_json(g) -> dict:
+    return {"sketch": g.sketch_id, "tiles": [list(t) for t in g.tiles],
+            "parallel": [list(p) for p in g.parallel], "vectorize": [list(v) for v in g.vectorize],
+            "unroll": [list(u) for u in g.unroll], "location": [list(x) for x in g.location]}

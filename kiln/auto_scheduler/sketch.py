@@ -1,0 +1,148 @@
+"""Sketch generation: the loop structures worth searching, derived by rules (Ansor, CPU).
+
+In: a ComputeDAG. Out: a list of sketch States whose SplitSteps carry placeholder lengths
+(all 1) that annotation fills in. Rules run on stages from the output backwards; each either
+passes, or returns successor states (and whether later rules may still apply):
+
+  RuleSkipStage                 placeholders
+  RuleAlwaysInline              reduction-free non-output stages are inlined
+  RuleMultiLevelTilingWithFusion  a reuse stage with one elementwise consumer: SSRSRS tiles,
+                                consumer follows the outer tiles, the stage is computed inside
+  RuleAddCacheWrite             a reuse stage without such a consumer gets a local
+                                accumulator stage (which then fuses into the write-back)
+  RuleMultiLevelTiling          SSRSRS tiles alone
+  RuleAddRfactor                a reduction with little spatial parallelism: rfactor
+  RuleSimple                    leave as is (annotation parallelises and vectorises it)
+"""
+
+from __future__ import annotations
+
+from . import analysis as A
+
+SPATIAL_LEVELS = 4  # S S . S . S
+REDUCE_LEVELS = 2  # . . R . R .
+
+
+def multi_level_tiling(state, si: int):
+    """SSRSRS: returns (state, {axis name: split step index}) with placeholder lengths."""
+    op = state.stages[si].op
+    split_of = {}
+    parts = {}
+    for it in list(state.stages[si].iters):
+        n = SPATIAL_LEVELS if it.kind == "spatial" else REDUCE_LEVELS
+        state = state.split(op, it.name, [1] * (n - 1))
+        split_of[it.name] = len(state.steps) - 1
+        parts[it.name] = state.stages[si].relations[-1].outs
+    st = state.stages[si]
+    sp = [parts[it.name] for it in _roots(st, "spatial")]
+    rd = [parts[it.name] for it in _roots(st, "reduce")]
+    order = [p[0] for p in sp] + [p[1] for p in sp] + [p[0] for p in rd] + [p[2] for p in sp] \
+        + [p[1] for p in rd] + [p[3] for p in sp]
+    state = state.reorder(op, order)
+    return state, split_of
+
+
+def _roots(st, kind: str) -> list:
+    axes = st.compute.axis if kind == "spatial" else st.compute.reduce_axis
+    return list(axes)
+
+
+def fuse_into_consumer(state, si: int, ci: int, split_of: dict, level: int):
+    """Consumer follows the producer's outer `level` tiles; producer computed at that level."""
+    prod, cons = state.stages[si], state.stages[ci]
+    parts = []
+    for pa, ca in zip(prod.compute.axis, cons.compute.axis):
+        state = state.follow_split(cons.op, ca.name, split_of[pa.name], level)
+        parts.append(state.stages[ci].relations[-1].outs)
+    order = [p[k] for k in range(level + 1) for p in parts]
+    state = state.reorder(cons.op, order)
+    return state.compute_at(prod.op, cons.op, parts[-1][level - 1])
+
+
+def rule_always_inline(state, si: int):
+    if A.is_strict_inlinable(state, si):
+        return [(state.compute_inline(state.stages[si].op), si - 1)], False
+    return None, True
+
+
+def rule_mlt_with_fusion(state, si: int):
+    if not A.needs_multi_level_tiling(state, si):
+        return None, True
+    ci = A.fusible_consumer(state, si)
+    if ci is None:
+        return None, True
+    tiled, split_of = multi_level_tiling(state, si)
+    out = [(fuse_into_consumer(tiled, si, ci, split_of, lv), si - 1) for lv in (1, 2)]
+    return out, False
+
+
+def rule_add_cache_write(state, si: int):
+    st = state.stages[si]
+    if not A.needs_multi_level_tiling(state, si) or A.fusible_consumer(state, si) is not None \
+            or st.origin == "cache_write":
+        return None, True
+    # the local stage is inserted at si; the rules then see it with its fusible write-back
+    return [(state.cache_write(st.op, "local"), si)], True
+
+
+def rule_multi_level_tiling(state, si: int):
+    if not A.needs_multi_level_tiling(state, si):
+        return None, True
+    tiled, _ = multi_level_tiling(state, si)
+    return [(tiled, si - 1)], False
+
+
+def rule_add_rfactor(state, si: int):
+    if not A.has_reduce(state, si) or A.needs_multi_level_tiling(state, si) \
+            or state.stages[si].origin == "rfactor":
+        return None, True
+    if A.spatial_size(state, si) >= 4 * _cores() or A.reduce_size(state, si) < 64:
+        return None, True
+    st = state.stages[si]
+    out = []
+    red = [it for it in st.iters if it.kind == "reduce"]
+    if len(red) != 1:
+        return None, True
+    for part in (0, 1):
+        s2 = state.split(st.op, red[0].name, [1])
+        name = s2.stages[si].relations[-1].outs[part]
+        s2 = s2.rfactor(st.op, name)
+        out.append((s2, si))  # the .rf stage now sits at si; the original at si + 1
+    return out, True
+
+
+def _cores() -> int:
+    import os
+    return len(os.sched_getaffinity(0))
+
+
+RULES = [rule_always_inline, rule_mlt_with_fusion, rule_add_cache_write,
+         rule_multi_level_tiling, rule_add_rfactor]
+
+
+def generate_sketches(dag, max_sketches: int = 16) -> list:
+    """All sketches of `dag` (deduplicated, at most max_sketches)."""
+    done, work, seen = [], [(dag.init_state(), len(dag.ops) - 1)], set()
+    while work and len(done) < max_sketches:
+        state, si = work.pop()
+        if si < 0:
+            key = state.record_key()
+            if key not in seen:
+                seen.add(key)
+                done.append(state)
+            continue
+        if state.stages[si].is_placeholder:
+            work.append((state, si - 1))
+            continue
+        succ = []
+        for rule in RULES:
+            out, go_on = rule(state, si)
+            if out:
+                succ.extend(out)
+            if not go_on:
+                break
+        if all(nxt == si for _, nxt in succ):
+            # only structural rules (cache_write, rfactor) fired, or none: keep the plain stage
+            succ.append((state, si - 1))
+        work.extend(reversed(succ))
+    return done

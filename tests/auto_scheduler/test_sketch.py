@@ -1,0 +1,73 @@
+"""Sketch rules and random annotation: the expected structures, and every annotated
+candidate computes the reference result (through the loop-IR interpreter)."""
+
+import random
+
+import numpy as np
+import pytest
+
+import tir_interp
+import workloads
+from kiln.auto_scheduler.annotate import SketchInfo, materialize, random_genome
+from kiln.auto_scheduler.evolve import crossover, mutate
+from kiln.auto_scheduler.sketch import generate_sketches
+from kiln.schedule import ComputeDAG
+from kiln.tir.lower import lower
+
+
+def _sketches(name):
+    inputs, outputs, ref = workloads.ALL[name]()
+    dag = ComputeDAG(inputs + outputs)
+    return dag, generate_sketches(dag), inputs + outputs, ref
+
+
+def test_matmul_sketches_have_cache_write_and_ssrsrs():
+    dag, sk, *_ = _sketches("matmul")
+    texts = [str(s) for s in sk]
+    assert len(sk) == 3
+    assert sum("c.local [at c." in t for t in texts) == 2  # fused at level 1 and 2
+    tiled = [s for s in sk if not any(st.code == "CW" for st in s.steps)][0]
+    names = [it.name for it in tiled.stages[-1].iters]
+    kinds = "".join("R" if it.kind == "reduce" else "S" for it in tiled.stages[-1].iters)
+    assert kinds == "SSSSRSSRSS"  # S S R S R S with two spatial axes
+    assert names[-1] == "j.3"
+
+
+def test_epilogue_fuses_into_consumer():
+    dag, sk, *_ = _sketches("swish_mm")
+    for s in sk:
+        text = str(s)
+        assert "relu6: inlined" in text and "c [at d." in text
+
+
+def test_reduction_without_reuse_is_not_tiled():
+    dag, sk, *_ = _sketches("softmax")
+    assert len(sk) == 1 and "ex: inlined" in str(sk[0])
+
+
+def test_rfactor_sketch_for_small_spatial_large_reduce():
+    from kiln import te
+    x = te.placeholder((2, 4096), name="x")
+    k = te.reduce_axis((0, 4096), name="k")
+    y = te.compute((2,), lambda i: te.sum(x[i, k], axis=k), name="y")
+    sk = generate_sketches(ComputeDAG([x, y]))
+    assert any(any(st.code == "RF" for st in s.steps) for s in sk)
+    assert any(not any(st.code == "RF" for st in s.steps) for s in sk)
+
+
+@pytest.mark.parametrize("name", sorted(workloads.ALL))
+def test_annotated_and_mutated_candidates_are_correct(name):
+    dag, sk, args, ref = _sketches(name)
+    rng = random.Random(1)
+    inputs = args[:-1]
+    arrays = workloads.random_inputs(inputs)
+    for sid, s in enumerate(sk):
+        info = SketchInfo(dag, s, sid)
+        g = random_genome(info, rng)
+        genomes = [g, mutate(info, g, rng), crossover(g, random_genome(info, rng), rng)]
+        for gg in genomes:
+            state = materialize(info, gg)
+            out = np.zeros([int(d) for d in args[-1].shape], "float32")
+            tir_interp.run(lower(state, args), *arrays, out)
+            np.testing.assert_allclose(out, ref(*arrays), rtol=1e-4, atol=1e-5,
+                                       err_msg=str(state))
