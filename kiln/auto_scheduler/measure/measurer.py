@@ -1,0 +1,65 @@
+"""ProgramMeasurer: States of a task in, MeasureResults out, callbacks told about every one.
+
+In: a task and candidate States (or ready MeasureInputs, e.g. with `extra` search metadata).
+Out: one MeasureResult per candidate, in order.
+Why: the search calls one function per batch; the builder compiles the batch in parallel, the
+runner measures one candidate at a time, and each callback (e.g. RecordToFile) is invoked
+right after each result, as `cb(task, [input], [result])`, so a tuner killed mid-batch
+loses at most the candidate being measured. A runner whose run() takes no `on_result` gets
+its callbacks once per batch instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections import Counter
+
+from .common import ErrorNo, MeasureInput, MeasureResult
+
+
+class ProgramMeasurer:
+    """Build then run a batch of candidates; report each result to the callbacks."""
+
+    def __init__(self, builder, runner, callbacks=(), verbose: int = 1):
+        self.builder = builder
+        self.runner = runner
+        self.callbacks = list(callbacks or ())
+        self.verbose = verbose
+
+    def measure(self, task, states: list, inputs: list[MeasureInput] | None = None
+                ) -> list[MeasureResult]:
+        """Measure `states` (or the given `inputs`, which take precedence) of `task`."""
+        if inputs is None:
+            inputs = [MeasureInput(task, s) for s in states]
+        builds = self.builder.build(inputs)
+        if _takes_on_result(self.runner):
+            results = self.runner.run(inputs, builds,
+                                      on_result=lambda i, r: self._notify(task, inputs[i], r))
+        else:
+            results = self.runner.run(inputs, builds)
+            for inp, res in zip(inputs, results, strict=True):
+                self._notify(task, inp, res)
+        if self.verbose:
+            self._summary(task, results)
+        return results
+
+    def _notify(self, task, inp: MeasureInput, res: MeasureResult) -> None:
+        for cb in self.callbacks:
+            cb(task, [inp], [res])
+
+    def _summary(self, task, results: list) -> None:
+        kinds = Counter(r.error_no for r in results)
+        best = min((r.mean_cost for r in results), default=float("inf"))
+        ok = kinds.pop(ErrorNo.OK, 0)
+        errs = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none"
+        best_text = f"{best * 1e3:.4f} ms" if best != float("inf") else "-"
+        print(f"[kiln] measured {len(results)} of {getattr(task, 'desc', task)}: ok {ok}, "
+              f"errors: {errs}, batch best {best_text}", file=sys.stderr, flush=True)
+
+
+def _takes_on_result(runner) -> bool:
+    try:
+        return "on_result" in inspect.signature(runner.run).parameters
+    except (TypeError, ValueError):
+        return False

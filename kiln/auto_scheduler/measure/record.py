@@ -1,0 +1,288 @@
+"""Tuning records: one JSON object per line, appended and flushed per measurement.
+
+In: measured (task, MeasureInput, MeasureResult) triples (RecordToFile is a measure callback);
+log files written by earlier runs. Out: Record values (load_records), the best record of a
+workload on a target (load_best_record), per-workload summaries (best_by_key), and
+ApplyHistoryBest, a context under which kiln.build turns a default schedule into the best
+recorded one.
+Why: records are the product of tuning. Every record carries the workload key, the target
+string and a format version, so it is never applied to another workload or target; loading
+skips (with a warning) a line cut short by a killed tuner and records of unknown versions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ... import __version__ as KILN_VERSION
+from ...errors import KilnError
+from .common import ErrorNo, MeasureInput, MeasureResult
+
+RECORD_VERSION = 1
+ERROR_MSG_CHARS = 500
+_REQUIRED = ("workload_key", "target", "steps", "costs", "error", "version")
+log = logging.getLogger("kiln.auto_scheduler")
+
+
+@dataclass
+class Record:
+    """One measurement as stored in a log file."""
+
+    workload_key: str
+    target: str
+    steps: list
+    costs: list
+    error: str
+    timestamp: float = 0.0
+    workload_desc: str = ""
+    error_msg: str = ""
+    all_cost: float = 0.0
+    version: int = RECORD_VERSION
+    kiln_version: str = ""
+    meta: dict | None = None
+
+    @property
+    def mean_cost(self) -> float:
+        """Mean seconds per run; inf unless the measurement was ok."""
+        if self.error != ErrorNo.OK or not self.costs:
+            return math.inf
+        return sum(self.costs) / len(self.costs)
+
+    def to_json(self) -> dict:
+        out = {"workload_key": self.workload_key, "workload_desc": self.workload_desc,
+               "target": self.target, "steps": self.steps, "costs": self.costs,
+               "error": self.error, "error_msg": self.error_msg[:ERROR_MSG_CHARS],
+               "all_cost": self.all_cost, "timestamp": self.timestamp,
+               "version": self.version, "kiln_version": self.kiln_version}
+        if self.meta is not None:
+            out["meta"] = self.meta
+        return out
+
+    @staticmethod
+    def from_json(obj: dict) -> Record:
+        missing = [k for k in _REQUIRED if k not in obj]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+        return Record(str(obj["workload_key"]), str(obj["target"]), list(obj["steps"]),
+                      [float(c) for c in obj["costs"]], str(obj["error"]),
+                      float(obj.get("timestamp", 0.0)), str(obj.get("workload_desc", "")),
+                      str(obj.get("error_msg", "")), float(obj.get("all_cost", 0.0)),
+                      obj["version"], str(obj.get("kiln_version", "")), obj.get("meta"))
+
+
+def make_record(task, inp: MeasureInput, res: MeasureResult) -> Record:
+    """The Record of one measurement."""
+    return Record(task.workload_key, str(task.target), [s.to_record() for s in inp.state.steps],
+                  list(res.costs), res.error_no, res.timestamp, getattr(task, "desc", ""),
+                  res.error_msg[:ERROR_MSG_CHARS], res.all_cost, RECORD_VERSION, KILN_VERSION,
+                  inp.extra)
+
+
+class RecordToFile:
+    """Measure callback appending one JSON line per result, flushed at once (fsync optional)."""
+
+    def __init__(self, filename: str, fsync: bool = False):
+        self.filename = os.fspath(filename)
+        self.fsync = fsync
+        self._checked_tail = False
+
+    def __call__(self, task, inputs: list, results: list) -> None:
+        lines = "".join(json.dumps(make_record(task, i, r).to_json()) + "\n"
+                        for i, r in zip(inputs, results, strict=True))
+        folder = os.path.dirname(os.path.abspath(self.filename))
+        os.makedirs(folder, exist_ok=True)
+        with open(self.filename, "a+b") as f:
+            if not self._checked_tail:
+                lines = _newline_if_cut(f) + lines
+                self._checked_tail = True
+            f.write(lines.encode())
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+
+
+def _newline_if_cut(f) -> str:
+    """A newline if the file ends inside a line (a killed writer), so new records start
+    on a line of their own; else the empty string."""
+    f.seek(0, os.SEEK_END)
+    if f.tell() == 0:
+        return ""
+    f.seek(-1, os.SEEK_END)
+    return "" if f.read(1) == b"\n" else "\n"
+
+
+def load_records(filename: str) -> Iterator[Record]:
+    """Records of a log file in order; malformed lines and unknown versions are skipped."""
+    filename = os.fspath(filename)
+    warned_version = False
+    with open(filename, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError("not a JSON object")
+                if obj.get("version") != RECORD_VERSION:
+                    if not warned_version:
+                        warnings.warn(f"{filename}:{lineno}: skipping records of version "
+                                      f"{obj.get('version')!r} (this kiln reads version "
+                                      f"{RECORD_VERSION})", stacklevel=2)
+                        warned_version = True
+                    continue
+                rec = Record.from_json(obj)
+            except (ValueError, TypeError) as err:
+                warnings.warn(f"{filename}:{lineno}: skipping a malformed record line "
+                              f"(truncated write?): {err}", stacklevel=2)
+                continue
+            yield rec
+
+
+@functools.lru_cache(maxsize=64)
+def canonical_target(target) -> str:
+    """The canonical string of a target ("llvm" -> "cpu"); unknown strings stay as they are."""
+    from ...target import as_target
+    try:
+        return str(as_target(target))
+    except KilnError:
+        return str(target)
+
+
+def _matches(rec: Record, workload_key: str, target: str) -> bool:
+    return rec.workload_key == workload_key and canonical_target(rec.target) == target
+
+
+def load_best_record(filename: str, workload_key: str, target) -> tuple[Record, float] | None:
+    """(the ok record of this workload and target with the lowest mean cost, that cost)."""
+    target = canonical_target(str(target))
+    best, best_cost = None, math.inf
+    for rec in load_records(filename):
+        if _matches(rec, workload_key, target) and rec.mean_cost < best_cost:
+            best, best_cost = rec, rec.mean_cost
+    return (best, best_cost) if best is not None else None
+
+
+@dataclass
+class KeySummary:
+    """What a log holds for one (workload key, target)."""
+
+    workload_key: str
+    target: str
+    desc: str = ""
+    trials: int = 0
+    errors: dict = field(default_factory=dict)  # error kind -> count (not "ok")
+    best_cost: float = math.inf
+    best: Record | None = None
+
+
+def best_by_key(filename: str) -> dict[tuple[str, str], KeySummary]:
+    """Per (workload key, target): trial count, errors by kind, best mean cost and record."""
+    out: dict = {}
+    for rec in load_records(filename):
+        key = (rec.workload_key, canonical_target(rec.target))
+        s = out.setdefault(key, KeySummary(*key))
+        s.desc = s.desc or rec.workload_desc
+        s.trials += 1
+        if rec.error != ErrorNo.OK:
+            s.errors[rec.error] = s.errors.get(rec.error, 0) + 1
+        elif rec.mean_cost < s.best_cost:
+            s.best_cost, s.best = rec.mean_cost, rec
+    return out
+
+
+class ApplyHistoryBest:
+    """While active (`with ApplyHistoryBest(log):`), kiln.build of a default schedule builds
+    the best recorded schedule of its workload on the build target instead.
+
+    `records`: a log file name, a list of file names, or a list of Records (mixed is fine).
+    """
+
+    _stack: ClassVar[list] = []
+
+    def __init__(self, records):
+        self.best: dict = {}     # (workload key, target) -> (cost, Record)
+        self.targets: dict = {}  # workload key -> set of targets with records
+        self._told: set = set()
+        for rec in _iter_records(records):
+            self._add(rec)
+
+    def _add(self, rec: Record) -> None:
+        target = canonical_target(rec.target)
+        self.targets.setdefault(rec.workload_key, set()).add(target)
+        cost = rec.mean_cost
+        key = (rec.workload_key, target)
+        if math.isfinite(cost) and cost < self.best.get(key, (math.inf, None))[0]:
+            self.best[key] = (cost, rec)
+
+    def query_record(self, workload_key: str, target) -> tuple[Record, float] | None:
+        """(best record, its mean cost) for this workload and target, or None."""
+        target = canonical_target(str(target))
+        hit = self.best.get((workload_key, target))
+        if hit is not None:
+            return hit[1], hit[0]
+        others = self.targets.get(workload_key, set()) - {target}
+        if others and (workload_key, target) not in self._told:
+            self._told.add((workload_key, target))
+            log.warning("ApplyHistoryBest: records of workload %s exist only for target(s) %s, "
+                        "not %s; they are ignored", workload_key, ", ".join(sorted(others)),
+                        target)
+        return None
+
+    def query(self, workload_key: str, target) -> list | None:
+        """Step records of the best record for this workload and target, or None."""
+        hit = self.query_record(workload_key, target)
+        return hit[0].steps if hit is not None else None
+
+    @staticmethod
+    def current() -> ApplyHistoryBest | None:
+        """The innermost active context, or None."""
+        return ApplyHistoryBest._stack[-1] if ApplyHistoryBest._stack else None
+
+    def __enter__(self) -> ApplyHistoryBest:
+        ApplyHistoryBest._stack.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        ApplyHistoryBest._stack.remove(self)
+
+
+def _iter_records(records) -> Iterator[Record]:
+    if isinstance(records, (str, os.PathLike, Record)):
+        records = [records]
+    if not isinstance(records, Iterable):
+        raise KilnError(f"ApplyHistoryBest takes a log file name, a list of them or a list of "
+                        f"Records, got {type(records).__name__}")
+    for item in records:
+        if isinstance(item, Record):
+            yield item
+        else:
+            yield from load_records(item)
+
+
+def apply_history_best(sch, target):
+    """`sch` itself, or, for a default schedule (no steps) under an active ApplyHistoryBest
+    with a record of its workload on `target`, the replayed State of the best record."""
+    ctx = ApplyHistoryBest.current()
+    state = getattr(sch, "state", sch)
+    if ctx is None or getattr(state, "steps", None) != ():
+        return sch
+    dag = state.dag
+    steps = ctx.query(dag.workload_key(), target)
+    if steps is None:
+        return sch
+    from ...schedule import replay
+    try:
+        return replay(dag, steps)
+    except KilnError as err:
+        log.warning("ApplyHistoryBest: the best record of %s does not replay (%s); building "
+                    "the default schedule", dag.workload_key(), err)
+        return sch
+

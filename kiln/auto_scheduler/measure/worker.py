@@ -1,0 +1,193 @@
+"""The runner's child process: loads candidate libraries, checks their outputs, times them.
+
+In: one JSON request per line on stdin ({"cmd": "reference" | "measure", ...}; see
+handle_reference / handle_measure). Out: one JSON reply per line on the protocol pipe (the
+original stdout; fd 1 is pointed at stderr so that stray prints cannot corrupt the protocol).
+Why: generated code may segfault or hang; running it here means the tuner only loses this
+process, which the runner notices (EOF or timeout), kills and replaces. The worker never sees
+compute graphs: only library paths, argument specs (shape, dtype, output?) and .npy files.
+Run as `python -m kiln.auto_scheduler.measure.worker`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from ...runtime.module import Module
+
+_CACHE: dict = {}  # ref dir or seed -> (inputs, reference outputs or None)
+_FLUSH: dict = {}  # "buf" -> the cache-flush buffer
+INT_HIGH = 4       # integer inputs are drawn from [0, INT_HIGH): small, valid as indices
+
+
+def random_inputs(specs: list, seed: int) -> list:
+    """Deterministic arrays for the input specs (floats in [-1, 1), small ints, bools)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in specs:
+        if s["output"]:
+            continue
+        shape, dtype = tuple(s["shape"]), s["dtype"]
+        if dtype == "bool":
+            out.append(rng.random(shape) < 0.5)
+        elif dtype.startswith(("int", "uint")):
+            out.append(rng.integers(0, INT_HIGH, size=shape).astype(dtype))
+        else:
+            out.append(rng.uniform(-1.0, 1.0, size=shape).astype(dtype))
+    return out
+
+
+def fresh_outputs(specs: list) -> list:
+    """Output arrays filled with a sentinel (NaN for floats), so unwritten elements show up."""
+    outs = []
+    for s in specs:
+        if s["output"]:
+            dtype = np.dtype("bool" if s["dtype"] == "bool" else s["dtype"])
+            fill = np.nan if dtype.kind == "f" else (True if dtype.kind == "b" else 0x5A)
+            outs.append(np.full(tuple(s["shape"]), fill, dtype=dtype))
+    return outs
+
+
+def merge_args(specs: list, inputs: list, outputs: list) -> list:
+    """Arguments in build order, inputs and outputs interleaved as the specs say."""
+    ins, outs = iter(inputs), iter(outputs)
+    return [next(outs) if s["output"] else next(ins) for s in specs]
+
+
+def compare(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-3, atol: float = 1e-4):
+    """None if `out` matches `ref`, else a short description of the mismatch.
+
+    Floats: |out - ref| <= rtol * |ref| + atol * max|ref| (atol is relative to the output's
+    magnitude); NaN where the reference is not NaN is wrong, infinities must match exactly;
+    positions where the reference is NaN are not checked. Other dtypes: exact.
+    """
+    if out.dtype.kind != "f":
+        bad = out != ref
+    else:
+        o, r = out.astype(np.float64), ref.astype(np.float64)
+        finite = np.isfinite(r)
+        scale = float(np.abs(r[finite]).max()) if finite.any() else 1.0
+        tol = rtol * np.abs(r) + atol * (scale if scale > 0 else 1.0)
+        with np.errstate(invalid="ignore"):
+            close = np.abs(o - r) <= tol
+        bad = ~(close | (np.isinf(r) & (o == r)) | np.isnan(r))
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad == 0:
+        return None
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return (f"{n_bad} of {out.size} elements differ from the reference; first at {idx}: "
+            f"got {out[idx]!r}, expected {ref[idx]!r}")
+
+
+def handle_reference(req: dict) -> dict:
+    """Run the trusted default schedule; save in{i}.npy / out{i}.npy in req["dir"]."""
+    specs = req["specs"]
+    inputs = random_inputs(specs, req["seed"])
+    outputs = fresh_outputs(specs)
+    Module(req["lib"])(*merge_args(specs, inputs, outputs))
+    os.makedirs(req["dir"], exist_ok=True)
+    for i, a in enumerate(inputs):
+        np.save(os.path.join(req["dir"], f"in{i}.npy"), a)
+    for i, a in enumerate(outputs):
+        np.save(os.path.join(req["dir"], f"out{i}.npy"), a)
+    _CACHE[req["dir"]] = (inputs, outputs)
+    return {"error_no": "ok", "error_msg": ""}
+
+
+def _data(req: dict):
+    """(inputs, reference outputs or None) for a measure request, cached."""
+    key = req.get("ref_dir") or f"seed:{req['seed']}"
+    if key not in _CACHE:
+        if len(_CACHE) > 4:
+            _CACHE.clear()
+        specs, d = req["specs"], req.get("ref_dir")
+        if d:
+            n_in = sum(not s["output"] for s in specs)
+            n_out = len(specs) - n_in
+            _CACHE[key] = ([np.load(os.path.join(d, f"in{i}.npy")) for i in range(n_in)],
+                           [np.load(os.path.join(d, f"out{i}.npy")) for i in range(n_out)])
+        else:
+            _CACHE[key] = (random_inputs(specs, req["seed"]), None)
+    return _CACHE[key]
+
+
+def handle_measure(req: dict) -> dict:
+    """Load, run once, compare with the reference (if any), then time."""
+    specs = req["specs"]
+    mod = Module(req["lib"])
+    inputs, refs = _data(req)
+    inputs = [a.copy() for a in inputs]  # a kernel scribbling on its inputs harms only itself
+    outputs = fresh_outputs(specs)
+    args = merge_args(specs, inputs, outputs)
+    mod(*args)
+    if refs is not None:
+        for spec_i, (out, ref) in enumerate(zip(outputs, refs, strict=True)):
+            msg = compare(out, ref)
+            if msg is not None:
+                return {"error_no": "wrong_answer", "error_msg": f"output {spec_i}: {msg}"}
+    return {"error_no": "ok", "error_msg": "", "costs": _time(mod, args, req)}
+
+
+def _time(mod: Module, args: list, req: dict) -> list:
+    number, repeat, min_ms = req["number"], req["repeat"], req["min_repeat_ms"]
+    flush_bytes = int(req.get("flush_bytes") or 0)
+    if flush_bytes <= 0:
+        return list(mod.time_evaluator(number=number, repeat=repeat,
+                                       min_repeat_ms=min_ms)(*args).results)
+    buf = _flush_buffer(flush_bytes)
+    costs = []
+    for r in range(repeat):
+        buf.fill(r + 1)  # writes every line of a buffer larger than the caches
+        costs.extend(mod.time_evaluator(number=number, repeat=1,
+                                        min_repeat_ms=min_ms)(*args).results)
+    return costs
+
+
+def _flush_buffer(nbytes: int) -> np.ndarray:
+    buf = _FLUSH.get("buf")
+    if buf is None or buf.nbytes != nbytes // 8 * 8:
+        buf = np.empty(nbytes // 8, dtype=np.int64)
+        _FLUSH["buf"] = buf
+    return buf
+
+
+HANDLERS = {"reference": handle_reference, "measure": handle_measure}
+
+
+def serve(inp, out) -> None:
+    """Answer requests until stdin closes."""
+    _reply(out, {"ready": True, "pid": os.getpid()})
+    for line in inp:
+        if not line.strip():
+            continue
+        t0 = time.perf_counter()
+        try:
+            req = json.loads(line)
+            reply = HANDLERS[req["cmd"]](req)
+        except Exception as err:  # noqa: BLE001 - every failure is a candidate's error
+            tb = traceback.format_exception_only(type(err), err)
+            reply = {"error_no": "runtime", "error_msg": "".join(tb).strip()}
+        reply["run_s"] = time.perf_counter() - t0
+        _reply(out, reply)
+
+
+def _reply(out, obj: dict) -> None:
+    out.write(json.dumps(obj) + "\n")
+    out.flush()
+
+
+def main() -> None:
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything generated code or libraries print goes to stderr
+    sys.stdout = sys.stderr
+    serve(sys.stdin, proto)
+
+
+if __name__ == "__main__":
+    main()
