@@ -1,0 +1,240 @@
+"""Loop-IR rewrites the C printer needs before printing: unroll expansion and vector plans.
+
+In: the body of a PrimFunc.
+Out: an equivalent body where (1) `unrolled` loops with constant extents (and small serial
+loops under an `auto_unroll_max_step` pragma) are expanded into copies with the loop variable
+replaced by a constant and every index re-simplified, and (2) every `vectorized` loop is
+replaced by `VecBlock`s (straight-line code run once for a power-of-two number of lanes) or by
+a `ScalarLoop` when it cannot be vectorized (the reason is printed as a comment).
+Why: register tiles need constant indices (so a local tile becomes named vector registers),
+and the vector printer only ever sees straight-line code over one lane variable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..te import expr as E
+from ..tir import stmt as S
+from ..tir.simplify import Simplifier, simplify
+
+MAX_UNROLL = 64          # an `unrolled` loop longer than this stays a loop (#pragma GCC unroll)
+MAX_EXPANDED = 4096      # never expand into more statements than this
+MAX_LANES = 16           # widest vector block; longer vectorized loops become loops of blocks
+MAX_STATIC_CHUNKS = 4    # up to this many blocks are written out; more become a chunk loop
+BIG = 2 ** 31 - 1
+
+
+@dataclass(eq=False, repr=False)
+class VecBlock(S.Stmt):
+    """Straight-line `body` for lanes lane = 0..width-1 of the vectorized loop `source`."""
+
+    lane: E.Var
+    width: int
+    body: S.Stmt
+    source: E.Var
+
+
+@dataclass(eq=False, repr=False)
+class ScalarLoop(S.Stmt):
+    """A vectorized loop printed as a plain loop; `reason` says why."""
+
+    loop: S.For
+    reason: str
+    ivdep: bool
+
+
+def const_int(e) -> int | None:
+    e = simplify(e) if not isinstance(e, E.IntImm) else e
+    return e.value if isinstance(e, E.IntImm) else None
+
+
+def loop_range(extent) -> tuple:
+    n = const_int(extent)
+    return (0, n - 1) if n is not None else (0, BIG)
+
+
+def prepare(body: S.Stmt) -> S.Stmt:
+    """Expand unrolls, then plan the vectorized loops (plain Python numbers become nodes)."""
+    body = S.map_exprs(body, _normalize)
+    return plan_vectors(expand_unrolls(body, {}, 0), {})
+
+
+def _normalize(e) -> E.Expr:
+    e = E.convert(e)
+    kids = E.children(e)
+    if kids:
+        new = [_normalize(k) for k in kids]
+        if E.any_changed(new, kids):
+            e = E.rebuild(e, new)
+    return e
+
+
+# ---------------------------------------------------------------- unroll expansion
+
+def expand_unrolls(s: S.Stmt, ranges: dict, limit: int) -> S.Stmt:
+    if isinstance(s, S.For):
+        step = s.pragmas.get("auto_unroll_max_step", 0)
+        limit = max(limit, int(step) if isinstance(step, (int, E.IntImm)) else 0)
+        n = const_int(s.extent)
+        body = expand_unrolls(s.body, {**ranges, s.var: loop_range(s.extent)}, limit)
+        if n is not None and _should_expand(s, body, n, limit):
+            return S.seq([instantiate(body, {s.var: E.IntImm(i, s.var.dtype)}, ranges)
+                          for i in range(n)]) if n > 0 else S.SeqStmt([])
+        return S.For(s.var, s.extent, s.kind, body, dict(s.pragmas))
+    if isinstance(s, S.LetStmt):
+        inner = _let_ranges(ranges, s.var, s.value)
+        return S.LetStmt(s.var, s.value, expand_unrolls(s.body, inner, limit))
+    if isinstance(s, S.Allocate):
+        return S.Allocate(s.buffer, expand_unrolls(s.body, ranges, limit))
+    if isinstance(s, S.IfThenElse):
+        els = None if s.else_ is None else expand_unrolls(s.else_, ranges, limit)
+        return S.IfThenElse(s.cond, expand_unrolls(s.then, ranges, limit), els)
+    if isinstance(s, S.SeqStmt):
+        return S.seq([expand_unrolls(x, ranges, limit) for x in s.stmts])
+    return s
+
+
+def _should_expand(loop: S.For, body: S.Stmt, n: int, limit: int) -> bool:
+    total = n * steps(body)
+    if loop.kind == "unrolled":
+        return n <= MAX_UNROLL and total <= MAX_EXPANDED
+    return loop.kind == "serial" and limit > 0 and total <= min(limit, MAX_EXPANDED)
+
+
+def steps(s: S.Stmt) -> int:
+    """Statements executed by s, counting a vectorized loop as one (for unroll budgets)."""
+    if isinstance(s, S.Store):
+        return 1
+    if isinstance(s, S.For):
+        if s.kind == "vectorized":
+            return 1
+        n = const_int(s.extent)
+        return BIG if n is None else n * steps(s.body)
+    if isinstance(s, S.SeqStmt):
+        return sum(steps(x) for x in s.stmts)
+    return sum(steps(x) for x in S.stmt_children(s))
+
+
+def _let_ranges(ranges: dict, var: E.Var, value: E.Expr) -> dict:
+    if not E.is_int(var.dtype):
+        return ranges
+    r = Simplifier(ranges).range_of(value)
+    return {**ranges, var: r} if r is not None else ranges
+
+
+def instantiate(s: S.Stmt, mapping: dict, ranges: dict) -> S.Stmt:
+    """A copy of s with Vars replaced per `mapping`, every expression re-simplified, and
+    let-bound variables renamed (each copy binds its own)."""
+    def fix(e):
+        return simplify(E.substitute(e, mapping), ranges)
+
+    if isinstance(s, S.For):
+        inner = {**ranges, s.var: loop_range(fix(s.extent))}
+        return S.For(s.var, fix(s.extent), s.kind, instantiate(s.body, mapping, inner),
+                     dict(s.pragmas))
+    if isinstance(s, S.Store):
+        return S.Store(s.buffer, fix(s.index), fix(s.value))
+    if isinstance(s, S.LetStmt):
+        value = fix(s.value)
+        new = E.Var(s.var.name, s.var.dtype)
+        inner = _let_ranges(ranges, new, value)
+        return S.LetStmt(new, value, instantiate(s.body, {**mapping, s.var: new}, inner))
+    if isinstance(s, S.Allocate):
+        return S.Allocate(s.buffer, instantiate(s.body, mapping, ranges))
+    if isinstance(s, S.IfThenElse):
+        cond = fix(s.cond)
+        els = None if s.else_ is None else instantiate(s.else_, mapping, ranges)
+        return S.IfThenElse(cond, instantiate(s.then, mapping, ranges), els)
+    if isinstance(s, S.SeqStmt):
+        return S.seq([instantiate(x, mapping, ranges) for x in s.stmts])
+    return s
+
+
+# ---------------------------------------------------------------- vector plans
+
+def plan_vectors(s: S.Stmt, ranges: dict) -> S.Stmt:
+    if isinstance(s, S.For):
+        inner = {**ranges, s.var: loop_range(s.extent)}
+        if s.kind == "vectorized":
+            return _plan_loop(s, ranges)
+        return S.For(s.var, s.extent, s.kind, plan_vectors(s.body, inner), dict(s.pragmas))
+    if isinstance(s, S.LetStmt):
+        return S.LetStmt(s.var, s.value, plan_vectors(s.body, _let_ranges(ranges, s.var,
+                                                                           s.value)))
+    if isinstance(s, S.Allocate):
+        return S.Allocate(s.buffer, plan_vectors(s.body, ranges))
+    if isinstance(s, S.IfThenElse):
+        els = None if s.else_ is None else plan_vectors(s.else_, ranges)
+        return S.IfThenElse(s.cond, plan_vectors(s.then, ranges), els)
+    if isinstance(s, S.SeqStmt):
+        return S.seq([plan_vectors(x, ranges) for x in s.stmts])
+    return s
+
+
+def _plan_loop(loop: S.For, ranges: dict) -> S.Stmt:
+    n = const_int(loop.extent)
+    inner = {**ranges, loop.var: loop_range(loop.extent)}
+    reason = _why_scalar(loop, n, inner)
+    if reason:
+        body = plan_vectors(loop.body, inner)
+        scalar = S.For(loop.var, loop.extent, "serial", body, dict(loop.pragmas))
+        return ScalarLoop(scalar, reason, _all_stores_stride(loop.body, loop.var, inner))
+    return _chunks(loop, n, ranges)
+
+
+def _why_scalar(loop: S.For, n, ranges) -> str:
+    if n is None:
+        return "extent is not a constant"
+    for st in S.walk_stmts(loop.body):
+        if not isinstance(st, (S.Store, S.SeqStmt, S.LetStmt)):
+            return f"body holds a {type(st).__name__}, not straight-line stores"
+        if isinstance(st, S.Store) and loop.var not in E.free_vars(simplify(st.index, ranges)):
+            return f"store to {st.buffer.name} does not depend on {loop.var.name}"
+    return ""
+
+
+def _all_stores_stride(body: S.Stmt, var: E.Var, ranges: dict) -> bool:
+    """True when every store index moves with `var` (so `#pragma GCC ivdep` is safe)."""
+    stores = [st for st in S.walk_stmts(body) if isinstance(st, S.Store)]
+    if not stores:
+        return False
+    key = ("v", var.uid)
+    for st in stores:
+        lin = Simplifier(ranges).to_lin(st.index)
+        if key not in lin.terms or lin.terms[key][1] == 0:
+            return False
+        if any(var in E.free_vars(a) for k, (a, _) in lin.terms.items() if k != key):
+            return False
+    return True
+
+
+def _chunks(loop: S.For, n: int, ranges: dict) -> S.Stmt:
+    width = min(MAX_LANES, 1 << (n.bit_length() - 1)) if n >= 2 else 1
+    count = n // width if n >= 2 else 0
+    out = []
+    if count > MAX_STATIC_CHUNKS:
+        vo = E.Var(loop.var.name + "_o", loop.var.dtype)
+        inner = {**ranges, vo: (0, count - 1)}
+        block = _block(loop, vo * width, width, inner)
+        out.append(S.For(vo, E.IntImm(count, vo.dtype), "serial", block, {}))
+    else:
+        out.extend(_block(loop, E.IntImm(c * width, loop.var.dtype), width, ranges)
+                   for c in range(count))
+    offset, rest = count * width, n - count * width
+    while rest > 0:
+        w = 1 << (rest.bit_length() - 1)
+        if w == 1:
+            out.append(instantiate(loop.body, {loop.var: E.IntImm(offset, loop.var.dtype)},
+                                   ranges))
+        else:
+            out.append(_block(loop, E.IntImm(offset, loop.var.dtype), w, ranges))
+        offset, rest = offset + w, rest - w
+    return S.seq(out) if out else S.SeqStmt([])
+
+
+def _block(loop: S.For, offset: E.Expr, width: int, ranges: dict) -> VecBlock:
+    lane = E.Var(loop.var.name + "_lane", loop.var.dtype)
+    inner = {**ranges, lane: (0, width - 1)}
+    body = instantiate(loop.body, {loop.var: offset + lane}, inner)
+    return VecBlock(lane, width, body, loop.var)

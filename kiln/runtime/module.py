@@ -1,0 +1,293 @@
+"""Compiled kernels as Python callables: load a shared library, check arguments, call, time.
+
+In: the path of a library built from `codegen.c.render` output (it exports, per kernel,
+NAME, NAME_packed, NAME_time and NAME__kiln_meta, plus kiln_module_entries).
+Out: a `Module` whose `__call__(*arrays)` runs the kernel in place on numpy arrays / NDArrays
+after checking count, shape, dtype and layout of every argument (`ArgumentError` names the
+parameter); `time_evaluator` measures with the library's own C timing loop.
+Why: everything a caller needs is in the library (metadata is embedded as JSON), so an
+exported library loads again (`load_module`) on a machine without a compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+
+import numpy as np
+
+from ..errors import ArgumentError, BuildError, RuntimeFailure
+from .ndarray import NDArray, as_numpy
+
+_SCALAR_CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
+                  "float64": ctypes.c_double, "int8": ctypes.c_int8, "uint8": ctypes.c_uint8,
+                  "bool": ctypes.c_uint8}
+MAX_NUMBER = 2 ** 31 - 1
+
+
+class ProfileResult:
+    """Seconds per call, one entry per repeat (like TVM's ProfileResult)."""
+
+    def __init__(self, results):
+        self.results = tuple(float(r) for r in results)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.results)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.results)
+
+    @property
+    def min(self) -> float:
+        return min(self.results)
+
+    @property
+    def max(self) -> float:
+        return max(self.results)
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.results) if len(self.results) > 1 else 0.0
+
+    def __repr__(self) -> str:
+        return (f"ProfileResult(mean={self.mean:.6g}s, median={self.median:.6g}s, "
+                f"min={self.min:.6g}s, max={self.max:.6g}s, std={self.std:.3g}s, "
+                f"repeats={len(self.results)})")
+
+
+class Kernel:
+    """One entry point of a library: argument checks, the call, the timer."""
+
+    def __init__(self, lib: ctypes.CDLL, meta: dict):
+        self.meta = meta
+        self.name = meta["name"]
+        self.params = meta["params"]
+        self.scalar_params = meta["scalar_params"]
+        self._packed = _symbol(lib, f"{self.name}_packed", ctypes.c_int32, [ctypes.c_void_p])
+        self._time = _symbol(lib, f"{self.name}_time", ctypes.c_int32,
+                             [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+                              ctypes.POINTER(ctypes.c_double)])
+
+    @property
+    def arg_names(self) -> list:
+        return [p["name"] for p in self.params] + [p["name"] for p in self.scalar_params]
+
+    def __call__(self, *args) -> None:
+        argv, _keep = self.pack(args)
+        rc = self._packed(argv)
+        if rc != 0:
+            raise RuntimeFailure(f"kernel {self.name} failed with code {rc}"
+                                 f"{' (a heap allocation failed)' if rc == -1 else ''}")
+
+    # ------------------------------------------------------------ arguments
+    def pack(self, args) -> tuple:
+        """(void*[] for NAME_packed, objects that must stay alive during the call)."""
+        want = len(self.params) + len(self.scalar_params)
+        if len(args) != want:
+            raise ArgumentError(f"{self.name} takes {want} arguments "
+                                f"({', '.join(self.arg_names)}), got {len(args)}")
+        sizes: dict = {}
+        argv = (ctypes.c_void_p * max(want, 1))()
+        keep = []
+        for i, (p, a) in enumerate(zip(self.params, args[:len(self.params)], strict=True)):
+            arr = self._check_array(i, p, a, sizes)
+            argv[i] = arr.ctypes.data
+            keep.append(arr)
+        for j, (p, a) in enumerate(zip(self.scalar_params, args[len(self.params):], strict=True)):
+            k = len(self.params) + j
+            value = self._check_scalar(k, p, a, sizes)
+            keep.append(value)
+            argv[k] = ctypes.addressof(value)
+        return argv, keep
+
+    def _check_array(self, i: int, p: dict, a, sizes: dict) -> np.ndarray:
+        arr = as_numpy(a)
+        want = f"shape {_shape_text(p['shape'])} {p['dtype']}"
+        where = f"argument {i + 1} '{p['name']}'"
+        if not isinstance(arr, np.ndarray):
+            raise ArgumentError(f"{where} expects a numpy.ndarray or kiln NDArray of {want}, "
+                                f"got {type(a).__name__}")
+        got_dtype = "bool" if arr.dtype == np.bool_ else str(arr.dtype)
+        if got_dtype != p["dtype"] or not _shape_ok(p["shape"], arr.shape, sizes):
+            raise ArgumentError(f"{where} expects {want}, got {tuple(arr.shape)} {got_dtype}")
+        if not arr.flags.c_contiguous:
+            raise ArgumentError(f"{where} must be C-contiguous (got a strided view); pass "
+                                "np.ascontiguousarray(x)")
+        if p.get("written") and not arr.flags.writeable:
+            raise ArgumentError(f"{where} is written by the kernel but the array is read-only")
+        return arr
+
+    def _check_scalar(self, k: int, p: dict, a, sizes: dict):
+        where = f"argument {k + 1} '{p['name']}'"
+        dtype = p["dtype"]
+        if isinstance(a, (NDArray, np.ndarray)) and np.ndim(a) != 0:
+            raise ArgumentError(f"{where} expects a scalar {dtype}, got an array")
+        value = a.item() if hasattr(a, "item") else a
+        is_int = dtype.startswith("int") or dtype.startswith("uint") or dtype == "bool"
+        if is_int and not isinstance(value, (int, bool)):
+            raise ArgumentError(f"{where} expects an integer ({dtype}), got "
+                                f"{type(a).__name__} {a!r}")
+        if not is_int and not isinstance(value, (int, float)):
+            raise ArgumentError(f"{where} expects a number ({dtype}), got {type(a).__name__}")
+        bound = sizes.get(p["name"])
+        if bound is not None and bound != value:
+            raise ArgumentError(f"{where} is {value} but the array shapes say {bound}")
+        return _SCALAR_CTYPES[dtype](value)
+
+    # ------------------------------------------------------------ timing
+    def time_once(self, argv, number: int) -> float:
+        out = (ctypes.c_double * 1)()
+        rc = self._time(argv, number, 1, out)
+        if rc != 0:
+            raise RuntimeFailure(f"kernel {self.name} failed with code {rc} while timing")
+        return out[0]
+
+    def measure(self, args, number: int, repeat: int, min_repeat_ms: float,
+                cooldown_interval_ms: float = 0, repeats_to_cooldown: int = 1) -> ProfileResult:
+        argv, _keep = self.pack(args)
+        number, results = max(1, int(number)), []
+        for r in range(max(1, int(repeat))):
+            t = self.time_once(argv, number)
+            while min_repeat_ms > 0 and t * number * 1e3 < min_repeat_ms and number < MAX_NUMBER:
+                need = math.ceil(min_repeat_ms / 1e3 / max(t, 1e-9))
+                number = min(MAX_NUMBER, max(need, int(number * 1.618) + 1))
+                t = self.time_once(argv, number)
+            results.append(t)
+            if cooldown_interval_ms > 0 and (r + 1) % max(1, repeats_to_cooldown) == 0:
+                time.sleep(cooldown_interval_ms / 1e3)
+        return ProfileResult(results)
+
+
+class Module:
+    """A loaded library of kernels; calling it runs its (first) entry kernel."""
+
+    type_key = "kiln_c"
+
+    def __init__(self, lib_path: str, source: str | None = None):
+        self.lib_path = os.path.abspath(lib_path)
+        try:
+            self._lib = ctypes.CDLL(self.lib_path)
+        except OSError as err:
+            raise BuildError(f"cannot load library {self.lib_path}: {err}") from err
+        names = json.loads(_meta_text(self._lib, "kiln_module_entries"))
+        self.kernels = {n: Kernel(self._lib, json.loads(_meta_text(self._lib, f"{n}__kiln_meta")))
+                        for n in names}
+        if not self.kernels:
+            raise BuildError(f"library {self.lib_path} holds no kiln kernels")
+        self.entry_name = names[0]
+        self._source = source
+        self.imported_modules: list = []
+
+    @property
+    def entry(self) -> Kernel:
+        return self.kernels[self.entry_name]
+
+    @property
+    def params(self) -> list:
+        return self.entry.params
+
+    def __call__(self, *args) -> None:
+        self.entry(*args)
+
+    def __getitem__(self, name: str) -> Kernel:
+        return self.get_function(name)
+
+    def get_function(self, name: str) -> Kernel:
+        if name not in self.kernels:
+            raise ArgumentError(f"no function {name!r} in this module; it has "
+                                f"{', '.join(self.kernels)}")
+        return self.kernels[name]
+
+    @property
+    def source(self) -> str:
+        if self._source is None:
+            self._source = _read_sidecar(self.lib_path)
+        return self._source
+
+    def get_source(self, fmt: str = "c") -> str:
+        return self.source
+
+    def export_library(self, path: str) -> str:
+        """Copy the library to `path` (metadata is inside); the C source goes beside it."""
+        path = os.path.abspath(os.fspath(path))
+        tmp = path + ".tmp"
+        shutil.copyfile(self.lib_path, tmp)
+        os.replace(tmp, path)
+        if self.source:
+            with open(_sidecar(path), "w") as f:
+                f.write(self.source)
+        return path
+
+    def time_evaluator(self, func_name: str | None = None, dev=None, number: int = 10,
+                       repeat: int = 1, min_repeat_ms: float = 0,
+                       cooldown_interval_ms: float = 0, repeats_to_cooldown: int = 1,
+                       f_preproc: str = ""):
+        """A function(*args) -> ProfileResult timing `func_name` (default: the entry)."""
+        kernel = self.get_function(func_name) if func_name else self.entry
+
+        def evaluator(*args) -> ProfileResult:
+            return kernel.measure(args, number, repeat, min_repeat_ms, cooldown_interval_ms,
+                                  repeats_to_cooldown)
+        return evaluator
+
+    def __repr__(self) -> str:
+        return f"Module({self.entry_name!r}, {self.lib_path!r})"
+
+
+def load_module(path: str) -> Module:
+    """Load a library built by kiln (e.g. one written by `Module.export_library`)."""
+    if not os.path.exists(path):
+        raise BuildError(f"no library at {path}")
+    return Module(path)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _symbol(lib, name: str, restype, argtypes):
+    try:
+        fn = getattr(lib, name)
+    except AttributeError:
+        raise BuildError(f"library {lib._name} lacks the symbol {name}; was it built by "
+                         "kiln?") from None
+    fn.restype, fn.argtypes = restype, argtypes
+    return fn
+
+
+def _meta_text(lib, name: str) -> str:
+    fn = _symbol(lib, name, ctypes.c_char_p, [])
+    return fn().decode()
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _shape_ok(want, got, sizes: dict) -> bool:
+    if len(want) != len(got):
+        return False
+    for w, g in zip(want, got, strict=True):
+        if isinstance(w, str):
+            if sizes.setdefault(w, g) != g:
+                return False
+        elif w != g:
+            return False
+    return True
+
+
+def _sidecar(lib_path: str) -> str:
+    return os.path.splitext(lib_path)[0] + ".c"
+
+
+def _read_sidecar(lib_path: str) -> str:
+    try:
+        with open(_sidecar(lib_path)) as f:
+            return f.read()
+    except OSError:
+        return ""

@@ -1,0 +1,78 @@
+"""Target strings, host detection and compiler flags."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kiln.errors import TargetError
+from kiln.target import Target, as_target, host_cache_sizes, host_features
+
+
+def test_llvm_is_an_alias_of_cpu():
+    assert Target("llvm") == Target("cpu") == Target("c")
+    assert str(Target("llvm")) == "cpu" and hash(Target("llvm")) == hash(Target("cpu"))
+
+
+def test_canonical_string_orders_options():
+    t = Target("llvm -num-cores=2 -mattr=+fma,+avx2 -mcpu=znver3 -mtriple=x86_64-linux-gnu")
+    assert str(t) == "cpu -mcpu=znver3 -mattr=+avx2,+fma -num-cores=2"
+    assert Target(str(t)) == t and t.kind == "cpu" and t.cores == 2
+
+
+def test_unknown_kinds_and_options():
+    with pytest.raises(TargetError, match="no GPU backend yet"):
+        Target("cuda")
+    with pytest.raises(TargetError, match="known kinds: cpu"):
+        Target("foo")
+    with pytest.raises(TargetError, match="unknown target option '-bogus=1'"):
+        Target("cpu -bogus=1")
+    with pytest.raises(TargetError, match="unknown -mattr feature 'sse9'"):
+        Target("cpu -mattr=+sse9")
+    with pytest.raises(TargetError, match="positive integer"):
+        Target("cpu -num-cores=0")
+    with pytest.raises(TargetError, match="empty target"):
+        Target("")
+
+
+def test_host_detection():
+    t = Target("cpu")
+    assert t.cores == len(os.sched_getaffinity(0))
+    assert set(t.features) == set(host_features())
+    expect = 64 if "avx512f" in t.features else 32 if "avx2" in t.features else 16
+    assert t.vector_bytes == expect
+    assert t.vector_lanes("float32") == expect // 4 and t.vector_lanes("int8") == expect
+    sizes = host_cache_sizes()
+    if os.path.isdir("/sys/devices/system/cpu/cpu0/cache"):
+        assert sizes["l1"] > 0 and sizes["l2"] >= sizes["l1"]
+    assert t.l1_bytes == sizes["l1"]
+
+
+def test_features_follow_mcpu_and_mattr():
+    assert Target("cpu -mcpu=znver3").vector_bytes == 32
+    assert Target("cpu -mcpu=skylake-avx512").vector_lanes("float32") == 16
+    t = Target("cpu -mcpu=skylake-avx512 -mattr=-avx512f")
+    assert not t.has("avx512f") and t.vector_bytes == 32
+    assert Target("cpu -mcpu=x86-64").vector_bytes == 16
+
+
+def test_cflags():
+    flags = Target("cpu").cflags()
+    for f in ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared",
+              "-fno-math-errno"):
+        assert f in flags
+    flags = Target("llvm -mcpu=znver3 -mattr=+avx2,-avx512f").cflags()
+    assert "-march=znver3" in flags and "-march=native" not in flags
+    assert "-mavx2" in flags and "-mno-avx512f" in flags
+
+
+def test_current_scope():
+    assert Target.current() == Target("cpu")
+    assert Target.current(allow_none=True) is None
+    with Target("cpu -num-cores=1") as t:
+        assert Target.current() is t and as_target(None) is t
+    assert Target.current(allow_none=True) is None
+    assert as_target("llvm") == Target("cpu")
+    with pytest.raises(TargetError):
+        as_target(3)
