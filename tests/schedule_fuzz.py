@@ -74,7 +74,8 @@ def _annotate(state, op, pick):
     if spatial and pick(0, 1):
         state = state.parallel(op, spatial[pick(0, len(spatial) - 1)])
     if spatial and pick(0, 1):
-        state = state.vectorize(op, spatial[-1] if pick(0, 2) else spatial[pick(0, len(spatial) - 1)])
+        k = len(spatial) - 1 if pick(0, 2) else pick(0, len(spatial) - 1)
+        state = state.vectorize(op, spatial[k])
     if pick(0, 2) == 0:
         i = pick(0, n - 1)
         if state.stage(op).iters[i].annotation == "none":

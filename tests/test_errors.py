@@ -5,8 +5,17 @@ import pytest
 
 import kiln
 from kiln import te
-from kiln.errors import (ArgumentError, BuildError, DTypeError, ExprError, KilnError,
-                         LoweringError, ScheduleError, ShapeError, TargetError)
+from kiln.errors import (
+    ArgumentError,
+    BuildError,
+    DTypeError,
+    ExprError,
+    KilnError,
+    LoweringError,
+    ScheduleError,
+    ShapeError,
+    TargetError,
+)
 from kiln.schedule import ComputeDAG, step_from_record
 
 

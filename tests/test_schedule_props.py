@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 import tir_interp
 import workloads
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schedule_fuzz import HypothesisDraw, random_state
+
 from kiln.schedule import ComputeDAG
 from kiln.tir.lower import lower
-from schedule_fuzz import HypothesisDraw, random_state
 
 
 def _check(name, state_fn, run):

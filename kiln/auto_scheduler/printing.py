@@ -28,6 +28,7 @@ _NAMES = {"SP": "split", "FSP": "follow_split", "FU": "fuse", "RE": "reorder", "
 
 def best_schedule_text(task, log_file: str, print_mode: str = "schedule") -> str:
     import kiln
+
     from .measure.record import load_best_record
     best = load_best_record(log_file, task.workload_key, str(task.target))
     if best is None:

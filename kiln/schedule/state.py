@@ -145,8 +145,10 @@ class State:
         op = self.stages[idx].op
         out = []
         for j, s in enumerate(self.stages):
-            if s.compute is not None and any(
-                    isinstance(n, E.TensorLoad) and n.tensor.op is op for n in E.walk(s.compute.body)):
+            if s.compute is None:
+                continue
+            loads = (n for n in E.walk(s.compute.body) if isinstance(n, E.TensorLoad))
+            if any(n.tensor.op is op for n in loads):
                 out.append(j)
         return out
 

@@ -143,7 +143,7 @@ def compute_inline(state, si: int):
         raise ScheduleError(f"compute_inline: {st.name} is a reduction and cannot be inlined")
     if st.is_output:
         raise ScheduleError(f"compute_inline: {st.name} is an output of the schedule")
-    for j, s in enumerate(state.stages):
+    for _j, s in enumerate(state.stages):
         if s.attach[0] == "at" and s.attach[1] is st.op:
             raise ScheduleError(f"compute_inline: {s.name} is computed at {st.name}; "
                                 "move it first")

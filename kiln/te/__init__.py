@@ -1,11 +1,60 @@
 """The tensor-expression language: placeholders, computes, reductions and math intrinsics."""
 
-from .expr import (Cast, Expr, FloatImm, IntImm, IterVar, Reduce, Select, Var, all, any, const,
-                   if_then_else, max_value, min_value, select, size_var, var)
-from .intrin import (abs, ceil, cos, erf, exp, exp2, floor, fmod, log, log2, pow, power, round,
-                     rsqrt, sigmoid, sin, sqrt, tanh, trunc)
-from .tensor import (ComputeOp, Operation, PlaceholderOp, Tensor, comm_reducer, compute, max, min,
-                     placeholder, prod, reduce_axis, sum, thread_axis)
+from .expr import (
+    Cast,
+    Expr,
+    FloatImm,
+    IntImm,
+    IterVar,
+    Reduce,
+    Select,
+    Var,
+    all,
+    any,
+    const,
+    if_then_else,
+    max_value,
+    min_value,
+    select,
+    size_var,
+    var,
+)
+from .intrin import (
+    abs,
+    ceil,
+    cos,
+    erf,
+    exp,
+    exp2,
+    floor,
+    fmod,
+    log,
+    log2,
+    pow,
+    power,
+    round,
+    rsqrt,
+    sigmoid,
+    sin,
+    sqrt,
+    tanh,
+    trunc,
+)
+from .tensor import (
+    ComputeOp,
+    Operation,
+    PlaceholderOp,
+    Tensor,
+    comm_reducer,
+    compute,
+    max,
+    min,
+    placeholder,
+    prod,
+    reduce_axis,
+    sum,
+    thread_axis,
+)
 
 
 def create_schedule(ops):

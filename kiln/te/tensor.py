@@ -143,7 +143,8 @@ class Tensor:
 
 def placeholder(shape, dtype: str = "float32", name: str = "placeholder") -> Tensor:
     """An input tensor of the given shape and dtype."""
-    return PlaceholderOp(name, _shape(shape, f"placeholder {name!r}"), E.check_dtype(dtype)).output(0)
+    shape = _shape(shape, f"placeholder {name!r}")
+    return PlaceholderOp(name, shape, E.check_dtype(dtype)).output(0)
 
 
 def _axis_names(fcompute, n: int) -> list:

@@ -2,8 +2,18 @@
 
 from .lower import lower
 from .simplify import simplify
-from .stmt import (Allocate, Buffer, BufferLoad, For, IfThenElse, LetStmt, PrimFunc, SeqStmt,
-                   Stmt, Store)
+from .stmt import (
+                   Allocate,
+                   Buffer,
+                   BufferLoad,
+                   For,
+                   IfThenElse,
+                   LetStmt,
+                   PrimFunc,
+                   SeqStmt,
+                   Stmt,
+                   Store,
+)
 
 __all__ = ["Allocate", "Buffer", "BufferLoad", "For", "IfThenElse", "LetStmt", "PrimFunc",
            "SeqStmt", "Stmt", "Store", "lower", "simplify"]

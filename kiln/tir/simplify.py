@@ -213,7 +213,7 @@ class Simplifier:
     def _merge_divmod(self, lin: Lin) -> None:
         """(x // c) * (c*k) + (x % c) * k  ->  x * k."""
         mods = {}
-        for key, (a, coef) in lin.terms.items():
+        for key, (a, _) in lin.terms.items():
             if isinstance(a, BinOp) and a.op == "floormod" and isinstance(a.b, IntImm):
                 mods[(skey(a.a), a.b.value)] = key
         for key, (a, coef) in list(lin.terms.items()):

@@ -5,9 +5,9 @@ import random
 
 import numpy as np
 import pytest
-
 import tir_interp
 import workloads
+
 from kiln.auto_scheduler.annotate import SketchInfo, materialize, random_genome
 from kiln.auto_scheduler.evolve import crossover, mutate
 from kiln.auto_scheduler.sketch import generate_sketches

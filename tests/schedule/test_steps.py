@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
-
 import tir_interp
 import workloads
+
 from kiln.schedule import STEP_TYPES, ComputeDAG, replay
 from kiln.tir.lower import lower
 
