@@ -111,7 +111,8 @@ def ort_matmul(a: np.ndarray, b: np.ndarray, threads: int):
     w = numpy_helper.from_array(np.ascontiguousarray(b.T), "w")
     g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["c"])], "mm",
                           [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a.shape))],
-                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)], [w])
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT,
+                                                         [a.shape[0], b.shape[0]])], [w])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -145,7 +146,9 @@ def main(argv=None) -> int:
         print(f"{name:44s} {med * 1e3:8.3f} ms {flops / med / 1e9:8.1f} GFLOPS", flush=True)
 
     c = np.empty((M, N), np.float32)
-    for mr, nb, lanes in ((4, 24, 8), (6, 16, 8)):
+    lanes_hw = kiln.target.Target("cpu").vector_lanes("float32")
+    tiles = [(4, 24, 8), (8, 32, 16), (4, 48, 16)] if lanes_hw >= 16 else [(4, 24, 8), (6, 16, 8)]
+    for mr, nb, lanes in tiles:
         if M % mr or N % nb:
             continue
         for inside in (False, True):
