@@ -19,7 +19,7 @@ from ..tir import stmt as S
 from ..tir.simplify import Simplifier, simplify
 
 MAX_UNROLL = 64          # an `unrolled` loop longer than this stays a loop (#pragma GCC unroll)
-MAX_EXPANDED = 4096      # never expand into more statements than this
+MAX_EXPANDED = 256       # never expand into more statements than this (C compile time)
 MAX_LANES = 16           # widest vector block; longer vectorized loops become loops of blocks
 MAX_STATIC_CHUNKS = 4    # up to this many blocks are written out; more become a chunk loop
 BIG = 2 ** 31 - 1

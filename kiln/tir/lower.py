@@ -261,6 +261,8 @@ class Lowerer:
         return inner(-1)
 
     def _loop(self, lf: Leaf, body: S.Stmt, in_parallel: bool) -> S.Stmt:
+        if lf.extent == 1:
+            return body  # the simplifier turns the variable (range 0..0) into 0
         kind = _KIND[lf.annotation]
         if kind == "parallel" and in_parallel:
             kind = "serial"

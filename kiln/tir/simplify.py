@@ -134,7 +134,10 @@ class Simplifier:
             return self.divmod(e)
         if isinstance(e, BinOp) and e.op in ("min", "max"):
             return self.minmax(e)
-        if isinstance(e, (Var,)) or not E.children(e):
+        if isinstance(e, Var):
+            r = self.ranges.get(e)
+            return Lin(const=r[0], dtype=e.dtype) if r is not None and r[0] == r[1] else _atom(e)
+        if not E.children(e):
             return _atom(e)
         return _atom(self.generic(e))
 
