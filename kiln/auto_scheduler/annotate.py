@@ -45,8 +45,9 @@ def divisors(n: int) -> tuple:
 class SketchInfo:
     """What annotation needs to know about one sketch."""
 
-    def __init__(self, dag, sketch, sketch_id: int):
+    def __init__(self, dag, sketch, sketch_id: int, layout_free: tuple = ()):
         self.dag, self.sketch, self.sketch_id = dag, sketch, sketch_id
+        self.layout_free = tuple(layout_free)  # placeholder names whose layout may be rewritten
         self.split_ids = [i for i, s in enumerate(sketch.steps) if isinstance(s, SplitStep)]
         self.extents = [self._split_extent(i) for i in self.split_ids]
 
@@ -137,7 +138,31 @@ def materialize(info: SketchInfo, g: Genome):
         st = state.stage(_op(state, name))
         if budget and st.attach[0] == "root" and st.iters:
             state = state.pragma(st.op, 0, "auto_unroll_max_step", budget)
+    for name in info.layout_free:
+        state = rewrite_layout(state, name)
     return state
+
+
+def rewrite_layout(state, name: str):
+    """Pack a constant input so the innermost spatial tile of its tiled reader is contiguous."""
+    from ..te import expr as E
+    pi = state.stage_index(name)
+    readers = [j for j in state.consumers(pi) if state.stages[j].relations]
+    if not readers:
+        return state
+    st = state.stages[readers[0]]
+    shape = [int(d.value) for d in state.stages[pi].op.shape]
+    inner = {r.parent: r.lengths[-1] for r in st.relations if hasattr(r, "lengths")}
+    pairs = []
+    for n in E.walk(st.compute.body):
+        if isinstance(n, E.TensorLoad) and n.tensor.op is state.stages[pi].op:
+            for d, idx in enumerate(n.indices):
+                is_axis = any(idx is a for a in st.compute.axis)
+                f = inner.get(getattr(idx, "name", None)) if is_axis else None
+                if f and f > 1 and shape[d] % f == 0 and d not in dict(pairs):
+                    pairs.append((d, f))
+            break
+    return state.layout_rewrite(state.stages[pi].op, pairs) if pairs else state
 
 
 def _op(state, name: str):

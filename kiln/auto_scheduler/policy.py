@@ -42,7 +42,8 @@ class SketchPolicy:
         self.rng = random.Random(seed)
         self.verbose = verbose
         sketches = generate_sketches(task.compute_dag, self.params.max_sketches)
-        self.infos = [SketchInfo(task.compute_dag, s, i) for i, s in enumerate(sketches)]
+        self.infos = [SketchInfo(task.compute_dag, s, i, task.layout_free)
+                      for i, s in enumerate(sketches)]
         self.cands = Candidates(self.infos, self._predict)
         self.measured: set = set()
         self.measured_genomes: list = []  # (cost, genome)

@@ -56,6 +56,24 @@ def workload_tensors(key: str) -> list:
     return list(fn(*args))
 
 
+class LayoutRewriteOption:
+    """Whether the search may rewrite the layout of constant inputs (as in TVM)."""
+
+    NO_REWRITE = 0
+    INSERT_TRANSFORM_STAGE = 1  # kiln treats this like REWRITE_FOR_PRE_TRANSFORMED
+    REWRITE_FOR_PRE_TRANSFORMED = 2
+
+
+def layout_free_names(dag) -> tuple:
+    """Placeholders listed in attrs={"layout_free_placeholders": [...]} of the computes."""
+    names = []
+    for op in dag.ops:
+        for t in (getattr(op, "attrs", None) or {}).get("layout_free_placeholders", []):
+            if t.name not in names:
+                names.append(t.name)
+    return tuple(names)
+
+
 @dataclass
 class TuningOptions:
     """How long and how to tune (TVM's auto_scheduler.TuningOptions)."""
@@ -93,7 +111,8 @@ class SearchTask:
         self.workload_key = workload_key or compute_dag.workload_key()
         self.target = as_target(target)
         self.desc = desc or "task"
-        self.layout_rewrite_option = layout_rewrite_option
+        self.layout_rewrite_option = layout_rewrite_option or LayoutRewriteOption.NO_REWRITE
+        self.layout_free = layout_free_names(compute_dag) if self.layout_rewrite_option else ()
 
     @property
     def flop_ct(self) -> int:

@@ -60,6 +60,7 @@ class Stage:
     attach: tuple = ("root",)  # ("root",) | ("inline",) | ("at", target_op, iter_name)
     is_output: bool = False
     origin: str = ""  # "cache_write" / "cache_read" / "rfactor" for added stages
+    layout: tuple = ()  # placeholders only: ((dim, factor), ...) packed layout (layout.py)
 
     @property
     def name(self) -> str:
@@ -240,6 +241,11 @@ class State:
         from .steps import CacheReadStep
         rs = tuple(self.stage_index(r) for r in readers)
         return self.apply(CacheReadStep(self.stage_index(stage), scope, rs))
+
+    def layout_rewrite(self, stage, layout) -> State:
+        from .steps import LayoutRewriteStep
+        pairs = tuple((int(d), int(f)) for d, f in layout)
+        return self.apply(LayoutRewriteStep(self.stage_index(stage), pairs))
 
     def rfactor(self, stage, it, factor_axis: int = 0) -> State:
         from .steps import RfactorStep

@@ -260,8 +260,33 @@ class RfactorStep:
         return cls(int(r[1]), int(r[2]), int(r[3]))
 
 
-STEP_TYPES = {c.code: c for c in (SplitStep, FollowSplitStep, FuseStep, ReorderStep, ComputeAtStep,
-                                  ComputeInlineStep, ComputeRootStep, AnnotationStep, PragmaStep,
+@dataclass(frozen=True)
+class LayoutRewriteStep:
+    """Read a placeholder (a constant weight) in a packed layout (see layout.py)."""
+
+    stage_id: int
+    layout: tuple  # ((dim, factor), ...)
+
+    code = "LR"
+
+    def apply_to(self, state):
+        from .layout import packed_shape
+        st = state.stages[self.stage_id]
+        if not st.is_placeholder:
+            raise ScheduleError(f"layout_rewrite: {st.name} is not an input placeholder")
+        packed_shape(st.op.shape and [d.value for d in st.op.shape], self.layout)
+        return state.with_stage(self.stage_id, replace(st, layout=tuple(self.layout)))
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, [list(p) for p in self.layout]]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), tuple((int(d), int(f)) for d, f in r[2]))
+
+
+STEP_TYPES = {c.code: c for c in (LayoutRewriteStep, SplitStep, FollowSplitStep, FuseStep,
+                                  ReorderStep, ComputeAtStep, ComputeInlineStep, ComputeRootStep, AnnotationStep, PragmaStep,
                                   CacheWriteStep, CacheReadStep, RfactorStep)}
 
 

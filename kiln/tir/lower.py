@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import LoweringError
+from ..schedule.layout import pack_indices, packed_shape
 from ..schedule.state import Fuse, Split, Stage
 from ..te import expr as E
 from ..te.tensor import Tensor
@@ -86,6 +87,8 @@ class Lowerer:
             if si is None:
                 raise LoweringError(f"argument {a.name} is not a tensor of this schedule")
             shape = [_int_dim(d, a.name) for d in a.shape]
+            if self.stages[si].layout:
+                shape = list(packed_shape(shape, self.stages[si].layout))
             out.append(S.Buffer(_c_name(a.name, self.var_names), shape, a.dtype, "global"))
             self.param_of[si] = out[-1]
         for si, st in enumerate(self.stages):
@@ -314,7 +317,10 @@ class Lowerer:
                     idx = [i - off for i, off in zip(n.indices, t.offsets)]
                     return S.BufferLoad(t.buffer, _flat(t.buffer, idx))
                 buf = self.param_of[j]
-                return S.BufferLoad(buf, _flat(buf, list(n.indices)))
+                idx = list(n.indices)
+                if self.stages[j].layout:
+                    idx = pack_indices(idx, self.stages[j].layout)
+                return S.BufferLoad(buf, _flat(buf, idx))
             return None
         return E.transform(e, fn)
 

@@ -9,6 +9,7 @@ import tir_interp
 import workloads
 
 from kiln.schedule import STEP_TYPES, ComputeDAG, replay
+from kiln.schedule.layout import pack_array
 from kiln.tir.lower import lower
 
 
@@ -28,6 +29,8 @@ def _build(kind):
     elif kind == "FSP":
         s = s.split(c, 1, [2, 3])
         s = s.follow_split(d, 1, len(s.steps) - 1, 1)
+    elif kind == "LR":
+        s = s.layout_rewrite(s.stages[1].op, [(0, 4)])
     elif kind == "FU":
         s = s.fuse(d, [0, 1])
     elif kind == "RE":
@@ -66,7 +69,8 @@ def test_step_round_trip_and_lowering(kind):
     assert repr(f1) == repr(f2)
     arrays = workloads.random_inputs(inputs)
     out = np.zeros((8, 12), "float32")
-    tir_interp.run(f1, *arrays, out)
+    packed = [pack_array(x, st.layout) for x, st in zip(arrays, s.stages[:2])]
+    tir_interp.run(f1, *packed, out)
     np.testing.assert_allclose(out, ref(*arrays), rtol=1e-4, atol=1e-5)
 
 

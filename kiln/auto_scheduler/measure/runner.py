@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Callable
 
 from ...codegen.c import render
+from ...schedule.layout import input_layouts
 from ...tir.lower import lower
 from .builder import compile_with_timeout
 from .common import BuildResult, ErrorNo, MeasureInput, MeasureResult, arg_specs
@@ -181,6 +182,9 @@ class LocalRunner:
     def _request(self, inp: MeasureInput, br: BuildResult) -> dict:
         specs = arg_specs(inp.task)
         ref_dir = self._reference(inp.task, specs) if self.check_correctness else None
+        layouts = input_layouts(inp.state, inp.task.args)
+        specs = [dict(sp, layout=[list(p) for p in lay]) if lay else sp
+                 for sp, lay in zip(specs, layouts)]
         flush = _flush_bytes(inp.task.target) if self.enable_cpu_cache_flush else 0
         return {"cmd": "measure", "lib": br.lib_path, "specs": specs, "ref_dir": ref_dir,
                 "seed": _seed(inp.task.workload_key), "number": self.number,

@@ -20,6 +20,7 @@ import traceback
 import numpy as np
 
 from ...runtime.module import Module
+from ...schedule.layout import pack_array
 
 _CACHE: dict = {}  # ref dir or seed -> (inputs, reference outputs or None)
 _FLUSH: dict = {}  # "buf" -> the cache-flush buffer
@@ -123,6 +124,9 @@ def handle_measure(req: dict) -> dict:
     mod = Module(req["lib"])
     inputs, refs = _data(req)
     inputs = [a.copy() for a in inputs]  # a kernel scribbling on its inputs harms only itself
+    in_specs = [s for s in specs if not s["output"]]
+    inputs = [pack_array(a, [tuple(p) for p in sp["layout"]]) if sp.get("layout") else a
+              for a, sp in zip(inputs, in_specs)]
     outputs = fresh_outputs(specs)
     args = merge_args(specs, inputs, outputs)
     mod(*args)
