@@ -286,8 +286,9 @@ class LayoutRewriteStep:
 
 
 STEP_TYPES = {c.code: c for c in (LayoutRewriteStep, SplitStep, FollowSplitStep, FuseStep,
-                                  ReorderStep, ComputeAtStep, ComputeInlineStep, ComputeRootStep, AnnotationStep, PragmaStep,
-                                  CacheWriteStep, CacheReadStep, RfactorStep)}
+                                  ReorderStep, ComputeAtStep, ComputeInlineStep, ComputeRootStep,
+                                  AnnotationStep, PragmaStep, CacheWriteStep, CacheReadStep,
+                                  RfactorStep)}
 
 
 def step_from_record(r):
