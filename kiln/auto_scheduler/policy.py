@@ -51,6 +51,7 @@ class SketchPolicy:
         self.best_state = None
         self.search_time = 0.0
         self.measure_time = 0.0
+        self.interrupted = False
 
     # ------------------------------------------------------------ cost model glue
     def _features(self, states) -> list:
@@ -99,8 +100,19 @@ class SketchPolicy:
         runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
         measurer = ProgramMeasurer(builder, runner, options.measure_callbacks, verbose=0)
         self._resume(options.measure_callbacks)
-        return self.search(options.num_measure_trials, options.early_stopping,
+        self.interrupted = False
+        best = self.search(options.num_measure_trials, options.early_stopping,
                            options.num_measures_per_round, measurer)
+        if self.interrupted:  # the batch in flight reached the log, not this object
+            self._best_from_logs(options.measure_callbacks)
+            best = self.best_state
+        return best
+
+    def _best_from_logs(self, callbacks) -> None:
+        from .resume import records_for_task
+        for st, c, _ in zip(*records_for_task(self.task, callbacks, self.infos)):
+            if c < self.best_cost:
+                self.best_cost, self.best_state = c, st
 
     def search(self, n_trials: int, early_stopping, per_round: int, measurer):
         progress = Progress(self.task, n_trials, self.verbose)
@@ -121,6 +133,7 @@ class SketchPolicy:
                     progress.note(f"early stopping after {trials} trials")
                     break
         except KeyboardInterrupt:
+            self.interrupted = True
             progress.note("interrupted: stopping, every measured record is kept")
         progress.done(self.best_cost)
         return self.best_state
