@@ -19,7 +19,7 @@ from ..tir import stmt as S
 from ..tir.simplify import Simplifier, simplify
 
 MAX_UNROLL = 64          # an `unrolled` loop longer than this stays a loop (#pragma GCC unroll)
-MAX_EXPANDED = 256       # never expand into more statements than this (C compile time)
+MAX_EXPANDED = 128       # never expand into more statements than this (C compile time)
 MAX_LANES = 16           # widest vector block; longer vectorized loops become loops of blocks
 MAX_STATIC_CHUNKS = 4    # up to this many blocks are written out; more become a chunk loop
 BIG = 2 ** 31 - 1
@@ -107,9 +107,9 @@ def steps(s: S.Stmt) -> int:
     if isinstance(s, S.Store):
         return 1
     if isinstance(s, S.For):
-        if s.kind == "vectorized":
-            return 1
         n = const_int(s.extent)
+        if s.kind == "vectorized":  # one statement per vector block printed
+            return 1 if n is None else max(1, -(-n // 16)) * steps(s.body)
         return BIG if n is None else n * steps(s.body)
     if isinstance(s, S.SeqStmt):
         return sum(steps(x) for x in s.stmts)

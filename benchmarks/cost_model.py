@@ -1,0 +1,115 @@
+"""Does the learned cost model earn its keep? XGBoost-guided search vs random search with the
+same trial budget, on the seed's mm (128x3072x768) and a conv2d (ResNet 3x3 layer).
+
+Random search = the same sketches, annotation and evolution, ranked by a RandomModel.
+Writes benchmarks/results/cost_model.{json,md,png} (best GFLOPS vs trials, both curves per
+workload). Logs go to benchmarks/results/logs/ and are resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import peers  # noqa: E402
+
+from kiln import auto_scheduler, te, topi  # noqa: E402
+from kiln.auto_scheduler.cost_model import RandomModel, XGBModel  # noqa: E402
+from kiln.auto_scheduler.policy import SketchPolicy  # noqa: E402
+
+LOGS = peers.RESULTS / "logs"
+
+
+@auto_scheduler.register_workload
+def cm_mm(M, N, K):
+    a = te.placeholder((M, K), name="a")
+    b = te.placeholder((N, K), name="b")
+    k = te.reduce_axis((0, K), name="k")
+    return [a, b, te.compute((M, N), lambda i, j: te.sum(a[i, k] * b[j, k], [k]))]
+
+
+@auto_scheduler.register_workload
+def cm_conv2d(N, C, H, W, F, R, pad):
+    data = te.placeholder((N, C, H, W), name="data")
+    kernel = te.placeholder((F, C, R, R), name="kernel")
+    out = topi.nn.conv2d_nchw(data, kernel, 1, pad, 1)
+    return [data, kernel, out]
+
+
+WORKLOADS = {"mm": (cm_mm, (128, 3072, 768)), "conv2d": (cm_conv2d, (1, 64, 56, 56, 64, 3, 1))}
+
+
+def run(name, model_name, trials, per_round, seed):
+    func, args = WORKLOADS[name]
+    task = auto_scheduler.SearchTask(func=func, args=args, target="cpu")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"costmodel_{name}_{model_name}.json"
+    done = sum(1 for _ in open(log)) if log.exists() else 0
+    if trials > done:
+        model = XGBModel() if model_name == "xgb" else RandomModel()
+        policy = SketchPolicy(task, model, seed=seed)
+        opts = auto_scheduler.TuningOptions(
+            num_measure_trials=trials - done, num_measures_per_round=per_round, seed=seed,
+            measure_callbacks=[auto_scheduler.RecordToFile(str(log))], verbose=1)
+        task.tune(opts, search_policy=policy)
+    best, curve = 0.0, []
+    for rec in auto_scheduler.load_records(str(log)):
+        if rec.workload_key == task.workload_key and rec.error == "ok" and rec.costs:
+            best = max(best, task.flop_ct / (sum(rec.costs) / len(rec.costs)) / 1e9)
+        curve.append(best)
+    return curve
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=500)
+    p.add_argument("--per-round", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workloads", default="mm,conv2d")
+    p.add_argument("--out", default=str(peers.RESULTS / "cost_model"))
+    args = p.parse_args(argv)
+    curves, rows = {}, []
+    for name in args.workloads.split(","):
+        for model in ("xgb", "random"):
+            c = run(name, model, args.trials, args.per_round, args.seed)
+            curves[(name, model)] = c
+            marks = {n: c[min(n, len(c)) - 1] for n in (64, 128, 256, 500, 1000) if c}
+            rows.append({"workload": name, "search": model, "trials": len(c),
+                         "best_gflops": c[-1] if c else 0.0,
+                         **{f"best@{n}": v for n, v in marks.items()}})
+    plot(args, curves)
+    cols = ["workload", "search", "trials", "best_gflops"] + \
+        [k for k in rows[0] if k.startswith("best@")]
+    peers.write(Path(args.out), "Cost model vs random search (same trial budget)",
+                peers.meta(args), rows, cols, "Curves: cost_model.png")
+    return 0
+
+
+def plot(args, curves) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    names = sorted({n for n, _ in curves})
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for model, style in (("xgb", "-"), ("random", "--")):
+            if (name, model) in curves:
+                label = "XGBoost cost model" if model == "xgb" else "random search"
+                ax.plot(curves[(name, model)], style, label=label)
+        ax.set_title(f"{name} {WORKLOADS[name][1]}")
+        ax.set_xlabel("measurement trials")
+        ax.set_ylabel("best GFLOPS so far")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(Path(args.out).with_suffix(".png"), dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
