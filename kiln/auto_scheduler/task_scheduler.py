@@ -1,0 +1,127 @@
+"""TaskScheduler: share a trial (or time) budget across the tasks of a network (Ansor §6).
+
+In: tasks and their weights (how often each kernel runs per inference), TuningOptions.
+Out: tuned records in the log; the estimated network latency sum(w_i * best_i).
+After a round-robin warm-up, each round goes to the task with the largest estimated
+gradient of the network latency with respect to its trials:
+  w_i * (alpha * backward difference of its best latency over the last rounds
+         + (1 - alpha) * optimistic guess -best_i / trials_i),
+with an epsilon share of random picks; a task stops when it has not improved for
+`early_stopping` trials. One cost model is shared by all tasks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+
+from .policy import SketchPolicy
+
+
+class TaskScheduler:
+    def __init__(self, tasks, task_weights=None, strategy: str = "gradient", seed: int = 0,
+                 alpha: float = 0.2, eps: float = 0.05, time_budget_s: float | None = None,
+                 load_log_file: str | None = None, verbose: int = 1, cost_model=None):
+        from .cost_model import XGBModel
+        self.tasks = list(tasks)
+        self.weights = list(task_weights or [1] * len(self.tasks))
+        self.strategy, self.alpha, self.eps = strategy, alpha, eps
+        self.rng = random.Random(seed)
+        self.time_budget_s, self.verbose = time_budget_s, verbose
+        self.model = cost_model if cost_model is not None else XGBModel()
+        self.policies = [SketchPolicy(t, self.model, seed=seed + i, verbose=0)
+                         for i, t in enumerate(self.tasks)]
+        self.trials = [0] * len(self.tasks)
+        self.history = [[] for _ in self.tasks]  # best latency after each round
+        self.dead = [False] * len(self.tasks)
+        self.allocation: list = []  # task index of every round, in order
+
+    def best(self, i: int) -> float:
+        return self.policies[i].best_cost
+
+    def estimated_latency(self) -> float:
+        return sum(w * self.best(i) for i, w in enumerate(self.weights))
+
+    def tune(self, options):
+        from .measure import LocalBuilder, LocalRunner, ProgramMeasurer
+        builder = options.builder if not isinstance(options.builder, str) else LocalBuilder()
+        runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
+        measurer = ProgramMeasurer(builder, runner, options.measure_callbacks, verbose=0)
+        for p in self.policies:
+            p._resume(options.measure_callbacks)
+            p.verbose = 0
+        t0, total = time.time(), 0
+        per = options.num_measures_per_round
+        order = list(range(len(self.tasks)))
+        try:
+            while total < options.num_measure_trials and not all(self.dead):
+                if self.time_budget_s and time.time() - t0 > self.time_budget_s:
+                    self._say(f"time budget of {self.time_budget_s:.0f}s reached")
+                    break
+                i = order.pop(0) if order else self._pick()
+                n = min(per, options.num_measure_trials - total)
+                self._round(i, n, options.early_stopping, measurer)
+                total += n
+                self._print(total, options.num_measure_trials, time.time() - t0)
+        except KeyboardInterrupt:
+            self._say("interrupted: stopping, every measured record is kept")
+        return self.estimated_latency()
+
+    def _round(self, i: int, n: int, early_stopping, measurer) -> None:
+        p = self.policies[i]
+        before = self.trials[i]
+        p.search(n, None, n, measurer)
+        self.trials[i] += n
+        self.history[i].append(p.best_cost)
+        self.allocation.append(i)
+        if early_stopping and self.trials[i] - self._last_improve(i) >= early_stopping:
+            self.dead[i] = True
+        if before == self.trials[i]:
+            self.dead[i] = True
+
+    def _last_improve(self, i: int) -> int:
+        h, per = self.history[i], max(1, self.trials[i] // max(len(self.history[i]), 1))
+        for k in range(len(h) - 1, 0, -1):
+            if h[k] < h[k - 1]:
+                return (k + 1) * per
+        return per
+
+    def _pick(self) -> int:
+        alive = [i for i in range(len(self.tasks)) if not self.dead[i]]
+        if self.strategy == "round-robin":
+            return min(alive, key=lambda i: self.trials[i])
+        if self.rng.random() < self.eps:
+            return self.rng.choice(alive)
+        return max(alive, key=self._gain)
+
+    def _gain(self, i: int) -> float:
+        """Estimated latency reduction per trial (positive is good)."""
+        h, t = self.history[i], max(self.trials[i], 1)
+        best = self.best(i)
+        if not math.isfinite(best):
+            return math.inf
+        back = 0.0
+        if len(h) >= 2 and math.isfinite(h[-2]):
+            back = (h[-2] - h[-1]) / max(t / len(h), 1)
+        forward = best / t
+        return self.weights[i] * (self.alpha * back + (1 - self.alpha) * forward)
+
+    def _say(self, msg: str) -> None:
+        if self.verbose:
+            print(f"[kiln] task scheduler: {msg}", file=sys.stderr, flush=True)
+
+    def _print(self, total: int, budget: int, elapsed: float) -> None:
+        if not self.verbose:
+            return
+        lines = [f"[kiln] {total}/{budget} trials, {elapsed:.0f}s, estimated latency "
+                 f"{self.estimated_latency() * 1e3:.3f} ms",
+                 "  id  weight  trials   best ms    GFLOPS  task"]
+        for i, t in enumerate(self.tasks):
+            b = self.best(i)
+            gf = t.flop_ct / b / 1e9 if math.isfinite(b) else 0.0
+            ms = f"{b * 1e3:9.4f}" if math.isfinite(b) else "        -"
+            lines.append(f"  {i:2d}  {self.weights[i]:6d}  {self.trials[i]:6d}  {ms}  "
+                         f"{gf:8.2f}  {t.desc[:60]}{' (done)' if self.dead[i] else ''}")
+        print("\n".join(lines), file=sys.stderr, flush=True)

@@ -1,0 +1,41 @@
+"""TaskScheduler: warm-up, budget, shared model, and gradient allocation toward heavy tasks."""
+
+import math
+
+from kiln import auto_scheduler, te
+from kiln.auto_scheduler.task_scheduler import TaskScheduler
+
+
+def _task(n):
+    a = te.placeholder((n, n), name="a")
+    b = te.placeholder((n, n), name="b")
+    k = te.reduce_axis((0, n), name="k")
+    c = te.compute((n, n), lambda i, j: te.sum(a[i, k] * b[j, k], [k]), name="c")
+    return auto_scheduler.SearchTask(compute_dag=auto_scheduler.ComputeDAG([a, b, c]),
+                                     target="cpu", desc=f"mm{n}")
+
+
+def test_budget_warmup_and_log(tmp_path):
+    log = str(tmp_path / "net.json")
+    tasks = [_task(16), _task(32)]
+    ts = TaskScheduler(tasks, [1, 3], verbose=0)
+    opts = auto_scheduler.TuningOptions(num_measure_trials=8, num_measures_per_round=2,
+                                        measure_callbacks=[auto_scheduler.RecordToFile(log)],
+                                        verbose=0)
+    lat = ts.tune(opts)
+    assert sum(ts.trials) == 8 and ts.allocation[:2] == [0, 1]
+    assert math.isfinite(lat) and lat > 0
+    assert sum(1 for _ in open(log)) == 8
+    assert all(p.model is ts.model for p in ts.policies)
+
+
+def test_gradient_prefers_the_task_that_dominates_latency():
+    tasks = [_task(16), _task(32)]
+    ts = TaskScheduler(tasks, [1, 10], verbose=0, eps=0.0)
+    for i, (b, t) in enumerate([(1e-3, 8), (1e-3, 8)]):
+        ts.policies[i].best_cost = b
+        ts.trials[i] = t
+        ts.history[i] = [2e-3, b]
+    assert ts._pick() == 1
+    ts.weights = [10, 1]
+    assert ts._pick() == 0
