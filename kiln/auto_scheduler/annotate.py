@@ -19,7 +19,6 @@ import functools
 import random
 from dataclasses import dataclass, field, replace
 
-from ..errors import KilnError
 from ..schedule.steps import SplitStep
 from . import analysis as A
 
@@ -31,10 +30,11 @@ MAX_INNERMOST = 64
 class Genome:
     sketch_id: int
     tiles: tuple  # per sketch SplitStep (in step order): inner lengths
-    parallel: tuple  # per stage name: number of outer loops to fuse + parallelise (0 = none)
-    vectorize: tuple  # per stage name: bool
-    unroll: tuple  # per stage name: auto_unroll_max_step
-    location: tuple = field(default=())  # per free stage name: -1 root, else consumer iter index
+    # per stage index (stage names need not be unique; indices are fixed within a sketch):
+    parallel: tuple  # (stage, number of outer loops to fuse + parallelise (0 = none))
+    vectorize: tuple  # (stage, bool)
+    unroll: tuple  # (stage, auto_unroll_max_step)
+    location: tuple = field(default=())  # (free stage, -1 root, else consumer iter index)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -80,13 +80,13 @@ def random_genome(info: SketchInfo, rng: random.Random) -> Genome:
             continue
         if st.attach[0] == "root":
             n_sp = _parallel_span(st)
-            par.append((st.name, rng.randint(1, n_sp) if n_sp else 0))
-            unr.append((st.name, rng.choice(UNROLL_CHOICES)))
-        vec.append((st.name, rng.random() < 0.9))
+            par.append((si, rng.randint(1, n_sp) if n_sp else 0))
+            unr.append((si, rng.choice(UNROLL_CHOICES)))
+        vec.append((si, rng.random() < 0.9))
         if _is_free(base, si):
             cons = base.effective_consumers(si)
             n_it = len(base.stages[cons[0]].iters) if len(cons) == 1 else 0
-            loc.append((st.name, rng.randint(-1, n_it - 1) if n_it and rng.random() < 0.5
+            loc.append((si, rng.randint(-1, n_it - 1) if n_it and rng.random() < 0.5
                         else -1))
     return Genome(info.sketch_id, tiles, tuple(par), tuple(vec), tuple(unr), tuple(loc))
 
@@ -124,18 +124,18 @@ def replay_tiles(info: SketchInfo, tiles: tuple):
 def materialize(info: SketchInfo, g: Genome):
     """The State a genome describes (raises KilnError if a choice is illegal here)."""
     state = replay_tiles(info, g.tiles)
-    for name, where in g.location:
+    for si, where in g.location:
         if where >= 0:
-            op = _op(state, name)
+            op = state.stages[si].op
             cons = state.stages[state.effective_consumers(state.stage_index(op))[0]]
             state = state.compute_at(op, cons.op, min(where, len(cons.iters) - 1))
-    for name, n in g.parallel:
-        state = _parallelize(state, _op(state, name), n)
-    for name, on in g.vectorize:
+    for si, n in g.parallel:
+        state = _parallelize(state, state.stages[si].op, n)
+    for si, on in g.vectorize:
         if on:
-            state = _vectorize(state, _op(state, name))
-    for name, budget in g.unroll:
-        st = state.stage(_op(state, name))
+            state = _vectorize(state, state.stages[si].op)
+    for si, budget in g.unroll:
+        st = state.stages[si]
         if budget and st.attach[0] == "root" and st.iters:
             state = state.pragma(st.op, 0, "auto_unroll_max_step", budget)
     for name in info.layout_free:
@@ -163,13 +163,6 @@ def rewrite_layout(state, name: str):
                     pairs.append((d, f))
             break
     return state.layout_rewrite(state.stages[pi].op, pairs) if pairs else state
-
-
-def _op(state, name: str):
-    for s in state.stages:
-        if s.name == name:
-            return s.op
-    raise KilnError(f"no stage {name!r} in this state")
 
 
 def _parallelize(state, op, n: int):

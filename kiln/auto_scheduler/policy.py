@@ -142,7 +142,8 @@ class SketchPolicy:
         from .measure import MeasureInput
         t0 = time.time()
         states = [self.cands.state(g) for g in batch]
-        inputs = [MeasureInput(self.task, s, extra={"genome": _genome_json(g)})
+        inputs = [MeasureInput(self.task, s, extra={"genome": _genome_json(g),
+                                                    "flop_ct": self.task.flop_ct})
                   for s, g in zip(states, batch)]
         results = measurer.measure(self.task, [i.state for i in inputs], inputs=inputs)
         self.measure_time += time.time() - t0

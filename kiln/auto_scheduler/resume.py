@@ -43,9 +43,9 @@ def _genome(d, infos):
         return None
     try:
         return Genome(int(d["sketch"]), tuple(tuple(t) for t in d["tiles"]),
-                      tuple((str(a), int(b)) for a, b in d["parallel"]),
-                      tuple((str(a), bool(b)) for a, b in d["vectorize"]),
-                      tuple((str(a), int(b)) for a, b in d["unroll"]),
-                      tuple((str(a), int(b)) for a, b in d["location"]))
+                      tuple((int(a), int(b)) for a, b in d["parallel"]),
+                      tuple((int(a), bool(b)) for a, b in d["vectorize"]),
+                      tuple((int(a), int(b)) for a, b in d["unroll"]),
+                      tuple((int(a), int(b)) for a, b in d["location"]))
     except (KeyError, TypeError, ValueError):
         return None
