@@ -1,5 +1,6 @@
 """The search for fast schedules (Ansor): tasks, sketches, evolution, cost model, measurement."""
 
+from ..graph.tasks import extract_tasks
 from ..schedule import ComputeDAG
 from ..schedule.layout import input_layouts, pack_array, pack_inputs
 from .measure import (
@@ -25,6 +26,6 @@ from .task import (
 
 __all__ = ["ApplyHistoryBest", "ComputeDAG", "LayoutRewriteOption", "LocalBuilder", "LocalRunner",
            "MeasureInput", "MeasureResult", "ProgramMeasurer", "RecordToFile", "SearchTask",
-           "TuningOptions", "WORKLOAD_FUNCS", "input_layouts", "load_best_record", "load_records",
-           "make_workload_key", "pack_array", "pack_inputs", "register_workload",
+           "TuningOptions", "WORKLOAD_FUNCS", "extract_tasks", "input_layouts", "load_best_record",
+           "load_records", "make_workload_key", "pack_array", "pack_inputs", "register_workload",
            "workload_tensors"]

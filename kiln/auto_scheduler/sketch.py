@@ -120,8 +120,48 @@ RULES = [rule_always_inline, rule_mlt_with_fusion, rule_add_cache_write,
          rule_multi_level_tiling, rule_add_rfactor]
 
 
-def generate_sketches(dag, max_sketches: int = 16) -> list:
-    """All sketches of `dag` (deduplicated, at most max_sketches)."""
+def pack_reads(state, layout_free: tuple = ()):
+    """RuleAddCacheReadPack: a tiled stage reading an input whose vectorized axis is not the
+    input's contiguous dim (b[j, k] with j vectorized) gets a cache_read panel of that input,
+    stored j-contiguous (layout factor 0 = the whole tile), computed where the tile is.
+    Returns the new sketch, or None when no input needs it."""
+    from ..te import expr as E
+    changed = False
+    for T in [s.op for s in state.stages if s.relations and not s.is_placeholder]:
+        st = state.stage(T)
+        if not st.compute.reduce_axis or not st.compute.axis:
+            continue
+        inner = st.compute.axis[-1]
+        for n in [n for n in E.walk(st.compute.body) if isinstance(n, E.TensorLoad)]:
+            pst = state.stage(n.tensor.op)
+            dims = [d for d, i in enumerate(n.indices) if i is inner]
+            if not pst.is_placeholder or pst.name in layout_free or not dims \
+                    or dims[0] == len(n.indices) - 1:
+                continue
+            state = state.cache_read(pst.op, "local", [T])
+            cache = state.stages[state.stage_index(pst.op) + 1].op
+            st = state.stage(T)
+            if st.attach[0] == "at":
+                state = state.compute_at(cache, st.attach[1], st.attach[2])
+            else:
+                state = state.compute_at(cache, T, f"{inner.name}.1")
+            state = state.layout_rewrite(cache, [(dims[0], 0)])
+            changed = True
+    return state if changed else None
+
+
+def generate_sketches(dag, max_sketches: int = 16, layout_free: tuple = ()) -> list:
+    """All sketches of `dag` (deduplicated, at most max_sketches), plus packed-read variants."""
+    base = _derive(dag, max_sketches)
+    out = list(base)
+    for s in base:
+        packed = pack_reads(s, layout_free)
+        if packed is not None and len(out) < max_sketches:
+            out.append(packed)
+    return out
+
+
+def _derive(dag, max_sketches: int) -> list:
     done, work, seen = [], [(dag.init_state(), len(dag.ops) - 1)], set()
     while work and len(done) < max_sketches:
         state, si = work.pop()

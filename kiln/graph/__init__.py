@@ -1,5 +1,10 @@
 """Whole models: graph IR, frontends (ONNX, PyTorch), passes, fusion, tasks and the executable."""
 
+from .. import auto_scheduler as _auto_scheduler  # noqa: F401  (loads before .tasks: no cycle)
+from .build import build
+from .executable import GraphModule, load
 from .ir import OP_SPECS, Graph, GraphError, Node, graph_str, structural_hash, verify
+from .tasks import extract_tasks
 
-__all__ = ["OP_SPECS", "Graph", "GraphError", "Node", "graph_str", "structural_hash", "verify"]
+__all__ = ["OP_SPECS", "Graph", "GraphError", "GraphModule", "Node", "build", "extract_tasks",
+           "graph_str", "load", "structural_hash", "verify"]

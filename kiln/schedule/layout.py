@@ -1,10 +1,12 @@
-"""Layout rewrite of constant inputs (weights): the packed layout a tiled kernel reads.
+"""Layout rewrite: the packed layout a tiled kernel reads (constant inputs and temporaries).
 
 A layout is a tuple of (dim, factor) pairs. Packing splits each listed dim d into d // factor
 (kept in place) and d % factor (moved, in pair order, to the end), so a weight b[N, K] with
 ((0, 16),) becomes bp[N/16, K, 16] and the innermost tile of a GEMM loads contiguous vectors.
 The rewrite is a Step on the placeholder's stage (LayoutRewriteStep), so records carry it and
 replays rebuild the same kernel; callers pack the constant once with pack_array().
+On a computed temporary (a cache_read panel) a factor of 0 means "the whole region extent",
+so a panel b[j, k] of a tile is stored k-major with j contiguous.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ import numpy as np
 from ..errors import ScheduleError
 
 
-def packed_shape(shape, layout) -> tuple:
+def packed_shape(shape, layout, pad: bool = False) -> tuple:
+    """Shape of the packed tensor; with pad, a factor need not divide (temporaries)."""
     shape = [int(d) for d in shape]
     inner = []
     for dim, f in layout:
+        if pad and 0 <= dim < len(shape) and f >= 1:
+            shape[dim] = -(-shape[dim] // f)
+            inner.append(f)
+            continue
         if not 0 <= dim < len(shape) or f < 1 or shape[dim] % f:
             raise ScheduleError(f"layout {layout}: factor {f} does not divide dim {dim} of "
                                 f"shape {tuple(shape)}")

@@ -262,7 +262,7 @@ class RfactorStep:
 
 @dataclass(frozen=True)
 class LayoutRewriteStep:
-    """Read a placeholder (a constant weight) in a packed layout (see layout.py)."""
+    """Store a placeholder (a constant weight) or a temporary in a packed layout (layout.py)."""
 
     stage_id: int
     layout: tuple  # ((dim, factor), ...)
@@ -272,9 +272,12 @@ class LayoutRewriteStep:
     def apply_to(self, state):
         from .layout import packed_shape
         st = state.stages[self.stage_id]
-        if not st.is_placeholder:
-            raise ScheduleError(f"layout_rewrite: {st.name} is not an input placeholder")
-        packed_shape(st.op.shape and [d.value for d in st.op.shape], self.layout)
+        if st.is_output:
+            raise ScheduleError(f"layout_rewrite: {st.name} is an output")
+        if st.is_placeholder:
+            packed_shape([d.value for d in st.op.shape], self.layout)
+        elif any(f < 0 or not 0 <= d < len(st.compute.axis) for d, f in self.layout):
+            raise ScheduleError(f"layout_rewrite of {st.name}: bad layout {self.layout}")
         return state.with_stage(self.stage_id, replace(st, layout=tuple(self.layout)))
 
     def to_record(self) -> list:

@@ -47,6 +47,7 @@ class LStage:
     guards: list = field(default_factory=list)
     buffer: S.Buffer | None = None
     offsets: list = field(default_factory=list)  # region mins per dim
+    layout: tuple = ()  # packed layout of a temporary, factors resolved
 
 
 def _dtype_bytes(dtype: str) -> int:
@@ -206,6 +207,9 @@ class Lowerer:
             info.buffer, info.offsets = self.param_of[si], [E.IntImm(0)] * len(region)
             return
         shape = [ext for _, ext in region]
+        if st.layout:  # a packed temporary (e.g. a transposed cache_read panel)
+            info.layout = tuple((d, f or shape[d]) for d, f in st.layout)
+            shape = list(packed_shape(shape, info.layout, pad=True))
         nbytes = math.prod(shape) * _dtype_bytes(st.op.output(0).dtype)
         scope = "stack" if nbytes <= STACK_LIMIT_BYTES else "heap"
         name = _c_name(st.name, self.var_names)
@@ -273,6 +277,8 @@ class Lowerer:
 
     def _out_index(self, info: LStage) -> E.Expr:
         idx = [info.root_val[a] - off for a, off in zip(info.stage.compute.axis, info.offsets)]
+        if info.layout:
+            idx = pack_indices(idx, info.layout)
         return _flat(info.buffer, idx)
 
     def _guarded(self, stmt: S.Stmt, conds: list) -> S.Stmt:
@@ -315,6 +321,8 @@ class Lowerer:
                 if j in self.info:
                     t = self.info[j]
                     idx = [i - off for i, off in zip(n.indices, t.offsets)]
+                    if t.layout:
+                        idx = pack_indices(idx, t.layout)
                     return S.BufferLoad(t.buffer, _flat(t.buffer, idx))
                 buf = self.param_of[j]
                 idx = list(n.indices)

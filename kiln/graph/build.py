@@ -1,0 +1,219 @@
+"""kiln.graph.build: a whole model in, one compiled library and a GraphModule out.
+
+In: a Graph (inputs, outputs, params), optionally extra params, and a target.
+Out: a GraphModule (executable.py) over ONE shared library holding every unique kernel and
+`kiln_graph_run`, the static memory plan and the bound, pre-packed parameters.
+Steps: default pass pipeline (when present) + fusion -> one te workload per group -> per
+unique workload key, the best tuning record (under auto_scheduler.ApplyHistoryBest) or the
+rule-based default schedule -> lower -> render -> one C file -> compile once. Constants are
+packed (layout rewrite) with NumPy here, at build time; inference runs only generated code.
+Why: a model is one Python -> C call per inference, with kernels shared by identical layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..codegen import toolchain
+from ..codegen.c import c_name, render
+from ..errors import KilnError
+from ..schedule import replay
+from ..schedule.layout import input_layouts
+from ..target import Target, as_target
+from ..tir.lower import lower
+from .csource import ENTRY, Arg, Call, Copy, program_source
+from .default_schedule import default_schedule, simple_schedule
+from .executable import META_VERSION, GraphModule
+from .ir import Graph
+from .memplan import Buffer, plan_memory
+from .passes.layout import ParamTable
+from .tasks import GroupWorkload, group_workload, prepare_graph
+
+__all__ = ["build"]
+
+log = logging.getLogger("kiln.graph")
+
+
+@dataclass
+class Kernel:
+    """One compiled kernel, shared by every group with its workload key."""
+
+    name: str
+    key: str
+    state: object
+    tuned: bool
+    layouts: list  # per argument (placeholders, then output)
+    text: str
+
+
+def _record_state(wl: GroupWorkload, target: Target):
+    """The replayed best record of this workload, or None."""
+    from ..auto_scheduler.measure.record import ApplyHistoryBest
+    ctx = ApplyHistoryBest.current()
+    steps = ctx.query(wl.key, target) if ctx is not None else None
+    if steps is None:
+        return None
+    try:
+        state = replay(wl.dag, steps)
+    except KilnError as err:
+        log.warning("record of %s (%s) does not replay (%s); using the default schedule",
+                    wl.desc, wl.key, err)
+        return None
+    layouts = input_layouts(state, wl.args[:-1])
+    if any(lay and n.op != "const" for lay, n in zip(layouts, wl.arg_nodes)):
+        log.warning("record of %s packs a non-constant input; using the default schedule",
+                    wl.desc)
+        return None
+    return state
+
+
+def _lowered(wl: GroupWorkload, name: str, target: Target):
+    """(state, PrimFunc, tuned): the record if any, else the default, else simpler ones."""
+    candidates = []
+    tuned_state = _record_state(wl, target)
+    if tuned_state is not None:
+        candidates.append((tuned_state, True))
+    candidates.append((lambda: default_schedule(wl.dag, wl.layout_free, target), False))
+    candidates.append((lambda: simple_schedule(wl.dag, target), False))
+    last = None
+    for make, tuned in candidates:
+        try:
+            state = make() if callable(make) else make
+            return state, lower(state, wl.args, name), tuned
+        except KilnError as err:
+            last = err
+            log.warning("schedule of %s failed to lower (%s); trying a simpler one", wl.desc, err)
+    raise KilnError(f"group {wl.desc}: no schedule could be lowered: {last}")
+
+
+def _kernels(workloads: list, target: Target) -> dict:
+    """Workload key -> Kernel, one per unique key."""
+    kernels: dict = {}
+    for wl in workloads:
+        if wl.key in kernels:
+            continue
+        name = c_name(f"k{len(kernels)}_{wl.desc}"[:60])
+        state, func, tuned = _lowered(wl, name, target)
+        text = render(func, target, module=False)
+        kernels[wl.key] = Kernel(name, wl.key, state, tuned, input_layouts(state, wl.args), text)
+    return kernels
+
+
+def _warn_untuned(workloads: list, kernels: dict) -> None:
+    from ..auto_scheduler.measure.record import ApplyHistoryBest
+    if ApplyHistoryBest.current() is None:
+        return
+    missing = [wl for wl in workloads if not kernels[wl.key].tuned]
+    if missing:
+        names = ", ".join(f"{wl.group.index}:{wl.desc}" for wl in missing)
+        log.warning("no tuned record for %d of %d groups (default schedules used): %s",
+                    len(missing), len(workloads), names)
+
+
+class _Program:
+    """Maps graph nodes to the tensors kiln_graph_run passes (inputs, outputs, params, arena)."""
+
+    def __init__(self, graph: Graph, workloads: list, kernels: dict):
+        self.graph, self.workloads, self.kernels = graph, workloads, kernels
+        self.input_index = {n.uid: i for i, n in enumerate(graph.inputs)}
+        self.output_index: dict = {}
+        for j, n in enumerate(graph.outputs):
+            if n.op not in ("input", "const"):
+                self.output_index.setdefault(n.uid, j)
+        self.table = ParamTable(graph.params)
+        self.plan = plan_memory(self._buffers())
+
+    def _buffers(self) -> list:
+        last: dict = {}
+        for k, wl in enumerate(self.workloads):
+            for n in wl.arg_nodes:
+                last[n.uid] = k
+        out = []
+        for k, wl in enumerate(self.workloads):
+            node = wl.group.output
+            if node.uid not in self.output_index:
+                out.append(Buffer(node.uid, _nbytes(node), k, last.get(node.uid, k)))
+        return out
+
+    def arg(self, node, layout=()) -> Arg:
+        if node.op == "input":
+            return Arg("input", self.input_index[node.uid], node.dtype)
+        if node.op == "const":
+            idx = self.table.bind(node.attrs["name"], node.dtype, tuple(node.shape), layout)
+            return Arg("param", idx, node.dtype)
+        if node.uid in self.output_index:
+            return Arg("output", self.output_index[node.uid], node.dtype)
+        return Arg("workspace", self.plan.offsets[node.uid], node.dtype)
+
+    def steps(self) -> list:
+        steps = []
+        for wl in self.workloads:
+            kern = self.kernels[wl.key]
+            args = [self.arg(n, lay) for n, lay in zip(wl.arg_nodes, kern.layouts)]
+            args.append(self.arg(wl.group.output))
+            steps.append(Call(kern.name, tuple(args), f"group {wl.group.index}: {wl.desc}"))
+        for j, n in enumerate(self.graph.outputs):
+            if self.output_index.get(n.uid) != j:
+                steps.append(Copy(Arg("output", j, n.dtype), self.arg(n), _nbytes(n)))
+        return steps
+
+
+def _nbytes(node) -> int:
+    size = 1
+    for d in node.shape:
+        size *= int(d)
+    item = {"float64": 8, "int64": 8, "float16": 2, "int8": 1, "uint8": 1, "bool": 1}
+    return size * item.get(node.dtype, 4)
+
+
+def _names(nodes: list, what: str) -> list:
+    out = []
+    for j, n in enumerate(nodes):
+        base = n.attrs.get("name") if n.op == "input" else (n.name or f"{what}{j}")
+        name, k = base, 1
+        while name in out:
+            name, k = f"{base}_{k}", k + 1
+        out.append(name)
+    return out
+
+
+def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: dict) -> dict:
+    def io(nodes, what):
+        return [{"name": name, "shape": [int(d) for d in n.shape], "dtype": n.dtype}
+                for name, n in zip(_names(nodes, what), nodes)]
+    return {
+        "version": META_VERSION, "name": graph.name, "target": str(target), "entry": ENTRY,
+        "inputs": io(graph.inputs, "input"), "outputs": io(graph.outputs, "output"),
+        "params": [{"name": name, "layout": [list(p) for p in lay], "shape": list(a.shape),
+                    "dtype": "bool" if a.dtype.name == "bool" else a.dtype.name}
+                   for name, lay, a in prog.table.entries],
+        "workspace_bytes": prog.plan.arena_bytes, "naive_bytes": prog.plan.naive_bytes,
+        "steps": [s.comment if isinstance(s, Call) else "copy to output" for s in steps],
+        "kernels": [{"name": k.name, "key": k.key, "tuned": k.tuned} for k in kernels.values()],
+        "groups": [{"index": wl.group.index, "name": wl.desc, "kernel": kernels[wl.key].name}
+                   for wl in prog.workloads],
+    }
+
+
+def build(graph: Graph, params: dict | None = None, target="cpu",
+          run_passes: bool = True) -> GraphModule:
+    """Compile a whole graph into a GraphModule (see the module docstring).
+
+    run_passes=False skips the default pass pipeline (fusion still runs): every op then
+    becomes exactly the computes kiln.graph.ops gives it.
+    """
+    target = as_target(target)
+    graph, groups = prepare_graph(graph, params, run_passes)
+    workloads = [group_workload(g, graph.params) for g in groups]
+    kernels = _kernels(workloads, target)
+    _warn_untuned(workloads, kernels)
+    prog = _Program(graph, workloads, kernels)
+    steps = prog.steps()
+    source = program_source([k.text for k in kernels.values()],
+                            [k.name for k in kernels.values()], steps)
+    lib = toolchain.compile(source, target)
+    meta = _meta(graph, target, prog, steps, kernels)
+    log.info("built %s: %d groups, %d kernels, %s", graph.name, len(groups), len(kernels),
+             prog.plan)
+    return GraphModule(lib, meta, prog.table.arrays, source)

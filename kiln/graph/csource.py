@@ -1,0 +1,124 @@
+"""One C translation unit for a whole model: the kernels plus the graph entry function.
+
+In: the rendered C text of each unique kernel (codegen.c.render(..., module=False)) and the
+program: an ordered list of kernel calls and copies whose arguments refer to graph inputs,
+graph outputs, bound parameters or offsets in the workspace arena.
+Out: C source with every shared helper (includes, vector typedefs, static inline math)
+defined once, every kernel, `kiln_module_entries()` (so the library is also a plain kiln
+runtime Module, each kernel callable and timeable on its own) and
+
+  int32_t kiln_graph_run(void** inputs, void** outputs, void** params, void* workspace)
+
+which runs the kernels in order: 0 on success, else 1 + the index of the failing step.
+Why: one compiler invocation per model and one Python -> C call per inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..codegen.c import module_entries
+from ..codegen.c_lib import ctype
+
+__all__ = ["Arg", "Call", "Copy", "ENTRY", "merge_kernels", "program_source"]
+
+ENTRY = "kiln_graph_run"
+_EXPORT = '__attribute__((visibility("default")))'
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A tensor the entry function passes: kind in input/output/param/workspace."""
+
+    kind: str
+    index: int  # position in its pointer array, or the byte offset in the workspace
+    dtype: str
+
+    def c_expr(self) -> str:
+        t = ctype(self.dtype)
+        if self.kind == "workspace":
+            return f"({t}*)(ws + {self.index})"
+        array = {"input": "inputs", "output": "outputs", "param": "params"}[self.kind]
+        return f"({t}*){array}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Call:
+    kernel: str
+    args: tuple
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Copy:
+    dst: Arg
+    src: Arg
+    nbytes: int
+
+
+def _items(prefix: str) -> list:
+    """Top-level items of C text (comments, preprocessor lines, declarations, functions)."""
+    items, cur, depth, in_comment = [], [], 0, False
+    for line in prefix.splitlines():
+        if not cur and not line.strip():
+            continue
+        cur.append(line)
+        text = line
+        if in_comment or text.lstrip().startswith("/*"):
+            in_comment = "*/" not in text
+            if not in_comment and depth == 0:
+                items.append("\n".join(cur))
+                cur = []
+            continue
+        code = text.split("//")[0]
+        depth += code.count("{") - code.count("}")
+        if depth == 0 and (text.startswith("#") or code.rstrip().endswith((";", "}"))):
+            items.append("\n".join(cur))
+            cur = []
+    if cur:
+        items.append("\n".join(cur))
+    return items
+
+
+def merge_kernels(texts: list) -> str:
+    """Kernels rendered one by one, joined with their shared helpers defined once."""
+    shared, seen, bodies = [], set(), []
+    for text in texts:
+        cut = text.find(_EXPORT)
+        prefix, body = (text[:cut], text[cut:]) if cut >= 0 else ("", text)
+        comments = []
+        for item in _items(prefix):
+            if item.lstrip().startswith("/*"):
+                comments.append(item)
+            elif item not in seen:
+                seen.add(item)
+                shared.append(item)
+        bodies.append("\n".join(comments + [body]))
+    return "\n\n".join(shared) + "\n\n" + "\n".join(bodies)
+
+
+def _step_c(k: int, step) -> list:
+    if isinstance(step, Copy):
+        return [f"  memcpy({step.dst.c_expr()}, {step.src.c_expr()}, {step.nbytes});"]
+    args = ", ".join(a.c_expr() for a in step.args)
+    head = [f"  /* {step.comment} */"] if step.comment else []
+    return head + [f"  if ({step.kernel}({args}) != 0) {{", f"    return {k + 1};", "  }"]
+
+
+def entry_function(steps: list) -> str:
+    """C text of kiln_graph_run for the ordered steps."""
+    lines = [_EXPORT,
+             f"int32_t {ENTRY}(void** inputs, void** outputs, void** params, "
+             "void* workspace) {",
+             "  char* ws = (char*)workspace;",
+             "  (void)inputs; (void)outputs; (void)params; (void)ws;"]
+    for k, step in enumerate(steps):
+        lines.extend(_step_c(k, step))
+    lines += ["  return 0;", "}", ""]
+    return "\n".join(lines)
+
+
+def program_source(kernel_texts: list, kernel_names: list, steps: list) -> str:
+    """The whole translation unit: kernels, module entries and the graph entry function."""
+    return (merge_kernels(kernel_texts) + "\n" + entry_function(steps)
+            + module_entries(kernel_names))

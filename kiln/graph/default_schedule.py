@@ -1,0 +1,172 @@
+"""Rule-based schedules for workloads without a tuning record.
+
+In: a ComputeDAG, the names of its layout-free (constant) placeholders and a Target.
+Out: a complete State. For a DAG with a data-reuse reduction (dense, batch_matmul, conv2d)
+the auto-scheduler's first sketch (multi-level tiling with the epilogue or a local
+accumulator fused at the outer tile) is filled with a deterministic Genome: a register tile of
+`rows` x `cols` (cols = 2 vector registers when the extent allows, rows 4-8 within half the
+vector register file), a reduction inner tile of up to 8, parallel outer tiles, a vectorized
+innermost loop, auto-unroll 64, and the constant weight packed for contiguous vector loads.
+Every other root stage gets fuse + parallel + vectorize (the innermost loop split to at most
+64 lanes). Nothing here is a naive loop nest.
+Why: an untuned model must still run at a reasonable speed, and the same sketches the search
+explores make the default a point of the search space (records can only improve on it).
+"""
+
+from __future__ import annotations
+
+from ..auto_scheduler.annotate import Genome, SketchInfo, divisors, materialize
+from ..auto_scheduler.sketch import generate_sketches
+from ..errors import KilnError
+from ..schedule.steps import RfactorStep, SplitStep
+from ..target import Target, as_target
+
+__all__ = ["default_schedule", "simple_schedule"]
+
+MAX_VECTOR = 64
+UNROLL = 64
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    return max(d for d in divisors(n) if d <= limit)
+
+
+def _first_divisor(n: int, preferred: list, limit: int) -> int:
+    for d in preferred:
+        if d > 0 and n % d == 0:
+            return d
+    return _largest_divisor(n, limit)
+
+
+class _TilePlan:
+    """Tile sizes for the spatial/reduce axes of one multi-level-tiled stage."""
+
+    def __init__(self, stage, target: Target, dtype: str):
+        lanes = target.vector_lanes(dtype) if dtype in ("float32", "float64") else 4
+        regs = 32 if target.vector_bytes == 64 else 16
+        axes = [(a.name, int(a.extent.value)) for a in stage.compute.axis]
+        big = [(n, e) for n, e in axes if e > 1]
+        self.inner: dict = {}
+        if big:
+            cname, cext = big[-1]
+            cols = _first_divisor(cext, [2 * lanes, lanes], 2 * lanes)
+            self.inner[cname] = cols
+            if len(big) > 1:
+                rname, rext = big[-2]
+                nvec = max(1, -(-cols // lanes))
+                fits = [d for d in divisors(rext) if d <= 8 and d * nvec <= regs // 2]
+                self.inner[rname] = max(fits) if fits else 1
+        red = [(a.name, int(a.extent.value)) for a in stage.compute.reduce_axis]
+        if red:
+            kname, kext = red[-1]
+            self.inner[kname] = kext if kext <= 8 else _first_divisor(kext, [8, 4, 16], 16)
+
+    def lengths(self, name: str, n: int) -> tuple:
+        return (1,) * (n - 1) + (self.inner.get(name, 1),)
+
+
+def _tiles(info: SketchInfo, target: Target) -> tuple:
+    """Inner lengths of every sketch split, by the role of the axis it splits."""
+    state = info.dag.init_state()
+    out = []
+    for step in info.sketch.steps:
+        if isinstance(step, SplitStep):
+            st = state.stages[step.stage_id]
+            name = st.iters[step.iter_id].name
+            plan = _TilePlan(st, target, st.op.output(0).dtype) if st.compute else None
+            out.append(plan.lengths(name, len(step.lengths)) if plan else
+                       (1,) * len(step.lengths))
+        state = state.apply(step)
+    return tuple(out)
+
+
+def _genome(info: SketchInfo, tiles: tuple) -> Genome:
+    from ..auto_scheduler.annotate import replay_tiles
+    base = replay_tiles(info, tiles)
+    par, vec, unr = [], [], []
+    for si, st in enumerate(base.stages):
+        if st.is_placeholder or st.attach[0] == "inline" or not st.relations:
+            continue
+        if st.attach[0] == "root":
+            par.append((si, len(st.compute.axis)))
+            unr.append((si, UNROLL))
+        vec.append((si, True))
+    return Genome(info.sketch_id, tiles, tuple(par), tuple(vec), tuple(unr), ())
+
+
+def _vector_factor(extent: int, lanes: int) -> int:
+    return _first_divisor(extent, [MAX_VECTOR, 4 * lanes, 2 * lanes, lanes], MAX_VECTOR)
+
+
+def _simple_stage(state, si: int, lanes: int):
+    """Fuse + parallel the outer spatial loops, vectorize the innermost (split to <= 64)."""
+    st = state.stages[si]
+    op = st.op
+    all_spatial = all(it.kind == "spatial" for it in st.iters)
+    if all_spatial and st.iters and st.iters[-1].extent > MAX_VECTOR:
+        last = len(st.iters) - 1
+        f = _vector_factor(st.iters[-1].extent, lanes)
+        if f > 1:
+            state = state.split(op, last, [f])
+    st = state.stages[si]
+    n_sp = 0
+    for it in st.iters:
+        if it.kind != "spatial":
+            break
+        n_sp += 1
+    n_par = n_sp - 1 if all_spatial else n_sp
+    if n_par > 1:
+        state = state.fuse(op, list(range(n_par)))
+    st = state.stages[si]
+    if n_par >= 1 and st.iters[0].extent > 1:
+        state = state.parallel(op, 0)
+    st = state.stages[si]
+    last = st.iters[-1] if st.iters else None
+    if all_spatial and last is not None and last.annotation == "none" \
+            and 1 < last.extent <= MAX_VECTOR:
+        state = state.vectorize(op, len(st.iters) - 1)
+    return state
+
+
+def _finish_simple_stages(state, lanes: int):
+    for si, st in enumerate(state.stages):
+        if st.is_placeholder or st.attach[0] != "root" or st.relations:
+            continue
+        if any(it.annotation != "none" for it in st.iters):
+            continue
+        if any(s.attach[0] == "at" and s.attach[1] is st.op for s in state.stages):
+            continue
+        state = _simple_stage(state, si, lanes)
+    return state
+
+
+def simple_schedule(dag, target=None):
+    """The initial State with fuse + parallel + vectorize on every root stage (no tiling)."""
+    target = as_target(target)
+    state = dag.init_state()
+    for si, st in enumerate(state.stages):
+        if not st.is_placeholder and not st.is_output and not st.compute.reduce_axis \
+                and state.effective_consumers(si):
+            state = state.compute_inline(st.op)
+    return _finish_simple_stages(state, target.vector_lanes("float32"))
+
+
+def _ordered_sketches(dag) -> list:
+    sketches = generate_sketches(dag)
+    plain = [s for s in sketches if not any(isinstance(x, RfactorStep) for x in s.steps)]
+    return plain + [s for s in sketches if s not in plain]
+
+
+def default_schedule(dag, layout_free: tuple = (), target=None):
+    """A complete, deterministic State for `dag` (see the module docstring)."""
+    target = as_target(target)
+    lanes = target.vector_lanes("float32")
+    for sketch in _ordered_sketches(dag):
+        sid = 0
+        info = SketchInfo(dag, sketch, sid, layout_free)
+        try:
+            state = materialize(info, _genome(info, _tiles(info, target)))
+            return _finish_simple_stages(state, lanes)
+        except KilnError:
+            continue
+    return simple_schedule(dag, target)

@@ -1,0 +1,171 @@
+"""ONNX frontend: an onnx.ModelProto becomes a kiln Graph (static shapes, params as consts).
+
+In: a loaded ModelProto (opsets 13-21 are the target; older attribute forms are read too) and
+optional concrete shapes for inputs with symbolic dims, e.g. `shape={"input_ids": (1, 128)}`.
+Out: (Graph, params). Initializers become const nodes, graph inputs become input nodes, and
+each ONNX node goes through the handler named like its op type (onnx_math, onnx_nn,
+onnx_tensor). Every node's shape is inferred as it is made, so `Shape` is a constant and the
+shape arithmetic around reshapes is read with NumPy. A model with op types no handler covers
+raises ONE UnsupportedOpError listing every such node before anything is converted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import ShapeError
+from ..ir import Graph, Node
+from .common import ConversionError, GraphBuilder, UnsupportedOpError
+from .onnx_math import HANDLERS as _MATH
+from .onnx_nn import HANDLERS as _NN
+from .onnx_tensor import HANDLERS as _TENSOR
+
+HANDLERS = {**_MATH, **_NN, **_TENSOR}
+
+
+def _np_dtype(elem_type: int) -> str:
+    import onnx
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+
+
+def _attrs(node) -> dict:
+    import onnx
+    out = {}
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH or a.type == onnx.AttributeProto.GRAPHS:
+            out[a.name] = a  # subgraphs: no handler supports them; kept for the message
+            continue
+        v = onnx.helper.get_attribute_value(a)
+        if isinstance(v, onnx.TensorProto):
+            v = onnx.numpy_helper.to_array(v)
+        elif isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, list):
+            v = [x.decode() if isinstance(x, bytes) else x for x in v]
+        out[a.name] = v
+    return out
+
+
+class OnnxContext:
+    """What a handler sees: the builder, the opset, and the node being converted."""
+
+    def __init__(self, builder: GraphBuilder, opset: int):
+        self.b = builder
+        self.opset = opset
+        self.node = None
+
+    @property
+    def name(self) -> str:
+        n = self.node
+        return n.name or (n.output[0] if n.output else n.op_type)
+
+    def fail(self, why: str) -> ConversionError:
+        return ConversionError("ONNX", self.node.op_type, self.name, why)
+
+    def need(self, node: Node | None, what: str) -> np.ndarray:
+        if node is None:
+            raise self.fail(f"{what} is missing")
+        return self.b.need(node, self.node.op_type, self.name, what)
+
+    def op(self, op: str, inputs: list, **attrs) -> Node:
+        return self.b.op(op, inputs, self.name, **attrs)
+
+
+def _opset(model) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 13
+
+
+def _check_supported(graph) -> None:
+    bad = [(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}",
+            n.name or (n.output[0] if n.output else "?"), "")
+           for n in graph.node
+           if n.domain not in ("", "ai.onnx") or n.op_type not in HANDLERS]
+    if bad:
+        raise UnsupportedOpError("ONNX", bad)
+
+
+def _input_shape(vi, given: dict) -> tuple:
+    if vi.name in given:
+        return tuple(int(d) for d in given[vi.name])
+    dims = []
+    for k, d in enumerate(vi.type.tensor_type.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+            continue
+        sym = d.dim_param or "?"
+        raise ShapeError(f"ONNX input {vi.name!r} has a symbolic dimension {sym!r} at axis {k};"
+                         f" give concrete shapes, e.g. from_onnx(model, shape={{{vi.name!r}: "
+                         f"(1, 128)}})")
+    return tuple(dims)
+
+
+def _make_inputs(b: GraphBuilder, graph, shape: dict, env: dict) -> None:
+    inits = {t.name for t in graph.initializer}
+    names = [vi.name for vi in graph.input if vi.name not in inits]
+    unknown = sorted(set(shape) - set(names))
+    if unknown:
+        raise ShapeError(f"shape= names {unknown} are not graph inputs; inputs are {names}")
+    for vi in graph.input:
+        if vi.name in inits:
+            continue
+        env[vi.name] = b.input(vi.name, _input_shape(vi, shape),
+                               _np_dtype(vi.type.tensor_type.elem_type))
+
+
+def _convert_node(cx: OnnxContext, node, env: dict) -> None:
+    cx.node = node
+    ins = [env[i] if i else None for i in node.input]
+    out = HANDLERS[node.op_type](cx, ins, _attrs(node))
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    for k, name in enumerate(node.output):
+        if not name:
+            continue
+        if k >= len(outs) or outs[k] is None:
+            env[name] = _Missing(node.op_type, cx.name, k)
+        else:
+            env[name] = outs[k]
+
+
+class _Missing:
+    """Placeholder for an optional output kiln does not produce (error only if it is used)."""
+
+    def __init__(self, op: str, name: str, k: int):
+        self.op, self.name, self.k = op, name, k
+
+
+def _check_used(node, env: dict) -> None:
+    for i in node.input:
+        v = env.get(i)
+        if isinstance(v, _Missing):
+            raise ConversionError("ONNX", v.op, v.name,
+                                  f"output {v.k} is used by {node.op_type} but not supported")
+
+
+def from_onnx(model, shape: dict | None = None) -> tuple[Graph, dict]:
+    """Import an ONNX model; returns (graph, params) with every shape static."""
+    import onnx
+    from onnx import numpy_helper
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = onnx.load(model)
+    graph = model.graph
+    _check_supported(graph)
+    b = GraphBuilder("ONNX")
+    env: dict = {}
+    for t in graph.initializer:
+        env[t.name] = b.const(numpy_helper.to_array(t), t.name)
+    _make_inputs(b, graph, dict(shape or {}), env)
+    cx = OnnxContext(b, _opset(model))
+    for node in graph.node:
+        _check_used(node, env)
+        _convert_node(cx, node, env)
+    outputs = []
+    for vi in graph.output:
+        out = env[vi.name]
+        if isinstance(out, _Missing):
+            raise ConversionError("ONNX", out.op, out.name, "unsupported optional output used")
+        outputs.append(out)
+    g = b.finish(outputs, graph.name or "main")
+    return g, g.params

@@ -1,0 +1,50 @@
+"""Graph passes: inference, folding, simplification and pattern recognition, in a fixed order.
+
+`default_pipeline(graph)` runs, each pass returning a new Graph (the input is never mutated):
+  1. infer      shapes and dtypes of every node (a GraphError names a bad node)
+  2. fold       NumPy constant folding + dead-code elimination (shape chains, masks, indices)
+  3. simplify   no-op reshapes/transposes/casts/broadcasts, x+0, x*1; reshape/transpose chains
+  4. patterns   LayerNorm, GELU (erf and tanh forms) -> layer_norm, gelu
+  5. linear     matmul + const W (+ bias) -> dense; activation matmul -> batch_matmul;
+                conv2d + batch_norm -> conv2d
+  6. fold, simplify again (what the patterns exposed)
+  7. combine    parallel dense ops sharing an input -> one dense + slices (only if asked)
+  8. verify
+Fusion and layout passes (graph/passes/fuse.py, layout.py) run after this pipeline.
+"""
+
+from __future__ import annotations
+
+from ..ir import Graph, verify
+from .combine import combine_parallel_dense
+from .fold import dead_code_elimination, evaluate, fold_constants
+from .infer import infer_graph, infer_node
+from .patterns import recognize_norm_act, recognize_patterns
+from .patterns_linear import recognize_linear
+from .rewrite import clone, op_histogram, rewrite
+from .simplify import simplify
+
+
+def infer_types(g: Graph) -> Graph:
+    """A copy of `g` with every node's shape and dtype (re)inferred."""
+    return infer_graph(clone(g))
+
+
+def default_pipeline(graph: Graph, combine_dense: bool = False) -> Graph:
+    """The frontend-side optimisation pipeline (see the module docstring for the order)."""
+    g = infer_types(graph)
+    g = simplify(fold_constants(g))
+    g = recognize_linear(recognize_norm_act(g))
+    g = simplify(fold_constants(g))
+    if combine_dense:
+        g = combine_parallel_dense(g)
+    g = dead_code_elimination(g)
+    verify(g)
+    return g
+
+
+__all__ = [
+    "clone", "combine_parallel_dense", "dead_code_elimination", "default_pipeline", "evaluate",
+    "fold_constants", "infer_graph", "infer_node", "infer_types", "op_histogram",
+    "recognize_linear", "recognize_norm_act", "recognize_patterns", "rewrite", "simplify",
+]

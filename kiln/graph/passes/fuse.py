@@ -1,0 +1,177 @@
+"""Operator fusion: a graph in, fused groups out (one kernel each).
+
+In: a verified Graph (shapes and dtypes known). Out: a list of FusedGroup in execution order;
+each holds its nodes (producers first), its external inputs (graph inputs, constants or other
+groups' outputs), its one output node, its anchor (if any) and its overall pattern kind.
+`groups_str` prints them.
+
+Rules (after TVM's FuseOps, simplified to two phases):
+  1. an anchor (out_elemwise_fusable: dense, matmul, batch_matmul, conv2d) absorbs the chain
+     of elemwise/broadcast ops after it while each link has a single consumer and keeps the
+     anchor's output shape (bias add, GELU, hard_swish, residual add, scaling);
+  2. a group made only of elemwise/broadcast/injective ops whose output has a single consumer
+     joins that consumer's group, unless the consumer is an anchor (anchors take no
+     producers) or opaque. So injective chains fuse together and into the elementwise op
+     after them, and a reduction (softmax, layer_norm, mean) takes its cheap producers.
+Never two anchors or two reductions in one group. Merging a group into the only group that
+reads it can never create a cycle, so every group stays convex.
+Why: each group becomes one te workload (a tuning task) and one C kernel; fusion decides how
+many times the model's activations travel through memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir import Graph, Node
+from ..ops import OpPattern, pattern
+
+__all__ = ["FusedGroup", "fuse", "groups_str"]
+
+LEAVES = ("input", "const")
+
+
+@dataclass(eq=False)
+class FusedGroup:
+    """One kernel's worth of nodes."""
+
+    nodes: list
+    inputs: list
+    output: Node
+    anchor: Node | None
+    pattern: OpPattern
+    index: int = 0
+    members: set = field(default_factory=set, repr=False)
+
+    @property
+    def name(self) -> str:
+        """fused_<op>_<op>... (ops in order, repeats collapsed, at most five)."""
+        ops: list = []
+        for n in self.nodes:
+            if not ops or ops[-1] != n.op:
+                ops.append(n.op)
+        more = "_etc" if len(ops) > 5 else ""
+        return "fused_" + "_".join(ops[:5]) + more
+
+    def __repr__(self) -> str:
+        return f"FusedGroup({self.index}, {self.name}, out=%{self.output.uid})"
+
+
+class _Builder:
+    """Union of nodes into groups; each group remembers members, output and anchor."""
+
+    def __init__(self, graph: Graph):
+        self.order = [n for n in graph.nodes() if n.op not in LEAVES]
+        self.pos = {n.uid: i for i, n in enumerate(self.order)}
+        self.outputs = {n.uid for n in graph.outputs}
+        self.consumers: dict = {}
+        for n in self.order:
+            for i in n.inputs:
+                lst = self.consumers.setdefault(i.uid, [])
+                if n not in lst:
+                    lst.append(n)
+        self.group: dict = {}
+        for n in self.order:
+            pat = pattern(n)
+            anchor = n if pat == OpPattern.OUT_ELEMWISE_FUSABLE else None
+            self.group[n.uid] = {"members": [n], "output": n, "anchor": anchor, "pattern": pat}
+
+    def merge(self, src: dict, dst: dict, new_output: Node | None = None) -> None:
+        dst["members"].extend(src["members"])
+        dst["pattern"] = max(dst["pattern"], src["pattern"])
+        dst["anchor"] = dst["anchor"] or src["anchor"]
+        if new_output is not None:
+            dst["output"] = new_output
+        for n in src["members"]:
+            self.group[n.uid] = dst
+
+    def single_consumer(self, n: Node) -> Node | None:
+        cons = self.consumers.get(n.uid, [])
+        if n.uid in self.outputs or len(cons) != 1:
+            return None
+        return cons[0]
+
+
+def _absorb_epilogues(b: _Builder) -> None:
+    """Phase 1: every anchor takes the elemwise/broadcast chain that follows it."""
+    for n in b.order:
+        g = b.group[n.uid]
+        if g["anchor"] is not n:
+            continue
+        tail = n
+        while True:
+            c = b.single_consumer(tail)
+            if c is None or pattern(c) > OpPattern.BROADCAST:
+                break
+            gc = b.group[c.uid]
+            if len(gc["members"]) != 1 or tuple(c.shape) != tuple(tail.shape):
+                break
+            b.merge(gc, g, new_output=c)
+            tail = c
+
+
+def _absorb_producers(b: _Builder) -> None:
+    """Phase 2: cheap groups (<= injective) join the only group that reads them."""
+    for n in b.order:
+        g = b.group[n.uid]
+        if g["output"] is not n or g["pattern"] > OpPattern.INJECTIVE:
+            continue
+        c = b.single_consumer(n)
+        if c is None:
+            continue
+        gc = b.group[c.uid]
+        if gc is g or gc["anchor"] is c or pattern(c) > OpPattern.COMM_REDUCE:
+            continue
+        b.merge(g, gc)
+
+
+def _finish(b: _Builder) -> list:
+    groups, seen = [], set()
+    for n in b.order:
+        g = b.group[n.uid]
+        if id(g) in seen:
+            continue
+        seen.add(id(g))
+        groups.append(g)
+    groups.sort(key=lambda g: b.pos[g["output"].uid])
+    out = []
+    for idx, g in enumerate(groups):
+        nodes = sorted(g["members"], key=lambda m: b.pos[m.uid])
+        uids = {m.uid for m in nodes}
+        inputs, seen_in = [], set()
+        for m in nodes:
+            for i in m.inputs:
+                if i.uid not in uids and i.uid not in seen_in:
+                    seen_in.add(i.uid)
+                    inputs.append(i)
+        out.append(FusedGroup(nodes, inputs, g["output"], g["anchor"], g["pattern"], idx, uids))
+    return out
+
+
+def fuse(graph: Graph) -> list:
+    """The fused groups of `graph`, in an order that respects their dependencies."""
+    b = _Builder(graph)
+    _absorb_epilogues(b)
+    _absorb_producers(b)
+    return _finish(b)
+
+
+def _ref(n: Node) -> str:
+    if n.op in LEAVES:
+        return f"%{n.uid}:{n.op} {n.attrs.get('name')!r}"
+    return f"%{n.uid}"
+
+
+def groups_str(groups: list) -> str:
+    """One block per group: header (name, pattern, inputs -> output type), then its nodes."""
+    lines = []
+    for g in groups:
+        ty = f"{g.output.dtype}{list(g.output.shape)}"
+        anchor = f" anchor=%{g.anchor.uid}" if g.anchor is not None else ""
+        ins = ", ".join(_ref(i) for i in g.inputs)
+        lines.append(f"group {g.index} {g.name} [{g.pattern.name.lower()}{anchor}]"
+                     f"({ins}) -> %{g.output.uid} : {ty}")
+        for n in g.nodes:
+            args = ", ".join(f"%{i.uid}" for i in n.inputs)
+            lines.append(f"  %{n.uid} = {n.op}({args}) : {n.dtype}{list(n.shape)}")
+    return "\n".join(lines)

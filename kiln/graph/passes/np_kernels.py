@@ -1,0 +1,121 @@
+"""NumPy kernels for the graph ops that constant folding evaluates at build time.
+
+In: a graph op's input arrays and its attrs. Out: the output array. Only cheap ops that
+appear on constant paths in exported models are here (shape arithmetic, index tensors,
+masks, weight reshuffles): elementwise math, comparisons, casts, reductions and the
+injective/layout ops. Heavy ops (conv2d, pooling, softmax, norms) are never folded, so a
+missing kernel simply means "leave the node for the compiled code".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
+        q = np.abs(a) // np.maximum(np.abs(b), 1)  # ONNX/C integer division truncates
+        return np.where((a < 0) != (b < 0), -q, q)
+    return a / b
+
+
+_BINARY = {
+    "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": _div,
+    "power": np.power, "maximum": np.maximum, "minimum": np.minimum, "equal": np.equal,
+    "less": np.less, "greater": np.greater,
+}
+
+_UNARY = {
+    "negative": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
+    "rsqrt": lambda x: 1.0 / np.sqrt(x), "tanh": np.tanh, "abs": np.abs,
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "relu": lambda x: np.maximum(x, 0),
+    "floor": np.floor, "ceil": np.ceil, "not": np.logical_not,
+}
+
+_REDUCE = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}
+
+
+def _axes(attrs: dict) -> tuple | None:
+    axis = attrs.get("axis")
+    if axis is None:
+        return None
+    return (int(axis),) if isinstance(axis, (int, np.integer)) else tuple(int(a) for a in axis)
+
+
+def _reduce(op: str, x: np.ndarray, attrs: dict) -> np.ndarray:
+    keep = bool(attrs.get("keepdims", False))
+    if op == "argmax":
+        axis = _axes(attrs)
+        if axis is None:
+            return np.argmax(x.reshape(-1), keepdims=keep) if keep else np.argmax(x)
+        return np.argmax(x, axis=axis[0], keepdims=keep)
+    return _REDUCE[op](x, axis=_axes(attrs), keepdims=keep)
+
+
+def _strided_slice(x: np.ndarray, attrs: dict) -> np.ndarray:
+    index = [slice(None)] * x.ndim
+    axes = attrs.get("axes") or range(len(attrs["begin"]))
+    strides = attrs.get("strides") or [1] * len(attrs["begin"])
+    for ax, b, e, s in zip(axes, attrs["begin"], attrs["end"], strides):
+        index[int(ax)] = slice(int(b), int(e), int(s))
+    return x[tuple(index)]
+
+
+def _layout(op: str, xs: list, a: dict) -> np.ndarray:
+    x = xs[0]
+    if op == "reshape":
+        return x.reshape(tuple(a["newshape"]))
+    if op == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if op == "transpose":
+        return np.transpose(x, a.get("axes"))
+    if op == "take":
+        idx = xs[1].astype(np.int64)
+        n = x.shape[int(a.get("axis", 0))]
+        return np.take(x, np.where(idx < 0, idx + n, idx), axis=int(a.get("axis", 0)))
+    if op == "concatenate":
+        return np.concatenate(xs, axis=int(a.get("axis", 0)))
+    if op == "strided_slice":
+        return _strided_slice(x, a)
+    if op == "expand_dims":
+        ax = int(a["axis"])
+        return x.reshape(x.shape[:ax] + (1,) * int(a.get("num_newaxis", 1)) + x.shape[ax:])
+    if op == "squeeze":
+        return np.squeeze(x, axis=_axes(a))
+    if op == "broadcast_to":
+        return np.broadcast_to(x, tuple(a["shape"])).copy()
+    if op == "pad":
+        return np.pad(x, [tuple(p) for p in a["pad_width"]],
+                      constant_values=a.get("pad_value", 0))
+    raise KeyError(op)
+
+
+_LAYOUT = ("reshape", "flatten", "transpose", "take", "concatenate", "strided_slice",
+           "expand_dims", "squeeze", "broadcast_to", "pad")
+
+FOLDABLE = frozenset((*_BINARY, *_UNARY, *_REDUCE, *_LAYOUT, "argmax", "where", "cast",
+                      "clip", "matmul", "dense"))
+
+
+def evaluate_op(op: str, xs: list, attrs: dict, dtype: str) -> np.ndarray:
+    """The value of `op` applied to arrays `xs`, cast to the node's inferred `dtype`."""
+    if op in _BINARY:
+        out = _BINARY[op](xs[0], xs[1])
+    elif op in _UNARY:
+        out = _UNARY[op](xs[0])
+    elif op in _REDUCE or op == "argmax":
+        out = _reduce(op, xs[0], attrs)
+    elif op == "where":
+        out = np.where(xs[0], xs[1], xs[2])
+    elif op == "cast":
+        out = xs[0]
+    elif op == "clip":
+        lo, hi = attrs.get("a_min"), attrs.get("a_max")
+        out = np.clip(xs[0], -np.inf if lo is None else lo, np.inf if hi is None else hi)
+    elif op == "matmul":
+        out = np.matmul(xs[0], xs[1])
+    elif op == "dense":
+        out = np.matmul(xs[0], xs[1].T) + (xs[2] if len(xs) > 2 else 0)
+    else:
+        out = _layout(op, xs, attrs)
+    return np.array(out, dtype=dtype, order="C")

@@ -1,0 +1,102 @@
+"""Algebraic simplification: drop no-op nodes and collapse reshape / transpose chains.
+
+In: a Graph. Out: a new Graph where
+  * reshapes, broadcasts, slices, pads, squeezes and casts that change nothing are gone,
+  * identity transposes are gone and transpose(transpose(x)) is one transpose (or none),
+  * a chain of reshape-like ops (reshape, flatten, squeeze, expand_dims) is one reshape,
+  * x + 0, x - 0, x * 1 and x / 1 (constants that do not widen the result) are x,
+  * (x + c1) + c2 is x + (c1 + c2), and likewise for multiply (BERT's embedding sums).
+Exported models are full of these (shape-preserving views, masks that fold to zeros); each
+one removed is a kernel launch and a memory round trip the compiled model never pays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Node
+from .rewrite import Rewriter, rewrite
+
+_RESHAPE_LIKE = ("reshape", "flatten", "squeeze", "expand_dims")
+_SHAPE_NOOPS = (*_RESHAPE_LIKE, "broadcast_to", "strided_slice", "pad", "cast")
+_NEUTRAL = {"add": (0, True), "subtract": (0, False), "multiply": (1, True),
+            "divide": (1, False)}  # op -> (neutral value, may it be the left operand)
+
+
+def _same_type(a: Node, b: Node) -> bool:
+    return tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype
+
+
+def _is_fill(rw: Rewriter, n: Node, value: float) -> bool:
+    v = rw.param(n)
+    return v is not None and v.size > 0 and bool(np.all(v == value))
+
+
+def _neutral(n: Node, rw: Rewriter) -> Node | None:
+    value, left_ok = _NEUTRAL[n.op]
+    a, b = n.inputs
+    if _is_fill(rw, b, value) and _same_type(a, n):
+        return a
+    if left_ok and _is_fill(rw, a, value) and _same_type(b, n):
+        return b
+    return None
+
+
+def _reassociate(n: Node, rw: Rewriter) -> Node | None:
+    combine = np.add if n.op == "add" else np.multiply
+    for inner, c2 in (n.inputs, n.inputs[::-1]):
+        v2 = rw.param(c2)
+        if inner.op != n.op or v2 is None or rw.uses[inner.uid] != 1:
+            continue
+        for x, c1 in (inner.inputs, inner.inputs[::-1]):
+            v1 = rw.param(c1)
+            if v1 is None or rw.param(x) is not None:
+                continue
+            v = combine(v1, v2).astype(n.dtype)
+            if np.broadcast_shapes(x.shape, v.shape) == tuple(n.shape) and x.dtype == n.dtype:
+                return rw.op(n.op, [x, rw.const(v, f"{n.name or n.op}_const")], n.name)
+    return None
+
+
+def _transpose(n: Node, rw: Rewriter) -> Node | None:
+    x = n.inputs[0]
+    perm = list(n.attrs.get("axes") or range(len(x.shape) - 1, -1, -1))
+    if x.op == "transpose":
+        inner = list(x.attrs.get("axes") or range(len(x.shape) - 1, -1, -1))
+        perm = [inner[p] for p in perm]
+        x = x.inputs[0]
+    if perm == list(range(len(perm))):
+        return x
+    if x is n.inputs[0]:
+        return None
+    return rw.op("transpose", [x], n.name, axes=perm)
+
+
+def _reshape_chain(n: Node, rw: Rewriter) -> Node | None:
+    x = n.inputs[0]
+    if x.op not in _RESHAPE_LIKE:
+        return None
+    src = x.inputs[0]
+    if _same_type(src, n):
+        return src
+    return rw.op("reshape", [src], n.name, newshape=tuple(n.shape))
+
+
+def _simplify_rule(n: Node, rw: Rewriter) -> Node | None:
+    if n.op in _SHAPE_NOOPS and _same_type(n.inputs[0], n):
+        return n.inputs[0]
+    if n.op == "transpose":
+        return _transpose(n, rw)
+    if n.op in _RESHAPE_LIKE:
+        return _reshape_chain(n, rw)
+    if n.op in _NEUTRAL:
+        found = _neutral(n, rw)
+        if found is None and n.op in ("add", "multiply"):
+            found = _reassociate(n, rw)
+        return found
+    return None
+
+
+def simplify(g: Graph) -> Graph:
+    """Remove no-op nodes and fold reshape / transpose chains."""
+    return rewrite(g, _simplify_rule)

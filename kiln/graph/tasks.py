@@ -1,0 +1,193 @@
+"""Fused groups -> te workloads -> tuning tasks (extract_tasks).
+
+In: a Graph (or an ONNX model when the frontend is present) and its parameters.
+Out: per fused group a GroupWorkload (te placeholders for its external tensor inputs in the
+DAG's own order, the output tensor, the ComputeDAG, the constant placeholders the anchor may
+read in a packed layout, and a structural key); `extract_tasks` returns the unique
+SearchTasks and how many kernels of the model each one stands for.
+Why: identical groups (the 12 layers of BERT) produce the same DAG and therefore the same key,
+so they are tuned once and share one compiled kernel. Size-1 constants read by elementwise
+ops become immediates in the compute, so scalars (a 1/sqrt(d) scale) cost no argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import te
+from ..auto_scheduler.task import LayoutRewriteOption, SearchTask
+from ..schedule import ComputeDAG
+from ..te.tensor import PlaceholderOp
+from .ir import Graph, verify
+from .ops import ANCHOR_TAGS, OpPattern, to_te
+from .passes.fuse import FusedGroup, fuse
+
+__all__ = ["GroupWorkload", "extract_tasks", "group_workload", "prepare_graph"]
+
+_SCALAR_OK = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "equal",
+              "less", "greater", "where")
+
+
+@dataclass
+class GroupWorkload:
+    """A fused group as a te workload; args = placeholders (DAG order) + [output]."""
+
+    group: FusedGroup
+    args: list
+    arg_nodes: list  # the graph node behind each placeholder in args[:-1]
+    dag: ComputeDAG
+    layout_free: tuple  # names of constant placeholders the anchor reads
+    key: str
+
+    @property
+    def desc(self) -> str:
+        return self.group.name
+
+
+def prepare_graph(graph: Graph, params: dict | None = None,
+                  run_passes: bool = True) -> tuple[Graph, list]:
+    """The graph after the default pass pipeline (when available and run_passes), and its
+    fused groups."""
+    if params:
+        graph = Graph(graph.inputs, graph.outputs, {**graph.params, **params}, graph.name)
+    pipeline = _default_pipeline() if run_passes else None
+    if pipeline is not None:
+        graph = pipeline(graph)
+    verify(graph)
+    return graph, fuse(graph)
+
+
+def _default_pipeline():
+    try:
+        from .passes import default_pipeline
+    except ImportError:
+        return None
+    return default_pipeline
+
+
+def _scalar_const(node, consumer, params: dict):
+    """A te immediate for a size-1 constant read by a broadcasting op, when the constant does
+    not change the consumer's output shape; else None."""
+    if node.op != "const" or consumer.op not in _SCALAR_OK or int(np.prod(node.shape)) != 1:
+        return None
+    others = [tuple(i.shape) for i in consumer.inputs if i is not node]
+    if not others or np.broadcast_shapes(*others) != tuple(consumer.shape):
+        return None
+    value = np.asarray(params[node.attrs["name"]]).reshape(()).item()
+    return te.const(value, node.dtype)
+
+
+def _build_computes(group: FusedGroup, params: dict) -> tuple[dict, te.Tensor]:
+    """Placeholders by input uid, and the group's output tensor."""
+    holders: dict = {}
+    values: dict = {}
+    for n in group.nodes:
+        args = []
+        for i in n.inputs:
+            if i.uid in values:
+                args.append(values[i.uid])
+                continue
+            scalar = _scalar_const(i, n, params)
+            if scalar is not None:
+                args.append(scalar)
+                continue
+            if i.uid not in holders:
+                holders[i.uid] = te.placeholder(tuple(i.shape), i.dtype, name="p")
+            args.append(holders[i.uid])
+        values[n.uid] = to_te(n, args)
+    return holders, values[group.output.uid]
+
+
+def _uniquify_names(dag: ComputeDAG) -> None:
+    """Distinct op names inside one DAG (schedules and genomes find stages by name)."""
+    seen: dict = {}
+    k = 0
+    for op in dag.ops:
+        if isinstance(op, PlaceholderOp):
+            op.name = f"p{k}"
+            k += 1
+            continue
+        base = op.name
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        if count:
+            op.name = f"{base}_{count}"
+
+
+def _mark_layout_free(dag: ComputeDAG, const_ops: set) -> tuple:
+    """Constant placeholders read directly by the anchor compute may be stored packed."""
+    names = []
+    for op in dag.ops:
+        if getattr(op, "tag", "") not in ANCHOR_TAGS:
+            continue
+        free = [t for t in op.input_tensors if id(t.op) in const_ops]
+        if free:
+            op.attrs["layout_free_placeholders"] = free
+            names.extend(t.name for t in free)
+    return tuple(names)
+
+
+def group_workload(group: FusedGroup, params: dict) -> GroupWorkload:
+    """The te workload of one fused group (params give the values of scalar constants)."""
+    holders, out = _build_computes(group, params)
+    by_op = {id(t.op): uid for uid, t in holders.items()}
+    node_of = {n.uid: n for n in group.inputs}
+    dag = ComputeDAG([*holders.values(), out])
+    phs = [op for op in dag.ops if isinstance(op, PlaceholderOp)]
+    args = [op.output(0) for op in phs] + [out]
+    dag = ComputeDAG(args)
+    _uniquify_names(dag)
+    arg_nodes = [node_of[by_op[id(op)]] for op in phs]
+    const_ops = {id(op) for op, n in zip(phs, arg_nodes) if n.op == "const"}
+    layout_free = _mark_layout_free(dag, const_ops)
+    key = dag.workload_key()
+    if layout_free:
+        pos = [i for i, op in enumerate(phs) if op.name in layout_free]
+        key = hashlib.sha256(json.dumps([key, "layout_free", pos]).encode()).hexdigest()[:32]
+    return GroupWorkload(group, args, arg_nodes, dag, layout_free, key)
+
+
+def make_task(wl: GroupWorkload, target="cpu") -> SearchTask:
+    """The SearchTask of a workload (layout rewrite of constant weights allowed)."""
+    return SearchTask(compute_dag=wl.dag, workload_key=wl.key, target=target, desc=wl.desc,
+                      layout_rewrite_option=LayoutRewriteOption.REWRITE_FOR_PRE_TRANSFORMED)
+
+
+def _as_graph(graph_or_mod, params):
+    if isinstance(graph_or_mod, Graph):
+        return graph_or_mod
+    try:
+        from .frontend import from_onnx
+    except ImportError:
+        from_onnx = None
+    if from_onnx is not None and type(graph_or_mod).__name__ == "ModelProto":
+        return from_onnx(graph_or_mod)
+    raise TypeError(f"extract_tasks takes a kiln Graph (or an ONNX ModelProto when the ONNX "
+                    f"frontend is installed), got {type(graph_or_mod).__name__}")
+
+
+def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
+                  include_simple_tasks: bool = True,
+                  run_passes: bool = True) -> tuple[list, list]:
+    """(unique SearchTasks, weights): weights[i] = how many kernels of the model task i is.
+
+    With include_simple_tasks=False only groups with an anchor or a reduction are returned
+    (elementwise/injective kernels are cheap and their default schedule is fine).
+    run_passes must match the kiln.graph.build call the tasks are tuned for.
+    """
+    graph = _as_graph(graph_or_mod, params)
+    graph, groups = prepare_graph(graph, params, run_passes)
+    tasks: dict = {}
+    weights: dict = {}
+    for g in groups:
+        if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
+            continue
+        wl = group_workload(g, graph.params)
+        if wl.key not in tasks:
+            tasks[wl.key] = make_task(wl, target)
+        weights[wl.key] = weights.get(wl.key, 0) + 1
+    return list(tasks.values()), [weights[k] for k in tasks]

@@ -1,0 +1,123 @@
+"""Operator fusion on small hand-built graphs (no compilation)."""
+
+import numpy as np
+
+from kiln.graph import Graph, Node
+from kiln.graph.ops import OpPattern
+from kiln.graph.passes.fuse import fuse, groups_str
+
+F = "float32"
+
+
+def inp(name, shape, dtype=F):
+    return Node("input", [], {"name": name}, tuple(shape), dtype)
+
+
+def const(params, name, shape):
+    params[name] = np.ones(shape, np.float32)
+    return Node("const", [], {"name": name}, tuple(shape), F)
+
+
+def op(name, inputs, shape, **attrs):
+    return Node(name, list(inputs), attrs, tuple(shape), F)
+
+
+def ops_of(group):
+    return [n.op for n in group.nodes]
+
+
+def test_dense_bias_gelu_is_one_group():
+    p = {}
+    x = inp("x", (8, 16))
+    d = op("dense", [x, const(p, "w", (32, 16))], (8, 32))
+    b = op("add", [d, const(p, "b", (32,))], (8, 32))
+    y = op("gelu", [b], (8, 32), approximate="none")
+    (g,) = fuse(Graph([x], [y], p))
+    assert ops_of(g) == ["dense", "add", "gelu"]
+    assert g.anchor is d and g.output is y and g.pattern == OpPattern.OUT_ELEMWISE_FUSABLE
+    assert [i.op for i in g.inputs] == ["input", "const", "const"]
+
+
+def test_two_denses_never_share_a_group():
+    p = {}
+    x = inp("x", (8, 16))
+    d1 = op("dense", [x, const(p, "w1", (16, 16))], (8, 16))
+    d2 = op("dense", [d1, const(p, "w2", (16, 16))], (8, 16))
+    d3 = op("dense", [x, const(p, "w3", (16, 16))], (8, 16))
+    y = op("add", [d2, d3], (8, 16))
+    groups = fuse(Graph([x], [y], p))
+    for g in groups:
+        assert sum(n.op == "dense" for n in g.nodes) <= 1
+    assert len(groups) == 3
+    assert sum(len(g.nodes) for g in groups) == 4
+
+
+def test_reshape_transpose_chain_fuses_into_elementwise():
+    x = inp("x", (2, 8, 12))
+    r = op("reshape", [x], (2, 8, 3, 4), newshape=[2, 8, 3, 4])
+    t = op("transpose", [r], (2, 3, 8, 4), axes=[0, 2, 1, 3])
+    r2 = op("reshape", [t], (6, 32), newshape=[6, 32])
+    e = op("exp", [r2], (6, 32))
+    (g,) = fuse(Graph([x], [e], {}))
+    assert ops_of(g) == ["reshape", "transpose", "reshape", "exp"]
+    assert g.pattern == OpPattern.INJECTIVE
+
+
+def test_softmax_takes_the_preceding_scale():
+    p = {"s": np.array(0.125, np.float32)}
+    x = inp("x", (2, 4, 16, 16))
+    s = Node("const", [], {"name": "s"}, (), F)
+    m = op("multiply", [x, s], (2, 4, 16, 16))
+    y = op("softmax", [m], (2, 4, 16, 16), axis=-1)
+    (g,) = fuse(Graph([x], [y], p))
+    assert ops_of(g) == ["multiply", "softmax"] and g.pattern == OpPattern.COMM_REDUCE
+
+
+def test_anchor_takes_no_producers_and_epilogue_stops_at_fanout():
+    p = {}
+    x = inp("x", (8, 16))
+    t = op("relu", [x], (8, 16))
+    d = op("dense", [t, const(p, "w", (16, 16))], (8, 16))
+    g1 = op("gelu", [d], (8, 16), approximate="none")
+    a = op("exp", [g1], (8, 16))
+    b = op("tanh", [g1], (8, 16))
+    y = op("add", [a, b], (8, 16))
+    groups = fuse(Graph([x], [y], p))
+    names = [ops_of(g) for g in groups]
+    assert names == [["relu"], ["dense", "gelu"], ["exp", "tanh", "add"]]
+    assert [g.index for g in groups] == [0, 1, 2]
+
+
+def test_epilogue_stops_at_graph_output_and_shape_change():
+    p = {}
+    x = inp("x", (8, 16))
+    d = op("dense", [x, const(p, "w", (4, 16))], (8, 4))
+    r = op("relu", [d], (8, 4))
+    big = op("add", [r, inp("z", (3, 8, 4))], (3, 8, 4))
+    groups = fuse(Graph([x], [r, big], p))
+    assert [ops_of(g) for g in groups] == [["dense", "relu"], ["add"]]
+    assert groups[0].output is r  # relu is a graph output: the chain ends there
+    x2 = inp("x2", (8, 16))
+    d2 = op("dense", [x2, const(p, "w2", (4, 16))], (8, 4))
+    wide = op("add", [d2, inp("z2", (3, 8, 4))], (3, 8, 4))
+    assert [ops_of(g) for g in fuse(Graph([x2], [wide], p))] == [["dense"], ["add"]]
+
+
+def test_groups_are_convex_ordered_and_printed():
+    p = {}
+    x = inp("x", (4, 8))
+    h = x
+    for k in range(3):
+        h = op("dense", [h, const(p, f"w{k}", (8, 8))], (4, 8))
+        h = op("add", [h, const(p, f"b{k}", (8,))], (4, 8))
+        h = op("relu", [h], (4, 8))
+    y = op("softmax", [h], (4, 8), axis=-1)
+    groups = fuse(Graph([x], [y], p))
+    done = set()
+    for g in groups:
+        for i in g.inputs:
+            assert i.op in ("input", "const") or i.uid in done
+        done.add(g.output.uid)
+    text = groups_str(groups)
+    assert "group 0 fused_dense_add_relu [out_elemwise_fusable" in text
+    assert "softmax" in text.splitlines()[-1]
