@@ -141,10 +141,19 @@ def pack_reads(state, layout_free: tuple = ()):
             state = state.cache_read(pst.op, "local", [T])
             cache = state.stages[state.stage_index(pst.op) + 1].op
             st = state.stage(T)
-            if st.attach[0] == "at":
-                state = state.compute_at(cache, st.attach[1], st.attach[2])
-            else:
-                state = state.compute_at(cache, T, f"{inner.name}.1")
+            # pack each panel once: the panel's loop (the outermost tile loop of the vectorized
+            # axis) goes outermost in the root stage, every row tile runs inside it
+            root = st.attach[1] if st.attach[0] == "at" else T
+            rst = state.stage(root)
+            panel = next((it.name for it in rst.iters if it.name.startswith(
+                rst.compute.axis[-1].name + ".")), rst.iters[0].name)
+            names = [it.name for it in rst.iters]
+            order = [panel] + [n for n in names if n != panel]
+            state = state.reorder(root, order)
+            if st.attach[0] == "at" and st.attach[2] == panel:
+                # keep the tile the same: attach at the loop now at the old depth
+                state = state.compute_at(T, root, order[names.index(panel)])
+            state = state.compute_at(cache, root, panel)
             state = state.layout_rewrite(cache, [(dims[0], 0)])
             changed = True
     return state if changed else None
