@@ -17,15 +17,11 @@ from ...errors import ShapeError
 from ..ir import Graph, Node
 from .common import ConversionError, GraphBuilder, UnsupportedOpError
 from .onnx_math import HANDLERS as _MATH
+from .onnx_math import onnx_dtype
 from .onnx_nn import HANDLERS as _NN
 from .onnx_tensor import HANDLERS as _TENSOR
 
 HANDLERS = {**_MATH, **_NN, **_TENSOR}
-
-
-def _np_dtype(elem_type: int) -> str:
-    import onnx
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
 
 
 def _attrs(node) -> dict:
@@ -112,7 +108,7 @@ def _make_inputs(b: GraphBuilder, graph, shape: dict, env: dict) -> None:
         if vi.name in inits:
             continue
         env[vi.name] = b.input(vi.name, _input_shape(vi, shape),
-                               _np_dtype(vi.type.tensor_type.elem_type))
+                               onnx_dtype(vi.type.tensor_type.elem_type))
 
 
 def _convert_node(cx: OnnxContext, node, env: dict) -> None:

@@ -20,6 +20,12 @@ _UNARY = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Erf": "erf", "Tanh": "tan
           "Floor": "floor", "Ceil": "ceil", "Not": "not", "HardSwish": "hard_swish"}
 
 
+def onnx_dtype(elem_type: int) -> str:
+    """An ONNX TensorProto element type as a NumPy dtype name."""
+    import onnx
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+
+
 def _binary(op: str):
     def handler(cx, ins, attrs):
         return cx.op(op, ins[:2])
@@ -55,8 +61,7 @@ def _greater_or_equal(cx, ins, attrs):
 
 
 def _cast(cx, ins, attrs):
-    from .onnx import _np_dtype
-    return cx.b.cast(ins[0], _np_dtype(int(attrs["to"])), cx.name)
+    return cx.b.cast(ins[0], onnx_dtype(int(attrs["to"])), cx.name)
 
 
 def _cast_like(cx, ins, attrs):

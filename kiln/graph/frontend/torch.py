@@ -73,7 +73,8 @@ class TorchContext:
 
 def _check_supported(gm) -> None:
     bad = [(str(n.target), n.name, "") for n in gm.graph.nodes
-           if n.op == "call_function" and _op_key(n.target) not in HANDLERS]
+           if n.op == "call_function" and n.target is not operator.getitem
+           and _op_key(n.target) not in HANDLERS]
     bad += [(n.op, n.name, "only call_function nodes are supported") for n in gm.graph.nodes
             if n.op in ("call_module", "call_method", "get_attr")]
     if bad:

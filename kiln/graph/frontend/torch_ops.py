@@ -169,13 +169,9 @@ def _view(cx, args, kw):
 
 
 def _permute(cx, args, kw):
-    perm = norm_axes_ordered(args[1], len(args[0].shape))
+    perm = [norm_axis(a, len(args[0].shape)) for a in args[1]]
     return args[0] if perm == list(range(len(perm))) else cx.op("transpose", [args[0]],
                                                                   axes=perm)
-
-
-def norm_axes_ordered(axes, rank: int) -> list[int]:
-    return [norm_axis(a, rank) for a in axes]
 
 
 def _transpose(cx, args, kw):
@@ -280,6 +276,13 @@ def _gather(cx, args, kw):
     return cx.b.const(np.take_along_axis(data, idx, axis=dim), cx.name)
 
 
+def _triangle(cx, args, kw):
+    x = cx.need(args[0], "triu/tril input (only constant inputs are supported)")
+    k = int(_arg(args, kw, 1, "diagonal", 0))
+    upper = cx.node.target.__name__.startswith("triu")
+    return cx.b.const(np.triu(x, k) if upper else np.tril(x, k), cx.name)
+
+
 # ---------------------------------------------------------------- constants
 
 def _arange(cx, args, kw):
@@ -321,9 +324,10 @@ HANDLERS = {
     "transpose": _transpose, "t": _transpose, "expand": _expand, "unsqueeze": _unsqueeze,
     "squeeze": _squeeze, "flatten": _flatten, "slice": _slice, "select": _select, "cat": _cat,
     "split": _split, "split_with_sizes": _split, "embedding": _take, "index_select": _take,
-    "gather": _gather,
+    "gather": _gather, "triu": _triangle, "tril": _triangle,
     "clone": _identity, "contiguous": _identity, "alias": _identity, "detach": _identity,
-    "lift_fresh_copy": _identity, "dropout": _identity, "feature_dropout": _identity,
+    "detach_": _identity, "lift_fresh_copy": _identity, "dropout": _identity,
+    "feature_dropout": _identity,
     "native_dropout": _native_dropout, "to": _to, "_to_copy": _to, "type_as": _to,
     "_assert_tensor_metadata": _ignore, "_assert_scalar": _ignore, "_assert_async": _ignore,
     "sym_constrain_range_for_size": _ignore,

@@ -1,11 +1,12 @@
-"""Pattern recognition: decomposed LayerNorm and GELU become single ops (layer_norm, gelu).
+"""Pattern recognition: decomposed LayerNorm, GELU, HardSwish become layer_norm, gelu, hard_swish.
 
 In: a Graph (usually folded and simplified). Out: a new Graph where
   * mean/sub/pow/mean/add/sqrt/div (or *rsqrt) over the last axes is `layer_norm`, and a
     following multiply by a constant scale / add of a constant shift is absorbed into it;
   * x * 0.5 * (1 + erf(x / sqrt(2))) is `gelu`, and 0.5 * x * (1 + tanh(sqrt(2/pi) *
     (x + 0.044715 x^3))) is `gelu` with approximate="tanh" (any association order, divides
-    by constants included).
+    by constants included);
+  * x * hard_sigmoid(x) (1/6, 1/2) and x * clip(x + 3, 0, 6) / 6 are `hard_swish`.
 Each recognised op is one fusable kernel with a fast vector epilogue instead of nine
 memory-bound passes. The linear-algebra patterns (dense, batch_matmul, batch-norm folding)
 live in patterns_linear.py; `recognize_patterns` runs both families.
@@ -41,7 +42,7 @@ class _Matcher:
         self.rw = rw
 
     def _scalar(self, n: Node) -> float | None:
-        return scalar_value(self.rw, n)
+        return scalar_value(self.rw.graph.params, n)
 
     # layer norm
 
@@ -209,6 +210,31 @@ class _Matcher:
                 return True
         return False
 
+    def _hard_swish(self, n: Node) -> Node | None:
+        """x * hard_sigmoid(x; 1/6, 1/2), or x * clip(x + 3, 0, 6) / 6."""
+        c, fs = self._factors(n)
+        if len(fs) != 2:
+            return None
+        for x, s in (fs, fs[::-1]):
+            if s.op not in ("hard_sigmoid", "clip") or x.shape != n.shape or \
+                    x.dtype != n.dtype or not self._is_shifted(s, x):
+                continue
+            if s.op == "hard_sigmoid" and _close(c * s.attrs["alpha"], 1 / 6) and \
+                    _close(c * s.attrs["beta"], 0.5):
+                return self.rw.op("hard_swish", [x], n.name)
+            if s.op == "clip" and _close(c, 1 / 6) and s.attrs.get("a_min") == 0 and \
+                    s.attrs.get("a_max") == 6:
+                return self.rw.op("hard_swish", [x], n.name)
+        return None
+
+    def _is_shifted(self, s: Node, x: Node) -> bool:
+        """hard_sigmoid(x), or clip(x + 3)."""
+        src = s.inputs[0]
+        if s.op == "hard_sigmoid":
+            return src is x
+        return any(a is x and _close(self._scalar(b), 3.0, 1e-6)
+                   for a, b in _operands(src, "add"))
+
     def _gelu(self, n: Node) -> Node | None:
         if n.op not in ("multiply", "divide"):
             return None
@@ -231,7 +257,9 @@ class _Matcher:
 
 def _norm_act_rule(n: Node, rw: Rewriter) -> Node | None:
     m = _Matcher(rw)
-    return m._layer_norm(n) or m._gelu(n)
+    if n.op not in ("multiply", "divide", "add"):
+        return None
+    return m._layer_norm(n) or m._gelu(n) or m._hard_swish(n)
 
 
 def recognize_norm_act(g: Graph) -> Graph:

@@ -6,7 +6,10 @@ In: a Graph. Out: a new Graph where
   * matmul(a, b) of two activations is batch_matmul, absorbing a transpose that moves the
     contraction axis into transpose_a / transpose_b (BERT's Kᵀ then has the same [b, h, s, d]
     layout as Q and V, and no transpose kernel of its own);
-  * batch_norm(conv2d(x, W, b)) with constant parameters is one conv2d with rescaled W, b.
+  * batch_norm(conv2d(x, W, b)) with constant parameters is one conv2d with rescaled W, b;
+  * dense(reshape(x)) where the reshape only merges leading axes is reshape(dense(x)), so
+    the view -> addmm -> view sandwiches of GPT-2 style exports collapse (simplify then
+    fuses the two reshapes).
 Why: dense / batch_matmul / conv2d are the ops the tuner has good sketches for; each absorbed
 bias, transpose or normalisation is a pass over memory that disappears.
 """
@@ -75,6 +78,17 @@ def _fold_batch_norm(n: Node, rw: Rewriter) -> Node | None:
                             rw.const(bias, f"{hint}_bias_bn")], n.name, **conv.attrs)
 
 
+def _dense_through_reshape(n: Node, rw: Rewriter) -> Node | None:
+    r = n.inputs[0]
+    if r.op != "reshape" or rw.uses[r.uid] != 1:
+        return None
+    src = r.inputs[0]
+    if len(src.shape) < 2 or src.shape[-1] != r.shape[-1]:
+        return None
+    inner = rw.op("dense", [src, *n.inputs[1:]], n.name)
+    return rw.op("reshape", [inner], n.name, newshape=tuple(n.shape))
+
+
 class _LinearRule:
     """The rule of one sweep; remembers transposed weights so shared weights stay shared."""
 
@@ -99,6 +113,8 @@ class _LinearRule:
                 return _batch_matmul(n, rw)
         if n.op == "add":
             return _absorb_bias(n, rw)
+        if n.op == "dense":
+            return _dense_through_reshape(n, rw)
         if n.op == "batch_norm":
             return _fold_batch_norm(n, rw)
         return None

@@ -101,9 +101,8 @@ def op_histogram(g: Graph) -> Counter:
     return Counter(n.op for n in g.nodes())
 
 
-def scalar_value(rw_or_params, node: Node) -> float | None:
+def scalar_value(params: dict, node: Node) -> float | None:
     """The single value of a const node holding one element (any shape), else None."""
-    params = rw_or_params.graph.params if isinstance(rw_or_params, Rewriter) else rw_or_params
     if node.op != "const":
         return None
     v = params.get(node.attrs["name"])

@@ -5,7 +5,8 @@ In: a Graph. Out: a new Graph where
   * identity transposes are gone and transpose(transpose(x)) is one transpose (or none),
   * a chain of reshape-like ops (reshape, flatten, squeeze, expand_dims) is one reshape,
   * x + 0, x - 0, x * 1 and x / 1 (constants that do not widen the result) are x,
-  * (x + c1) + c2 is x + (c1 + c2), and likewise for multiply (BERT's embedding sums).
+  * (x + c1) + c2 is x + (c1 + c2), and likewise for multiply (BERT's embedding sums),
+  * where(c, x, y) with a constant all-true (all-false) c is x (y): folded attention masks.
 Exported models are full of these (shape-preserving views, masks that fold to zeros); each
 one removed is a kernel launch and a memory round trip the compiled model never pays.
 """
@@ -82,6 +83,14 @@ def _reshape_chain(n: Node, rw: Rewriter) -> Node | None:
     return rw.op("reshape", [src], n.name, newshape=tuple(n.shape))
 
 
+def _where(n: Node, rw: Rewriter) -> Node | None:
+    cond = rw.param(n.inputs[0])
+    if cond is None or cond.size == 0:
+        return None
+    pick = n.inputs[1] if cond.all() else n.inputs[2] if not cond.any() else None
+    return pick if pick is not None and _same_type(pick, n) else None
+
+
 def _simplify_rule(n: Node, rw: Rewriter) -> Node | None:
     if n.op in _SHAPE_NOOPS and _same_type(n.inputs[0], n):
         return n.inputs[0]
@@ -89,6 +98,8 @@ def _simplify_rule(n: Node, rw: Rewriter) -> Node | None:
         return _transpose(n, rw)
     if n.op in _RESHAPE_LIKE:
         return _reshape_chain(n, rw)
+    if n.op == "where":
+        return _where(n, rw)
     if n.op in _NEUTRAL:
         found = _neutral(n, rw)
         if found is None and n.op in ("add", "multiply"):
