@@ -16,6 +16,8 @@ crossover (evolve.py) edit genomes, never step lists, so indices in steps stay c
 from __future__ import annotations
 
 import functools
+import math
+import os
 import random
 from dataclasses import dataclass, field, replace
 
@@ -169,14 +171,24 @@ def _parallelize(state, op, n: int):
     st = state.stage(op)
     if st.attach[0] != "root" or n <= 0:
         return state
-    n = min(n, _parallel_span(st))
+    span = _parallel_span(st)
+    n = min(n, span)
     if n <= 0:
         return state
+    # fuse further outer loops while there is too little parallelism for the cores
+    ext = math.prod(it.extent for it in st.iters[:n])
+    while n < span and ext < 2 * _cores():
+        ext *= st.iters[n].extent
+        n += 1
     if n > 1:
         state = state.fuse(op, list(range(n)))
     if state.stage(op).iters[0].extent > 1:
         state = state.parallel(op, 0)
     return state
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 def _vectorize(state, op):
