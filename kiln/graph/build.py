@@ -167,10 +167,16 @@ def _nbytes(node) -> int:
     return size * item.get(node.dtype, 4)
 
 
-def _names(nodes: list, what: str) -> list:
+def _names(nodes: list, what: str, given=None) -> list:
+    """Unique names: given ones (a frontend's output names), input names, node names."""
     out = []
     for j, n in enumerate(nodes):
-        base = n.attrs.get("name") if n.op == "input" else (n.name or f"{what}{j}")
+        if given is not None and len(given) == len(nodes) and given[j]:
+            base = str(given[j])
+        elif n.op == "input":
+            base = n.attrs.get("name")
+        else:
+            base = n.name or f"{what}{j}"
         name, k = base, 1
         while name in out:
             name, k = f"{base}_{k}", k + 1
@@ -178,13 +184,15 @@ def _names(nodes: list, what: str) -> list:
     return out
 
 
-def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: dict) -> dict:
-    def io(nodes, what):
+def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: dict,
+          output_names=None) -> dict:
+    def io(nodes, what, given=None):
         return [{"name": name, "shape": [int(d) for d in n.shape], "dtype": n.dtype}
-                for name, n in zip(_names(nodes, what), nodes)]
+                for name, n in zip(_names(nodes, what, given), nodes)]
     return {
         "version": META_VERSION, "name": graph.name, "target": str(target), "entry": ENTRY,
-        "inputs": io(graph.inputs, "input"), "outputs": io(graph.outputs, "output"),
+        "inputs": io(graph.inputs, "input"),
+        "outputs": io(graph.outputs, "output", output_names),
         "params": [{"name": name, "layout": [list(p) for p in lay], "shape": list(a.shape),
                     "dtype": "bool" if a.dtype.name == "bool" else a.dtype.name}
                    for name, lay, a in prog.table.entries],
@@ -201,9 +209,11 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     """Compile a whole graph into a GraphModule (see the module docstring).
 
     run_passes=False skips the default pass pipeline (fusion still runs): every op then
-    becomes exactly the computes kiln.graph.ops gives it.
+    becomes exactly the computes kiln.graph.ops gives it. Outputs are named by
+    `graph.output_names` when a frontend sets it, else by their nodes' names.
     """
     target = as_target(target)
+    output_names = getattr(graph, "output_names", None)
     graph, groups = prepare_graph(graph, params, run_passes)
     workloads = [group_workload(g, graph.params) for g in groups]
     kernels = _kernels(workloads, target)
@@ -213,7 +223,7 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     source = program_source([k.text for k in kernels.values()],
                             [k.name for k in kernels.values()], steps)
     lib = toolchain.compile(source, target)
-    meta = _meta(graph, target, prog, steps, kernels)
+    meta = _meta(graph, target, prog, steps, kernels, output_names)
     log.info("built %s: %d groups, %d kernels, %s", graph.name, len(groups), len(kernels),
              prog.plan)
     return GraphModule(lib, meta, prog.table.arrays, source)

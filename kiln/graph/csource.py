@@ -107,7 +107,7 @@ def _step_c(k: int, step) -> list:
 
 def entry_function(steps: list) -> str:
     """C text of kiln_graph_run for the ordered steps."""
-    lines = [_EXPORT,
+    lines = ["#include <stdint.h>", "#include <string.h>", "", _EXPORT,
              f"int32_t {ENTRY}(void** inputs, void** outputs, void** params, "
              "void* workspace) {",
              "  char* ws = (char*)workspace;",

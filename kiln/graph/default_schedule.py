@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..auto_scheduler.annotate import Genome, SketchInfo, divisors, materialize
 from ..auto_scheduler.sketch import generate_sketches
 from ..errors import KilnError
-from ..schedule.steps import RfactorStep, SplitStep
+from ..schedule.steps import CacheReadStep, RfactorStep, SplitStep
 from ..target import Target, as_target
 
 __all__ = ["default_schedule", "simple_schedule"]
@@ -83,12 +83,16 @@ def _tiles(info: SketchInfo, target: Target) -> tuple:
 def _genome(info: SketchInfo, tiles: tuple) -> Genome:
     from ..auto_scheduler.annotate import replay_tiles
     base = replay_tiles(info, tiles)
+    # a packed-read sketch puts the panel loop first: keep the row-tile loop (the last outer
+    # one) serial inside the parallel loop, so each panel is packed once per row sweep
+    packed = any(isinstance(s, CacheReadStep) for s in info.sketch.steps)
     par, vec, unr = [], [], []
     for si, st in enumerate(base.stages):
         if st.is_placeholder or st.attach[0] == "inline" or not st.relations:
             continue
         if st.attach[0] == "root":
-            par.append((si, len(st.compute.axis)))
+            n = len(st.compute.axis)
+            par.append((si, max(1, n - 1) if packed else n))
             unr.append((si, UNROLL))
         vec.append((si, True))
     return Genome(info.sketch_id, tiles, tuple(par), tuple(vec), tuple(unr), ())
@@ -151,17 +155,24 @@ def simple_schedule(dag, target=None):
     return _finish_simple_stages(state, target.vector_lanes("float32"))
 
 
-def _ordered_sketches(dag) -> list:
-    sketches = generate_sketches(dag)
-    plain = [s for s in sketches if not any(isinstance(x, RfactorStep) for x in s.steps)]
-    return plain + [s for s in sketches if s not in plain]
+def _ordered_sketches(dag, layout_free: tuple) -> list:
+    """Sketches to try, best first: packed-read variants (a transposed input copied into a
+    vector-contiguous panel), then plain ones, rfactor sketches last."""
+    sketches = generate_sketches(dag, layout_free=layout_free)
+
+    def has(s, kind):
+        return any(isinstance(x, kind) for x in s.steps)
+    plain = [s for s in sketches if not has(s, RfactorStep)]
+    packed = [s for s in plain if has(s, CacheReadStep)]
+    rest = [s for s in plain if s not in packed]
+    return packed + rest + [s for s in sketches if s not in plain]
 
 
 def default_schedule(dag, layout_free: tuple = (), target=None):
     """A complete, deterministic State for `dag` (see the module docstring)."""
     target = as_target(target)
     lanes = target.vector_lanes("float32")
-    for sketch in _ordered_sketches(dag):
+    for sketch in _ordered_sketches(dag, tuple(layout_free)):
         sid = 0
         info = SketchInfo(dag, sketch, sid, layout_free)
         try:

@@ -35,6 +35,11 @@ def _dtype_name(a: np.ndarray) -> str:
     return "bool" if a.dtype == np.bool_ else str(a.dtype)
 
 
+def _aligned(a: np.ndarray) -> np.ndarray:
+    ok = a.flags.c_contiguous and a.ctypes.data % 64 == 0
+    return a if ok else aligned_copy(a)
+
+
 def _pointers(arrays: list):
     arr = (ctypes.c_void_p * max(len(arrays), 1))()
     for i, a in enumerate(arrays):
@@ -57,7 +62,7 @@ class GraphModule:
             raise BuildError(f"cannot load model library {self.lib_path}: {err}") from err
         self._run.restype = ctypes.c_int32
         self._run.argtypes = [ctypes.c_void_p] * 4
-        self._params = [aligned_copy(p) for p in params]
+        self._params = [_aligned(p) for p in params]
         self._param_ptrs = _pointers(self._params)
         self._workspace = aligned_copy(np.zeros(max(1, meta["workspace_bytes"]), np.uint8))
         self._inputs: dict = {}

@@ -17,6 +17,7 @@ from enum import IntEnum
 
 from .. import te, topi
 from ..te import expr as E
+from ..te import intrin
 from ..topi import nn
 from .ir import OP_SPECS, GraphError, Node
 
@@ -45,9 +46,10 @@ _UNARY: dict[str, Callable] = {
     "ceil": topi.ceil,
 }
 _BINARY: dict[str, Callable] = {
-    "add": topi.add, "subtract": topi.subtract, "multiply": topi.multiply,
-    "divide": topi.divide, "power": topi.power, "maximum": topi.maximum,
-    "minimum": topi.minimum, "equal": topi.equal, "less": topi.less, "greater": topi.greater,
+    "add": lambda a, b: a + b, "subtract": lambda a, b: a - b, "multiply": lambda a, b: a * b,
+    "divide": lambda a, b: a / b, "power": intrin.power, "maximum": E.max, "minimum": E.min,
+    "equal": lambda a, b: E.cmp("eq", a, b), "less": lambda a, b: E.cmp("lt", a, b),
+    "greater": lambda a, b: E.cmp("gt", a, b), "where": E.Select,
 }
 _ELEMWISE_ATTR = ("gelu", "hard_sigmoid", "leaky_relu", "clip", "cast", "not")
 _REDUCE = ("sum", "mean", "max", "min", "argmax", "softmax", "log_softmax", "layer_norm",
@@ -63,7 +65,7 @@ def pattern(node: Node) -> OpPattern:
     op = node.op
     if op in _UNARY or op in _ELEMWISE_ATTR:
         return OpPattern.ELEMWISE
-    if op in _BINARY or op == "where":
+    if op in _BINARY:
         same = all(tuple(i.shape or ()) == tuple(node.shape or ()) for i in node.inputs)
         return OpPattern.ELEMWISE if same else OpPattern.BROADCAST
     if op in ("batch_norm", "broadcast_to"):
@@ -86,7 +88,7 @@ def to_te(node: Node, inputs: list) -> te.Tensor:
     if node.op in _UNARY:
         out = _UNARY[node.op](inputs[0])
     elif node.op in _BINARY:
-        out = _BINARY[node.op](inputs[0], inputs[1])
+        out = _broadcast(node, inputs)
     else:
         builder = _BUILDERS.get(node.op)
         if builder is None:
@@ -135,8 +137,24 @@ def _not(node, x):
     return te.compute(x[0].shape, lambda *i: E.Not(x[0][i]), name="logical_not", tag="elemwise")
 
 
-def _where(node, x):
-    return topi.where(x[0], x[1], x[2])
+def _broadcast(node, args):
+    """A NumPy-broadcasting binary op (or where) as one compute.
+
+    Unlike topi's broadcast ops, an operand axis of extent 1 that the output also has with
+    extent 1 is read at the loop variable (not at a constant 0), so an anchor's epilogue reads
+    the anchor at exactly its own index even with a batch of 1, and the sketch rules fuse it.
+    """
+    shape = tuple(int(d) for d in node.shape)
+    fn = _BINARY[node.op]
+
+    def load(t, i):
+        if not isinstance(t, te.Tensor):
+            return t
+        lead = len(shape) - t.ndim
+        return t[tuple(i[lead + j] if int(d) == shape[lead + j] else 0
+                       for j, d in enumerate(t.shape))]
+    tag = "elemwise" if pattern(node) == OpPattern.ELEMWISE else "broadcast"
+    return te.compute(shape, lambda *i: fn(*[load(t, i) for t in args]), name=node.op, tag=tag)
 
 
 def _batch_norm(node, x):
@@ -254,7 +272,6 @@ _BUILDERS: dict[str, Callable] = {
     "clip": _clip,
     "cast": lambda n, x: topi.cast(x[0], n.attrs.get("dtype", n.dtype)),
     "not": _not,
-    "where": _where,
     "batch_norm": _batch_norm,
     "sum": _reduce(topi.sum), "mean": _reduce(topi.mean), "max": _reduce(topi.max),
     "min": _reduce(topi.min), "argmax": _argmax,
