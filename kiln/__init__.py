@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 _LAZY = {"topi": ".topi", "runtime": ".runtime", "target": ".target", "tir": ".tir",
          "schedule": ".schedule", "auto_scheduler": ".auto_scheduler", "codegen": ".codegen",
-         "nd": ".runtime.ndarray", "testing": ".testing"}
+         "nd": ".runtime.ndarray", "testing": ".testing", "graph": ".graph",
+         "frontend": ".graph.frontend"}
 
 
 def __getattr__(name: str):

@@ -1,0 +1,247 @@
+"""`kiln` command line: tune | bench | compile | show.
+
+  kiln tune bert.onnx --target cpu --trials 3000 --log bert.json   # per-task table, resumable
+  kiln bench bert.onnx --log bert.json                             # kiln vs ORT / PyTorch
+  kiln compile bert.onnx --log bert.json -o bert.so                # deployable library
+  kiln show bert.json                                              # tasks, best GFLOPS, errors
+A model is an ONNX file or `--builtin bert-base` (built locally from transformers, random
+weights). Exit codes: 0 ok, 1 a kiln error (message on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from .errors import KilnError
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '1.5h' -> seconds."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([smh]?)\s*", text or "")
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r} (use e.g. 30s, 15m, 1h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _shapes(items) -> dict:
+    out = {}
+    for it in items or []:
+        name, _, dims = it.partition("=")
+        out[name] = tuple(int(d) for d in dims.split(","))
+    return out
+
+
+class Model:
+    """A graph + params, the ONNX proto, a torch module (builtins only) and example inputs."""
+
+    def __init__(self, args):
+        import onnx
+
+        from .graph.frontend import from_onnx
+        self.torch_module = None
+        if args.builtin:
+            from .models import builtin
+            self.torch_module, self.proto, self.inputs = builtin(args.builtin, args.seq_len)
+            self.name = args.builtin
+        elif args.model:
+            self.proto = onnx.load(args.model)
+            self.name = args.model
+            self.inputs = None
+        else:
+            raise KilnError("give a model file (model.onnx) or --builtin NAME")
+        self.graph, self.params = from_onnx(self.proto, shape=_shapes(args.shape) or None)
+        if self.inputs is None:
+            self.inputs = _random_inputs(self.graph)
+
+
+def _random_inputs(graph) -> dict:
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in graph.inputs:
+        shape, dt = tuple(n.shape), n.dtype
+        if dt.startswith("int"):
+            out[n.attrs["name"]] = rng.integers(0, 2, shape).astype(dt)
+        else:
+            out[n.attrs["name"]] = rng.standard_normal(shape).astype(dt)
+    return out
+
+
+def cmd_tune(args) -> int:
+    from . import auto_scheduler
+    from .auto_scheduler.task_scheduler import TaskScheduler
+    model = Model(args)
+    tasks, weights = auto_scheduler.extract_tasks(model.graph, model.params, target=args.target)
+    print(f"[kiln] {model.name}: {len(tasks)} tasks, {sum(weights)} kernels", file=sys.stderr)
+    opts = auto_scheduler.TuningOptions(
+        num_measure_trials=args.trials, num_measures_per_round=args.per_round,
+        early_stopping=args.early_stopping,
+        measure_callbacks=[auto_scheduler.RecordToFile(args.log)], seed=args.seed)
+    ts = TaskScheduler(tasks, weights, seed=args.seed, time_budget_s=args.time_budget)
+    lat = ts.tune(opts)
+    alloc = {t.desc: n for t, n in zip(tasks, ts.trials)}
+    print(json.dumps({"estimated_latency_ms": lat * 1e3 if math.isfinite(lat) else None,
+                      "trials_per_task": alloc}, indent=1))
+    return 0
+
+
+def _build(model, log, target):
+    from . import auto_scheduler, graph
+    if log:
+        with auto_scheduler.ApplyHistoryBest(log):
+            return graph.build(model.graph, model.params, target=target)
+    return graph.build(model.graph, model.params, target=target)
+
+
+def _median_ms(fn, repeat: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e3
+
+
+def _peers(model, threads: int, use_torch: bool) -> dict:
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(model.proto.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    out = {"ONNX Runtime": lambda: sess.run(None, model.inputs)[0]}
+    if use_torch and model.torch_module is not None:
+        import torch
+        torch.set_num_threads(threads)
+        tin = {k: torch.from_numpy(v) for k, v in model.inputs.items()}
+        m = model.torch_module
+
+        def eager():
+            with torch.inference_mode():
+                return m(**tin).numpy()
+        out["PyTorch eager"] = eager
+        try:
+            cm = torch.compile(m)
+
+            def compiled():
+                with torch.inference_mode():
+                    return cm(**tin).numpy()
+            compiled()
+            out["torch.compile"] = compiled
+        except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
+            print(f"[kiln] torch.compile unavailable: {type(e).__name__}: {e}", file=sys.stderr)
+    return out
+
+
+def cmd_bench(args) -> int:
+    model = Model(args)
+    rows = []
+    peers = _peers(model, args.threads, not args.no_torch)
+    ref = peers["ONNX Runtime"]()
+    variants = [("kiln untuned", None)] + ([("kiln tuned", args.log)] if args.log else [])
+    for label, log in variants:
+        t0 = time.time()
+        lib = _build(model, log, args.target)
+        build_s = time.time() - t0
+        run = lambda lib=lib: list(lib.run(**model.inputs).values())[0]
+        err = float(np.abs(run() - ref).max())
+        rows.append({"name": label, "median_ms": _median_ms(run, args.repeat),
+                     "max_abs_err_vs_ort": err, "note": f"build {build_s:.1f}s"})
+    for label, fn in peers.items():
+        err = float(np.abs(fn() - ref).max())
+        rows.append({"name": label, "median_ms": _median_ms(fn, args.repeat),
+                     "max_abs_err_vs_ort": err, "note": f"{args.threads} threads"})
+    ort_ms = next(r["median_ms"] for r in rows if r["name"] == "ONNX Runtime")
+    print(f"\n{model.name}: median of {args.repeat} runs, {args.threads} threads")
+    print(f"{'':20s} {'ms':>10s} {'vs ORT':>8s} {'max|err|':>10s}")
+    for r in rows:
+        r["speedup_vs_ort"] = ort_ms / r["median_ms"]
+        print(f"{r['name']:20s} {r['median_ms']:10.2f} {r['speedup_vs_ort']:7.2f}x "
+              f"{r['max_abs_err_vs_ort']:10.2e}  {r['note']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": model.name, "repeat": args.repeat, "threads": args.threads,
+                       "rows": rows}, f, indent=1)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    model = Model(args)
+    lib = _build(model, args.log, args.target)
+    path = lib.export_library(args.output)
+    print(f"[kiln] wrote {path or args.output}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .auto_scheduler.measure.record import best_by_key, load_records
+    flops = {}
+    for rec in load_records(args.log):
+        if rec.meta and rec.meta.get("flop_ct"):
+            flops[rec.workload_key] = rec.meta["flop_ct"]
+    summary = best_by_key(args.log)
+    print(f"{'task':48s} {'trials':>7s} {'best ms':>10s} {'GFLOPS':>8s}  errors")
+    for (key, target), s in sorted(summary.items(), key=lambda kv: -kv[1].trials):
+        best = s.best_cost
+        ms = f"{best * 1e3:10.4f}" if math.isfinite(best) else "         -"
+        gf = flops.get(key, 0) / best / 1e9 if math.isfinite(best) and key in flops else 0.0
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items())) or "none"
+        print(f"{(s.desc or key)[:48]:48s} {s.trials:7d} {ms} {gf:8.2f}  {errs}  [{target}]")
+    return 0
+
+
+def _model_args(p) -> None:
+    p.add_argument("model", nargs="?", help="an ONNX file")
+    p.add_argument("--builtin", help="a model built locally: bert-base or bert-tiny")
+    p.add_argument("--seq-len", type=int, default=128, help="sequence length of builtins")
+    p.add_argument("--shape", action="append", help="input shape, e.g. input_ids=1,128")
+    p.add_argument("--target", default="cpu")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiln", description="kiln: an auto-scheduling tensor "
+                                "compiler. Tune, benchmark and compile models.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tune", help="tune every kernel of a model, appending to a log")
+    _model_args(t)
+    t.add_argument("--trials", type=int, default=3000)
+    t.add_argument("--time-budget", type=parse_duration, default=None, help="e.g. 15m")
+    t.add_argument("--log", required=True)
+    t.add_argument("--per-round", type=int, default=64)
+    t.add_argument("--early-stopping", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("bench", help="latency of kiln vs ONNX Runtime and PyTorch, one table")
+    _model_args(b)
+    b.add_argument("--log")
+    b.add_argument("--repeat", type=int, default=30)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--no-torch", action="store_true")
+    b.add_argument("--json", help="write the table as JSON here")
+    c = sub.add_parser("compile", help="build a deployable library")
+    _model_args(c)
+    c.add_argument("--log")
+    c.add_argument("-o", "--output", required=True)
+    s = sub.add_parser("show", help="summarise a tuning log")
+    s.add_argument("log")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return {"tune": cmd_tune, "bench": cmd_bench, "compile": cmd_compile,
+                "show": cmd_show}[args.cmd](args)
+    except KilnError as e:
+        print(f"kiln: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
