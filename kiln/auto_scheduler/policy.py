@@ -74,6 +74,26 @@ class SketchPolicy:
                 break
         return list(dict.fromkeys(out))
 
+    def _explore_sketches(self, min_measured: int = 8, per_sketch: int = 2) -> list:
+        """Random candidates of sketches measured too little for the model to judge them."""
+        seen: dict = {}
+        for _, g in self.measured_genomes:
+            seen[g.sketch_id] = seen.get(g.sketch_id, 0) + 1
+        out = []
+        for info in self.infos:
+            if seen.get(info.sketch_id, 0) >= min_measured:
+                continue
+            mine = []
+            for _ in range(per_sketch * 3):
+                g = random_genome(info, self.rng)
+                st = self.cands.state(g)
+                if st is not None and st.record_key() not in self.measured:
+                    mine.append(g)
+                if len(mine) == per_sketch:
+                    break
+            out += mine
+        return out
+
     def next_batch(self, n: int) -> list:
         """Genomes to measure next."""
         t0 = time.time()
@@ -87,9 +107,10 @@ class SketchPolicy:
             picked = evolutionary_search(self.cands, init, n - n_rand, self.measured, self.rng,
                                          self.params.evolution_iterations, self.params.population)
             keys = {self.cands.state(g).record_key() for g in picked}
-            extra = [g for g in self._random_genomes(n_rand + len(picked) // 4 + 2)
-                     if self.cands.state(g).record_key() not in keys]
-            batch = picked + extra[:n - len(picked)]
+            extra = [g for g in self._explore_sketches() + self._random_genomes(
+                n_rand + len(picked) // 4 + 2) if self.cands.state(g).record_key() not in keys]
+            batch = extra[:n_rand] + picked
+            batch = (batch + extra[n_rand:])[:n]
         self.search_time += time.time() - t0
         return batch
 

@@ -1,0 +1,117 @@
+"""BERT-base (random weights, batch 1, seq 128, 2 threads): kiln vs ONNX Runtime and PyTorch.
+
+All in one run, medians of --repeat runs: kiln untuned (default schedules), kiln tuned with
+each --log given (e.g. logs after 5 / 15 / 30 minutes of `kiln tune`), PyTorch eager,
+torch.compile and ONNX Runtime, each as a ratio to ONNX Runtime, with max abs error vs ORT.
+With a log, also the per-task breakdown (estimated time share of each fused-group task from
+its best record x how often it runs). Writes benchmarks/results/bert_cpu.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import peers  # noqa: E402
+
+from kiln import auto_scheduler  # noqa: E402
+from kiln.cli import Model, _build, _median_ms, _peers  # noqa: E402
+
+
+def breakdown(model, log: str, target: str) -> list:
+    tasks, weights = auto_scheduler.extract_tasks(model.graph, model.params, target=target)
+    rows = []
+    for t, w in zip(tasks, weights):
+        best = auto_scheduler.load_best_record(log, t.workload_key, str(t.target))
+        cost = best[1] if best else math.nan
+        rows.append({"task": t.desc[:70], "weight": w, "best_ms": cost * 1e3,
+                     "total_ms": cost * w * 1e3, "gflops": t.flop_ct / cost / 1e9
+                     if best else 0.0})
+    total = sum(r["total_ms"] for r in rows if math.isfinite(r["total_ms"]))
+    for r in rows:
+        r["share"] = r["total_ms"] / total if total and math.isfinite(r["total_ms"]) else 0.0
+    return sorted(rows, key=lambda r: -r["share"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--builtin", default="bert-base")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--log", action="append", default=[], help="LABEL=path or path")
+    p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--target", default="cpu")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--out", default=str(peers.RESULTS / "bert_cpu"))
+    args = p.parse_args(argv)
+    args.model, args.shape = None, None
+    model = Model(args)
+    fns = _peers(model, args.threads, not args.no_torch)
+    ref = fns["ONNX Runtime"]()
+    rows = []
+    logs = [("kiln untuned", None)] + [
+        (f"kiln tuned ({x.split('=')[0]})" if "=" in x else "kiln tuned", x.split("=")[-1])
+        for x in args.log]
+    for label, log in logs:
+        t0 = time.time()
+        lib = _build(model, log, args.target)
+        note = f"build {time.time() - t0:.1f}s"
+        fn = lambda lib=lib: list(lib.run(**model.inputs).values())[0]
+        rows.append(_row(label, fn, ref, args.repeat, note))
+    for label, fn in fns.items():
+        rows.append(_row(label, fn, ref, args.repeat, f"{args.threads} threads"))
+    ort = next(r for r in rows if r["name"] == "ONNX Runtime")["median_ms"]
+    fastest_peer = min(r["median_ms"] for r in rows if not r["name"].startswith("kiln"))
+    for r in rows:
+        r["vs_ort"] = ort / r["median_ms"]
+        r["vs_fastest_peer"] = fastest_peer / r["median_ms"]
+    extra = ""
+    if args.log:
+        bd = breakdown(model, args.log[-1].split("=")[-1], args.target)
+        extra = ("## Per-task breakdown (last log; best record x runs per inference)\n\n"
+                 "| task | runs | best ms | total ms | share | GFLOPS |\n"
+                 "|---|---:|---:|---:|---:|---:|\n")
+        extra += "\n".join(f"| {r['task']} | {r['weight']} | {r['best_ms']:.4f} | "
+                           f"{r['total_ms']:.3f} | {r['share']:.1%} | {r['gflops']:.1f} |"
+                           for r in bd)
+    peers.write(Path(args.out), f"{args.builtin} (batch 1, seq {args.seq_len}), "
+                f"{args.threads} threads", peers.meta(args), rows,
+                ["name", "median_ms", "vs_ort", "vs_fastest_peer", "max_abs_err", "note"], extra)
+    plot(args, rows)
+    return 0
+
+
+def _row(label, fn, ref, repeat, note) -> dict:
+    err = float(np.abs(fn() - ref).max())
+    ms = _median_ms(fn, repeat)
+    print(f"{label:28s} {ms:9.2f} ms  max|err| {err:.2e}  {note}", flush=True)
+    return {"name": label, "median_ms": ms, "max_abs_err": err, "note": note}
+
+
+def plot(args, rows) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    names = [r["name"] for r in rows]
+    ax.barh(names, [r["median_ms"] for r in rows],
+            color=["tab:orange" if n.startswith("kiln") else "tab:gray" for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("latency, ms (median)")
+    ax.set_title(f"{args.builtin}, batch 1, seq {args.seq_len}, {args.threads} threads")
+    fig.tight_layout()
+    fig.savefig(Path(args.out).with_suffix(".png"), dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
