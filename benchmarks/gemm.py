@@ -103,11 +103,13 @@ def main(argv=None) -> int:
     p.add_argument("--number", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tune-only", default="", help="comma list of tasks to tune (default all)")
     p.add_argument("--out", default=str(peers.RESULTS / "gemm"))
     args = p.parse_args(argv)
     shape = tuple(int(x) for x in args.shape.split(","))
-    tuned = {name: tune(name, f, rw, shape, args.trials, args.per_round, args.seed)
-             for name, f, rw in TASKS}
+    only = set(filter(None, args.tune_only.split(",")))
+    tuned = {name: tune(name, f, rw, shape, args.trials if not only or name in only else 0,
+                        args.per_round, args.seed) for name, f, rw in TASKS}
     rnd = args.trials if args.random_trials is None else args.random_trials
     rand_task = tune("mm_w", mm_w, True, shape, rnd, args.per_round, args.seed, True) \
         if rnd else None

@@ -26,6 +26,7 @@ from . import analysis as A
 
 UNROLL_CHOICES = (0, 16, 64, 512)
 MAX_INNERMOST = 64
+MAX_VECTORIZE = 256  # longer vectorized loops print as a loop over vector blocks
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,6 @@ def _vectorize(state, op):
     if not st.iters:
         return state
     last = st.iters[-1]
-    if last.kind == "spatial" and 1 < last.extent <= MAX_INNERMOST and last.annotation == "none":
+    if last.kind == "spatial" and 1 < last.extent <= MAX_VECTORIZE and last.annotation == "none":
         state = state.vectorize(op, len(st.iters) - 1)
     return state
