@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# kiln's main job: installs what it needs into .venv, then benchmarks kiln against its peers
-# (ONNX Runtime, NumPy) on the seed's GEMM and writes benchmarks/results/.
+# kiln's main job, end to end on a fresh machine (about 30 minutes on 2 cores):
+#   1. hand-written GEMM schedule vs ONNX Runtime / NumPy       (benchmarks/gemm_manual.py)
+#   2. auto-scheduled GEMMs (mm, mm with constant weight, + hard_swish) vs ORT / PyTorch / NumPy
+#   3. tune every kernel of BERT-base (random weights) within a time budget (kiln tune)
+#   4. BERT-base latency: kiln untuned / tuned vs ORT, PyTorch eager, torch.compile
+# Results: benchmarks/results/*.{json,md,png}. Logs are resumed, so a second run tunes further.
+# Knobs: GEMM_TRIALS (default 128), BERT_BUDGET (default 15m).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 source scripts/bootstrap.sh bench
-python benchmarks/gemm_manual.py "$@"
+python benchmarks/gemm_manual.py
+python benchmarks/gemm.py --trials "${GEMM_TRIALS:-128}"
+kiln tune --builtin bert-base --trials 100000 --time-budget "${BERT_BUDGET:-15m}" \
+  --log benchmarks/results/logs/bert_base.json
+python benchmarks/bert.py --log "tuned=benchmarks/results/logs/bert_base.json"
