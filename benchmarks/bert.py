@@ -27,11 +27,15 @@ from kiln.cli import Model, _build, _median_ms, _peers  # noqa: E402
 
 def breakdown(model, log: str, target: str) -> list:
     tasks, weights = auto_scheduler.extract_tasks(model.graph, model.params, target=target)
+    trials: dict = {}
+    for rec in auto_scheduler.load_records(log):
+        trials[rec.workload_key] = trials.get(rec.workload_key, 0) + 1
     rows = []
     for t, w in zip(tasks, weights):
         best = auto_scheduler.load_best_record(log, t.workload_key, str(t.target))
         cost = best[1] if best else math.nan
-        rows.append({"task": t.desc[:70], "weight": w, "best_ms": cost * 1e3,
+        rows.append({"task": t.desc[:70], "weight": w, "trials": trials.get(t.workload_key, 0),
+                     "best_ms": cost * 1e3,
                      "total_ms": cost * w * 1e3, "gflops": t.flop_ct / cost / 1e9
                      if best else 0.0})
     total = sum(r["total_ms"] for r in rows if math.isfinite(r["total_ms"]))
@@ -76,9 +80,9 @@ def main(argv=None) -> int:
     if args.log:
         bd = breakdown(model, args.log[-1].split("=")[-1], args.target)
         extra = ("## Per-task breakdown (last log; best record x runs per inference)\n\n"
-                 "| task | runs | best ms | total ms | share | GFLOPS |\n"
-                 "|---|---:|---:|---:|---:|---:|\n")
-        extra += "\n".join(f"| {r['task']} | {r['weight']} | {r['best_ms']:.4f} | "
+                 "| task | runs | trials | best ms | total ms | share | GFLOPS |\n"
+                 "|---|---:|---:|---:|---:|---:|---:|\n")
+        extra += "\n".join(f"| {r['task']} | {r['weight']} | {r['trials']} | {r['best_ms']:.4f} | "
                            f"{r['total_ms']:.3f} | {r['share']:.1%} | {r['gflops']:.1f} |"
                            for r in bd)
     peers.write(Path(args.out), f"{args.builtin} (batch 1, seq {args.seq_len}), "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -52,6 +53,8 @@ class Model:
             self.torch_module, self.proto, self.inputs = builtin(args.builtin, args.seq_len)
             self.name = args.builtin
         elif args.model:
+            if not os.path.exists(args.model):
+                raise KilnError(f"no such model file: {args.model}")
             self.proto = onnx.load(args.model)
             self.name = args.model
             self.inputs = None

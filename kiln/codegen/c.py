@@ -27,7 +27,7 @@ from ..te import expr as E
 from ..tir import stmt as S
 from .c_expr import ScalarPrinter, Scope
 from .c_lib import BITS, VECTOR_DTYPES, CLib, ctype
-from .c_prep import ScalarLoop, VecBlock, const_int, loop_range, prepare
+from .c_prep import ScalarLoop, VecBlock, const_int, loop_range, prepare, steps
 from .c_vector import VectorPrinter
 
 META_VERSION = 1
@@ -226,7 +226,10 @@ class FuncPrinter:
         elif s.kind == "parallel":
             self.line(f"/* {s.var.name}: nested parallel loop runs serially */")
         elif s.kind == "unrolled":
-            pragma = f"#pragma GCC unroll {n if n is not None and n <= 256 else 8}"
+            # not expanded (too big): let GCC unroll only a bounded amount of code
+            work = (n or 8) * steps(s.body)
+            pragma = f"#pragma GCC unroll {n}" if n is not None and work <= 256 else \
+                "#pragma GCC unroll 4"
         if pragma:
             self.lines.append(pragma)
         ext = self.scalar.expr(s.extent)

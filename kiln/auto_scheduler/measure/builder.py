@@ -12,6 +12,7 @@ cache, so a candidate built twice compiles once.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -80,8 +81,7 @@ def compile_with_timeout(source: str, target, timeout: float) -> str:
     fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
     os.close(fd)
     try:
-        out = subprocess.run([cc, *flags, "-o", tmp, src, "-lm"], capture_output=True,
-                             text=True, timeout=timeout)
+        out = _run_group([cc, *flags, "-o", tmp, src, "-lm"], timeout)
         if out.returncode != 0:
             text = (out.stderr or out.stdout).strip()
             raise RuntimeError(f"C compilation failed (exit {out.returncode}); source at "
@@ -95,6 +95,23 @@ def compile_with_timeout(source: str, target, timeout: float) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return lib
+
+
+def _run_group(cmd: list, timeout: float) -> subprocess.CompletedProcess:
+    """Run cmd in its own process group; on timeout kill the whole group (cc's cc1/as/ld
+    children too), so a timed-out compile never keeps burning a core during measurements."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _write_atomic(path: str, text: str) -> None:

@@ -1,0 +1,69 @@
+"""The `kiln` command line on a tiny model with a few trials: tune, show, bench, compile."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from kiln.cli import main, parse_duration
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from graph.models import export_onnx, tiny_bert
+    model, args = tiny_bert()
+    return export_onnx(model, args, str(tmp_path_factory.mktemp("cli") / "tiny.onnx"))
+
+
+@pytest.fixture(scope="module")
+def tuned_log(model_path, tmp_path_factory):
+    log = str(tmp_path_factory.mktemp("cli") / "tiny.json")
+    assert main(["tune", model_path, "--trials", "6", "--per-round", "2", "--log", log]) == 0
+    return log
+
+
+def test_tune_writes_records(tuned_log, capsys):
+    lines = open(tuned_log).read().splitlines()
+    assert len(lines) == 6
+    assert all(json.loads(x)["target"] for x in lines)
+
+
+def test_show(tuned_log, capsys):
+    assert main(["show", tuned_log]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOPS" in out and "fused_" in out
+
+
+def test_bench_table(model_path, tuned_log, capsys, tmp_path):
+    out_json = str(tmp_path / "b.json")
+    assert main(["bench", model_path, "--log", tuned_log, "--repeat", "2", "--no-torch",
+                 "--json", out_json]) == 0
+    rows = {r["name"]: r for r in json.load(open(out_json))["rows"]}
+    assert {"kiln untuned", "kiln tuned", "ONNX Runtime"} <= set(rows)
+    assert rows["kiln tuned"]["max_abs_err_vs_ort"] < 1e-4
+
+
+def test_compile_and_load(model_path, tuned_log, tmp_path):
+    import kiln
+    out = str(tmp_path / "tiny.so")
+    assert main(["compile", model_path, "--log", tuned_log, "-o", out]) == 0
+    assert os.path.exists(out)
+    lib = kiln.graph.load(out)
+    ids = np.random.default_rng(0).integers(0, 100, (1, 16)).astype(np.int64)
+    (res,) = lib.run(input_ids=ids).values()
+    assert res.shape == (1, 16, 64) and np.isfinite(res).all()
+
+
+def test_errors_and_usage(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "missing.onnx"), "--no-torch"]) == 1
+    assert "no such model file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["tune"])
+    assert e.value.code == 2
+    assert main(["tune", "--log", str(tmp_path / "x.json")]) == 1
+    assert "give a model file" in capsys.readouterr().err
+    assert parse_duration("15m") == 900 and parse_duration("30s") == 30
