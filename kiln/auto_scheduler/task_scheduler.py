@@ -62,24 +62,26 @@ class TaskScheduler:
                     break
                 i = order.pop(0) if order else self._pick()
                 n = min(per, options.num_measure_trials - total)
-                self._round(i, n, options.early_stopping, measurer)
-                total += n
+                total += self._round(i, n, options.early_stopping, measurer)
                 self._print(total, options.num_measure_trials, time.time() - t0)
         except KeyboardInterrupt:
             self._say("interrupted: stopping, every measured record is kept")
         return self.estimated_latency()
 
-    def _round(self, i: int, n: int, early_stopping, measurer) -> None:
+    def _round(self, i: int, n: int, early_stopping, measurer) -> int:
+        """One round of task i; returns how many candidates were measured."""
         p = self.policies[i]
-        before = self.trials[i]
+        before = len(p.measured)
         p.search(n, None, n, measurer)
-        self.trials[i] += n
+        done = len(p.measured) - before
+        self.trials[i] += done
         self.history[i].append(p.best_cost)
         self.allocation.append(i)
         if early_stopping and self.trials[i] - self._last_improve(i) >= early_stopping:
             self.dead[i] = True
-        if before == self.trials[i]:
+        if done < n:  # the task's search space is exhausted
             self.dead[i] = True
+        return done
 
     def _last_improve(self, i: int) -> int:
         h, per = self.history[i], max(1, self.trials[i] // max(len(self.history[i]), 1))
