@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import KilnError
 from .annotate import SketchInfo, random_genome
 from .evolve import Candidates, evolutionary_search
 from .progress import Progress
@@ -74,6 +75,21 @@ class SketchPolicy:
                 break
         return list(dict.fromkeys(out))
 
+    def _seed_genomes(self) -> list:
+        """The heuristic genome of every sketch (register tiles, parallel, vectorized): the
+        search starts from good points, so tuning never ends worse than the default."""
+        from .heuristic import heuristic_genome
+        out = []
+        for info in self.infos:
+            try:
+                g = heuristic_genome(info, self.task.target)
+            except KilnError:
+                continue
+            st = self.cands.state(g)
+            if st is not None and st.record_key() not in self.measured:
+                out.append(g)
+        return out
+
     def _explore_sketches(self, min_measured: int = 8, per_sketch: int = 2) -> list:
         """Random candidates of sketches measured too little for the model to judge them."""
         seen: dict = {}
@@ -98,7 +114,7 @@ class SketchPolicy:
         """Genomes to measure next."""
         t0 = time.time()
         if not self.measured_genomes or not getattr(self.model, "trained", True):
-            batch = self._random_genomes(n)
+            batch = (self._seed_genomes() + self._random_genomes(n))[:n]
         else:
             n_rand = max(1, int(round(n * self.params.eps_greedy)))
             best = [g for _, g in sorted(self.measured_genomes, key=lambda x: x[0])]

@@ -228,7 +228,7 @@ class FuncPrinter:
         elif s.kind == "unrolled":
             # not expanded (too big): let GCC unroll only a bounded amount of code
             work = (n or 8) * steps(s.body)
-            pragma = f"#pragma GCC unroll {n}" if n is not None and work <= 256 else \
+            pragma = f"#pragma GCC unroll {n}" if n is not None and work <= 64 else \
                 "#pragma GCC unroll 4"
         if pragma:
             self.lines.append(pragma)

@@ -15,91 +15,17 @@ explores make the default a point of the search space (records can only improve 
 
 from __future__ import annotations
 
-from ..auto_scheduler.annotate import Genome, SketchInfo, divisors, materialize
+from ..auto_scheduler.annotate import SketchInfo, materialize
+from ..auto_scheduler.heuristic import MAX_VECTOR, first_divisor, heuristic_genome
 from ..auto_scheduler.sketch import generate_sketches
 from ..errors import KilnError
-from ..schedule.steps import CacheReadStep, RfactorStep, SplitStep
-from ..target import Target, as_target
+from ..schedule.steps import CacheReadStep, RfactorStep
+from ..target import as_target
 
 __all__ = ["default_schedule", "simple_schedule"]
 
-MAX_VECTOR = 64
-UNROLL = 64
-
-
-def _largest_divisor(n: int, limit: int) -> int:
-    return max(d for d in divisors(n) if d <= limit)
-
-
-def _first_divisor(n: int, preferred: list, limit: int) -> int:
-    for d in preferred:
-        if d > 0 and n % d == 0:
-            return d
-    return _largest_divisor(n, limit)
-
-
-class _TilePlan:
-    """Tile sizes for the spatial/reduce axes of one multi-level-tiled stage."""
-
-    def __init__(self, stage, target: Target, dtype: str):
-        lanes = target.vector_lanes(dtype) if dtype in ("float32", "float64") else 4
-        regs = 32 if target.vector_bytes == 64 else 16
-        axes = [(a.name, int(a.extent.value)) for a in stage.compute.axis]
-        big = [(n, e) for n, e in axes if e > 1]
-        self.inner: dict = {}
-        if big:
-            cname, cext = big[-1]
-            cols = _first_divisor(cext, [2 * lanes, lanes], 2 * lanes)
-            self.inner[cname] = cols
-            if len(big) > 1:
-                rname, rext = big[-2]
-                nvec = max(1, -(-cols // lanes))
-                fits = [d for d in divisors(rext) if d <= 8 and d * nvec <= regs // 2]
-                self.inner[rname] = max(fits) if fits else 1
-        red = [(a.name, int(a.extent.value)) for a in stage.compute.reduce_axis]
-        if red:
-            kname, kext = red[-1]
-            self.inner[kname] = kext if kext <= 8 else _first_divisor(kext, [8, 4, 16], 16)
-
-    def lengths(self, name: str, n: int) -> tuple:
-        return (1,) * (n - 1) + (self.inner.get(name, 1),)
-
-
-def _tiles(info: SketchInfo, target: Target) -> tuple:
-    """Inner lengths of every sketch split, by the role of the axis it splits."""
-    state = info.dag.init_state()
-    out = []
-    for step in info.sketch.steps:
-        if isinstance(step, SplitStep):
-            st = state.stages[step.stage_id]
-            name = st.iters[step.iter_id].name
-            plan = _TilePlan(st, target, st.op.output(0).dtype) if st.compute else None
-            out.append(plan.lengths(name, len(step.lengths)) if plan else
-                       (1,) * len(step.lengths))
-        state = state.apply(step)
-    return tuple(out)
-
-
-def _genome(info: SketchInfo, tiles: tuple) -> Genome:
-    from ..auto_scheduler.annotate import replay_tiles
-    base = replay_tiles(info, tiles)
-    # a packed-read sketch puts the panel loop first: keep the row-tile loop (the last outer
-    # one) serial inside the parallel loop, so each panel is packed once per row sweep
-    packed = any(isinstance(s, CacheReadStep) for s in info.sketch.steps)
-    par, vec, unr = [], [], []
-    for si, st in enumerate(base.stages):
-        if st.is_placeholder or st.attach[0] == "inline" or not st.relations:
-            continue
-        if st.attach[0] == "root":
-            n = len(st.compute.axis)
-            par.append((si, max(1, n - 1) if packed else n))
-            unr.append((si, UNROLL))
-        vec.append((si, True))
-    return Genome(info.sketch_id, tiles, tuple(par), tuple(vec), tuple(unr), ())
-
-
 def _vector_factor(extent: int, lanes: int) -> int:
-    return _first_divisor(extent, [MAX_VECTOR, 4 * lanes, 2 * lanes, lanes], MAX_VECTOR)
+    return first_divisor(extent, [MAX_VECTOR, 4 * lanes, 2 * lanes, lanes], MAX_VECTOR)
 
 
 def _simple_stage(state, si: int, lanes: int):
@@ -176,7 +102,7 @@ def default_schedule(dag, layout_free: tuple = (), target=None):
         sid = 0
         info = SketchInfo(dag, sketch, sid, layout_free)
         try:
-            state = materialize(info, _genome(info, _tiles(info, target)))
+            state = materialize(info, heuristic_genome(info, target))
             return _finish_simple_stages(state, lanes)
         except KilnError:
             continue

@@ -1,0 +1,95 @@
+"""A deterministic, sensible Genome for a sketch (the tuner's first guess and the default
+schedule of untuned graph kernels).
+
+In: a SketchInfo and a Target. Out: a Genome whose multi-level tiles make a register tile of
+rows x cols (cols = up to 2 vector registers, rows 4-8 within half the vector register file),
+a reduction inner tile of up to 8, parallel outer tiles, vectorized innermost loops and
+auto-unroll 64. Seeding the search with it means tuning starts from a good point and a tuned
+kernel is never worse than the untuned default.
+"""
+
+from __future__ import annotations
+
+from ..schedule.steps import CacheReadStep, SplitStep
+from ..target import Target
+from .annotate import Genome, SketchInfo, divisors
+
+MAX_VECTOR = 64
+UNROLL = 64
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    return max(d for d in divisors(n) if d <= limit)
+
+
+def first_divisor(n: int, preferred: list, limit: int) -> int:
+    for d in preferred:
+        if d > 0 and n % d == 0:
+            return d
+    return _largest_divisor(n, limit)
+
+
+class _TilePlan:
+    """Tile sizes for the spatial/reduce axes of one multi-level-tiled stage."""
+
+    def __init__(self, stage, target: Target, dtype: str):
+        lanes = target.vector_lanes(dtype) if dtype in ("float32", "float64") else 4
+        regs = 32 if target.vector_bytes == 64 else 16
+        axes = [(a.name, int(a.extent.value)) for a in stage.compute.axis]
+        big = [(n, e) for n, e in axes if e > 1]
+        self.inner: dict = {}
+        if big:
+            cname, cext = big[-1]
+            cols = first_divisor(cext, [2 * lanes, lanes], 2 * lanes)
+            self.inner[cname] = cols
+            if len(big) > 1:
+                rname, rext = big[-2]
+                nvec = max(1, -(-cols // lanes))
+                fits = [d for d in divisors(rext) if d <= 8 and d * nvec <= regs // 2]
+                self.inner[rname] = max(fits) if fits else 1
+        red = [(a.name, int(a.extent.value)) for a in stage.compute.reduce_axis]
+        if red:
+            kname, kext = red[-1]
+            self.inner[kname] = kext if kext <= 8 else first_divisor(kext, [8, 4, 16], 16)
+
+    def lengths(self, name: str, n: int) -> tuple:
+        return (1,) * (n - 1) + (self.inner.get(name, 1),)
+
+
+def heuristic_tiles(info: SketchInfo, target: Target) -> tuple:
+    """Inner lengths of every sketch split, by the role of the axis it splits."""
+    state = info.dag.init_state()
+    out = []
+    for step in info.sketch.steps:
+        if isinstance(step, SplitStep):
+            st = state.stages[step.stage_id]
+            name = st.iters[step.iter_id].name
+            plan = _TilePlan(st, target, st.op.output(0).dtype) if st.compute else None
+            out.append(plan.lengths(name, len(step.lengths)) if plan else
+                       (1,) * len(step.lengths))
+        state = state.apply(step)
+    return tuple(out)
+
+
+def heuristic_genome_from_tiles(info: SketchInfo, tiles: tuple) -> Genome:
+    from .annotate import replay_tiles
+    base = replay_tiles(info, tiles)
+    # a packed-read sketch puts the panel loop first: keep the row-tile loop (the last outer
+    # one) serial inside the parallel loop, so each panel is packed once per row sweep
+    packed = any(isinstance(s, CacheReadStep) for s in info.sketch.steps)
+    par, vec, unr = [], [], []
+    for si, st in enumerate(base.stages):
+        if st.is_placeholder or st.attach[0] == "inline" or not st.relations:
+            continue
+        if st.attach[0] == "root":
+            n = len(st.compute.axis)
+            par.append((si, max(1, n - 1) if packed else n))
+            unr.append((si, UNROLL))
+        vec.append((si, True))
+    return Genome(info.sketch_id, tiles, tuple(par), tuple(vec), tuple(unr), ())
+
+
+
+
+def heuristic_genome(info: SketchInfo, target: Target) -> Genome:
+    return heuristic_genome_from_tiles(info, heuristic_tiles(info, target))
