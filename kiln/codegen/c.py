@@ -227,9 +227,10 @@ class FuncPrinter:
             self.line(f"/* {s.var.name}: nested parallel loop runs serially */")
         elif s.kind == "unrolled":
             # not expanded (too big): let GCC unroll only a bounded amount of code
-            work = (n or 8) * steps(s.body)
-            pragma = f"#pragma GCC unroll {n}" if n is not None and work <= 64 else \
-                "#pragma GCC unroll 4"
+            if n is None:
+                pragma = "#pragma GCC unroll 8"
+            else:
+                pragma = f"#pragma GCC unroll {n if n * steps(s.body) <= 64 else 4}"
         if pragma:
             self.lines.append(pragma)
         ext = self.scalar.expr(s.extent)

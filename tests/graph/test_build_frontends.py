@@ -1,0 +1,40 @@
+"""Both frontends end to end through kiln.graph.build (generated code only at run time):
+tiny BERT and a small CNN from PyTorch (vs torch) and the CNN from ONNX (vs ONNX Runtime)."""
+
+import numpy as np
+import pytest
+
+import kiln
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from models import export_onnx, small_cnn, tiny_bert  # noqa: E402
+
+
+def _run(lib, args):
+    names = lib.input_names
+    (out,) = lib.run(**{n: a.numpy() for n, a in zip(names, args)}).values()
+    return out
+
+
+@pytest.mark.parametrize("builder", [tiny_bert, small_cnn])
+def test_from_pytorch_builds_and_matches_torch(builder):
+    model, args = builder()
+    with torch.no_grad():
+        ref = model(*args).numpy()
+    graph, params = kiln.frontend.from_pytorch(model, args)
+    lib = kiln.graph.build(graph, params, target="cpu")
+    np.testing.assert_allclose(_run(lib, args), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_cnn_from_onnx_builds_and_matches_onnxruntime(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    model, args = small_cnn()
+    path = export_onnx(model, args, str(tmp_path / "cnn.onnx"))
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {"image": args[0].numpy()})[0]
+    graph, params = kiln.frontend.from_onnx(onnx.load(path))
+    lib = kiln.graph.build(graph, params, target="cpu")
+    np.testing.assert_allclose(_run(lib, args), ref, atol=1e-4, rtol=1e-4)
