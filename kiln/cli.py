@@ -89,7 +89,7 @@ def cmd_tune(args) -> int:
         measure_callbacks=[auto_scheduler.RecordToFile(args.log)], seed=args.seed)
     ts = TaskScheduler(tasks, weights, seed=args.seed, time_budget_s=args.time_budget)
     lat = ts.tune(opts)
-    alloc = {t.desc: n for t, n in zip(tasks, ts.trials)}
+    alloc = {f"{i}:{t.desc}": n for i, (t, n) in enumerate(zip(tasks, ts.trials))}
     print(json.dumps({"estimated_latency_ms": lat * 1e3 if math.isfinite(lat) else None,
                       "trials_per_task": alloc}, indent=1))
     return 0
