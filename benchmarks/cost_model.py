@@ -76,13 +76,13 @@ def main(argv=None) -> int:
         for model in ("xgb", "random"):
             c = run(name, model, args.trials, args.per_round, args.seed)
             curves[(name, model)] = c
-            marks = {n: c[min(n, len(c)) - 1] for n in (64, 128, 256, 500, 1000) if c}
+            marks = {n: c[n - 1] for n in (64, 128, 256, 500, 1000) if len(c) >= n}
             rows.append({"workload": name, "search": model, "trials": len(c),
                          "best_gflops": c[-1] if c else 0.0,
                          **{f"best@{n}": v for n, v in marks.items()}})
     plot(args, curves)
     cols = ["workload", "search", "trials", "best_gflops"] + \
-        [k for k in rows[0] if k.startswith("best@")]
+        sorted({k for r in rows for k in r if k.startswith("best@")}, key=lambda k: int(k[5:]))
     peers.write(Path(args.out), "Cost model vs random search (same trial budget)",
                 peers.meta(args), rows, cols, "Curves: cost_model.png")
     return 0
