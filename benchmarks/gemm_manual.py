@@ -26,10 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-import kiln
-from kiln import te
+sys.path.insert(0, str(Path(__file__).parent))
 
-RESULTS = Path(__file__).parent / "results"
+import peers  # noqa: E402
+
+import kiln  # noqa: E402
+from kiln import te  # noqa: E402
+
+RESULTS = peers.RESULTS
 
 
 def mm(M, N, K):
@@ -89,40 +93,6 @@ def pack(b: np.ndarray, nb: int) -> np.ndarray:
     return np.ascontiguousarray(b.reshape(N // nb, nb, K).transpose(0, 2, 1))
 
 
-def time_fn(fn, number: int, repeat: int) -> list:
-    fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        out.append((time.perf_counter() - t0) / number)
-    return out
-
-
-def time_kiln(f, args, number, repeat) -> list:
-    return list(f.time_evaluator(number=number, repeat=repeat)(*args).results)
-
-
-def ort_matmul(a: np.ndarray, b: np.ndarray, threads: int):
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-    w = numpy_helper.from_array(np.ascontiguousarray(b.T), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["c"])], "mm",
-                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a.shape))],
-                          [helper.make_tensor_value_info("c", TensorProto.FLOAT,
-                                                         [a.shape[0], b.shape[0]])], [w])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    onnx.checker.check_model(model)
-    return lambda: sess.run(None, {"a": a})[0]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="128,3072,768", help="M,N,K")
@@ -161,18 +131,18 @@ def main(argv=None) -> int:
             np.testing.assert_allclose(c, ref, rtol=1e-3, atol=1e-3)
             name = f"kiln manual {mr}x{nb} " + ("(b packed in kernel)" if inside else
                                                  "(weight pre-packed)")
-            record(name, time_kiln(f, [a, barg, c], args.number, args.repeat),
+            record(name, peers.time_kiln(f, [a, barg, c], args.number, args.repeat),
                    "b packed every call" if inside else "weight layout rewritten ahead of time")
     a_t, b_t, c_t = mm(M, N, K)
     f = kiln.build(te.create_schedule(c_t.op), [a_t, b_t, c_t], target="cpu")
     f(a, b, c)
     np.testing.assert_allclose(c, ref, rtol=1e-3, atol=1e-3)
-    record("kiln default schedule (naive loops)", time_kiln(f, [a, b, c], 1, 3))
-    run = ort_matmul(a, b, args.threads)
+    record("kiln default schedule (naive loops)", peers.time_kiln(f, [a, b, c], 1, 3))
+    run = peers.ort_matmul_weight(a, b, args.threads)
     np.testing.assert_allclose(run(), ref, rtol=1e-3, atol=1e-3)
     record(f"ONNX Runtime MatMul ({args.threads} threads, initializer)",
-           time_fn(run, args.number, args.repeat))
-    record("NumPy a @ b.T", time_fn(lambda: a @ b.T, args.number, args.repeat))
+           peers.time_fn(run, args.number, args.repeat))
+    record("NumPy a @ b.T", peers.time_fn(lambda: a @ b.T, args.number, args.repeat))
     write(rows, args, (M, N, K))
     return 0
 
