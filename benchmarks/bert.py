@@ -10,6 +10,7 @@ its best record x how often it runs). Writes benchmarks/results/bert_cpu.{json,m
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -44,11 +45,42 @@ def breakdown(model, log: str, target: str) -> list:
     return sorted(rows, key=lambda r: -r["share"])
 
 
+def _parse(line: str):
+    try:
+        return auto_scheduler.measure.record.Record.from_json(json.loads(line))
+    except ValueError:
+        return None  # a cut last line
+
+
+def snapshot(log: str, minutes: float) -> str:
+    """The records of `log` from its first `minutes` of tuning, as a new log file next to it.
+    Tuning time is the sum of gaps between consecutive records, a gap over a minute counted
+    as a pause between sittings (so a resumed log still gives honest budget points)."""
+    out = Path(log).with_name(f"{Path(log).stem}_first{minutes:g}min.json")
+    elapsed, last = 0.0, None
+    with open(log) as src, open(out, "w") as dst:
+        for line in src:
+            rec = _parse(line)
+            if rec is None:
+                continue
+            if last is not None:
+                gap = rec.timestamp - last
+                elapsed += gap if 0 <= gap <= 60 else 0.0
+            last = rec.timestamp
+            if elapsed > minutes * 60:
+                break
+            dst.write(line if line.endswith("\n") else line + "\n")
+    return str(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--builtin", default="bert-base")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--log", action="append", default=[], help="LABEL=path or path")
+    p.add_argument("--budgets", default="",
+                   help="comma list of minutes, e.g. 5,15: also bench the first N minutes of "
+                   "tuning of the last --log (cut by record timestamps)")
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", default="cpu")
@@ -60,9 +92,12 @@ def main(argv=None) -> int:
     fns = _peers(model, args.threads, not args.no_torch)
     ref = fns["ONNX Runtime"]()
     rows = []
+    budgets = [float(m) for m in args.budgets.split(",") if m]
+    cuts = [f"{m:g} min={snapshot(args.log[-1].split('=')[-1], m)}" for m in budgets] \
+        if args.log else []
     logs = [("kiln untuned", None)] + [
         (f"kiln tuned ({x.split('=')[0]})" if "=" in x else "kiln tuned", x.split("=")[-1])
-        for x in args.log]
+        for x in cuts + args.log]
     for label, log in logs:
         t0 = time.time()
         lib = _build(model, log, args.target)

@@ -87,17 +87,51 @@ def cmd_tune(args) -> int:
         num_measure_trials=args.trials, num_measures_per_round=args.per_round,
         early_stopping=args.early_stopping,
         measure_callbacks=[auto_scheduler.RecordToFile(args.log)], seed=args.seed)
-    ts = TaskScheduler(tasks, weights, seed=args.seed, time_budget_s=args.time_budget)
+    _report_log(args.log, tasks, args.target)
+    ts = TaskScheduler(tasks, weights, seed=args.seed, time_budget_s=args.time_budget,
+                       load_model_file=_model_file(args.transfer_from))
     lat = ts.tune(opts)
+    if hasattr(ts.model, "save"):
+        ts.model.save(model_file_of(args.log))
     alloc = {f"{i}:{t.desc}": n for i, (t, n) in enumerate(zip(tasks, ts.trials))}
     print(json.dumps({"estimated_latency_ms": lat * 1e3 if math.isfinite(lat) else None,
                       "trials_per_task": alloc}, indent=1))
     return 0
 
 
+def model_file_of(log: str) -> str:
+    """Where `kiln tune` keeps the cost model (and its training data) of a log."""
+    return log + ".model.npz"
+
+
+def _model_file(path: str | None) -> str | None:
+    """--transfer-from takes a log (its saved model beside it) or the model file itself."""
+    if not path:
+        return None
+    for cand in (path, model_file_of(path)):
+        if cand.endswith(".npz") and os.path.exists(cand):
+            return cand
+    raise KilnError(f"--transfer-from {path}: no cost model file ({model_file_of(path)}); "
+                    f"`kiln tune --log {path}` writes one when it finishes")
+
+
+def _report_log(log: str | None, tasks, target) -> None:
+    """Say which records of the log apply; records of other models or targets are ignored."""
+    from .auto_scheduler.measure.record import log_coverage
+    if not log or not os.path.exists(log):
+        return
+    msg = log_coverage(log, [t.workload_key for t in tasks], target).message()
+    if msg:
+        print(f"[kiln] {msg}", file=sys.stderr)
+
+
 def _build(model, log, target):
     from . import auto_scheduler, graph
     if log:
+        if not os.path.exists(log):
+            raise KilnError(f"no such log file: {log}")
+        tasks, _ = auto_scheduler.extract_tasks(model.graph, model.params, target=target)
+        _report_log(log, tasks, target)
         with auto_scheduler.ApplyHistoryBest(log):
             return graph.build(model.graph, model.params, target=target)
     return graph.build(model.graph, model.params, target=target)
@@ -220,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--per-round", type=int, default=64)
     t.add_argument("--early-stopping", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--transfer-from", metavar="LOG",
+                   help="warm-start the cost model from an earlier tuning log of another "
+                   "model (uses LOG.model.npz, which every `kiln tune` writes)")
     b = sub.add_parser("bench", help="latency of kiln vs ONNX Runtime and PyTorch, one table")
     _model_args(b)
     b.add_argument("--log")

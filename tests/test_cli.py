@@ -67,3 +67,45 @@ def test_errors_and_usage(tmp_path, capsys):
     assert main(["tune", "--log", str(tmp_path / "x.json")]) == 1
     assert "give a model file" in capsys.readouterr().err
     assert parse_duration("15m") == 900 and parse_duration("30s") == 30
+
+
+def test_log_of_another_model_is_ignored(model_path, tuned_log, capsys, tmp_path):
+    # the same architecture at another sequence length: other workload keys, nothing applies
+    out_json = str(tmp_path / "b.json")
+    assert main(["bench", "--builtin", "bert-tiny", "--seq-len", "8", "--log", tuned_log,
+                 "--repeat", "1", "--no-torch", "--json", out_json]) == 0
+    err = capsys.readouterr().err
+    assert "0 records apply" in err and "not in this model" in err
+    rows = {r["name"]: r for r in json.load(open(out_json))["rows"]}
+    assert rows["kiln tuned"]["max_abs_err_vs_ort"] < 1e-4
+
+
+def test_log_of_another_target_is_ignored(model_path, tuned_log, capsys, tmp_path):
+    other = tmp_path / "cuda.json"
+    with open(other, "w") as f:
+        for line in open(tuned_log):
+            rec = json.loads(line)
+            rec["target"] = "cuda"
+            f.write(json.dumps(rec) + "\n")
+    assert main(["compile", model_path, "--log", str(other), "-o",
+                 str(tmp_path / "t.so")]) == 0
+    err = capsys.readouterr().err
+    assert "6 records for other targets (cuda) are ignored" in err
+
+
+def test_resume_and_transfer(model_path, tuned_log, capsys, tmp_path):
+    import shutil
+    log = str(tmp_path / "again.json")
+    shutil.copy(tuned_log, log)
+    assert main(["tune", model_path, "--trials", "2", "--per-round", "2", "--log", log]) == 0
+    assert "resumed 6 measured records" in capsys.readouterr().err
+    assert len(open(log).read().splitlines()) == 8
+    # a second model (another shape) warm-starts its cost model from the first log
+    log2 = str(tmp_path / "seq8.json")
+    assert os.path.exists(tuned_log + ".model.npz")
+    assert main(["tune", "--builtin", "bert-tiny", "--seq-len", "8", "--trials", "2",
+                 "--per-round", "2", "--log", log2, "--transfer-from", tuned_log]) == 0
+    assert "warm-started from" in capsys.readouterr().err
+    assert main(["tune", model_path, "--trials", "1", "--log", log2,
+                 "--transfer-from", str(tmp_path / "none.json")]) == 1
+    assert "no cost model file" in capsys.readouterr().err

@@ -88,13 +88,17 @@ def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
                   pick(a.location, b.location))
 
 
-class Candidates:
-    """Genome -> State with memoised materialisation and scores."""
+MAX_CACHED = 20000
 
-    def __init__(self, infos, score_fn):
-        self.infos, self.score_fn = infos, score_fn
+
+class Candidates:
+    """Genome -> State and features, memoised. Scores are not: the model changes after every
+    round (and, under a TaskScheduler, after other tasks' rounds), features never do."""
+
+    def __init__(self, infos, feature_fn, predict_fn):
+        self.infos, self.feature_fn, self.predict_fn = infos, feature_fn, predict_fn
         self.states: dict = {}
-        self.scores: dict = {}
+        self.features: dict = {}
 
     def state(self, g: Genome):
         if g not in self.states:
@@ -105,17 +109,19 @@ class Candidates:
         return self.states[g]
 
     def score(self, genomes: list) -> np.ndarray:
-        todo = [g for g in genomes if g not in self.scores]
-        states = [self.state(g) for g in todo]
-        valid = [i for i, s in enumerate(states) if s is not None]
+        out = np.full(len(genomes), -math.inf)
+        if len(self.features) > MAX_CACHED:  # bound memory on long runs (~4 KB each)
+            self.states.clear()
+            self.features.clear()
+        todo = list(dict.fromkeys(g for g in genomes if g not in self.features
+                                  and self.state(g) is not None))
+        if todo:
+            for g, f in zip(todo, self.feature_fn([self.states[g] for g in todo])):
+                self.features[g] = f
+        valid = [i for i, g in enumerate(genomes) if self.state(g) is not None]
         if valid:
-            preds = self.score_fn([states[i] for i in valid])
-            for i, p in zip(valid, preds):
-                self.scores[todo[i]] = float(p)
-        for i, s in enumerate(states):
-            if s is None:
-                self.scores[todo[i]] = -math.inf
-        return np.array([self.scores[g] for g in genomes])
+            out[valid] = self.predict_fn([self.features[genomes[i]] for i in valid])
+        return out
 
 
 def evolutionary_search(cands: Candidates, population: list, n_out: int, measured: set,

@@ -79,7 +79,8 @@ def heuristic_genome_from_tiles(info: SketchInfo, tiles: tuple) -> Genome:
     packed = any(isinstance(s, CacheReadStep) for s in info.sketch.steps)
     par, vec, unr = [], [], []
     for si, st in enumerate(base.stages):
-        if st.is_placeholder or st.attach[0] == "inline" or not st.relations:
+        if st.is_placeholder or st.attach[0] == "inline" or \
+                (not st.relations and st.origin != "cache_read"):
             continue
         if st.attach[0] == "root":
             n = len(st.compute.axis)

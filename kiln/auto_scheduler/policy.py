@@ -26,11 +26,13 @@ from .sketch import generate_sketches
 @dataclass
 class SearchPolicyParams:
     eps_greedy: float = 0.05
-    population: int = 128
-    evolution_iterations: int = 3
-    sample_init_min: int = 48  # random candidates in each evolution's starting population
+    population: int = 512
+    evolution_iterations: int = 4
+    sample_init_min: int = 256  # random candidates in each evolution's starting population
     num_best_measured_init: int = 16
     max_sketches: int = 16
+    # start from each sketch's heuristic genome; off when judging the cost model alone
+    heuristic_seeds: bool = True
 
 
 class SketchPolicy:
@@ -45,7 +47,7 @@ class SketchPolicy:
         sketches = generate_sketches(task.compute_dag, self.params.max_sketches, task.layout_free)
         self.infos = [SketchInfo(task.compute_dag, s, i, task.layout_free)
                       for i, s in enumerate(sketches)]
-        self.cands = Candidates(self.infos, self._predict)
+        self.cands = Candidates(self.infos, self._features, lambda f: self.model.predict(f))
         self.measured: set = set()
         self.measured_genomes: list = []  # (cost, genome)
         self.best_cost = math.inf
@@ -80,6 +82,8 @@ class SketchPolicy:
         search starts from good points, so tuning never ends worse than the default."""
         from .heuristic import heuristic_genome
         out = []
+        if not self.params.heuristic_seeds:
+            return out
         for info in self.infos:
             try:
                 g = heuristic_genome(info, self.task.target)
@@ -113,7 +117,16 @@ class SketchPolicy:
     def next_batch(self, n: int) -> list:
         """Genomes to measure next."""
         t0 = time.time()
-        if not self.measured_genomes or not getattr(self.model, "trained", True):
+        trained = getattr(self.model, "trained", True)
+        if not self.measured_genomes and trained and n > 8:
+            # a model trained on other tasks (transfer) already knows what is fast: the
+            # first batch is the seeds plus the model's picks instead of random genomes
+            seeds = self._seed_genomes()
+            picked = evolutionary_search(self.cands, seeds + self._random_genomes(
+                self.params.sample_init_min), n, self.measured, self.rng,
+                self.params.evolution_iterations, self.params.population)
+            batch = list(dict.fromkeys(seeds + picked))[:n]
+        elif not self.measured_genomes or not trained:
             batch = (self._seed_genomes() + self._random_genomes(n))[:n]
         else:
             n_rand = max(1, int(round(n * self.params.eps_greedy)))

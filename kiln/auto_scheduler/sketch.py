@@ -155,6 +155,12 @@ def pack_reads(state, layout_free: tuple = ()):
                 state = state.compute_at(T, root, order[names.index(panel)])
             state = state.compute_at(cache, root, panel)
             state = state.layout_rewrite(cache, [(dims[0], 0)])
+            # copy along the dim that becomes contiguous: vector stores into the panel
+            # (strided scalar stores of a transpose cost as much as a third of the kernel)
+            cnames = [it.name for it in state.stage(cache).iters]
+            if dims[0] != len(cnames) - 1:
+                inner = cnames[dims[0]]
+                state = state.reorder(cache, [n for n in cnames if n != inner] + [inner])
             changed = True
     return state if changed else None
 

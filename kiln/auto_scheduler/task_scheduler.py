@@ -20,10 +20,18 @@ import time
 from .policy import SketchPolicy
 
 
+class _LogFile:
+    """A read-only log to resume from (what RecordToFile looks like to resume.log_files)."""
+
+    def __init__(self, filename: str):
+        self.filename = filename
+
+
 class TaskScheduler:
     def __init__(self, tasks, task_weights=None, strategy: str = "gradient", seed: int = 0,
                  alpha: float = 0.2, eps: float = 0.05, time_budget_s: float | None = None,
-                 load_log_file: str | None = None, verbose: int = 1, cost_model=None):
+                 load_log_file: str | None = None, verbose: int = 1, cost_model=None,
+                 load_model_file: str | None = None, transfer_max_programs: int = 3000):
         from .cost_model import XGBModel
         self.tasks = list(tasks)
         self.weights = list(task_weights or [1] * len(self.tasks))
@@ -31,6 +39,13 @@ class TaskScheduler:
         self.rng = random.Random(seed)
         self.time_budget_s, self.verbose = time_budget_s, verbose
         self.model = cost_model if cost_model is not None else XGBModel()
+        if load_model_file:
+            # transfer: start from a model trained on other tasks (another model's tuning);
+            # their measurements stay in the training set, labelled per task
+            self.model.load(load_model_file, max_programs=transfer_max_programs)
+            self._say(f"cost model warm-started from {load_model_file} "
+                      f"({len(self.model.throughputs)} measured programs)")
+        self.load_log_file = load_log_file
         self.policies = [SketchPolicy(t, self.model, seed=seed + i, verbose=0)
                          for i, t in enumerate(self.tasks)]
         self.trials = [0] * len(self.tasks)
@@ -49,9 +64,15 @@ class TaskScheduler:
         builder = options.builder if not isinstance(options.builder, str) else LocalBuilder()
         runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
         measurer = ProgramMeasurer(builder, runner, options.measure_callbacks, verbose=0)
+        resume_from = list(options.measure_callbacks or [])
+        if self.load_log_file:
+            resume_from.append(_LogFile(self.load_log_file))
         for p in self.policies:
-            p._resume(options.measure_callbacks)
+            p._resume(resume_from)
             p.verbose = 0
+        resumed = sum(len(p.measured) for p in self.policies)
+        if resumed:
+            self._say(f"resumed {resumed} measured records of these tasks from the log")
         t0, total = time.time(), 0
         per = options.num_measures_per_round
         order = list(range(len(self.tasks)))

@@ -52,6 +52,10 @@ for _short, _kind in _KINDS:
         (f"{_short}_inner_loops", f"loops nested inside the innermost {_kind} loop"),
     ]
 LOOP_FIELDS += [
+    ("autovec_len", "log2(1+extent) of the innermost of the 3 innermost serial loops along "
+     "which the store has unit stride, outside any vectorized loop: one the C compiler may "
+     "vectorize by itself (it does, and such nests can be fast); 0: none"),
+    ("autovec_inner", "loops nested inside that loop"),
     ("par_launches", "log2(1+product of extents outside the outermost parallel loop)"),
     ("has_auto_unroll", "1 if an enclosing loop carries an auto_unroll_max_step pragma"),
     ("auto_unroll_max_step", "log2(1+largest auto_unroll_max_step value around the store)"),
@@ -176,6 +180,7 @@ class _Extractor:
                         j + 1, d - 1 - j]
             else:
                 out += [0.0] * 5
+        out += _autovec(loops, store_coefs)
         par = [j for j, lp in enumerate(loops) if lp.kind == "parallel"]
         out.append(lg(suffix[0] // suffix[par[0]]) if par else 0.0)
         steps = [(j, int(lp.pragmas["auto_unroll_max_step"])) for j, lp in enumerate(loops)
@@ -201,6 +206,15 @@ class _Extractor:
         else:
             head = [0.0] * 4
         return head + [len(self.allocs), in_loops, lg(total)]
+
+
+def _autovec(loops, store_coefs) -> list:
+    if any(lp.kind == "vectorized" for lp in loops):
+        return [0.0, 0.0]
+    d = len(loops)
+    cand = [j for j in range(max(0, d - 3), d) if store_coefs[j] == 1
+            and loops[j].kind != "parallel" and loops[j].extent >= 4]
+    return [lg(loops[cand[-1]].extent), d - 1 - cand[-1]] if cand else [0.0, 0.0]
 
 
 def _prod(xs) -> int:

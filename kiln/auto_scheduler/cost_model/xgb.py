@@ -77,6 +77,10 @@ class XGBModel(CostModel):
         self.booster = None
         self.rng = np.random.default_rng(seed)
 
+    @property
+    def trained(self) -> bool:
+        return self.booster is not None
+
     # ------------------------------------------------------------ data
     def update(self, features: list[np.ndarray], throughputs: list[float],
                task_ids: list[str] | None = None) -> None:
@@ -166,15 +170,19 @@ class XGBModel(CostModel):
                      width=np.array(width), throughputs=np.asarray(self.throughputs, np.float64),
                      task_ids=np.asarray(self.task_ids, dtype=str))
 
-    def load(self, path: str | Path) -> None:
-        """Restore what save() wrote (booster and measurements); training can continue."""
+    def load(self, path: str | Path, max_programs: int | None = None) -> None:
+        """Restore what save() wrote (booster and measurements); training can continue.
+        max_programs keeps a random subset of the measurements (transfer to a new model
+        needs the trend, not every point, and training time grows with the data)."""
         data = np.load(Path(path), allow_pickle=False)
         sizes, x, width = data["sizes"], data["x"], int(data["width"])
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self.features = [x[offsets[i]:offsets[i + 1]].reshape(-1, width)
-                         for i in range(len(sizes))]
-        self.throughputs = [float(t) for t in data["throughputs"]]
-        self.task_ids = [str(t) for t in data["task_ids"]]
+        keep = np.arange(len(sizes))
+        if max_programs is not None and len(keep) > max_programs:
+            keep = np.sort(self.rng.choice(keep, max_programs, replace=False))
+        self.features = [x[offsets[i]:offsets[i + 1]].reshape(-1, width) for i in keep]
+        self.throughputs = [float(data["throughputs"][i]) for i in keep]
+        self.task_ids = [str(data["task_ids"][i]) for i in keep]
         raw = data["booster"].tobytes()
         self.booster = None
         if raw:

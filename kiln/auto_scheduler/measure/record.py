@@ -198,6 +198,47 @@ def best_by_key(filename: str) -> dict[tuple[str, str], KeySummary]:
     return out
 
 
+@dataclass
+class LogCoverage:
+    """How the records of a log relate to a set of workloads on one target."""
+
+    filename: str
+    used: int = 0            # records of these workloads on this target
+    other_target: int = 0    # records of these workloads tuned for another target
+    other_workload: int = 0  # records of workloads not in the set (another model or shape)
+    other_targets: set = field(default_factory=set)
+    other_keys: set = field(default_factory=set)
+
+    def message(self) -> str:
+        """One line for the user, or "" when every record applies."""
+        if not self.other_target and not self.other_workload:
+            return ""
+        parts = [f"{self.filename}: {self.used} records apply"]
+        if self.other_workload:
+            parts.append(f"{self.other_workload} records of {len(self.other_keys)} workloads "
+                         f"not in this model (another model or shape) are ignored")
+        if self.other_target:
+            parts.append(f"{self.other_target} records for other targets "
+                         f"({', '.join(sorted(self.other_targets))}) are ignored")
+        return "; ".join(parts)
+
+
+def log_coverage(filename: str, workload_keys, target) -> LogCoverage:
+    """Count which records of `filename` apply to `workload_keys` on `target`."""
+    target, keys = canonical_target(str(target)), set(workload_keys)
+    cov = LogCoverage(str(filename))
+    for rec in load_records(filename):
+        if rec.workload_key not in keys:
+            cov.other_workload += 1
+            cov.other_keys.add(rec.workload_key)
+        elif canonical_target(rec.target) != target:
+            cov.other_target += 1
+            cov.other_targets.add(canonical_target(rec.target))
+        else:
+            cov.used += 1
+    return cov
+
+
 class ApplyHistoryBest:
     """While active (`with ApplyHistoryBest(log):`), kiln.build of a default schedule builds
     the best recorded schedule of its workload on the build target instead.
