@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 import peers  # noqa: E402
@@ -48,7 +50,8 @@ def run(name, model_name, trials, per_round, seed):
     func, args = WORKLOADS[name]
     task = auto_scheduler.SearchTask(func=func, args=args, target="cpu")
     LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"costmodel_{name}_{model_name}_noseed.json"
+    tag = f"_s{seed}" if seed else ""
+    log = LOGS / f"costmodel_{name}_{model_name}_noseed{tag}.json"
     done = sum(1 for _ in open(log)) if log.exists() else 0
     if trials > done:
         model = XGBModel() if model_name == "xgb" else RandomModel()
@@ -69,25 +72,34 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=500)
     p.add_argument("--per-round", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma list: one search per seed and model")
     p.add_argument("--workloads", default="mm,conv2d")
     p.add_argument("--out", default=str(peers.RESULTS / "cost_model"))
     args = p.parse_args(argv)
     curves, rows = {}, []
+    seeds = [int(x) for x in args.seeds.split(",")]
     for name in args.workloads.split(","):
         for model in ("xgb", "random"):
-            c = run(name, model, args.trials, args.per_round, args.seed)
-            curves[(name, model)] = c
-            marks = {n: c[n - 1] for n in (64, 128, 256, 384, 512, 1000) if len(c) >= n}
-            rows.append({"workload": name, "search": model, "trials": len(c),
-                         "best_gflops": c[-1] if c else 0.0,
-                         **{f"best@{n}": v for n, v in marks.items()}})
+            cs = [run(name, model, args.trials, args.per_round, sd) for sd in seeds]
+            for sd, c in zip(seeds, cs):
+                curves[(name, model, sd)] = c
+                rows.append(_row(name, model, str(sd), c))
+            if len(cs) > 1:
+                n = min(len(c) for c in cs)
+                rows.append(_row(name, model, "mean", list(np.mean([c[:n] for c in cs], 0))))
     plot(args, curves)
-    cols = ["workload", "search", "trials", "best_gflops"] + \
+    cols = ["workload", "search", "seed", "trials", "best_gflops"] + \
         sorted({k for r in rows for k in r if k.startswith("best@")}, key=lambda k: int(k[5:]))
     peers.write(Path(args.out), "Cost model vs random search (same trial budget)",
                 peers.meta(args), rows, cols, "Curves: cost_model.png")
     return 0
+
+
+def _row(name, model, seed, c) -> dict:
+    marks = {n: c[n - 1] for n in (64, 128, 256, 384, 512, 1000) if len(c) >= n}
+    return {"workload": name, "search": model, "seed": seed, "trials": len(c),
+            "best_gflops": float(c[-1]) if c else 0.0,
+            **{f"best@{n}": float(v) for n, v in marks.items()}}
 
 
 def plot(args, curves) -> None:
@@ -97,13 +109,15 @@ def plot(args, curves) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    names = sorted({n for n, _ in curves})
+    names = sorted({k[0] for k in curves})
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for model, style in (("xgb", "-"), ("random", "--")):
-            if (name, model) in curves:
-                label = "XGBoost cost model" if model == "xgb" else "random search"
-                ax.plot(curves[(name, model)], style, label=label)
+        for (n, model, sd), c in sorted(curves.items()):
+            if n != name:
+                continue
+            label = ("XGBoost cost model" if model == "xgb" else "random search") + \
+                f" (seed {sd})"
+            ax.plot(c, "-" if model == "xgb" else "--", label=label)
         ax.set_title(f"{name} {WORKLOADS[name][1]}")
         ax.set_xlabel("measurement trials")
         ax.set_ylabel("best GFLOPS so far")

@@ -51,12 +51,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(peers.RESULTS / "transfer"))
+    p.add_argument("--no-tune", action="store_true", help="reuse the two logs, measure only")
     args = p.parse_args(argv)
     logs = {"cold": LOGS / f"bert_seq{args.seq_len}_cold.json",
             "warm": LOGS / f"bert_seq{args.seq_len}_warm.json"}
     base = ["tune", "--builtin", "bert-base", "--seq-len", str(args.seq_len), "--trials",
             "1000000", "--time-budget", args.budget]
-    for name, log in logs.items():
+    for name, log in ([] if args.no_tune else logs.items()):
         for f in (log, Path(str(log) + ".model.npz")):
             f.unlink(missing_ok=True)  # a fair comparison starts both runs from nothing
         extra = ["--transfer-from", args.source_log] if name == "warm" else []
@@ -69,19 +70,22 @@ def main(argv=None) -> int:
     curves = {n: estimated_curve(str(log), tasks, weights) for n, log in logs.items()}
     ort = _peers(model, args.threads, False)["ONNX Runtime"]
     ref = ort()
+    fns = {f"kiln tuned {args.budget} ({name})": _runner(model, str(log))
+           for name, log in logs.items()}
+    fns["ONNX Runtime"] = ort
+    times = _interleaved(fns, args.repeat)
     rows = []
-    for name, log in logs.items():
-        lib = _build(model, str(log), "cpu")
-        fn = lambda lib=lib: list(lib.run(**model.inputs).values())[0]
-        rows.append(_row(f"kiln tuned {args.budget} ({name})", fn, ref, args.repeat,
-                         curves[name], len(open(log).read().splitlines())))
-    rows.append(_row("ONNX Runtime", ort, ref, args.repeat, [], 0))
+    for (label, fn), curve, trials in zip(fns.items(), [*curves.values(), []],
+                                          [*(len(open(x).read().splitlines())
+                                             for x in logs.values()), 0]):
+        rows.append(_row(label, fn, ref, times[label], curve, trials))
     for r in rows:
         r["vs_ort"] = rows[-1]["median_ms"] / r["median_ms"]
+    per_task = task_table(logs, tasks, weights)
     peers.write(Path(args.out), f"Transfer: BERT-base seq {args.seq_len} tuned cold vs "
                 f"warm-started from {Path(args.source_log).name}", peers.meta(args), rows,
                 ["name", "median_ms", "vs_ort", "trials", "est_ms_at_1min", "est_ms_at_3min",
-                 "est_ms_final", "max_abs_err"], "Curves: transfer.png")
+                 "est_ms_final", "max_abs_err"], "Curves: transfer.png\n\n" + per_task)
     plot(args, curves)
     return 0
 
@@ -91,9 +95,51 @@ def _at(curve: list, secs: float) -> float:
     return vals[-1] if vals else math.nan
 
 
-def _row(label, fn, ref, repeat, curve, trials) -> dict:
+def _runner(model, log: str):
+    lib = _build(model, log, "cpu")
+    return lambda: list(lib.run(**model.inputs).values())[0]
+
+
+def _interleaved(fns: dict, repeat: int, rounds: int = 5) -> dict:
+    """Median ms of each fn, measured in alternating rounds so that drift of a shared
+    machine's speed hits every variant alike."""
+    per = max(1, repeat // rounds)
+    out: dict = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            out[k].append(_median_ms(fn, per))
+    return {k: float(np.median(v)) for k, v in out.items()}
+
+
+def task_table(logs: dict, tasks, weights) -> str:
+    """Per task: best after the first 16 and 64 trials and the median candidate, cold vs
+    warm: how good the model's first proposals are."""
+    stats = {}
+    for name, log in logs.items():
+        costs: dict = {}
+        for rec in auto_scheduler.load_records(str(log)):
+            ok = rec.error == "ok" and rec.costs
+            costs.setdefault(rec.workload_key, []).append(rec.mean_cost if ok else math.inf)
+        stats[name] = costs
+    lines = ["## Per task: best of the first 16 / 64 trials and median candidate, ms "
+             "(cold | warm)", "",
+             "| task | runs | best@16 cold | best@16 warm | best@64 cold | best@64 warm | "
+             "median cold | median warm |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for t, w in zip(tasks, weights):
+        cells = []
+        for k in (16, 64):
+            for name in logs:
+                c = stats[name].get(t.workload_key, [])[:k]
+                cells.append(f"{min(c) * 1e3:.4f}" if c and math.isfinite(min(c)) else "-")
+        for name in logs:
+            c = sorted(x for x in stats[name].get(t.workload_key, []) if math.isfinite(x))
+            cells.append(f"{c[len(c) // 2] * 1e3:.4f}" if c else "-")
+        lines.append(f"| {t.desc[:50]} | {w} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _row(label, fn, ref, ms, curve, trials) -> dict:
     err = float(np.abs(fn() - ref).max())
-    ms = _median_ms(fn, repeat)
     print(f"{label:34s} {ms:9.2f} ms  max|err| {err:.2e}", flush=True)
     return {"name": label, "median_ms": ms, "max_abs_err": err, "trials": trials,
             "est_ms_at_1min": _at(curve, 60), "est_ms_at_3min": _at(curve, 180),

@@ -14,4 +14,4 @@ python benchmarks/gemm_manual.py
 python benchmarks/gemm.py --trials "${GEMM_TRIALS:-128}"
 kiln tune --builtin bert-base --trials 100000 --time-budget "${BERT_BUDGET:-15m}" \
   --log benchmarks/results/logs/bert_base.json
-python benchmarks/bert.py --log "tuned=benchmarks/results/logs/bert_base.json"
+python benchmarks/bert.py --log "tuned ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base.json" --budgets 5

@@ -138,8 +138,11 @@ class TaskScheduler:
     def _print(self, total: int, budget: int, elapsed: float) -> None:
         if not self.verbose:
             return
-        lines = [f"[kiln] {total}/{budget} trials, {elapsed:.0f}s, estimated latency "
-                 f"{self.estimated_latency() * 1e3:.3f} ms",
+        left = elapsed / max(total, 1) * max(budget - total, 0)
+        if self.time_budget_s:
+            left = min(left, max(self.time_budget_s - elapsed, 0.0))
+        lines = [f"[kiln] {total}/{budget} trials, {elapsed:.0f}s elapsed, ~{left:.0f}s left, "
+                 f"estimated latency {self.estimated_latency() * 1e3:.3f} ms",
                  "  id  weight  trials   best ms    GFLOPS  task"]
         for i, t in enumerate(self.tasks):
             b = self.best(i)
