@@ -135,11 +135,8 @@ def _row(label, fn, ref, repeat, note) -> dict:
 
 
 def plot(args, rows) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = peers.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 3.8))
     names = [r["name"] for r in rows]

@@ -32,19 +32,9 @@ KEY_OPS = ("dense", "batch_matmul", "matmul", "layer_norm", "gelu", "softmax", "
 
 def bert_base(seq: int):
     import torch
-    import transformers
 
-    class Wrapper(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids):
-            return self.model(input_ids=input_ids).last_hidden_state
-
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(attn_implementation="eager")
-    model = Wrapper(transformers.BertModel(cfg)).eval()
+    from kiln.models import bert_module
+    model, cfg = bert_module("bert-base", 0)
     ids = torch.from_numpy(np.random.RandomState(0).randint(0, cfg.vocab_size, (1, seq)))
     return model, ids
 

@@ -103,11 +103,8 @@ def _row(name, model, seed, c) -> dict:
 
 
 def plot(args, curves) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = peers.pyplot()
+    if plt is None:
         return
     names = sorted({k[0] for k in curves})
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)

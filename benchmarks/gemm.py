@@ -161,11 +161,8 @@ def measure(args, shape, tuned) -> list:
 
 
 def plot(args, tuned, rand_task) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = peers.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, (task, log) in tuned.items():

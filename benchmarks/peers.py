@@ -117,3 +117,14 @@ def write(out: Path, title: str, meta_: dict, rows: list, columns: list, extra: 
     text = "\n".join(lines) + "\n" + (("\n" + extra + "\n") if extra else "")
     out.with_suffix(".md").write_text(text)
     print(text)
+
+
+def pyplot():
+    """matplotlib.pyplot with the file-only backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt

@@ -70,15 +70,13 @@ def main(argv=None) -> int:
     curves = {n: estimated_curve(str(log), tasks, weights) for n, log in logs.items()}
     ort = _peers(model, args.threads, False)["ONNX Runtime"]
     ref = ort()
-    fns = {f"kiln tuned {args.budget} ({name})": _runner(model, str(log))
-           for name, log in logs.items()}
+    label = {name: f"kiln tuned {args.budget} ({name})" for name in logs}
+    fns = {label[name]: _runner(model, str(log)) for name, log in logs.items()}
     fns["ONNX Runtime"] = ort
     times = _interleaved(fns, args.repeat)
-    rows = []
-    for (label, fn), curve, trials in zip(fns.items(), [*curves.values(), []],
-                                          [*(len(open(x).read().splitlines())
-                                             for x in logs.values()), 0]):
-        rows.append(_row(label, fn, ref, times[label], curve, trials))
+    rows = [_row(label[name], fns[label[name]], ref, times[label[name]], curves[name],
+                 sum(1 for _ in open(log))) for name, log in logs.items()]
+    rows.append(_row("ONNX Runtime", ort, ref, times["ONNX Runtime"], [], 0))
     for r in rows:
         r["vs_ort"] = rows[-1]["median_ms"] / r["median_ms"]
     per_task = task_table(logs, tasks, weights)
@@ -147,11 +145,8 @@ def _row(label, fn, ref, ms, curve, trials) -> dict:
 
 
 def plot(args, curves) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = peers.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, style in (("cold", "--"), ("warm", "-")):

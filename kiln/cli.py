@@ -127,14 +127,16 @@ def _report_log(log: str | None, tasks, target) -> None:
 
 def _build(model, log, target):
     from . import auto_scheduler, graph
-    if log:
-        if not os.path.exists(log):
-            raise KilnError(f"no such log file: {log}")
-        tasks, _ = auto_scheduler.extract_tasks(model.graph, model.params, target=target)
-        _report_log(log, tasks, target)
-        with auto_scheduler.ApplyHistoryBest(log):
-            return graph.build(model.graph, model.params, target=target)
-    return graph.build(model.graph, model.params, target=target)
+    if not log:
+        return graph.build(model.graph, model.params, target=target)
+    if not os.path.exists(log):
+        raise KilnError(f"no such log file: {log}")
+    with auto_scheduler.ApplyHistoryBest(log) as ctx:
+        lib = graph.build(model.graph, model.params, target=target)
+    msg = ctx.coverage(log, target).message()  # records of kernels this model does not have
+    if msg:
+        print(f"[kiln] {msg}", file=sys.stderr)
+    return lib
 
 
 def _median_ms(fn, repeat: int) -> float:

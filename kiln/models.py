@@ -27,22 +27,14 @@ def _bert_config(name: str):
     raise KilnError(f"unknown builtin model {name!r}; known: {', '.join(BUILTINS)}")
 
 
-def builtin(name: str, seq_len: int = 128, batch: int = 1, seed: int = 0):
-    """(torch module, onnx.ModelProto, {"input_ids": array}) for a builtin model."""
-    try:
-        import onnx
-        import torch
-        from transformers import BertModel
-    except ImportError as e:
-        raise KilnError(f"builtin models need torch, transformers and onnx ({e}); install "
-                        "the bench extras: pip install -e .[bench]") from None
-    torch.manual_seed(seed)
-    cfg = _bert_config(name)
-    model = BertModel(cfg).eval()
+def bert_module(name: str, seed: int = 0):
+    """(torch module in eval mode, BertConfig): a random-weight BertModel wrapped so that
+    forward(input_ids) returns last_hidden_state (transformers 5.x cannot export BertModel
+    itself; the wrapper calls it with keywords)."""
+    import torch
+    from transformers import BertModel
 
     class LastHidden(torch.nn.Module):
-        """transformers 5.x: export a wrapper calling the model with keywords."""
-
         def __init__(self, m):
             super().__init__()
             self.m = m
@@ -50,7 +42,21 @@ def builtin(name: str, seq_len: int = 128, batch: int = 1, seed: int = 0):
         def forward(self, input_ids):
             return self.m(input_ids=input_ids).last_hidden_state
 
-    wrapper = LastHidden(model).eval()
+    cfg = _bert_config(name)
+    torch.manual_seed(seed)
+    return LastHidden(BertModel(cfg)).eval(), cfg
+
+
+def builtin(name: str, seq_len: int = 128, batch: int = 1, seed: int = 0):
+    """(torch module, onnx.ModelProto, {"input_ids": array}) for a builtin model."""
+    try:
+        import onnx
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise KilnError(f"builtin models need torch, transformers and onnx ({e}); install "
+                        "the bench extras: pip install -e .[bench]") from None
+    wrapper, cfg = bert_module(name, seed)
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, cfg.vocab_size, (batch, seq_len), dtype=np.int64)
     with tempfile.TemporaryDirectory() as d:

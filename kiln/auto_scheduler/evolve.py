@@ -108,8 +108,8 @@ class Candidates:
                 self.states[g] = None
         return self.states[g]
 
-    def score(self, genomes: list) -> np.ndarray:
-        out = np.full(len(genomes), -math.inf)
+    def features_of(self, genomes: list) -> list:
+        """Features of each genome's State (extracted once; None where it has no State)."""
         if len(self.features) > MAX_CACHED:  # bound memory on long runs (~4 KB each)
             self.states.clear()
             self.features.clear()
@@ -118,9 +118,14 @@ class Candidates:
         if todo:
             for g, f in zip(todo, self.feature_fn([self.states[g] for g in todo])):
                 self.features[g] = f
-        valid = [i for i, g in enumerate(genomes) if self.state(g) is not None]
+        return [self.features.get(g) for g in genomes]
+
+    def score(self, genomes: list) -> np.ndarray:
+        out = np.full(len(genomes), -math.inf)
+        feats = self.features_of(genomes)
+        valid = [i for i, f in enumerate(feats) if f is not None]
         if valid:
-            out[valid] = self.predict_fn([self.features[genomes[i]] for i in valid])
+            out[valid] = self.predict_fn([feats[i] for i in valid])
         return out
 
 

@@ -14,8 +14,6 @@ import random
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import KilnError
 from .annotate import SketchInfo, random_genome
 from .evolve import Candidates, evolutionary_search
@@ -47,7 +45,7 @@ class SketchPolicy:
         sketches = generate_sketches(task.compute_dag, self.params.max_sketches, task.layout_free)
         self.infos = [SketchInfo(task.compute_dag, s, i, task.layout_free)
                       for i, s in enumerate(sketches)]
-        self.cands = Candidates(self.infos, self._features, lambda f: self.model.predict(f))
+        self.cands = Candidates(self.infos, self._features, self.model.predict)
         self.measured: set = set()
         self.measured_genomes: list = []  # (cost, genome)
         self.best_cost = math.inf
@@ -60,9 +58,6 @@ class SketchPolicy:
     def _features(self, states) -> list:
         from .cost_model import get_per_store_features_from_states
         return get_per_store_features_from_states(states, self.task.args)
-
-    def _predict(self, states) -> np.ndarray:
-        return self.model.predict(self._features(states))
 
     # ------------------------------------------------------------ candidates
     def _random_genomes(self, n: int) -> list:
@@ -202,7 +197,7 @@ class SketchPolicy:
     def _update(self, batch, results) -> bool:
         improved = False
         states = [self.cands.state(g) for g in batch]
-        feats, tputs = self._features(states), []
+        feats, tputs = self.cands.features_of(batch), []
         for g, st, res in zip(batch, states, results):
             self.measured.add(st.record_key())
             cost = _mean(res.costs) if res.error_no == "ok" else math.inf

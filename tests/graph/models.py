@@ -20,21 +20,10 @@ VOCAB = 100
 def tiny_bert(seed: int = 0):
     """(module, (input_ids,)): a 2-layer, 64-wide BertModel returning last_hidden_state."""
     import torch
-    import transformers
 
-    class Wrapper(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids):
-            return self.model(input_ids=input_ids).last_hidden_state
-
-    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2,
-                                  intermediate_size=128, vocab_size=VOCAB,
-                                  max_position_embeddings=64, attn_implementation="eager")
-    torch.manual_seed(seed)
-    model = Wrapper(transformers.BertModel(cfg)).eval()
+    from kiln.models import bert_module
+    model, cfg = bert_module("bert-tiny", seed)
+    assert cfg.vocab_size == VOCAB
     ids = torch.from_numpy(np.random.RandomState(seed).randint(0, VOCAB, (1, SEQ)))
     return model, (ids,)
 

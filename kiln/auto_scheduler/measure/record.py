@@ -225,18 +225,7 @@ class LogCoverage:
 
 def log_coverage(filename: str, workload_keys, target) -> LogCoverage:
     """Count which records of `filename` apply to `workload_keys` on `target`."""
-    target, keys = canonical_target(str(target)), set(workload_keys)
-    cov = LogCoverage(str(filename))
-    for rec in load_records(filename):
-        if rec.workload_key not in keys:
-            cov.other_workload += 1
-            cov.other_keys.add(rec.workload_key)
-        elif canonical_target(rec.target) != target:
-            cov.other_target += 1
-            cov.other_targets.add(canonical_target(rec.target))
-        else:
-            cov.used += 1
-    return cov
+    return ApplyHistoryBest(filename).coverage(str(filename), target, workload_keys)
 
 
 class ApplyHistoryBest:
@@ -251,6 +240,8 @@ class ApplyHistoryBest:
     def __init__(self, records):
         self.best: dict = {}     # (workload key, target) -> (cost, Record)
         self.targets: dict = {}  # workload key -> set of targets with records
+        self.counts: dict = {}   # (workload key, target) -> number of records
+        self.queried: set = set()  # workload keys asked for (by builds inside the context)
         self._told: set = set()
         for rec in _iter_records(records):
             self._add(rec)
@@ -260,12 +251,14 @@ class ApplyHistoryBest:
         self.targets.setdefault(rec.workload_key, set()).add(target)
         cost = rec.mean_cost
         key = (rec.workload_key, target)
+        self.counts[key] = self.counts.get(key, 0) + 1
         if math.isfinite(cost) and cost < self.best.get(key, (math.inf, None))[0]:
             self.best[key] = (cost, rec)
 
     def query_record(self, workload_key: str, target) -> tuple[Record, float] | None:
         """(best record, its mean cost) for this workload and target, or None."""
         target = canonical_target(str(target))
+        self.queried.add(workload_key)
         hit = self.best.get((workload_key, target))
         if hit is not None:
             return hit[1], hit[0]
@@ -276,6 +269,23 @@ class ApplyHistoryBest:
                         "not %s; they are ignored", workload_key, ", ".join(sorted(others)),
                         target)
         return None
+
+    def coverage(self, label: str, target, workload_keys=None) -> LogCoverage:
+        """How these records relate to `workload_keys` (default: the keys queried so far,
+        i.e. the kernels of what was built inside the context) on `target`."""
+        target = canonical_target(str(target))
+        keys = self.queried if workload_keys is None else set(workload_keys)
+        cov = LogCoverage(label)
+        for (key, tgt), n in self.counts.items():
+            if key not in keys:
+                cov.other_workload += n
+                cov.other_keys.add(key)
+            elif tgt != target:
+                cov.other_target += n
+                cov.other_targets.add(tgt)
+            else:
+                cov.used += n
+        return cov
 
     def query(self, workload_key: str, target) -> list | None:
         """Step records of the best record for this workload and target, or None."""
