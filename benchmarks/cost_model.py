@@ -46,12 +46,13 @@ def cm_conv2d(N, C, H, W, F, R, pad):
 WORKLOADS = {"mm": (cm_mm, (128, 3072, 768)), "conv2d": (cm_conv2d, (1, 64, 56, 56, 64, 3, 1))}
 
 
-def run(name, model_name, trials, per_round, seed):
+def run(name, model_name, trials, per_round, seed, logs=LOGS):
     func, args = WORKLOADS[name]
     task = auto_scheduler.SearchTask(func=func, args=args, target="cpu")
-    LOGS.mkdir(parents=True, exist_ok=True)
+    logs = Path(logs)
+    logs.mkdir(parents=True, exist_ok=True)
     tag = f"_s{seed}" if seed else ""
-    log = LOGS / f"costmodel_{name}_{model_name}_noseed{tag}.json"
+    log = logs / f"costmodel_{name}_{model_name}_noseed{tag}.json"
     done = sum(1 for _ in open(log)) if log.exists() else 0
     if trials > done:
         model = XGBModel() if model_name == "xgb" else RandomModel()
@@ -74,13 +75,15 @@ def main(argv=None) -> int:
     p.add_argument("--per-round", type=int, default=64)
     p.add_argument("--seeds", default="0", help="comma list: one search per seed and model")
     p.add_argument("--workloads", default="mm,conv2d")
+    p.add_argument("--models", default="xgb,random")
+    p.add_argument("--logs", default=str(LOGS), help="log folder (logs there are resumed)")
     p.add_argument("--out", default=str(peers.RESULTS / "cost_model"))
     args = p.parse_args(argv)
     curves, rows = {}, []
     seeds = [int(x) for x in args.seeds.split(",")]
     for name in args.workloads.split(","):
-        for model in ("xgb", "random"):
-            cs = [run(name, model, args.trials, args.per_round, sd) for sd in seeds]
+        for model in args.models.split(","):
+            cs = [run(name, model, args.trials, args.per_round, sd, args.logs) for sd in seeds]
             for sd, c in zip(seeds, cs):
                 curves[(name, model, sd)] = c
                 rows.append(_row(name, model, str(sd), c))

@@ -82,7 +82,7 @@ def random_genome(info: SketchInfo, rng: random.Random) -> Genome:
         if st.is_placeholder or st.attach[0] == "inline":
             continue
         if st.attach[0] == "root":
-            n_sp = _parallel_span(st)
+            n_sp = _parallel_span(base, st)
             par.append((si, rng.randint(1, n_sp) if n_sp else 0))
             unr.append((si, rng.choice(UNROLL_CHOICES)))
         vec.append((si, rng.random() < 0.9))
@@ -103,11 +103,18 @@ def _outer_spatial(st) -> int:
     return n
 
 
-def _parallel_span(st) -> int:
+def _parallel_span(state, st) -> int:
     """How many outer loops InitParallel may fuse: the outer spatial ones, leaving the
-    innermost loop for vectorization when every loop is spatial."""
+    innermost loop for vectorization when every loop is spatial, and none below a loop that
+    another stage is computed at (fusing through it would shrink that stage's tile to one
+    point per parallel iteration: a space of slow duplicates the search kept falling into)."""
     n = _outer_spatial(st)
-    return n - 1 if n == len(st.iters) and n > 1 else n
+    n = n - 1 if n == len(st.iters) and n > 1 else n
+    names = [it.name for it in st.iters]
+    for other in state.stages:
+        if other.attach[0] == "at" and other.attach[1] is st.op and other.attach[2] in names:
+            n = min(n, names.index(other.attach[2]) + 1)
+    return n
 
 
 def _is_free(state, si: int) -> bool:
@@ -172,7 +179,7 @@ def _parallelize(state, op, n: int):
     st = state.stage(op)
     if st.attach[0] != "root" or n <= 0:
         return state
-    span = _parallel_span(st)
+    span = _parallel_span(state, st)
     n = min(n, span)
     if n <= 0:
         return state

@@ -1,7 +1,14 @@
 """SketchPolicy: the search loop (Ansor). Each round: train the cost model on everything
-measured -> evolutionary search from the best measured and random candidates -> pick the
-best-predicted unmeasured ones plus an epsilon share of random ones -> measure for real ->
-record. Never measures a state twice; resumes from the records in the task's log.
+measured -> evolutionary search from the best measured and random candidates -> measure a
+batch made of three parts: an epsilon share of random genomes, the model's best among fresh
+random samples (a quarter: exploration the model filters), and the best-predicted unmeasured
+results of the evolution (the rest, at most a quarter per annotation signature so that unroll
+and parallel choices the model has not seen get measured) -> record. Never measures a state
+twice; resumes from the records in the task's log.
+
+Why the two extra shares: a pure top-k of the evolution polishes one region for the whole
+budget (the model ranks near the measured best well and far from it poorly), and on mm and
+conv2d that lost to random search on some seeds (`benchmarks/results/cost_model.md`).
 
 In: a SearchTask and TuningOptions. Out: the best State found (records go to the options'
 callbacks, e.g. RecordToFile).
@@ -13,6 +20,8 @@ import math
 import random
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..errors import KilnError
 from .annotate import SketchInfo, random_genome
@@ -28,6 +37,12 @@ class SearchPolicyParams:
     evolution_iterations: int = 4
     sample_init_min: int = 256  # random candidates in each evolution's starting population
     num_best_measured_init: int = 16
+    # at most this share of a round's model picks may share one annotation signature (sketch,
+    # parallel, unroll, vectorize): the model cannot rank choices it has never seen measured
+    signature_share: float = 0.25
+    # share of a round given to the best-predicted of fresh random samples (not mutants of
+    # the best measured): keeps the search from polishing one region for the whole budget
+    sampled_share: float = 0.25
     max_sketches: int = 16
     # start from each sketch's heuristic genome; off when judging the cost model alone
     heuristic_seeds: bool = True
@@ -124,19 +139,39 @@ class SketchPolicy:
         elif not self.measured_genomes or not trained:
             batch = (self._seed_genomes() + self._random_genomes(n))[:n]
         else:
-            n_rand = max(1, int(round(n * self.params.eps_greedy)))
-            best = [g for _, g in sorted(self.measured_genomes, key=lambda x: x[0])]
-            init = best[:self.params.num_best_measured_init] + \
-                self._random_genomes(self.params.sample_init_min)
-            picked = evolutionary_search(self.cands, init, n - n_rand, self.measured, self.rng,
-                                         self.params.evolution_iterations, self.params.population)
-            keys = {self.cands.state(g).record_key() for g in picked}
-            extra = [g for g in self._explore_sketches() + self._random_genomes(
-                n_rand + len(picked) // 4 + 2) if self.cands.state(g).record_key() not in keys]
-            batch = extra[:n_rand] + picked
-            batch = (batch + extra[n_rand:])[:n]
+            batch = self._guided_batch(n)
         self.search_time += time.time() - t0
         return batch
+
+    def _guided_batch(self, n: int) -> list:
+        """A round once the model is trained: an eps share of random genomes, the model's
+        best among fresh random samples (exploration the model filters), and the rest from
+        the evolutionary search around the best measured (exploitation)."""
+        p = self.params
+        n_rand = max(1, int(round(n * p.eps_greedy)))
+        n_sampled = int(n * p.sampled_share)
+        fresh = self._random_genomes(p.sample_init_min)
+        best = [g for _, g in sorted(self.measured_genomes, key=lambda x: x[0])]
+        ranked = evolutionary_search(self.cands, best[:p.num_best_measured_init] + fresh,
+                                     4 * n, self.measured, self.rng, p.evolution_iterations,
+                                     p.population)
+        scores = self.cands.score(fresh)
+        sampled = [fresh[i] for i in np.argsort(-scores, kind="stable") if
+                   np.isfinite(scores[i])][:n_sampled]
+        evolved = diversify([g for g in ranked if g not in set(sampled)],
+                            n - n_rand - len(sampled), p.signature_share)
+        extra = self._explore_sketches() + self._random_genomes(n_rand + n // 4 + 2)
+        return self._unique(extra[:n_rand] + sampled + evolved + extra[n_rand:])[:n]
+
+    def _unique(self, genomes: list) -> list:
+        """Genomes with distinct, unmeasured States, in order."""
+        seen, out = set(self.measured), []
+        for g in genomes:
+            st = self.cands.state(g)
+            if st is not None and st.record_key() not in seen:
+                seen.add(st.record_key())
+                out.append(g)
+        return out
 
     # ------------------------------------------------------------ the loop
     def tune(self, options):
@@ -231,6 +266,19 @@ class SketchPolicy:
             print(f"[kiln] resumed {len(states)} records of {self.task.desc}; best "
                   f"{self.task.flop_ct / self.best_cost / 1e9:.2f} GFLOPS" if
                   math.isfinite(self.best_cost) else f"[kiln] resumed {len(states)} records")
+
+
+def diversify(ranked: list, n: int, share: float) -> list:
+    """The first n of ranked (best first), taking at most share * n genomes of one annotation
+    signature before every signature has had its turn; the rest fill up by rank."""
+    cap = max(1, int(share * n))
+    counts: dict = {}
+    first, rest = [], []
+    for g in ranked:
+        sig = (g.sketch_id, g.parallel, g.unroll, g.vectorize)
+        counts[sig] = counts.get(sig, 0) + 1
+        (first if counts[sig] <= cap else rest).append(g)
+    return (first + rest)[:n]
 
 
 def _mean(xs) -> float:

@@ -81,3 +81,44 @@ def test_annotated_and_mutated_candidates_are_correct(name):
             tir_interp.run(lower(state, args), *arrays, out)
             np.testing.assert_allclose(out, ref(*arrays), rtol=1e-4, atol=1e-5,
                                        err_msg=str(state))
+
+
+def test_parallel_never_fuses_through_an_attach_point():
+    """InitParallel stops at the loop a cache-write stage is computed at: fusing through it
+    shrinks the local tile to one point (the conv2d search used to stall there)."""
+    import math
+    dag, sk, *_ = _sketches("matmul")
+    rng = random.Random(0)
+    checked = 0
+    for i, s in enumerate(sk):
+        info = SketchInfo(dag, s, i)
+        for _ in range(20):
+            g = random_genome(info, rng)
+            serial = materialize(info, g.__class__(
+                g.sketch_id, g.tiles, tuple((si, 0) for si, _ in g.parallel), g.vectorize,
+                g.unroll, g.location))
+            wide = materialize(info, g.__class__(
+                g.sketch_id, g.tiles, tuple((si, 99) for si, _ in g.parallel), g.vectorize,
+                g.unroll, g.location))
+            for other in serial.stages:
+                if other.attach[0] != "at":
+                    continue
+                host = serial.stage(other.attach[1])
+                a = [it.name for it in host.iters].index(other.attach[2])
+                limit = math.prod(it.extent for it in host.iters[:a + 1])
+                par = [it for it in wide.stage(other.attach[1]).iters
+                       if it.annotation == "parallel"]
+                assert all(it.extent <= limit for it in par)
+                checked += 1
+    assert checked
+
+
+def test_diversify_caps_one_signature_per_round():
+    from kiln.auto_scheduler.annotate import Genome
+    from kiln.auto_scheduler.policy import diversify
+    same = [Genome(0, ((k,),), ((1, 2),), ((1, True),), ((1, 16),)) for k in range(10)]
+    other = [Genome(0, ((k,),), ((1, 2),), ((1, True),), ((1, 512),)) for k in range(2)]
+    picked = diversify(same + other, 8, 0.25)
+    assert len(picked) == 8 and set(other) <= set(picked)
+    assert picked[:2] == same[:2]  # the best of each signature first, then by rank
+    assert diversify(same, 8, 0.25) == same[:8]  # one signature only: plain ranking

@@ -114,3 +114,30 @@ def test_random_model_and_ctrl_c(tmp_path):
     best = task.tune(opts, search_policy=SketchPolicy(task, RandomModel(), seed=1, verbose=0))
     assert len(_keys(log)) == 5
     assert best is not None
+
+
+def test_guided_batch_mixes_model_picks_of_fresh_samples_and_evolution():
+    """A trained round: n unique unmeasured states, not all grown from the measured sketch."""
+    from kiln.auto_scheduler.annotate import random_genome
+    from kiln.auto_scheduler.cost_model.base import CostModel
+    from kiln.auto_scheduler.policy import SketchPolicy
+
+    class RowCounter(CostModel):  # scores a program by its number of store rows
+        def update(self, *a, **k):
+            pass
+
+        def predict(self, feats):
+            return np.array([float(len(f)) for f in feats])
+
+    task = auto_scheduler.SearchTask(func=tiny_mm, args=SHAPE, target="cpu")
+    pol = SketchPolicy(task, RowCounter(), seed=0, verbose=0)
+    rng = __import__("random").Random(0)
+    for k in range(6):
+        g = random_genome(pol.infos[0], rng)
+        if pol.cands.state(g) is not None:
+            pol.measured.add(pol.cands.state(g).record_key())
+            pol.measured_genomes.append((1.0 + k, g))
+    batch = pol.next_batch(16)
+    keys = [pol.cands.state(g).record_key() for g in batch]
+    assert len(batch) == 16 and len(set(keys)) == 16 and not set(keys) & pol.measured
+    assert len({g.sketch_id for g in batch}) > 1
