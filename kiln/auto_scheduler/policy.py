@@ -158,7 +158,8 @@ class SketchPolicy:
         scores = self.cands.score(fresh)
         sampled = [fresh[i] for i in np.argsort(-scores, kind="stable") if
                    np.isfinite(scores[i])][:n_sampled]
-        evolved = diversify([g for g in ranked if g not in set(sampled)],
+        taken = set(sampled)
+        evolved = diversify([g for g in ranked if g not in taken],
                             n - n_rand - len(sampled), p.signature_share)
         extra = self._explore_sketches() + self._random_genomes(n_rand + n // 4 + 2)
         return self._unique(extra[:n_rand] + sampled + evolved + extra[n_rand:])[:n]
