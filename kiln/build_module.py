@@ -1,7 +1,9 @@
 """build(): a schedule or a PrimFunc in, a callable compiled Module out.
 
 In: a `tir.PrimFunc`, or a schedule (TVM-style Schedule / State) plus its argument tensors.
-Out: a `runtime.Module` (render -> compile -> load), with `.source` holding the C text.
+Out: a `runtime.Module` (render -> compile -> load), with `.source` holding the C text; for a
+cuda target a `runtime.CudaModule` (CUDA source -> NVRTC cubin -> launch plan), which can be
+built on a machine without a GPU and says so clearly when it is called there.
 Why: the one-line path users know from TVM: `mod = kiln.build(s, [A, B, C], "llvm")`.
 """
 
@@ -11,8 +13,10 @@ import sys
 
 from .codegen import toolchain
 from .codegen.c import render
+from .errors import ScheduleError
 from .runtime.module import Module
 from .target import Target, as_target
+from .tir import gpu
 from .tir import stmt as S
 
 
@@ -32,9 +36,22 @@ def build(sch_or_func, args=None, target: Target | str | None = "cpu",
         sch_or_func = _history_best(sch_or_func, target)
     func = sch_or_func if isinstance(sch_or_func, S.PrimFunc) else \
         lower(sch_or_func, args, name=name)
+    if target.kind == "cuda":
+        return _build_cuda(func, target)
+    if gpu.is_gpu_func(func):
+        raise ScheduleError(f"{func.name} binds loops to GPU threads but the target is {target}; "
+                            "build it with target='cuda'")
     source = render(func, target)
     path = toolchain.compile(source, target)
     return Module(path, source=source)
+
+
+def _build_cuda(func: S.PrimFunc, target: Target):
+    from .codegen import cuda
+    from .runtime.cuda_module import CudaModule
+    source = cuda.render(func, target)
+    plan = cuda.launch_plan(func, target)
+    return CudaModule(toolchain.compile(source, target), plan, source)
 
 
 def _history_best(sch, target: Target):

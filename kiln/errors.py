@@ -43,3 +43,7 @@ class ArgumentError(KilnError, ValueError):
 
 class RuntimeFailure(KilnError, RuntimeError):
     """Generated code reported an error at run time (e.g. an allocation failed)."""
+
+
+class DeviceError(KilnError, RuntimeError):
+    """A GPU is missing or failed: no driver or device, out of device memory, a failed launch."""

@@ -1,8 +1,11 @@
 """Compilation targets: what machine the generated code is for.
 
-In: a target string such as "cpu", "llvm -mcpu=znver3 -num-cores=2" or "cpu -mattr=+avx2,+fma".
+In: a target string such as "cpu", "llvm -mcpu=znver3 -num-cores=2", "cpu -mattr=+avx2,+fma",
+"cuda" (the GPU of this machine) or "cuda -arch=sm_90" (a named GPU architecture).
 Out: a `Target` value with the ISA features, the SIMD width, the core count and the cache sizes
-that scheduling and code generation read, plus the C compiler flags for it (`cflags()`).
+that scheduling and code generation read, plus the C compiler flags for it (`cflags()`); for
+CUDA the architecture and the GPU limits (threads and shared memory per block, warp size, SMs),
+queried from the driver for "cuda" and taken from a table of known architectures otherwise.
 Why: one typed object instead of scattered environment probes; its canonical string
 (`str(target)`) is what tuning records store, so "llvm" and "cpu" name the same target.
 """
@@ -16,9 +19,15 @@ from dataclasses import dataclass, field
 
 from .errors import TargetError
 
-KINDS = ("cpu",)
-_ALIASES = {"cpu": "cpu", "llvm": "cpu", "c": "cpu"}
-_GPU_KINDS = ("cuda", "rocm", "opencl", "vulkan", "metal", "nvptx")
+KINDS = ("cpu", "cuda")
+_ALIASES = {"cpu": "cpu", "llvm": "cpu", "c": "cpu", "cuda": "cuda", "nvptx": "cuda"}
+_GPU_KINDS = ("rocm", "opencl", "vulkan", "metal")
+# Per-architecture limits used when no GPU is present to ask (CUDA programming guide tables).
+_SM_LIMITS = {  # arch: (SMs of the flagship part, max shared bytes per block opt-in, regs/SM)
+    "sm_70": (80, 96 * 1024, 65536), "sm_75": (72, 64 * 1024, 65536),
+    "sm_80": (108, 163 * 1024, 65536), "sm_86": (84, 99 * 1024, 65536),
+    "sm_89": (128, 99 * 1024, 65536), "sm_90": (132, 227 * 1024, 65536),
+}
 # LLVM-style options that say nothing kiln uses; accepted and dropped.
 _HARMLESS = ("-mtriple", "-keys", "-model", "-mabi", "-device", "-libs", "-link-params",
              "-opt-level", "-mfloat-abi", "-system-lib", "-runtime", "-host", "-tag",
@@ -121,18 +130,22 @@ class Target:
     mcpu: str | None = field(init=False)
     mattr: tuple = field(init=False)
     num_cores: int | None = field(init=False)
+    arch: str | None = field(init=False)  # CUDA only: "sm_90"
 
     def __post_init__(self):
         if isinstance(self.text, Target):
             object.__setattr__(self, "text", str(self.text))
-        kind, mcpu, mattr, cores = _parse(str(self.text))
+        kind, mcpu, mattr, cores, arch = _parse(str(self.text))
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "mcpu", mcpu)
         object.__setattr__(self, "mattr", mattr)
         object.__setattr__(self, "num_cores", cores)
+        object.__setattr__(self, "arch", arch)
 
     # ------------------------------------------------------------ identity
     def __str__(self) -> str:
+        if self.kind == "cuda":
+            return f"cuda -arch={self.arch}"
         parts = [self.kind]
         if self.mcpu:
             parts.append(f"-mcpu={self.mcpu}")
@@ -203,6 +216,42 @@ class Target:
     def l3_bytes(self) -> int:
         return host_cache_sizes()["l3"]
 
+    # ------------------------------------------------------------ GPU model
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind == "cuda"
+
+    def _gpu(self) -> dict:
+        if self.kind != "cuda":
+            raise TargetError(f"target {self} is not a GPU target")
+        return _gpu_properties(self.arch)
+
+    @property
+    def max_threads_per_block(self) -> int:
+        return self._gpu()["max_threads_per_block"]
+
+    @property
+    def max_shared_memory_per_block(self) -> int:
+        """Static __shared__ bytes one block may use (48 KiB without an opt-in)."""
+        return self._gpu()["max_shared_memory_per_block"]
+
+    @property
+    def warp_size(self) -> int:
+        return self._gpu()["warp_size"]
+
+    @property
+    def sm_count(self) -> int:
+        return self._gpu()["sm_count"]
+
+    @property
+    def max_registers_per_block(self) -> int:
+        return self._gpu()["max_registers_per_block"]
+
+    @property
+    def compute_capability(self) -> tuple:
+        digits = self.arch[3:]
+        return int(digits[:-1]), int(digits[-1])
+
     def cflags(self) -> list:
         """C compiler flags for a shared library of kernels for this target."""
         # -mtune=generic on the host: GCC 12's znver tuning folds every reuse of a loaded
@@ -246,10 +295,13 @@ def _parse(text: str):
         raise TargetError("empty target string; use 'cpu' (or 'llvm')")
     kind = words[0].lower()
     if kind in _GPU_KINDS:
-        raise TargetError(f"target {kind!r}: kiln has no GPU backend yet; use 'cpu' (or 'llvm')")
+        raise TargetError(f"target {kind!r}: kiln's GPU backend is CUDA only; use 'cuda' or "
+                          "'cpu'")
     if kind not in _ALIASES:
         raise TargetError(f"unknown target kind {kind!r}; known kinds: {', '.join(KINDS)} "
-                          "(aliases: llvm, c)")
+                          "(aliases: llvm, c, nvptx)")
+    if _ALIASES[kind] == "cuda":
+        return ("cuda", None, (), None, _parse_cuda(text, words[1:]))
     mcpu, mattr, cores = None, [], None
     for word in words[1:]:
         key, _, value = word.partition("=")
@@ -262,7 +314,55 @@ def _parse(text: str):
         elif key not in _HARMLESS:
             raise TargetError(f"unknown target option {word!r} in {text!r}; known options: "
                               "-mcpu=NAME, -mattr=+feat,-feat, -num-cores=N")
-    return _ALIASES[kind], mcpu, tuple(sorted(set(mattr))), cores
+    return _ALIASES[kind], mcpu, tuple(sorted(set(mattr))), cores, None
+
+
+def _parse_cuda(text: str, words: list) -> str:
+    arch = None
+    for word in words:
+        key, _, value = word.partition("=")
+        if key == "-arch":
+            arch = value
+        elif key not in _HARMLESS and key not in ("-max_num_threads", "-thread_warp_size"):
+            raise TargetError(f"unknown cuda target option {word!r} in {text!r}; known: "
+                              "-arch=sm_XX")
+    if arch is None:
+        arch = _host_gpu_arch()
+    if not arch.startswith("sm_") or not arch[3:].isdigit() or int(arch[3:]) < 50:
+        raise TargetError(f"bad CUDA architecture {arch!r} in {text!r}; write e.g. -arch=sm_90")
+    return arch
+
+
+def _gpu_runtime():
+    """kiln.runtime.cuda when the CUDA driver can be used here, else None."""
+    try:
+        from .runtime import cuda as rt
+    except ImportError:
+        return None
+    return rt if rt.available() else None
+
+
+def _host_gpu_arch() -> str:
+    rt = _gpu_runtime()
+    if rt is None:
+        raise TargetError("target 'cuda' means the GPU of this machine, and no CUDA GPU is "
+                          "present; name an architecture to build without one, e.g. "
+                          "'cuda -arch=sm_90'")
+    return rt.device_properties(0)["arch"]
+
+
+@functools.lru_cache(maxsize=8)
+def _gpu_properties(arch: str) -> dict:
+    """Limits of this machine's GPU when its arch matches, else of the named arch's table."""
+    rt = _gpu_runtime()
+    if rt is not None:
+        props = rt.device_properties(0)
+        if props["arch"] == arch:
+            return props
+    sms, _, regs = _SM_LIMITS.get(arch, (80, 48 * 1024, 65536))
+    return {"arch": arch, "sm_count": sms, "max_threads_per_block": 1024,
+            "max_shared_memory_per_block": 48 * 1024, "warp_size": 32,
+            "max_registers_per_block": regs}
 
 
 def _parse_mattr(value: str) -> list:
@@ -290,5 +390,10 @@ def as_target(target) -> Target:
     if isinstance(target, Target):
         return target
     if isinstance(target, str):
-        return Target(target)
+        return _from_string(target)
     raise TargetError(f"expected a Target or a target string, got {type(target).__name__}")
+
+
+@functools.lru_cache(maxsize=64)
+def _from_string(text: str) -> Target:
+    return Target(text)

@@ -1,13 +1,22 @@
 """A slow, obviously-correct interpreter of the loop IR, used by tests as an oracle for lowering
-independently of the C code generator."""
+independently of the C and CUDA code generators.
+
+GPU functions (loops bound to blockIdx / threadIdx) run with SIMT semantics: per kernel and
+block, every thread runs the kernel body as a generator that stops at each barrier; the block
+advances all threads to the next barrier one thread after another, so a missing barrier shows
+up as a read of a shared element nobody wrote yet (NaN) or one overwritten too early. Shared
+buffers are per block, local buffers per thread, both filled with NaN when allocated."""
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import ChainMap
 
 import numpy as np
 
 from kiln.te import expr as E
+from kiln.tir import gpu
 from kiln.tir import stmt as S
 
 _NP = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64,
@@ -22,7 +31,80 @@ _CALL = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
 def run(func: S.PrimFunc, *arrays, scalars=()):
     mem = {b.uid: a.reshape(-1) for b, a in zip(func.params, arrays)}
     env = {v: s for v, s in zip(func.scalar_params, scalars)}
-    _exec(func.body, mem, env)
+    if gpu.is_gpu_func(func):
+        _run_gpu(func, mem, env)
+    else:
+        _exec(func.body, mem, env)
+
+
+def _fresh(buf: S.Buffer) -> np.ndarray:
+    return np.full(max(buf.size, 1), np.nan if buf.dtype.startswith("float") else 0,
+                   dtype=_NP[buf.dtype])
+
+
+def _run_gpu(func, mem, env):
+    kernels, workspace = gpu.split_kernels(func, None)
+    for b in workspace:
+        mem[b.uid] = _fresh(b)
+    for k in kernels:
+        for bz, by, bx in itertools.product(*(range(n) for n in reversed(k.grid))):
+            shared = {}
+            gens = []
+            for tz, ty, tx in itertools.product(*(range(n) for n in reversed(k.block))):
+                idx = {"blockIdx.x": bx, "blockIdx.y": by, "blockIdx.z": bz,
+                       "threadIdx.x": tx, "threadIdx.y": ty, "threadIdx.z": tz}
+                local = {}
+                gens.append(_simt(k.body, ChainMap(local, shared, mem), dict(env), idx, shared))
+            _lockstep(gens, k.name)
+
+
+def _lockstep(gens, name):
+    alive = gens
+    while alive:
+        waiting = []
+        for g in alive:
+            try:
+                next(g)
+                waiting.append(g)
+            except StopIteration:
+                pass
+        assert not waiting or len(waiting) == len(alive), \
+            f"{name}: some threads wait at a barrier while others have finished"
+        alive = waiting
+
+
+def _simt(s, mem, env, idx, shared):
+    """Run statement s as one GPU thread; yields at every barrier."""
+    if isinstance(s, S.SeqStmt):
+        for x in s.stmts:
+            yield from _simt(x, mem, env, idx, shared)
+    elif isinstance(s, S.For) and s.kind == "thread":
+        env[s.var] = idx[s.thread_tag]
+        if env[s.var] < _ev(s.extent, mem, env):
+            yield from _simt(s.body, mem, env, idx, shared)
+    elif isinstance(s, S.For):
+        for i in range(_ev(s.extent, mem, env)):
+            env[s.var] = i
+            yield from _simt(s.body, mem, env, idx, shared)
+    elif isinstance(s, S.Allocate):
+        if s.buffer.scope == "shared":  # one copy per block: the first thread allocates it
+            if s.buffer.uid not in shared:
+                shared[s.buffer.uid] = _fresh(s.buffer)
+        else:
+            mem.maps[0][s.buffer.uid] = _fresh(s.buffer)
+        yield from _simt(s.body, mem, env, idx, shared)
+    elif isinstance(s, S.IfThenElse):
+        if _ev(s.cond, mem, env):
+            yield from _simt(s.then, mem, env, idx, shared)
+        elif s.else_ is not None:
+            yield from _simt(s.else_, mem, env, idx, shared)
+    elif isinstance(s, S.LetStmt):
+        env[s.var] = _ev(s.value, mem, env)
+        yield from _simt(s.body, mem, env, idx, shared)
+    elif isinstance(s, S.Barrier):
+        yield
+    else:
+        _exec(s, mem, env)
 
 
 def _exec(s, mem, env):

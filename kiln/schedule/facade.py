@@ -115,6 +115,24 @@ class ScheduleStage:
     def unroll(self, axis):
         self._apply(self._state.unroll, self._name(axis))
 
+    def bind(self, axis, thread_axis):
+        """Bind a loop to a GPU thread index made by te.thread_axis("threadIdx.x")."""
+        tag = getattr(thread_axis, "tag", thread_axis)
+        if not isinstance(tag, str):
+            raise ScheduleError(f"bind of {self.op.name}: expected te.thread_axis(...), got "
+                                f"{thread_axis!r}")
+        self._apply(self._state.bind, self._name(axis), tag)
+
+    def storage_align(self, axis, factor: int, offset: int):
+        """Pad this stage's buffer so the stride of `axis` is factor * k + offset."""
+        name = self._name(axis)
+        st = self._state.stage(self.op)
+        dims = [a.name for a in st.compute.axis] if st.compute is not None else []
+        if name not in dims:
+            raise ScheduleError(f"storage_align of {self.op.name}: {name} is not one of its "
+                                f"original axes {dims}")
+        self.sch.state = self._state.storage_align(self.op, dims.index(name), factor, offset)
+
     def pragma(self, axis, name: str, value=1):
         self._apply(self._state.pragma, self._name(axis), name, value)
 

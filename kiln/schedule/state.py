@@ -16,12 +16,15 @@ from ..te import expr as E
 from ..te.tensor import ComputeOp, PlaceholderOp
 
 
+SCOPES = ("global", "shared", "local")  # memory scopes of cache_read / cache_write stages
+
+
 @dataclass(frozen=True)
 class Iterator:
     name: str
     extent: int
     kind: str  # "spatial" | "reduce"
-    annotation: str = "none"  # none | parallel | vectorize | unroll
+    annotation: str = "none"  # none | parallel | vectorize | unroll | a GPU thread tag
     pragmas: tuple = ()  # ((name, value), ...)
 
 
@@ -61,6 +64,8 @@ class Stage:
     is_output: bool = False
     origin: str = ""  # "cache_write" / "cache_read" / "rfactor" for added stages
     layout: tuple = ()  # placeholders only: ((dim, factor), ...) packed layout (layout.py)
+    scope: str = ""  # memory scope named by cache_read / cache_write ("" = decided by lowering)
+    align: tuple = ()  # ((dim, factor, offset), ...) from storage_align: padded strides
 
     @property
     def name(self) -> str:
@@ -246,6 +251,15 @@ class State:
         from .steps import LayoutRewriteStep
         pairs = tuple((int(d), int(f)) for d, f in layout)
         return self.apply(LayoutRewriteStep(self.stage_index(stage), pairs))
+
+    def bind(self, stage, it, tag: str) -> State:
+        """Bind a loop to a GPU thread index ("blockIdx.x", "threadIdx.y", "vthread", ...)."""
+        return self.annotate(stage, it, tag)
+
+    def storage_align(self, stage, dim: int, factor: int, offset: int) -> State:
+        from .steps import StorageAlignStep
+        si = self.stage_index(stage)
+        return self.apply(StorageAlignStep(si, int(dim), int(factor), int(offset)))
 
     def rfactor(self, stage, it, factor_axis: int = 0) -> State:
         from .steps import RfactorStep

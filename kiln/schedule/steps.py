@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import ScheduleError
+from ..te.tensor import THREAD_TAGS
 from . import transform as T
 
-ANNOTATIONS = ("none", "parallel", "vectorize", "unroll")
+ANNOTATIONS = ("none", "parallel", "vectorize", "unroll") + THREAD_TAGS
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,39 @@ class LayoutRewriteStep:
         return cls(int(r[1]), tuple((int(d), int(f)) for d, f in r[2]))
 
 
-STEP_TYPES = {c.code: c for c in (LayoutRewriteStep, SplitStep, FollowSplitStep, FuseStep,
+@dataclass(frozen=True)
+class StorageAlignStep:
+    """Pad the buffer of a stage so that dimension `dim`'s stride is factor * k + offset
+    (TVM's storage_align): rows of a shared-memory tile then start in different banks."""
+
+    stage_id: int
+    dim: int
+    factor: int
+    offset: int
+
+    code = "SA"
+
+    def apply_to(self, state):
+        st = state.stages[self.stage_id]
+        if st.is_placeholder or not 0 <= self.dim < len(st.compute.axis) - 1:
+            raise ScheduleError(f"storage_align of {st.name}: axis {self.dim} must be a spatial "
+                                "axis of a computed stage other than its last")
+        if self.factor < 1 or not 0 <= self.offset < self.factor:
+            raise ScheduleError(f"storage_align of {st.name}: want factor >= 1 and "
+                                f"0 <= offset < factor, got {self.factor}, {self.offset}")
+        align = tuple(a for a in st.align if a[0] != self.dim) + \
+            ((self.dim, self.factor, self.offset),)
+        return state.with_stage(self.stage_id, replace(st, align=align))
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.dim, self.factor, self.offset]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+
+
+STEP_TYPES = {c.code: c for c in (StorageAlignStep, LayoutRewriteStep, SplitStep, FollowSplitStep, FuseStep,
                                   ReorderStep, ComputeAtStep, ComputeInlineStep, ComputeRootStep,
                                   AnnotationStep, PragmaStep, CacheWriteStep, CacheReadStep,
                                   RfactorStep)}

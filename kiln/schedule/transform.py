@@ -11,8 +11,8 @@ from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..te import expr as E
-from ..te.tensor import ComputeOp
-from .state import ComputeDef, Fuse, Iterator, Split, Stage, root_iters
+from ..te.tensor import THREAD_TAGS, ComputeOp
+from .state import SCOPES, ComputeDef, Fuse, Iterator, Split, Stage, root_iters
 
 
 def _stage(state, si: int) -> Stage:
@@ -153,9 +153,10 @@ def compute_inline(state, si: int):
 def annotate(state, si: int, ii: int, ann: str):
     st = _stage(state, si)
     it = _iter(st, ii)
-    if ann not in ("none", "parallel", "vectorize", "unroll"):
-        raise ScheduleError(f"unknown annotation {ann!r} (parallel, vectorize, unroll)")
-    if ann in ("parallel", "vectorize") and it.kind == "reduce":
+    if ann not in ("none", "parallel", "vectorize", "unroll") + THREAD_TAGS:
+        raise ScheduleError(f"unknown annotation {ann!r} (parallel, vectorize, unroll, or a "
+                            f"thread tag: {', '.join(THREAD_TAGS)})")
+    if ann in ("parallel", "vectorize") + THREAD_TAGS and it.kind == "reduce":
         raise ScheduleError(f"cannot {ann} the reduction loop {st.name}.{it.name}: its "
                             "iterations update the same element; rfactor it first")
     iters = list(st.iters)
@@ -216,7 +217,7 @@ def cache_write(state, si: int, scope: str):
     body = clone_body(st.compute.body, mapping)
     op = ComputeOp(f"{st.name}.{scope}", axis, [body], tag="cache_write")
     local = Stage(op, ComputeDef(axis, red, body), root_iters(ComputeDef(axis, red, body)),
-                  origin="cache_write")
+                  origin="cache_write", scope=_scope(scope))
     new_body = op.output(0)[tuple(st.compute.axis)]
     comp = ComputeDef(st.compute.axis, (), new_body)
     new_st = replace(st, compute=comp, iters=root_iters(comp), relations=())
@@ -232,7 +233,7 @@ def cache_read(state, si: int, scope: str, readers: tuple):
     tensor = src.op.output(0)
     op = ComputeOp(f"{src.name}.{scope}", axis, [tensor[axis]], tag="cache_read")
     comp = ComputeDef(axis, (), op.body[0])
-    cache = Stage(op, comp, root_iters(comp), origin="cache_read")
+    cache = Stage(op, comp, root_iters(comp), origin="cache_read", scope=_scope(scope))
     new = op.output(0)
     repl = {}
     for r in readers:
@@ -244,6 +245,12 @@ def cache_read(state, si: int, scope: str, readers: tuple):
                            if isinstance(n, E.TensorLoad) and n.tensor.op is src.op else None)
         repl[r] = replace(rs, compute=replace(rs.compute, body=body))
     return _insert(state, si + 1, cache, repl)
+
+
+def _scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise ScheduleError(f"unknown memory scope {scope!r}; known: {', '.join(SCOPES)}")
+    return scope
 
 
 def rfactor(state, si: int, ii: int, factor_axis: int):

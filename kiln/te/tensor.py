@@ -210,9 +210,30 @@ def _offset_axis(lo: int, hi: int, name: str):
                      f"got ({lo}, {hi}); shift the index instead")
 
 
-def thread_axis(*args, **kwargs):
+THREAD_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y",
+               "threadIdx.z", "vthread")
+
+
+class ThreadAxis:
+    """A GPU thread index to bind a loop to (TVM's te.thread_axis): `s[C].bind(i, tx)`."""
+
+    def __init__(self, tag: str, name: str = ""):
+        self.tag, self.name = tag, name or tag
+
+    def __repr__(self) -> str:
+        return f"thread_axis({self.tag!r})"
+
+
+def thread_axis(dom=None, tag: str = "", name: str = "", span=None) -> ThreadAxis:
+    """A thread index: te.thread_axis("threadIdx.x"), or TVM's (dom, tag) form."""
     from ..errors import ScheduleError
-    raise ScheduleError("thread_axis is for GPU targets, which kiln's CPU backend does not have")
+    if isinstance(dom, str) and not tag:
+        dom, tag = None, dom
+    if tag.startswith("vthread") or tag == "cthread":
+        tag = "vthread"
+    if tag not in THREAD_TAGS:
+        raise ScheduleError(f"thread_axis: unknown tag {tag!r}; known: {', '.join(THREAD_TAGS)}")
+    return ThreadAxis(tag, name)
 
 
 def make_reduce(combiner, expr, axis, where=None, init=None) -> E.Expr:

@@ -4,6 +4,12 @@ Replays the State's loop summary into loop nests: inlines, infers the region eac
 stage must produce (bound inference through splits, fuses and compute_at), allocates
 intermediate buffers (stack when small, heap otherwise), emits reduction init/update nests,
 guards splits that do not divide, and simplifies every index.
+
+GPU schedules (loops bound to blockIdx / threadIdx) lower to the same IR: bound loops become
+"thread" loops, temporaries get GPU scopes (shared: one copy per block, local: one per thread,
+global: a workspace in device memory), the region of a shared stage is inferred with the
+thread indices of its attach point relaxed (cooperative fetching: the block's threads together
+load what all of them read), and a barrier goes before and after each shared stage's fetch.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from ..errors import LoweringError
 from ..schedule.layout import pack_indices, packed_shape
 from ..schedule.state import Fuse, Split, Stage
 from ..te import expr as E
-from ..te.tensor import Tensor
+from ..te.tensor import THREAD_TAGS, Tensor
 from . import stmt as S
 from .bound import region_of
 from .passes import run_passes
@@ -66,6 +72,7 @@ class Lowerer:
         self.var_names: set = set()
         self._eff: dict = {}
         self.param_of: dict = {}
+        self.gpu = any(it.annotation in THREAD_TAGS for st in self.stages for it in st.iters)
 
     # ------------------------------------------------------------ entry
     def run(self) -> S.PrimFunc:
@@ -182,6 +189,10 @@ class Lowerer:
         fixed = [lf.var for lf in outer]
         accesses = []
         ranging = {}
+        if self._scope_of(si) == "shared":  # the whole block fetches it: relax thread indices
+            for lf in outer:
+                if lf.annotation.startswith("threadIdx"):
+                    ranging[lf.var] = (0, lf.extent - 1)
         for ci in self.state.effective_consumers(si):
             c = self.info.get(ci)
             if c is None:
@@ -212,9 +223,22 @@ class Lowerer:
             shape = list(packed_shape(shape, info.layout, pad=True))
         nbytes = math.prod(shape) * _dtype_bytes(st.op.output(0).dtype)
         scope = "stack" if nbytes <= STACK_LIMIT_BYTES else "heap"
+        if self.gpu:
+            scope = self._scope_of(si)
         name = _c_name(st.name, self.var_names)
-        info.buffer = S.Buffer(name, shape, st.op.output(0).dtype, scope)
+        strides = _aligned_strides(shape, st.align) if st.align and not st.layout else None
+        info.buffer = S.Buffer(name, shape, st.op.output(0).dtype, scope, strides)
         info.offsets = [lo for lo, _ in region]
+
+    def _scope_of(self, si: int) -> str:
+        """GPU memory scope of a temporary: as named by cache_read/cache_write; else per
+        thread (local) when computed inside a kernel, else a global workspace."""
+        st = self.stages[si]
+        if st.scope in ("shared", "local"):
+            return st.scope
+        if st.scope == "global" or st.attach[0] != "at":
+            return "global"
+        return "local"
 
     # ------------------------------------------------------------ emission
     def _emit_roots(self) -> S.Stmt:
@@ -254,6 +278,9 @@ class Lowerer:
             for j in attached.get(leaves[pos].name, []) if pos >= 0 else []:
                 parts.append((j, self._emit_stage(j, par[pos + 1])))
             rest = []
+            if any(self.gpu and self._scope_of(j) == "shared" for j, _ in parts):
+                # before: nobody still reads the last fetch; after: the fetch is complete
+                parts = [(None, S.Barrier())] + parts + [(None, S.Barrier())]
             if r0 is not None and pos + 1 == r0:
                 rest.append(self._init_nest(info, r0, par[pos + 1]))
             if pos + 1 < len(leaves):
@@ -262,7 +289,7 @@ class Lowerer:
                 rest.append(self._body(si, info))
             body = S.seq([s for _, s in parts] + rest)
             for j, _ in reversed(parts):
-                if j not in self.param_of:
+                if j is not None and j not in self.param_of:
                     body = S.Allocate(self.info[j].buffer, body)
             return body
         return inner(-1)
@@ -270,6 +297,11 @@ class Lowerer:
     def _loop(self, lf: Leaf, body: S.Stmt, in_parallel: bool) -> S.Stmt:
         if lf.extent == 1:
             return body  # the simplifier turns the variable (range 0..0) into 0
+        if lf.annotation == "vthread":  # virtual threads: interleaved copies of the body
+            return S.For(lf.var, E.IntImm(lf.extent), "unrolled", body, dict(lf.pragmas))
+        if lf.annotation in THREAD_TAGS:
+            return S.For(lf.var, E.IntImm(lf.extent), "thread", body, dict(lf.pragmas),
+                         lf.annotation)
         kind = _KIND[lf.annotation]
         if kind == "parallel" and in_parallel:
             kind = "serial"
@@ -341,6 +373,19 @@ class Lowerer:
                     if isinstance(n, E.Var) and n not in loop_vars and n not in found:
                         found.append(n)
         return found
+
+
+def _aligned_strides(shape: list, align: tuple) -> list:
+    """Row-major strides where dim d's stride is padded up to factor * k + offset."""
+    rule = {d: (f, o) for d, f, o in align}
+    strides, acc = [], 1
+    for d in reversed(range(len(shape))):
+        if d in rule:
+            f, o = rule[d]
+            acc = acc + (o - acc) % f
+        strides.append(acc)
+        acc *= shape[d]
+    return list(reversed(strides))
 
 
 def _split_extents(parent: int, rel: Split) -> dict:

@@ -39,7 +39,7 @@ def unroll_auto(s: S.Stmt, budget: int = 0) -> S.Stmt:
             n = _steps(S.For(s.var, s.extent, kind, body))
             if n is not None and n <= b:
                 kind = "unrolled"
-        return S.For(s.var, s.extent, kind, body, dict(s.pragmas))
+        return S.For(s.var, s.extent, kind, body, dict(s.pragmas), s.thread_tag)
     if isinstance(s, S.SeqStmt):
         return S.SeqStmt([unroll_auto(x, budget) for x in s.stmts])
     if isinstance(s, S.Allocate):

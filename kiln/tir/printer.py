@@ -10,6 +10,8 @@ def stmt_str(s, indent: int = 0) -> str:
     pad = "  " * indent
     if isinstance(s, S.For):
         prag = "".join(f" {k}={v}" for k, v in s.pragmas.items())
+        if s.thread_tag:
+            prag = f" bound to {s.thread_tag}" + prag
         head = f"{pad}for {s.var.name} in range({expr_str(s.extent)}):  # {s.kind}{prag}"
         return head + "\n" + stmt_str(s.body, indent + 1)
     if isinstance(s, S.Store):
@@ -27,6 +29,8 @@ def stmt_str(s, indent: int = 0) -> str:
         return "\n".join(stmt_str(x, indent) for x in s.stmts)
     if isinstance(s, S.LetStmt):
         return f"{pad}{s.var.name} = {expr_str(s.value)}\n" + stmt_str(s.body, indent)
+    if isinstance(s, S.Barrier):
+        return f"{pad}barrier()  # __syncthreads"
     return f"{pad}<{type(s).__name__}>"
 
 

@@ -13,19 +13,26 @@ from ..te import expr as E
 
 _uids = itertools.count()
 
-FOR_KINDS = ("serial", "parallel", "vectorized", "unrolled")
-SCOPES = ("global", "stack", "heap")
+FOR_KINDS = ("serial", "parallel", "vectorized", "unrolled", "thread")
+# global: parameters and GPU workspace; stack / heap: CPU temporaries; shared / local: GPU
+# per-block and per-thread memory.
+SCOPES = ("global", "stack", "heap", "shared", "local")
 
 
 class Buffer:
     """A named, typed, row-major block of memory: a function parameter or a temporary."""
 
-    def __init__(self, name: str, shape, dtype: str, scope: str = "global"):
+    def __init__(self, name: str, shape, dtype: str, scope: str = "global", strides=None):
         self.name, self.shape, self.dtype, self.scope = name, tuple(shape), dtype, scope
         self.uid = next(_uids)
+        self._strides = tuple(int(x) for x in strides) if strides is not None else None
 
     @property
     def size(self) -> int:
+        """Elements to allocate (padded rows included)."""
+        if self._strides is not None:
+            return 1 + sum((int(d) - 1) * st for d, st in zip(self.shape, self._strides)) \
+                if all(int(d) > 0 for d in self.shape) else 0
         n = 1
         for d in self.shape:
             n *= int(d)
@@ -33,6 +40,8 @@ class Buffer:
 
     @property
     def strides(self) -> tuple:
+        if self._strides is not None:
+            return self._strides
         out, acc = [], 1
         for d in reversed(self.shape):
             out.append(acc)
@@ -69,13 +78,17 @@ class Stmt:
 
 @dataclass(eq=False, repr=False)
 class For(Stmt):
-    """for var in [0, extent): body. kind: serial | parallel | vectorized | unrolled."""
+    """for var in [0, extent): body. kind: serial | parallel | vectorized | unrolled | thread.
+
+    A "thread" loop is bound to the GPU index `thread_tag` ("blockIdx.x", "threadIdx.y"...):
+    every thread runs the body once with var = its index (SIMT semantics, not a loop)."""
 
     var: E.Var
     extent: E.Expr
     kind: str
     body: Stmt
     pragmas: dict = field(default_factory=dict)
+    thread_tag: str = ""
 
 
 @dataclass(eq=False, repr=False)
@@ -98,6 +111,12 @@ class IfThenElse(Stmt):
     cond: E.Expr
     then: Stmt
     else_: Stmt | None = None
+
+
+@dataclass(eq=False, repr=False)
+class Barrier(Stmt):
+    """All threads of a GPU block wait here (__syncthreads): shared memory written before it
+    is visible to every thread after it."""
 
 
 @dataclass(eq=False, repr=False)
@@ -165,7 +184,8 @@ def walk_stmts(s: Stmt):
 def map_exprs(s: Stmt, fn) -> Stmt:
     """A copy of `s` with fn applied to every top-level expression of every statement."""
     if isinstance(s, For):
-        return For(s.var, fn(s.extent), s.kind, map_exprs(s.body, fn), dict(s.pragmas))
+        return For(s.var, fn(s.extent), s.kind, map_exprs(s.body, fn), dict(s.pragmas),
+                   s.thread_tag)
     if isinstance(s, Store):
         return Store(s.buffer, fn(s.index), fn(s.value))
     if isinstance(s, Allocate):

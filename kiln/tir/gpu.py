@@ -1,0 +1,161 @@
+"""GPU kernels of a lowered PrimFunc: where each kernel starts, its launch shape, its limits.
+
+In: a PrimFunc lowered from a schedule whose loops are bound to blockIdx / threadIdx, and the
+CUDA `Target` whose limits apply.
+Out: `split_kernels(func, target)` -> a list of `Kernel`s (body, grid and block extents, the
+buffers it touches, static shared bytes) plus the global temporaries the kernels share
+(`workspace`), in launch order.
+Why: one place decides what a kernel is and checks the schedule against the hardware (threads
+per block, shared memory, consistent thread extents), so the CUDA printer, the runtime's launch
+plan and the loop-IR interpreter agree, and a bad schedule fails at build time with a
+`ScheduleError` that names the limit instead of as a launch failure on the device.
+Each statement at the root of the function (below the workspace allocations) is one kernel;
+every loop bound to the same thread index inside one kernel must have the same extent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ScheduleError
+from ..te import expr as E
+from . import stmt as S
+
+_AXES = ("x", "y", "z")
+_GRID_LIMITS = (2 ** 31 - 1, 65535, 65535)
+_BLOCK_LIMITS = (1024, 1024, 64)
+_BYTES = {"float64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1,
+          "bool": 1}
+
+
+@dataclass
+class Kernel:
+    """One __global__ function: its body (the root statement) and how to launch it."""
+
+    name: str
+    body: S.Stmt
+    grid: tuple
+    block: tuple
+    buffers: list = field(default_factory=list)  # params and workspace it touches, in order
+    shared_bytes: int = 0
+
+    @property
+    def threads(self) -> int:
+        return self.block[0] * self.block[1] * self.block[2]
+
+
+def is_gpu_func(func: S.PrimFunc) -> bool:
+    """Whether any loop of the function is bound to a GPU thread index."""
+    return any(isinstance(s, S.For) and s.kind == "thread" for s in S.walk_stmts(func.body))
+
+
+def nbytes(buf: S.Buffer) -> int:
+    return max(buf.size, 1) * _BYTES.get(buf.dtype, 4)
+
+
+def split_kernels(func: S.PrimFunc, target=None) -> tuple:
+    """(kernels, workspace buffers) of a GPU PrimFunc, checked against the target's limits."""
+    body, workspace = func.body, []
+    while isinstance(body, S.Allocate):
+        workspace.append(body.buffer)
+        body = body.body
+    roots = body.stmts if isinstance(body, S.SeqStmt) else [body]
+    order = list(func.params) + workspace
+    kernels = []
+    for k, root in enumerate(roots):
+        kern = _kernel(f"{func.name}_kernel{k}", root, order)
+        _check_limits(kern, target)
+        kernels.append(kern)
+    return kernels, workspace
+
+
+def _kernel(name: str, root: S.Stmt, order: list) -> Kernel:
+    extents: dict = {}
+    _collect_threads(root, extents, outside=[], where=_what(root))
+    if not extents:
+        raise ScheduleError(f"{_what(root)} runs on the GPU without thread bindings: bind its "
+                            "outer loops to blockIdx.x / threadIdx.x (s[T].bind(axis, "
+                            "te.thread_axis('threadIdx.x')))")
+    grid = tuple(extents.get(f"blockIdx.{a}", 1) for a in _AXES)
+    block = tuple(extents.get(f"threadIdx.{a}", 1) for a in _AXES)
+    used = _buffers_used(root)
+    shared = sum(nbytes(s.buffer) for s in S.walk_stmts(root)
+                 if isinstance(s, S.Allocate) and s.buffer.scope == "shared")
+    for s in S.walk_stmts(root):
+        if isinstance(s, S.Allocate) and s.buffer.scope in ("global", "stack", "heap"):
+            raise ScheduleError(f"{s.buffer.name} is allocated inside GPU kernel {name} in "
+                                f"scope {s.buffer.scope}; compute it at the root or give it "
+                                "a shared / local scope")
+    return Kernel(name, root, grid, block, [b for b in order if b.uid in used], shared)
+
+
+def _collect_threads(s: S.Stmt, extents: dict, outside: list, where: str) -> None:
+    if isinstance(s, S.For) and s.kind == "thread":
+        ext = s.extent.value if isinstance(s.extent, E.IntImm) else None
+        if ext is None:
+            raise ScheduleError(f"{where}: loop bound to {s.thread_tag} has a symbolic extent")
+        if s.thread_tag.startswith("blockIdx") and outside:
+            raise ScheduleError(f"{where}: loop {s.var.name} bound to {s.thread_tag} is inside "
+                                f"the ordinary loop {outside[-1]}; block indices must be the "
+                                "outermost loops of a kernel")
+        old = extents.setdefault(s.thread_tag, ext)
+        if old != ext:
+            raise ScheduleError(f"{where}: loops bound to {s.thread_tag} have extents {old} and "
+                                f"{ext}; every loop bound to one thread index in a kernel must "
+                                "have the same extent")
+        _collect_threads(s.body, extents, outside, where)
+        return
+    if isinstance(s, S.For):
+        if s.kind == "parallel":
+            raise ScheduleError(f"{where}: loop {s.var.name} is parallel inside a GPU kernel; "
+                                "bind it to blockIdx / threadIdx instead")
+        outside = outside + [s.var.name]
+    for c in S.stmt_children(s):
+        _collect_threads(c, extents, outside, where)
+
+
+def _check_limits(kern: Kernel, target) -> None:
+    for axis, n, lim in zip(_AXES, kern.grid, _GRID_LIMITS):
+        if n > lim:
+            raise ScheduleError(f"{kern.name}: blockIdx.{axis} extent {n} exceeds the limit {lim}")
+    for axis, n, lim in zip(_AXES, kern.block, _BLOCK_LIMITS):
+        if n > lim:
+            raise ScheduleError(f"{kern.name}: threadIdx.{axis} extent {n} exceeds the limit "
+                                f"{lim}")
+    max_threads = target.max_threads_per_block if target is not None else 1024
+    if kern.threads > max_threads:
+        raise ScheduleError(f"{kern.name}: {kern.threads} threads per block "
+                            f"({'x'.join(map(str, kern.block))}) exceed the target's "
+                            f"max_threads_per_block = {max_threads}")
+    max_shared = target.max_shared_memory_per_block if target is not None else 48 * 1024
+    if kern.shared_bytes > max_shared:
+        raise ScheduleError(f"{kern.name}: {kern.shared_bytes} bytes of shared memory per block "
+                            f"exceed the target's max_shared_memory_per_block = {max_shared}")
+
+
+def _buffers_used(root: S.Stmt) -> set:
+    out = set()
+    for s in S.walk_stmts(root):
+        exprs = []
+        if isinstance(s, S.Store):
+            out.add(s.buffer.uid)
+            exprs = [s.index, s.value]
+        elif isinstance(s, S.IfThenElse):
+            exprs = [s.cond]
+        elif isinstance(s, S.LetStmt):
+            exprs = [s.value]
+        elif isinstance(s, S.For):
+            exprs = [s.extent]
+        for e in exprs:
+            out.update(n.buffer.uid for n in E.walk(e) if isinstance(n, S.BufferLoad))
+    return out
+
+
+def _what(root: S.Stmt) -> str:
+    """A name for the kernel in messages: the buffers its nest writes."""
+    names = []
+    for s in S.walk_stmts(root):
+        if isinstance(s, S.Store) and s.buffer.scope not in ("shared", "local") \
+                and s.buffer.name not in names:
+            names.append(s.buffer.name)
+    return "the stage computing " + ", ".join(names) if names else "a root statement"
