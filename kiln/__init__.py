@@ -24,6 +24,9 @@ def __getattr__(name: str):
     if name in ("cpu", "device"):
         from .runtime.ndarray import cpu
         return cpu
+    if name in ("cuda", "gpu"):
+        from .runtime.ndarray import cuda
+        return cuda
     raise AttributeError(f"module 'kiln' has no attribute {name!r}")
 
 

@@ -22,8 +22,8 @@ def test_canonical_string_orders_options():
 
 
 def test_unknown_kinds_and_options():
-    with pytest.raises(TargetError, match="no GPU backend yet"):
-        Target("cuda")
+    with pytest.raises(TargetError, match="CUDA only"):
+        Target("rocm")
     with pytest.raises(TargetError, match="known kinds: cpu"):
         Target("foo")
     with pytest.raises(TargetError, match="unknown target option '-bogus=1'"):
@@ -76,3 +76,24 @@ def test_current_scope():
     assert as_target("llvm") == Target("cpu")
     with pytest.raises(TargetError):
         as_target(3)
+
+
+def test_cuda_targets():
+    t = Target("cuda -arch=sm_90")
+    assert str(t) == "cuda -arch=sm_90" and t.kind == "cuda" and t.is_gpu
+    assert Target("nvptx -arch=sm_80") == Target("cuda -arch=sm_80")
+    assert t.compute_capability == (9, 0) and t.warp_size == 32
+    assert t.max_threads_per_block == 1024 and t.max_shared_memory_per_block >= 48 * 1024
+    with pytest.raises(TargetError, match="bad CUDA architecture"):
+        Target("cuda -arch=compute_90")
+    with pytest.raises(TargetError, match="unknown cuda target option"):
+        Target("cuda -mcpu=znver4")
+
+
+def test_cuda_without_a_gpu_names_an_arch():
+    from kiln.runtime import cuda
+    if cuda.available():
+        assert Target("cuda").arch.startswith("sm_")
+    else:
+        with pytest.raises(TargetError, match="no CUDA GPU is present.*-arch=sm_90"):
+            Target("cuda")

@@ -28,6 +28,14 @@ _CALL = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
          "exp2": lambda x: 2.0 ** x}
 
 
+def np_dtype(dtype: str):
+    return _NP[dtype]
+
+
+def itemsize(dtype: str) -> int:
+    return np.dtype(_NP[dtype]).itemsize
+
+
 def run(func: S.PrimFunc, *arrays, scalars=()):
     mem = {b.uid: a.reshape(-1) for b, a in zip(func.params, arrays)}
     env = {v: s for v, s in zip(func.scalar_params, scalars)}
@@ -47,15 +55,21 @@ def _run_gpu(func, mem, env):
     for b in workspace:
         mem[b.uid] = _fresh(b)
     for k in kernels:
-        for bz, by, bx in itertools.product(*(range(n) for n in reversed(k.grid))):
-            shared = {}
-            gens = []
-            for tz, ty, tx in itertools.product(*(range(n) for n in reversed(k.block))):
-                idx = {"blockIdx.x": bx, "blockIdx.y": by, "blockIdx.z": bz,
-                       "threadIdx.x": tx, "threadIdx.y": ty, "threadIdx.z": tz}
-                local = {}
-                gens.append(_simt(k.body, ChainMap(local, shared, mem), dict(env), idx, shared))
-            _lockstep(gens, k.name)
+        run_kernel(k, mem, env)
+
+
+def run_kernel(k, mem, env=None):
+    """Run one gpu.Kernel over `mem` ({buffer uid: flat array}) with SIMT semantics."""
+    env = env or {}
+    for bz, by, bx in itertools.product(*(range(n) for n in reversed(k.grid))):
+        shared = {}
+        gens = []
+        for tz, ty, tx in itertools.product(*(range(n) for n in reversed(k.block))):
+            idx = {"blockIdx.x": bx, "blockIdx.y": by, "blockIdx.z": bz,
+                   "threadIdx.x": tx, "threadIdx.y": ty, "threadIdx.z": tz}
+            local = {}
+            gens.append(_simt(k.body, ChainMap(local, shared, mem), dict(env), idx, shared))
+        _lockstep(gens, k.name)
 
 
 def _lockstep(gens, name):

@@ -60,8 +60,12 @@ def cache_key(source: str, flags: list, cc: str) -> str:
 
 
 def compile(source: str, target: Target | str | None = None) -> str:  # noqa: A001
-    """Path of a shared library built from `source` (cached by content)."""
-    target = as_target(target)
+    """Path of a shared library (CPU) or a cubin (CUDA) built from `source` (cached)."""
+    if getattr(target, "kind", None) != "cuda":
+        target = as_target(target)
+    if getattr(target, "kind", "cpu") == "cuda":
+        from . import nvrtc
+        return nvrtc.compile_cuda(source, target.arch)
     cc = compiler()
     flags = target.cflags()
     key = cache_key(source, flags, cc)

@@ -8,6 +8,7 @@ unique workload key, the best tuning record (under auto_scheduler.ApplyHistoryBe
 rule-based default schedule -> lower -> render -> one C file -> compile once. Constants are
 packed (layout rewrite) with NumPy here, at build time; inference runs only generated code.
 Why: a model is one Python -> C call per inference, with kernels shared by identical layers.
+A cuda target goes to build_cuda.py (same passes, fusion, memory plan; a launch list).
 """
 
 from __future__ import annotations
@@ -213,6 +214,9 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     `graph.output_names` when a frontend sets it, else by their nodes' names.
     """
     target = as_target(target)
+    if target.kind == "cuda":
+        from .build_cuda import build_cuda
+        return build_cuda(graph, params, target, run_passes)
     output_names = getattr(graph, "output_names", None)
     graph, groups = prepare_graph(graph, params, run_passes)
     workloads = [group_workload(g, graph.params) for g in groups]

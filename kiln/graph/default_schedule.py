@@ -22,7 +22,7 @@ from ..errors import KilnError
 from ..schedule.steps import CacheReadStep, RfactorStep
 from ..target import as_target
 
-__all__ = ["default_schedule", "simple_schedule"]
+__all__ = ["default_schedule", "gpu_schedules", "simple_schedule"]
 
 def _vector_factor(extent: int, lanes: int) -> int:
     return first_divisor(extent, [MAX_VECTOR, 4 * lanes, 2 * lanes, lanes], MAX_VECTOR)
@@ -94,9 +94,32 @@ def _ordered_sketches(dag, layout_free: tuple) -> list:
     return packed + rest + [s for s in sketches if s not in plain]
 
 
+def gpu_schedules(dag, target) -> list:
+    """GPU States to try for `dag`, best first: topi.cuda.schedule_auto (tiled matmul, one
+    block per row for softmax / layer norm, flat injective), then schedule_simple."""
+    from ..schedule.facade import Schedule
+    from ..topi import cuda as tc
+    out = dag.outputs[0].output(0)
+    found = []
+    for fn in (lambda s: tc.schedule_auto(s, out, target.sm_count),
+               lambda s: tc.schedule_simple(s, out)):
+        s = Schedule.from_state(dag, dag.init_state())
+        try:
+            fn(s)
+        except KilnError:
+            continue
+        found.append(s.state)
+    return found
+
+
 def default_schedule(dag, layout_free: tuple = (), target=None):
     """A complete, deterministic State for `dag` (see the module docstring)."""
     target = as_target(target)
+    if target.kind == "cuda":
+        states = gpu_schedules(dag, target)
+        if not states:
+            raise KilnError(f"no GPU schedule applies to {dag.outputs[0].name}")
+        return states[0]
     lanes = target.vector_lanes("float32")
     for sketch in _ordered_sketches(dag, tuple(layout_free)):
         sid = 0

@@ -188,4 +188,7 @@ def load(path: str) -> GraphModule:
         meta = json.load(f)
     with np.load(path + ".params.npz") as z:
         params = [z[f"p{i}"] for i in range(len(meta["params"]))]
+    if str(meta.get("target", "")).startswith("cuda"):
+        from .executable_cuda import load_cuda
+        return load_cuda(path, meta, params)
     return GraphModule(path, meta, params)

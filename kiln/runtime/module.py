@@ -242,9 +242,15 @@ class Module:
 
 
 def load_module(path: str) -> Module:
-    """Load a library built by kiln (e.g. one written by `Module.export_library`)."""
+    """Load a library built by kiln (e.g. one written by `Module.export_library`); a CUDA
+    module file (JSON starting with {"kiln_cuda_module") loads as a CudaModule."""
     if not os.path.exists(path):
         raise BuildError(f"no library at {path}")
+    with open(path, "rb") as f:
+        head = f.read(32)
+    if head.startswith(b'{"kiln_cuda_module"'):
+        from .cuda_module import load_cuda_module
+        return load_cuda_module(path)
     return Module(path)
 
 

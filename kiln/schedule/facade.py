@@ -123,6 +123,10 @@ class ScheduleStage:
                                 f"{thread_axis!r}")
         self._apply(self._state.bind, self._name(axis), tag)
 
+    def set_scope(self, scope: str):
+        """Memory scope of this temporary on a GPU: "shared", "local" or "global"."""
+        self._apply(self._state.set_scope, scope)
+
     def storage_align(self, axis, factor: int, offset: int):
         """Pad this stage's buffer so the stride of `axis` is factor * k + offset."""
         name = self._name(axis)

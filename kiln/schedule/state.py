@@ -15,7 +15,6 @@ from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.tensor import ComputeOp, PlaceholderOp
 
-
 SCOPES = ("global", "shared", "local")  # memory scopes of cache_read / cache_write stages
 
 
@@ -255,6 +254,10 @@ class State:
     def bind(self, stage, it, tag: str) -> State:
         """Bind a loop to a GPU thread index ("blockIdx.x", "threadIdx.y", "vthread", ...)."""
         return self.annotate(stage, it, tag)
+
+    def set_scope(self, stage, scope: str) -> State:
+        from .steps import SetScopeStep
+        return self.apply(SetScopeStep(self.stage_index(stage), str(scope)))
 
     def storage_align(self, stage, dim: int, factor: int, offset: int) -> State:
         from .steps import StorageAlignStep

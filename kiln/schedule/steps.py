@@ -321,10 +321,38 @@ class StorageAlignStep:
         return cls(int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
 
-STEP_TYPES = {c.code: c for c in (StorageAlignStep, LayoutRewriteStep, SplitStep, FollowSplitStep, FuseStep,
-                                  ReorderStep, ComputeAtStep, ComputeInlineStep, ComputeRootStep,
-                                  AnnotationStep, PragmaStep, CacheWriteStep, CacheReadStep,
-                                  RfactorStep)}
+@dataclass(frozen=True)
+class SetScopeStep:
+    """Put a computed temporary in a memory scope ("shared", "local", "global"), as TVM's
+    set_scope: e.g. an rfactor stage shared by the threads of a block."""
+
+    stage_id: int
+    scope: str
+
+    code = "SS"
+
+    def apply_to(self, state):
+        from .state import SCOPES
+        st = state.stages[self.stage_id]
+        if st.is_placeholder or st.is_output:
+            raise ScheduleError(f"set_scope of {st.name}: only a computed temporary has a scope")
+        if self.scope not in SCOPES:
+            raise ScheduleError(f"set_scope of {st.name}: unknown scope {self.scope!r}; known: "
+                                f"{', '.join(SCOPES)}")
+        return state.with_stage(self.stage_id, replace(st, scope=self.scope))
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.scope]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), str(r[2]))
+
+
+STEP_TYPES = {c.code: c for c in (SetScopeStep, StorageAlignStep, LayoutRewriteStep, SplitStep,
+                                  FollowSplitStep, FuseStep, ReorderStep, ComputeAtStep,
+                                  ComputeInlineStep, ComputeRootStep, AnnotationStep, PragmaStep,
+                                  CacheWriteStep, CacheReadStep, RfactorStep)}
 
 
 def step_from_record(r):

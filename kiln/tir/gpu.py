@@ -57,6 +57,10 @@ def split_kernels(func: S.PrimFunc, target=None) -> tuple:
     """(kernels, workspace buffers) of a GPU PrimFunc, checked against the target's limits."""
     body, workspace = func.body, []
     while isinstance(body, S.Allocate):
+        if body.buffer.scope in ("shared", "local"):
+            raise ScheduleError(f"{body.buffer.name} has scope {body.buffer.scope} but is "
+                                "computed at the root, outside every kernel: compute_at it "
+                                "inside the kernel that reads it")
         workspace.append(body.buffer)
         body = body.body
     roots = body.stmts if isinstance(body, S.SeqStmt) else [body]

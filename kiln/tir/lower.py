@@ -156,9 +156,13 @@ class Lowerer:
         st = info.stage
         ext = {a.name: e for a, e in zip(st.compute.axis, spatial_ext)}
         ext.update({a.name: int(a.extent.value) for a in st.compute.reduce_axis})
+        bound = _bound_ancestors(st)
         for rel in st.relations:
             if isinstance(rel, Split):
                 ext.update(_split_extents(ext[rel.parent], rel))
+                for name, length in zip(rel.outs[1:], rel.lengths):
+                    if name in bound:  # thread indices keep the launch's extent, guarded
+                        ext[name] = length
             else:
                 ext[rel.fused] = math.prod(ext[n] for n in rel.names)
         for it in st.iters:
@@ -278,9 +282,8 @@ class Lowerer:
             for j in attached.get(leaves[pos].name, []) if pos >= 0 else []:
                 parts.append((j, self._emit_stage(j, par[pos + 1])))
             rest = []
-            if any(self.gpu and self._scope_of(j) == "shared" for j, _ in parts):
-                # before: nobody still reads the last fetch; after: the fetch is complete
-                parts = [(None, S.Barrier())] + parts + [(None, S.Barrier())]
+            if self.gpu:
+                parts = self._with_barriers(parts)
             if r0 is not None and pos + 1 == r0:
                 rest.append(self._init_nest(info, r0, par[pos + 1]))
             if pos + 1 < len(leaves):
@@ -294,8 +297,23 @@ class Lowerer:
             return body
         return inner(-1)
 
+    def _with_barriers(self, parts: list) -> list:
+        """A barrier before and after each run of shared stages: before, so that no thread
+        still reads the previous fetch; after, so that the whole fetch is visible."""
+        out: list = []
+        in_run = False
+        for j, stmt in parts:
+            shared = self._scope_of(j) == "shared"
+            if shared != in_run:
+                out.append((None, S.Barrier()))
+            out.append((j, stmt))
+            in_run = shared
+        if in_run:
+            out.append((None, S.Barrier()))
+        return out
+
     def _loop(self, lf: Leaf, body: S.Stmt, in_parallel: bool) -> S.Stmt:
-        if lf.extent == 1:
+        if lf.extent == 1 and lf.annotation not in THREAD_TAGS:
             return body  # the simplifier turns the variable (range 0..0) into 0
         if lf.annotation == "vthread":  # virtual threads: interleaved copies of the body
             return S.For(lf.var, E.IntImm(lf.extent), "unrolled", body, dict(lf.pragmas))
@@ -373,6 +391,21 @@ class Lowerer:
                     if isinstance(n, E.Var) and n not in loop_vars and n not in found:
                         found.append(n)
         return found
+
+
+def _bound_ancestors(st: Stage) -> set:
+    """Names of the loops (leaf or split / fused away) that a GPU-thread-bound loop derives
+    from: their split parts keep the nominal length, so every block launches the same
+    threads even where a tile is clipped by the edge of the tensor."""
+    out = {it.name for it in st.iters if it.annotation in THREAD_TAGS
+           and it.annotation != "vthread"}
+    for rel in reversed(st.relations):
+        if isinstance(rel, Split) and out.intersection(rel.outs):
+            out.add(rel.parent)
+            out.update(rel.outs[1:])
+        elif isinstance(rel, Fuse) and rel.fused in out:
+            out.update(rel.names)
+    return out
 
 
 def _aligned_strides(shape: list, align: tuple) -> list:

@@ -169,10 +169,31 @@ class Simplifier:
                 return q
             r.const -= k * c
             return r
+        split = self.split_small(r, c)
+        if split is not None:  # (g*x + s) // c == x // (c/g) and the mod likewise, 0 <= s < g
+            g, big, small = split
+            part = BinOp(e.op, self.from_lin(big), IntImm(c // g, e.dtype), e.dtype)
+            if e.op == "floordiv":
+                return q.add(self.to_lin(part))
+            return self.to_lin(part).scale(g).add(small)
         if e.op == "floordiv":
             inner = self.nested_div(r, c, e.dtype)
             return q.add(inner)
         return _atom(BinOp("floormod", self.from_lin(r), IntImm(c, e.dtype), e.dtype))
+
+    def split_small(self, r: Lin, c: int):
+        """(g, big / g, small) with r = g * big + small, g | c and 0 <= small < g, or None."""
+        coefs = sorted({coef for _, coef in r.terms.values() if 1 < coef < c and c % coef == 0},
+                       reverse=True)
+        for g in coefs:
+            big, small = Lin(dtype=r.dtype), Lin(const=r.const, dtype=r.dtype)
+            for k, (a, coef) in r.terms.items():
+                (big if coef % g == 0 else small).terms[k] = [a, coef // g if coef % g == 0
+                                                              else coef]
+            rng = self.lin_range(small)
+            if big.terms and rng is not None and rng[0] >= 0 and rng[1] < g:
+                return g, big, small
+        return None
 
     def nested_div(self, r: Lin, c: int, dtype: str) -> Lin:
         # (x // a) // b == x // (a * b) for positive a, b

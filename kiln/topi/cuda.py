@@ -1,13 +1,14 @@
 """Hand-written GPU schedules (TVM's topi.cuda): a matmul tiled through shared memory and
-registers, with its elementwise epilogue fused.
+registers with its elementwise epilogue fused, row reductions (softmax, layer norm) with one
+block per row and a cross-thread reduction, injective ops, and `schedule_auto` choosing one.
 
-In: a TVM-style `Schedule`, the output tensor and the matmul tensor it is computed from
-(`out` may be the matmul itself), and the tile sizes.
+In: a TVM-style `Schedule`, the output tensor (and for the matmul the tile sizes).
 Out: the schedule, modified in place (it appends Steps like any hand schedule).
-Why: the GPU's reference schedule for dense-like kernels, written with the public schedule
-primitives only (split / reorder / bind / cache_read("shared") / cache_write("local") /
-compute_at / storage_align / unroll / vectorize), so it doubles as the worked example of GPU
-scheduling and as a baseline the auto-scheduler has to beat.
+Why: the GPU's reference schedules, written with the public schedule primitives only (split /
+fuse / reorder / bind / cache_read("shared") / cache_write("local") / compute_at /
+storage_align / rfactor / set_scope / unroll / vectorize), so they double as worked examples
+of GPU scheduling, as the default schedules of whole models on a GPU, and as the baseline the
+auto-scheduler has to beat.
 
 Layout of the work: a block computes a (ty*tm) x (tx*tn) tile of the output; each thread a
 tm x tn register tile of contiguous outputs; the reduction runs in steps of bk, and per step
@@ -23,18 +24,25 @@ from __future__ import annotations
 from ..errors import ScheduleError
 from ..te import thread_axis
 
+MAX_THREADS = 256  # threads per block of the injective and row-reduction schedules
+
 
 def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: int = 8,
                     bk: int = 16, pad: bool = True, vec: int = 1):
-    """Schedule `out` (= matmul `mm`, or an elementwise function of it) for a CUDA target."""
+    """Schedule `out` (= matmul `mm`, or an elementwise function of it) for a CUDA target.
+    Leading (batch) axes, as in batch_matmul, are fused and bound to blockIdx.z."""
     mm = _find_matmul(out) if mm is None else mm
     if len(mm.op.reduce_axis) != 1 or len(mm.op.input_tensors) != 2:
         raise ScheduleError(f"schedule_matmul: {mm.name} is not a two-input matmul")
     _inline_between(s, out, mm)
+    _inline_producers(s, mm)
     acc = s.cache_write(mm, "local") if out is mm else mm
     a, b = acc.op.input_tensors
     panels = [s.cache_read(a, "shared", [acc]), s.cache_read(b, "shared", [acc])]
-    i, j = s[out].op.axis
+    *batch, i, j = s[out].op.axis
+    if batch:
+        bz = s[out].fuse(*batch)
+        s[out].bind(bz, thread_axis("blockIdx.z"))
     by, i = s[out].split(i, factor=ty * tm)
     t_y, ii = s[out].split(i, factor=tm)
     bx, j = s[out].split(j, factor=tx * tn)
@@ -47,7 +55,7 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     s[out].unroll(ii)
     s[out].unroll(jj)
     s[acc].compute_at(s[out], t_x)
-    ai, aj = s[acc].op.axis
+    *_, ai, aj = s[acc].op.axis
     ko, ki = s[acc].split(s[acc].op.reduce_axis[0], factor=bk)
     s[acc].reorder(ko, ki, ai, aj)
     for ax in (ki, ai, aj):
@@ -68,6 +76,15 @@ def _find_matmul(out):
     raise ScheduleError(f"schedule_matmul: {out.name} is not computed from a matmul")
 
 
+def _inline_producers(s, t) -> None:
+    """Inline the injective stages that compute t's inputs (transposes, reshapes, padding),
+    so they are evaluated while the shared-memory panels are fetched."""
+    for p in t.op.input_tensors:
+        if p.op.input_tensors and not getattr(p.op, "reduce_axis", None):
+            _inline_producers(s, p)
+            s[p].compute_inline()
+
+
 def _inline_between(s, out, mm) -> None:
     """Inline every stage strictly between the matmul and the output (the epilogue)."""
     todo, seen = list(out.op.input_tensors), set()
@@ -83,7 +100,7 @@ def _inline_between(s, out, mm) -> None:
 def _cooperative_fetch(s, panel, acc, ko, tx: int, ty: int, align: int, vec: int) -> None:
     s[panel].compute_at(s[acc], ko)
     if align:  # row stride align + 1: odd, so the rows a warp reads sit in distinct banks
-        s[panel].storage_align(panel.op.axis[0], max(align, 2), 1)
+        s[panel].storage_align(panel.op.axis[-2], max(align, 2), 1)
     fused = s[panel].fuse(*panel.op.axis)
     if vec > 1:
         fused, v = s[panel].split(fused, factor=vec)
@@ -92,3 +109,163 @@ def _cooperative_fetch(s, panel, acc, ko, tx: int, ty: int, align: int, vec: int
     _, t_y = s[panel].split(fused, factor=ty)
     s[panel].bind(t_y, thread_axis("threadIdx.y"))
     s[panel].bind(t_x, thread_axis("threadIdx.x"))
+
+
+# ---------------------------------------------------------------- other kernels
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(int(n), 1).bit_length() - 1)
+
+
+def _reductions(out) -> list:
+    """Every stage with a reduce axis that out is computed from, producers first."""
+    found, todo, seen = [], [out], set()
+    while todo:
+        t = todo.pop()
+        if id(t.op) in seen or not t.op.input_tensors:
+            continue
+        seen.add(id(t.op))
+        if getattr(t.op, "reduce_axis", None):
+            found.append(t)
+        todo.extend(t.op.input_tensors)
+    return sorted(found, key=lambda t: _depth(t))
+
+
+def _depth(t) -> int:
+    return 1 + max((_depth(p) for p in t.op.input_tensors), default=0)
+
+
+def _inline_elementwise(s, out) -> None:
+    """Inline every computed stage out depends on that has no reduction (and is not out)."""
+    todo, seen = list(out.op.input_tensors), set()
+    while todo:
+        t = todo.pop()
+        if id(t.op) in seen or not t.op.input_tensors:
+            continue
+        seen.add(id(t.op))
+        if not getattr(t.op, "reduce_axis", None):
+            s[t].compute_inline()
+        todo.extend(t.op.input_tensors)
+
+
+def _bind_flat(s, t, threads: int = MAX_THREADS) -> None:
+    """Fuse all spatial loops of t, split by the thread count, bind block and thread."""
+    axes = list(t.op.axis)
+    fused = s[t].fuse(*axes) if len(axes) > 1 else axes[0]
+    size = 1
+    for a in axes:
+        size *= int(a.extent.value)
+    threads = min(threads, _pow2_floor(size))
+    bx, tx = s[t].split(fused, factor=threads)
+    s[t].bind(bx, thread_axis("blockIdx.x"))
+    s[t].bind(tx, thread_axis("threadIdx.x"))
+
+
+def schedule_injective(s, out):
+    """Elementwise / broadcast / data-movement kernels: one thread per output element."""
+    _inline_elementwise(s, out)
+    _bind_flat(s, out)
+    return s
+
+
+def schedule_simple(s, out):
+    """Always legal: producers inlined, each reduction its own kernel with one thread per
+    output element (the reduction runs serially in that thread), the output flat-bound."""
+    _inline_elementwise(s, out)
+    for r in _reductions(out):
+        if r.op is not out.op:
+            _bind_flat(s, r)
+    _bind_flat(s, out)
+    return s
+
+
+def _reduction_threads(extent: int) -> int:
+    """Threads that share a row: a warp at least (when the row has that many elements),
+    up to MAX_THREADS, about 4 elements per thread."""
+    return max(min(32, _pow2_floor(extent)), min(MAX_THREADS, _pow2_floor(extent // 4)))
+
+
+def schedule_rows(s, out):
+    """Softmax / layer-norm-like kernels: every reduction reduces the innermost axes of
+    `out`'s rows. One block per row; each reduction is rfactored across the block's threads
+    into shared memory, then every thread sums the partial results itself (a row's values are
+    read once from global memory, coalesced)."""
+    reds = [r for r in _reductions(out) if r.op is not out.op]
+    if not reds or out.op in [r.op for r in reds] or getattr(out.op, "reduce_axis", None):
+        raise ScheduleError(f"schedule_rows: {out.name} is not an elementwise function of row "
+                            "reductions")
+    *rows, last = out.op.axis
+    nthreads = _reduction_threads(int(last.extent.value))
+    for r in reds:
+        if len(r.op.reduce_axis) != 1 or len(r.op.axis) != len(rows) or \
+                [int(a.extent.value) for a in r.op.axis] != \
+                [int(a.extent.value) for a in rows] or \
+                _reduction_threads(int(r.op.reduce_axis[0].extent.value)) != nthreads:
+            raise ScheduleError(f"schedule_rows: {r.name} does not reduce the rows of {out.name}")
+    _inline_elementwise(s, out)
+    row = s[out].fuse(*rows) if len(rows) > 1 else rows[0]
+    lo, t_x = s[out].split(last, factor=nthreads)
+    s[out].reorder(row, t_x, lo)
+    s[out].bind(row, thread_axis("blockIdx.x"))
+    s[out].bind(t_x, thread_axis("threadIdx.x"))
+    rfs = []
+    for r in reds:
+        _, ki = s[r].split(s[r].op.reduce_axis[0], factor=nthreads)
+        rfs.append(s.rfactor(r, ki, factor_axis=len(rows)))
+    for r, rf in reversed(list(zip(reds, rfs))):  # consumers first: compute_at needs them
+        s[r].compute_at(s[out], row)
+        s[rf].compute_at(s[out], row)
+        s[rf].set_scope("shared")
+        *_, lane = s[rf].op.axis
+        s[rf].bind(lane, thread_axis("threadIdx.x"))
+    return s
+
+
+def schedule_auto(s, out, sm_count: int = 132):
+    """The default GPU schedule of the kernel computing `out`: the matmul schedule with tiles
+    sized to the problem when `out` is a matmul (plus epilogue), rows for softmax / layer-norm
+    shaped kernels, flat for injective ones; schedule_simple when the first choice does not
+    apply (the caller retries schedule_simple on a fresh schedule). Returns the name of the
+    schedule used."""
+    reds = _reductions(out)
+    if len(reds) == 1 and len(reds[0].op.input_tensors) == 2 and \
+            len(reds[0].op.reduce_axis) == 1 and _is_product(reds[0]):
+        schedule_matmul(s, out, reds[0], **matmul_tiles(reds[0], sm_count))
+        return "matmul"
+    if not reds:
+        schedule_injective(s, out)
+        return "injective"
+    schedule_rows(s, out)  # raises ScheduleError before changing s when it does not apply
+    return "rows"
+
+
+def _is_product(t) -> bool:
+    from ..te import expr as E
+    body = t.op.body[0]
+    return isinstance(body, E.Reduce) and isinstance(body.source, E.BinOp) and \
+        body.source.op == "mul" and len(t.op.axis) >= 2
+
+
+def matmul_tiles(mm, sm_count: int = 132) -> dict:
+    """Tile sizes for schedule_matmul: the largest thread tile whose grid still gives every
+    multiprocessor a block, preferring tiles that divide the output."""
+    *batch, i, j = (int(a.extent.value) for a in mm.op.axis)
+    nb = 1
+    for b in batch:
+        nb *= b
+    k = int(mm.op.reduce_axis[0].extent.value)
+    best = None
+    for tm, tn, tx, ty in _TILES:
+        bm, bn = tm * ty, tn * tx
+        blocks = nb * -(-i // bm) * -(-j // bn)
+        waste = (-(-i // bm) * bm * -(-j // bn) * bn) / (i * j)
+        score = (blocks >= sm_count, -waste, bm * bn)
+        if best is None or score > best[0]:
+            best = (score, dict(tm=tm, tn=tn, tx=tx, ty=ty))
+    tiles = best[1]
+    tiles["bk"] = min(16, _pow2_floor(k))
+    return tiles
+
+
+_TILES = [(8, 8, 8, 8), (4, 8, 8, 8), (8, 4, 8, 8), (4, 4, 8, 8), (4, 4, 8, 4),
+          (2, 4, 8, 4), (2, 2, 8, 4), (1, 1, 8, 4)]

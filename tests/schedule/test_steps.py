@@ -52,6 +52,10 @@ def _build(kind):
     elif kind == "CH":
         a = s.stages[0].op
         s = s.cache_read(a, "local", [c])
+    elif kind == "SA":
+        s = s.cache_read(s.stages[0].op, "shared", [c]).storage_align(1, 0, 4, 1)
+    elif kind == "SS":
+        s = s.set_scope(c, "global")
     elif kind == "RF":
         s = s.split(c, 2, [4]).rfactor(c, 3)
     return s, inputs, outputs, ref, dag

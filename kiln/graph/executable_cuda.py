@@ -1,0 +1,221 @@
+"""CudaGraphModule: a compiled model on an NVIDIA GPU (one cubin + launch list + parameters).
+
+In: the cubin built by kiln.graph.build_cuda, the metadata (inputs, outputs, parameters, arena
+and scratch sizes, and `launches`: kernels with grid, block and resolved arguments, plus
+device-to-device copies) and the parameter arrays.
+Out: the GraphModule interface (`run(**inputs) -> {name: numpy array}`, set_input / run /
+get_output, export_library / load) on the GPU. Parameters are uploaded once; the activation
+arena, the scratch area, the inputs and the outputs live in device memory allocated once. The
+first run captures every launch into one CUDA graph on a private stream; each run then copies
+the inputs in, replays the graph and copies the outputs out. Inputs may also be device arrays
+(kiln CUDA NDArrays, PyTorch / CuPy tensors: anything with `__cuda_array_interface__`), copied
+on the device. `time_evaluator(number, repeat)` times graph replays alone (inputs already on
+the device), like the peers' CUDA-graph timings.
+Why: at batch 1 a BERT layer's kernels run for microseconds each; launched one by one from
+Python, launch overhead would be most of the time. Nothing touches the GPU before the first
+run, so a model builds (and exports) on a machine without one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+from ..errors import ArgumentError, BuildError
+from ..runtime.module import ProfileResult
+from .executable import META_VERSION, GraphModule, _np_dtype
+
+__all__ = ["CudaGraphModule", "load_cuda"]
+
+
+class CudaGraphModule(GraphModule):
+    """A compiled model on the GPU; not thread-safe (one set of device buffers)."""
+
+    def __init__(self, cubin_path: str, meta: dict, params: list, source: str | None = None):
+        if meta.get("version") != META_VERSION:
+            raise BuildError(f"model metadata version {meta.get('version')} is not "
+                             f"{META_VERSION}; rebuild the model with this kiln")
+        self.lib_path, self.meta, self._source = os.path.abspath(cubin_path), meta, source
+        self._params = [np.ascontiguousarray(p) for p in params]
+        self._inputs: dict = {}
+        self._outputs: list = []
+        self._in = {d["name"]: d for d in meta["inputs"]}
+        self._dev = None  # device state, made on the first run
+        self.functions: dict = {}  # name -> lowered PrimFunc (set by build_cuda, not saved)
+
+    # ------------------------------------------------------------ device state
+    def _device(self) -> dict:
+        if self._dev is not None:
+            return self._dev
+        from ..runtime import cuda as rt
+        rt.require()
+        with open(self.lib_path, "rb") as f:
+            module = rt.CuModule(f.read())
+        names = {x[1] for x in self.meta["launches"] if x[0] == "kernel"}
+        dev = {"rt": rt, "module": module, "fn": {n: module.function(n) for n in names},
+               "stream": rt.Stream(), "graph": None}
+        dev["param"] = [self._upload(rt, p) for p in self._params]
+        dev["input"] = [rt.DeviceBuffer(_nbytes(d)) for d in self.meta["inputs"]]
+        dev["output"] = [rt.DeviceBuffer(_nbytes(d)) for d in self.meta["outputs"]]
+        dev["arena"] = rt.DeviceBuffer(max(1, self.meta["workspace_bytes"]))
+        dev["scratch"] = rt.DeviceBuffer(max(1, self.meta.get("scratch_bytes", 0)))
+        self._dev = dev
+        return dev
+
+    @staticmethod
+    def _upload(rt, arr: np.ndarray):
+        buf = rt.DeviceBuffer(max(arr.nbytes, 1))
+        if arr.nbytes:
+            buf.copy_from_host(arr)
+        return buf
+
+    def _ptr(self, dev: dict, ref) -> int:
+        kind, index = ref
+        if kind in ("arena", "scratch"):
+            return dev[kind].ptr + int(index)
+        return dev[kind][int(index)].ptr
+
+    def _enqueue(self, stream) -> None:
+        """Every launch and copy of one inference, in order, on `stream`."""
+        dev = self._dev
+        rt = dev["rt"]
+        drv = rt.require()
+        for item in self.meta["launches"]:
+            if item[0] == "copy":
+                _, dst, src, nbytes = item
+                rt.check(drv.cuMemcpyDtoDAsync(self._ptr(dev, dst), self._ptr(dev, src),
+                                               int(nbytes), rt.stream_handle(stream)),
+                         "copying a model output on the device")
+                continue
+            _, name, grid, block, args = item
+            dev["fn"][name].launch(grid, block, [self._ptr(dev, a) for a in args],
+                                   stream=stream)
+
+    def _replay(self) -> None:
+        dev = self._device()
+        if dev["graph"] is None:
+            dev["graph"] = dev["rt"].capture(self._enqueue, dev["stream"])
+        dev["graph"].launch(dev["stream"])
+
+    # ------------------------------------------------------------ inputs
+    def _check(self, name: str, value):
+        if hasattr(value, "__cuda_array_interface__"):
+            return self._check_device(name, value)
+        return super()._check(name, value)
+
+    def _check_device(self, name: str, value):
+        spec = self._in.get(name)
+        if spec is None:
+            raise ArgumentError(f"unknown input {name!r}; the model's inputs are "
+                                f"{', '.join(self.input_names) or '(none)'}")
+        cai = value.__cuda_array_interface__
+        dtype = np.dtype(cai["typestr"])
+        got = "bool" if dtype == np.bool_ else str(dtype)
+        if tuple(cai["shape"]) != tuple(spec["shape"]) or got != spec["dtype"]:
+            raise ArgumentError(f"input {name!r} expects shape {tuple(spec['shape'])} "
+                                f"{spec['dtype']}, got device array {tuple(cai['shape'])} {got}")
+        if cai.get("strides") not in (None, _c_strides(cai["shape"], dtype.itemsize)):
+            raise ArgumentError(f"input {name!r}: the device array must be C-contiguous")
+        return value
+
+    def _copy_inputs(self) -> None:
+        dev = self._device()
+        rt = dev["rt"]
+        dev["stream"].synchronize("before copying the inputs")
+        for i, name in enumerate(self.input_names):
+            v = self._inputs[name]
+            buf = dev["input"][i]
+            if hasattr(v, "__cuda_array_interface__"):
+                ptr = int(v.__cuda_array_interface__["data"][0])
+                rt.copy_device_to_device(buf.ptr, ptr, _nbytes(self._in[name]))
+            else:
+                buf.copy_from_host(v)
+
+    # ------------------------------------------------------------ running
+    def run(self, **inputs) -> dict:
+        """Run the model on `inputs` (plus earlier set_input values); {output name: array}."""
+        self.set_input(**inputs)
+        missing = [n for n in self.input_names if n not in self._inputs]
+        if missing:
+            raise ArgumentError("missing input(s) " + ", ".join(
+                f"{n!r} (shape {tuple(self._in[n]['shape'])} {self._in[n]['dtype']})"
+                for n in missing))
+        self._copy_inputs()
+        self._replay()
+        dev = self._dev
+        dev["stream"].synchronize(f"running model {self.meta['name']}")
+        outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in self.meta["outputs"]]
+        for buf, out in zip(dev["output"], outs):
+            buf.copy_to_host(out)
+        self._outputs = outs
+        return dict(zip(self.output_names, outs))
+
+    def time_evaluator(self, number: int = 100, repeat: int = 5, flush_l2: bool = False):
+        """A function() -> ProfileResult timing graph replays with CUDA events (run() or
+        set_input() first: the inputs are whatever is on the device)."""
+        def evaluator() -> ProfileResult:
+            if not self._inputs or any(n not in self._inputs for n in self.input_names):
+                raise ArgumentError("time_evaluator: set every input first (set_input or run)")
+            self._copy_inputs()
+            self._replay()
+            dev = self._dev
+            graph = dev["graph"]
+            times = dev["rt"].time_kernels(lambda s: graph.launch(s), number, repeat,
+                                           dev["stream"], flush_l2,
+                                           f"model {self.meta['name']}")
+            return ProfileResult(times)
+        return evaluator
+
+    def memory_report(self) -> str:
+        m = self.meta
+        params = sum(p.nbytes for p in self._params)
+        return (f"device memory: activation arena {m['workspace_bytes']} bytes (naive: "
+                f"{m['naive_bytes']} bytes), scratch {m.get('scratch_bytes', 0)} bytes, "
+                f"parameters {params} bytes")
+
+    # ------------------------------------------------------------ files
+    def export_library(self, path: str) -> str:
+        """Write the cubin to `path`, with `.params.npz`, `.json` and `.cu` beside it."""
+        path = os.path.abspath(os.fspath(path))
+        tmp = path + ".tmp"
+        shutil.copyfile(self.lib_path, tmp)
+        os.replace(tmp, path)
+        np.savez(path + ".params.npz", **{f"p{i}": p for i, p in enumerate(self._params)})
+        with open(path + ".json", "w") as f:
+            json.dump(self.meta, f, indent=1)
+        if self.source:
+            with open(path + ".cu", "w") as f:
+                f.write(self.source)
+        return path
+
+    @property
+    def source(self) -> str:
+        if self._source is None:
+            try:
+                with open(self.lib_path + ".cu") as f:
+                    self._source = f.read()
+            except OSError:
+                self._source = ""
+        return self._source
+
+
+def load_cuda(path: str, meta: dict, params: list) -> CudaGraphModule:
+    return CudaGraphModule(path, meta, params)
+
+
+def _nbytes(spec: dict) -> int:
+    n = int(np.dtype(_np_dtype(spec["dtype"])).itemsize)
+    for d in spec["shape"]:
+        n *= int(d)
+    return max(n, 1)
+
+
+def _c_strides(shape, itemsize: int) -> tuple:
+    out, acc = [], itemsize
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= int(d)
+    return tuple(reversed(out))

@@ -1,0 +1,245 @@
+"""The CUDA backend without a GPU: GPU schedules run through the loop-IR interpreter (SIMT
+semantics, barriers respected) against NumPy, golden substrings of the generated CUDA, every
+generated kernel compiled by NVRTC for sm_80 and sm_90, limit checks and misuse errors."""
+
+import numpy as np
+import pytest
+import tir_interp
+import workloads
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kiln
+from kiln import te, topi
+from kiln.codegen import cuda as cuda_codegen
+from kiln.errors import DeviceError, ScheduleError
+from kiln.topi import cuda as tc
+
+nvrtc = pytest.importorskip("kiln.codegen.nvrtc")
+needs_nvrtc = pytest.mark.skipif(not nvrtc.available(), reason="NVRTC is not installed")
+ARCHS = ("sm_80", "sm_90")
+
+
+def _run(sched, args, ref_inputs):
+    f = kiln.lower(sched, args)
+    out_shape = [int(d.value) for d in args[-1].shape]
+    out = np.full(out_shape, np.nan, "float32")
+    tir_interp.run(f, *ref_inputs, out)
+    return f, out
+
+
+def _matmul_case(wl, m, n, k, **tiles):
+    (a, b), (c,), ref = wl(m, n, k)
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, **tiles)
+    rng = np.random.default_rng(0)
+    an = rng.standard_normal((m, k)).astype("float32")
+    bn = rng.standard_normal((n, k)).astype("float32")
+    f, out = _run(s, [a, b, c], [an, bn])
+    np.testing.assert_allclose(out, ref(an, bn), rtol=1e-5, atol=1e-5)
+    return s, [a, b, c], f
+
+
+@pytest.mark.parametrize("wl", [workloads.matmul, workloads.swish_mm])
+@pytest.mark.parametrize("tiles", [dict(tm=2, tn=4, tx=4, ty=4, bk=8),
+                                   dict(tm=4, tn=2, tx=8, ty=2, bk=4, pad=False, vec=4),
+                                   dict(tm=1, tn=1, tx=8, ty=8, bk=16)])
+def test_hand_schedule_matches_numpy_in_the_interpreter(wl, tiles):
+    _matmul_case(wl, 20, 24, 19, **tiles)  # nothing divides: guarded tiles and fetches
+
+
+@needs_nvrtc
+def test_hand_schedule_cuda_source_and_nvrtc():
+    s, args, f = _matmul_case(workloads.swish_mm, 16, 64, 32, tm=2, tn=4, tx=8, ty=4, bk=8)
+    src = cuda_codegen.render(f, "cuda -arch=sm_90")
+    for needle in ("__global__ void __launch_bounds__(32)", "__shared__", "__syncthreads();",
+                   "threadIdx.x", "threadIdx.y", "blockIdx.x", "blockIdx.y", "#pragma unroll",
+                   "float c_local[8]" if "c_local" in src else "float c[8]"):
+        assert needle in src, needle
+    assert src.count("__syncthreads();") == 2  # one before and one after the panel fetch
+    assert "for (" not in src.split("threadIdx.x")[0].split("__global__")[1]  # bound: no loops
+    for arch in ARCHS:
+        mod = kiln.build(s, args, target=f"cuda -arch={arch}")
+        info = nvrtc.ptxas_info(mod.cubin_path)
+        (kern,) = info.values()
+        assert kern["spill_stores"] == 0 and kern["registers"] > 0
+
+
+@needs_nvrtc
+def test_aligned_vector_fetch_prints_float4():
+    s, args, f = _matmul_case(workloads.matmul, 32, 32, 32, tm=4, tn=4, tx=8, ty=2, bk=16,
+                              pad=False, vec=4)
+    src = cuda_codegen.render(f, "cuda -arch=sm_90")
+    assert "*(float4*)" in src and "*(const float4*)" in src
+    kiln.build(s, args, target="cuda -arch=sm_80")
+
+
+@needs_nvrtc
+def test_seed_gemm_builds_without_a_gpu_and_says_so_when_called():
+    (a, b), (d,), _ = workloads.swish_mm(128, 3072, 768)
+    s = te.create_schedule(d.op)
+    tc.schedule_matmul(s, d, tm=8, tn=8, tx=8, ty=8, bk=16)
+    mod = kiln.build(s, [a, b, d], target="cuda -arch=sm_90")
+    assert "extern \"C\" __global__" in mod.source
+    assert mod.params[0]["shape"] == [128, 768]
+    from kiln.runtime import cuda
+    if cuda.available():
+        pytest.skip("a GPU is present")
+    x = np.zeros((128, 768), "float32")
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        mod(x, np.zeros((3072, 768), "float32"), np.zeros((128, 3072), "float32"))
+
+
+def _softmax(shape):
+    x = te.placeholder(shape, name="x")
+    def ref(xn):
+        e = np.exp(xn - xn.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    return [x], topi.nn.softmax(x), ref
+
+
+def _layer_norm(shape):
+    x = te.placeholder(shape, name="x")
+    g = te.placeholder(shape[-1:], name="g")
+    b = te.placeholder(shape[-1:], name="b")
+    def ref(xn, gn, bn):
+        m = xn.mean(-1, keepdims=True)
+        v = ((xn - m) ** 2).mean(-1, keepdims=True)
+        return (xn - m) / np.sqrt(v + 1e-5) * gn + bn
+    return [x, g, b], topi.nn.layer_norm(x, g, b), ref
+
+
+def _transpose_add(shape):
+    x = te.placeholder(shape, name="x")
+    y = te.placeholder(shape[::-1], name="y")
+    return [x, y], topi.add(topi.transpose(x, (1, 0)), y), lambda xn, yn: xn.T + yn
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(kind=st.sampled_from(["softmax", "layer_norm", "transpose_add"]),
+       rows=st.integers(1, 5), cols=st.integers(1, 70),
+       how=st.sampled_from(["auto", "simple"]))
+def test_default_gpu_schedules_match_numpy(kind, rows, cols, how):
+    make = {"softmax": _softmax, "layer_norm": _layer_norm, "transpose_add": _transpose_add}
+    ins, out, ref = make[kind]((rows, cols))
+    s = te.create_schedule(out.op)
+    (tc.schedule_auto if how == "auto" else tc.schedule_simple)(s, out)
+    rng = np.random.default_rng(rows * 100 + cols)
+    arrays = [rng.standard_normal([int(d.value) for d in t.shape]).astype("float32")
+              for t in ins]
+    _, got = _run(s, ins + [out], arrays)
+    np.testing.assert_allclose(got, ref(*arrays), rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(m=st.integers(1, 20), n=st.integers(1, 20), k=st.integers(1, 20),
+       tm=st.sampled_from([1, 2, 4]), tn=st.sampled_from([1, 2, 4]),
+       tx=st.sampled_from([1, 4, 8]), ty=st.sampled_from([1, 2, 4]),
+       bk=st.sampled_from([1, 4, 8]), pad=st.booleans(), vec=st.sampled_from([1, 2, 4]),
+       batch=st.integers(0, 2))
+def test_random_gpu_matmul_schedules_match_numpy(m, n, k, tm, tn, tx, ty, bk, pad, vec, batch):
+    """Random legal tilings (batch_matmul included): every one computes the product."""
+    bshape = (batch,) if batch else ()
+    a = te.placeholder(bshape + (m, k), name="a")
+    b = te.placeholder(bshape + (k, n), name="b")  # NN form: b is k-major
+    r = te.reduce_axis((0, k), name="r")
+    c = te.compute(bshape + (m, n), lambda *i: te.sum(a[i[:-1] + (r,)] * b[i[:-2] + (r, i[-1])],
+                                                      axis=r), name="c")
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec)
+    rng = np.random.default_rng(m * 400 + n * 20 + k)
+    an = rng.standard_normal(bshape + (m, k)).astype("float32")
+    bn = rng.standard_normal(bshape + (k, n)).astype("float32")
+    _, got = _run(s, [a, b, c], [an, bn])
+    np.testing.assert_allclose(got, an @ bn, rtol=1e-4, atol=1e-4)
+
+
+def test_interpreter_catches_a_missing_barrier():
+    """The oracle itself: drop the barriers and the shared panels are read too early."""
+    (a, b), (c,), ref = workloads.matmul(8, 8, 8)
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, tm=2, tn=2, tx=4, ty=4, bk=4)
+    f = kiln.lower(s, [a, b, c])
+    from kiln.tir import stmt as S
+
+    def strip(x):
+        if isinstance(x, S.SeqStmt):
+            return S.SeqStmt([strip(y) for y in x.stmts if not isinstance(y, S.Barrier)])
+        if isinstance(x, S.For):
+            return S.For(x.var, x.extent, x.kind, strip(x.body), x.pragmas, x.thread_tag)
+        if isinstance(x, S.Allocate):
+            return S.Allocate(x.buffer, strip(x.body))
+        return x
+    bad = S.PrimFunc(f.name, f.params, strip(f.body))
+    an, bn = np.ones((8, 8), "float32"), np.ones((8, 8), "float32")
+    out = np.zeros((8, 8), "float32")
+    tir_interp.run(bad, an, bn, out)
+    assert not np.allclose(out, ref(an, bn))
+
+
+# ---------------------------------------------------------------- misuse and limits
+
+def _bound_mm(tx, ty, tm=1, tn=1, bk=4, m=64, n=64, k=64):
+    (a, b), (c,), _ = workloads.matmul(m, n, k)
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk)
+    return s, [a, b, c]
+
+
+def test_limits_fail_at_build_time_naming_the_limit():
+    s, args = _bound_mm(32, 64, m=128, n=64)
+    with pytest.raises(ScheduleError, match="2048 threads per block.*max_threads_per_block"):
+        kiln.build(s, args, target="cuda -arch=sm_90")
+    s, args = _bound_mm(16, 16, tm=16, tn=16, bk=64, m=256, n=256, k=64)
+    with pytest.raises(ScheduleError, match="bytes of shared memory.*max_shared_memory"):
+        kiln.build(s, args, target="cuda -arch=sm_90")
+
+
+def test_gpu_schedule_misuse_errors():
+    (a, b), (c,), _ = workloads.matmul(16, 16, 16)
+    s = te.create_schedule(c.op)
+    with pytest.raises(ScheduleError, match="without thread bindings"):
+        kiln.build(s, [a, b, c], target="cuda -arch=sm_90")
+    with pytest.raises(ScheduleError, match="reduction loop"):
+        s[c].bind(c.op.reduce_axis[0], te.thread_axis("threadIdx.x"))
+    with pytest.raises(ScheduleError, match="unknown tag"):
+        te.thread_axis("threadIdx.w")
+    i, j = c.op.axis
+    io, ii = s[c].split(i, factor=4)
+    s[c].bind(ii, te.thread_axis("threadIdx.x"))
+    s[c].bind(j, te.thread_axis("blockIdx.x"))
+    with pytest.raises(ScheduleError, match="build it with target='cuda'"):
+        kiln.build(s, [a, b, c], target="cpu")
+    with pytest.raises(ScheduleError, match="outermost loops of a kernel"):
+        kiln.build(s, [a, b, c], target="cuda -arch=sm_90")
+
+
+def test_thread_extents_must_agree_within_a_kernel():
+    x = te.placeholder((8, 8), name="x")
+    y = te.compute((8, 8), lambda i, j: x[i, j] * 2.0, name="y")
+    z = te.compute((8, 8), lambda i, j: y[i, j] + 1.0, name="z")
+    s = te.create_schedule(z.op)
+    i, j = z.op.axis
+    s[z].bind(i, te.thread_axis("blockIdx.x"))
+    s[z].bind(j, te.thread_axis("threadIdx.x"))
+    s[y].compute_at(s[z], i)
+    s[y].set_scope("shared")
+    _, yj = s[y].op.axis
+    yo, yi = s[y].split(yj, factor=4)
+    s[y].bind(yi, te.thread_axis("threadIdx.x"))
+    with pytest.raises(ScheduleError, match="threadIdx.x have extents 4 and 8"):
+        kiln.build(s, [x, z], target="cuda -arch=sm_90")
+
+
+def test_shared_stage_at_root_is_an_error():
+    x = te.placeholder((64,), name="x")
+    y = te.compute((64,), lambda i: x[i] * 2.0, name="y")
+    z = te.compute((64,), lambda i: y[i] + 1.0, name="z")
+    s = te.create_schedule(z.op)
+    s[y].set_scope("shared")
+    for t in (y, z):
+        bo, bi = s[t].split(t.op.axis[0], factor=32)
+        s[t].bind(bo, te.thread_axis("blockIdx.x"))
+        s[t].bind(bi, te.thread_axis("threadIdx.x"))
+    with pytest.raises(ScheduleError, match="scope shared but is computed at the root"):
+        kiln.build(s, [x, z], target="cuda -arch=sm_90")
