@@ -27,12 +27,10 @@ def _bert_config(name: str):
     raise KilnError(f"unknown builtin model {name!r}; known: {', '.join(BUILTINS)}")
 
 
-def bert_module(name: str, seed: int = 0):
-    """(torch module in eval mode, BertConfig): a random-weight BertModel wrapped so that
-    forward(input_ids) returns last_hidden_state (transformers 5.x cannot export BertModel
-    itself; the wrapper calls it with keywords)."""
+def wrap_last_hidden(model):
+    """A torch module whose forward(input_ids) returns model(input_ids=...).last_hidden_state
+    (transformers 5.x cannot export BertModel itself; the wrapper calls it with keywords)."""
     import torch
-    from transformers import BertModel
 
     class LastHidden(torch.nn.Module):
         def __init__(self, m):
@@ -41,10 +39,18 @@ def bert_module(name: str, seed: int = 0):
 
         def forward(self, input_ids):
             return self.m(input_ids=input_ids).last_hidden_state
+    return LastHidden(model)
+
+
+def bert_module(name: str, seed: int = 0):
+    """(torch module in eval mode, BertConfig): a random-weight BertModel wrapped by
+    wrap_last_hidden."""
+    import torch
+    from transformers import BertModel
 
     cfg = _bert_config(name)
     torch.manual_seed(seed)
-    return LastHidden(BertModel(cfg)).eval(), cfg
+    return wrap_last_hidden(BertModel(cfg)).eval(), cfg
 
 
 def builtin(name: str, seq_len: int = 128, batch: int = 1, seed: int = 0):

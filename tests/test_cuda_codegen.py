@@ -42,6 +42,7 @@ def _matmul_case(wl, m, n, k, **tiles):
 
 @pytest.mark.parametrize("wl", [workloads.matmul, workloads.swish_mm])
 @pytest.mark.parametrize("tiles", [dict(tm=2, tn=4, tx=4, ty=4, bk=8),
+                                   dict(tm=2, tn=2, tx=8, ty=4, bk=4, splitk=3),
                                    dict(tm=4, tn=2, tx=8, ty=2, bk=4, pad=False, vec=4),
                                    dict(tm=1, tn=1, tx=8, ty=8, bk=16)])
 def test_hand_schedule_matches_numpy_in_the_interpreter(wl, tiles):
@@ -136,9 +137,10 @@ def test_default_gpu_schedules_match_numpy(kind, rows, cols, how):
        tm=st.sampled_from([1, 2, 4]), tn=st.sampled_from([1, 2, 4]),
        tx=st.sampled_from([1, 4, 8]), ty=st.sampled_from([1, 2, 4]),
        bk=st.sampled_from([1, 4, 8]), pad=st.booleans(), vec=st.sampled_from([1, 2, 4]),
-       batch=st.integers(0, 2))
-def test_random_gpu_matmul_schedules_match_numpy(m, n, k, tm, tn, tx, ty, bk, pad, vec, batch):
-    """Random legal tilings (batch_matmul included): every one computes the product."""
+       batch=st.integers(0, 2), splitk=st.sampled_from([1, 1, 2, 3]))
+def test_random_gpu_matmul_schedules_match_numpy(m, n, k, tm, tn, tx, ty, bk, pad, vec, batch,
+                                                 splitk):
+    """Random legal tilings (batch_matmul and split-K included): all compute the product."""
     bshape = (batch,) if batch else ()
     a = te.placeholder(bshape + (m, k), name="a")
     b = te.placeholder(bshape + (k, n), name="b")  # NN form: b is k-major
@@ -146,7 +148,8 @@ def test_random_gpu_matmul_schedules_match_numpy(m, n, k, tm, tn, tx, ty, bk, pa
     c = te.compute(bshape + (m, n), lambda *i: te.sum(a[i[:-1] + (r,)] * b[i[:-2] + (r, i[-1])],
                                                       axis=r), name="c")
     s = te.create_schedule(c.op)
-    tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec)
+    tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
+                       splitk=min(splitk, k))
     rng = np.random.default_rng(m * 400 + n * 20 + k)
     an = rng.standard_normal(bshape + (m, k)).astype("float32")
     bn = rng.standard_normal(bshape + (k, n)).astype("float32")

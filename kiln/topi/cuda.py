@@ -28,20 +28,33 @@ MAX_THREADS = 256  # threads per block of the injective and row-reduction schedu
 
 
 def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: int = 8,
-                    bk: int = 16, pad: bool = True, vec: int = 1):
+                    bk: int = 16, pad: bool = True, vec: int = 1, splitk: int = 1):
     """Schedule `out` (= matmul `mm`, or an elementwise function of it) for a CUDA target.
-    Leading (batch) axes, as in batch_matmul, are fused and bound to blockIdx.z."""
+    Leading (batch) axes, as in batch_matmul, are fused and bound to blockIdx.z. With
+    splitk > 1 the reduction is cut into that many slices computed by separate blocks (an
+    rfactor stage in global memory, tiled like a batched matmul), and a second kernel sums
+    the slices and applies the epilogue: more blocks when the output alone has too few."""
     mm = _find_matmul(out) if mm is None else mm
     if len(mm.op.reduce_axis) != 1 or len(mm.op.input_tensors) != 2:
         raise ScheduleError(f"schedule_matmul: {mm.name} is not a two-input matmul")
     _inline_between(s, out, mm)
     _inline_producers(s, mm)
+    if splitk > 1:
+        _, ko = s[mm].split(mm.op.reduce_axis[0], nparts=splitk)
+        ks, _ = s[mm].leaf_iter_vars[-2:]
+        rf = s.rfactor(mm, ks, factor_axis=0)
+        if out is not mm:
+            _bind_flat(s, out)
+            s[mm].compute_at(s[out], s[out].leaf_iter_vars[-1])
+        else:
+            _bind_flat(s, mm)
+        out = mm = rf
     acc = s.cache_write(mm, "local") if out is mm else mm
     a, b = acc.op.input_tensors
     panels = [s.cache_read(a, "shared", [acc]), s.cache_read(b, "shared", [acc])]
     *batch, i, j = s[out].op.axis
     if batch:
-        bz = s[out].fuse(*batch)
+        bz = s[out].fuse(*batch) if len(batch) > 1 else batch[0]
         s[out].bind(bz, thread_axis("blockIdx.z"))
     by, i = s[out].split(i, factor=ty * tm)
     t_y, ii = s[out].split(i, factor=tm)
@@ -247,25 +260,36 @@ def _is_product(t) -> bool:
 
 
 def matmul_tiles(mm, sm_count: int = 132) -> dict:
-    """Tile sizes for schedule_matmul: the largest thread tile whose grid still gives every
-    multiprocessor a block, preferring tiles that divide the output."""
+    """Tile sizes for schedule_matmul: among thread tiles that read shared memory without
+    bank conflicts, the largest whose grid (with the reduction split into slices of at least
+    MIN_SLICE when the output alone gives too few blocks) gives every multiprocessor a block,
+    preferring tiles that divide the output."""
     *batch, i, j = (int(a.extent.value) for a in mm.op.axis)
     nb = 1
     for b in batch:
         nb *= b
     k = int(mm.op.reduce_axis[0].extent.value)
+    bk = min(16, _pow2_floor(k))
     best = None
-    for tm, tn, tx, ty in _TILES:
+    for rank, (tm, tn, tx, ty) in enumerate(_TILES):
         bm, bn = tm * ty, tn * tx
         blocks = nb * -(-i // bm) * -(-j // bn)
-        waste = (-(-i // bm) * bm * -(-j // bn) * bn) / (i * j)
-        score = (blocks >= sm_count, -waste, bm * bn)
+        splitk = _split_count(k, bk, -(-2 * sm_count // blocks)) if blocks < sm_count else 1
+        waste = round((-(-i // bm) * bm * -(-j // bn) * bn) / (i * j), 2)
+        score = (blocks * splitk >= sm_count, -waste, bm * bn, -rank)
         if best is None or score > best[0]:
-            best = (score, dict(tm=tm, tn=tn, tx=tx, ty=ty))
-    tiles = best[1]
-    tiles["bk"] = min(16, _pow2_floor(k))
-    return tiles
+            best = (score, dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, splitk=splitk))
+    return best[1]
 
 
-_TILES = [(8, 8, 8, 8), (4, 8, 8, 8), (8, 4, 8, 8), (4, 4, 8, 8), (4, 4, 8, 4),
-          (2, 4, 8, 4), (2, 2, 8, 4), (1, 1, 8, 4)]
+def _split_count(k: int, bk: int, want: int) -> int:
+    """The slice count nearest `want` that cuts k into whole bk steps of >= MIN_SLICE."""
+    steps = k // bk
+    options = [d for d in range(1, steps + 1) if steps % d == 0 and k // d >= MIN_SLICE]
+    return min(options or [1], key=lambda d: (abs(d - want), -d))
+
+
+MIN_SLICE = 128  # fewest reduction elements per split-K slice
+# (tm, tn, tx, ty): thread tile and threads; tx = 8 and tn = 4 keep panel reads conflict-free
+_TILES = [(8, 4, 8, 16), (4, 4, 8, 16), (8, 8, 8, 8), (4, 4, 8, 8), (2, 4, 8, 4),
+          (1, 4, 8, 4), (1, 1, 8, 4)]
