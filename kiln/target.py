@@ -32,7 +32,9 @@ _SM_LIMITS = {  # arch: (SMs of the flagship part, max shared bytes per block op
 _HARMLESS = ("-mtriple", "-keys", "-model", "-mabi", "-device", "-libs", "-link-params",
              "-opt-level", "-mfloat-abi", "-system-lib", "-runtime", "-host", "-tag",
              "-fast-math", "-fast-math-flags")
-_KNOWN_FEATURES = ("sse4.2", "avx", "avx2", "fma", "avx512f", "neon")
+_KNOWN_FEATURES = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
+                   "avx512vnni", "avx512bf16", "neon")
+_AVX512_SKX = ("avx512f", "avx512bw", "avx512vl")
 # What a named -mcpu implies (a small table; anything else falls back to the host's features).
 _MCPU_FEATURES = {
     "haswell": ("sse4.2", "avx", "avx2", "fma"),
@@ -41,15 +43,16 @@ _MCPU_FEATURES = {
     "znver1": ("sse4.2", "avx", "avx2", "fma"),
     "znver2": ("sse4.2", "avx", "avx2", "fma"),
     "znver3": ("sse4.2", "avx", "avx2", "fma"),
-    "znver4": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
-    "skylake-avx512": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
-    "cascadelake": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
-    "icelake-server": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
-    "sapphirerapids": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
+    "znver4": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX, "avx512vnni", "avx512bf16"),
+    "skylake-avx512": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX),
+    "cascadelake": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX, "avx512vnni"),
+    "icelake-server": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX, "avx512vnni"),
+    "sapphirerapids": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX, "avx512vnni",
+                       "avx512bf16"),
     "x86-64": (),
     "x86-64-v2": ("sse4.2",),
     "x86-64-v3": ("sse4.2", "avx", "avx2", "fma"),
-    "x86-64-v4": ("sse4.2", "avx", "avx2", "fma", "avx512f"),
+    "x86-64-v4": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX),
 }
 _DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1,
                 "bool": 1, "int32": 4, "int64": 8}
@@ -69,7 +72,12 @@ def host_features() -> tuple:
                     flags.update(line.split(":", 1)[1].split())
     except OSError:
         pass
-    out = {f for f in ("avx", "avx2", "fma", "avx512f") if f in flags}
+    out = {f for f in ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+                       "avx512_vnni") if f in flags}
+    for linux_name in ("avx512_bf16", "avx512_vnni"):  # /proc/cpuinfo spells these with "_"
+        if linux_name in out:
+            out.discard(linux_name)
+            out.add(linux_name.replace("_", ""))
     if "sse4_2" in flags:
         out.add("sse4.2")
     if "asimd" in flags or "neon" in flags or platform.machine() in ("aarch64", "arm64"):
@@ -144,13 +152,18 @@ class Target:
 
     # ------------------------------------------------------------ identity
     def __str__(self) -> str:
+        """Concrete: a CPU target without -mcpu / -mattr is this host, written as the ISA
+        features found here, so records and libraries made here never match a CPU that lacks
+        them ("cpu -mattr=+avx,+avx2,+avx512f,..."); a cuda target names its architecture."""
         if self.kind == "cuda":
             return f"cuda -arch={self.arch}"
         parts = [self.kind]
         if self.mcpu:
             parts.append(f"-mcpu={self.mcpu}")
-        if self.mattr:
-            parts.append("-mattr=" + ",".join(self.mattr))
+        mattr = self.mattr if (self.mcpu or self.mattr) else \
+            tuple("+" + f for f in self.features)
+        if mattr:
+            parts.append("-mattr=" + ",".join(mattr))
         if self.num_cores is not None:
             parts.append(f"-num-cores={self.num_cores}")
         return " ".join(parts)
@@ -381,6 +394,19 @@ def _parse_cores(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise TargetError(f"-num-cores wants a positive integer, got {value!r}")
     return int(value)
+
+
+def missing_features(target_text: str) -> list:
+    """ISA features a CPU target string names that this machine lacks ([] for other kinds,
+    for this host, and for bare legacy strings that name none)."""
+    try:
+        t = Target(target_text)
+    except TargetError:
+        return []
+    if t.kind != "cpu" or not (t.mcpu or t.mattr):
+        return []
+    have = set(host_features())
+    return sorted(f for f in t.features if f not in have and f != "neon")
 
 
 def as_target(target) -> Target:

@@ -12,7 +12,7 @@ from kiln.target import Target, as_target, host_cache_sizes, host_features
 
 def test_llvm_is_an_alias_of_cpu():
     assert Target("llvm") == Target("cpu") == Target("c")
-    assert str(Target("llvm")) == "cpu" and hash(Target("llvm")) == hash(Target("cpu"))
+    assert str(Target("llvm")).startswith("cpu") and hash(Target("llvm")) == hash(Target("cpu"))
 
 
 def test_canonical_string_orders_options():
@@ -97,3 +97,31 @@ def test_cuda_without_a_gpu_names_an_arch():
     else:
         with pytest.raises(TargetError, match="no CUDA GPU is present.*-arch=sm_90"):
             Target("cuda")
+
+
+def test_cpu_target_string_names_the_isa():
+    from kiln.target import host_features, missing_features
+    t = Target("cpu")
+    assert str(t).startswith("cpu -mattr=") and Target(str(t)) == t
+    assert all(f"+{f}" in str(t) for f in host_features())
+    assert Target("llvm") == t and missing_features(str(t)) == []
+    assert missing_features("cpu") == []  # a bare legacy string names no feature
+    if "avx512f" not in host_features():
+        assert "avx512f" in missing_features("cpu -mcpu=znver4")
+
+
+def test_legacy_and_foreign_records_are_not_applied(tmp_path):
+    import json
+
+    from kiln.auto_scheduler.measure.record import LEGACY_CPU, record_target
+    assert record_target("cpu") == LEGACY_CPU and record_target("llvm") == LEGACY_CPU
+    assert record_target(str(Target("cpu"))) == str(Target("cpu"))
+    from kiln.auto_scheduler.measure.record import load_best_record
+    log = tmp_path / "log.json"
+    base = {"workload_key": "k", "steps": [], "costs": [1e-3], "error": "ok",
+            "timestamp": 0, "version": 1}
+    log.write_text("\n".join(json.dumps({**base, "target": t}) for t in
+                             ("cpu", "cpu -mattr=+avx2,+fma")) + "\n")
+    assert load_best_record(str(log), "k", "cpu -mattr=+avx2,+fma") is not None
+    assert load_best_record(str(log), "k", Target("cpu")) is None or \
+        str(Target("cpu")) == "cpu -mattr=+avx2,+fma"

@@ -60,6 +60,8 @@ class GraphModule:
             self._run = getattr(self._lib, meta["entry"])
         except (OSError, AttributeError) as err:
             raise BuildError(f"cannot load model library {self.lib_path}: {err}") from err
+        from ..runtime.module import check_isa
+        check_isa(meta.get("target", ""), self.lib_path)
         self._run.restype = ctypes.c_int32
         self._run.argtypes = [ctypes.c_void_p] * 4
         self._params = [_aligned(p) for p in params]

@@ -181,9 +181,13 @@ class Module:
                         for n in names}
         if not self.kernels:
             raise BuildError(f"library {self.lib_path} holds no kiln kernels")
+        check_isa(self.entry_meta_target(), self.lib_path)
         self.entry_name = names[0]
         self._source = source
         self.imported_modules: list = []
+
+    def entry_meta_target(self) -> str:
+        return next(iter(self.kernels.values())).meta.get("target", "")
 
     @property
     def entry(self) -> Kernel:
@@ -255,6 +259,15 @@ def load_module(path: str) -> Module:
 
 
 # ---------------------------------------------------------------- helpers
+
+def check_isa(target_text: str, path: str) -> None:
+    """A library built for instructions this CPU lacks must not be called (it would die
+    with SIGILL): refuse it when it is loaded."""
+    from ..target import missing_features
+    missing = missing_features(target_text)
+    if missing:
+        raise BuildError(f"library {path} was built for target {target_text!r}; this CPU lacks "
+                         f"{', '.join(missing)}: rebuild it here")
 
 def _symbol(lib, name: str, restype, argtypes):
     try:

@@ -16,6 +16,7 @@ from kiln.graph import Graph, Node, build, load
 from kiln.graph.default_schedule import default_schedule
 from kiln.graph.memplan import Buffer, plan_memory
 from kiln.graph.tasks import group_workload, prepare_graph
+from kiln.target import Target
 
 F = "float32"
 RNG = np.random.default_rng(0)
@@ -165,7 +166,7 @@ def test_tuned_record_is_used_and_untuned_groups_are_named(caplog):
     graph, groups = prepare_graph(g)
     wl = group_workload(groups[0], graph.params)
     state = default_schedule(wl.dag, wl.layout_free, "cpu")
-    rec = Record(wl.key, "cpu", [s.to_record() for s in state.steps], [1e-5], "ok")
+    rec = Record(wl.key, str(Target("cpu")), [s.to_record() for s in state.steps], [1e-5], "ok")
     with ApplyHistoryBest([rec]), caplog.at_level(logging.WARNING, logger="kiln.graph"):
         mod = build(g, target="cpu")
     assert [k["tuned"] for k in mod.meta["kernels"]][0] is True

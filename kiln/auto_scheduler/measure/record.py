@@ -156,8 +156,20 @@ def canonical_target(target) -> str:
         return str(target)
 
 
+LEGACY_CPU = "cpu (ISA not recorded)"
+
+
+def record_target(text: str) -> str:
+    """The canonical target of a record. A bare "cpu" / "llvm" is a record from before kiln
+    wrote the ISA into the target string: it could come from any x86 or Arm machine, so it
+    matches no target (it is reported as another target) instead of being misapplied."""
+    if str(text).strip() in ("cpu", "llvm", "c"):
+        return LEGACY_CPU
+    return canonical_target(text)
+
+
 def _matches(rec: Record, workload_key: str, target: str) -> bool:
-    return rec.workload_key == workload_key and canonical_target(rec.target) == target
+    return rec.workload_key == workload_key and record_target(rec.target) == target
 
 
 def load_best_record(filename: str, workload_key: str, target) -> tuple[Record, float] | None:
@@ -187,7 +199,7 @@ def best_by_key(filename: str) -> dict[tuple[str, str], KeySummary]:
     """Per (workload key, target): trial count, errors by kind, best mean cost and record."""
     out: dict = {}
     for rec in load_records(filename):
-        key = (rec.workload_key, canonical_target(rec.target))
+        key = (rec.workload_key, record_target(rec.target))
         s = out.setdefault(key, KeySummary(*key))
         s.desc = s.desc or rec.workload_desc
         s.trials += 1
@@ -247,7 +259,7 @@ class ApplyHistoryBest:
             self._add(rec)
 
     def _add(self, rec: Record) -> None:
-        target = canonical_target(rec.target)
+        target = record_target(rec.target)
         self.targets.setdefault(rec.workload_key, set()).add(target)
         cost = rec.mean_cost
         key = (rec.workload_key, target)
