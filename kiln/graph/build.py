@@ -23,6 +23,7 @@ from ..schedule import replay
 from ..schedule.layout import input_layouts
 from ..target import Target, as_target
 from ..tir.lower import lower
+from .checks import index_ranges
 from .csource import ENTRY, Arg, Call, Copy, program_source
 from .default_schedule import default_schedule, simple_schedule
 from .executable import META_VERSION, GraphModule
@@ -88,9 +89,9 @@ def _lowered(wl: GroupWorkload, name: str, target: Target):
     raise KilnError(f"group {wl.desc}: no schedule could be lowered: {last}")
 
 
-def _kernels(workloads: list, target: Target) -> dict:
-    """Workload key -> Kernel, one per unique key."""
-    kernels: dict = {}
+def _kernels(workloads: list, target: Target, kernels: dict | None = None) -> dict:
+    """Workload key -> Kernel, one per unique key (added to `kernels` when given)."""
+    kernels = {} if kernels is None else kernels
     for wl in workloads:
         if wl.key in kernels:
             continue
@@ -202,6 +203,7 @@ def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: di
         "kernels": [{"name": k.name, "key": k.key, "tuned": k.tuned} for k in kernels.values()],
         "groups": [{"index": wl.group.index, "name": wl.desc, "kernel": kernels[wl.key].name}
                    for wl in prog.workloads],
+        "index_ranges": index_ranges(graph),
     }
 
 
@@ -212,8 +214,13 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     run_passes=False skips the default pass pipeline (fusion still runs): every op then
     becomes exactly the computes kiln.graph.ops gives it. Outputs are named by
     `graph.output_names` when a frontend sets it, else by their nodes' names.
+    `graph` may also be a list of (graph, params) pairs, one model imported at several input
+    shapes: one library then serves them all (build_variants.py).
     """
     target = as_target(target)
+    if isinstance(graph, list):
+        from .build_variants import build_variants
+        return build_variants(graph, target, run_passes)
     if target.kind == "cuda":
         from .build_cuda import build_cuda
         return build_cuda(graph, params, target, run_passes)

@@ -105,10 +105,10 @@ def _step_c(k: int, step) -> list:
     return head + [f"  if ({step.kernel}({args}) != 0) {{", f"    return {k + 1};", "  }"]
 
 
-def entry_function(steps: list) -> str:
-    """C text of kiln_graph_run for the ordered steps."""
+def entry_function(steps: list, name: str = ENTRY) -> str:
+    """C text of kiln_graph_run (or `name`) for the ordered steps."""
     lines = ["#include <stdint.h>", "#include <string.h>", "", _EXPORT,
-             f"int32_t {ENTRY}(void** inputs, void** outputs, void** params, "
+             f"int32_t {name}(void** inputs, void** outputs, void** params, "
              "void* workspace) {",
              "  char* ws = (char*)workspace;",
              "  (void)inputs; (void)outputs; (void)params; (void)ws;"]
@@ -118,7 +118,12 @@ def entry_function(steps: list) -> str:
     return "\n".join(lines)
 
 
-def program_source(kernel_texts: list, kernel_names: list, steps: list) -> str:
-    """The whole translation unit: kernels, module entries and the graph entry function."""
-    return (merge_kernels(kernel_texts) + "\n" + entry_function(steps)
+def program_source(kernel_texts: list, kernel_names: list, steps: list,
+                   entries: dict | None = None) -> str:
+    """The whole translation unit: kernels, module entries and the graph entry function (or
+    one entry function per name in `entries`, {name: steps}, for a model built at several
+    input shapes)."""
+    entries = entries or {ENTRY: steps}
+    return (merge_kernels(kernel_texts) + "\n"
+            + "\n".join(entry_function(st, name) for name, st in entries.items())
             + module_entries(kernel_names))

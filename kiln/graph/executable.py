@@ -20,6 +20,7 @@ import shutil
 import numpy as np
 
 from ..errors import ArgumentError, BuildError, RuntimeFailure
+from .checks import check_index_ranges
 from .passes.layout import aligned_copy
 
 __all__ = ["META_VERSION", "GraphModule", "load"]
@@ -55,15 +56,19 @@ class GraphModule:
             raise BuildError(f"model metadata version {meta.get('version')} is not "
                              f"{META_VERSION}; rebuild the model with this kiln")
         self.lib_path, self.meta, self._source = os.path.abspath(lib_path), meta, source
+        # one entry per input shape the library was built for (build_variants.py)
+        self._variants = meta.get("variants") or [
+            {k: meta[k] for k in ("entry", "inputs", "outputs", "steps")}]
         try:
             self._lib = ctypes.CDLL(self.lib_path)
-            self._run = getattr(self._lib, meta["entry"])
+            self._entries = [getattr(self._lib, v["entry"]) for v in self._variants]
         except (OSError, AttributeError) as err:
             raise BuildError(f"cannot load model library {self.lib_path}: {err}") from err
         from ..runtime.module import check_isa
         check_isa(meta.get("target", ""), self.lib_path)
-        self._run.restype = ctypes.c_int32
-        self._run.argtypes = [ctypes.c_void_p] * 4
+        for fn in self._entries:
+            fn.restype = ctypes.c_int32
+            fn.argtypes = [ctypes.c_void_p] * 4
         self._params = [_aligned(p) for p in params]
         self._param_ptrs = _pointers(self._params)
         self._workspace = aligned_copy(np.zeros(max(1, meta["workspace_bytes"]), np.uint8))
@@ -111,17 +116,36 @@ class GraphModule:
                 f"{len(self.meta['kernels'])} kernels, target={self.meta['target']!r})")
 
     # ------------------------------------------------------------ inputs
+    def _shapes(self, name: str) -> list:
+        """The shapes input `name` was built for, one per variant."""
+        return [tuple(d["shape"]) for v in self._variants for d in v["inputs"]
+                if d["name"] == name]
+
     def _check(self, name: str, value) -> np.ndarray:
         spec = self._in.get(name)
         if spec is None:
             raise ArgumentError(f"unknown input {name!r}; the model's inputs are "
                                 f"{', '.join(self.input_names) or '(none)'}")
         arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-        want = f"shape {tuple(spec['shape'])} {spec['dtype']}"
-        if tuple(arr.shape) != tuple(spec["shape"]) or _dtype_name(arr) != spec["dtype"]:
-            raise ArgumentError(f"input {name!r} expects {want}, got shape {tuple(arr.shape)} "
-                                f"{_dtype_name(arr)}")
+        shapes = self._shapes(name)
+        if tuple(arr.shape) not in shapes or _dtype_name(arr) != spec["dtype"]:
+            want = " or ".join(str(s) for s in dict.fromkeys(shapes))
+            hint = ("; pad to the next built shape (with the attention mask) or build one for "
+                    "this shape" if len(shapes) > 1 else "")
+            raise ArgumentError(f"input {name!r} expects shape {want} {spec['dtype']}, got "
+                                f"shape {tuple(arr.shape)} {_dtype_name(arr)}{hint}")
+        check_index_ranges(name, arr, self.meta.get("index_ranges", {}))
         return np.ascontiguousarray(arr)
+
+    def _variant(self) -> int:
+        """The variant whose input shapes are those of the current inputs."""
+        for k, v in enumerate(self._variants):
+            if all(tuple(self._inputs[d["name"]].shape) == tuple(d["shape"])
+                   for d in v["inputs"]):
+                return k
+        got = {n: tuple(a.shape) for n, a in self._inputs.items()}
+        built = [{d["name"]: tuple(d["shape"]) for d in v["inputs"]} for v in self._variants]
+        raise ArgumentError(f"no built variant takes input shapes {got}; built: {built}")
 
     def set_input(self, key: str | None = None, value=None, **inputs) -> None:
         """Set one input (set_input("x", a)) or several (set_input(x=a, y=b))."""
@@ -139,12 +163,14 @@ class GraphModule:
             raise ArgumentError("missing input(s) " + ", ".join(
                 f"{n!r} (shape {tuple(self._in[n]['shape'])} {self._in[n]['dtype']})"
                 for n in missing))
+        k = self._variant()
+        var = self._variants[k]
         ins = [self._inputs[n] for n in self.input_names]
-        outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in self.meta["outputs"]]
-        rc = self._run(_pointers(ins), _pointers(outs), self._param_ptrs,
-                       self._workspace.ctypes.data)
+        outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in var["outputs"]]
+        rc = self._entries[k](_pointers(ins), _pointers(outs), self._param_ptrs,
+                              self._workspace.ctypes.data)
         if rc != 0:
-            step = self.meta["steps"][rc - 1] if 0 < rc <= len(self.meta["steps"]) else "?"
+            step = var["steps"][rc - 1] if 0 < rc <= len(var["steps"]) else "?"
             raise RuntimeFailure(f"model {self.meta['name']}: step {rc - 1} ({step}) failed "
                                  "(a heap allocation inside the kernel failed)")
         self._outputs = outs

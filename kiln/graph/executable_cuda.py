@@ -43,6 +43,7 @@ class CudaGraphModule(GraphModule):
         self._inputs: dict = {}
         self._outputs: list = []
         self._in = {d["name"]: d for d in meta["inputs"]}
+        self._variants = [{"inputs": meta["inputs"], "outputs": meta["outputs"]}]
         self._dev = None  # device state, made on the first run
         self.functions: dict = {}  # name -> lowered PrimFunc (set by build_cuda, not saved)
 

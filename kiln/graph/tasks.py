@@ -177,17 +177,22 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
 
     With include_simple_tasks=False only groups with an anchor or a reduction are returned
     (elementwise/injective kernels are cheap and their default schedule is fine).
-    run_passes must match the kiln.graph.build call the tasks are tuned for.
+    run_passes must match the kiln.graph.build call the tasks are tuned for. A list of
+    (graph, params) pairs (one model imported at several shapes) gives the union of their
+    tasks: a kernel shared by the shapes is one task, its weight summed over them.
     """
-    graph = _as_graph(graph_or_mod, params)
-    graph, groups = prepare_graph(graph, params, run_passes)
+    variants = list(graph_or_mod) if isinstance(graph_or_mod, list) else \
+        [(graph_or_mod, params)]  # a list of (graph, params): one model at several shapes
     tasks: dict = {}
     weights: dict = {}
-    for g in groups:
-        if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
-            continue
-        wl = group_workload(g, graph.params)
-        if wl.key not in tasks:
-            tasks[wl.key] = make_task(wl, target)
-        weights[wl.key] = weights.get(wl.key, 0) + 1
+    for mod, prm in variants:
+        graph = _as_graph(mod, prm)
+        graph, groups = prepare_graph(graph, prm, run_passes)
+        for g in groups:
+            if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
+                continue
+            wl = group_workload(g, graph.params)
+            if wl.key not in tasks:
+                tasks[wl.key] = make_task(wl, target)
+            weights[wl.key] = weights.get(wl.key, 0) + 1
     return list(tasks.values()), [weights[k] for k in tasks]

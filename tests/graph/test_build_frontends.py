@@ -38,3 +38,27 @@ def test_cnn_from_onnx_builds_and_matches_onnxruntime(tmp_path):
     graph, params = kiln.frontend.from_onnx(onnx.load(path))
     lib = kiln.graph.build(graph, params, target="cpu")
     np.testing.assert_allclose(_run(lib, args), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("route", ["onnx", "pytorch"])
+def test_out_of_range_token_ids_are_an_error_naming_the_input(route, tmp_path):
+    import onnx
+
+    from kiln.errors import KilnError
+    model, (ids,) = tiny_bert()
+    if route == "onnx":
+        path = export_onnx(model, (ids,), str(tmp_path / "bert.onnx"))
+        graph, params = kiln.frontend.from_onnx(onnx.load(path))
+    else:
+        graph, params = kiln.frontend.from_pytorch(model, (ids,))
+    lib = kiln.graph.build(graph, params, target="cpu")
+    name = lib.input_names[0]
+    vocab = model.m.config.vocab_size
+    ok = ids.numpy().copy()
+    ok[0, 0] = -vocab  # negative ids count from the end, as in ONNX Gather and PyTorch
+    lib.run(**{name: ok})
+    for bad in (vocab, -vocab - 1):
+        x = ids.numpy().copy()
+        x[0, 3] = bad
+        with pytest.raises(KilnError, match=rf"input '{name}' holds {bad} at position \(0, 3\)"):
+            lib.run(**{name: x})
