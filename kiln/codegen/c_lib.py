@@ -90,10 +90,14 @@ def _floormod(dtype):
 
 
 def _minmax(op, dtype):
+    """min / max as NumPy, PyTorch and ONNX Runtime compute them: a NaN operand gives NaN
+    (a plain `a > b ? a : b` turns max(NaN, 0), i.e. relu(NaN), into 0)."""
     t, s = ctype(dtype), SUFFIX[dtype]
     name = f"kiln_{op}_{s}"
     rel = "<" if op == "min" else ">"
-    code = f"static inline {t} {name}({t} a, {t} b) {{\n  return a {rel} b ? a : b;\n}}\n"
+    nan = " || a != a" if dtype in ("float32", "float64") else ""
+    code = (f"static inline {t} {name}({t} a, {t} b) {{\n  return (a {rel} b{nan}) ? a : b;"
+            "\n}\n")
     return name, [], code
 
 
@@ -159,10 +163,15 @@ def _sel(dtype, lanes):
     return name, [("vtype", dtype, lanes), ("vtype", mask_dtype(dtype), lanes)], code
 
 
-def _vminmax(op, dtype, lanes):
+def _vminmax(op, dtype, lanes, nan: bool = False):
+    """Lane-wise min / max; with `nan`, NaN-propagating (user-level min / max, relu, clip;
+    the math templates' range clamps keep the cheaper form)."""
     rel = "<" if op == "min" else ">"
-    return lanewise(f"kiln_{op}_{SUFFIX[dtype]}x{lanes}", dtype, lanes, 2,
-                    f"a[i] {rel} b[i] ? a[i] : b[i]")
+    keep_nan = nan and dtype in ("float32", "float64")
+    test = f"(a[i] {rel} b[i] || a[i] != a[i])" if keep_nan else f"a[i] {rel} b[i]"
+    suffix = "n" if keep_nan else ""
+    return lanewise(f"kiln_{op}{suffix}_{SUFFIX[dtype]}x{lanes}", dtype, lanes, 2,
+                    f"{test} ? a[i] : b[i]")
 
 
 def _vfloordiv(dtype, lanes):
@@ -188,6 +197,8 @@ _BUILDERS = {
     "sel": _sel,
     "vmin": lambda dtype, lanes: _vminmax("min", dtype, lanes),
     "vmax": lambda dtype, lanes: _vminmax("max", dtype, lanes),
+    "vmin_nan": lambda dtype, lanes: _vminmax("min", dtype, lanes, nan=True),
+    "vmax_nan": lambda dtype, lanes: _vminmax("max", dtype, lanes, nan=True),
     "vfloordiv": _vfloordiv,
     "vfloormod": _vfloormod,
 }

@@ -184,7 +184,8 @@ class VectorPrinter:
         if op in _OPS:
             return VVal(f"({a} {_OPS[op]} {b})", dt, True)
         if op in ("min", "max"):
-            return VVal(f"{self.scope.lib.need('v' + op, dt, self.w)}({a}, {b})", dt, True)
+            fn = self.scope.lib.need(f"v{op}_nan", dt, self.w)  # NaN in, NaN out (NumPy)
+            return VVal(f"{fn}({a}, {b})", dt, True)
         if E.is_float(dt):  # floormod (float floordiv arrives as floor(a / b))
             a, b = self.tmp(a, vtype_name(dt, self.w)), self.tmp(b, vtype_name(dt, self.w))
             fl = self.scope.lib.need("vcall", "floor", dt, self.w)

@@ -8,6 +8,8 @@ ArgumentError naming it); `export_library(path)` writes path (the .so), path + "
 path + ".json" (and the C source as path + ".c"); `load(path)` reads them back without a
 compiler.
 Why: inference is one ctypes call into generated code; NumPy only allocates the outputs.
+Threads: the generated code keeps no state between calls, so per-thread arenas make run()
+safe to call concurrently (ctypes releases the GIL during the call, so threads overlap).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import ctypes
 import json
 import os
 import shutil
+import threading
 
 import numpy as np
 
@@ -49,7 +52,9 @@ def _pointers(arrays: list):
 
 
 class GraphModule:
-    """A compiled model; not thread-safe (one workspace per module)."""
+    """A compiled model. Safe to call from several threads at once: each thread has its own
+    activation arena and its own inputs / outputs (set_input, run and get_output act on the
+    calling thread's), the weights are shared read-only."""
 
     def __init__(self, lib_path: str, meta: dict, params: list, source: str | None = None):
         if meta.get("version") != META_VERSION:
@@ -71,10 +76,42 @@ class GraphModule:
             fn.argtypes = [ctypes.c_void_p] * 4
         self._params = [_aligned(p) for p in params]
         self._param_ptrs = _pointers(self._params)
-        self._workspace = aligned_copy(np.zeros(max(1, meta["workspace_bytes"]), np.uint8))
-        self._inputs: dict = {}
-        self._outputs: list = []
+        self._tls = threading.local()  # inputs, outputs and workspace: one set per thread
         self._in = {d["name"]: d for d in meta["inputs"]}
+
+    # ------------------------------------------------------------ per-thread state
+    def _thread_state(self) -> threading.local:
+        tls = self.__dict__.get("_tls")
+        if tls is None:  # subclasses that do not call __init__
+            tls = self.__dict__["_tls"] = threading.local()
+        if not hasattr(tls, "inputs"):
+            tls.inputs, tls.outputs, tls.workspace = {}, [], None
+        return tls
+
+    @property
+    def _inputs(self) -> dict:
+        return self._thread_state().inputs
+
+    @_inputs.setter
+    def _inputs(self, value: dict) -> None:
+        self._thread_state().inputs = value
+
+    @property
+    def _outputs(self) -> list:
+        return self._thread_state().outputs
+
+    @_outputs.setter
+    def _outputs(self, value: list) -> None:
+        self._thread_state().outputs = value
+
+    @property
+    def _workspace(self) -> np.ndarray:
+        """This thread's activation arena (allocated on its first run)."""
+        tls = self._thread_state()
+        if tls.workspace is None:
+            tls.workspace = aligned_copy(np.zeros(max(1, self.meta["workspace_bytes"]),
+                                                  np.uint8))
+        return tls.workspace
 
     # ------------------------------------------------------------ description
     @property

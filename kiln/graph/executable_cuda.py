@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 
 import numpy as np
 
@@ -32,7 +33,7 @@ __all__ = ["CudaGraphModule", "load_cuda"]
 
 
 class CudaGraphModule(GraphModule):
-    """A compiled model on the GPU; not thread-safe (one set of device buffers)."""
+    """A compiled model on the GPU; runs from several threads are serialised by a lock."""
 
     def __init__(self, cubin_path: str, meta: dict, params: list, source: str | None = None):
         if meta.get("version") != META_VERSION:
@@ -40,8 +41,7 @@ class CudaGraphModule(GraphModule):
                              f"{META_VERSION}; rebuild the model with this kiln")
         self.lib_path, self.meta, self._source = os.path.abspath(cubin_path), meta, source
         self._params = [np.ascontiguousarray(p) for p in params]
-        self._inputs: dict = {}
-        self._outputs: list = []
+        self._lock = threading.RLock()  # one set of device buffers: one run at a time
         self._in = {d["name"]: d for d in meta["inputs"]}
         self._variants = [{"inputs": meta["inputs"], "outputs": meta["outputs"]}]
         self._dev = None  # device state, made on the first run
@@ -137,7 +137,12 @@ class CudaGraphModule(GraphModule):
 
     # ------------------------------------------------------------ running
     def run(self, **inputs) -> dict:
-        """Run the model on `inputs` (plus earlier set_input values); {output name: array}."""
+        """Run the model on `inputs` (plus earlier set_input values); {output name: array}.
+        Threads may call it concurrently: runs are serialised (one set of device buffers)."""
+        with self._lock:
+            return self._run_locked(inputs)
+
+    def _run_locked(self, inputs: dict) -> dict:
         self.set_input(**inputs)
         missing = [n for n in self.input_names if n not in self._inputs]
         if missing:

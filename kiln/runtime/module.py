@@ -100,6 +100,7 @@ class Kernel:
             arr = self._check_array(i, p, a, sizes)
             argv[i] = arr.ctypes.data
             keep.append(arr)
+        self._check_aliasing(keep)
         for j, (p, a) in enumerate(zip(self.scalar_params, args[len(self.params):], strict=True)):
             k = len(self.params) + j
             value = self._check_scalar(k, p, a, sizes)
@@ -124,6 +125,19 @@ class Kernel:
             raise ArgumentError(f"{where} is written by the kernel but the array is read-only")
         return arr
 
+    def _check_aliasing(self, arrays: list) -> None:
+        """Kernels declare their pointers `restrict`: an array they write must not overlap
+        any other argument (f(A, B, A) would silently compute garbage)."""
+        for i, p in enumerate(self.params):
+            if not p.get("written"):
+                continue
+            for j, other in enumerate(arrays):
+                if j != i and np.may_share_memory(arrays[i], other):
+                    raise ArgumentError(
+                        f"argument {i + 1} '{p['name']}' is written by {self.name} but shares "
+                        f"memory with argument {j + 1} '{self.params[j]['name']}'; kernels "
+                        "assume outputs do not alias other arguments: pass a separate array")
+
     def _check_scalar(self, k: int, p: dict, a, sizes: dict):
         where = f"argument {k + 1} '{p['name']}'"
         dtype = p["dtype"]
@@ -139,6 +153,11 @@ class Kernel:
         bound = sizes.get(p["name"])
         if bound is not None and bound != value:
             raise ArgumentError(f"{where} is {value} but the array shapes say {bound}")
+        if is_int and dtype != "bool":
+            info = np.iinfo(dtype)
+            if not info.min <= int(value) <= info.max:
+                raise ArgumentError(f"{where} is {value}, outside the range of {dtype} "
+                                    f"[{info.min}, {info.max}]")
         return _SCALAR_CTYPES[dtype](value)
 
     # ------------------------------------------------------------ timing

@@ -29,6 +29,7 @@ from .passes import run_passes
 from .simplify import Simplifier, simplify
 
 STACK_LIMIT_BYTES = 32 * 1024
+INT32_MAX = 2 ** 31 - 1
 _KIND = {"none": "serial", "parallel": "parallel", "vectorize": "vectorized", "unroll": "unrolled"}
 
 
@@ -76,6 +77,7 @@ class Lowerer:
 
     # ------------------------------------------------------------ entry
     def run(self) -> S.PrimFunc:
+        self.index_dtype = self._index_dtype()
         self.params = self._params()
         for si in reversed(range(len(self.stages))):
             st = self.stages[si]
@@ -85,6 +87,22 @@ class Lowerer:
         body = S.map_exprs(body, lambda e: simplify(e, self.ranges))
         func = S.PrimFunc(self.name, self.params, body, self._scalar_params(body))
         return run_passes(func)
+
+    def _index_dtype(self) -> str:
+        """int64 loop counters and index arithmetic when a tensor of the kernel has 2**31
+        elements or more (an offset or a trip count could overflow int32), else int32, which
+        keeps small kernels' address arithmetic cheap."""
+        for st in self.stages:
+            tensor = st.op.output(0)
+            size = 1
+            for d in tensor.shape:
+                size *= int(d.value) if isinstance(d, E.IntImm) else int(d) if \
+                    isinstance(d, int) else 1
+            for a in st.root_vars() if not st.is_placeholder else ():
+                size = max(size, int(a.extent.value))
+            if size > INT32_MAX:
+                return "int64"
+        return "int32"
 
     def _params(self) -> list:
         out = []
@@ -166,7 +184,7 @@ class Lowerer:
             else:
                 ext[rel.fused] = math.prod(ext[n] for n in rel.names)
         for it in st.iters:
-            v = E.Var(_c_name(it.name, self.var_names))
+            v = E.Var(_c_name(it.name, self.var_names), self.index_dtype)
             info.leaves.append(Leaf(it.name, v, ext[it.name], it.kind, it.annotation, it.pragmas))
             self.ranges[v] = (0, ext[it.name] - 1)
         val = {lf.name: lf.var for lf in info.leaves}
@@ -329,7 +347,7 @@ class Lowerer:
         idx = [info.root_val[a] - off for a, off in zip(info.stage.compute.axis, info.offsets)]
         if info.layout:
             idx = pack_indices(idx, info.layout)
-        return _flat(info.buffer, idx)
+        return _flat(info.buffer, idx, self.index_dtype)
 
     def _guarded(self, stmt: S.Stmt, conds: list) -> S.Stmt:
         conds = [c for c in (simplify(c, self.ranges) for c in conds)
@@ -373,12 +391,12 @@ class Lowerer:
                     idx = [i - off for i, off in zip(n.indices, t.offsets)]
                     if t.layout:
                         idx = pack_indices(idx, t.layout)
-                    return S.BufferLoad(t.buffer, _flat(t.buffer, idx))
+                    return S.BufferLoad(t.buffer, _flat(t.buffer, idx, self.index_dtype))
                 buf = self.param_of[j]
                 idx = list(n.indices)
                 if self.stages[j].layout:
                     idx = pack_indices(idx, self.stages[j].layout)
-                return S.BufferLoad(buf, _flat(buf, idx))
+                return S.BufferLoad(buf, _flat(buf, idx, self.index_dtype))
             return None
         return E.transform(e, fn)
 
@@ -444,9 +462,11 @@ def _stmt_exprs(s: S.Stmt) -> list:
     return []
 
 
-def _flat(buf: S.Buffer, idx: list) -> E.Expr:
+def _flat(buf: S.Buffer, idx: list, dtype: str = "int32") -> E.Expr:
     out = None
     for i, stride in zip(idx, buf.strides):
+        if dtype == "int64" and isinstance(i, E.Expr) and i.dtype != "int64":
+            i = E.cast("int64", i)  # e.g. a gathered int32 row index times a wide stride
         t = i * stride if stride != 1 else i
         out = t if out is None else out + t
     return out if out is not None else E.IntImm(0)
