@@ -174,21 +174,21 @@ def _bind_flat(s, t, threads: int = MAX_THREADS) -> None:
     s[t].bind(tx, thread_axis("threadIdx.x"))
 
 
-def schedule_injective(s, out):
+def schedule_injective(s, out, threads: int = MAX_THREADS):
     """Elementwise / broadcast / data-movement kernels: one thread per output element."""
     _inline_elementwise(s, out)
-    _bind_flat(s, out)
+    _bind_flat(s, out, threads)
     return s
 
 
-def schedule_simple(s, out):
+def schedule_simple(s, out, threads: int = MAX_THREADS):
     """Always legal: producers inlined, each reduction its own kernel with one thread per
     output element (the reduction runs serially in that thread), the output flat-bound."""
     _inline_elementwise(s, out)
     for r in _reductions(out):
         if r.op is not out.op:
-            _bind_flat(s, r)
-    _bind_flat(s, out)
+            _bind_flat(s, r, threads)
+    _bind_flat(s, out, threads)
     return s
 
 
@@ -198,7 +198,7 @@ def _reduction_threads(extent: int) -> int:
     return max(min(32, _pow2_floor(extent)), min(MAX_THREADS, _pow2_floor(extent // 4)))
 
 
-def schedule_rows(s, out):
+def schedule_rows(s, out, threads: int | None = None):
     """Softmax / layer-norm-like kernels: every reduction reduces the innermost axes of
     `out`'s rows. One block per row; each reduction is rfactored across the block's threads
     into shared memory, then every thread sums the partial results itself (a row's values are
@@ -208,12 +208,12 @@ def schedule_rows(s, out):
         raise ScheduleError(f"schedule_rows: {out.name} is not an elementwise function of row "
                             "reductions")
     *rows, last = out.op.axis
-    nthreads = _reduction_threads(int(last.extent.value))
+    nthreads = threads or _reduction_threads(int(last.extent.value))
     for r in reds:
         if len(r.op.reduce_axis) != 1 or len(r.op.axis) != len(rows) or \
                 [int(a.extent.value) for a in r.op.axis] != \
-                [int(a.extent.value) for a in rows] or \
-                _reduction_threads(int(r.op.reduce_axis[0].extent.value)) != nthreads:
+                [int(a.extent.value) for a in rows] or (threads is None and _reduction_threads(
+                    int(r.op.reduce_axis[0].extent.value)) != nthreads):
             raise ScheduleError(f"schedule_rows: {r.name} does not reduce the rows of {out.name}")
     _inline_elementwise(s, out)
     row = s[out].fuse(*rows) if len(rows) > 1 else rows[0]
@@ -232,6 +232,23 @@ def schedule_rows(s, out):
         *_, lane = s[rf].op.axis
         s[rf].bind(lane, thread_axis("threadIdx.x"))
     return s
+
+
+def kernel_kind(out) -> str:
+    """Which GPU schedule family fits the kernel computing `out`: "matmul" (one two-input
+    product reduction, plus an elementwise epilogue), "injective" (no reduction), "rows"
+    (reductions over the innermost axes of out's rows), else "simple"."""
+    reds = _reductions(out)
+    if len(reds) == 1 and len(reds[0].op.input_tensors) == 2 and \
+            len(reds[0].op.reduce_axis) == 1 and _is_product(reds[0]):
+        return "matmul"
+    if not reds:
+        return "injective"
+    *rows, _ = out.op.axis
+    ok = all(len(r.op.reduce_axis) == 1 and r.op is not out.op and
+             [int(a.extent.value) for a in r.op.axis] == [int(a.extent.value) for a in rows]
+             for r in reds)
+    return "rows" if ok and not getattr(out.op, "reduce_axis", None) else "simple"
 
 
 def schedule_auto(s, out, sm_count: int = 132):

@@ -1,0 +1,158 @@
+"""The GPU search space of one task: sketches and their knobs.
+
+In: a task's ComputeDAG and its CUDA Target.
+Out: `GpuSpace`: the sketch that fits the kernel (kiln.topi.cuda.kernel_kind: "matmul" =
+multi-level tiling SSSRRSRS with shared-memory panels, a register tile, bound block / thread
+levels and optional split-K; "rows" = one block per row with cross-thread reductions through
+shared memory; "injective" and "simple" = flat thread binding), the knobs each sketch leaves
+open (tile sizes, thread counts as warp multiples, reduction step, padding, vector width of the
+cooperative fetch, reduction slices), random sampling, mutation and crossover of knob values,
+and `state(config)`: the complete State (a Step list like any other, so records replay it
+without this module).
+Why: kiln's GPU schedules are written once (kiln.topi.cuda) with every tunable choice a
+parameter; the search explores those parameters instead of re-deriving the structure, which
+keeps every candidate structurally sound (bound threads, barriers, cooperative fetches).
+Candidates are checked against the target's limits (threads per block, shared memory) by
+lowering before they are scored or measured.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ...errors import KilnError
+from ...schedule.facade import Schedule
+from ...topi import cuda as tc
+
+WARP = 32
+# knob -> candidate values, per sketch kind
+_DOMAINS = {
+    "matmul": {"tm": (1, 2, 4, 8), "tn": (1, 2, 4, 8), "tx": (4, 8, 16, 32),
+               "ty": (1, 2, 4, 8, 16, 32), "bk": (4, 8, 16, 32), "pad": (0, 1),
+               "vec": (1, 2, 4), "splitk": (1, 2, 3, 4, 6, 8, 12, 16)},
+    "rows": {"threads": (32, 64, 128, 256, 512)},
+    "injective": {"threads": (64, 128, 256, 512, 1024)},
+    "simple": {"threads": (32, 64, 128, 256, 512)},
+}
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """One point of the space: the sketch kind and its knob values (sorted name pairs)."""
+
+    kind: str
+    knobs: tuple
+
+    def get(self, name: str):
+        return dict(self.knobs)[name]
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, **dict(self.knobs)}
+
+
+class GpuSpace:
+    """The knob space of one task on one CUDA target."""
+
+    def __init__(self, dag, target):
+        self.dag, self.target = dag, target
+        self.out = dag.outputs[0].output(0)
+        self.kind = tc.kernel_kind(self.out)
+        self.domains = self._domains()
+        self._checked: dict = {}
+
+    def _domains(self) -> dict:
+        dom = {k: tuple(v) for k, v in _DOMAINS[self.kind].items()}
+        if self.kind == "matmul":
+            mm = tc._find_matmul(self.out)
+            k = int(mm.op.reduce_axis[0].extent.value)
+            dom["bk"] = tuple(b for b in dom["bk"] if b <= k) or (1,)
+            dom["splitk"] = tuple(s for s in dom["splitk"] if k // s >= max(dom["bk"][0], 16)
+                                  or s == 1)
+        return dom
+
+    # ------------------------------------------------------------ sketches
+    def sketch_text(self) -> str:
+        """What the sketch of this task is, in words (for inspection)."""
+        return {"matmul": "multi-level tiling SSSRRSRS: blockIdx tiles, threadIdx tiles, a "
+                          "register tile; the reduction split around shared-memory panels "
+                          "fetched cooperatively; optional split-K; epilogue fused",
+                "rows": "one block per row; each reduction rfactored across the block's "
+                        "threads into shared memory; elementwise work inlined",
+                "injective": "all loops fused, split by the thread count, bound",
+                "simple": "each reduction its own kernel, one thread per output element"
+                }[self.kind]
+
+    # ------------------------------------------------------------ sampling
+    def default(self) -> GpuConfig:
+        """The default schedule's knob values (what an untuned build uses)."""
+        if self.kind == "matmul":
+            t = tc.matmul_tiles(tc._find_matmul(self.out), self.target.sm_count)
+            knobs = {**t, "pad": 1, "vec": 1}
+        else:
+            knobs = {"threads": {"rows": 128, "injective": 256, "simple": 256}[self.kind]}
+        return self._config(knobs)
+
+    def _config(self, knobs: dict) -> GpuConfig:
+        return GpuConfig(self.kind, tuple(sorted(knobs.items())))
+
+    def sample(self, rng: random.Random) -> GpuConfig:
+        for _ in range(64):
+            cfg = self._config({k: rng.choice(v) for k, v in self.domains.items()})
+            if self.plausible(cfg):
+                return cfg
+        return self.default()
+
+    def mutate(self, cfg: GpuConfig, rng: random.Random) -> GpuConfig:
+        knobs = dict(cfg.knobs)
+        name = rng.choice(sorted(self.domains))
+        values = self.domains[name]
+        i = values.index(knobs[name]) if knobs[name] in values else 0
+        knobs[name] = values[max(0, min(len(values) - 1, i + rng.choice((-1, 1))))] \
+            if rng.random() < 0.7 else rng.choice(values)
+        out = self._config(knobs)
+        return out if self.plausible(out) else cfg
+
+    def crossover(self, a: GpuConfig, b: GpuConfig, rng: random.Random) -> GpuConfig:
+        da, db = dict(a.knobs), dict(b.knobs)
+        out = self._config({k: (da if rng.random() < 0.5 else db)[k] for k in da})
+        return out if self.plausible(out) else a
+
+    def plausible(self, cfg: GpuConfig) -> bool:
+        """Cheap checks before lowering: a warp-multiple thread count within the limit."""
+        k = dict(cfg.knobs)
+        threads = k["tx"] * k["ty"] if self.kind == "matmul" else k["threads"]
+        return threads % WARP == 0 and threads <= self.target.max_threads_per_block
+
+    # ------------------------------------------------------------ states
+    def state(self, cfg: GpuConfig):
+        """The complete State of `cfg` (raises ScheduleError when the knobs do not apply)."""
+        s = Schedule.from_state(self.dag, self.dag.init_state())
+        k = dict(cfg.knobs)
+        if cfg.kind == "matmul":
+            tc.schedule_matmul(s, self.out, tc._find_matmul(self.out), tm=k["tm"], tn=k["tn"],
+                               tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=bool(k["pad"]),
+                               vec=k["vec"], splitk=k["splitk"])
+        elif cfg.kind == "rows":
+            tc.schedule_rows(s, self.out, threads=k["threads"])
+        elif cfg.kind == "injective":
+            tc.schedule_injective(s, self.out, threads=k["threads"])
+        else:
+            tc.schedule_simple(s, self.out, threads=k["threads"])
+        return s.state
+
+    def lowered(self, cfg: GpuConfig, args: list):
+        """(state, PrimFunc, launch plan) of a config that fits the target, or None (the
+        reason is kept in `self.rejected[cfg]`)."""
+        if cfg in self._checked:
+            return self._checked[cfg]
+        from ...codegen import cuda
+        from ...tir.lower import lower
+        try:
+            state = self.state(cfg)
+            func = lower(state, args, "default_function")
+            out = (state, func, cuda.launch_plan(func, self.target))
+        except KilnError:
+            out = None
+        self._checked[cfg] = out
+        return out

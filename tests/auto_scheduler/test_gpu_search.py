@@ -1,0 +1,148 @@
+"""The GPU search without a GPU: the search space of each kernel family, random candidates
+checked by the SIMT interpreter, GPU features, NVRTC builds in worker processes, and the
+search loop with a fake runner (records, resume, the cost model learning)."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import tir_interp
+import workloads
+from gpu_fake_runner import FakeRunner
+
+from kiln import te, topi
+from kiln.auto_scheduler import SearchTask, TuningOptions
+from kiln.auto_scheduler.gpu.features import FEATURE_NAMES, features
+from kiln.auto_scheduler.gpu.search import GpuSearchPolicy
+from kiln.auto_scheduler.gpu.space import GpuSpace
+from kiln.auto_scheduler.measure.record import RecordToFile, load_records
+from kiln.schedule import ComputeDAG
+
+TARGET = "cuda -arch=sm_90"
+
+
+def _task(tensors, desc):
+    return SearchTask(compute_dag=ComputeDAG(tensors), target=TARGET, desc=desc)
+
+
+def _mm(m=8, n=16, k=12):
+    (a, b), (c,), ref = workloads.swish_mm(m, n, k)
+    return _task([a, b, c], "swish_mm"), ref
+
+
+def _softmax():
+    x = te.placeholder((2, 40), name="x")
+    return _task([x, topi.nn.softmax(x)], "softmax")
+
+
+def _transpose():
+    x = te.placeholder((6, 10), name="x")
+    return _task([x, topi.transpose(x, (1, 0))], "transpose")
+
+
+@pytest.mark.parametrize("make,kind", [(lambda: _mm()[0], "matmul"), (_softmax, "rows"),
+                                       (_transpose, "injective")])
+def test_random_candidates_compute_the_same_function(make, kind):
+    task = make()
+    space = GpuSpace(task.compute_dag, task.target)
+    assert space.kind == kind and space.sketch_text()
+    rng = random.Random(0)
+    specs = [t for t in task.args]
+    inputs = [np.random.default_rng(1).standard_normal([int(d.value) for d in t.shape])
+              .astype("float32") for t in specs[:-1]]
+    ref = None
+    checked = 0
+    for _ in range(8):
+        cfg = space.sample(rng)
+        low = space.lowered(cfg, task.args)
+        if low is None:
+            continue
+        out = np.full([int(d.value) for d in specs[-1].shape], np.nan, "float32")
+        tir_interp.run(low[1], *inputs, out)
+        ref = out if ref is None else ref
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+        threads = low[2]["kernels"][0]["block"]
+        assert (threads[0] * threads[1] * threads[2]) % 32 == 0  # warp multiples
+        checked += 1
+    assert checked >= 4
+
+
+def test_gpu_features():
+    task, _ = _mm(64, 128, 64)
+    space = GpuSpace(task.compute_dag, task.target)
+    cfg = space.default()
+    _, func, plan = space.lowered(cfg, task.args)
+    f = dict(zip(FEATURE_NAMES, features(space, cfg, func, plan)))
+    assert len(f) == len(FEATURE_NAMES) and f["kind_matmul"] == 1
+    assert f["bank_ways_b"] == 1.0 and f["occupancy"] > 0 and f["log2_threads"] >= 5
+    knobs = dict(cfg.knobs, pad=0, tx=8, tn=4, bk=16)
+    from kiln.auto_scheduler.gpu.space import GpuConfig
+    unpadded = GpuConfig("matmul", tuple(sorted(knobs.items())))
+    low = space.lowered(unpadded, task.args)
+    assert dict(zip(FEATURE_NAMES, features(space, unpadded, low[1], low[2])))[
+        "bank_ways_b"] > 1
+    tr = _transpose()
+    sp = GpuSpace(tr.compute_dag, tr.target)
+    _, func, plan = sp.lowered(sp.default(), tr.args)
+    ft = dict(zip(FEATURE_NAMES, features(sp, sp.default(), func, plan)))
+    assert ft["strided_loads"] == 1.0  # a transpose reads rows with a stride per thread
+
+
+def test_nvrtc_builder_compiles_in_worker_processes():
+    pytest.importorskip("kiln.codegen.nvrtc")
+    from kiln.auto_scheduler.gpu.measure import GpuBuilder
+    from kiln.codegen import cuda
+    task, _ = _mm(32, 64, 32)
+    space = GpuSpace(task.compute_dag, task.target)
+    cands = [space.lowered(space.sample(random.Random(i)), task.args) for i in range(4)]
+    cands = [c for c in cands if c is not None]
+    builder = GpuBuilder(n_parallel=2)
+    try:
+        built = builder.build(task.target, [cuda.render(f, task.target) for _, f, _ in cands])
+    finally:
+        builder.close()
+    assert all(path and kind == "ok" for path, kind, _ in built), built
+
+
+class _InlineBuilder:
+    """Renders only (the fake runner does not need cubins)."""
+
+    def build(self, target, sources):
+        return [("fake.cubin", "ok", "") for _ in sources]
+
+
+def test_search_loop_records_resume_and_learns(tmp_path):
+    task, _ = _mm(4, 8, 8)
+    log = tmp_path / "gpu.json"
+    runner = FakeRunner()
+    policy = GpuSearchPolicy(task, builder=_InlineBuilder(), runner=runner, seed=0,
+                             population=64)
+    assert len(policy.generate_sketches()) == 1
+    assert len(policy.sample_initial_population(4)) == 4
+    opts = TuningOptions(num_measure_trials=16, num_measures_per_round=8,
+                         measure_callbacks=[RecordToFile(str(log))])
+    best = policy.tune(opts)
+    recs = list(load_records(str(log)))
+    assert len(recs) == 16 and all(r.target == TARGET for r in recs)
+    assert all(r.error == "ok" for r in recs) and best["seconds"] < float("inf")
+    assert all("gpu_config" in r.meta for r in recs)
+    default_cost = min(r.mean_cost for r in recs if r.meta["gpu_config"] == json.loads(
+        json.dumps(policy.space.default().to_json())))
+    assert best["seconds"] <= default_cost
+    assert policy.model.trained or not _has_xgboost()
+    again = GpuSearchPolicy(task, builder=_InlineBuilder(), runner=FakeRunner(), seed=1,
+                            population=64)
+    again.tune(TuningOptions(num_measure_trials=8, num_measures_per_round=8,
+                             measure_callbacks=[RecordToFile(str(log))]))
+    configs = [json.dumps(r.meta["gpu_config"], sort_keys=True)
+               for r in load_records(str(log))]
+    assert len(configs) == 24 and len(set(configs)) == 24  # resumed: nothing measured twice
+
+
+def _has_xgboost() -> bool:
+    try:
+        import xgboost  # noqa: F401
+        return True
+    except ImportError:
+        return False
