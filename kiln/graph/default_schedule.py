@@ -58,7 +58,47 @@ def _simple_stage(state, si: int, lanes: int):
     return state
 
 
+def _lane_rfactor(state, si: int, lanes: int):
+    """A row reduction (one reduce loop, no tiling) reduces `lanes` partial results at once:
+    rfactor by the SIMD width into a per-row vector of partials computed inside the row loop
+    (the reduce loop outside, the lanes innermost and vectorized, so an exp inside the sum,
+    as in softmax, runs as a vector polynomial), then sum the lanes. The rows are fused and
+    parallel."""
+    st = state.stages[si]
+    red = [it for it in st.iters if it.kind == "reduce"]
+    n_sp = len(st.compute.axis)
+    if len(red) != 1 or red[0].extent < 2 * lanes or st.relations or n_sp == 0 or \
+            any(it.annotation != "none" for it in st.iters):
+        return state
+    op = st.op
+    state = state.split(op, red[0].name, [lanes])
+    state = state.rfactor(op, state.stages[si].relations[-1].outs[1], factor_axis=n_sp)
+    rf = state.stages[si]
+    lane = rf.compute.axis[-1].name
+    state = state.reorder(rf.op, [it.name for it in rf.iters if it.name != lane] + [lane])
+    row = state.stages[si + 1].iters[n_sp - 1].name
+    if n_sp > 1:
+        state = state.fuse(op, list(range(n_sp)))
+        row = state.stages[si + 1].iters[0].name
+    state = state.parallel(op, row)
+    state = state.compute_at(rf.op, op, row)
+    return state.vectorize(rf.op, len(state.stages[si].iters) - 1)
+
+
+def _vectorize_reductions(state, lanes: int):
+    """_lane_rfactor on every plain root reduction (they sit before their consumers, so
+    indices of later stages shift by one per rfactor: walk from the end)."""
+    for si in reversed(range(len(state.stages))):
+        st = state.stages[si]
+        if not st.is_placeholder and st.attach[0] == "root" and st.compute.reduce_axis \
+                and not any(s.attach[0] == "at" and s.attach[1] is st.op
+                            for s in state.stages):
+            state = _lane_rfactor(state, si, lanes)
+    return state
+
+
 def _finish_simple_stages(state, lanes: int):
+    state = _vectorize_reductions(state, lanes)
     for si, st in enumerate(state.stages):
         if st.is_placeholder or st.attach[0] != "root" or st.relations:
             continue
