@@ -1,0 +1,218 @@
+"""The model zoo as users export it: full-size models on every import route, one table.
+
+Models (random weights from transformers configs; nothing is downloaded): BERT-base,
+DistilBERT, RoBERTa-base, GPT-2 small, ViT-B/16, ResNet-50, MobileNetV2 and the Whisper-tiny
+encoder; text models get the attention mask a tokenizer makes for a padded batch.
+Routes: ONNX from torch.onnx.export(dynamo=False), ONNX from the default dynamo exporter, and
+kiln.frontend.from_pytorch (torch.export). Per cell: status (exporter failed / import failed /
+ok), max abs error against ONNX Runtime (ONNX routes) or PyTorch (torch.export), build
+seconds, and latency of kiln's untuned build vs ONNX Runtime and PyTorch eager on the same
+inputs (rows interleaved, medians of --repeat, all threads of this machine).
+
+    python benchmarks/zoo.py [--models bert,gpt2] [--routes onnx,dynamo,torch] [--repeat 5]
+
+Writes benchmarks/results/zoo.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kiln  # noqa: E402
+
+SEQ = 128
+ROUTES = ("onnx", "dynamo", "torch")
+
+
+def _text(model_cls, cfg, vocab: int, with_mask: bool = True, output="last_hidden_state"):
+    import torch
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return getattr(self.m(input_ids=input_ids, attention_mask=attention_mask), output)
+    torch.manual_seed(0)
+    model = Wrapper(model_cls(cfg)).eval()
+    rng = np.random.RandomState(0)
+    ids = torch.from_numpy(rng.randint(0, vocab, (1, SEQ)))
+    mask = torch.ones(1, SEQ, dtype=torch.int64)
+    mask[0, SEQ - 17:] = 0  # a padded sequence, as a tokenizer makes it
+    return model, {"input_ids": ids, "attention_mask": mask}
+
+
+def _vision(model_cls, cfg, shape, output="last_hidden_state"):
+    import torch
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            return getattr(self.m(pixel_values=pixel_values), output)
+    torch.manual_seed(0)
+    return Wrapper(model_cls(cfg)).eval(), {"pixel_values": torch.randn(*shape)}
+
+
+def _whisper():
+    import torch
+    from transformers import WhisperConfig, WhisperModel
+    cfg = WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6,
+                        decoder_layers=4, decoder_attention_heads=6, encoder_ffn_dim=1536,
+                        decoder_ffn_dim=1536, num_mel_bins=80)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_features):
+            return self.m(input_features).last_hidden_state
+    torch.manual_seed(0)
+    return Encoder(WhisperModel(cfg).encoder).eval(), \
+        {"input_features": torch.randn(1, 80, 3000)}
+
+
+def models() -> dict:
+    import transformers as T
+    return {
+        "bert-base": lambda: _text(T.BertModel, T.BertConfig(attn_implementation="eager"),
+                                   30522),
+        "distilbert": lambda: _text(T.DistilBertModel, T.DistilBertConfig(), 30522),
+        "roberta-base": lambda: _text(T.RobertaModel, T.RobertaConfig(
+            vocab_size=50265, max_position_embeddings=514, type_vocab_size=1), 50265),
+        "gpt2": lambda: _text(T.GPT2Model, T.GPT2Config(), 50257),
+        "vit-b16": lambda: _vision(T.ViTModel, T.ViTConfig(), (1, 3, 224, 224)),
+        "resnet-50": lambda: _vision(T.ResNetModel, T.ResNetConfig(), (1, 3, 224, 224),
+                                     "pooler_output"),
+        "mobilenet-v2": lambda: _vision(T.MobileNetV2Model, T.MobileNetV2Config(),
+                                        (1, 3, 224, 224), "pooler_output"),
+        "whisper-tiny-encoder": _whisper,
+    }
+
+
+def _export(model, inputs: dict, path: str, dynamo: bool) -> None:
+    import torch
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, tuple(inputs.values()), path, dynamo=dynamo,
+                          opset_version=18, input_names=list(inputs),
+                          output_names=["output"])
+
+
+def _time(fn, repeat: int) -> list:
+    fn()
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int) -> dict:
+    import onnx
+    import onnxruntime as ort
+    import torch
+    feeds = {k: v.numpy() for k, v in inputs.items()}
+    row = {"model": name, "route": route}
+    sess = None
+    try:
+        if route == "torch":
+            with torch.no_grad():
+                ref = model(*inputs.values()).numpy()
+            t0 = time.perf_counter()
+            graph, params = kiln.frontend.from_pytorch(model, tuple(inputs.values()))
+        else:
+            path = os.path.join(tmp, f"{name}-{route}.onnx")
+            try:
+                _export(model, inputs, path, route == "dynamo")
+            except Exception as err:  # noqa: BLE001 - the exporter's failure is a result
+                return {**row, "status": f"exporter failed: {str(err).splitlines()[0][:120]}"}
+            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            ref = sess.run(None, feeds)[0]
+            t0 = time.perf_counter()
+            graph, params = kiln.frontend.from_onnx(onnx.load(path))
+        lib = kiln.graph.build(graph, params, target="cpu")
+        row["build_s"] = time.perf_counter() - t0
+        names = lib.input_names
+        run = lambda: lib.run(**dict(zip(names, feeds.values())))  # noqa: E731
+        out = list(run().values())[0]
+        row["max_abs_err"] = float(np.abs(out - ref).max())
+    except kiln.KilnError as err:
+        return {**row, "status": f"kiln: {str(err).splitlines()[0][:160]}"}
+    except Exception as err:  # noqa: BLE001 - a crash is reported in the table, not fatal
+        traceback.print_exc()
+        return {**row, "status": f"crash: {type(err).__name__}: {str(err)[:120]}"}
+    row["status"] = "ok" if row["max_abs_err"] <= 1e-4 else "wrong (error > 1e-4)"
+    timers = {"kiln": run}
+    if sess is not None:
+        timers["ort"] = lambda: sess.run(None, feeds)
+    with torch.no_grad():
+        timers["torch"] = lambda: model(*inputs.values())
+        samples = {k: [] for k in timers}
+        for _ in range(repeat):  # interleaved
+            for k, fn in timers.items():
+                samples[k] += _time(fn, 1)
+    for k, v in samples.items():
+        row[f"{k}_ms"] = statistics.median(v) * 1e3
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(models()))
+    p.add_argument("--routes", default=",".join(ROUTES))
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "zoo"))
+    args = p.parse_args()
+    table = models()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            model, inputs = table[name]()
+            for route in args.routes.split(","):
+                row = cell(name, model, inputs, route, tmp, args.repeat)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                write(Path(args.out), rows)
+
+
+def write(out: Path, rows: list) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "target": str(kiln.target.Target("cpu")),
+            "cores": len(os.sched_getaffinity(0)), "loadavg": os.getloadavg()[0]}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = ["# Model zoo: every import route, untuned kiln vs ONNX Runtime and PyTorch", "",
+             f"{meta['date']}, target `{meta['target']}`, {meta['cores']} cores, load average "
+             f"{meta['loadavg']:.2f}; batch 1, text models seq {SEQ} with a padded attention "
+             "mask; latency medians of interleaved runs.", "",
+             "| model | route | status | max abs err | build s | kiln ms | ORT ms | PyTorch ms |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        def f(k, fmt, r=r):
+            return format(r[k], fmt) if k in r else ""
+        lines.append(f"| {r['model']} | {r['route']} | {r['status']} | {f('max_abs_err', '.1e')}"
+                     f" | {f('build_s', '.1f')} | {f('kiln_ms', '.1f')} | {f('ort_ms', '.1f')} |"
+                     f" {f('torch_ms', '.1f')} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
