@@ -101,6 +101,34 @@ class GpuSearchPolicy:
             picked = [default] + picked[:n - 1]
         return picked
 
+    # ------------------------------------------------------------ TaskScheduler interface
+    @property
+    def best_cost(self) -> float:
+        return min(self.measured.values(), default=math.inf)
+
+    interrupted = False
+    _runner_task = None
+
+    def search(self, n_trials: int, early_stopping, per_round: int, measurer) -> None:
+        """One TaskScheduler round: measure up to n_trials candidates of this task, results
+        to the measurer's callbacks (the CPU measurer's builder and runner are not used: GPU
+        candidates go to this policy's GPU builder and runner, shared between tasks)."""
+        if self.runner is None or getattr(self.runner, "_task_of", None) is not self.task:
+            self._start_runner()
+            self.runner._task_of = self.task
+        done = 0
+        try:
+            while done < n_trials:
+                t0 = time.time()
+                batch = self.next_batch(min(per_round, n_trials - done))
+                self.stats["search_s"] += time.time() - t0
+                if not batch:
+                    return
+                self._measure(batch, measurer.callbacks)
+                done += len(batch)
+        except KeyboardInterrupt:
+            self.interrupted = True
+
     def tune(self, options) -> dict:
         """Measure options.num_measure_trials candidates; returns the best (config, seconds)."""
         self._resume(options.measure_callbacks)
