@@ -1,5 +1,5 @@
-"""The README's GPU example runs as written (without a GPU it builds for sm_90 and prints the
-CUDA source; with one it also runs, times and checks the kernel)."""
+"""The README's GPU examples run as written (without a GPU they build for sm_90, print the CUDA
+source and the GPU search space; with one they also run, time and tune)."""
 
 import re
 from pathlib import Path
@@ -15,7 +15,10 @@ def test_readme_gpu_example_runs(capsys):
         pytest.skip("NVRTC is not installed")
     text = (Path(__file__).parents[1] / "README.md").read_text()
     section = text.split("## NVIDIA GPUs (CUDA)", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(compile(block, "README.md (GPU example)", "exec"), {})
+    section = section.split("\n## ", 1)[0]
+    scope: dict = {}
+    for k, block in enumerate(re.findall(r"```python\n(.*?)```", section, re.S)):
+        exec(compile(block, f"README.md (GPU example {k})", "exec"), scope)
     out = capsys.readouterr().out
     assert '__global__ void __launch_bounds__(64)' in out and "__syncthreads();" in out
+    assert "multi-level tiling" in out and "blockIdx" in out
