@@ -30,9 +30,12 @@ OP_SPECS = {
     "sigmoid": "", "abs": "", "relu": "", "gelu": "approximate ('none'|'tanh')",
     "hard_swish": "", "hard_sigmoid": "alpha, beta", "leaky_relu": "alpha",
     "clip": "a_min, a_max", "cast": "dtype", "floor": "", "ceil": "", "not": "",
+    # logic on bool tensors, float classification (-> bool)
+    "logical_and": "", "logical_or": "", "logical_xor": "", "isnan": "", "isinf": "",
     # reductions
     "sum": "axis (list), keepdims", "mean": "axis (list), keepdims", "max": "axis, keepdims",
     "min": "axis, keepdims", "argmax": "axis, keepdims",
+    "cumsum": "axis, exclusive, reverse (running sum along one axis)",
     # nn
     "dense": "weight [N, K] is input 1; optional bias input 2 (y = x @ W.T + b)",
     "matmul": "numpy matmul semantics (batch broadcast)",
@@ -49,6 +52,7 @@ OP_SPECS = {
     "strided_slice": "begin, end, strides, axes", "expand_dims": "axis, num_newaxis",
     "squeeze": "axis", "broadcast_to": "shape", "flatten": "",
     "pad": "pad_width [[lo, hi], ...], pad_value",
+    "dilate": "strides (per axis; inserts strides-1 zeros between elements)",
 }
 
 

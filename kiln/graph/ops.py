@@ -5,7 +5,7 @@ values of its inputs (te Tensors; a size-1 constant may arrive as a te scalar Ex
 Out: `to_te(node, inputs) -> te.Tensor`, built from kiln.topi or plain te computes (never a
 hand-written kernel), checked against the node's shape and dtype; and `pattern(node)`, the
 OpPattern the fuser reads: elemwise < broadcast < injective < comm_reduce <
-out_elemwise_fusable (dense, matmul, batch_matmul, conv2d) < opaque.
+out_elemwise_fusable (dense, matmul, batch_matmul, conv2d) < opaque (cumsum).
 Why: the one table that ties the graph vocabulary to tensor expressions, so fusion, task
 extraction and the executable builder agree on what every op computes.
 """
@@ -50,13 +50,16 @@ _BINARY: dict[str, Callable] = {
     "divide": lambda a, b: a / b, "power": intrin.power, "maximum": E.max, "minimum": E.min,
     "equal": lambda a, b: E.cmp("eq", a, b), "less": lambda a, b: E.cmp("lt", a, b),
     "greater": lambda a, b: E.cmp("gt", a, b), "where": E.Select,
+    "logical_and": lambda a, b: E.binop("and", a, b),
+    "logical_or": lambda a, b: E.binop("or", a, b),
+    "logical_xor": lambda a, b: E.cmp("ne", E.as_bool(a), E.as_bool(b)),
 }
-_ELEMWISE_ATTR = ("gelu", "hard_sigmoid", "leaky_relu", "clip", "cast", "not")
+_ELEMWISE_ATTR = ("gelu", "hard_sigmoid", "leaky_relu", "clip", "cast", "not", "isnan", "isinf")
 _REDUCE = ("sum", "mean", "max", "min", "argmax", "softmax", "log_softmax", "layer_norm",
            "max_pool2d", "avg_pool2d", "global_avg_pool2d")
 _ANCHOR = ("dense", "matmul", "batch_matmul", "conv2d")
 _INJECTIVE = ("reshape", "transpose", "take", "concatenate", "strided_slice", "expand_dims",
-              "squeeze", "flatten", "pad")
+              "squeeze", "flatten", "pad", "dilate")
 _LEAVES = ("input", "const")
 
 
@@ -135,6 +138,18 @@ def _clip(node, x):
 
 def _not(node, x):
     return te.compute(x[0].shape, lambda *i: E.Not(x[0][i]), name="logical_not", tag="elemwise")
+
+
+def _isnan(node, x):
+    # NaN is the one value unequal to itself (kiln never compiles with -ffinite-math-only)
+    return te.compute(x[0].shape, lambda *i: E.cmp("ne", x[0][i], x[0][i]), name="isnan",
+                      tag="elemwise")
+
+
+def _isinf(node, x):
+    inf = te.const(float("inf"), x[0].dtype)
+    return te.compute(x[0].shape, lambda *i: E.cmp("eq", intrin.abs(x[0][i]), inf),
+                      name="isinf", tag="elemwise")
 
 
 def _broadcast(node, args):
@@ -271,7 +286,7 @@ _BUILDERS: dict[str, Callable] = {
     "leaky_relu": lambda n, x: topi.leaky_relu(x[0], float(n.attrs.get("alpha", 0.01))),
     "clip": _clip,
     "cast": lambda n, x: topi.cast(x[0], n.attrs.get("dtype", n.dtype)),
-    "not": _not,
+    "not": _not, "isnan": _isnan, "isinf": _isinf,
     "batch_norm": _batch_norm,
     "sum": _reduce(topi.sum), "mean": _reduce(topi.mean), "max": _reduce(topi.max),
     "min": _reduce(topi.min), "argmax": _argmax,
@@ -292,4 +307,8 @@ _BUILDERS: dict[str, Callable] = {
     "broadcast_to": lambda n, x: topi.broadcast_to(x[0], tuple(n.attrs["shape"])),
     "flatten": lambda n, x: topi.reshape(x[0], tuple(n.shape)),
     "pad": _pad,
+    "dilate": lambda n, x: nn.dilate(x[0], [int(s) for s in n.attrs["strides"]]),
+    "cumsum": lambda n, x: topi.cumsum(x[0], int(n.attrs.get("axis", 0)),
+                                       bool(n.attrs.get("exclusive")),
+                                       bool(n.attrs.get("reverse"))),
 }

@@ -40,7 +40,7 @@ from .math import (
     where,
 )
 from .nn import batch_matmul, conv2d_nchw, dense, layer_norm, log_softmax, matmul, pad, softmax
-from .reduction import argmax, argmin, max, mean, min, prod, sum
+from .reduction import argmax, argmin, cumsum, max, mean, min, prod, sum
 from .transform import (
     broadcast_to,
     concatenate,
@@ -55,7 +55,7 @@ from .transform import (
 
 __all__ = [
     "abs", "add", "argmax", "argmin", "batch_matmul", "broadcast_to", "cast", "ceil", "clip",
-    "concatenate", "conv2d_nchw", "dense", "divide", "equal", "erf", "exp", "expand_dims",
+    "concatenate", "conv2d_nchw", "cumsum", "dense", "divide", "equal", "erf", "exp", "expand_dims",
     "floor", "floor_divide", "floor_mod", "gelu", "gelu_tanh", "greater", "greater_equal",
     "hard_sigmoid", "hard_swish", "layer_norm", "leaky_relu", "less", "less_equal", "log",
     "log_softmax", "math", "matmul", "max", "maximum", "mean", "min", "minimum", "multiply",

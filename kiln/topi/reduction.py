@@ -15,7 +15,7 @@ from ..te.tensor import Tensor
 from .utils import Axis, check_tensor, const_shape, normalize_axes, normalize_axis
 from .utils import prod as _prod
 
-__all__ = ["argmax", "argmin", "max", "mean", "min", "prod", "sum"]
+__all__ = ["argmax", "argmin", "cumsum", "max", "mean", "min", "prod", "sum"]
 
 
 def _reduce_compute(x: Tensor, axis: Axis, keepdims: bool, body, name: str) -> Tensor:
@@ -104,3 +104,23 @@ def argmin(x: Tensor, axis: int | None = None, keepdims: bool = False,
            dtype: str = "int32") -> Tensor:
     """Index of the first minimum along `axis` (None: index into the flattened tensor)."""
     return _arg_extreme(x, axis, keepdims, dtype, False)
+
+
+def cumsum(x: Tensor, axis: int = 0, exclusive: bool = False, reverse: bool = False) -> Tensor:
+    """Running sum along `axis` (ONNX CumSum): out[..i..] = sum of x[..k..] for k <= i
+    (k < i when exclusive; k >= i / k > i when reverse). One reduction with a condition:
+    quadratic in the axis length, which is fine for the sequence lengths it serves (position
+    ids from a padding mask) and keeps the op a plain te compute."""
+    check_tensor(x, "cumsum")
+    shape = const_shape(x, "cumsum")
+    ax = normalize_axis(axis, len(shape), "cumsum")
+    k = te.reduce_axis(shape[ax], name="k")
+
+    def body(*i):
+        src = tuple(k if a == ax else v for a, v in enumerate(i))
+        if reverse:
+            cond = E.cmp("gt", k, i[ax]) if exclusive else E.cmp("ge", k, i[ax])
+        else:
+            cond = E.cmp("lt", k, i[ax]) if exclusive else E.cmp("le", k, i[ax])
+        return te.sum(x[src], axis=k, where=cond)
+    return te.compute(shape, body, name="cumsum", tag="cumsum")

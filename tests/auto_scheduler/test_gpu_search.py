@@ -103,12 +103,17 @@ def test_nvrtc_builder_compiles_in_worker_processes():
     finally:
         builder.close()
     assert all(path and kind == "ok" for path, kind, _ in built), built
+    from kiln.auto_scheduler.gpu.measure import _register_overflow
+    plan = {"kernels": [{"name": "k", "block": [32, 32, 1]}]}
+    assert "more than the target's 65536" in _register_overflow({"k": {"registers": 80}},
+                                                                plan, 65536)
+    assert _register_overflow({"k": {"registers": 64}}, plan, 65536) == ""
 
 
 class _InlineBuilder:
     """Renders only (the fake runner does not need cubins)."""
 
-    def build(self, target, sources):
+    def build(self, target, sources, plans=None):
         return [("fake.cubin", "ok", "") for _ in sources]
 
 

@@ -32,8 +32,32 @@ _SIMPLE = {
     "rsqrt": lambda x: 1 / np.sqrt(x), "tanh": np.tanh, "erf": lambda x: _erf(x),
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "abs": np.abs, "relu": lambda x: np.maximum(x, 0),
     "hard_swish": lambda x: x * np.clip(x + 3, 0, 6) / 6, "floor": np.floor, "ceil": np.ceil,
-    "not": np.logical_not, "matmul": np.matmul,
+    "not": np.logical_not, "matmul": np.matmul, "logical_and": np.logical_and,
+    "logical_or": np.logical_or, "logical_xor": lambda a, b: a != b, "isnan": np.isnan,
+    "isinf": lambda x: np.abs(x) == np.inf,
 }
+
+
+def _cumsum(x, a):
+    """Running sum written as a loop over the axis (exclusive / reverse per ONNX CumSum)."""
+    axis = a.get("axis", 0) % x.ndim
+    xs = np.moveaxis(x, axis, 0)
+    order = range(xs.shape[0] - 1, -1, -1) if a.get("reverse") else range(xs.shape[0])
+    out, acc = np.zeros_like(xs), np.zeros_like(xs[0])
+    for k in order:
+        if a.get("exclusive"):
+            out[k], acc = acc, acc + xs[k]
+        else:
+            acc = acc + xs[k]
+            out[k] = acc
+    return np.moveaxis(out, 0, axis)
+
+
+def _dilate(x, strides):
+    out = np.zeros([(d - 1) * s + 1 for d, s in zip(x.shape, strides)], x.dtype)
+    for idx in np.ndindex(*x.shape):
+        out[tuple(i * s for i, s in zip(idx, strides))] = x[idx]
+    return out
 
 
 def _divide(a, b):
@@ -174,6 +198,8 @@ def _eval(n: Node, xs: list) -> np.ndarray:
         "broadcast_to": lambda: np.broadcast_to(xs[0], a["shape"]),
         "flatten": lambda: xs[0].reshape(xs[0].shape[0], -1),
         "pad": lambda: np.pad(xs[0], a["pad_width"], constant_values=a.get("pad_value", 0)),
+        "cumsum": lambda: _cumsum(xs[0], a),
+        "dilate": lambda: _dilate(xs[0], a["strides"]),
     }
     if op in ("sum", "mean", "max", "min"):
         return _reduce(op, xs[0], a)

@@ -53,7 +53,7 @@ def test_small_cnn_matches_torch():
     model, args = small_cnn()
     _, opt = _check(model, args)
     assert _compute_ops(opt) == {"conv2d": 2, "hard_swish": 1, "max_pool2d": 1, "relu": 1,
-                                 "avg_pool2d": 1, "flatten": 1, "dense": 1}
+                                 "avg_pool2d": 1, "reshape": 1, "dense": 1}
 
 
 def test_mobilenet_style_block():
@@ -123,7 +123,7 @@ def test_many_aten_ops():
 
 class _Unsupported(nn.Module):
     def forward(self, x):
-        return torch.cumsum(x, 0).flip(0).cumprod(1)
+        return torch.cumsum(x, 0).flip(0).cumprod(1).roll(1, 0)
 
 
 def test_unsupported_ops_are_listed_all_at_once():
@@ -131,9 +131,8 @@ def test_unsupported_ops_are_listed_all_at_once():
         from_pytorch(_Unsupported(), (torch.randn(3, 4),))
     err = info.value
     assert isinstance(err, KilnError)
-    assert [op for op, _, _ in err.ops] == ["aten.cumsum.default", "aten.flip.default",
-                                            "aten.cumprod.default"]
-    assert "cumsum" in str(err) and "flip" in str(err) and "cumprod" in str(err)
+    assert [op for op, _, _ in err.ops][:2] == ["aten.flip.default", "aten.cumprod.default"]
+    assert "flip" in str(err) and "cumprod" in str(err) and "cumsum" not in str(err)
 
 
 def test_training_mode_dropout_is_explained():

@@ -26,7 +26,9 @@ DATA = {
     "m": _f(6, 8), "w": _f(5, 8), "bias5": _f(5), "a3": _f(2, 6, 8), "b3": _f(2, 8, 7),
     "bt3": _f(2, 7, 8), "img": _f(1, 4, 7, 7), "ker": _f(6, 4, 3, 3), "cb": _f(6),
     "dker": _f(8, 1, 3, 3), "ids": RNG.integers(-4, 4, (3, 4)).astype(np.int64),
-    "ch": _f(3), "chpos": _f(3, lo=0.5, hi=2.0),
+    "ch": _f(3), "chpos": _f(3, lo=0.5, hi=2.0), "cond2": RNG.random((4, 5)) > 0.5,
+    "special": np.tile(np.array([[0.0, np.nan, np.inf, -np.inf, -1.5]], np.float32), (4, 9)),
+    "ivals": RNG.integers(-5, 5, (3, 4)).astype(np.int64),
 }
 
 
@@ -77,6 +79,12 @@ def _ln(v, g, b):
     return (v - mu) / np.sqrt(var + 1e-5) * g + b
 
 
+def _dilate(v, strides):
+    out = np.zeros([(d - 1) * s + 1 for d, s in zip(v.shape, strides)], v.dtype)
+    out[tuple(slice(None, None, s) for s in strides)] = v
+    return out
+
+
 def _ch(v):
     return v.reshape(1, 3, 1, 1)
 
@@ -118,6 +126,16 @@ CASES = [
     ("floor", "floor", ["x"], {}, np.floor),
     ("ceil", "ceil", ["x"], {}, np.ceil),
     ("not", "not", ["cond"], {}, np.logical_not),
+    ("logical_and", "logical_and", ["cond", "cond2"], {}, np.logical_and),
+    ("logical_or", "logical_or", ["cond", "cond2"], {}, np.logical_or),
+    ("logical_xor", "logical_xor", ["cond2", "cond"], {}, np.logical_xor),
+    ("isnan", "isnan", ["special"], {}, np.isnan),
+    ("isinf", "isinf", ["special"], {}, np.isinf),
+    ("cumsum", "cumsum", ["x"], {"axis": 2}, lambda v: np.cumsum(v, 2)),
+    ("cumsum_excl_rev", "cumsum", ["x"], {"axis": -1, "exclusive": True, "reverse": True},
+     lambda v: np.flip(np.cumsum(np.flip(v, -1), -1), -1) - v),
+    ("cumsum_int", "cumsum", ["ivals"], {"axis": 1, "exclusive": True},
+     lambda v: np.cumsum(v, 1) - v),
     ("sum", "sum", ["x"], {"axis": [1, 3], "keepdims": False}, lambda v: v.sum(axis=(1, 3))),
     ("mean", "mean", ["x"], {"axis": [-1], "keepdims": True},
      lambda v: v.mean(-1, keepdims=True)),
@@ -166,6 +184,7 @@ CASES = [
     ("flatten", "flatten", ["x"], {}, lambda v: v.reshape(2, -1)),
     ("pad", "pad", ["row"], {"pad_width": [[1, 0], [2, 3]], "pad_value": 0.5},
      lambda v: np.pad(v, [(1, 0), (2, 3)], constant_values=0.5)),
+    ("dilate", "dilate", ["row"], {"strides": [3, 2]}, lambda v: _dilate(v, (3, 2))),
 ]
 
 

@@ -50,11 +50,13 @@ class GpuBuilder:
             self._pool = ProcessPoolExecutor(self.n_parallel, mp_context=mp.get_context("spawn"))
         return self._pool
 
-    def build(self, target, sources: list) -> list:
-        """[(cubin path or None, error kind, message)] for CUDA sources, in order."""
+    def build(self, target, sources: list, plans: list | None = None) -> list:
+        """[(cubin path or None, error kind, message)] for CUDA sources, in order. With the
+        launch plans, a kernel whose registers x threads exceed the target's registers per
+        block (it could not launch) is a compile error too."""
         futures = [self._executor().submit(_compile_job, src, target.arch) for src in sources]
         out = []
-        for fut in futures:
+        for k, fut in enumerate(futures):
             try:
                 path, info = fut.result(timeout=self.timeout)
             except FutureTimeout:
@@ -63,9 +65,13 @@ class GpuBuilder:
             except Exception as err:  # noqa: BLE001 - a compile failure costs one candidate
                 out.append((None, ErrorNo.COMPILE, str(err).splitlines()[0][:300]))
                 continue
-            spills = {k: v["spill_stores"] for k, v in info.items() if v.get("spill_stores")}
+            spills = {n: v["spill_stores"] for n, v in info.items() if v.get("spill_stores")}
+            too_big = _register_overflow(info, plans[k] if plans else None,
+                                         target.max_registers_per_block)
             if spills:
                 out.append((None, ErrorNo.COMPILE, f"register spills {spills}"))
+            elif too_big:
+                out.append((None, ErrorNo.COMPILE, too_big))
             else:
                 out.append((path, ErrorNo.OK, ""))
         return out
@@ -74,6 +80,17 @@ class GpuBuilder:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+def _register_overflow(info: dict, plan: dict | None, limit: int) -> str:
+    """Why a kernel of `plan` cannot launch for lack of registers, or ""."""
+    for kern in (plan or {}).get("kernels", []):
+        regs = info.get(kern["name"], {}).get("registers", 0)
+        threads = kern["block"][0] * kern["block"][1] * kern["block"][2]
+        if regs * threads > limit:
+            return (f"{kern['name']} needs {regs} registers x {threads} threads per block, "
+                    f"more than the target's {limit}")
+    return ""
 
 
 # ---------------------------------------------------------------- the worker (own process)

@@ -182,7 +182,8 @@ class GpuSearchPolicy:
         lowered = [self.space.lowered(c, self.task.args) for c in batch]
         t0 = time.time()
         built = self.builder.build(self.task.target,
-                                   [cuda.render(f, self.task.target) for _, f, _ in lowered])
+                                   [cuda.render(f, self.task.target) for _, f, _ in lowered],
+                                   [plan for _, _, plan in lowered])
         t1 = time.time()
         todo = [(i, (p, low[2], low[1])) for i, ((p, kind, _), low)
                 in enumerate(zip(built, lowered)) if kind == ErrorNo.OK]

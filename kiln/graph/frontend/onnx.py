@@ -3,10 +3,12 @@
 In: a loaded ModelProto (opsets 13-21 are the target; older attribute forms are read too) and
 optional concrete shapes for inputs with symbolic dims, e.g. `shape={"input_ids": (1, 128)}`.
 Out: (Graph, params). Initializers become const nodes, graph inputs become input nodes, and
-each ONNX node goes through the handler named like its op type (onnx_math, onnx_nn,
-onnx_tensor). Every node's shape is inferred as it is made, so `Shape` is a constant and the
-shape arithmetic around reshapes is read with NumPy. A model with op types no handler covers
-raises ONE UnsupportedOpError listing every such node before anything is converted.
+each ONNX node goes through the handler named like its op type (onnx_math, onnx_logic,
+onnx_nn, onnx_tensor). Every node's shape is inferred as it is made, so `Shape` is a constant
+and the shape arithmetic around reshapes is read with NumPy. A model with op types no handler
+covers raises ONE UnsupportedOpError listing every such node before anything is converted.
+The graph's `output_names` are the model's own output names (what `lib.run` returns), and
+a static input dim that contradicts `shape=` is a ShapeError naming the input.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import numpy as np
 from ...errors import ShapeError
 from ..ir import Graph, Node
 from .common import ConversionError, GraphBuilder, UnsupportedOpError
+from .onnx_logic import HANDLERS as _LOGIC
 from .onnx_math import HANDLERS as _MATH
 from .onnx_math import onnx_dtype
 from .onnx_nn import HANDLERS as _NN
 from .onnx_tensor import HANDLERS as _TENSOR
 
-HANDLERS = {**_MATH, **_NN, **_TENSOR}
+HANDLERS = {**_MATH, **_LOGIC, **_NN, **_TENSOR}
 
 
 def _attrs(node) -> dict:
@@ -83,9 +86,22 @@ def _check_supported(graph) -> None:
         raise UnsupportedOpError("ONNX", bad)
 
 
+def _check_given(vi, given: tuple) -> tuple:
+    """`given` for input `vi`, or a ShapeError where it contradicts the model's static dims."""
+    dims = vi.type.tensor_type.shape.dim
+    if vi.type.tensor_type.HasField("shape") and len(dims) != len(given):
+        raise ShapeError(f"ONNX input {vi.name!r} has rank {len(dims)}, but shape= gives "
+                         f"{list(given)}")
+    for k, (d, g) in enumerate(zip(dims, given)):
+        if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != g:
+            raise ShapeError(f"ONNX input {vi.name!r} has static size {d.dim_value} at axis {k},"
+                             f" but shape= gives {list(given)}")
+    return given
+
+
 def _input_shape(vi, given: dict) -> tuple:
     if vi.name in given:
-        return tuple(int(d) for d in given[vi.name])
+        return _check_given(vi, tuple(int(d) for d in given[vi.name]))
     dims = []
     for k, d in enumerate(vi.type.tensor_type.shape.dim):
         if d.HasField("dim_value") and d.dim_value > 0:
@@ -164,4 +180,5 @@ def from_onnx(model, shape: dict | None = None) -> tuple[Graph, dict]:
             raise ConversionError("ONNX", out.op, out.name, "unsupported optional output used")
         outputs.append(out)
     g = b.finish(outputs, graph.name or "main")
+    g.output_names = [vi.name for vi in graph.output]
     return g, g.params

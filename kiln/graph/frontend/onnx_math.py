@@ -130,6 +130,28 @@ def _reduction(op: str, input_axes_since: int):
     return handler
 
 
+def _composite_reduction(pre: str | None, op: str, post: str | None, since: int):
+    """ReduceL2 = sqrt(sum(x*x)), ReduceL1 = sum(|x|), ReduceSumSquare, ReduceLogSumExp."""
+    def handler(cx, ins, attrs):
+        x = ins[0]
+        axes = _reduce_axes(cx, ins, attrs, cx.opset >= since)
+        if pre == "square":
+            x = cx.op("multiply", [x, x])
+        elif pre is not None:
+            x = cx.op(pre, [x])
+        if axes is not None:
+            x = cx.op(op, [x], axis=axes, keepdims=bool(attrs.get("keepdims", 1)))
+        return cx.op(post, [x]) if post else x
+    handler.__name__ = f"_onnx_reduce_{pre}_{op}_{post}"
+    return handler
+
+
+def _prelu(cx, ins, attrs):
+    x, slope = ins[0], ins[1]  # slope broadcasts to x like NumPy (from the right)
+    negative = cx.op("less", [x, _scalar(cx, x, 0)])
+    return cx.op("where", [negative, cx.op("multiply", [x, slope]), x])
+
+
 def _arg_max(cx, ins, attrs):
     if attrs.get("select_last_index", 0):
         raise cx.fail("select_last_index=1 is not supported")
@@ -163,5 +185,10 @@ HANDLERS = {
     "Mean": _variadic("add", mean=True),
     "ReduceMean": _reduction("mean", 18), "ReduceSum": _reduction("sum", 13),
     "ReduceMax": _reduction("max", 18), "ReduceMin": _reduction("min", 18),
-    "ArgMax": _arg_max, "Softmax": _softmax("softmax"), "LogSoftmax": _softmax("log_softmax"),
+    "ReduceL2": _composite_reduction("square", "sum", "sqrt", 18),
+    "ReduceL1": _composite_reduction("abs", "sum", None, 18),
+    "ReduceSumSquare": _composite_reduction("square", "sum", None, 18),
+    "ReduceLogSumExp": _composite_reduction("exp", "sum", "log", 18),
+    "PRelu": _prelu, "ArgMax": _arg_max, "Softmax": _softmax("softmax"),
+    "LogSoftmax": _softmax("log_softmax"),
 }

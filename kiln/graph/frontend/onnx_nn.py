@@ -2,14 +2,16 @@
 
 In: the converting context, input graph nodes and attributes. Out: graph nodes. MatMul stays
 `matmul` (the patterns pass turns constant-weight products into `dense`); Gemm with a constant
-B becomes `dense` directly, with alpha folded into the weight and beta into the bias.
+B becomes `dense` directly, with alpha folded into the weight and beta into the bias. 1-d and
+transposed convolutions and Resize are composites of graph ops (see lowering).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .common import norm_axis
+from .common import norm_axes, norm_axis
+from .lowering import conv_nd, conv_transpose, resize_axis
 
 
 def _mat_mul(cx, ins, attrs):
@@ -48,37 +50,103 @@ def _gemm(cx, ins, attrs):
 
 
 def _same_pads(cx, attrs, size, kernel, strides, dilations) -> list:
+    """Pads as [lo..., hi...] from `pads` or auto_pad (SAME_UPPER puts the odd one last)."""
+    nd = len(kernel)
     mode = attrs.get("auto_pad", "NOTSET")
     if mode in ("NOTSET", ""):
-        pads = list(attrs.get("pads", [0] * 4))
-        return [pads[0], pads[1], pads[2], pads[3]]
+        return list(attrs.get("pads", [0] * (2 * nd)))
     if mode == "VALID":
-        return [0, 0, 0, 0]
+        return [0] * (2 * nd)
     lo, hi = [], []
     for n, k, s, d in zip(size, kernel, strides, dilations):
         total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
         small, big = total // 2, total - total // 2
         lo.append(big if mode == "SAME_LOWER" else small)
         hi.append(small if mode == "SAME_LOWER" else big)
-    return [lo[0], lo[1], hi[0], hi[1]]
+    return lo + hi
 
 
 def _spatial(cx, ins, attrs, kernel) -> dict:
-    if len(ins[0].shape) != 4:
-        raise cx.fail(f"only 2-d (NCHW) inputs are supported, got rank {len(ins[0].shape)}")
-    strides = list(attrs.get("strides", [1, 1]))
-    dilations = list(attrs.get("dilations", [1, 1]))
+    nd = len(kernel)
+    if len(ins[0].shape) != nd + 2:
+        raise cx.fail(f"input rank {len(ins[0].shape)} does not match a {nd}-d kernel")
+    strides = list(attrs.get("strides", [1] * nd))
+    dilations = list(attrs.get("dilations", [1] * nd))
     pads = _same_pads(cx, attrs, ins[0].shape[2:], kernel, strides, dilations)
     return {"strides": strides, "padding": pads, "dilation": dilations}
 
 
 def _conv(cx, ins, attrs):
     w = ins[1]
-    if len(w.shape) != 4:
-        raise cx.fail("only 2-d convolutions are supported")
+    if len(w.shape) not in (3, 4):
+        raise cx.fail("only 1-d and 2-d convolutions are supported")
     geo = _spatial(cx, ins, attrs, w.shape[2:])
-    inputs = [ins[0], w] + ([ins[2]] if len(ins) > 2 and ins[2] is not None else [])
-    return cx.op("conv2d", inputs, groups=int(attrs.get("group", 1)), **geo)
+    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    return conv_nd(cx.b, ins[0], w, bias, geo["strides"], geo["padding"], geo["dilation"],
+                   int(attrs.get("group", 1)), cx.name)
+
+
+def _conv_transpose(cx, ins, attrs):
+    x, w = ins[0], cx.need(ins[1], "a ConvTranspose weight")
+    nd = w.ndim - 2
+    if nd not in (1, 2) or len(x.shape) != nd + 2:
+        raise cx.fail("only 1-d and 2-d transposed convolutions are supported")
+    kernel = list(w.shape[2:])
+    strides = list(attrs.get("strides", [1] * nd))
+    dil = list(attrs.get("dilations", [1] * nd))
+    out_pad = list(attrs.get("output_padding", [0] * nd))
+    pads = list(attrs.get("pads", [0] * (2 * nd)))
+    shape = attrs.get("output_shape")
+    mode = attrs.get("auto_pad", "NOTSET")
+    if shape is not None or mode in ("SAME_UPPER", "SAME_LOWER"):
+        want = list(shape)[-nd:] if shape is not None else \
+            [n * s for n, s in zip(x.shape[2:], strides)]
+        total = [s * (n - 1) + op + (k - 1) * d + 1 - o for n, s, op, k, d, o in
+                 zip(x.shape[2:], strides, out_pad, kernel, dil, want)]
+        # SAME_UPPER puts the odd padding at the end, anything else at the start
+        first = [t // 2 if mode == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = first + [t - f for t, f in zip(total, first)]
+    elif mode == "VALID":
+        pads = [0] * (2 * nd)
+    bias = ins[2] if len(ins) > 2 and ins[2] is not None else None
+    return conv_transpose(cx.b, x, w, bias, strides, pads, dil, out_pad,
+                          int(attrs.get("group", 1)), cx.name)
+
+
+def _resize(cx, ins, attrs):
+    x = ins[0]
+    rank = len(x.shape)
+    method = attrs.get("mode", "nearest")
+    if method not in ("nearest", "linear"):
+        raise cx.fail(f"mode {method!r} is not supported (nearest and linear are)")
+    if attrs.get("antialias", 0):
+        raise cx.fail("antialias=1 is not supported")
+    legacy = cx.node.op_type == "Upsample" or cx.opset < 11  # out[i] = in[floor(i / scale)]
+    coord = attrs.get("coordinate_transformation_mode",
+                      "asymmetric" if legacy else "half_pixel")
+    rule = attrs.get("nearest_mode", "floor" if legacy else "round_prefer_floor")
+    if coord == "tf_crop_and_resize":
+        raise cx.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported")
+    axes = norm_axes(attrs.get("axes", range(rank)), rank)
+    scales = sizes = None
+    if "scales" in attrs:  # Upsample-7
+        scales = np.asarray(attrs["scales"], np.float32)
+    elif cx.opset < 11:
+        scales = cx.need(ins[1], "scales").reshape(-1)
+    else:
+        if len(ins) > 3 and ins[3] is not None and len(ins[3].shape) and ins[3].shape[0]:
+            sizes = cx.need(ins[3], "sizes").reshape(-1)
+        elif len(ins) > 2 and ins[2] is not None:
+            scales = cx.need(ins[2], "scales").reshape(-1)
+    out = x
+    for k, a in enumerate(axes):
+        size = x.shape[a]
+        new = int(sizes[k]) if sizes is not None else int(np.floor(size * float(scales[k])))
+        scale = float(scales[k]) if scales is not None else new / size
+        if new == size and scale == 1.0:
+            continue
+        out = resize_axis(cx.b, out, a, new, scale, method, coord, rule, cx.name)
+    return out
 
 
 def _batch_norm(cx, ins, attrs):
@@ -135,7 +203,8 @@ def _layer_normalization(cx, ins, attrs):
 
 
 HANDLERS = {
-    "MatMul": _mat_mul, "Gemm": _gemm, "Conv": _conv, "BatchNormalization": _batch_norm,
+    "MatMul": _mat_mul, "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv_transpose,
+    "Resize": _resize, "Upsample": _resize, "BatchNormalization": _batch_norm,
     "MaxPool": _pool("max_pool2d"), "AveragePool": _pool("avg_pool2d"),
     "GlobalAveragePool": _global_average_pool, "GlobalMaxPool": _global_max_pool,
     "LayerNormalization": _layer_normalization,

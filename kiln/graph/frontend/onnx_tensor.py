@@ -3,8 +3,8 @@
 In: the converting context, input graph nodes and attributes. Out: graph nodes. Inputs that
 ONNX passes as tensors but kiln needs as attributes (Reshape's shape, Slice's starts,
 Unsqueeze's axes, Pad's pads, ...) are read as constants with NumPy; `Shape`, `Size`,
-`ConstantOfShape`, `Range` and `Constant` produce const nodes directly. Ops kiln has no graph
-op for (GatherElements, Trilu) are accepted when all their inputs are constant.
+`ConstantOfShape`, `Range` and `Constant` produce const nodes directly. Trilu is accepted
+when its input is constant; GatherElements becomes a `take` (lowering.gather_elements).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .common import norm_axes, norm_axis
+from .lowering import gather_elements
 
 
 def _reshape(cx, ins, attrs):
@@ -40,11 +41,8 @@ def _gather(cx, ins, attrs):
 
 
 def _gather_elements(cx, ins, attrs):
-    data = cx.need(ins[0], "GatherElements data (only constant inputs are supported)")
-    idx = cx.need(ins[1], "GatherElements indices (only constant inputs are supported)")
-    axis = norm_axis(attrs.get("axis", 0), data.ndim)
-    idx = np.where(idx < 0, idx + data.shape[axis], idx)
-    return cx.b.const(np.take_along_axis(data, idx, axis=axis), cx.name)
+    axis = norm_axis(attrs.get("axis", 0), len(ins[0].shape))
+    return gather_elements(cx.b, ins[0], ins[1], axis, cx.name)
 
 
 def _trilu(cx, ins, attrs):
@@ -204,11 +202,15 @@ def _pad(cx, ins, attrs):
         axes = list(range(rank))
         if len(ins) > 3 and ins[3] is not None:
             axes = norm_axes(cx.need(ins[3], "axes").reshape(-1), rank)
-    if any(p < 0 for p in pads):
-        raise cx.fail("negative pads are not supported")
     widths = [[0, 0] for _ in range(rank)]
     for k, a in enumerate(axes):
         widths[a] = [pads[k], pads[k + len(axes)]]
+    crop = [a for a, (lo, hi) in enumerate(widths) if lo < 0 or hi < 0]
+    if crop:  # negative pads remove elements
+        x = cx.op("strided_slice", [x], begin=[max(-widths[a][0], 0) for a in crop],
+                  end=[x.shape[a] - max(-widths[a][1], 0) for a in crop],
+                  strides=[1] * len(crop), axes=crop)
+        widths = [[max(lo, 0), max(hi, 0)] for lo, hi in widths]
     if not any(lo or hi for lo, hi in widths):
         return x
     return cx.op("pad", [x], pad_width=widths, pad_value=value)

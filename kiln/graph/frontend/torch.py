@@ -1,26 +1,31 @@
 """PyTorch frontend: a torch.nn.Module (via torch.export) becomes a kiln Graph.
 
 In: a module in inference mode (call model.eval() first) and example inputs whose shapes
-become the graph's static shapes. Out: (Graph, params). The exported program's parameters,
-buffers and lifted constants become const nodes; user inputs become input nodes; each ATen
-call goes through the handler named after its op (torch_ops, torch_nn). After each handler
-the produced node is checked against the shape torch.export recorded for it (and cast to the
-recorded dtype), so a conversion slip fails at import, naming the FX node. A program using
+become the graph's static shapes. Out: (Graph, params); the graph's inputs are named like the
+forward's arguments and its `output_names` are the module's dict / ModelOutput keys (else the
+program's output names). The program is first decomposed to core ATen (see core_aten). Its
+parameters, buffers and lifted constants become const nodes; user inputs become input nodes;
+each ATen call goes through the handler named after its op (torch_ops, torch_nn,
+torch_index). After each handler the produced node is checked against the shape torch.export
+recorded for it (and cast to the recorded dtype), so a conversion slip fails at import,
+naming the FX node. A program using
 ATen ops no handler covers raises ONE UnsupportedOpError listing every such node.
 """
 
 from __future__ import annotations
 
 import operator
+import warnings
 
 import numpy as np
 
 from ..ir import Graph, GraphError, Node
 from .common import ConversionError, GraphBuilder, UnsupportedOpError
+from .torch_index import HANDLERS as _INDEX
 from .torch_nn import HANDLERS as _NN
 from .torch_ops import HANDLERS as _OPS
 
-HANDLERS = {**_OPS, **_NN}
+HANDLERS = {**_OPS, **_NN, **_INDEX}
 
 
 def np_dtype(dtype) -> str:
@@ -139,17 +144,61 @@ def _convert(ep, b: GraphBuilder) -> list:
     return outputs
 
 
+def core_aten(ep):
+    """`ep` decomposed to core ATen (in-place ops functionalised, composites such as pad,
+    diff or expand_as spelled out), keeping the composites kiln imports whole: linear
+    (-> dense), scaled_dot_product_attention (-> one attention pattern), hardswish and
+    hardsigmoid (kiln ops of their own)."""
+    import torch
+    aten = torch.ops.aten
+    table = torch.export.default_decompositions()
+    for op in (aten.linear.default, aten.scaled_dot_product_attention.default,
+               aten.hardswish.default, aten.hardsigmoid.default):
+        table.pop(op, None)
+    with warnings.catch_warnings():  # torch's own deprecation notes while it copies specs
+        warnings.simplefilter("ignore", FutureWarning)
+        return ep.run_decompositions(table)
+
+
+def _leaf_names(spec, prefix: str = "") -> list:
+    """Names for the leaves of a pytree spec: dict / ModelOutput keys, joined with '.' when
+    nested, '' where a leaf has no key (a bare tensor or a tuple element)."""
+    children = list(spec.children()) if hasattr(spec, "children") else \
+        list(getattr(spec, "children_specs", []))
+    if not children:
+        return [prefix] if getattr(spec, "num_leaves", 1) else []
+    keys = spec.context if isinstance(spec.context, (list, tuple)) and \
+        len(spec.context) == len(children) and all(isinstance(k, str) for k in spec.context) \
+        else [""] * len(children)
+    out = []
+    for key, child in zip(keys, children):
+        name = f"{prefix}.{key}" if prefix and key else (key or prefix)
+        out.extend(_leaf_names(child, name if key else ""))
+    return out
+
+
+def _output_names(ep, user_specs: list) -> list:
+    """The module's own output names (dict / ModelOutput keys), else the signature's."""
+    spec = getattr(getattr(ep, "call_spec", None), "out_spec", None)
+    keyed = _leaf_names(spec) if spec is not None else []
+    if len(keyed) != len(user_specs):
+        keyed = [""] * len(user_specs)
+    return [k or getattr(s.arg, "name", "") for k, s in zip(keyed, user_specs)]
+
+
 def from_exported_program(ep) -> tuple[Graph, dict]:
-    """Import a torch.export ExportedProgram."""
+    """Import a torch.export ExportedProgram (decomposed to core ATen first)."""
     from torch.export.graph_signature import OutputKind
+    ep = core_aten(ep)
     _check_supported(ep.graph_module)
     b = GraphBuilder("PyTorch")
     outputs = _convert(ep, b)
-    kinds = [s.kind for s in ep.graph_signature.output_specs]
-    user = [o for o, k in zip(outputs, kinds) if k == OutputKind.USER_OUTPUT]
+    specs = ep.graph_signature.output_specs
+    user = [o for o, s in zip(outputs, specs) if s.kind == OutputKind.USER_OUTPUT]
     if any(not isinstance(o, Node) for o in user):
         raise ConversionError("PyTorch", "output", "output", "an output is not a tensor")
     g = b.finish(user)
+    g.output_names = _output_names(ep, [s for s in specs if s.kind == OutputKind.USER_OUTPUT])
     return g, g.params
 
 

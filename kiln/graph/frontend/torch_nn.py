@@ -14,6 +14,7 @@ import numpy as np
 
 from ..ir import Node
 from .common import norm_axis
+from .lowering import conv_nd, conv_transpose
 from .torch_ops import _arg
 
 
@@ -53,31 +54,36 @@ def _pair(v, n: int = 2) -> list[int]:
 
 
 def _padding(pad, kernel, dilation) -> list[int]:
+    """PyTorch padding (int, per-axis list, 'same', 'valid') as [lo..., hi...]."""
+    nd = len(kernel)
     if pad == "valid":
-        return [0, 0, 0, 0]
+        return [0] * (2 * nd)
     if pad == "same":
         total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        lo = [t // 2 for t in total]
-        return [lo[0], lo[1], total[0] - lo[0], total[1] - lo[1]]
-    ph, pw = _pair(pad)
-    return [ph, pw, ph, pw]
+        return [t // 2 for t in total] + [t - t // 2 for t in total]
+    p = _pair(pad, nd)
+    return p + p
 
 
 def _conv(cx, args, kw):
     x, w = args[0], args[1]
     b = _arg(args, kw, 2, "bias")
-    if len(w.shape) != 4:
-        raise cx.fail("only 2-d convolutions are supported")
+    nd = len(w.shape) - 2
+    if nd not in (1, 2):
+        raise cx.fail(f"only 1-d and 2-d convolutions are supported, got {nd}-d")
+    transposed, out_pad = False, [0] * nd
     if cx.node.target.__name__.startswith("convolution"):
-        stride, pad, dil, transposed, _, groups = args[3:9]
-        if transposed:
-            raise cx.fail("transposed convolution is not supported")
+        stride, pad, dil, transposed, out_pad, groups = args[3:9]
     else:
         stride, pad = _arg(args, kw, 3, "stride", 1), _arg(args, kw, 4, "padding", 0)
         dil, groups = _arg(args, kw, 5, "dilation", 1), _arg(args, kw, 6, "groups", 1)
-    dil = _pair(dil)
-    return cx.op("conv2d", [x, w] + ([b] if b is not None else []), strides=_pair(stride),
-                 padding=_padding(pad, w.shape[2:], dil), dilation=dil, groups=int(groups))
+    dil, stride = _pair(dil, nd), _pair(stride, nd)
+    pads = _padding(pad, w.shape[2:], dil)
+    if transposed:
+        weight = cx.need(w, "a transposed convolution's weight")
+        return conv_transpose(cx.b, x, weight, b, stride, pads, dil, _pair(out_pad, nd),
+                              int(groups), cx.name)
+    return conv_nd(cx.b, x, w, b, stride, pads, dil, int(groups), cx.name)
 
 
 def _batch_norm(cx, args, kw):

@@ -269,13 +269,6 @@ def _take(cx, args, kw):
     return cx.op("take", [x, args[2]], axis=norm_axis(args[1], len(x.shape)))  # index_select
 
 
-def _gather(cx, args, kw):
-    data = cx.need(args[0], "gather input (only constant inputs are supported)")
-    dim = norm_axis(args[1], data.ndim)
-    idx = cx.need(args[2], "gather index (only constant inputs are supported)")
-    return cx.b.const(np.take_along_axis(data, idx, axis=dim), cx.name)
-
-
 def _triangle(cx, args, kw):
     x = cx.need(args[0], "triu/tril input (only constant inputs are supported)")
     k = int(_arg(args, kw, 1, "diagonal", 0))
@@ -324,7 +317,7 @@ HANDLERS = {
     "transpose": _transpose, "t": _transpose, "expand": _expand, "unsqueeze": _unsqueeze,
     "squeeze": _squeeze, "flatten": _flatten, "slice": _slice, "select": _select, "cat": _cat,
     "split": _split, "split_with_sizes": _split, "embedding": _take, "index_select": _take,
-    "gather": _gather, "triu": _triangle, "tril": _triangle,
+    "triu": _triangle, "tril": _triangle,
     "clone": _identity, "contiguous": _identity, "alias": _identity, "detach": _identity,
     "detach_": _identity, "lift_fresh_copy": _identity, "dropout": _identity,
     "feature_dropout": _identity,

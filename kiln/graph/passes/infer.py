@@ -22,6 +22,7 @@ from ..ir import Graph, GraphError, Node
 
 _BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
 _COMPARE = ("equal", "less", "greater")
+_LOGIC = ("logical_and", "logical_or", "logical_xor")
 _UNARY = ("negative", "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "abs", "relu",
           "gelu", "hard_swish", "hard_sigmoid", "leaky_relu", "clip", "floor", "ceil",
           "softmax", "log_softmax")
@@ -86,6 +87,11 @@ def _elementwise(n: Node) -> tuple:
             return shape, n.inputs[0].dtype
         dtype = _same_dtype(n, n.inputs)
         return shape, ("bool" if n.op in _COMPARE else dtype)
+    if n.op in _LOGIC:
+        _arity(n, 2)
+        if any(i.dtype != "bool" for i in n.inputs):
+            raise _fail(n, "operands must be bool")
+        return broadcast(n, [i.shape for i in n.inputs]), "bool"
     if n.op == "where":
         _arity(n, 3)
         if n.inputs[0].dtype != "bool":
@@ -95,6 +101,12 @@ def _elementwise(n: Node) -> tuple:
     x = n.inputs[0]
     if n.op == "not" and x.dtype != "bool":
         raise _fail(n, "operand must be bool")
+    if n.op in ("isnan", "isinf"):
+        if not x.dtype.startswith("float"):
+            raise _fail(n, "operand must be a float tensor")
+        return tuple(x.shape), "bool"
+    if n.op == "cumsum":
+        _axis(n, n.attrs.get("axis", 0), len(x.shape))
     if n.op in ("softmax", "log_softmax"):
         _axis(n, n.attrs.get("axis", -1), len(x.shape))
     return tuple(x.shape), (n.attrs["dtype"] if n.op == "cast" else x.dtype)
@@ -277,6 +289,11 @@ def _dims(n: Node) -> tuple:
         if any(shape[a] != 1 for a in axes):
             raise _fail(n, f"squeezed axes {axes} are not all 1")
         return tuple(d for i, d in enumerate(shape) if i not in axes), x.dtype
+    if n.op == "dilate":
+        strides = [int(v) for v in n.attrs["strides"]]
+        if len(strides) != len(shape) or min(strides, default=1) < 1:
+            raise _fail(n, f"strides {strides} do not fit rank {len(shape)}")
+        return tuple((d - 1) * s + 1 for d, s in zip(shape, strides)), x.dtype
     if n.op == "broadcast_to":
         want = tuple(int(d) for d in n.attrs["shape"])
         if broadcast(n, [shape, want]) != want:
@@ -289,15 +306,15 @@ def _dims(n: Node) -> tuple:
 
 
 _RULES = {}
-for _names, _fn in (((*_BINARY, *_COMPARE, *_UNARY, "power", "where", "not", "cast"),
-                     _elementwise),
+for _names, _fn in (((*_BINARY, *_COMPARE, *_LOGIC, *_UNARY, "power", "where", "not", "cast",
+                      "isnan", "isinf", "cumsum"), _elementwise),
                     ((*_REDUCE, "argmax"), _reduce), (("dense",), _dense),
                     (("matmul", "batch_matmul"), _matmul),
                     (("conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d"), _conv_pool),
                     (("layer_norm", "batch_norm"), _norm), (("reshape", "flatten"), _reshape),
                     (("transpose",), _transpose), (("take",), _take),
                     (("concatenate",), _concat), (("strided_slice",), _slice),
-                    (("expand_dims", "squeeze", "broadcast_to", "pad"), _dims)):
+                    (("expand_dims", "squeeze", "broadcast_to", "pad", "dilate"), _dims)):
     _RULES.update(dict.fromkeys(_names, _fn))
 
 

@@ -2,9 +2,10 @@
 
 In: a graph op's input arrays and its attrs. Out: the output array. Only cheap ops that
 appear on constant paths in exported models are here (shape arithmetic, index tensors,
-masks, weight reshuffles): elementwise math, comparisons, casts, reductions and the
-injective/layout ops. Heavy ops (conv2d, pooling, softmax, norms) are never folded, so a
-missing kernel simply means "leave the node for the compiled code".
+masks, weight reshuffles): elementwise math, comparisons, logic, casts, reductions, running
+sums (position ids from a mask) and the injective/layout ops. Heavy ops (conv2d, pooling,
+softmax, norms) are never folded, so a missing kernel simply means "leave the node for the
+compiled code".
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _BINARY = {
     "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": _div,
     "power": np.power, "maximum": np.maximum, "minimum": np.minimum, "equal": np.equal,
-    "less": np.less, "greater": np.greater,
+    "less": np.less, "greater": np.greater, "logical_and": np.logical_and,
+    "logical_or": np.logical_or, "logical_xor": np.logical_xor,
 }
 
 _UNARY = {
     "negative": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
     "rsqrt": lambda x: 1.0 / np.sqrt(x), "tanh": np.tanh, "abs": np.abs,
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "relu": lambda x: np.maximum(x, 0),
-    "floor": np.floor, "ceil": np.ceil, "not": np.logical_not,
+    "floor": np.floor, "ceil": np.ceil, "not": np.logical_not, "isnan": np.isnan,
+    "isinf": np.isinf,
 }
 
 _REDUCE = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}
@@ -87,11 +90,27 @@ def _layout(op: str, xs: list, a: dict) -> np.ndarray:
     if op == "pad":
         return np.pad(x, [tuple(p) for p in a["pad_width"]],
                       constant_values=a.get("pad_value", 0))
+    if op == "dilate":
+        out = np.zeros([(d - 1) * s + 1 for d, s in zip(x.shape, a["strides"])], x.dtype)
+        out[tuple(slice(None, None, int(s)) for s in a["strides"])] = x
+        return out
+    if op == "cumsum":
+        return cumsum(x, int(a.get("axis", 0)), bool(a.get("exclusive")), bool(a.get("reverse")))
     raise KeyError(op)
 
 
+def cumsum(x: np.ndarray, axis: int, exclusive: bool = False, reverse: bool = False):
+    """ONNX CumSum: running sum along `axis`; exclusive leaves out the element itself,
+    reverse sums from the end."""
+    y = np.flip(x, axis) if reverse else x
+    out = np.cumsum(y, axis=axis, dtype=x.dtype)
+    if exclusive:
+        out = out - y
+    return np.flip(out, axis) if reverse else out
+
+
 _LAYOUT = ("reshape", "flatten", "transpose", "take", "concatenate", "strided_slice",
-           "expand_dims", "squeeze", "broadcast_to", "pad")
+           "expand_dims", "squeeze", "broadcast_to", "pad", "dilate", "cumsum")
 
 FOLDABLE = frozenset((*_BINARY, *_UNARY, *_REDUCE, *_LAYOUT, "argmax", "where", "cast",
                       "clip", "matmul", "dense"))
@@ -99,6 +118,12 @@ FOLDABLE = frozenset((*_BINARY, *_UNARY, *_REDUCE, *_LAYOUT, "argmax", "where", 
 
 def evaluate_op(op: str, xs: list, attrs: dict, dtype: str) -> np.ndarray:
     """The value of `op` applied to arrays `xs`, cast to the node's inferred `dtype`."""
+    # the not-taken side of a folded select may hold log(0) or inf -> int: no warnings
+    with np.errstate(all="ignore"):
+        return _evaluate(op, xs, attrs, dtype)
+
+
+def _evaluate(op: str, xs: list, attrs: dict, dtype: str) -> np.ndarray:
     if op in _BINARY:
         out = _BINARY[op](xs[0], xs[1])
     elif op in _UNARY:

@@ -4,7 +4,7 @@ from ...te.tensor import Tensor
 from ..math import gelu, gelu_tanh, hard_sigmoid, hard_swish, leaky_relu, relu, silu
 from .conv2d import conv2d_nchw, depthwise_conv2d_nchw, group_conv2d_nchw
 from .dense import batch_matmul, dense, matmul
-from .pad import pad
+from .pad import dilate, pad
 from .pooling import avg_pool2d, global_pool, max_pool2d, pool2d
 from .softmax import layer_norm, log_softmax, softmax
 
@@ -16,7 +16,8 @@ def flatten(data: Tensor) -> Tensor:
 
 
 __all__ = [
-    "avg_pool2d", "batch_matmul", "conv2d_nchw", "dense", "depthwise_conv2d_nchw", "flatten",
+    "avg_pool2d", "batch_matmul", "conv2d_nchw", "dense", "depthwise_conv2d_nchw", "dilate",
+    "flatten",
     "gelu", "gelu_tanh", "global_pool", "group_conv2d_nchw", "hard_sigmoid", "hard_swish",
     "layer_norm", "leaky_relu", "log_softmax", "matmul", "max_pool2d", "pad", "pool2d", "relu",
     "silu", "softmax",

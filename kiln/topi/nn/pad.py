@@ -17,7 +17,7 @@ from ...te import expr as E
 from ...te.tensor import Tensor
 from ..utils import IntOrPair, check_tensor, const_shape
 
-__all__ = ["pad"]
+__all__ = ["dilate", "pad"]
 
 
 def pad(data: Tensor, pad_before: Sequence[int], pad_after: Sequence[int] | None = None,
@@ -47,6 +47,26 @@ def pad(data: Tensor, pad_before: Sequence[int], pad_after: Sequence[int] | None
         if not conds:
             return data[tuple(idx)]
         return te.if_then_else(te.all(*conds), data[tuple(idx)], value)
+    return te.compute(out_shape, f, name=name, tag="injective")
+
+
+def dilate(data: Tensor, strides: Sequence[int], name: str = "dilate") -> Tensor:
+    """`data` with strides[d] - 1 zeros between neighbours along each axis d (TVM's
+    topi.nn.dilate): the input of a transposed convolution written as a plain one."""
+    check_tensor(data, "dilate")
+    shape = const_shape(data, "dilate")
+    strides = [int(s) for s in strides]
+    if len(strides) != len(shape) or any(s < 1 for s in strides):
+        raise ShapeError(f"dilate: need one stride >= 1 per axis of {shape}, got {strides}")
+    out_shape = tuple((d - 1) * s + 1 for d, s in zip(shape, strides))
+    zero = te.const(0, data.dtype)
+
+    def f(*i):
+        conds = [E.cmp("eq", E.binop("floormod", v, s), 0) for v, s in zip(i, strides) if s > 1]
+        idx = tuple(E.binop("floordiv", v, s) if s > 1 else v for v, s in zip(i, strides))
+        if not conds:
+            return data[idx]
+        return te.if_then_else(te.all(*conds), data[idx], zero)
     return te.compute(out_shape, f, name=name, tag="injective")
 
 
