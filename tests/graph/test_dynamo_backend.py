@@ -67,3 +67,21 @@ def test_training_and_unsupported_graphs_fall_back_to_eager_with_a_warning():
     with torch.no_grad(), pytest.warns(UserWarning, match="eager PyTorch.*sort"):
         out = torch.compile(Sorts(), backend="kiln")(v)
     np.testing.assert_allclose(out.numpy(), torch.sort(v, -1).values.numpy() * 2)
+
+
+def test_bert_with_attention_mask_through_torch_compile():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                  intermediate_size=48, vocab_size=40,
+                                  max_position_embeddings=16, attn_implementation="eager")
+    torch.manual_seed(0)
+    bert = transformers.BertModel(cfg).eval()
+    ids = torch.from_numpy(np.random.RandomState(0).randint(0, 40, (1, 8)))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0]])
+    torch._dynamo.reset()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to eager
+        out = torch.compile(bert, backend="kiln")(input_ids=ids, attention_mask=mask)
+        ref = bert(input_ids=ids, attention_mask=mask)
+    np.testing.assert_allclose(out.last_hidden_state.numpy(), ref.last_hidden_state.numpy(),
+                               atol=1e-4, rtol=1e-4)
