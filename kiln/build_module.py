@@ -14,6 +14,7 @@ import sys
 from .codegen import toolchain
 from .codegen.c import render
 from .errors import ScheduleError
+from .recursion import deep_recursion
 from .runtime.module import Module
 from .target import Target, as_target
 from .tir import gpu
@@ -32,16 +33,17 @@ def build(sch_or_func, args=None, target: Target | str | None = "cpu",
           name: str = "default_function", target_host=None) -> Module:
     """Compile a PrimFunc or a schedule into a loaded Module for `target`."""
     target = as_target(target)
-    if not isinstance(sch_or_func, S.PrimFunc):
-        sch_or_func = _history_best(sch_or_func, target)
-    func = sch_or_func if isinstance(sch_or_func, S.PrimFunc) else \
-        lower(sch_or_func, args, name=name)
-    if target.kind == "cuda":
-        return _build_cuda(func, target)
-    if gpu.is_gpu_func(func):
-        raise ScheduleError(f"{func.name} binds loops to GPU threads but the target is {target}; "
-                            "build it with target='cuda'")
-    source = render(func, target)
+    with deep_recursion(f"kernel {name}"):
+        if not isinstance(sch_or_func, S.PrimFunc):
+            sch_or_func = _history_best(sch_or_func, target)
+        func = sch_or_func if isinstance(sch_or_func, S.PrimFunc) else \
+            lower(sch_or_func, args, name=name)
+        if target.kind == "cuda":
+            return _build_cuda(func, target)
+        if gpu.is_gpu_func(func):
+            raise ScheduleError(f"{func.name} binds loops to GPU threads but the target is "
+                                f"{target}; build it with target='cuda'")
+        source = render(func, target)
     path = toolchain.compile(source, target)
     return Module(path, source=source)
 

@@ -86,6 +86,10 @@ class Stage:
 
 
 def root_iters(compute: ComputeDef) -> tuple:
+    for a in tuple(compute.axis) + tuple(compute.reduce_axis):
+        if not isinstance(a.extent, E.IntImm):
+            raise ScheduleError(f"axis {a.name} has the symbolic extent {a.extent}; kiln "
+                                "schedules constant shapes only (build one kernel per shape)")
     out = []
     for a in compute.axis:
         out.append(Iterator(a.name, int(a.extent.value), "spatial"))
@@ -147,15 +151,23 @@ class State:
 
     def consumers(self, idx: int) -> list:
         """Indices of stages whose computation reads stage idx."""
-        op = self.stages[idx].op
-        out = []
-        for j, s in enumerate(self.stages):
-            if s.compute is None:
-                continue
-            loads = (n for n in E.walk(s.compute.body) if isinstance(n, E.TensorLoad))
-            if any(n.tensor.op is op for n in loads):
-                out.append(j)
-        return out
+        return list(self._consumer_map().get(id(self.stages[idx].op), ()))
+
+    def _consumer_map(self) -> dict:
+        """{id(op): [indices of the stages that read it]}, built once per State (one walk of
+        every body instead of one per query: long inlined chains stay linear)."""
+        cached = self.__dict__.get("_consumers")
+        if cached is None:
+            cached = {}
+            for j, s in enumerate(self.stages):
+                if s.compute is None:
+                    continue
+                read = {id(n.tensor.op) for n in E.walk(s.compute.body)
+                        if isinstance(n, E.TensorLoad)}
+                for op_id in read:
+                    cached.setdefault(op_id, []).append(j)
+            object.__setattr__(self, "_consumers", cached)
+        return cached
 
     def effective_consumers(self, idx: int) -> list:
         """Consumers, looking through inlined stages."""

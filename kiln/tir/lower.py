@@ -511,5 +511,7 @@ _RESERVED = {"int", "float", "double", "char", "for", "if", "else", "return", "v
 
 def lower(sch, args=None, name: str = "default_function", simple_mode: bool = False):
     """Lower a Schedule (or State) with its argument tensors to a PrimFunc."""
+    from ..recursion import deep_recursion
     state = getattr(sch, "state", sch)
-    return Lowerer(state, args, name).run()
+    with deep_recursion(f"kernel {name}"):
+        return Lowerer(state, args, name).run()

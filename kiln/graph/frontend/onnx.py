@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import ShapeError
+from ...errors import KilnError, ShapeError
 from ..ir import Graph, Node
 from .common import ConversionError, GraphBuilder, UnsupportedOpError
 from .onnx_logic import HANDLERS as _LOGIC
@@ -25,6 +25,10 @@ from .onnx_nn import HANDLERS as _NN
 from .onnx_tensor import HANDLERS as _TENSOR
 
 HANDLERS = {**_MATH, **_LOGIC, **_NN, **_TENSOR}
+
+
+class ModelFileError(KilnError, ValueError):
+    """An ONNX model that is damaged, empty or inconsistent (names what is wrong)."""
 
 
 def _attrs(node) -> dict:
@@ -156,13 +160,61 @@ def _check_used(node, env: dict) -> None:
                                   f"output {v.k} is used by {node.op_type} but not supported")
 
 
+def _load(model):
+    """A ModelProto from a ModelProto, a path or bytes; a damaged file is a KilnError."""
+    import onnx
+    where = "the ONNX model"
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        where = f"ONNX file {model}" if not isinstance(model, bytes) else "the ONNX bytes"
+        try:
+            model = onnx.load(model) if not isinstance(model, bytes) else \
+                onnx.load_from_string(model)
+        except OSError as err:
+            raise ModelFileError(f"cannot read {where}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - protobuf's DecodeError and friends
+            raise ModelFileError(f"{where} is not a valid ONNX model (damaged or not ONNX): "
+                                 f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                                 ) from None
+    if not hasattr(model, "graph"):
+        raise ModelFileError(f"from_onnx expects an onnx.ModelProto or a path, got "
+                             f"{type(model).__name__}")
+    if not model.graph.output or not model.graph.node and not model.graph.input:
+        raise ModelFileError(f"{where} is empty (no graph outputs): a 0-byte or truncated file?")
+    return model
+
+
+def _check_structure(graph) -> None:
+    """Every graph output is produced, and the nodes are put in topological order (some
+    tools write them unsorted; ONNX Runtime accepts that too)."""
+    known = {t.name for t in graph.initializer} | {i.name for i in graph.input} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            n = pending[0]
+            missing = [i for i in n.input if i not in known]
+            raise ModelFileError(f"ONNX node {n.name or n.op_type!r} ({n.op_type}) reads "
+                                 f"{missing}, which no node, input or initializer produces "
+                                 "(or the graph has a cycle)")
+        for n in ready:
+            known.update(n.output)
+            ordered.append(n)
+        pending = [n for n in pending if n not in ready]
+    if [id(n) for n in ordered] != [id(n) for n in graph.node]:
+        del graph.node[:]
+        graph.node.extend(ordered)
+    for vi in graph.output:
+        if vi.name not in known:
+            raise ModelFileError(f"ONNX graph output {vi.name!r} is not produced by any node, "
+                                 "input or initializer")
+
+
 def from_onnx(model, shape: dict | None = None) -> tuple[Graph, dict]:
     """Import an ONNX model; returns (graph, params) with every shape static."""
-    import onnx
     from onnx import numpy_helper
-    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = onnx.load(model)
+    model = _load(model)
     graph = model.graph
+    _check_structure(graph)
     _check_supported(graph)
     b = GraphBuilder("ONNX")
     env: dict = {}
