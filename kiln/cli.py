@@ -5,7 +5,9 @@
   kiln compile bert.onnx --log bert.json -o bert.so                # deployable library
   kiln show bert.json                                              # tasks, best GFLOPS, errors
 A model is an ONNX file or `--builtin bert-base` (built locally from transformers, random
-weights). Exit codes: 0 ok, 1 a kiln error (message on stderr), 2 bad usage.
+weights). Exit codes: 0 ok, 2 an error (one line `kiln: error: ...` on stderr; the traceback
+with KILN_DEBUG=1) or bad usage, 130 interrupted (Ctrl-C; `kiln tune` keeps every record and
+prints the summary so far).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import numpy as np
 
 from .errors import KilnError
 
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
 
 def parse_duration(text: str) -> float:
     """'90', '90s', '15m', '1.5h' -> seconds."""
@@ -33,29 +38,60 @@ def parse_duration(text: str) -> float:
 
 
 def _shapes(items) -> dict:
+    """['input_ids=1,128', ...] -> {'input_ids': (1, 128)}; KilnError naming a bad item."""
     out = {}
     for it in items or []:
         name, _, dims = it.partition("=")
-        out[name] = tuple(int(d) for d in dims.split(","))
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not name.strip() or not shape or min(shape) < 1:
+            raise KilnError(f"--shape {it!r}: expected NAME=D1,D2,... with positive integer "
+                            "sizes, e.g. input_ids=1,128")
+        out[name.strip()] = shape
     return out
+
+
+def _seq_len(args) -> int:
+    """--seq-len, or 128 capped at the builtin model's number of positions."""
+    from .models import _bert_config
+    positions = _bert_config(args.builtin).max_position_embeddings
+    if args.seq_len is None:
+        return min(128, positions)
+    if not 1 <= args.seq_len <= positions:
+        raise KilnError(f"--seq-len {args.seq_len}: {args.builtin} takes 1 to {positions} "
+                        "tokens")
+    return args.seq_len
+
+
+def _load_onnx(path: str):
+    """The ModelProto of an ONNX file; KilnError for a missing, empty or damaged file."""
+    import onnx
+    if not os.path.isfile(path):
+        raise KilnError(f"no such model file: {path}")
+    try:
+        proto = onnx.load(path)
+    except Exception as err:  # noqa: BLE001 - protobuf raises several kinds for bad bytes
+        raise KilnError(f"{path} is not a readable ONNX model ({type(err).__name__}: "
+                        f"{err})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise KilnError(f"{path} is not an ONNX model (empty or no graph)")
+    return proto
 
 
 class Model:
     """A graph + params, the ONNX proto, a torch module (builtins only) and example inputs."""
 
     def __init__(self, args):
-        import onnx
-
         from .graph.frontend import from_onnx
         self.torch_module = None
         if args.builtin:
             from .models import builtin
-            self.torch_module, self.proto, self.inputs = builtin(args.builtin, args.seq_len)
+            self.torch_module, self.proto, self.inputs = builtin(args.builtin, _seq_len(args))
             self.name = args.builtin
         elif args.model:
-            if not os.path.exists(args.model):
-                raise KilnError(f"no such model file: {args.model}")
-            self.proto = onnx.load(args.model)
+            self.proto = _load_onnx(args.model)
             self.name = args.model
             self.inputs = None
         else:
@@ -94,9 +130,11 @@ def cmd_tune(args) -> int:
     if hasattr(ts.model, "save"):
         ts.model.save(model_file_of(args.log))
     alloc = {f"{i}:{t.desc}": n for i, (t, n) in enumerate(zip(tasks, ts.trials))}
+    unmeasured = sum(not math.isfinite(ts.best(i)) for i in range(len(tasks)))
     print(json.dumps({"estimated_latency_ms": lat * 1e3 if math.isfinite(lat) else None,
-                      "trials_per_task": alloc}, indent=1))
-    return 0
+                      "tasks_without_a_measurement": unmeasured,
+                      "interrupted": ts.interrupted, "trials_per_task": alloc}, indent=1))
+    return EXIT_INTERRUPTED if ts.interrupted else 0
 
 
 def model_file_of(log: str) -> str:
@@ -212,6 +250,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise KilnError(f"-o {args.output}: the folder {folder} does not exist")
     model = Model(args)
     lib = _build(model, args.log, args.target)
     path = lib.export_library(args.output)
@@ -221,6 +262,8 @@ def cmd_compile(args) -> int:
 
 def cmd_show(args) -> int:
     from .auto_scheduler.measure.record import best_by_key, load_records
+    if not os.path.isfile(args.log):
+        raise KilnError(f"no such log file: {args.log}")
     flops = {}
     for rec in load_records(args.log):
         if rec.meta and rec.meta.get("flop_ct"):
@@ -239,7 +282,8 @@ def cmd_show(args) -> int:
 def _model_args(p) -> None:
     p.add_argument("model", nargs="?", help="an ONNX file")
     p.add_argument("--builtin", help="a model built locally: bert-base or bert-tiny")
-    p.add_argument("--seq-len", type=int, default=128, help="sequence length of builtins")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="sequence length of builtins (default 128, at most the model's positions)")
     p.add_argument("--shape", action="append", help="input shape, e.g. input_ids=1,128")
     p.add_argument("--target", default="cpu")
 
@@ -278,11 +322,20 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.cmd != "show":
+            from .codegen.toolchain import check_cache_dir
+            check_cache_dir()  # a read-only or full cache fails here, not in every build
         return {"tune": cmd_tune, "bench": cmd_bench, "compile": cmd_compile,
                 "show": cmd_show}[args.cmd](args)
-    except KilnError as e:
-        print(f"kiln: error: {e}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print("kiln: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - every failure is one line unless KILN_DEBUG=1
+        if os.environ.get("KILN_DEBUG", "").strip() not in ("", "0"):
+            raise
+        text = str(e) if isinstance(e, KilnError) else f"{type(e).__name__}: {e}"
+        print(f"kiln: error: {' '.join(text.split()) or type(e).__name__}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

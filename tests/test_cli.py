@@ -59,12 +59,12 @@ def test_compile_and_load(model_path, tuned_log, tmp_path):
 
 
 def test_errors_and_usage(tmp_path, capsys):
-    assert main(["bench", str(tmp_path / "missing.onnx"), "--no-torch"]) == 1
+    assert main(["bench", str(tmp_path / "missing.onnx"), "--no-torch"]) == 2
     assert "no such model file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["tune"])
     assert e.value.code == 2
-    assert main(["tune", "--log", str(tmp_path / "x.json")]) == 1
+    assert main(["tune", "--log", str(tmp_path / "x.json")]) == 2
     assert "give a model file" in capsys.readouterr().err
     assert parse_duration("15m") == 900 and parse_duration("30s") == 30
 
@@ -107,5 +107,5 @@ def test_resume_and_transfer(model_path, tuned_log, capsys, tmp_path):
                  "--per-round", "2", "--log", log2, "--transfer-from", tuned_log]) == 0
     assert "warm-started from" in capsys.readouterr().err
     assert main(["tune", model_path, "--trials", "1", "--log", log2,
-                 "--transfer-from", str(tmp_path / "none.json")]) == 1
+                 "--transfer-from", str(tmp_path / "none.json")]) == 2
     assert "no cost model file" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from ..graph.tasks import extract_tasks
 from ..schedule import ComputeDAG
 from ..schedule.layout import input_layouts, pack_array, pack_inputs
+from .cost_model import CostModel, RandomModel, XGBModel
 from .measure import (
                       ApplyHistoryBest,
                       LocalBuilder,
@@ -14,6 +15,7 @@ from .measure import (
                       load_best_record,
                       load_records,
 )
+from .policy import SearchPolicyParams, SketchPolicy
 from .task import (
                       WORKLOAD_FUNCS,
                       LayoutRewriteOption,
@@ -23,9 +25,11 @@ from .task import (
                       register_workload,
                       workload_tensors,
 )
+from .task_scheduler import TaskScheduler
 
-__all__ = ["ApplyHistoryBest", "ComputeDAG", "LayoutRewriteOption", "LocalBuilder", "LocalRunner",
-           "MeasureInput", "MeasureResult", "ProgramMeasurer", "RecordToFile", "SearchTask",
-           "TuningOptions", "WORKLOAD_FUNCS", "extract_tasks", "input_layouts", "load_best_record",
-           "load_records", "make_workload_key", "pack_array", "pack_inputs", "register_workload",
-           "workload_tensors"]
+__all__ = ["ApplyHistoryBest", "ComputeDAG", "CostModel", "LayoutRewriteOption", "LocalBuilder",
+           "LocalRunner", "MeasureInput", "MeasureResult", "ProgramMeasurer", "RandomModel",
+           "RecordToFile", "SearchPolicyParams", "SearchTask", "SketchPolicy", "TaskScheduler",
+           "TuningOptions", "WORKLOAD_FUNCS", "XGBModel", "extract_tasks", "input_layouts",
+           "load_best_record", "load_records", "make_workload_key", "pack_array", "pack_inputs",
+           "register_workload", "workload_tensors"]

@@ -68,6 +68,7 @@ class SketchPolicy:
         self.search_time = 0.0
         self.measure_time = 0.0
         self.interrupted = False
+        self._partial: list = []
 
     # ------------------------------------------------------------ cost model glue
     def _features(self, states) -> list:
@@ -181,23 +182,16 @@ class SketchPolicy:
         runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
         measurer = ProgramMeasurer(builder, runner, options.measure_callbacks, verbose=0)
         self._resume(options.measure_callbacks)
-        self.interrupted = False
-        best = self.search(options.num_measure_trials, options.early_stopping,
+        return self.search(options.num_measure_trials, options.early_stopping,
                            options.num_measures_per_round, measurer)
-        if self.interrupted:  # the batch in flight reached the log, not this object
-            self._best_from_logs(options.measure_callbacks)
-            best = self.best_state
-        return best
-
-    def _best_from_logs(self, callbacks) -> None:
-        from .resume import records_for_task
-        for st, c, _ in zip(*records_for_task(self.task, callbacks, self.infos)):
-            if c < self.best_cost:
-                self.best_cost, self.best_state = c, st
 
     def search(self, n_trials: int, early_stopping, per_round: int, measurer):
+        """Measure up to n_trials new candidates; the best State. A Ctrl-C ends the search
+        (self.interrupted is set): what was measured, up to the interrupted batch's last
+        stored result, is kept here as it is in the log."""
         progress = Progress(self.task, n_trials, self.verbose)
         trials, last_improve = 0, 0
+        self.interrupted = False
         try:
             while trials < n_trials:
                 batch = self.next_batch(min(per_round, n_trials - trials))
@@ -215,7 +209,10 @@ class SketchPolicy:
                     break
         except KeyboardInterrupt:
             self.interrupted = True
+            for g, res in self._partial:
+                self._note(g, self.cands.state(g), res)
             progress.note("interrupted: stopping, every measured record is kept")
+        self._partial = []
         progress.done(self.best_cost)
         return self.best_state
 
@@ -226,22 +223,33 @@ class SketchPolicy:
         inputs = [MeasureInput(self.task, s, extra={"genome": _genome_json(g),
                                                     "flop_ct": self.task.flop_ct})
                   for s, g in zip(states, batch)]
-        results = measurer.measure(self.task, [i.state for i in inputs], inputs=inputs)
+        self._partial = []  # (genome, result) of this batch, as each reaches the log
+        results = measurer.measure(self.task, [i.state for i in inputs], inputs=inputs,
+                                   on_result=lambda i, r: self._partial.append((batch[i], r)))
         self.measure_time += time.time() - t0
         return results
+
+    def _note(self, g, st, res) -> tuple[float, bool]:
+        """Take one measured result in: (its throughput, whether it is a new best)."""
+        self.measured.add(st.record_key())
+        cost = _mean(res.costs) if res.error_no == "ok" else math.inf
+        if not math.isfinite(cost):
+            return 0.0, False
+        self.measured_genomes.append((cost, g))
+        if cost < self.best_cost:
+            self.best_cost, self.best_state = cost, st
+            return self.task.flop_ct / cost, True
+        return self.task.flop_ct / cost, False
 
     def _update(self, batch, results) -> bool:
         improved = False
         states = [self.cands.state(g) for g in batch]
         feats, tputs = self.cands.features_of(batch), []
         for g, st, res in zip(batch, states, results):
-            self.measured.add(st.record_key())
-            cost = _mean(res.costs) if res.error_no == "ok" else math.inf
-            tputs.append(self.task.flop_ct / cost if math.isfinite(cost) else 0.0)
-            if math.isfinite(cost):
-                self.measured_genomes.append((cost, g))
-                if cost < self.best_cost:
-                    self.best_cost, self.best_state, improved = cost, st, True
+            tput, better = self._note(g, st, res)
+            tputs.append(tput)
+            improved |= better
+        self._partial = []
         t0 = time.time()
         self.model.update(feats, tputs, [self.task.workload_key] * len(feats))
         self.search_time += time.time() - t0

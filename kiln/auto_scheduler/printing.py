@@ -3,8 +3,6 @@ the loop summary and (optionally) the generated C."""
 
 from __future__ import annotations
 
-from ..errors import KilnError
-
 
 def step_code(state) -> list:
     """One line of State-API code per step (replayable by hand)."""
@@ -30,12 +28,8 @@ _NAMES = {"SP": "split", "FSP": "follow_split", "FU": "fuse", "RE": "reorder", "
 def best_schedule_text(task, log_file: str, print_mode: str = "schedule") -> str:
     import kiln
 
-    from .measure.record import load_best_record
-    best = load_best_record(log_file, task.workload_key, str(task.target))
-    if best is None:
-        raise KilnError(f"no valid record for {task.desc} in {log_file}")
-    rec, cost = best
-    state = task.replay(rec.steps)
+    rec, state = task.best_record(log_file)
+    cost = rec.mean_cost
     gflops = task.flop_ct / cost / 1e9 if cost else 0.0
     out = [f"# best of {task.desc}: {cost * 1e3:.4f} ms, {gflops:.2f} GFLOPS",
            "# loop nest:", *("#   " + ln for ln in str(state).splitlines()),

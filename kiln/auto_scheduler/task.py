@@ -129,13 +129,19 @@ class SearchTask:
                    layout_rewrite_option=None):
         """(schedule, args) of the best record of this task in log_file."""
         from ..schedule.facade import Schedule
-        from .measure.record import load_best_record
-        best = load_best_record(log_file, self.workload_key, str(self.target))
-        if best is None:
+        _, state = self.best_record(log_file)
+        return Schedule.from_state(self.compute_dag, state), self.args
+
+    def best_record(self, log_file: str):
+        """(Record, replayed State) of the best record of this task in log_file that replays
+        (checked outputs first, then the lowest cost); KilnError if there is none."""
+        from .measure.record import first_replaying, ranked_records
+        hit = first_replaying(ranked_records(log_file, self.workload_key, str(self.target)),
+                              self.compute_dag, log_file)
+        if hit is None:
             raise KilnError(f"no valid record for task {self.desc} ({self.workload_key}) "
                             f"on {self.target} in {log_file}")
-        state = self.replay(best[0].steps)
-        return Schedule.from_state(self.compute_dag, state), self.args
+        return hit
 
     def replay(self, step_records):
         from ..schedule import replay

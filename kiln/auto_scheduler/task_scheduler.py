@@ -1,7 +1,8 @@
 """TaskScheduler: share a trial (or time) budget across the tasks of a network (Ansor §6).
 
 In: tasks and their weights (how often each kernel runs per inference), TuningOptions.
-Out: tuned records in the log; the estimated network latency sum(w_i * best_i).
+Out: tuned records in the log; the estimated network latency sum(w_i * best_i). A Ctrl-C
+stops the whole run (`interrupted` is set), prints the table so far and returns.
 After a round-robin warm-up, each round goes to the task with the largest estimated
 gradient of the network latency with respect to its trials:
   w_i * (alpha * backward difference of its best latency over the last rounds
@@ -52,6 +53,7 @@ class TaskScheduler:
         self.history = [[] for _ in self.tasks]  # best latency after each round
         self.dead = [False] * len(self.tasks)
         self.allocation: list = []  # task index of every round, in order
+        self.interrupted = False  # the last tune() was stopped by Ctrl-C
 
     def best(self, i: int) -> float:
         return self.policies[i].best_cost
@@ -76,6 +78,7 @@ class TaskScheduler:
         t0, total = time.time(), 0
         per = options.num_measures_per_round
         order = list(range(len(self.tasks)))
+        self.interrupted = False
         try:
             while total < options.num_measure_trials and not all(self.dead):
                 if self.time_budget_s and time.time() - t0 > self.time_budget_s:
@@ -86,16 +89,23 @@ class TaskScheduler:
                 total += self._round(i, n, options.early_stopping, measurer)
                 self._print(total, options.num_measure_trials, time.time() - t0)
         except KeyboardInterrupt:
+            # the whole tuning stops (not just the task whose search saw the Ctrl-C); a run
+            # on the same log resumes from every stored record
+            self.interrupted = True
             self._say("interrupted: stopping, every measured record is kept")
+            self._print(sum(self.trials), options.num_measure_trials, time.time() - t0)
         return self.estimated_latency()
 
     def _round(self, i: int, n: int, early_stopping, measurer) -> int:
-        """One round of task i; returns how many candidates were measured."""
+        """One round of task i; returns how many candidates were measured. Raises
+        KeyboardInterrupt (after counting what was measured) when the search was interrupted."""
         p = self.policies[i]
         before = len(p.measured)
         p.search(n, None, n, measurer)
         done = len(p.measured) - before
         self.trials[i] += done
+        if p.interrupted:
+            raise KeyboardInterrupt
         self.history[i].append(p.best_cost)
         self.allocation.append(i)
         if early_stopping and self.trials[i] - self._last_improve(i) >= early_stopping:

@@ -6,7 +6,9 @@ the sha256 of (source, flags, compiler path, compiler version). The compiler is 
 `cc`.
 Why: tuning compiles thousands of candidates, many of them identical; the cache makes a
 repeated build free, and the atomic rename makes concurrent builder processes safe (two
-processes compiling the same key both produce the same file; the last rename wins).
+processes compiling the same key both produce the same file; the last rename wins). Each
+library has a `.sha256` sidecar written after its rename and checked before it is reused, so
+a damaged cache entry is rebuilt (with a warning) instead of crashing whoever loads it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import functools
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import warnings
 
 from ..errors import BuildError
 from ..target import Target, as_target
@@ -45,10 +49,35 @@ def compiler_version(path: str) -> str:
 
 
 def cache_dir() -> str:
+    """The cache folder, created if needed; BuildError if it cannot be created."""
     root = os.environ.get("KILN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
                                                              "kiln")
-    os.makedirs(root, exist_ok=True)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as err:
+        raise _cache_error(root, err) from None
     return root
+
+
+def check_cache_dir() -> str:
+    """The cache folder after a test write: BuildError now (read-only, full, not a folder)
+    instead of a failure in the middle of a build or of every tuning candidate."""
+    root = cache_dir()
+    try:
+        fd, tmp = tempfile.mkstemp(dir=root, suffix=".probe")
+        try:
+            os.write(fd, b"kiln" * 1024)
+        finally:
+            os.close(fd)
+            os.remove(tmp)
+    except OSError as err:
+        raise _cache_error(root, err) from None
+    return root
+
+
+def _cache_error(root: str, err: OSError) -> BuildError:
+    return BuildError(f"cannot write to the compile cache {root} ({err.strerror or err}); "
+                      "free space there or set KILN_CACHE_DIR to a writable folder")
 
 
 def cache_key(source: str, flags: list, cc: str) -> str:
@@ -71,12 +100,67 @@ def compile(source: str, target: Target | str | None = None) -> str:  # noqa: A0
     key = cache_key(source, flags, cc)
     root = cache_dir()
     lib = os.path.join(root, f"{key}.so")
-    if os.path.exists(lib):
+    if cached(lib):
         return lib
     src = os.path.join(root, f"{key}.c")
-    _write_atomic(src, source)
-    _run_compiler(cc, flags, src, lib, root)
+    try:
+        _write_atomic(src, source)
+        _run_compiler(cc, flags, src, lib, root)
+    except OSError as err:
+        raise _cache_error(root, err) from None
     return lib
+
+
+def cached(lib: str) -> bool:
+    """Whether the cache holds `lib` intact. A library without its checksum (a crash between
+    the two renames, an older kiln) or with another content (a truncated or damaged file,
+    which would SIGBUS the process that maps it) does not count: the caller rebuilds it."""
+    if not os.path.exists(lib):
+        return False
+    try:
+        with open(lib + ".sha256") as f:
+            want = f.read().strip()
+        ok = want == file_sha256(lib)
+    except OSError:
+        return False
+    if not ok:
+        warnings.warn(f"kiln: cached library {lib} does not match its checksum (damaged or "
+                      "truncated); rebuilding it", stacklevel=3)
+    return ok
+
+
+def install(tmp: str, lib: str) -> None:
+    """Move a freshly built library into the cache (atomic), then write its checksum."""
+    digest = file_sha256(tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, lib)
+    _write_atomic(lib + ".sha256", digest + "\n")
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_isolated(cmd: list, timeout: float) -> subprocess.CompletedProcess:
+    """Run cmd in its own session: a terminal Ctrl-C reaches only us, and we decide. On a
+    timeout (subprocess.TimeoutExpired is raised) or any exception here (Ctrl-C) the whole
+    process group is killed, cc's cc1/as/ld children too."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -91,9 +175,11 @@ def _run_compiler(cc: str, flags: list, src: str, lib: str, root: str) -> None:
     os.close(fd)
     cmd = [cc, *flags, "-o", tmp, src, "-lm"]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as err:
+        out = run_isolated(cmd, 600)
+    except BaseException as err:
         _remove(tmp)
+        if not isinstance(err, (OSError, subprocess.TimeoutExpired)):
+            raise
         raise BuildError(f"running the C compiler failed: {err}\n  command: {' '.join(cmd)}\n"
                          f"  source kept at {src}") from err
     if out.returncode != 0:
@@ -104,8 +190,7 @@ def _run_compiler(cc: str, flags: list, src: str, lib: str, root: str) -> None:
             else ""
         raise BuildError(f"C compilation failed (exit {out.returncode}); source kept at {src}\n"
                          f"  command: {' '.join(cmd)}\n{shown}{more}")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, lib)
+    install(tmp, lib)
 
 
 def _remove(path: str) -> None:

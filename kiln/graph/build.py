@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from ..codegen import toolchain
 from ..codegen.c import c_name, render
 from ..errors import KilnError
-from ..schedule import replay
 from ..schedule.layout import input_layouts
 from ..target import Target, as_target
 from ..tir.lower import lower
@@ -53,14 +52,8 @@ def _record_state(wl: GroupWorkload, target: Target):
     """The replayed best record of this workload, or None."""
     from ..auto_scheduler.measure.record import ApplyHistoryBest
     ctx = ApplyHistoryBest.current()
-    steps = ctx.query(wl.key, target) if ctx is not None else None
-    if steps is None:
-        return None
-    try:
-        state = replay(wl.dag, steps)
-    except KilnError as err:
-        log.warning("record of %s (%s) does not replay (%s); using the default schedule",
-                    wl.desc, wl.key, err)
+    state = ctx.query_state(wl.dag, target, wl.key) if ctx is not None else None
+    if state is None:  # no record, or none that replays (skipped with a warning)
         return None
     layouts = input_layouts(state, wl.args[:-1])
     if any(lay and n.op != "const" for lay, n in zip(layouts, wl.arg_nodes)):

@@ -5,7 +5,8 @@ In: the library built by kiln.graph.build (it exports `kiln_graph_run`), the met
 Out: `run(**inputs) -> {output name: array}` (also TVM-style set_input / run / get_output),
 with every input checked (a missing, unknown, mis-shaped or mis-typed input raises an
 ArgumentError naming it); `export_library(path)` writes path (the .so), path + ".params.npz",
-path + ".json" (and the C source as path + ".c"); `load(path)` reads them back without a
+path + ".json" (and the C source as path + ".c"), each atomically, then path +
+".manifest.json" with their hashes; `load(path)` verifies and reads them back without a
 compiler.
 Why: inference is one ctypes call into generated code; NumPy only allocates the outputs.
 Threads: the generated code keeps no state between calls, so per-thread arenas make run()
@@ -17,8 +18,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import threading
+import zipfile
 
 import numpy as np
 
@@ -229,30 +230,48 @@ class GraphModule:
 
     # ------------------------------------------------------------ files
     def export_library(self, path: str) -> str:
-        """Write the library to `path`, with `.params.npz`, `.json` and `.c` beside it."""
-        path = os.path.abspath(os.fspath(path))
-        tmp = path + ".tmp"
-        shutil.copyfile(self.lib_path, tmp)
-        os.replace(tmp, path)
-        np.savez(path + ".params.npz", **{f"p{i}": p for i, p in enumerate(self._params)})
-        with open(path + ".json", "w") as f:
-            json.dump(self.meta, f, indent=1)
-        if self.source:
-            with open(path + ".c", "w") as f:
-                f.write(self.source)
-        return path
+        """Write the library to `path`, with `.params.npz`, `.json`, `.c` and the manifest
+        `.manifest.json` beside it (see export_model_files)."""
+        return export_model_files(path, self.lib_path, self.meta, self._params, self.source,
+                                  ".c")
+
+
+def export_model_files(path: str, lib_path: str, meta: dict, params: list, source: str,
+                       source_ext: str) -> str:
+    """Write a compiled model's files, each atomically, then the manifest with their hashes
+    and the target (kiln.runtime.files), which load() verifies."""
+    from ..runtime import files
+    path = os.path.abspath(os.fspath(path))
+    files.copy_file(lib_path, path)
+    files.save_npz(path + ".params.npz", {f"p{i}": p for i, p in enumerate(params)})
+    files.write_bytes(path + ".json", json.dumps(meta, indent=1).encode())
+    if source:
+        files.write_bytes(path + source_ext, source.encode())
+    files.write_manifest(path, ["", ".json", ".params.npz"],
+                         meta.get("target", ""))
+    return path
 
 
 def load(path: str) -> GraphModule:
-    """A GraphModule from files written by export_library (no compiler needed)."""
+    """A GraphModule from files written by export_library (no compiler needed); the files
+    must match their manifest (BuildError naming the file otherwise)."""
+    from ..runtime.files import verify_manifest
     path = os.path.abspath(os.fspath(path))
     for p in (path, path + ".json", path + ".params.npz"):
         if not os.path.exists(p):
             raise BuildError(f"cannot load model {path}: {p} is missing")
-    with open(path + ".json") as f:
-        meta = json.load(f)
-    with np.load(path + ".params.npz") as z:
-        params = [z[f"p{i}"] for i in range(len(meta["params"]))]
+    entry = verify_manifest(path)
+    try:
+        with open(path + ".json") as f:
+            meta = json.load(f)
+        with np.load(path + ".params.npz") as z:
+            params = [z[f"p{i}"] for i in range(len(meta["params"]))]
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
+        raise BuildError(f"cannot load model {path}: its .json or .params.npz is damaged "
+                         f"({type(err).__name__}: {err})") from None
+    if entry is not None and entry.get("target") != meta.get("target", ""):
+        raise BuildError(f"cannot load model {path}: its manifest says target "
+                         f"{entry.get('target')!r}, its metadata {meta.get('target')!r}")
     if str(meta.get("target", "")).startswith("cuda"):
         from .executable_cuda import load_cuda
         return load_cuda(path, meta, params)

@@ -18,9 +18,7 @@ run, so a model builds (and exports) on a machine without one.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import threading
 
 import numpy as np
@@ -208,18 +206,11 @@ class CudaGraphModule(GraphModule):
 
     # ------------------------------------------------------------ files
     def export_library(self, path: str) -> str:
-        """Write the cubin to `path`, with `.params.npz`, `.json` and `.cu` beside it."""
-        path = os.path.abspath(os.fspath(path))
-        tmp = path + ".tmp"
-        shutil.copyfile(self.lib_path, tmp)
-        os.replace(tmp, path)
-        np.savez(path + ".params.npz", **{f"p{i}": p for i, p in enumerate(self._params)})
-        with open(path + ".json", "w") as f:
-            json.dump(self.meta, f, indent=1)
-        if self.source:
-            with open(path + ".cu", "w") as f:
-                f.write(self.source)
-        return path
+        """Write the cubin to `path`, with `.params.npz`, `.json`, `.cu` and the manifest
+        `.manifest.json` beside it, each atomically; kiln.graph.load verifies them."""
+        from .executable import export_model_files
+        return export_model_files(path, self.lib_path, self.meta, self._params, self.source,
+                                  ".cu")
 
     @property
     def source(self) -> str:

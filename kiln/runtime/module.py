@@ -15,7 +15,6 @@ import ctypes
 import json
 import math
 import os
-import shutil
 import statistics
 import time
 
@@ -238,14 +237,14 @@ class Module:
         return self.source
 
     def export_library(self, path: str) -> str:
-        """Copy the library to `path` (metadata is inside); the C source goes beside it."""
+        """Copy the library to `path` (metadata is inside), the C source beside it, each
+        atomically, then `path.manifest.json` (its sha256 and target) that load_module checks."""
+        from .files import copy_file, write_bytes, write_manifest
         path = os.path.abspath(os.fspath(path))
-        tmp = path + ".tmp"
-        shutil.copyfile(self.lib_path, tmp)
-        os.replace(tmp, path)
+        copy_file(self.lib_path, path)
         if self.source:
-            with open(_sidecar(path), "w") as f:
-                f.write(self.source)
+            write_bytes(_sidecar(path), self.source.encode())
+        write_manifest(path, [""], self.entry_meta_target())
         return path
 
     def time_evaluator(self, func_name: str | None = None, dev=None, number: int = 10,
@@ -274,6 +273,9 @@ def load_module(path: str) -> Module:
     if head.startswith(b'{"kiln_cuda_module"'):
         from .cuda_module import load_cuda_module
         return load_cuda_module(path)
+    from .files import manifest_path, verify_manifest
+    if os.path.exists(manifest_path(path)):  # exported: refuse a damaged or swapped file
+        verify_manifest(path)
     return Module(path)
 
 

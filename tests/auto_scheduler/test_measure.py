@@ -108,7 +108,7 @@ def test_crash_hang_and_wrong_answer_cost_one_candidate(task, runner):
     assert kinds[1::2] == ["ok"] * len(bad), [r.error_msg for r in results]
     assert kinds[0::2] == ["runtime", "timeout", "wrong_answer", "wrong_answer", "runtime"]
     assert "SIGSEGV" in results[0].error_msg
-    assert results[2].all_cost < 4 and results[2].costs == []
+    assert results[2].all_cost < 8 and results[2].costs == []  # measured twice
     assert "differ from the reference" in results[4].error_msg
     assert "code 3" in results[8].error_msg
 

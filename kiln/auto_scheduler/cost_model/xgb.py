@@ -14,10 +14,13 @@ programs, then the best round count is kept).
 
 from __future__ import annotations
 
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ...errors import KilnError
 from .base import INVALID_SCORE, CostModel, check_update_args
 
 DEFAULT_PARAMS = {
@@ -59,6 +62,9 @@ def pack_sum_grad(preds: np.ndarray, packs: _Packs, labels: np.ndarray,
     grad = (resid * weights)[packs.ids]
     hess = (weights * np.maximum(packs.sizes, 1))[packs.ids]
     return grad, hess
+
+
+ROUNDS_PER_PROGRAM = 10  # boosting rounds per measured program while there is no holdout
 
 
 class XGBModel(CostModel):
@@ -114,8 +120,11 @@ class XGBModel(CostModel):
         order = np.random.default_rng(self.seed).permutation(len(keep))
         n_val = int(len(keep) * self.holdout) if len(keep) >= 40 else 0
         val, tr = order[:n_val], order[n_val:]
+        # without a held-out share (< 40 programs) nothing stops boosting early: cap the
+        # rounds by the data (300 rounds on a handful of programs only overfit, for seconds)
+        rounds = None if n_val else min(self.num_boost_round, ROUNDS_PER_PROGRAM * len(keep))
         booster = self._fit([feats[i] for i in tr], labels[tr],
-                            [feats[i] for i in val], labels[val])
+                            [feats[i] for i in val], labels[val], rounds=rounds)
         best = getattr(booster, "best_iteration", None)
         if n_val and best is not None:
             # Refit on all programs with the round count that generalised best.
@@ -165,16 +174,17 @@ class XGBModel(CostModel):
         width = next((f.shape[1] for f in self.features if f.ndim == 2), 0)
         rows = [f for f in self.features if len(f)]
         x = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
-        with open(path, "wb") as fh:
-            np.savez(fh, booster=np.frombuffer(raw, np.uint8), sizes=sizes, x=x,
-                     width=np.array(width), throughputs=np.asarray(self.throughputs, np.float64),
-                     task_ids=np.asarray(self.task_ids, dtype=str))
+        from ...runtime.files import save_npz
+        save_npz(os.fspath(path), dict(  # atomic: a killed save never leaves half a file
+            booster=np.frombuffer(raw, np.uint8), sizes=sizes, x=x, width=np.array(width),
+            throughputs=np.asarray(self.throughputs, np.float64),
+            task_ids=np.asarray(self.task_ids, dtype=str)))
 
     def load(self, path: str | Path, max_programs: int | None = None) -> None:
         """Restore what save() wrote (booster and measurements); training can continue.
         max_programs keeps a random subset of the measurements (transfer to a new model
         needs the trend, not every point, and training time grows with the data)."""
-        data = np.load(Path(path), allow_pickle=False)
+        data = _read_model_file(path)
         sizes, x, width = data["sizes"], data["x"], int(data["width"])
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         keep = np.arange(len(sizes))
@@ -190,3 +200,18 @@ class XGBModel(CostModel):
             self.booster = xgb.Booster(params={"nthread": self.nthread})
             self.booster.load_model(bytearray(raw))
 
+
+_MODEL_KEYS = ("booster", "sizes", "x", "width", "throughputs", "task_ids")
+
+
+def _read_model_file(path) -> dict:
+    """The arrays of a saved cost model; KilnError for a missing, truncated or foreign file."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return {k: z[k] for k in _MODEL_KEYS}
+    except FileNotFoundError:
+        raise KilnError(f"no cost model file {path}") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise KilnError(f"cost model file {path} is damaged or not a kiln cost model "
+                        f"({type(err).__name__}: {err}); delete it or tune again to rewrite "
+                        "it") from None

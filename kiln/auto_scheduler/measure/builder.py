@@ -12,7 +12,6 @@ cache, so a candidate built twice compiles once.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -36,11 +35,16 @@ class LocalBuilder:
     def build(self, inputs: list[MeasureInput]) -> list[BuildResult]:
         """One BuildResult per input (same order)."""
         rendered = [_render(inp) for inp in inputs]
-        with ThreadPoolExecutor(self.n_parallel) as pool:
+        pool = ThreadPoolExecutor(self.n_parallel)
+        try:
             futures = [None if isinstance(r, BuildResult) else
                        pool.submit(_compile, r[0], inp.task.target, self.timeout, r[1])
                        for inp, r in zip(inputs, rendered, strict=True)]
             return [r if f is None else f.result() for r, f in zip(rendered, futures, strict=True)]
+        finally:
+            # on Ctrl-C, compiles not yet started are dropped (the running ones end by
+            # themselves) instead of compiling the rest of the batch first
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _render(inp: MeasureInput):
@@ -74,20 +78,19 @@ def compile_with_timeout(source: str, target, timeout: float) -> str:
     root = toolchain.cache_dir()
     key = toolchain.cache_key(source, flags, cc)
     lib = os.path.join(root, f"{key}.so")
-    if os.path.exists(lib):
+    if toolchain.cached(lib):
         return lib
     src = os.path.join(root, f"{key}.c")
     _write_atomic(src, source)
     fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
     os.close(fd)
     try:
-        out = _run_group([cc, *flags, "-o", tmp, src, "-lm"], timeout)
+        out = toolchain.run_isolated([cc, *flags, "-o", tmp, src, "-lm"], timeout)
         if out.returncode != 0:
             text = (out.stderr or out.stdout).strip()
             raise RuntimeError(f"C compilation failed (exit {out.returncode}); source at "
                                f"{src}\n{text[:STDERR_CHARS]}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, lib)
+        toolchain.install(tmp, lib)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"C compilation timed out after {timeout:g} s; source at {src}") \
             from None
@@ -95,23 +98,6 @@ def compile_with_timeout(source: str, target, timeout: float) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return lib
-
-
-def _run_group(cmd: list, timeout: float) -> subprocess.CompletedProcess:
-    """Run cmd in its own process group; on timeout kill the whole group (cc's cc1/as/ld
-    children too), so a timed-out compile never keeps burning a core during measurements."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _write_atomic(path: str, text: str) -> None:

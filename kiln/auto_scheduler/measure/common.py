@@ -54,7 +54,8 @@ class MeasureResult:
     """What one candidate measured: seconds per run (one per repeat) or an error.
 
     `costs` is empty unless error_no is "ok"; `all_cost` is the wall time of building and
-    running this candidate; `timestamp` is when the measurement finished (time.time()).
+    running this candidate; `timestamp` is when the measurement finished (time.time());
+    `checked` says whether the output was verified against the reference output.
     """
 
     costs: list
@@ -62,6 +63,7 @@ class MeasureResult:
     error_msg: str = ""
     all_cost: float = 0.0
     timestamp: float = field(default_factory=time.time)
+    checked: bool = False  # the output was compared with the reference and matched
 
     @property
     def mean_cost(self) -> float:

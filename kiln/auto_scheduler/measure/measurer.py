@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections import Counter
+from collections.abc import Callable
 
 from .common import ErrorNo, MeasureInput, MeasureResult
 
@@ -27,19 +28,28 @@ class ProgramMeasurer:
         self.callbacks = list(callbacks or ())
         self.verbose = verbose
 
-    def measure(self, task, states: list, inputs: list[MeasureInput] | None = None
+    def measure(self, task, states: list, inputs: list[MeasureInput] | None = None,
+                on_result: Callable[[int, MeasureResult], None] | None = None
                 ) -> list[MeasureResult]:
-        """Measure `states` (or the given `inputs`, which take precedence) of `task`."""
+        """Measure `states` (or the given `inputs`, which take precedence) of `task`;
+        `on_result(i, result)` runs after the callbacks of each result (the caller learns of
+        every stored result even when a Ctrl-C ends the batch early)."""
         if inputs is None:
             inputs = [MeasureInput(task, s) for s in states]
         builds = self.builder.build(inputs)
+
+        def done(i: int, res: MeasureResult) -> None:
+            try:
+                self._notify(task, inputs[i], res)
+            finally:  # also when a Ctrl-C lands in a callback: the record may be stored
+                if on_result is not None:
+                    on_result(i, res)
         if _takes_on_result(self.runner):
-            results = self.runner.run(inputs, builds,
-                                      on_result=lambda i, r: self._notify(task, inputs[i], r))
+            results = self.runner.run(inputs, builds, on_result=done)
         else:
             results = self.runner.run(inputs, builds)
-            for inp, res in zip(inputs, results, strict=True):
-                self._notify(task, inp, res)
+            for i, res in enumerate(results):
+                done(i, res)
         if self.verbose:
             self._summary(task, results)
         return results

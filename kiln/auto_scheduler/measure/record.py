@@ -48,6 +48,9 @@ class Record:
     version: int = RECORD_VERSION
     kiln_version: str = ""
     meta: dict | None = None
+    # the output was compared with the reference and matched; records written before this
+    # field existed were checked whenever a reference could be built, so they read as True
+    checked: bool = True
 
     @property
     def mean_cost(self) -> float:
@@ -61,7 +64,8 @@ class Record:
                "target": self.target, "steps": self.steps, "costs": self.costs,
                "error": self.error, "error_msg": self.error_msg[:ERROR_MSG_CHARS],
                "all_cost": self.all_cost, "timestamp": self.timestamp,
-               "version": self.version, "kiln_version": self.kiln_version}
+               "version": self.version, "kiln_version": self.kiln_version,
+               "checked": self.checked}
         if self.meta is not None:
             out["meta"] = self.meta
         return out
@@ -71,11 +75,20 @@ class Record:
         missing = [k for k in _REQUIRED if k not in obj]
         if missing:
             raise ValueError(f"missing field(s) {', '.join(missing)}")
-        return Record(str(obj["workload_key"]), str(obj["target"]), list(obj["steps"]),
-                      [float(c) for c in obj["costs"]], str(obj["error"]),
-                      float(obj.get("timestamp", 0.0)), str(obj.get("workload_desc", "")),
-                      str(obj.get("error_msg", "")), float(obj.get("all_cost", 0.0)),
-                      obj["version"], str(obj.get("kiln_version", "")), obj.get("meta"))
+        rec = Record(str(obj["workload_key"]), str(obj["target"]), list(obj["steps"]),
+                     [float(c) for c in obj["costs"]], str(obj["error"]),
+                     float(obj.get("timestamp", 0.0)), str(obj.get("workload_desc", "")),
+                     str(obj.get("error_msg", "")), float(obj.get("all_cost", 0.0)),
+                     obj["version"], str(obj.get("kiln_version", "")), obj.get("meta"),
+                     bool(obj.get("checked", True)))
+        if rec.error == ErrorNo.OK and not (rec.costs and all(
+                math.isfinite(c) and c > 0 for c in rec.costs)):
+            raise ValueError(f"an ok record needs positive finite costs, not {rec.costs}")
+        return rec
+
+    def rank(self) -> tuple:
+        """Sort key of the best record: checked outputs first, then the lowest mean cost."""
+        return (not self.checked, self.mean_cost)
 
 
 def make_record(task, inp: MeasureInput, res: MeasureResult) -> Record:
@@ -83,7 +96,7 @@ def make_record(task, inp: MeasureInput, res: MeasureResult) -> Record:
     return Record(task.workload_key, str(task.target), [s.to_record() for s in inp.state.steps],
                   list(res.costs), res.error_no, res.timestamp, getattr(task, "desc", ""),
                   res.error_msg[:ERROR_MSG_CHARS], res.all_cost, RECORD_VERSION, KILN_VERSION,
-                  inp.extra)
+                  inp.extra, bool(getattr(res, "checked", False)))
 
 
 class RecordToFile:
@@ -120,8 +133,11 @@ def _newline_if_cut(f) -> str:
 
 
 def load_records(filename: str) -> Iterator[Record]:
-    """Records of a log file in order; malformed lines and unknown versions are skipped."""
+    """Records of a log file in order; malformed lines (bad JSON, missing fields, an ok
+    record without positive finite costs) and unknown versions are skipped with a warning."""
     filename = os.fspath(filename)
+    if not os.path.isfile(filename):
+        raise KilnError(f"no such log file: {filename}")
     warned_version = False
     with open(filename, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
@@ -139,9 +155,10 @@ def load_records(filename: str) -> Iterator[Record]:
                         warned_version = True
                     continue
                 rec = Record.from_json(obj)
-            except (ValueError, TypeError) as err:
+            except (ValueError, TypeError, RecursionError) as err:
+                what = "nested too deeply" if isinstance(err, RecursionError) else err
                 warnings.warn(f"{filename}:{lineno}: skipping a malformed record line "
-                              f"(truncated write?): {err}", stacklevel=2)
+                              f"(truncated write?): {what}", stacklevel=2)
                 continue
             yield rec
 
@@ -172,14 +189,44 @@ def _matches(rec: Record, workload_key: str, target: str) -> bool:
     return rec.workload_key == workload_key and record_target(rec.target) == target
 
 
-def load_best_record(filename: str, workload_key: str, target) -> tuple[Record, float] | None:
-    """(the ok record of this workload and target with the lowest mean cost, that cost)."""
+def ranked_records(filename: str, workload_key: str, target) -> list[Record]:
+    """The ok records of this workload and target, best first (Record.rank)."""
     target = canonical_target(str(target))
-    best, best_cost = None, math.inf
-    for rec in load_records(filename):
-        if _matches(rec, workload_key, target) and rec.mean_cost < best_cost:
-            best, best_cost = rec, rec.mean_cost
-    return (best, best_cost) if best is not None else None
+    return sorted((rec for rec in load_records(filename) if _matches(rec, workload_key, target)
+                   and math.isfinite(rec.mean_cost)), key=Record.rank)
+
+
+def load_best_record(filename: str, workload_key: str, target) -> tuple[Record, float] | None:
+    """(the best ok record of this workload and target, its mean cost): records whose output
+    was checked against the reference first, then the lowest mean cost."""
+    ranked = ranked_records(filename, workload_key, target)
+    return (ranked[0], ranked[0].mean_cost) if ranked else None
+
+
+def first_replaying(records: Iterable[Record], dag, label: str = ""):
+    """(record, replayed State) of the first record whose steps replay on `dag`, or None.
+    Records that do not replay (edited or from an incompatible kiln) are skipped with one
+    warning, so the next-best record is used instead of failing the build."""
+    from ...schedule import replay
+    skipped, why, key = 0, "", ""
+    for rec in records:
+        try:
+            state = replay(dag, rec.steps)
+        except Exception as err:  # noqa: BLE001 - a record is untrusted input
+            skipped, why = skipped + 1, why or f"{type(err).__name__}: {err}"
+            key = rec.workload_key
+            continue
+        if skipped:
+            _warn_skipped(skipped, key, label, why, "the next best one is used")
+        return rec, state
+    if skipped:
+        _warn_skipped(skipped, key, label, why, "none is left")
+    return None
+
+
+def _warn_skipped(n: int, key: str, label: str, why: str, then: str) -> None:
+    warnings.warn(f"kiln: {label + ': ' if label else ''}{n} best record(s) of workload {key} "
+                  f"do not replay ({why[:200]}); {then}", stacklevel=3)
 
 
 @dataclass
@@ -250,7 +297,8 @@ class ApplyHistoryBest:
     _stack: ClassVar[list] = []
 
     def __init__(self, records):
-        self.best: dict = {}     # (workload key, target) -> (cost, Record)
+        self.ok: dict = {}       # (workload key, target) -> ok Records (ranked when queried)
+        self._sorted: set = set()
         self.targets: dict = {}  # workload key -> set of targets with records
         self.counts: dict = {}   # (workload key, target) -> number of records
         self.queried: set = set()  # workload keys asked for (by builds inside the context)
@@ -264,23 +312,43 @@ class ApplyHistoryBest:
         cost = rec.mean_cost
         key = (rec.workload_key, target)
         self.counts[key] = self.counts.get(key, 0) + 1
-        if math.isfinite(cost) and cost < self.best.get(key, (math.inf, None))[0]:
-            self.best[key] = (cost, rec)
+        if math.isfinite(cost):
+            self.ok.setdefault(key, []).append(rec)
+            self._sorted.discard(key)
+
+    def ranked(self, workload_key: str, target) -> list[Record]:
+        """The ok records of this workload and target, best first (Record.rank)."""
+        target = canonical_target(str(target))
+        self.queried.add(workload_key)
+        key = (workload_key, target)
+        recs = self.ok.get(key, [])
+        if key not in self._sorted:
+            recs.sort(key=Record.rank)
+            self._sorted.add(key)
+        if not recs:
+            self._tell_other_targets(workload_key, target)
+        return recs
 
     def query_record(self, workload_key: str, target) -> tuple[Record, float] | None:
         """(best record, its mean cost) for this workload and target, or None."""
-        target = canonical_target(str(target))
-        self.queried.add(workload_key)
-        hit = self.best.get((workload_key, target))
-        if hit is not None:
-            return hit[1], hit[0]
+        recs = self.ranked(workload_key, target)
+        return (recs[0], recs[0].mean_cost) if recs else None
+
+    def query_state(self, dag, target, workload_key: str | None = None):
+        """The replayed State of the best record of `dag`'s workload (`workload_key`, default
+        dag.workload_key()) on `target` that replays (records that do not are skipped with a
+        warning), or None."""
+        key = workload_key or dag.workload_key()
+        hit = first_replaying(self.ranked(key, target), dag, "ApplyHistoryBest")
+        return hit[1] if hit is not None else None
+
+    def _tell_other_targets(self, workload_key: str, target: str) -> None:
         others = self.targets.get(workload_key, set()) - {target}
         if others and (workload_key, target) not in self._told:
             self._told.add((workload_key, target))
             log.warning("ApplyHistoryBest: records of workload %s exist only for target(s) %s, "
                         "not %s; they are ignored", workload_key, ", ".join(sorted(others)),
                         target)
-        return None
 
     def coverage(self, label: str, target, workload_keys=None) -> LogCoverage:
         """How these records relate to `workload_keys` (default: the keys queried so far,
@@ -337,15 +405,6 @@ def apply_history_best(sch, target):
     state = getattr(sch, "state", sch)
     if ctx is None or getattr(state, "steps", None) != ():
         return sch
-    dag = state.dag
-    steps = ctx.query(dag.workload_key(), target)
-    if steps is None:
-        return sch
-    from ...schedule import replay
-    try:
-        return replay(dag, steps)
-    except KilnError as err:
-        log.warning("ApplyHistoryBest: the best record of %s does not replay (%s); building "
-                    "the default schedule", dag.workload_key(), err)
-        return sch
+    best = ctx.query_state(state.dag, target)
+    return sch if best is None else best
 

@@ -48,21 +48,26 @@ class WorkerTimeout(Exception):
 
 
 class Worker:
-    """One child process speaking JSON lines; call() sends a request and waits for the reply."""
+    """One child process speaking JSON lines; call() sends a request and waits for the reply.
+
+    The child runs in its own session (a Ctrl-C at the terminal reaches the tuner only, which
+    decides what to stop), with an isolated sys.path (only the kiln this process runs, never a
+    `kiln/` folder of the current directory) and a watchdog that ends it when we die.
+    """
 
     def __init__(self):
         self.err = tempfile.TemporaryFile()
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__)))))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kiln.auto_scheduler.measure.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, env=env, bufsize=0)
+            worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
+            bufsize=0, start_new_session=True)
         self.buf = b""
         self.runs = 0
         self._finalizer = weakref.finalize(self, _kill, self.proc)
-        self._read(time.monotonic() + START_TIMEOUT)  # the {"ready": true} line
+        try:
+            self._read(time.monotonic() + START_TIMEOUT)  # the {"ready": true} line
+        except BaseException:
+            self.kill()
+            raise
 
     def call(self, request: dict, timeout: float) -> dict:
         self.runs += 1
@@ -114,6 +119,19 @@ class Worker:
         self.err.close()
 
 
+def worker_command() -> list:
+    """`python -I` (no cwd, PYTHONPATH or user site on sys.path) running the worker, with
+    sys.path set to the kiln package this process imported followed by our own sys.path
+    entries (minus the current directory), and our pid for the worker's watchdog."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    cwd = os.getcwd()
+    paths = [root] + [p for p in sys.path if p and os.path.abspath(p) != cwd]
+    code = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+            "from kiln.auto_scheduler.measure.worker import main; main(int(sys.argv[2]))")
+    return [sys.executable, "-I", "-c", code, json.dumps(paths), str(os.getpid())]
+
+
 def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -163,7 +181,11 @@ class LocalRunner:
         except Exception as err:  # noqa: BLE001 - a bad task is this candidate's error
             return self._result({"error_no": ErrorNo.RUNTIME,
                                  "error_msg": f"{type(err).__name__}: {err}"}, br, t0)
-        return self._result(self._call(request, self.timeout), br, t0)
+        reply = self._call(request, self.timeout)
+        if reply["error_no"] == ErrorNo.TIMEOUT:
+            # a busy machine can stall one run: a timeout is stored only if it happens twice
+            reply = self._call(request, self.timeout)
+        return self._result(reply, br, t0)
 
     def close(self) -> None:
         """Stop the worker and delete the reference files."""
@@ -195,7 +217,8 @@ class LocalRunner:
         ok = reply["error_no"] == ErrorNo.OK
         return MeasureResult(list(reply.get("costs", [])) if ok else [], reply["error_no"],
                              reply.get("error_msg", ""),
-                             br.time_cost + time.perf_counter() - t0, time.time())
+                             br.time_cost + time.perf_counter() - t0, time.time(),
+                             checked=bool(ok and reply.get("checked")))
 
     def _call(self, request: dict, timeout: float) -> dict:
         """The worker's reply, or a "runtime"/"timeout" reply when it died or hung."""
@@ -203,6 +226,9 @@ class LocalRunner:
             if self._worker is None or self._worker.runs >= MAX_RUNS_PER_WORKER:
                 self._restart()
             return self._worker.call(request, timeout)
+        except (KeyboardInterrupt, SystemExit):
+            self._drop_worker()  # its reply to this request must never answer the next one
+            raise
         except WorkerDied as err:
             self._drop_worker()
             return {"error_no": ErrorNo.RUNTIME, "error_msg": str(err)}

@@ -6,7 +6,7 @@ original stdout; fd 1 is pointed at stderr so that stray prints cannot corrupt t
 Why: generated code may segfault or hang; running it here means the tuner only loses this
 process, which the runner notices (EOF or timeout), kills and replaces. The worker never sees
 compute graphs: only library paths, argument specs (shape, dtype, output?) and .npy files.
-Run as `python -m kiln.auto_scheduler.measure.worker`.
+Started by runner.worker_command() (isolated sys.path, parent pid for the watchdog).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 
@@ -135,7 +136,8 @@ def handle_measure(req: dict) -> dict:
             msg = compare(out, ref)
             if msg is not None:
                 return {"error_no": "wrong_answer", "error_msg": f"output {spec_i}: {msg}"}
-    return {"error_no": "ok", "error_msg": "", "costs": _time(mod, args, req)}
+    return {"error_no": "ok", "error_msg": "", "costs": _time(mod, args, req),
+            "checked": refs is not None}
 
 
 def _time(mod: Module, args: list, req: dict) -> list:
@@ -186,7 +188,19 @@ def _reply(out, obj: dict) -> None:
     out.flush()
 
 
-def main() -> None:
+def watch_parent(parent_pid: int, period: float = 0.25) -> None:
+    """End this process as soon as `parent_pid` is no longer our parent (the tuner died, even
+    by SIGKILL), also while a generated kernel spins: ctypes calls release the GIL."""
+    def loop() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(period)
+        os._exit(3)
+    if parent_pid > 0:
+        threading.Thread(target=loop, name="kiln-parent-watchdog", daemon=True).start()
+
+
+def main(parent_pid: int = 0) -> None:
+    watch_parent(parent_pid)
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything generated code or libraries print goes to stderr
     sys.stdout = sys.stderr
