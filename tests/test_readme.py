@@ -34,7 +34,7 @@ TUNE_FAST = [("bert-base", "bert-tiny"), ("--time-budget 15m", "--trials 2 --per
 # (a text that identifies the block, [(old, new), ...], prelude run before the block)
 TABLE = [
     ("def swish_mm", SMALL_MM + [("number=10, repeat=5", "number=1, repeat=1")], ""),
-    ("s[relu6_stage].compute_inline()", [], "relu6_stage = d.op.input_tensors[0]  # clip\n"),
+    ("s[relu6_stage].compute_inline()", [], ""),
     ("M, N, K = 128, 3072, 768", [("128, 3072, 768", "32, 64, 32"),
                                   ("num_measure_trials=1000", "num_measure_trials=4")], ""),
     ('onnx.load("bert.onnx")', [('(1, 128)', "(1, 16)")],
