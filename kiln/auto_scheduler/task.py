@@ -120,6 +120,13 @@ class SearchTask:
 
     def tune(self, tuning_options: TuningOptions, search_policy=None):
         """Search for fast schedules; measured records go to the options' callbacks."""
+        if search_policy is None and self.target.kind == "cuda":
+            from .gpu import GpuSearchPolicy
+            builder, runner = tuning_options.builder, tuning_options.runner
+            search_policy = GpuSearchPolicy(
+                self, seed=tuning_options.seed or 0, verbose=tuning_options.verbose,
+                builder=None if isinstance(builder, str) else builder,
+                runner=None if isinstance(runner, str) else runner)
         from .policy import SketchPolicy
         policy = search_policy or SketchPolicy(self, seed=tuning_options.seed,
                                                verbose=tuning_options.verbose)

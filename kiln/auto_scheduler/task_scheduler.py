@@ -18,6 +18,7 @@ import random
 import sys
 import time
 
+from ..errors import KilnError
 from .policy import SketchPolicy
 
 
@@ -39,7 +40,12 @@ class TaskScheduler:
         self.strategy, self.alpha, self.eps = strategy, alpha, eps
         self.rng = random.Random(seed)
         self.time_budget_s, self.verbose = time_budget_s, verbose
-        self.model = cost_model if cost_model is not None else XGBModel()
+        self.gpu = bool(self.tasks) and all(t.target.kind == "cuda" for t in self.tasks)
+        if not self.gpu and any(t.target.kind == "cuda" for t in self.tasks):
+            raise KilnError("TaskScheduler: tune CPU and CUDA tasks in separate schedulers")
+        if cost_model is None:
+            cost_model = _gpu_model(seed) if self.gpu else XGBModel()
+        self.model = cost_model
         if load_model_file:
             # transfer: start from a model trained on other tasks (another model's tuning);
             # their measurements stay in the training set, labelled per task
@@ -47,8 +53,9 @@ class TaskScheduler:
             self._say(f"cost model warm-started from {load_model_file} "
                       f"({len(self.model.throughputs)} measured programs)")
         self.load_log_file = load_log_file
-        self.policies = [SketchPolicy(t, self.model, seed=seed + i, verbose=0)
-                         for i, t in enumerate(self.tasks)]
+        self.policies = _gpu_policies(self.tasks, self.model, seed) if self.gpu else \
+            [SketchPolicy(t, self.model, seed=seed + i, verbose=0)
+             for i, t in enumerate(self.tasks)]
         self.trials = [0] * len(self.tasks)
         self.history = [[] for _ in self.tasks]  # best latency after each round
         self.dead = [False] * len(self.tasks)
@@ -63,8 +70,15 @@ class TaskScheduler:
 
     def tune(self, options):
         from .measure import LocalBuilder, LocalRunner, ProgramMeasurer
-        builder = options.builder if not isinstance(options.builder, str) else LocalBuilder()
-        runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
+        if self.gpu:  # GPU policies measure with their own (or the options') GPU builder/runner
+            for p in self.policies:
+                p.builder = p.builder if isinstance(options.builder, str) else options.builder
+                p.runner = p.runner if isinstance(options.runner, str) else options.runner
+            builder = runner = None
+        else:
+            builder = options.builder if not isinstance(options.builder, str) else \
+                LocalBuilder()
+            runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
         measurer = ProgramMeasurer(builder, runner, options.measure_callbacks, verbose=0)
         resume_from = list(options.measure_callbacks or [])
         if self.load_log_file:
@@ -161,3 +175,17 @@ class TaskScheduler:
             lines.append(f"  {i:2d}  {self.weights[i]:6d}  {self.trials[i]:6d}  {ms}  "
                          f"{gf:8.2f}  {t.desc[:60]}{' (done)' if self.dead[i] else ''}")
         print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _gpu_model(seed: int):
+    from .gpu import GpuCostModel
+    return GpuCostModel(seed)
+
+
+def _gpu_policies(tasks: list, model, seed: int) -> list:
+    """One GPU search policy per task, sharing the cost model, the NVRTC builder pool and
+    the measurement worker (which is told the task it measures before each round)."""
+    from .gpu import GpuBuilder, GpuRunner, GpuSearchPolicy
+    builder, runner = GpuBuilder(), GpuRunner()
+    return [GpuSearchPolicy(t, model, builder=builder, runner=runner, seed=seed + i,
+                            verbose=0) for i, t in enumerate(tasks)]

@@ -96,6 +96,12 @@ class ComputeDAG:
         from .state import State
         return State.initial(self)
 
+    def apply_steps_from_state(self, state, layout_rewrite=None) -> tuple:
+        """(TVM-style Schedule, argument tensors) of a State of this DAG (TVM's API): print it,
+        lower it or build it like a hand-written schedule."""
+        from .facade import Schedule
+        return Schedule.from_state(self, state), list(self.tensors)
+
     def __str__(self) -> str:
         lines = []
         for op in self.ops:

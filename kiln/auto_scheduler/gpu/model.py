@@ -97,15 +97,21 @@ class GpuCostModel:
                  names=np.array(FEATURE_NAMES))
         os.replace(tmp, path)
 
-    def load(self, path: str) -> None:
+    @property
+    def throughputs(self) -> list:
+        """The measured samples (for messages; the CPU model has the same attribute)."""
+        return self.ys
+
+    def load(self, path: str, max_programs: int | None = None) -> None:
         try:
             with np.load(path) as z:
                 if tuple(z["names"]) != FEATURE_NAMES:
                     log.warning("%s holds features of another kiln version; not loaded", path)
                     return
-                self.xs += list(z["xs"])
-                self.ys += [float(y) for y in z["ys"]]
-                self.keys += [str(k) for k in z["keys"]]
+                n = len(z["ys"]) if max_programs is None else min(max_programs, len(z["ys"]))
+                self.xs += list(z["xs"][-n:]) if n else []
+                self.ys += [float(y) for y in z["ys"][-n:]] if n else []
+                self.keys += [str(k) for k in z["keys"][-n:]] if n else []
         except (OSError, KeyError, ValueError) as err:
             raise KilnError(f"cannot read the GPU cost model {path}: {err}") from err
         self._fit()

@@ -160,6 +160,7 @@ class GpuSearchPolicy:
                 f"{s['measure_s']:.1f} s)")
 
     def _start_runner(self) -> None:
+        """Builder and runner ready for this task (the runner measures the reference)."""
         if self.runner is None:
             from .measure import GpuRunner
             self.runner = GpuRunner()
