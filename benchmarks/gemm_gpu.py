@@ -10,7 +10,11 @@ torch rows both as an eager loop and replayed from a CUDA graph (the faster one 
 Every kiln kernel is checked against a float64 reference first (relative error <= 1e-5).
 
     python benchmarks/gemm_gpu.py [--repeat 30] [--number 200] [--quick]
+    python benchmarks/gemm_gpu.py --log gemm_gpu.json --tune 500   # auto-scheduled rows too
 
+With --log, the best records of mm and swish_mm in that log (after --tune TRIALS more trials
+of each, resuming the log) are timed beside the hand schedule, and the plot shows the tuning
+curves (best time after each trial).
 Writes benchmarks/results/gemm_gpu.{json,md,png} (or --out).
 """
 
@@ -63,6 +67,30 @@ def build(swish: bool, cfg: tuple):
     tc.schedule_matmul(s, out, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
                        splitk=splitk)
     return kiln.build(s, [a, b, out], target="cuda")
+
+
+def tuned(swish: bool, log: str, trials: int, target) -> tuple:
+    """(row name, the best record's module or None, tuning curve) of one workload."""
+    from kiln import auto_scheduler
+    from kiln.auto_scheduler.measure.record import load_records
+    from kiln.schedule import ComputeDAG
+    label = "swish_mm" if swish else "mm"
+    task = auto_scheduler.SearchTask(compute_dag=ComputeDAG(workload(swish)), target=target,
+                                     desc=label)
+    if trials:
+        task.tune(auto_scheduler.TuningOptions(
+            num_measure_trials=trials, num_measures_per_round=32,
+            measure_callbacks=[auto_scheduler.RecordToFile(log)]))
+    curve, best = [], float("inf")
+    for rec in load_records(log) if os.path.exists(log) else []:
+        if rec.workload_key == task.workload_key and rec.target == str(target):
+            best = min(best, rec.mean_cost)
+            curve.append(best * 1e6)
+    if not curve or not np.isfinite(best):
+        return f"kiln {label}, auto-scheduled (no records)", None, curve
+    sch, tensors = task.apply_best(log)
+    f = kiln.build(sch, tensors, target=target)
+    return f"kiln {label}, auto-scheduled ({len(curve)} trials)", f, curve
 
 
 def reference(a: np.ndarray, b: np.ndarray, swish: bool) -> np.ndarray:
@@ -152,6 +180,8 @@ def main() -> None:
     p.add_argument("--number", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="sweep only 4 tile shapes")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "gemm_gpu"))
+    p.add_argument("--log", default=None, help="tuning records of mm / swish_mm (resumed)")
+    p.add_argument("--tune", type=int, default=0, help="trials per workload to add to --log")
     args = p.parse_args()
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -172,6 +202,13 @@ def main() -> None:
         f"kiln swish_mm (fused), hand schedule {sw[0][1]}":
             kiln_timer(sw[0][2], dev_args, args.number),
     }
+    curves = {}
+    if args.log:
+        for swish in (False, True):
+            name, f, curves[name] = tuned(swish, args.log, args.tune, target)
+            if f is not None:
+                check(f, swish, np.random.default_rng(3))
+                timers[name] = kiln_timer(f, dev_args, args.number)
     for swish in (False, True):
         name = "torch.matmul + hardswish" if swish else "torch.matmul (cuBLAS, TF32 off)"
         for mode, fn in torch_timers(torch, swish, a_t, b_t, args.number).items():
@@ -186,6 +223,7 @@ def main() -> None:
             "loadavg": os.getloadavg()[0], "repeat": args.repeat, "number": args.number,
             "sweep_mm": [[c, t * 1e6] for t, c, _ in mm],
             "sweep_swish_mm": [[c, t * 1e6] for t, c, _ in sw]}
+    meta["curves"] = curves
     write(Path(args.out), meta, rows, mm[0][2].source)
 
 
@@ -193,7 +231,7 @@ def report(samples: dict, mm: list, sw: list) -> list:
     med = {k: statistics.median(v) for k, v in samples.items()}
     cublas = min(v for k, v in med.items() if k.startswith("torch.matmul (cuBLAS"))
     torch_swish = min(v for k, v in med.items() if k.startswith("torch.matmul + hard"))
-    kiln_mm = next(v for k, v in med.items() if k.startswith("kiln mm"))
+    kiln_mm = min(v for k, v in med.items() if k.startswith("kiln mm"))  # hand or tuned
     rows = []
     for k, v in samples.items():
         m = med[k]
@@ -214,7 +252,7 @@ def write(out: Path, meta: dict, rows: list, source: str) -> None:
              f"{meta['date']}, torch {meta['torch']}, load average {meta['loadavg']:.2f}; "
              f"medians of {meta['repeat']} interleaved rounds x {meta['number']} launches "
              "(CUDA events); vs peer = cuBLAS for mm, torch matmul + hardswish for swish_mm "
-             "(the faster of eager and CUDA graph).", "",
+             "(the faster of eager and CUDA graph); vs kiln mm = the fastest kiln mm row.", "",
              "| implementation | median us | min-max us | TFLOPS | vs peer | vs kiln mm |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -228,16 +266,26 @@ def write(out: Path, meta: dict, rows: list, source: str) -> None:
         lines.append(f"| {tuple(c)} | {t:.2f} | {sw.get(tuple(c), float('nan')):.2f} |")
     lines += ["", "The kernel of the fastest mm schedule:", "", "```cuda", source.strip(), "```"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    plot(out, rows)
+    plot(out, rows, meta.get("curves"))
     print("\n".join(lines))
 
 
-def plot(out: Path, rows: list) -> None:
+def plot(out: Path, rows: list, curves: dict | None = None) -> None:
     from peers import pyplot
     plt = pyplot()
     if plt is None:
         return
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    if curves and any(curves.values()):
+        fig, (ax, cx) = plt.subplots(1, 2, figsize=(13, 3.8))
+        for name, curve in curves.items():
+            cx.plot(range(1, len(curve) + 1), curve, label=name)
+        cx.set_xlabel("trials")
+        cx.set_ylabel("best microseconds so far")
+        cx.set_yscale("log")
+        cx.legend(fontsize=7)
+        cx.set_title("tuning curves")
+    else:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
     names = [r["name"] for r in rows]
     ax.barh(names, [r["median_us"] for r in rows],
             xerr=[[r["median_us"] - r["min_us"] for r in rows],
