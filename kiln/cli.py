@@ -1,6 +1,7 @@
 """`kiln` command line: tune | bench | compile | show.
 
   kiln tune bert.onnx --target cpu --trials 3000 --log bert.json   # per-task table, resumable
+  kiln tune bert.onnx --cluster auto --log bert.json               # on a Ray cluster
   kiln bench bert.onnx --log bert.json                             # kiln vs ORT / PyTorch
   kiln compile bert.onnx --log bert.json -o bert.so                # deployable library
   kiln show bert.json                                              # tasks, best GFLOPS, errors
@@ -119,14 +120,23 @@ def cmd_tune(args) -> int:
     model = Model(args)
     tasks, weights = auto_scheduler.extract_tasks(model.graph, model.params, target=args.target)
     print(f"[kiln] {model.name}: {len(tasks)} tasks, {sum(weights)} kernels", file=sys.stderr)
+    builder, runner = _backends(args.cluster, tasks)
     opts = auto_scheduler.TuningOptions(
         num_measure_trials=args.trials, num_measures_per_round=args.per_round,
-        early_stopping=args.early_stopping,
+        early_stopping=args.early_stopping, builder=builder, runner=runner,
         measure_callbacks=[auto_scheduler.RecordToFile(args.log)], seed=args.seed)
     _report_log(args.log, tasks, args.target)
     ts = TaskScheduler(tasks, weights, seed=args.seed, time_budget_s=args.time_budget,
                        load_model_file=_model_file(args.transfer_from))
-    lat = ts.tune(opts)
+    t0 = time.time()
+    try:
+        lat = ts.tune(opts)
+    finally:
+        if args.cluster:
+            print(runner.summary(), file=sys.stderr)
+            print(f"[kiln] cluster: {sum(ts.trials) / max(time.time() - t0, 1e-9) * 60:.0f} "
+                  "trials/min overall (search, build and measurement)", file=sys.stderr)
+            runner.close()
     if hasattr(ts.model, "save"):
         ts.model.save(model_file_of(args.log))
     alloc = {f"{i}:{t.desc}": n for i, (t, n) in enumerate(zip(tasks, ts.trials))}
@@ -135,6 +145,20 @@ def cmd_tune(args) -> int:
                       "tasks_without_a_measurement": unmeasured,
                       "interrupted": ts.interrupted, "trials_per_task": alloc}, indent=1))
     return EXIT_INTERRUPTED if ts.interrupted else 0
+
+
+def _backends(cluster: str | None, tasks: list) -> tuple:
+    """("local", "local"), or a RayBuilder and RayRunner joined to the cluster at `cluster`
+    ("auto": the Ray cluster this machine belongs to; or HOST:PORT)."""
+    if not cluster:
+        return "local", "local"
+    if any(t.target.kind != "cpu" for t in tasks):
+        raise KilnError("--cluster tunes CPU targets only for now; tune CUDA models without it")
+    from .auto_scheduler.measure.ray_backend import RayBuilder, RayRunner, connect
+    ray = connect(cluster)
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    print(f"[kiln] cluster {cluster}: {nodes} node(s)", file=sys.stderr)
+    return RayBuilder(address=cluster), RayRunner(address=cluster)
 
 
 def model_file_of(log: str) -> str:
@@ -303,6 +327,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--transfer-from", metavar="LOG",
                    help="warm-start the cost model from an earlier tuning log of another "
                    "model (uses LOG.model.npz, which every `kiln tune` writes)")
+    t.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="build and measure on a Ray cluster: 'auto' (the cluster this machine "
+                   "joined with `ray start`) or HOST:PORT; needs pip install 'kiln[ray]'")
     b = sub.add_parser("bench", help="latency of kiln vs ONNX Runtime and PyTorch, one table")
     _model_args(b)
     b.add_argument("--log")

@@ -11,6 +11,8 @@ from .measure import (
                       MeasureInput,
                       MeasureResult,
                       ProgramMeasurer,
+                      RayBuilder,
+                      RayRunner,
                       RecordToFile,
                       load_best_record,
                       load_records,
@@ -29,7 +31,8 @@ from .task_scheduler import TaskScheduler
 
 __all__ = ["ApplyHistoryBest", "ComputeDAG", "CostModel", "LayoutRewriteOption", "LocalBuilder",
            "LocalRunner", "MeasureInput", "MeasureResult", "ProgramMeasurer", "RandomModel",
-           "RecordToFile", "SearchPolicyParams", "SearchTask", "SketchPolicy", "TaskScheduler",
+           "RayBuilder", "RayRunner", "RecordToFile", "SearchPolicyParams", "SearchTask",
+           "SketchPolicy", "TaskScheduler",
            "TuningOptions", "WORKLOAD_FUNCS", "XGBModel", "extract_tasks", "input_layouts",
            "load_best_record", "load_records", "make_workload_key", "pack_array", "pack_inputs",
            "register_workload", "workload_tensors"]

@@ -177,10 +177,8 @@ class SketchPolicy:
 
     # ------------------------------------------------------------ the loop
     def tune(self, options):
-        from .measure import LocalBuilder, LocalRunner, ProgramMeasurer
-        builder = options.builder if not isinstance(options.builder, str) else LocalBuilder()
-        runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
-        measurer = ProgramMeasurer(builder, runner, options.measure_callbacks, verbose=0)
+        from .measure import make_measurer
+        measurer = make_measurer(options)
         self._resume(options.measure_callbacks)
         return self.search(options.num_measure_trials, options.early_stopping,
                            options.num_measures_per_round, measurer)

@@ -69,17 +69,14 @@ class TaskScheduler:
         return sum(w * self.best(i) for i, w in enumerate(self.weights))
 
     def tune(self, options):
-        from .measure import LocalBuilder, LocalRunner, ProgramMeasurer
+        from .measure import ProgramMeasurer, make_measurer
         if self.gpu:  # GPU policies measure with their own (or the options') GPU builder/runner
             for p in self.policies:
                 p.builder = p.builder if isinstance(options.builder, str) else options.builder
                 p.runner = p.runner if isinstance(options.runner, str) else options.runner
-            builder = runner = None
+            measurer = ProgramMeasurer(None, None, options.measure_callbacks, verbose=0)
         else:
-            builder = options.builder if not isinstance(options.builder, str) else \
-                LocalBuilder()
-            runner = options.runner if not isinstance(options.runner, str) else LocalRunner()
-        measurer = ProgramMeasurer(builder, runner, options.measure_callbacks, verbose=0)
+            measurer = make_measurer(options)
         resume_from = list(options.measure_callbacks or [])
         if self.load_log_file:
             resume_from.append(_LogFile(self.load_log_file))

@@ -3,6 +3,8 @@
 from .builder import LocalBuilder
 from .common import BuildResult, ErrorNo, MeasureInput, MeasureResult
 from .measurer import ProgramMeasurer
+from .protocols import Builder, Runner, make_builder, make_measurer, make_runner
+from .ray_backend import RayBuilder, RayRunner
 from .record import (
     RECORD_VERSION,
     ApplyHistoryBest,
@@ -13,8 +15,10 @@ from .record import (
     load_best_record,
     load_records,
 )
-from .runner import LocalRunner
+from .runner import LocalRunner, MeasureExecutor
 
-__all__ = ["RECORD_VERSION", "ApplyHistoryBest", "BuildResult", "ErrorNo", "KeySummary",
-           "LocalBuilder", "LocalRunner", "MeasureInput", "MeasureResult", "ProgramMeasurer",
-           "Record", "RecordToFile", "best_by_key", "load_best_record", "load_records"]
+__all__ = ["RECORD_VERSION", "ApplyHistoryBest", "BuildResult", "Builder", "ErrorNo",
+           "KeySummary", "LocalBuilder", "LocalRunner", "MeasureExecutor", "MeasureInput",
+           "MeasureResult", "ProgramMeasurer", "RayBuilder", "RayRunner", "Record",
+           "RecordToFile", "Runner", "best_by_key", "load_best_record", "load_records",
+           "make_builder", "make_measurer", "make_runner"]

@@ -1,17 +1,21 @@
 """The values that flow through measurement: MeasureInput -> BuildResult -> MeasureResult.
 
 In: a SearchTask and a State to measure (MeasureInput).
-Out: plain, picklable-free data: what the builder made (BuildResult: library path and source, or
-an error) and what the runner saw (MeasureResult: seconds per run, or an error kind).
+Out: plain data: what the builder made (BuildResult: the library, as a path on the building
+machine and/or its bytes with their sha256, and the source, or an error) and what the runner saw
+(MeasureResult: seconds per run, or an error kind).
 Why: builder, runner, measurer and the record writer share these types and nothing else; the
 error kinds are strings so that they read the same in a record file and in Python.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ...te.tensor import PlaceholderOp
 
@@ -40,13 +44,58 @@ class MeasureInput:
 
 @dataclass
 class BuildResult:
-    """A compiled candidate: the library path and its C source, or an error (lib_path None)."""
+    """A compiled candidate, or an error (then neither lib_path nor artifact is set).
+
+    `lib_path` is the library on the machine that built it; `artifact` its bytes and `sha256`
+    their hash, set by packed() when the result leaves that machine (a Ray builder, a runner
+    in another process). A local builder leaves the bytes unread: a local runner loads the path.
+    """
 
     lib_path: str | None
     source: str
     error_no: str = ErrorNo.OK
     error_msg: str = ""
     time_cost: float = 0.0
+    artifact: bytes | None = field(default=None, repr=False)
+    sha256: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Built, with a library to run."""
+        return self.error_no == ErrorNo.OK and (self.lib_path is not None or
+                                                self.artifact is not None)
+
+    def packed(self) -> BuildResult:
+        """This result carrying its library's bytes and sha256 (read once from lib_path)."""
+        if self.artifact is not None or not self.ok:
+            return self
+        with open(self.lib_path, "rb") as f:
+            data = f.read()
+        return replace(self, artifact=data, sha256=hashlib.sha256(data).hexdigest())
+
+    def local_path(self, cache_dir: str | None = None) -> str:
+        """A path to the library on this machine: the bytes written once to
+        `<cache>/artifacts/<sha256>.so` when they travelled with the result, else lib_path."""
+        if self.artifact is None:
+            if self.lib_path is None:
+                raise ValueError("the build failed: no library")
+            return self.lib_path
+        if hashlib.sha256(self.artifact).hexdigest() != self.sha256:
+            raise ValueError("the library's bytes do not match their sha256 (corrupted)")
+        folder = os.path.join(cache_dir or _cache_dir(), "artifacts")
+        path = os.path.join(folder, f"{self.sha256}.so")
+        if not os.path.exists(path):
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so.tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.artifact)
+            os.replace(tmp, path)  # atomic: concurrent runners on one node agree
+        return path
+
+
+def _cache_dir() -> str:
+    from ...codegen import toolchain
+    return toolchain.cache_dir()
 
 
 @dataclass

@@ -6,7 +6,9 @@ Why: the search calls one function per batch; the builder compiles the batch in 
 runner measures one candidate at a time, and each callback (e.g. RecordToFile) is invoked
 right after each result, as `cb(task, [input], [result])`, so a tuner killed mid-batch
 loses at most the candidate being measured. A runner whose run() takes no `on_result` gets
-its callbacks once per batch instead.
+its callbacks once per batch instead. The reference output of a task (its default schedule) is
+built by the same builder, with the task's first batch, and handed to the runner once
+(runner.set_reference), so a runner on another machine never needs the compute graph.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 
-from .common import ErrorNo, MeasureInput, MeasureResult
+from .common import BuildResult, ErrorNo, MeasureInput, MeasureResult
+from .runner import reference_input
 
 
 class ProgramMeasurer:
@@ -27,6 +30,7 @@ class ProgramMeasurer:
         self.runner = runner
         self.callbacks = list(callbacks or ())
         self.verbose = verbose
+        self._referenced: set = set()  # workload keys whose reference the runner has
 
     def measure(self, task, states: list, inputs: list[MeasureInput] | None = None,
                 on_result: Callable[[int, MeasureResult], None] | None = None
@@ -36,7 +40,7 @@ class ProgramMeasurer:
         every stored result even when a Ctrl-C ends the batch early)."""
         if inputs is None:
             inputs = [MeasureInput(task, s) for s in states]
-        builds = self.builder.build(inputs)
+        builds = self._build(task, inputs)
 
         def done(i: int, res: MeasureResult) -> None:
             try:
@@ -53,6 +57,19 @@ class ProgramMeasurer:
         if self.verbose:
             self._summary(task, results)
         return results
+
+    def _build(self, task, inputs: list[MeasureInput]) -> list[BuildResult]:
+        """The batch's builds; the task's reference is built with its first batch."""
+        wants = getattr(self.runner, "set_reference", None) is not None and \
+            getattr(self.runner, "check_correctness", True) and \
+            task.workload_key not in self._referenced
+        if not wants:
+            return self.builder.build(inputs)
+        *builds, ref = self.builder.build([*inputs, reference_input(task)])
+        if ref.ok:  # else the runner builds it itself, with a longer timeout
+            self.runner.set_reference(task, ref)
+        self._referenced.add(task.workload_key)
+        return builds
 
     def _notify(self, task, inp: MeasureInput, res: MeasureResult) -> None:
         for cb in self.callbacks:

@@ -7,8 +7,15 @@ matched the reference, else "runtime" / "timeout" / "wrong_answer" (build errors
 Why: generated code can segfault or hang. Every candidate runs in a long-lived worker process
 (worker.py, JSON lines over pipes); a crash (EOF) or a timeout (the runner kills it) costs that
 candidate only, and the next one gets a fresh worker. The reference output of a task is
-computed once, by the task's default schedule (naive loops, trusted), and kept as .npy files
-that the worker loads; compute graphs never cross the process boundary.
+computed once, by the task's default schedule (naive loops, trusted) built like any candidate
+(the measurer hands it over with set_reference(); a runner used on its own builds it with a
+LocalBuilder), and kept as .npy files that the worker loads; compute graphs never cross the
+process boundary.
+
+Split for other machines: MeasureExecutor is the part that runs where the measurement happens
+(worker process, reference files) and takes plain data only (a job dict and a BuildResult);
+LocalRunner adds the tuner-side part that turns tasks and States into those jobs (measure_job,
+reference_job), which a Ray runner reuses to feed executors in actors on other nodes.
 """
 
 from __future__ import annotations
@@ -27,10 +34,8 @@ import warnings
 import weakref
 from collections.abc import Callable
 
-from ...codegen.c import render
 from ...schedule.layout import input_layouts
-from ...tir.lower import lower
-from .builder import compile_with_timeout
+from .builder import LocalBuilder
 from .common import BuildResult, ErrorNo, MeasureInput, MeasureResult, arg_specs
 
 START_TIMEOUT = 60.0       # seconds for a fresh worker to import numpy and kiln
@@ -141,84 +146,64 @@ def _kill(proc: subprocess.Popen) -> None:
             f.close()
 
 
-class LocalRunner:
-    """Runs candidates one at a time in a worker process, with a timeout per candidate."""
+class MeasureExecutor:
+    """The measuring end: a worker process and the reference files, fed plain data only.
 
-    def __init__(self, timeout: float = 10, number: int = 3, repeat: int = 1,
-                 min_repeat_ms: float = 100, cooldown_interval: float = 0,
-                 enable_cpu_cache_flush: bool = False, check_correctness: bool = True):
+    execute(job, build) measures one built candidate described by a job (measure_job());
+    add_reference(ref_job) computes a task's reference outputs (reference_job()) once.
+    """
+
+    def __init__(self, timeout: float = 10):
         self.timeout = float(timeout)
-        self.number, self.repeat = max(1, int(number)), max(1, int(repeat))
-        self.min_repeat_ms = float(min_repeat_ms)
-        self.cooldown_interval = float(cooldown_interval)
-        self.enable_cpu_cache_flush = enable_cpu_cache_flush
-        self.check_correctness = check_correctness
         self._worker: Worker | None = None
-        self._refs: dict = {}  # (workload key, specs) -> reference dir or None
+        self.refs: dict = {}  # reference key -> reference dir, or None (no reference)
         self._ref_root = tempfile.mkdtemp(prefix="kiln-ref-")
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._ref_root, True)
 
-    # ------------------------------------------------------------ public
-    def run(self, inputs: list[MeasureInput], build_results: list[BuildResult],
-            on_result: Callable[[int, MeasureResult], None] | None = None) -> list[MeasureResult]:
-        """Measure each built candidate in order; `on_result(i, result)` after each one."""
-        results = []
-        for i, (inp, br) in enumerate(zip(inputs, build_results, strict=True)):
-            res = self.run_one(inp, br)
-            results.append(res)
-            if on_result is not None:
-                on_result(i, res)
-            if self.cooldown_interval > 0:
-                time.sleep(self.cooldown_interval)
-        return results
-
-    def run_one(self, inp: MeasureInput, br: BuildResult) -> MeasureResult:
-        if br.error_no != ErrorNo.OK or br.lib_path is None:
-            return MeasureResult([], br.error_no, br.error_msg, br.time_cost, time.time())
-        t0 = time.perf_counter()
+    def execute(self, job: dict, build: BuildResult) -> dict:
+        """The worker's reply for one candidate (error kinds, never raises for a bad one)."""
         try:
-            request = self._request(inp, br)
-        except Exception as err:  # noqa: BLE001 - a bad task is this candidate's error
-            return self._result({"error_no": ErrorNo.RUNTIME,
-                                 "error_msg": f"{type(err).__name__}: {err}"}, br, t0)
+            lib = build.local_path()
+        except (OSError, ValueError) as err:
+            return {"error_no": ErrorNo.RUNTIME, "error_msg": f"library unavailable: {err}"}
+        key = job.get("ref_key")
+        request = dict(job, lib=lib, ref_dir=self.refs.get(key) if key else None)
+        request.pop("ref_key", None)
         reply = self._call(request, self.timeout)
         if reply["error_no"] == ErrorNo.TIMEOUT:
             # a busy machine can stall one run: a timeout is stored only if it happens twice
             reply = self._call(request, self.timeout)
-        return self._result(reply, br, t0)
+        return reply
+
+    def add_reference(self, ref_job: dict) -> str | None:
+        """Run the reference build of ref_job once; its directory (None: no reference)."""
+        key = ref_job["key"]
+        if key in self.refs:
+            return self.refs[key]
+        build = ref_job["build"]
+        if build is None or not build.ok:
+            why = "the default schedule did not build: " + (build.error_msg if build else "")
+            self.refs[key] = _no_reference(ref_job["desc"], why)
+            return None
+        ref_dir = os.path.join(self._ref_root, key)
+        limit = max(60.0, 6 * self.timeout)
+        try:
+            lib = build.local_path()
+        except (OSError, ValueError) as err:
+            reply = {"error_no": ErrorNo.RUNTIME, "error_msg": str(err)}
+        else:
+            reply = self._call({"cmd": "reference", "lib": lib, "specs": ref_job["specs"],
+                                "seed": ref_job["seed"], "dir": ref_dir}, limit)
+        if reply["error_no"] != ErrorNo.OK:
+            self.refs[key] = _no_reference(ref_job["desc"], reply.get("error_msg", ""))
+        else:
+            self.refs[key] = ref_dir
+        return self.refs[key]
 
     def close(self) -> None:
         """Stop the worker and delete the reference files."""
-        if self._worker is not None:
-            self._worker.kill()
-            self._worker = None
+        self._drop_worker()
         self._finalizer()
-
-    def __enter__(self) -> LocalRunner:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # ------------------------------------------------------------ helpers
-    def _request(self, inp: MeasureInput, br: BuildResult) -> dict:
-        specs = arg_specs(inp.task)
-        ref_dir = self._reference(inp.task, specs) if self.check_correctness else None
-        layouts = input_layouts(inp.state, inp.task.args)
-        specs = [dict(sp, layout=[list(p) for p in lay]) if lay else sp
-                 for sp, lay in zip(specs, layouts)]
-        flush = _flush_bytes(inp.task.target) if self.enable_cpu_cache_flush else 0
-        return {"cmd": "measure", "lib": br.lib_path, "specs": specs, "ref_dir": ref_dir,
-                "seed": _seed(inp.task.workload_key), "number": self.number,
-                "repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms,
-                "flush_bytes": flush}
-
-    def _result(self, reply: dict, br: BuildResult, t0: float) -> MeasureResult:
-        ok = reply["error_no"] == ErrorNo.OK
-        return MeasureResult(list(reply.get("costs", [])) if ok else [], reply["error_no"],
-                             reply.get("error_msg", ""),
-                             br.time_cost + time.perf_counter() - t0, time.time(),
-                             checked=bool(ok and reply.get("checked")))
 
     def _call(self, request: dict, timeout: float) -> dict:
         """The worker's reply, or a "runtime"/"timeout" reply when it died or hung."""
@@ -247,31 +232,125 @@ class LocalRunner:
             self._worker.kill()
             self._worker = None
 
-    def _reference(self, task, specs: list) -> str | None:
-        """Directory with the task's reference inputs/outputs (built once per workload)."""
-        key = (task.workload_key, json.dumps(specs))
-        if key not in self._refs:
-            self._refs[key] = self._make_reference(task, specs)
-        return self._refs[key]
 
-    def _make_reference(self, task, specs: list) -> str | None:
-        digest = hashlib.sha256(json.dumps([task.workload_key, specs]).encode()).hexdigest()[:16]
-        ref_dir = os.path.join(self._ref_root, digest)
-        limit = max(60.0, 6 * self.timeout)
+class LocalRunner(MeasureExecutor):
+    """Runs candidates one at a time in a worker process, with a timeout per candidate."""
+
+    def __init__(self, timeout: float = 10, number: int = 3, repeat: int = 1,
+                 min_repeat_ms: float = 100, cooldown_interval: float = 0,
+                 enable_cpu_cache_flush: bool = False, check_correctness: bool = True):
+        super().__init__(timeout)
+        self.number, self.repeat = max(1, int(number)), max(1, int(repeat))
+        self.min_repeat_ms = float(min_repeat_ms)
+        self.cooldown_interval = float(cooldown_interval)
+        self.enable_cpu_cache_flush = enable_cpu_cache_flush
+        self.check_correctness = check_correctness
+        self._ref_builds: dict = {}  # workload key -> BuildResult of the default schedule
+
+    # ------------------------------------------------------------ public
+    def run(self, inputs: list[MeasureInput], build_results: list[BuildResult],
+            on_result: Callable[[int, MeasureResult], None] | None = None) -> list[MeasureResult]:
+        """Measure each built candidate in order; `on_result(i, result)` after each one."""
+        results = []
+        for i, (inp, br) in enumerate(zip(inputs, build_results, strict=True)):
+            res = self.run_one(inp, br)
+            results.append(res)
+            if on_result is not None:
+                on_result(i, res)
+            if self.cooldown_interval > 0:
+                time.sleep(self.cooldown_interval)
+        return results
+
+    def set_reference(self, task, build: BuildResult) -> None:
+        """The build of the task's default schedule (reference_input()), made by the builder."""
+        self._ref_builds[task.workload_key] = build
+
+    def run_one(self, inp: MeasureInput, br: BuildResult) -> MeasureResult:
+        if not br.ok:
+            return MeasureResult([], br.error_no, br.error_msg, br.time_cost, time.time())
+        t0 = time.perf_counter()
         try:
-            func = lower(task.compute_dag.init_state(), task.args)
-            lib = compile_with_timeout(render(func, task.target), task.target, limit)
-        except Exception as err:  # noqa: BLE001
-            return _no_reference(task, f"the default schedule did not build: {err}")
-        reply = self._call({"cmd": "reference", "lib": lib, "specs": specs,
-                            "seed": _seed(task.workload_key), "dir": ref_dir}, limit)
-        if reply["error_no"] != ErrorNo.OK:
-            return _no_reference(task, reply.get("error_msg", ""))
-        return ref_dir
+            job = self.job(inp)
+        except Exception as err:  # noqa: BLE001 - a bad task is this candidate's error
+            return self._result({"error_no": ErrorNo.RUNTIME,
+                                 "error_msg": f"{type(err).__name__}: {err}"}, br, t0)
+        return self._result(self.execute(job, br), br, t0)
+
+    def job(self, inp: MeasureInput) -> dict:
+        """The plain-data job of one candidate; makes the task's reference here first."""
+        job = measure_job(inp, self)
+        if job["ref_key"] and job["ref_key"] not in self.refs:
+            self.add_reference(self.reference_job(inp.task))
+        return job
+
+    def reference_job(self, task) -> dict:
+        """The task's reference job, from the builder's build (or a LocalBuilder's)."""
+        build = self._ref_builds.get(task.workload_key)
+        if build is None or not build.ok:
+            limit = max(60.0, 6 * self.timeout)
+            build = LocalBuilder(timeout=limit, n_parallel=1).build([reference_input(task)])[0]
+        return reference_job(task, build)
+
+    def __enter__(self) -> LocalRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ helpers
+    def _request(self, inp: MeasureInput, br: BuildResult) -> dict:
+        """The worker request of one candidate (job plus library path and reference dir)."""
+        job = self.job(inp)
+        key = job.pop("ref_key")
+        return dict(job, lib=br.local_path(), ref_dir=self.refs.get(key) if key else None)
+
+    def _result(self, reply: dict, br: BuildResult, t0: float) -> MeasureResult:
+        return result_of(reply, br.time_cost + time.perf_counter() - t0)
 
 
-def _no_reference(task, why: str) -> None:
-    warnings.warn(f"kiln: no reference output for {task.desc} ({task.workload_key}); its "
+def result_of(reply: dict, all_cost: float) -> MeasureResult:
+    """The MeasureResult of a worker reply."""
+    ok = reply["error_no"] == ErrorNo.OK
+    return MeasureResult(list(reply.get("costs", [])) if ok else [], reply["error_no"],
+                         reply.get("error_msg", ""), all_cost, time.time(),
+                         checked=bool(ok and reply.get("checked")))
+
+
+def reference_input(task) -> MeasureInput:
+    """The task's default schedule (naive loops, trusted) as a candidate to build."""
+    return MeasureInput(task, task.compute_dag.init_state(), extra={"reference": True})
+
+
+def reference_key(task) -> str:
+    """Names a task's reference outputs (workload and argument specs)."""
+    text = json.dumps([task.workload_key, arg_specs(task)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def reference_job(task, build: BuildResult | None) -> dict:
+    """Plain data from which an executor computes the task's reference outputs."""
+    return {"key": reference_key(task), "specs": arg_specs(task),
+            "seed": _seed(task.workload_key), "build": build,
+            "desc": f"{task.desc} ({task.workload_key})"}
+
+
+def measure_job(inp: MeasureInput, settings) -> dict:
+    """Plain data describing how to measure one candidate (no paths of this machine):
+    argument specs with packed layouts, seed, timing settings, the reference key."""
+    task = inp.task
+    specs = arg_specs(task)
+    layouts = input_layouts(inp.state, task.args)
+    specs = [dict(sp, layout=[list(p) for p in lay]) if lay else sp
+             for sp, lay in zip(specs, layouts)]
+    flush = _flush_bytes(task.target) if settings.enable_cpu_cache_flush else 0
+    return {"cmd": "measure", "specs": specs, "seed": _seed(task.workload_key),
+            "number": settings.number, "repeat": settings.repeat,
+            "min_repeat_ms": settings.min_repeat_ms, "flush_bytes": flush,
+            "ref_key": reference_key(task) if settings.check_correctness else None}
+
+
+def _no_reference(desc: str, why: str) -> None:
+    warnings.warn(f"kiln: no reference output for {desc}; its "
                   f"candidates are timed without a correctness check: {why[:300]}", stacklevel=3)
     return None
 
