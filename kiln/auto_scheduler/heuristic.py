@@ -56,12 +56,29 @@ class _TilePlan:
         return (1,) * (n - 1) + (self.inner.get(name, 1),)
 
 
+def _lane_split(steps: list, k: int) -> bool:
+    """Whether split step k is rfactored right after by its inner part (RuleRfactorLanes)."""
+    from ..schedule.steps import RfactorStep
+    nxt = steps[k + 1] if k + 1 < len(steps) else None
+    # RuleRfactorLanes puts the lanes last (factor_axis > 0); RuleAddRfactor first
+    return isinstance(nxt, RfactorStep) and nxt.stage_id == steps[k].stage_id \
+        and nxt.factor_axis > 0
+
+
 def heuristic_tiles(info: SketchInfo, target: Target) -> tuple:
-    """Inner lengths of every sketch split, by the role of the axis it splits."""
+    """Inner lengths of every sketch split, by the role of the axis it splits (a split that
+    is rfactored into SIMD lanes gets the vector width)."""
     state = info.dag.init_state()
     out = []
-    for step in info.sketch.steps:
-        if isinstance(step, SplitStep):
+    steps = list(info.sketch.steps)
+    for k, step in enumerate(steps):
+        if isinstance(step, SplitStep) and _lane_split(steps, k):
+            st = state.stages[step.stage_id]
+            lanes = target.vector_lanes(st.op.output(0).dtype) if \
+                st.op.output(0).dtype in ("float32", "float64") else 4
+            ext = st.iters[step.iter_id].extent
+            out.append((first_divisor(ext, [lanes, lanes // 2], lanes),))
+        elif isinstance(step, SplitStep):
             st = state.stages[step.stage_id]
             name = st.iters[step.iter_id].name
             plan = _TilePlan(st, target, st.op.output(0).dtype) if st.compute else None
@@ -80,7 +97,7 @@ def heuristic_genome_from_tiles(info: SketchInfo, tiles: tuple) -> Genome:
     par, vec, unr = [], [], []
     for si, st in enumerate(base.stages):
         if st.is_placeholder or st.attach[0] == "inline" or \
-                (not st.relations and st.origin != "cache_read"):
+                (not st.relations and st.origin not in ("cache_read", "rfactor")):
             continue
         if st.attach[0] == "root":
             n = len(st.compute.axis)

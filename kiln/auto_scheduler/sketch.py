@@ -12,6 +12,8 @@ passes, or returns successor states (and whether later rules may still apply):
                                 accumulator stage (which then fuses into the write-back)
   RuleMultiLevelTiling          SSRSRS tiles alone
   RuleAddRfactor                a reduction with little spatial parallelism: rfactor
+  RuleRfactorLanes              a row reduction with many rows: rfactor by the SIMD lanes,
+                                partials computed per row, lanes vectorized
   RuleSimple                    leave as is (annotation parallelises and vectorises it)
 """
 
@@ -111,13 +113,36 @@ def rule_add_rfactor(state, si: int):
     return out, True
 
 
+def rule_rfactor_lanes(state, si: int):
+    """RuleRfactorLanes: a row reduction with enough rows for every core (softmax's sums,
+    layer norm) reduces a vector of partial results at once: split the reduce loop (its inner
+    part becomes the SIMD lanes), rfactor the lanes into a per-row stage computed inside the
+    row loop with the lanes innermost (vectorized by annotation), then sum the lanes. An exp
+    inside the sum then runs as a vector polynomial."""
+    st = state.stages[si]
+    if not A.has_reduce(state, si) or A.needs_multi_level_tiling(state, si) \
+            or st.origin == "rfactor" or not st.compute.axis:
+        return None, True
+    red = [it for it in st.iters if it.kind == "reduce"]
+    if len(red) != 1 or red[0].extent < 32 or A.spatial_size(state, si) < _cores():
+        return None, True
+    n_sp = len(st.compute.axis)
+    s2 = state.split(st.op, red[0].name, [1])
+    s2 = s2.rfactor(st.op, s2.stages[si].relations[-1].outs[1], n_sp)
+    rf = s2.stages[si]  # the .rf stage sits at si, the original at si + 1
+    lane = rf.compute.axis[-1].name
+    s2 = s2.reorder(rf.op, [it.name for it in rf.iters if it.name != lane] + [lane])
+    s2 = s2.compute_at(rf.op, st.op, s2.stages[si + 1].iters[n_sp - 1].name)
+    return [(s2, si - 1), (state, si - 1)], True  # the plain reduction stays a sketch too
+
+
 def _cores() -> int:
     import os
     return len(os.sched_getaffinity(0))
 
 
 RULES = [rule_always_inline, rule_mlt_with_fusion, rule_add_cache_write,
-         rule_multi_level_tiling, rule_add_rfactor]
+         rule_multi_level_tiling, rule_add_rfactor, rule_rfactor_lanes]
 
 
 def pack_reads(state, layout_free: tuple = ()):
