@@ -133,11 +133,13 @@ class GraphModule:
     def workspace_bytes(self) -> int:
         return self.meta["workspace_bytes"]
 
+    SOURCE_SUFFIX = ".c"  # the generated source beside an exported library
+
     @property
     def source(self) -> str:
         if self._source is None:
             try:
-                with open(self.lib_path + ".c") as f:
+                with open(self.lib_path + self.SOURCE_SUFFIX) as f:
                     self._source = f.read()
             except OSError:
                 self._source = ""

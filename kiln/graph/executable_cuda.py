@@ -33,6 +33,8 @@ __all__ = ["CudaGraphModule", "load_cuda"]
 class CudaGraphModule(GraphModule):
     """A compiled model on the GPU; runs from several threads are serialised by a lock."""
 
+    SOURCE_SUFFIX = ".cu"
+
     def __init__(self, cubin_path: str, meta: dict, params: list, source: str | None = None):
         if meta.get("version") != META_VERSION:
             raise BuildError(f"model metadata version {meta.get('version')} is not "
@@ -212,15 +214,6 @@ class CudaGraphModule(GraphModule):
         return export_model_files(path, self.lib_path, self.meta, self._params, self.source,
                                   ".cu")
 
-    @property
-    def source(self) -> str:
-        if self._source is None:
-            try:
-                with open(self.lib_path + ".cu") as f:
-                    self._source = f.read()
-            except OSError:
-                self._source = ""
-        return self._source
 
 
 def load_cuda(path: str, meta: dict, params: list) -> CudaGraphModule:

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ..errors import ArgumentError, BuildError
-from .module import MAX_NUMBER, ProfileResult, _shape_ok, _shape_text
+from .module import MAX_NUMBER, KernelTable, ProfileResult, _shape_ok, _shape_text
 from .ndarray import CudaNDArray, NDArray, cuda_array_info
 
 MAGIC = "kiln_cuda_module"
@@ -175,7 +175,7 @@ class _Call:
             host[...] = dev.numpy()
 
 
-class CudaModule:
+class CudaModule(KernelTable):
     """A cubin and its metadata; calling it runs the entry function's kernels on the GPU."""
 
     type_key = "kiln_cuda"
@@ -195,25 +195,6 @@ class CudaModule:
         self._workspace: list = []
 
     # ------------------------------------------------------------ Module's surface
-    @property
-    def entry(self) -> CudaFunction:
-        return self.kernels[self.entry_name]
-
-    @property
-    def params(self) -> list:
-        return self.entry.params
-
-    def __call__(self, *args) -> None:
-        self.entry(*args)
-
-    def __getitem__(self, name: str) -> CudaFunction:
-        return self.get_function(name)
-
-    def get_function(self, name: str) -> CudaFunction:
-        if name not in self.kernels:
-            raise ArgumentError(f"no function {name!r} in this module; it has "
-                                f"{', '.join(self.kernels)}")
-        return self.kernels[name]
 
     @property
     def source(self) -> str:

@@ -183,7 +183,35 @@ class Kernel:
         return ProfileResult(results)
 
 
-class Module:
+class KernelTable:
+    """What Module and CudaModule share: kernels by name (`kernels`), the entry kernel
+    (`entry_name`), calling the module runs the entry."""
+
+    kernels: dict
+    entry_name: str
+
+    @property
+    def entry(self):
+        return self.kernels[self.entry_name]
+
+    @property
+    def params(self) -> list:
+        return self.entry.params
+
+    def __call__(self, *args) -> None:
+        self.entry(*args)
+
+    def __getitem__(self, name: str):
+        return self.get_function(name)
+
+    def get_function(self, name: str):
+        if name not in self.kernels:
+            raise ArgumentError(f"no function {name!r} in this module; it has "
+                                f"{', '.join(self.kernels)}")
+        return self.kernels[name]
+
+
+class Module(KernelTable):
     """A loaded library of kernels; calling it runs its (first) entry kernel."""
 
     type_key = "kiln_c"
@@ -207,25 +235,6 @@ class Module:
     def entry_meta_target(self) -> str:
         return next(iter(self.kernels.values())).meta.get("target", "")
 
-    @property
-    def entry(self) -> Kernel:
-        return self.kernels[self.entry_name]
-
-    @property
-    def params(self) -> list:
-        return self.entry.params
-
-    def __call__(self, *args) -> None:
-        self.entry(*args)
-
-    def __getitem__(self, name: str) -> Kernel:
-        return self.get_function(name)
-
-    def get_function(self, name: str) -> Kernel:
-        if name not in self.kernels:
-            raise ArgumentError(f"no function {name!r} in this module; it has "
-                                f"{', '.join(self.kernels)}")
-        return self.kernels[name]
 
     @property
     def source(self) -> str:

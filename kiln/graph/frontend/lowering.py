@@ -19,6 +19,22 @@ import numpy as np
 from ..ir import Node
 from .common import GraphBuilder
 
+# ---------------------------------------------------------------- padding
+
+def pad_or_crop(cx, x: Node, widths: list, value: float) -> Node:
+    """x padded by per-axis [before, after] widths; negative widths crop (a strided_slice)
+    before the positive ones pad. `cx` is a frontend context (its `op` makes nodes)."""
+    crop = [a for a, (lo, hi) in enumerate(widths) if lo < 0 or hi < 0]
+    if crop:
+        x = cx.op("strided_slice", [x], begin=[max(-widths[a][0], 0) for a in crop],
+                  end=[x.shape[a] - max(-widths[a][1], 0) for a in crop],
+                  strides=[1] * len(crop), axes=crop)
+        widths = [[max(lo, 0), max(hi, 0)] for lo, hi in widths]
+    if not any(lo or hi for lo, hi in widths):
+        return x
+    return cx.op("pad", [x], pad_width=widths, pad_value=value)
+
+
 # ---------------------------------------------------------------- gathers
 
 

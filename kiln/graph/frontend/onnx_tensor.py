@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .common import norm_axes, norm_axis
-from .lowering import gather_elements
+from .lowering import gather_elements, pad_or_crop
 
 
 def _reshape(cx, ins, attrs):
@@ -205,15 +205,7 @@ def _pad(cx, ins, attrs):
     widths = [[0, 0] for _ in range(rank)]
     for k, a in enumerate(axes):
         widths[a] = [pads[k], pads[k + len(axes)]]
-    crop = [a for a, (lo, hi) in enumerate(widths) if lo < 0 or hi < 0]
-    if crop:  # negative pads remove elements
-        x = cx.op("strided_slice", [x], begin=[max(-widths[a][0], 0) for a in crop],
-                  end=[x.shape[a] - max(-widths[a][1], 0) for a in crop],
-                  strides=[1] * len(crop), axes=crop)
-        widths = [[max(lo, 0), max(hi, 0)] for lo, hi in widths]
-    if not any(lo or hi for lo, hi in widths):
-        return x
-    return cx.op("pad", [x], pad_width=widths, pad_value=value)
+    return pad_or_crop(cx, x, widths, value)  # negative pads remove elements
 
 
 def _flatten(cx, ins, attrs):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ir import Node
 from .common import norm_axes, norm_axis
-from .lowering import advanced_index, gather_elements, resize_axis
+from .lowering import advanced_index, gather_elements, pad_or_crop, resize_axis
 from .torch_ops import _arg
 
 
@@ -107,15 +107,7 @@ def _constant_pad(cx, args, kw):
     width = [[0, 0] for _ in range(rank)]
     for k in range(len(pads) // 2):  # pairs run from the last axis backwards
         width[rank - 1 - k] = [pads[2 * k], pads[2 * k + 1]]
-    if any(lo < 0 or hi < 0 for lo, hi in width):  # negative pads crop
-        axes = [a for a, (lo, hi) in enumerate(width) if lo < 0 or hi < 0]
-        x = cx.op("strided_slice", [x], begin=[max(-width[a][0], 0) for a in axes],
-                  end=[x.shape[a] - max(-width[a][1], 0) for a in axes],
-                  strides=[1] * len(axes), axes=axes)
-        width = [[max(lo, 0), max(hi, 0)] for lo, hi in width]
-    if not any(lo or hi for lo, hi in width):
-        return x
-    return cx.op("pad", [x], pad_width=width, pad_value=value)
+    return pad_or_crop(cx, x, width, value)  # negative pads crop
 
 
 def _vector_norm(cx, args, kw):
