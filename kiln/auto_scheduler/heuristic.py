@@ -46,7 +46,12 @@ class _TilePlan:
                 rname, rext = big[-2]
                 nvec = max(1, -(-cols // lanes))
                 fits = [d for d in divisors(rext) if d <= 8 and d * nvec <= regs // 2]
-                self.inner[rname] = max(fits) if fits else 1
+                rows = max(fits) if fits else 1
+                if rows < 4 and rext > 16:
+                    # a prime-ish extent (ViT's 197 tokens): a 4-row tile with an edge guard
+                    # beats 1-row tiles that reload every weight vector per row
+                    rows = max(d for d in (4, 2) if d * nvec <= regs // 2 or d == 2)
+                self.inner[rname] = rows
         red = [(a.name, int(a.extent.value)) for a in stage.compute.reduce_axis]
         if red:
             kname, kext = red[-1]

@@ -47,3 +47,25 @@ def test_layer_norm_default_schedule_is_vectorized_and_correct():
     m = xn.mean(-1, keepdims=True)
     ref = (xn - m) / np.sqrt(((xn - m) ** 2).mean(-1, keepdims=True) + 1e-5) * gn + bn
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_dense_with_a_prime_row_count_gets_a_guarded_row_tile():
+    """ViT's 197 tokens: the default register tile keeps 4 rows (the edge guarded) instead of
+    falling back to one row, and computes the product."""
+    from kiln.schedule.layout import input_layouts, pack_array
+    x = te.placeholder((197, 64), name="x")
+    w = te.placeholder((96, 64), name="w")
+    y = topi.nn.dense(x, w)
+    state = default_schedule(ComputeDAG([x, w, y]), ("w",), "cpu")
+    tiled = [st for st in state.stages if st.relations and st.compute and
+             st.compute.reduce_axis]
+    assert any(it.extent == 4 for st in tiled for it in st.iters)
+    f = kiln.build(state, [x, w, y], target="cpu")
+    rng = np.random.default_rng(0)
+    xn, wn = rng.standard_normal((197, 64), dtype=np.float32), \
+        rng.standard_normal((96, 64), dtype=np.float32)
+    lays = input_layouts(state, [x, w])
+    args = [pack_array(a, lay) if lay else a for a, lay in zip((xn, wn), lays)]
+    out = np.empty((197, 96), "float32")
+    f(*args, out)
+    np.testing.assert_allclose(out, xn @ wn.T, rtol=1e-4, atol=1e-4)
