@@ -64,7 +64,25 @@ class CudaFunction:
                  for i, (p, a) in enumerate(zip(self.params, args))]
         scalars = [self._check_scalar(len(self.params) + j, p, a, sizes)
                    for j, (p, a) in enumerate(zip(self.scalar_params, args[len(self.params):]))]
+        self._check_aliasing(args, kinds)
         return _Call(self, args, kinds, scalars)
+
+    def _check_aliasing(self, args, kinds: list) -> None:
+        """Kernels declare their pointers __restrict__: an array they write must not overlap
+        another argument (host arrays by NumPy's test, device arrays by address range)."""
+        spans = [_span(a) if k == "device" else None for a, k in zip(args, kinds)]
+        for i, p in enumerate(self.params):
+            if not p.get("written"):
+                continue
+            for j in range(len(self.params)):
+                if j == i or kinds[i] != kinds[j]:
+                    continue
+                if (kinds[i] == "host" and np.may_share_memory(_host(args[i]), _host(args[j]))) \
+                        or (kinds[i] == "device" and _overlap(spans[i], spans[j])):
+                    raise ArgumentError(
+                        f"argument {i + 1} '{p['name']}' is written by {self.name} but shares "
+                        f"memory with argument {j + 1} '{self.params[j]['name']}'; kernels "
+                        "assume outputs do not alias other arguments: pass a separate array")
 
     def _check_array(self, i: int, p: dict, a, sizes: dict) -> str:
         """'device' or 'host' for a valid argument; ArgumentError naming it otherwise."""
@@ -325,3 +343,20 @@ def _check_meta(meta: dict, where: str) -> None:
                 raise BuildError(f"CUDA module metadata for {where}: kernel {k.get('name')} "
                                  f"has an invalid argument {[kind, index]}")
 
+
+def _host(a) -> np.ndarray:
+    return a._data if isinstance(a, NDArray) else a
+
+
+def _span(a) -> tuple:
+    """(start, end) device addresses of a CUDA array argument."""
+    if isinstance(a, CudaNDArray):
+        ptr, nbytes = a.data_ptr, int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+    else:
+        ptr, shape, dtype, _, _ = cuda_array_info(a)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+    return ptr, ptr + nbytes
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[1] and b[0] < a[1]

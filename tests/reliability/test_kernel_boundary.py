@@ -38,3 +38,19 @@ def test_integer_scalar_out_of_range_is_an_error():
     np.testing.assert_array_equal(out, 5)
     with pytest.raises(ArgumentError, match=r"outside the range of int32"):
         f(x, out, 2 ** 31)
+
+
+def test_cuda_module_refuses_aliasing_before_touching_a_gpu():
+    pytest.importorskip("kiln.codegen.nvrtc")
+    from kiln.topi import cuda as tc
+    n = 32
+    a = te.placeholder((n, n), name="A")
+    b = te.placeholder((n, n), name="B")
+    k = te.reduce_axis((0, n), name="k")
+    c = te.compute((n, n), lambda i, j: te.sum(a[i, k] * b[j, k], axis=k), name="C")
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, tm=2, tn=2, tx=8, ty=4, bk=8)
+    f = kiln.build(s, [a, b, c], target="cuda -arch=sm_90")
+    x = np.zeros((n, n), "float32")
+    with pytest.raises(ArgumentError, match="'C' is written .* shares memory"):
+        f(x, np.zeros((n, n), "float32"), x)
