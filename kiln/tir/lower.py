@@ -15,7 +15,6 @@ load what all of them read), and a barrier goes before and after each shared sta
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 from ..errors import LoweringError
@@ -25,8 +24,20 @@ from ..te import expr as E
 from ..te.tensor import THREAD_TAGS, Tensor
 from . import stmt as S
 from .bound import region_of
+from .lower_helpers import (
+    aligned_strides,
+    bound_ancestors,
+    c_name,
+    const_range,
+    dtype_bytes,
+    flat_index,
+    int_dim,
+    split_extents,
+    stmt_exprs,
+    sum_exprs,
+)
 from .passes import run_passes
-from .simplify import Simplifier, simplify
+from .simplify import simplify
 
 STACK_LIMIT_BYTES = 32 * 1024
 INT32_MAX = 2 ** 31 - 1
@@ -55,11 +66,6 @@ class LStage:
     buffer: S.Buffer | None = None
     offsets: list = field(default_factory=list)  # region mins per dim
     layout: tuple = ()  # packed layout of a temporary, factors resolved
-
-
-def _dtype_bytes(dtype: str) -> int:
-    return {"float64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1,
-            "bool": 1}.get(dtype, 4)
 
 
 class Lowerer:
@@ -112,10 +118,10 @@ class Lowerer:
             si = self.index.get(id(a.op))
             if si is None:
                 raise LoweringError(f"argument {a.name} is not a tensor of this schedule")
-            shape = [_int_dim(d, a.name) for d in a.shape]
+            shape = [int_dim(d, a.name) for d in a.shape]
             if self.stages[si].layout:
                 shape = list(packed_shape(shape, self.stages[si].layout))
-            out.append(S.Buffer(_c_name(a.name, self.var_names), shape, a.dtype, "global"))
+            out.append(S.Buffer(c_name(a.name, self.var_names), shape, a.dtype, "global"))
             self.param_of[si] = out[-1]
         for si, st in enumerate(self.stages):
             used = st.is_output or self.state.effective_consumers(si)
@@ -162,7 +168,7 @@ class Lowerer:
         self._make_leaves(info, [r[1] for r in region])
         for a, (lo, ext) in zip(st.compute.axis, region):
             info.root_val[a] = simplify(info.root_val[a] + lo, self.ranges)
-            lo_min, lo_max = _const_range(lo, self.ranges)
+            lo_min, lo_max = const_range(lo, self.ranges)
             if ext + lo_max > int(a.extent.value):
                 info.guards.append(info.root_val[a] < a.extent)
             if lo_min < 0:
@@ -174,24 +180,24 @@ class Lowerer:
         st = info.stage
         ext = {a.name: e for a, e in zip(st.compute.axis, spatial_ext)}
         ext.update({a.name: int(a.extent.value) for a in st.compute.reduce_axis})
-        bound = _bound_ancestors(st)
+        bound = bound_ancestors(st)
         for rel in st.relations:
             if isinstance(rel, Split):
-                ext.update(_split_extents(ext[rel.parent], rel))
+                ext.update(split_extents(ext[rel.parent], rel))
                 for name, length in zip(rel.outs[1:], rel.lengths):
                     if name in bound:  # thread indices keep the launch's extent, guarded
                         ext[name] = length
             else:
                 ext[rel.fused] = math.prod(ext[n] for n in rel.names)
         for it in st.iters:
-            v = E.Var(_c_name(it.name, self.var_names), self.index_dtype)
+            v = E.Var(c_name(it.name, self.var_names), self.index_dtype)
             info.leaves.append(Leaf(it.name, v, ext[it.name], it.kind, it.annotation, it.pragmas))
             self.ranges[v] = (0, ext[it.name] - 1)
         val = {lf.name: lf.var for lf in info.leaves}
         for rel in reversed(st.relations):
             if isinstance(rel, Split):
                 strides = [math.prod(rel.lengths[k:]) for k in range(len(rel.outs))]
-                val[rel.parent] = _sum(val[o] * s if s != 1 else val[o]
+                val[rel.parent] = sum_exprs(val[o] * s if s != 1 else val[o]
                                        for o, s in zip(rel.outs, strides))
                 top = sum((ext[o] - 1) * st_ for o, st_ in zip(rel.outs, strides)) + 1
                 if top > ext[rel.parent]:
@@ -243,12 +249,12 @@ class Lowerer:
         if st.layout:  # a packed temporary (e.g. a transposed cache_read panel)
             info.layout = tuple((d, f or shape[d]) for d, f in st.layout)
             shape = list(packed_shape(shape, info.layout, pad=True))
-        nbytes = math.prod(shape) * _dtype_bytes(st.op.output(0).dtype)
+        nbytes = math.prod(shape) * dtype_bytes(st.op.output(0).dtype)
         scope = "stack" if nbytes <= STACK_LIMIT_BYTES else "heap"
         if self.gpu:
             scope = self._scope_of(si)
-        name = _c_name(st.name, self.var_names)
-        strides = _aligned_strides(shape, st.align) if st.align and not st.layout else None
+        name = c_name(st.name, self.var_names)
+        strides = aligned_strides(shape, st.align) if st.align and not st.layout else None
         info.buffer = S.Buffer(name, shape, st.op.output(0).dtype, scope, strides)
         info.offsets = [lo for lo, _ in region]
 
@@ -347,7 +353,7 @@ class Lowerer:
         idx = [info.root_val[a] - off for a, off in zip(info.stage.compute.axis, info.offsets)]
         if info.layout:
             idx = pack_indices(idx, info.layout)
-        return _flat(info.buffer, idx, self.index_dtype)
+        return flat_index(info.buffer, idx, self.index_dtype)
 
     def _guarded(self, stmt: S.Stmt, conds: list) -> S.Stmt:
         conds = [c for c in (simplify(c, self.ranges) for c in conds)
@@ -391,12 +397,12 @@ class Lowerer:
                     idx = [i - off for i, off in zip(n.indices, t.offsets)]
                     if t.layout:
                         idx = pack_indices(idx, t.layout)
-                    return S.BufferLoad(t.buffer, _flat(t.buffer, idx, self.index_dtype))
+                    return S.BufferLoad(t.buffer, flat_index(t.buffer, idx, self.index_dtype))
                 buf = self.param_of[j]
                 idx = list(n.indices)
                 if self.stages[j].layout:
                     idx = pack_indices(idx, self.stages[j].layout)
-                return S.BufferLoad(buf, _flat(buf, idx, self.index_dtype))
+                return S.BufferLoad(buf, flat_index(buf, idx, self.index_dtype))
             return None
         return E.transform(e, fn)
 
@@ -404,109 +410,11 @@ class Lowerer:
         loop_vars = set(self.ranges)
         found = []
         for s in S.walk_stmts(body):
-            for e in _stmt_exprs(s):
+            for e in stmt_exprs(s):
                 for n in E.walk(e):
                     if isinstance(n, E.Var) and n not in loop_vars and n not in found:
                         found.append(n)
         return found
-
-
-def _bound_ancestors(st: Stage) -> set:
-    """Names of the loops (leaf or split / fused away) that a GPU-thread-bound loop derives
-    from: their split parts keep the nominal length, so every block launches the same
-    threads even where a tile is clipped by the edge of the tensor."""
-    out = {it.name for it in st.iters if it.annotation in THREAD_TAGS
-           and it.annotation != "vthread"}
-    for rel in reversed(st.relations):
-        if isinstance(rel, Split) and out.intersection(rel.outs):
-            out.add(rel.parent)
-            out.update(rel.outs[1:])
-        elif isinstance(rel, Fuse) and rel.fused in out:
-            out.update(rel.names)
-    return out
-
-
-def _aligned_strides(shape: list, align: tuple) -> list:
-    """Row-major strides where dim d's stride is padded up to factor * k + offset."""
-    rule = {d: (f, o) for d, f, o in align}
-    strides, acc = [], 1
-    for d in reversed(range(len(shape))):
-        if d in rule:
-            f, o = rule[d]
-            acc = acc + (o - acc) % f
-        strides.append(acc)
-        acc *= shape[d]
-    return list(reversed(strides))
-
-
-def _split_extents(parent: int, rel: Split) -> dict:
-    """Part extents, innermost first; a part never runs longer than what is left to cover,
-    so a producer computed inside its consumer's tile has outer tile loops of extent 1."""
-    out, rem = {}, parent
-    for name, length in zip(reversed(rel.outs[1:]), reversed(rel.lengths)):
-        out[name] = min(length, rem)
-        rem = -(-rem // length)
-    out[rel.outs[0]] = rem
-    return out
-
-
-def _stmt_exprs(s: S.Stmt) -> list:
-    if isinstance(s, S.Store):
-        return [s.index, s.value]
-    if isinstance(s, S.IfThenElse):
-        return [s.cond]
-    if isinstance(s, S.For):
-        return [s.extent]
-    if isinstance(s, S.LetStmt):
-        return [s.value]
-    return []
-
-
-def _flat(buf: S.Buffer, idx: list, dtype: str = "int32") -> E.Expr:
-    out = None
-    for i, stride in zip(idx, buf.strides):
-        if dtype == "int64" and isinstance(i, E.Expr) and i.dtype != "int64":
-            i = E.cast("int64", i)  # e.g. a gathered int32 row index times a wide stride
-        t = i * stride if stride != 1 else i
-        out = t if out is None else out + t
-    return out if out is not None else E.IntImm(0)
-
-
-def _sum(items):
-    out = None
-    for x in items:
-        out = x if out is None else out + x
-    return out
-
-
-def _const_range(e: E.Expr, ranges: dict) -> tuple:
-    """Inclusive bounds of e; an unknown bound counts as out of range (so it gets a guard)."""
-    r = Simplifier(ranges).range_of(e)
-    return (-1, 1 << 40) if r is None else r
-
-
-def _int_dim(d, name: str) -> int:
-    if isinstance(d, E.IntImm):
-        return d.value
-    if isinstance(d, int):
-        return d
-    raise LoweringError(f"tensor {name} has a symbolic dimension {d}; kiln needs constant shapes")
-
-
-def _c_name(name: str, taken: set) -> str:
-    base = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "v"
-    if base[0].isdigit():
-        base = "v" + base
-    cand, k = base, 1
-    while cand in taken or cand in _RESERVED:
-        cand = f"{base}_{k}"
-        k += 1
-    taken.add(cand)
-    return cand
-
-
-_RESERVED = {"int", "float", "double", "char", "for", "if", "else", "return", "void", "long",
-             "short", "const", "static", "inline", "restrict", "main", "auto", "case", "default"}
 
 
 def lower(sch, args=None, name: str = "default_function", simple_mode: bool = False):
