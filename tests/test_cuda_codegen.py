@@ -21,10 +21,16 @@ ARCHS = ("sm_80", "sm_90")
 
 
 def _run(sched, args, ref_inputs):
+    """Interpret the GPU function (the oracle), and compile it with NVRTC for every
+    architecture the tests name: every GPU kernel the tests make must compile."""
     f = kiln.lower(sched, args)
     out_shape = [int(d.value) for d in args[-1].shape]
     out = np.full(out_shape, np.nan, "float32")
     tir_interp.run(f, *ref_inputs, out)
+    if nvrtc.available():
+        src = cuda_codegen.render(f, "cuda -arch=sm_90")
+        for arch in ARCHS:
+            nvrtc.compile_cuda(src, arch)
     return f, out
 
 
