@@ -17,9 +17,9 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 
 from ..errors import BuildError
+from ..fileio import write_bytes
 
 LOG_LINES = 40
 _INSTALL = ("NVRTC is not installed: pip install 'kiln[cuda]' (the cuda-bindings and "
@@ -86,10 +86,10 @@ def compile_cuda(source: str, arch: str, lineinfo: bool = False) -> str:
     if os.path.exists(cubin_path):
         return cubin_path
     src_path = os.path.join(root, f"{key}.cu")
-    _write_atomic(src_path, source.encode())
+    write_bytes(src_path, source.encode())
     cubin, log = _compile(source, opts, src_path)
-    _write_atomic(_info_path(cubin_path), json.dumps(parse_ptxas_log(log), indent=1).encode())
-    _write_atomic(cubin_path, cubin)  # last: its presence means the entry is complete
+    write_bytes(_info_path(cubin_path), json.dumps(parse_ptxas_log(log), indent=1).encode())
+    write_bytes(cubin_path, cubin)  # last: its presence means the entry is complete
     return cubin_path
 
 
@@ -190,13 +190,6 @@ def parse_ptxas_log(log: str) -> dict:
 
 def _info_path(cubin_path: str) -> str:
     return os.path.splitext(cubin_path)[0] + ".ptxas.json"
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _first_line(exc: Exception) -> str:

@@ -23,6 +23,7 @@ import tempfile
 import warnings
 
 from ..errors import BuildError
+from ..fileio import sha256_file, write_bytes
 from ..target import Target, as_target
 
 STDERR_LINES = 40
@@ -104,7 +105,7 @@ def compile(source: str, target: Target | str | None = None) -> str:  # noqa: A0
         return lib
     src = os.path.join(root, f"{key}.c")
     try:
-        _write_atomic(src, source)
+        write_bytes(src, source.encode())
         _run_compiler(cc, flags, src, lib, root)
     except OSError as err:
         raise _cache_error(root, err) from None
@@ -120,7 +121,7 @@ def cached(lib: str) -> bool:
     try:
         with open(lib + ".sha256") as f:
             want = f.read().strip()
-        ok = want == file_sha256(lib)
+        ok = want == sha256_file(lib)
     except OSError:
         return False
     if not ok:
@@ -131,18 +132,10 @@ def cached(lib: str) -> bool:
 
 def install(tmp: str, lib: str) -> None:
     """Move a freshly built library into the cache (atomic), then write its checksum."""
-    digest = file_sha256(tmp)
+    digest = sha256_file(tmp)
     os.chmod(tmp, 0o755)
     os.replace(tmp, lib)
-    _write_atomic(lib + ".sha256", digest + "\n")
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    write_bytes(lib + ".sha256", (digest + "\n").encode())
 
 
 def run_isolated(cmd: list, timeout: float) -> subprocess.CompletedProcess:
@@ -161,13 +154,6 @@ def run_isolated(cmd: list, timeout: float) -> subprocess.CompletedProcess:
         proc.communicate()
         raise
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".c.tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _run_compiler(cc: str, flags: list, src: str, lib: str, root: str) -> None:

@@ -63,23 +63,34 @@ def _record_state(wl: GroupWorkload, target: Target):
     return state
 
 
-def _lowered(wl: GroupWorkload, name: str, target: Target):
-    """(state, PrimFunc, tuned): the record if any, else the default, else simpler ones."""
-    candidates = []
-    tuned_state = _record_state(wl, target)
-    if tuned_state is not None:
-        candidates.append((tuned_state, True))
-    candidates.append((lambda: default_schedule(wl.dag, wl.layout_free, target), False))
-    candidates.append((lambda: simple_schedule(wl.dag, target), False))
+def first_lowering(wl: GroupWorkload, name: str, candidates: list, check=None):
+    """(state, PrimFunc, tuned) of the first (state or state factory, tuned) candidate that
+    lowers (and passes `check(func)`, e.g. the GPU limits); each failure is logged."""
     last = None
     for make, tuned in candidates:
         try:
             state = make() if callable(make) else make
-            return state, lower(state, wl.args, name), tuned
+            func = lower(state, wl.args, name)
+            if check is not None:
+                check(func)
+            return state, func, tuned
         except KilnError as err:
             last = err
-            log.warning("schedule of %s failed to lower (%s); trying a simpler one", wl.desc, err)
+            log.warning("schedule of %s failed (%s); trying a simpler one", wl.desc, err)
     raise KilnError(f"group {wl.desc}: no schedule could be lowered: {last}")
+
+
+def record_candidates(wl: GroupWorkload, target: Target) -> list:
+    """[(the replayed best record, True)] when one applies, else []."""
+    state = _record_state(wl, target)
+    return [] if state is None else [(state, True)]
+
+
+def _lowered(wl: GroupWorkload, name: str, target: Target):
+    """(state, PrimFunc, tuned): the record if any, else the default, else simpler ones."""
+    return first_lowering(wl, name, record_candidates(wl, target) + [
+        (lambda: default_schedule(wl.dag, wl.layout_free, target), False),
+        (lambda: simple_schedule(wl.dag, target), False)])
 
 
 def _kernels(workloads: list, target: Target, kernels: dict | None = None) -> dict:

@@ -20,10 +20,8 @@ import logging
 
 from ..codegen import cuda, toolchain
 from ..codegen.c import c_name
-from ..errors import KilnError
 from ..target import Target
-from ..tir.lower import lower
-from .build import Kernel, _meta, _Program, _record_state, _warn_untuned
+from .build import Kernel, _meta, _Program, _warn_untuned, first_lowering, record_candidates
 from .csource import Arg, Call, Copy
 from .default_schedule import gpu_schedules
 from .executable_cuda import CudaGraphModule
@@ -36,21 +34,14 @@ _ALIGN = 256  # device allocations and scratch offsets: the driver's alignment
 
 
 def _lowered(wl: GroupWorkload, name: str, target: Target):
-    """(state, PrimFunc, launch plan, tuned): the first candidate that lowers and fits."""
-    candidates = []
-    tuned = _record_state(wl, target)
-    if tuned is not None:
-        candidates.append((tuned, True))
-    candidates += [(st, False) for st in gpu_schedules(wl.dag, target)]
-    last = None
-    for state, is_tuned in candidates:
-        try:
-            func = lower(state, wl.args, name)
-            return state, func, cuda.launch_plan(func, target), is_tuned
-        except KilnError as err:
-            last = err
-            log.warning("GPU schedule of %s failed (%s); trying a simpler one", wl.desc, err)
-    raise KilnError(f"group {wl.desc}: no GPU schedule could be lowered: {last}")
+    """(state, PrimFunc, launch plan, tuned): the first candidate that lowers and fits the
+    target's limits (the launch plan checks them)."""
+    candidates = record_candidates(wl, target) + \
+        [(st, False) for st in gpu_schedules(wl.dag, target)]
+    plan: dict = {}
+    state, func, tuned = first_lowering(
+        wl, name, candidates, lambda f: plan.update(p=cuda.launch_plan(f, target)))
+    return state, func, plan["p"], tuned
 
 
 def _round(n: int) -> int:

@@ -177,6 +177,14 @@ class GraphModule:
         check_index_ranges(name, arr, self.meta.get("index_ranges", {}))
         return np.ascontiguousarray(arr)
 
+    def _require_inputs(self) -> None:
+        """ArgumentError naming every input that neither run() nor set_input() gave."""
+        missing = [n for n in self.input_names if n not in self._inputs]
+        if missing:
+            raise ArgumentError("missing input(s) " + ", ".join(
+                f"{n!r} (shape {tuple(self._in[n]['shape'])} {self._in[n]['dtype']})"
+                for n in missing))
+
     def _variant(self) -> int:
         """The variant whose input shapes are those of the current inputs."""
         for k, v in enumerate(self._variants):
@@ -198,11 +206,7 @@ class GraphModule:
     def run(self, **inputs) -> dict:
         """Run the model on `inputs` (plus earlier set_input values); {output name: array}."""
         self.set_input(**inputs)
-        missing = [n for n in self.input_names if n not in self._inputs]
-        if missing:
-            raise ArgumentError("missing input(s) " + ", ".join(
-                f"{n!r} (shape {tuple(self._in[n]['shape'])} {self._in[n]['dtype']})"
-                for n in missing))
+        self._require_inputs()
         k = self._variant()
         var = self._variants[k]
         ins = [self._inputs[n] for n in self.input_names]

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import ArgumentError, BuildError
 from ..runtime.module import ProfileResult
+from ..runtime.ndarray import cuda_array_info
 from .executable import META_VERSION, GraphModule, _np_dtype
 
 __all__ = ["CudaGraphModule", "load_cuda"]
@@ -112,13 +113,12 @@ class CudaGraphModule(GraphModule):
         if spec is None:
             raise ArgumentError(f"unknown input {name!r}; the model's inputs are "
                                 f"{', '.join(self.input_names) or '(none)'}")
-        cai = value.__cuda_array_interface__
-        dtype = np.dtype(cai["typestr"])
+        _, shape, dtype, contiguous, _ = cuda_array_info(value)
         got = "bool" if dtype == np.bool_ else str(dtype)
-        if tuple(cai["shape"]) != tuple(spec["shape"]) or got != spec["dtype"]:
+        if shape != tuple(spec["shape"]) or got != spec["dtype"]:
             raise ArgumentError(f"input {name!r} expects shape {tuple(spec['shape'])} "
-                                f"{spec['dtype']}, got device array {tuple(cai['shape'])} {got}")
-        if cai.get("strides") not in (None, _c_strides(cai["shape"], dtype.itemsize)):
+                                f"{spec['dtype']}, got device array {shape} {got}")
+        if not contiguous:
             raise ArgumentError(f"input {name!r}: the device array must be C-contiguous")
         return value
 
@@ -130,7 +130,7 @@ class CudaGraphModule(GraphModule):
             v = self._inputs[name]
             buf = dev["input"][i]
             if hasattr(v, "__cuda_array_interface__"):
-                ptr = int(v.__cuda_array_interface__["data"][0])
+                ptr = cuda_array_info(v)[0]
                 rt.copy_device_to_device(buf.ptr, ptr, _nbytes(self._in[name]))
             else:
                 buf.copy_from_host(v)
@@ -144,11 +144,7 @@ class CudaGraphModule(GraphModule):
 
     def _run_locked(self, inputs: dict) -> dict:
         self.set_input(**inputs)
-        missing = [n for n in self.input_names if n not in self._inputs]
-        if missing:
-            raise ArgumentError("missing input(s) " + ", ".join(
-                f"{n!r} (shape {tuple(self._in[n]['shape'])} {self._in[n]['dtype']})"
-                for n in missing))
+        self._require_inputs()
         self._copy_inputs()
         self._replay()
         dev = self._dev
@@ -225,11 +221,3 @@ def _nbytes(spec: dict) -> int:
     for d in spec["shape"]:
         n *= int(d)
     return max(n, 1)
-
-
-def _c_strides(shape, itemsize: int) -> tuple:
-    out, acc = [], itemsize
-    for d in reversed(shape):
-        out.append(acc)
-        acc *= int(d)
-    return tuple(reversed(out))

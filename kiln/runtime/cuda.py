@@ -2,8 +2,8 @@
 
 In: cubin bytes (from `kiln.codegen.nvrtc`), device pointers, NumPy arrays and scalars.
 Out: `DeviceBuffer` (device memory), `CuModule` / `CuFunction` (loaded kernels you launch),
-`Stream`, `Event`, `Graph` (a captured, instantiated CUDA graph), `time_kernels` (event timing),
-`device_properties` (the limits schedules and codegen read) and `available` / `require`.
+`device_properties` (the limits schedules and codegen read) and `available` / `require`; and,
+from cuda_stream.py, `Stream`, `Event`, `Graph`, `capture`, `time_kernels` (event timing).
 Why: kiln talks to the driver directly through cuda-bindings (12.x or 13.x), so it needs no
 CUDA toolkit and no PyTorch; it uses the device's primary context, the one the CUDA runtime
 (and so PyTorch and CuPy) uses too, which makes their device pointers valid here. cuda-bindings
@@ -42,8 +42,8 @@ _TLS = threading.local()
 _STATE: dict = {}          # driver, ctx, device, count once initialised; "error" if that failed
 _PROPS: dict = {}          # dev_id -> device_properties()
 _POISON: list = []         # the message of a sticky error, once one happened
-_CAPTURE = {"depth": 0, "deferred": []}   # frees postponed while a stream is being captured
-_FLUSH: dict = {}          # the L2 flush buffer and the last byte written
+CAPTURE_STATE = {"depth": 0, "deferred": []}   # frees postponed while a stream is being captured
+FLUSH_STATE: dict = {}          # the L2 flush buffer and the last byte written
 
 
 # ---------------------------------------------------------------- initialisation
@@ -98,9 +98,9 @@ def _after_fork_in_child() -> None:
         _STATE["error"] = ("no CUDA GPU is present: this process was forked after CUDA was "
                            "initialised in its parent; start workers with the 'spawn' method")
     _PROPS.clear()
-    _FLUSH.clear()
+    FLUSH_STATE.clear()
     _TLS.__dict__.clear()
-    _CAPTURE.update(depth=0, deferred=[])
+    CAPTURE_STATE.update(depth=0, deferred=[])
 
 
 if hasattr(os, "register_at_fork"):
@@ -283,7 +283,7 @@ class DeviceBuffer:
         """Release the memory now (idempotent; never raises)."""
         ptr, self.ptr = getattr(self, "ptr", 0), 0
         if ptr:
-            _release(lambda drv: drv.cuMemFree(ptr))
+            release(lambda drv: drv.cuMemFree(ptr))
 
     def __del__(self):
         try:
@@ -316,12 +316,12 @@ def copy_device_to_device(dst: int, src: int, nbytes: int) -> None:
               f"copying {nbytes} bytes on the device")
 
 
-def _release(fn) -> None:
+def release(fn) -> None:
     """Run a driver free/destroy call, ignoring every failure (also at interpreter exit);
     postponed while a stream capture is open, where such calls would invalidate the capture."""
     try:
-        if _CAPTURE["depth"]:
-            _CAPTURE["deferred"].append(fn)
+        if CAPTURE_STATE["depth"]:
+            CAPTURE_STATE["deferred"].append(fn)
             return
         drv = _STATE.get("driver")
         if drv is not None and "ctx" in _STATE:
@@ -330,10 +330,10 @@ def _release(fn) -> None:
         pass
 
 
-def _release_quietly(fn) -> None:
-    """`_release` from a __del__, which must not raise even at interpreter exit."""
+def release_quietly(fn) -> None:
+    """`release` from a __del__, which must not raise even at interpreter exit."""
     try:
-        _release(fn)
+        release(fn)
     except Exception:
         pass
 
@@ -361,7 +361,7 @@ class CuModule:
     def __del__(self):
         handle, self.handle = getattr(self, "handle", None), None
         if handle is not None:
-            _release_quietly(lambda drv: drv.cuModuleUnload(handle))
+            release_quietly(lambda drv: drv.cuModuleUnload(handle))
 
 
 class CuFunction:
@@ -456,159 +456,18 @@ def _pointer_of(obj):
     return ptr if isinstance(ptr, int) else getattr(obj, "data_ptr", None)
 
 
-# ---------------------------------------------------------------- streams, events, graphs
+# streams, events, graphs and timing live in cuda_stream.py; they are part of this API
+from .cuda_stream import (  # noqa: E402
+    Event,
+    Graph,
+    Stream,
+    capture,
+    flush_l2,
+    stream_handle,
+    time_kernels,
+)
 
-def stream_handle(stream) -> int:
-    """The raw CUstream of a `Stream`, an int handle or None (the legacy default stream)."""
-    if stream is None:
-        return 0
-    if isinstance(stream, Stream):
-        return stream.handle
-    return int(stream)
-
-
-class Stream:
-    """A CUDA stream. Blocking by default: it is ordered with the legacy default stream, on
-    which kiln's copies run, so a kernel on it sees a finished upload (a device-to-device or
-    pageable host-to-device copy may still be in flight when the copy call returns) and a
-    later copy back sees the kernel's results, without explicit synchronisation."""
-
-    def __init__(self, non_blocking: bool = False):
-        drv = require()
-        flags = 1 if non_blocking else 0  # CU_STREAM_NON_BLOCKING
-        self._stream = check(drv.cuStreamCreate(flags), "cuStreamCreate")
-        self.handle = int(self._stream)
-
-    def synchronize(self, what: str = "") -> None:
-        check(require().cuStreamSynchronize(self._stream),
-              f"synchronizing after {what}" if what else "cuStreamSynchronize")
-
-    def __del__(self):
-        stream, self._stream = getattr(self, "_stream", None), None
-        if stream is not None:
-            _release_quietly(lambda drv: drv.cuStreamDestroy(stream))
-
-
-class Event:
-    """A CUDA event with timing enabled."""
-
-    def __init__(self):
-        self._event = check(require().cuEventCreate(0), "cuEventCreate")  # CU_EVENT_DEFAULT
-
-    def record(self, stream=None) -> None:
-        check(require().cuEventRecord(self._event, stream_handle(stream)), "cuEventRecord")
-
-    def synchronize(self, what: str = "") -> None:
-        check(require().cuEventSynchronize(self._event),
-              f"waiting for {what}" if what else "cuEventSynchronize")
-
-    @staticmethod
-    def elapsed_ms(start: Event, end: Event) -> float:
-        """Milliseconds between two recorded, completed events."""
-        return float(check(require().cuEventElapsedTime(start._event, end._event),
-                           "cuEventElapsedTime"))
-
-    def __del__(self):
-        event, self._event = getattr(self, "_event", None), None
-        if event is not None:
-            _release_quietly(lambda drv: drv.cuEventDestroy(event))
-
-
-class Graph:
-    """An instantiated CUDA graph captured from a stream; `launch` replays it."""
-
-    def __init__(self, graph, graph_exec, stream: Stream):
-        self._graph, self._exec, self.stream = graph, graph_exec, stream
-
-    def launch(self, stream=None) -> None:
-        stream = self.stream if stream is None else stream
-        check(require().cuGraphLaunch(self._exec, stream_handle(stream)), "cuGraphLaunch")
-
-    def __del__(self):
-        graph, graph_exec = getattr(self, "_graph", None), getattr(self, "_exec", None)
-        self._graph = self._exec = None
-        if graph_exec is not None:
-            _release_quietly(lambda drv: drv.cuGraphExecDestroy(graph_exec))
-        if graph is not None:
-            _release_quietly(lambda drv: drv.cuGraphDestroy(graph))
-
-
-def capture(fn, stream: Stream | None = None) -> Graph:
-    """Capture the work `fn(stream)` enqueues on a (non-default) stream into a CUDA graph.
-
-    Thread-local capture mode: other threads may keep using the GPU. Device frees requested
-    while capturing (e.g. by the garbage collector) are postponed until the capture ends."""
-    drv = require()
-    stream = stream if stream is not None else Stream()
-    mode = drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-    check(drv.cuStreamBeginCapture(stream.handle, mode), "cuStreamBeginCapture")
-    _CAPTURE["depth"] += 1
-    try:
-        fn(stream)
-    except BaseException:
-        _end_capture(drv, stream, quiet=True)
-        raise
-    graph = _end_capture(drv, stream, quiet=False)
-    try:
-        graph_exec = check(drv.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
-    except DeviceError:
-        _release(lambda d: d.cuGraphDestroy(graph))
-        raise
-    return Graph(graph, graph_exec, stream)
-
-
-def _end_capture(drv, stream: Stream, quiet: bool):
-    try:
-        result = drv.cuStreamEndCapture(stream.handle)
-    finally:
-        _CAPTURE["depth"] -= 1
-        if not _CAPTURE["depth"]:
-            deferred, _CAPTURE["deferred"] = _CAPTURE["deferred"], []
-            for fn in deferred:
-                _release(fn)
-    if quiet:
-        if int(result[0]) == 0 and result[1] is not None:
-            graph = result[1]
-            _release(lambda d: d.cuGraphDestroy(graph))
-        return None
-    return check(result, "cuStreamEndCapture (a call during the capture was not capturable)")
-
-
-# ---------------------------------------------------------------- timing
-
-def time_kernels(launch_fn, number: int, repeat: int, stream=None, flush: bool = False,
-                 what: str = "the timed kernels") -> list:
-    """Seconds per call of `launch_fn(stream)`, one entry per repeat, timed with CUDA events
-    around `number` calls after one warm-up call; `flush` clears the L2 before each repeat."""
-    require()
-    stream = stream if stream is not None else Stream()
-    number, repeat = max(1, int(number)), max(1, int(repeat))
-    launch_fn(stream)
-    start, end = Event(), Event()
-    out = []
-    for _ in range(repeat):
-        if flush:
-            flush_l2(stream)
-        start.record(stream)
-        for _ in range(number):
-            launch_fn(stream)
-        end.record(stream)
-        end.synchronize(what)
-        out.append(Event.elapsed_ms(start, end) / 1e3 / number)
-    return out
-
-
-def flush_l2(stream=None) -> None:
-    """Evict the L2 cache by writing a buffer twice its size (kept for reuse)."""
-    drv = require()
-    buf = _FLUSH.get("buf")
-    if buf is None:
-        l2 = device_properties(0)["l2_bytes"] or 50 * 2 ** 20
-        buf = _FLUSH["buf"] = DeviceBuffer(2 * l2)
-    _FLUSH["value"] = (_FLUSH.get("value", 0) + 1) & 0xFF  # a new value: real writes each time
-    if stream is None:
-        check(drv.cuMemsetD8(buf.ptr, _FLUSH["value"], buf.nbytes), "flushing the L2 cache")
-    else:
-        check(drv.cuMemsetD8Async(buf.ptr, _FLUSH["value"], buf.nbytes, stream_handle(stream)),
-              "flushing the L2 cache")
-
+__all__ = ["CuFunction", "CuModule", "DeviceBuffer", "Event", "Graph", "Stream", "available",
+           "capture", "check", "copy_device_to_device", "copy_device_to_host",
+           "copy_host_to_device", "device_count", "device_properties", "flush_l2",
+           "pack_params", "require", "stream_handle", "synchronize", "time_kernels"]

@@ -12,16 +12,17 @@ the manifest last, so a crash mid-export leaves files that fail the check with a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 
 import numpy as np
 
 from ..errors import BuildError
+from ..fileio import commit, copy_file, sha256_file, tmp_beside, write_bytes
+
+__all__ = ["copy_file", "manifest_path", "save_npz", "sha256_file", "verify_manifest",
+           "write_bytes", "write_manifest"]
 
 MANIFEST_VERSION = 1
 
@@ -30,55 +31,12 @@ def manifest_path(path: str) -> str:
     return path + ".manifest.json"
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _tmp_beside(path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise BuildError(f"cannot write {path}: the folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    return tmp
-
-
-def _commit(tmp: str, path: str, write) -> None:
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` atomically (a temporary file beside it, then a rename)."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-    _commit(_tmp_beside(path), path, write)
-
-
-def copy_file(src: str, path: str, mode: int = 0o755) -> None:
-    """Copy `src` to `path` atomically."""
-    def write(tmp: str) -> None:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, mode)
-    _commit(_tmp_beside(path), path, write)
-
-
 def save_npz(path: str, arrays: dict) -> None:
     """np.savez to `path` atomically."""
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    _commit(_tmp_beside(path), path, write)
+    commit(tmp_beside(path), path, write)
 
 
 def write_manifest(path: str, suffixes: list, target: str) -> None:

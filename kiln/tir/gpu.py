@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from ..errors import ScheduleError
 from ..te import expr as E
 from . import stmt as S
+from .lower_helpers import dtype_bytes
 
 _AXES = ("x", "y", "z")
 _GRID_LIMITS = (2 ** 31 - 1, 65535, 65535)
 _BLOCK_LIMITS = (1024, 1024, 64)
-_BYTES = {"float64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1,
-          "bool": 1}
 
 
 @dataclass
@@ -50,7 +49,7 @@ def is_gpu_func(func: S.PrimFunc) -> bool:
 
 
 def nbytes(buf: S.Buffer) -> int:
-    return max(buf.size, 1) * _BYTES.get(buf.dtype, 4)
+    return max(buf.size, 1) * dtype_bytes(buf.dtype)
 
 
 def split_kernels(func: S.PrimFunc, target=None) -> tuple:

@@ -42,8 +42,9 @@ def fake(monkeypatch):
     drv = FakeDriver({"add_kernel": add_kernel, "scale_kernel": scale_kernel,
                       "boom_kernel": boom_kernel, "axpy": axpy})
     monkeypatch.setattr(cuda, "_import_driver", lambda: drv)
-    for name, fresh in (("_STATE", {}), ("_PROPS", {}), ("_POISON", []), ("_FLUSH", {}),
-                        ("_TLS", threading.local()), ("_CAPTURE", {"depth": 0, "deferred": []})):
+    for name, fresh in (("_STATE", {}), ("_PROPS", {}), ("_POISON", []), ("FLUSH_STATE", {}),
+                        ("_TLS", threading.local()),
+                        ("CAPTURE_STATE", {"depth": 0, "deferred": []})):
         monkeypatch.setattr(cuda, name, fresh)
     yield drv
     gc.collect()
@@ -200,7 +201,7 @@ def test_capture_error_ends_the_capture(fake):
         raise ValueError("inside")
     with pytest.raises(ValueError, match="inside"):
         cuda.capture(body)
-    assert fake.capturing == {} and cuda._CAPTURE["depth"] == 0
+    assert fake.capturing == {} and cuda.CAPTURE_STATE["depth"] == 0
 
 
 def test_sticky_error_names_the_kernel_and_poisons(fake, cubin):

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ...codegen import toolchain
 from ...codegen.c import render
+from ...fileio import write_bytes
 from ...tir.lower import lower
 from .common import BuildResult, ErrorNo, MeasureInput
 
@@ -81,7 +82,7 @@ def compile_with_timeout(source: str, target, timeout: float) -> str:
     if toolchain.cached(lib):
         return lib
     src = os.path.join(root, f"{key}.c")
-    _write_atomic(src, source)
+    write_bytes(src, source.encode())
     fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
     os.close(fd)
     try:
@@ -98,13 +99,6 @@ def compile_with_timeout(source: str, target, timeout: float) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return lib
-
-
-def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".c.tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _message(err: BaseException) -> str:
