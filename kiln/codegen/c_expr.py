@@ -18,6 +18,7 @@ from ..errors import CodegenError
 from ..te import expr as E
 from ..tir import stmt as S
 from ..tir.simplify import Simplifier
+from .c_bf16 import scalar_cast
 from .c_lib import SUFFIX, CLib, ctype
 
 BIG = 2 ** 31 - 1
@@ -164,6 +165,8 @@ class ScalarPrinter:
     def cast(self, e: E.Cast):
         if e.dtype == "bool":
             return f"{self.wrap(e.value, 8)} != 0", 8
+        if "bfloat16" in (e.dtype, e.value.dtype):
+            return scalar_cast(self.scope.lib, e.dtype, e.value.dtype, self.expr(e.value)), ATOM
         return f"({ctype(e.dtype)}){self.wrap(e.value, UNARY)}", UNARY
 
     def call(self, e: E.Call) -> str:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from ..errors import CodegenError
 
 CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
-         "int8": "int8_t", "uint8": "uint8_t", "bool": "uint8_t"}
+         "int8": "int8_t", "uint8": "uint8_t", "bool": "uint8_t",
+         "bfloat16": "uint16_t"}  # bfloat16 is stored as its bits (see c_bf16)
 SUFFIX = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "int8": "i8",
-          "uint8": "u8", "bool": "u8"}
+          "uint8": "u8", "bool": "u8", "bfloat16": "bf16"}
 BITS = {"float32": 32, "float64": 64, "int32": 32, "int64": 64, "int8": 8, "uint8": 8,
-        "bool": 8}
+        "bool": 8, "bfloat16": 16}
 MASK_DTYPE = {8: "int8", 32: "int32", 64: "int64"}
-VECTOR_DTYPES = ("float32", "float64", "int32", "int64", "int8", "uint8")
+VECTOR_DTYPES = ("float32", "float64", "int32", "int64", "int8", "uint8", "bfloat16")
 
 
 def ctype(dtype: str) -> str:
@@ -52,8 +53,8 @@ class CLib:
             return self._names[key]
         builder = _BUILDERS.get(kind)
         if builder is None:
-            from . import c_math
-            builder = c_math.BUILDERS[kind]
+            from . import c_bf16, c_math
+            builder = c_bf16.BUILDERS.get(kind) or c_math.BUILDERS[kind]
         name, deps, code = builder(*args)
         for dep in deps:
             self.need(*dep)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..te import expr as E
 from ..tir import stmt as S
 from ..tir.simplify import Simplifier, simplify
+from .c_bf16 import promote
 
 MAX_UNROLL = 64          # an `unrolled` loop longer than this stays a loop (#pragma GCC unroll)
 MAX_EXPANDED = 128       # never expand into more statements than this (C compile time)
@@ -56,7 +57,7 @@ def loop_range(extent) -> tuple:
 
 def prepare(body: S.Stmt) -> S.Stmt:
     """Expand unrolls, then plan the vectorized loops (plain Python numbers become nodes)."""
-    body = S.map_exprs(body, _normalize)
+    body = S.map_exprs(body, lambda e: promote(_normalize(e)))
     return plan_vectors(expand_unrolls(body, {}, 0), {})
 
 

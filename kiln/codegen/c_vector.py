@@ -19,6 +19,7 @@ from ..errors import CodegenError
 from ..te import expr as E
 from ..tir import stmt as S
 from ..tir.simplify import Lin, simplify
+from .c_bf16 import dot2_operands, split_dot2
 from .c_expr import ScalarPrinter, Scope
 from .c_lib import BITS, MASK_DTYPE, VECTOR_DTYPES, ctype, mask_dtype, vtype_name
 from .c_math import VECTOR_CALLS
@@ -180,6 +181,10 @@ class VectorPrinter:
             return VVal(f"({self.mask(a, bits)} {sym} {self.mask(b, bits)})", "bool", True, bits)
         if dt == "bool":
             return self.lanes(e)
+        if op == "add":
+            dot = self.dot2(e)
+            if dot is not None:
+                return dot
         a, b = self.vec(self.expr(e.a), dt), self.vec(self.expr(e.b), dt)
         if op in _OPS:
             return VVal(f"({a} {_OPS[op]} {b})", dt, True)
@@ -194,6 +199,18 @@ class VectorPrinter:
         if plain:
             return VVal(f"({a} {'/' if op == 'floordiv' else '%'} {b})", dt, True)
         return VVal(f"{self.scope.lib.need('v' + op, dt, self.w)}({a}, {b})", dt, True)
+
+    def dot2(self, e: E.BinOp) -> VVal | None:
+        """acc + a0*b0 + a1*b1 over bfloat16 pairs as one pair dot product (vdpbf16ps)."""
+        hit = split_dot2(e)
+        if hit is None:
+            return None
+        ops = dot2_operands(self, hit[1])
+        if ops is None:
+            return None
+        acc = self.vec(self.expr(hit[0]), "float32")
+        fn = self.scope.lib.need("dot2_bf16", self.w)
+        return VVal(f"{fn}({acc}, {ops[0]}, {ops[1]})", "float32", True)
 
     def select(self, e: E.Select) -> VVal:
         dt = e.dtype
@@ -223,8 +240,24 @@ class VectorPrinter:
             one, zero = (self.vec(VVal(x, dt, False), dt) for x in ("1", "0"))
             sel = self.scope.lib.need("sel", dt, self.w)
             return VVal(f"{sel}({self.mask(src, BITS[dt])}, {one}, {zero})", dt, True)
+        if "bfloat16" in (dt, src.dtype):
+            return self.cast_bf16(src, dt)
         vt = self.scope.lib.need("vtype", dt, self.w)
         return VVal(f"__builtin_convertvector({self.vec(src, src.dtype)}, {vt})", dt, True)
+
+    def cast_bf16(self, src: VVal, dt: str) -> VVal:
+        """Conversions to and from bfloat16 go through float32 (c_bf16 helpers)."""
+        code = self.vec(src, src.dtype)
+        if src.dtype == "bfloat16":
+            code = f"{self.scope.lib.need('vcvt_from_bf16', self.w)}({code})"
+        elif src.dtype != "float32":
+            code = f"__builtin_convertvector({code}, {vtype_name('float32', self.w)})"
+        if dt == "bfloat16":
+            return VVal(f"{self.scope.lib.need('vcvt_to_bf16', self.w)}({code})", dt, True)
+        if dt != "float32":
+            vt = self.scope.lib.need("vtype", dt, self.w)
+            code = f"__builtin_convertvector({code}, {vt})"
+        return VVal(code, dt, True)
 
     def call(self, e: E.Call) -> VVal:
         if e.dtype in ("int32", "int64") and e.name != "abs":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..codegen import toolchain
 from ..codegen.c import c_name, render
-from ..errors import KilnError
+from ..errors import DTypeError, KilnError
 from ..schedule.layout import input_layouts
 from ..target import Target, as_target
 from ..tir.lower import lower
@@ -29,7 +29,13 @@ from .executable import META_VERSION, GraphModule
 from .ir import Graph
 from .memplan import Buffer, plan_memory
 from .passes.layout import ParamTable
-from .tasks import GroupWorkload, group_workload, prepare_graph
+from .tasks import (
+    GroupWorkload,
+    check_bf16_target,
+    check_compute_dtype,
+    group_workload,
+    prepare_graph,
+)
 
 __all__ = ["build"]
 
@@ -212,7 +218,7 @@ def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: di
 
 
 def build(graph: Graph, params: dict | None = None, target="cpu",
-          run_passes: bool = True) -> GraphModule:
+          run_passes: bool = True, dtype: str = "float32") -> GraphModule:
     """Compile a whole graph into a GraphModule (see the module docstring).
 
     run_passes=False skips the default pass pipeline (fusion still runs): every op then
@@ -220,16 +226,22 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     `graph.output_names` when a frontend sets it, else by their nodes' names.
     `graph` may also be a list of (graph, params) pairs, one model imported at several input
     shapes: one library then serves them all (build_variants.py).
+    dtype="bfloat16" (or "bf16") runs the dense products in bfloat16 with float32
+    accumulation (weights stored in bfloat16; needs AVX512-BF16); the rest stays float32.
     """
     target = as_target(target)
+    check_bf16_target(dtype, target)
     if isinstance(graph, list):
         from .build_variants import build_variants
-        return build_variants(graph, target, run_passes)
+        return build_variants(graph, target, run_passes, dtype)
     if target.kind == "cuda":
+        if check_compute_dtype(dtype) != "float32":
+            raise DTypeError("the CUDA build runs models in float32 only (dtype='bfloat16' "
+                             "is a CPU feature for now)")
         from .build_cuda import build_cuda
         return build_cuda(graph, params, target, run_passes)
     output_names = getattr(graph, "output_names", None)
-    graph, groups = prepare_graph(graph, params, run_passes)
+    graph, groups = prepare_graph(graph, params, run_passes, dtype)
     workloads = [group_workload(g, graph.params) for g in groups]
     kernels = _kernels(workloads, target)
     _warn_untuned(workloads, kernels)

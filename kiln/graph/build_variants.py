@@ -28,7 +28,7 @@ from ..target import Target
 from .build import _kernels, _meta, _Program, _warn_untuned
 from .csource import ENTRY, program_source
 from .executable import GraphModule
-from .passes.layout import ParamTable, aligned_copy
+from .passes.layout import ParamTable, aligned_copy, param_value
 from .tasks import group_workload, prepare_graph
 
 __all__ = ["build_variants"]
@@ -49,8 +49,7 @@ class SharedParamTable(ParamTable):
         self.params = params
 
     def bind(self, name: str, dtype: str, shape: tuple, layout: tuple = ()) -> int:
-        value = np.asarray(self.params[name])
-        value = value.astype(np.bool_ if dtype == "bool" else dtype, copy=False).reshape(shape)
+        value = param_value(self.params[name], dtype).reshape(shape)
         lay = tuple(tuple(p) for p in layout)
         key = (name, lay, tuple(shape), value.dtype.str, self._digest(value))
         if key not in self.index:
@@ -68,7 +67,8 @@ class SharedParamTable(ParamTable):
         return self._digests[ident]
 
 
-def build_variants(pairs: list, target: Target, run_passes: bool = True) -> GraphModule:
+def build_variants(pairs: list, target: Target, run_passes: bool = True,
+                   dtype: str = "float32") -> GraphModule:
     """Compile one model imported at several shapes into one GraphModule."""
     if target.kind != "cpu":
         raise KilnError(f"building one library for several input shapes is supported for "
@@ -82,7 +82,7 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True) -> Grap
                             "frontends return")
         graph, params = item
         output_names = getattr(graph, "output_names", None)
-        graph, groups = prepare_graph(graph, params, run_passes)
+        graph, groups = prepare_graph(graph, params, run_passes, dtype)
         workloads = [group_workload(g, graph.params) for g in groups]
         _kernels(workloads, target, kernels)
         _warn_untuned(workloads, kernels)

@@ -200,8 +200,13 @@ def _argmax(node, x):
                        dtype=node.dtype or "int32")
 
 
+def _acc_dtype(x) -> str | None:
+    """bfloat16 products accumulate in float32 (graph/passes/bf16.py)."""
+    return "float32" if any(t.dtype == "bfloat16" for t in x[:2]) else None
+
+
 def _dense(node, x):
-    return topi.dense(x[0], x[1], x[2] if len(x) > 2 else None)
+    return topi.dense(x[0], x[1], x[2] if len(x) > 2 else None, out_dtype=_acc_dtype(x))
 
 
 def _matmul(node, x):
@@ -211,7 +216,7 @@ def _matmul(node, x):
         a, squeeze = topi.expand_dims(a, 0), squeeze + [-2]
     if b.ndim == 1:
         b, squeeze = topi.expand_dims(b, 1), squeeze + [-1]
-    out = topi.matmul(a, b)
+    out = topi.matmul(a, b, out_dtype=_acc_dtype(x))
     if squeeze:
         out = topi.squeeze(out, [ax % out.ndim for ax in squeeze])
     return out

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import te
 from ..auto_scheduler.task import LayoutRewriteOption, SearchTask
+from ..errors import DTypeError, TargetError
 from ..schedule import ComputeDAG
 from ..te.tensor import PlaceholderOp
 from .ir import Graph, verify
@@ -49,16 +50,43 @@ class GroupWorkload:
 
 
 def prepare_graph(graph: Graph, params: dict | None = None,
-                  run_passes: bool = True) -> tuple[Graph, list]:
+                  run_passes: bool = True, dtype: str = "float32") -> tuple[Graph, list]:
     """The graph after the default pass pipeline (when available and run_passes), and its
-    fused groups."""
+    fused groups. dtype="bfloat16": dense products in bfloat16 (graph/passes/bf16.py)."""
     if params:
         graph = Graph(graph.inputs, graph.outputs, {**graph.params, **params}, graph.name)
     pipeline = _default_pipeline() if run_passes else None
     if pipeline is not None:
         graph = pipeline(graph)
+    if check_compute_dtype(dtype) == "bfloat16":
+        from .passes.bf16 import to_bfloat16_graph
+        graph = to_bfloat16_graph(graph)
     verify(graph)
     return graph, fuse(graph)
+
+
+_DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
+                  "bf16": "bfloat16"}
+
+
+def check_compute_dtype(dtype: str) -> str:
+    """The canonical name of a model compute dtype ("bf16" -> "bfloat16"), or a clear error."""
+    try:
+        return _DTYPE_ALIASES[str(dtype)]
+    except KeyError:
+        raise DTypeError(f"model dtype {dtype!r} is not supported; use 'float32' or "
+                         "'bfloat16' (alias 'bf16')") from None
+
+
+def check_bf16_target(dtype: str, target) -> None:
+    """bfloat16 models need AVX512-BF16 on CPUs (else they would run slower than float32)."""
+    from ..target import as_target
+    t = as_target(target)
+    if check_compute_dtype(dtype) == "bfloat16" and t.kind == "cpu" and \
+            not t.has("avx512bf16"):
+        raise TargetError(f"dtype='bfloat16' needs a CPU with AVX512-BF16; target '{t}' "
+                          "lacks it (build in float32, or name a target with "
+                          "-mattr=+avx512bf16)")
 
 
 def _default_pipeline():
@@ -148,13 +176,16 @@ def group_workload(group: FusedGroup, params: dict) -> GroupWorkload:
     if layout_free:
         pos = [i for i, op in enumerate(phs) if op.name in layout_free]
         key = hashlib.sha256(json.dumps([key, "layout_free", pos]).encode()).hexdigest()[:32]
-    return GroupWorkload(group, args, arg_nodes, dag, layout_free, key)
+    return GroupWorkload(group, list(dag.tensors), arg_nodes, dag, layout_free, key)
 
 
 def make_task(wl: GroupWorkload, target="cpu") -> SearchTask:
-    """The SearchTask of a workload (layout rewrite of constant weights allowed)."""
+    """The SearchTask of a workload (layout rewrite of constant weights allowed; the weights
+    the anchor reads are cold inputs: in the network they stream from memory, so tuning
+    measures with them flushed from the caches)."""
     return SearchTask(compute_dag=wl.dag, workload_key=wl.key, target=target, desc=wl.desc,
-                      layout_rewrite_option=LayoutRewriteOption.REWRITE_FOR_PRE_TRANSFORMED)
+                      layout_rewrite_option=LayoutRewriteOption.REWRITE_FOR_PRE_TRANSFORMED,
+                      cold_inputs=wl.layout_free)
 
 
 def _as_graph(graph_or_mod, params):
@@ -172,7 +203,7 @@ def _as_graph(graph_or_mod, params):
 
 def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
                   include_simple_tasks: bool = True,
-                  run_passes: bool = True) -> tuple[list, list]:
+                  run_passes: bool = True, dtype: str = "float32") -> tuple[list, list]:
     """(unique SearchTasks, weights): weights[i] = how many kernels of the model task i is.
 
     With include_simple_tasks=False only groups with an anchor or a reduction are returned
@@ -180,14 +211,16 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
     run_passes must match the kiln.graph.build call the tasks are tuned for. A list of
     (graph, params) pairs (one model imported at several shapes) gives the union of their
     tasks: a kernel shared by the shapes is one task, its weight summed over them.
+    dtype="bfloat16" gives the tasks of the mixed-precision build (build(..., dtype=...)).
     """
+    check_bf16_target(dtype, target)
     variants = list(graph_or_mod) if isinstance(graph_or_mod, list) else \
         [(graph_or_mod, params)]  # a list of (graph, params): one model at several shapes
     tasks: dict = {}
     weights: dict = {}
     for mod, prm in variants:
         graph = _as_graph(mod, prm)
-        graph, groups = prepare_graph(graph, prm, run_passes)
+        graph, groups = prepare_graph(graph, prm, run_passes, dtype)
         for g in groups:
             if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
                 continue

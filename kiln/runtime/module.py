@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from ..errors import ArgumentError, BuildError, RuntimeFailure
+from .bfloat16 import as_bits, is_bfloat16_array
 from .ndarray import NDArray, as_numpy
 
 _SCALAR_CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
@@ -115,6 +116,8 @@ class Kernel:
             raise ArgumentError(f"{where} expects a numpy.ndarray or kiln NDArray of {want}, "
                                 f"got {type(a).__name__}")
         got_dtype = "bool" if arr.dtype == np.bool_ else str(arr.dtype)
+        if p["dtype"] == "bfloat16" and is_bfloat16_array(arr):
+            arr, got_dtype = as_bits(arr), "bfloat16"  # uint16 bits or ml_dtypes.bfloat16
         if got_dtype != p["dtype"] or not _shape_ok(p["shape"], arr.shape, sizes):
             raise ArgumentError(f"{where} expects {want}, got {tuple(arr.shape)} {got_dtype}")
         if not arr.flags.c_contiguous:
@@ -259,11 +262,19 @@ class Module(KernelTable):
     def time_evaluator(self, func_name: str | None = None, dev=None, number: int = 10,
                        repeat: int = 1, min_repeat_ms: float = 0,
                        cooldown_interval_ms: float = 0, repeats_to_cooldown: int = 1,
-                       f_preproc: str = ""):
-        """A function(*args) -> ProfileResult timing `func_name` (default: the entry)."""
+                       f_preproc: str = "", flush_args: list[int] | None = None):
+        """A function(*args) -> ProfileResult timing `func_name` (default: the entry).
+
+        Cache flushing (weights cold, as inside a network): `f_preproc` as in TVM
+        ("cache_flush_cpu_non_first_arg") or `flush_args`, the indices of the array arguments
+        to evict before every call; then each call is timed alone (see measure_flushed)."""
+        from .cache_flush import flush_indices, measure_flushed
         kernel = self.get_function(func_name) if func_name else self.entry
+        idx = flush_indices(kernel, f_preproc, flush_args)
 
         def evaluator(*args) -> ProfileResult:
+            if idx:
+                return measure_flushed(kernel, args, idx, number, repeat, min_repeat_ms)
             return kernel.measure(args, number, repeat, min_repeat_ms, cooldown_interval_ms,
                                   repeats_to_cooldown)
         return evaluator

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ArgumentError
+from .bfloat16 import from_bfloat16, to_bfloat16  # noqa: F401 - kiln.nd.to_bfloat16
 from .dlpack import is_c_contiguous
 
 _TYPES = {"cpu": "cpu", "llvm": "cpu", "cuda": "cuda", "gpu": "cuda", "nvptx": "cuda"}

@@ -72,6 +72,11 @@ def _same_dtype(n: Node, nodes: list) -> str:
     return nodes[0].dtype
 
 
+def _bf16_out(bias: list) -> str:
+    """A bfloat16 product's dtype: float32 (its bias, when given, is float32 too)."""
+    return bias[0].dtype if bias else "float32"
+
+
 def _arity(n: Node, lo: int, hi: int | None = None) -> None:
     hi = lo if hi is None else hi
     if not lo <= len(n.inputs) <= hi:
@@ -134,6 +139,8 @@ def _dense(n: Node) -> tuple:
         raise _fail(n, "needs x [..., K] and weight [N, K]")
     if len(n.inputs) == 3 and tuple(n.inputs[2].shape) != (w.shape[0],):
         raise _fail(n, f"bias must have shape ({w.shape[0]},)")
+    if x.dtype == w.dtype == "bfloat16":  # bfloat16 products accumulate in float32
+        return tuple(x.shape[:-1]) + (w.shape[0],), _bf16_out(n.inputs[2:])
     return tuple(x.shape[:-1]) + (w.shape[0],), _same_dtype(n, n.inputs)
 
 
@@ -159,6 +166,8 @@ def _matmul(n: Node) -> tuple:
         out.pop(-1)
     if squeeze_a:
         out.pop(-2 if not squeeze_b else -1)
+    if all(i.dtype == "bfloat16" for i in n.inputs):
+        return tuple(out), "float32"
     return tuple(out), _same_dtype(n, n.inputs)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...runtime.bfloat16 import as_bits
 from ...schedule.layout import pack_array
 
 __all__ = ["ParamTable", "aligned_copy"]
@@ -28,6 +29,16 @@ def aligned_copy(a: np.ndarray, align: int = 64) -> np.ndarray:
     return out
 
 
+def param_value(value, dtype: str) -> np.ndarray:
+    """A parameter as the kernels read it: bool as bytes, bfloat16 as its uint16 bits."""
+    value = np.asarray(value)
+    if value.dtype == np.bool_ or dtype == "bool":
+        return value.astype(np.bool_)
+    if dtype == "bfloat16":
+        return as_bits(value)  # already its bits (passes/bf16.py); never a numeric cast
+    return value.astype(dtype, copy=False)
+
+
 class ParamTable:
     """Bound constants: entries[i] = (name, layout, array)."""
 
@@ -41,12 +52,7 @@ class ParamTable:
         key = (name, tuple(tuple(p) for p in layout))
         if key in self.index:
             return self.index[key]
-        value = np.asarray(self.params[name])
-        if value.dtype == np.bool_ or dtype == "bool":
-            value = value.astype(np.bool_)
-        else:
-            value = value.astype(dtype, copy=False)
-        value = value.reshape(shape)
+        value = param_value(self.params[name], dtype).reshape(shape)
         packed = pack_array(value, key[1]) if key[1] else value
         self.index[key] = len(self.entries)
         self.entries.append((name, key[1], aligned_copy(packed)))
