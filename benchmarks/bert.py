@@ -1,10 +1,14 @@
 """BERT-base (random weights, batch 1, seq 128, 2 threads): kiln vs ONNX Runtime and PyTorch.
 
-All in one run, medians of --repeat runs: kiln untuned (default schedules), kiln tuned with
-each --log given (e.g. logs after 5 / 15 / 30 minutes of `kiln tune`), PyTorch eager,
-torch.compile and ONNX Runtime, each as a ratio to ONNX Runtime, with max abs error vs ORT.
-With a log, also the per-task breakdown (estimated time share of each fused-group task from
-its best record x how often it runs). Writes benchmarks/results/bert_cpu.{json,md,png}.
+All rows in one run, timed interleaved: each of --sittings sittings warms every row up, then
+runs --repeat rounds, a round calling every row once in turn (kiln untuned, kiln tuned with
+each --log, kiln bf16 with --bf16 / --bf16-log, ONNX Runtime fp32 and int8 (dynamic
+quantization), PyTorch eager, PyTorch bf16, torch.compile). Per row: median and min-max over
+all samples, the ratio to ONNX Runtime and to the fastest peer of the same precision, max abs
+error and cosine similarity against ONNX Runtime fp32. The meta records the target string
+and the load average before and after. With a log, also the per-task breakdown (each task's
+best record x how often it runs) and the gap between that sum and the tuned network measured
+as a whole; a goals table closes the report. Writes benchmarks/results/bert_cpu.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +30,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
 
 from kiln import auto_scheduler  # noqa: E402
-from kiln.cli import Model, _build, _median_ms, _peers  # noqa: E402
+from kiln.cli import Model, _build  # noqa: E402
+from kiln.target import as_target  # noqa: E402
+
+GOALS = [  # (text, row value key, goal, higher is better)
+    ("tuned >= 1.25x ORT", "tuned_vs_ort", 1.25, True),
+    ("untuned >= 1.0x ORT", "untuned_vs_ort", 1.0, True),
+    ("record-sum vs network gap <= 3%", "abs_gap", 0.03, False),
+    ("bf16 <= 0.6x kiln fp32", "bf16_vs_fp32", 0.6, False),
+    ("bf16 >= 1.3x PyTorch bf16", "bf16_vs_torch_bf16", 1.3, True),
+    ("bf16 cosine >= 0.999", "bf16_cosine", 0.999, True),
+]
 
 
 def breakdown(model, log: str, target: str) -> list:
@@ -38,7 +55,7 @@ def breakdown(model, log: str, target: str) -> list:
         rows.append({"task": t.desc[:70], "weight": w, "trials": trials.get(t.workload_key, 0),
                      "best_ms": cost * 1e3,
                      "total_ms": cost * w * 1e3, "gflops": t.flop_ct / cost / 1e9
-                     if best else 0.0})
+                     if best else 0.0, "cache": best[0].cache if best else "-"})
     total = sum(r["total_ms"] for r in rows if math.isfinite(r["total_ms"]))
     for r in rows:
         r["share"] = r["total_ms"] / total if total and math.isfinite(r["total_ms"]) else 0.0
@@ -73,7 +90,7 @@ def snapshot(log: str, minutes: float) -> str:
     return str(out)
 
 
-def main(argv=None) -> int:
+def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--builtin", default="bert-base")
     p.add_argument("--seq-len", type=int, default=128)
@@ -81,80 +98,212 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", default="",
                    help="comma list of minutes, e.g. 5,15: also bench the first N minutes of "
                    "tuning of the last --log (cut by record timestamps)")
-    p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--bf16", action="store_true", help="also kiln bf16, untuned")
+    p.add_argument("--bf16-log", action="append", default=[],
+                   help="kiln bf16 tuned with this log (LABEL=path or path; repeatable)")
+    p.add_argument("--repeat", type=int, default=10, help="rounds per sitting")
+    p.add_argument("--sittings", type=int, default=3)
+    p.add_argument("--gap-ms", type=float, default=5.0,
+                   help="sleep before each timed call (thread pools of the previous row idle)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", default="cpu")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--out", default=str(peers.RESULTS / "bert_cpu"))
     args = p.parse_args(argv)
     args.model, args.shape = None, None
-    model = Model(args)
-    fns = _peers(model, args.threads, not args.no_torch)
-    ref = fns["ONNX Runtime"]()
-    rows = []
+    return args
+
+
+def _label(text: str, kind: str) -> tuple[str, str]:
+    """(row name, log path) of a LABEL=path or path option."""
+    if "=" in text:
+        label, path = text.split("=", 1)
+        return f"{kind} ({label})", path
+    return kind, text
+
+
+def kiln_specs(args) -> list[tuple[str, str, str | None]]:
+    """(row name, precision, log or None) of every kiln row asked for."""
     budgets = [float(m) for m in args.budgets.split(",") if m]
     cuts = [f"{m:g} min={snapshot(args.log[-1].split('=')[-1], m)}" for m in budgets] \
         if args.log else []
-    logs = [("kiln untuned", None)] + [
-        (f"kiln tuned ({x.split('=')[0]})" if "=" in x else "kiln tuned", x.split("=")[-1])
-        for x in cuts + args.log]
-    for label, log in logs:
-        t0 = time.time()
-        lib = _build(model, log, args.target)
-        note = f"build {time.time() - t0:.1f}s"
-        fn = lambda lib=lib: list(lib.run(**model.inputs).values())[0]
-        rows.append(_row(label, fn, ref, args.repeat, note))
-    for label, fn in fns.items():
-        rows.append(_row(label, fn, ref, args.repeat, f"{args.threads} threads"))
-    ort = next(r for r in rows if r["name"] == "ONNX Runtime")["median_ms"]
-    fastest_peer = min(r["median_ms"] for r in rows if not r["name"].startswith("kiln"))
+    specs: list = [("kiln untuned", "fp32", None)]
+    specs += [(name, "fp32", path) for name, path in
+              (_label(x, "kiln tuned") for x in cuts + args.log)]
+    if args.bf16:
+        specs.append(("kiln bf16 untuned", "bf16", None))
+    specs += [(name, "bf16", path) for name, path in
+              (_label(x, "kiln bf16 tuned") for x in args.bf16_log)]
+    return specs
+
+
+def build_kiln(model, name: str, precision: str, log: str | None, target: str):
+    """(fn, note) of one kiln row, or None when this kiln cannot build it (bf16 before
+    kiln.cli._build takes dtype=)."""
+    t0 = time.time()
+    kw = {"dtype": "bfloat16"} if precision == "bf16" else {}
+    try:
+        lib = _build(model, log, target, **kw)
+    except TypeError as e:
+        if not kw or "dtype" not in str(e):
+            raise
+        print(f"[bench] {name}: skipped, this kiln cannot build bfloat16 models yet "
+              f"(kiln.cli._build / kiln.graph.build take no dtype=): {e}", file=sys.stderr)
+        return None
+    key = next(iter(lib.run(**model.inputs)))  # the model's first output, by name
+
+    def fn():
+        return _as_float32(lib.run(**model.inputs)[key])
+    return fn, f"build {time.time() - t0:.1f}s"
+
+
+def _as_float32(a: np.ndarray) -> np.ndarray:
+    """A model output as float32: bfloat16 outputs come as ml_dtypes arrays or uint16 bits."""
+    if a.dtype == np.uint16:  # the high half of a float32
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a if a.dtype == np.float32 else a.astype(np.float32)
+
+
+def collect_rows(model, args) -> tuple[dict, list, list]:
+    """({name: fn}, row dicts without timings, names of skipped rows)."""
+    fns: dict[str, Callable] = {}
+    rows, skipped = [], []
+    for name, prec, log in kiln_specs(args):
+        built = build_kiln(model, name, prec, log, args.target)
+        if built is None:
+            skipped.append(name)
+            continue
+        fns[name] = built[0]
+        rows.append({"name": name, "precision": prec, "note": built[1], "log": log or ""})
+    for name, (prec, fn) in peers.bert_peers(model, args.threads, not args.no_torch).items():
+        fns[name] = fn
+        rows.append({"name": name, "precision": prec, "note": f"{args.threads} threads"})
+    return fns, rows, skipped
+
+
+def summarise(rows: list, fns: dict, samples: dict) -> None:
+    """Timings, ratios and accuracy (vs ONNX Runtime fp32) into each row."""
+    ref = fns["ONNX Runtime"]()
+    for r in rows:
+        secs = samples[r["name"]]
+        r.update(median_ms=statistics.median(secs) * 1e3, min_ms=min(secs) * 1e3,
+                 max_ms=max(secs) * 1e3, samples=len(secs), **peers.accuracy(fns[r["name"]](), ref))
+        r["range_ms"] = f"{r['min_ms']:.1f}-{r['max_ms']:.1f}"
+    ort = _ms(rows, "ONNX Runtime")
     for r in rows:
         r["vs_ort"] = ort / r["median_ms"]
-        r["vs_fastest_peer"] = fastest_peer / r["median_ms"]
-    extra = ""
+        same = [p["median_ms"] for p in rows
+                if not p["name"].startswith("kiln") and p["precision"] == r["precision"]]
+        r["vs_fastest_peer"] = min(same) / r["median_ms"] if same else math.nan
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    model = Model(args)
+    load_before = os.getloadavg()
+    fns, rows, skipped = collect_rows(model, args)
+    samples = peers.interleaved(fns, args.repeat, args.sittings, args.gap_ms / 1e3)
+    summarise(rows, fns, samples)
+    meta = {**peers.meta(args), "target_string": str(as_target(args.target)),
+            "loadavg_before": _load(load_before), "loadavg_after": _load(os.getloadavg()),
+            "logs": ", ".join(args.log) or "none", "bf16_logs": ", ".join(args.bf16_log) or "none",
+            "skipped": ", ".join(skipped) or "none"}
+    extra, gap = "", math.nan
     if args.log:
         bd = breakdown(model, args.log[-1].split("=")[-1], args.target)
-        extra = ("## Per-task breakdown (last log; best record x runs per inference)\n\n"
-                 "| task | runs | trials | best ms | total ms | share | GFLOPS |\n"
-                 "|---|---:|---:|---:|---:|---:|---:|\n")
-        extra += "\n".join(f"| {r['task']} | {r['weight']} | {r['trials']} | {r['best_ms']:.4f} | "
-                           f"{r['total_ms']:.3f} | {r['share']:.1%} | {r['gflops']:.1f} |"
-                           for r in bd)
-        extra += "\n\n" + gap_line(bd, rows[len(logs) - 1]["median_ms"])
+        tuned = [r for r in rows if r["precision"] == "fp32" and r.get("log")]
+        gap = record_gap(bd, tuned[-1]["median_ms"])
+        extra = breakdown_text(bd, tuned[-1]["median_ms"])
+    extra = goals_text(goal_values(rows, gap)) + ("\n\n" + extra if extra else "")
     peers.write(Path(args.out), f"{args.builtin} (batch 1, seq {args.seq_len}), "
-                f"{args.threads} threads", peers.meta(args), rows,
-                ["name", "median_ms", "vs_ort", "vs_fastest_peer", "max_abs_err", "note"], extra)
+                f"{args.threads} threads", meta, rows,
+                ["name", "median_ms", "range_ms", "vs_ort", "vs_fastest_peer", "max_abs_err",
+                 "cosine", "note"], extra,
+                fmt={"median_ms": ".2f", "vs_ort": ".3f", "max_abs_err": ".2e", "cosine": ".6f"})
     plot(args, rows)
     return 0
 
 
-def gap_line(bd: list, network_ms: float) -> str:
-    """The sum of the tuned records against the network measured as a whole: the tuner times
-    each kernel warm and alone; the network streams its weights from memory between them."""
+def _ms(rows: list, name: str) -> float:
+    return next(r["median_ms"] for r in rows if r["name"] == name)
+
+
+def _load(avg: tuple) -> str:
+    return " ".join(f"{x:.2f}" for x in avg)
+
+
+def goal_values(rows: list, gap: float) -> dict:
+    """The numbers the goals compare (NaN where the rows are missing)."""
+    def best(pred) -> dict | None:
+        hits = [r for r in rows if pred(r)]
+        return min(hits, key=lambda r: r["median_ms"]) if hits else None
+    nan = {"median_ms": math.nan, "vs_ort": math.nan, "cosine": math.nan}
+    tuned = best(lambda r: r["precision"] == "fp32" and r["name"].startswith("kiln tuned"))
+    fp32 = best(lambda r: r["precision"] == "fp32" and r["name"].startswith("kiln"))
+    bf16 = best(lambda r: r["precision"] == "bf16" and r["name"].startswith("kiln"))
+    torch_bf16 = best(lambda r: r["name"] == "PyTorch bf16")
+    untuned = best(lambda r: r["name"] == "kiln untuned")
+    cos = [r["cosine"] for r in rows if r["precision"] == "bf16" and r["name"].startswith("kiln")]
+    return {"tuned_vs_ort": (tuned or nan)["vs_ort"],
+            "untuned_vs_ort": (untuned or nan)["vs_ort"], "abs_gap": abs(gap),
+            "bf16_vs_fp32": (bf16 or nan)["median_ms"] / (fp32 or nan)["median_ms"],
+            "bf16_vs_torch_bf16": (torch_bf16 or nan)["median_ms"] / (bf16 or nan)["median_ms"],
+            "bf16_cosine": min(cos) if cos else math.nan}
+
+
+def goals_text(values: dict) -> str:
+    lines = ["## Goals (measured in this run)", "", "| goal | value | met |", "|---|---:|---|"]
+    for text, key, goal, higher in GOALS:
+        v = values[key]
+        shown = f"{v:.1%}" if key == "abs_gap" else f"{v:.4f}" if "cosine" in key else f"{v:.2f}x"
+        met = "n/a" if math.isnan(v) else "yes" if (v >= goal if higher else v <= goal) else "no"
+        lines.append(f"| {text} | {'-' if math.isnan(v) else shown} | {met} |")
+    return "\n".join(lines)
+
+
+def breakdown_text(bd: list, network_ms: float) -> str:
+    text = ("## Per-task breakdown (last log; best record x runs per inference)\n\n"
+            "| task | runs | trials | best ms | total ms | share | GFLOPS | measured |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---|\n")
+    text += "\n".join(f"| {r['task']} | {r['weight']} | {r['trials']} | {r['best_ms']:.4f} | "
+                      f"{r['total_ms']:.3f} | {r['share']:.1%} | {r['gflops']:.1f} | "
+                      f"{r['cache']} |" for r in bd)
+    return text + "\n\n" + gap_line(bd, network_ms)
+
+
+def record_gap(bd: list, network_ms: float) -> float:
+    """(network - sum of best records x runs) / that sum."""
     total = sum(r["total_ms"] for r in bd if math.isfinite(r["total_ms"]))
-    gap = (network_ms - total) / total if total else math.nan
+    return (network_ms - total) / total if total else math.nan
+
+
+def gap_line(bd: list, network_ms: float) -> str:
+    """The sum of the tuned records against the network measured as a whole. Records
+    measured warm time each kernel alone with its weights in cache; flushed records evict the
+    weights first, as the network (which streams them from DRAM) does."""
+    total = sum(r["total_ms"] for r in bd if math.isfinite(r["total_ms"]))
+    modes = sorted({r["cache"] for r in bd if r["cache"] != "-"})
+    missing = sum(r["weight"] for r in bd if not math.isfinite(r["total_ms"]))
+    note = f"; {missing} kernels have no record and are not in the sum" if missing else ""
     return (f"Sum of the best records x runs: {total:.1f} ms; the tuned network measured as a "
-            f"whole: {network_ms:.1f} ms; gap {gap:+.1%} (kernels timed warm and alone while "
-            "tuning; weights stream from DRAM in the network).")
-
-
-def _row(label, fn, ref, repeat, note) -> dict:
-    err = float(np.abs(fn() - ref).max())
-    ms = _median_ms(fn, repeat)
-    print(f"{label:28s} {ms:9.2f} ms  max|err| {err:.2e}  {note}", flush=True)
-    return {"name": label, "median_ms": ms, "max_abs_err": err, "note": note}
+            f"whole: {network_ms:.1f} ms; gap {record_gap(bd, network_ms):+.1%} (best records "
+            f"measured {' and '.join(modes) or '-'}; warm: weights in cache, flushed: weights "
+            f"evicted before each call as in the network){note}.")
 
 
 def plot(args, rows) -> None:
     plt = peers.pyplot()
     if plt is None:
         return
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     names = [r["name"] for r in rows]
-    ax.barh(names, [r["median_ms"] for r in rows],
+    med = [r["median_ms"] for r in rows]
+    err = [[m - r["min_ms"] for m, r in zip(med, rows)],
+           [r["max_ms"] - m for m, r in zip(med, rows)]]
+    ax.barh(names, med, xerr=err, capsize=3,
             color=["tab:orange" if n.startswith("kiln") else "tab:gray" for n in names])
     ax.invert_yaxis()
-    ax.set_xlabel("latency, ms (median)")
+    ax.set_xlabel("latency, ms (median, min-max)")
     ax.set_title(f"{args.builtin}, batch 1, seq {args.seq_len}, {args.threads} threads")
     fig.tight_layout()
     fig.savefig(Path(args.out).with_suffix(".png"), dpi=120)

@@ -1,14 +1,18 @@
 """Shared benchmark plumbing: the peers (ONNX Runtime, PyTorch, NumPy) built the way users
-run them, a timing loop (median of repeats), and result writers (JSON + Markdown)."""
+run them, timing loops (median of repeats; rows interleaved round by round), accuracy against a
+reference (max abs error, cosine similarity) and result writers (JSON + Markdown)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +93,106 @@ def torch_linear(a: np.ndarray, b: np.ndarray, threads: int, hard_swish: bool = 
     return run
 
 
+def interleaved(fns: dict[str, Callable], rounds: int, sittings: int,
+                gap_s: float = 0.0) -> dict[str, list]:
+    """Seconds per call of every function, {name: samples}. Each sitting warms every row up
+    once, then runs `rounds` rounds; a round calls every row once, in turn, starting one row
+    later each round. Interleaving spreads a busy neighbour, thermal drift or a frequency
+    change over all rows instead of charging it to whichever row ran at that moment. `gap_s`
+    of sleep before each call lets the previous row's thread pool (OpenMP, ORT) stop
+    spinning, so it does not steal the cores of the next row."""
+    names = list(fns)
+    out: dict = {n: [] for n in names}
+    for s in range(sittings):
+        for n in names:
+            fns[n]()
+        for r in range(rounds):
+            k = (r + s) % len(names)
+            for n in names[k:] + names[:k]:
+                if gap_s > 0:
+                    time.sleep(gap_s)
+                t0 = time.perf_counter()
+                fns[n]()
+                out[n].append(time.perf_counter() - t0)
+        print(f"sitting {s + 1}/{sittings}: " + ", ".join(
+            f"{n} {statistics.median(out[n][-rounds:]) * 1e3:.1f}" for n in names) + " ms",
+            flush=True)
+    return out
+
+
+def accuracy(out: np.ndarray, ref: np.ndarray) -> dict:
+    """Max abs error and cosine similarity of an output against the reference output."""
+    a = np.asarray(out, np.float64).ravel()
+    b = np.asarray(ref, np.float64).ravel()
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    cos = float(a @ b / denom) if denom > 0 else float("nan")
+    return {"max_abs_err": float(np.abs(a - b).max()), "cosine": cos}
+
+
+def ort_int8(proto, inputs: dict, threads: int) -> Callable:
+    """ONNX Runtime on the model after onnxruntime.quantization.quantize_dynamic (QInt8
+    weights, activations quantized per call): what a user gets from ORT's int8 recipe."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "fp32.onnx"), os.path.join(d, "int8.onnx")
+        onnx.save(proto, src)
+        src = _quant_preprocess(src, os.path.join(d, "pre.onnx"))
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        data = Path(dst).read_bytes()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, inputs)[0]
+
+
+def _quant_preprocess(src: str, dst: str) -> str:
+    """ORT's recommended step before quantizing (shape inference, graph optimisation): dst,
+    or src when this onnxruntime cannot run it."""
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        quant_pre_process(src, dst)
+    except Exception as e:  # noqa: BLE001 - quantize the plain model then
+        print(f"[bench] quantization pre-processing skipped: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return src
+    return dst
+
+
+def torch_bf16(module, inputs: dict, threads: int) -> Callable:
+    """The PyTorch module converted with .to(torch.bfloat16) (inputs unchanged: token ids),
+    eager, its output cast back to float32."""
+    import torch
+    torch.set_num_threads(threads)
+    m = copy.deepcopy(module).to(torch.bfloat16).eval()
+    tin = {k: torch.from_numpy(v) for k, v in inputs.items()}
+
+    def run() -> np.ndarray:
+        with torch.inference_mode():
+            return m(**tin).float().numpy()
+    return run
+
+
+def bert_peers(model, threads: int, use_torch: bool) -> dict[str, tuple[str, Callable]]:
+    """{row name: (precision, fn)}: kiln.cli's peers (ONNX Runtime, PyTorch eager,
+    torch.compile; fp32) plus ONNX Runtime int8 (dynamic quantization) and PyTorch bf16.
+    A peer that cannot be built is reported and left out."""
+    from kiln.cli import _peers
+    out = {name: ("fp32", fn) for name, fn in _peers(model, threads, use_torch).items()}
+    extra = [("ONNX Runtime int8 (dynamic quantization)", "int8",
+              lambda: ort_int8(model.proto, model.inputs, threads))]
+    if use_torch and model.torch_module is not None:
+        extra.append(("PyTorch bf16", "bf16",
+                      lambda: torch_bf16(model.torch_module, model.inputs, threads)))
+    for name, prec, make in extra:
+        try:
+            out[name] = (prec, make())
+        except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
+            print(f"[bench] {name} unavailable: {type(e).__name__}: {e}", file=sys.stderr)
+    return out
+
+
 def meta(args) -> dict:
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "cores": len(os.sched_getaffinity(0)),
             "machine": platform.processor() or platform.machine(),
@@ -104,15 +208,18 @@ def row(name: str, secs: list, flops: float, note: str = "") -> dict:
     return r
 
 
-def write(out: Path, title: str, meta_: dict, rows: list, columns: list, extra: str = "") -> None:
-    """out.json (everything) and out.md (a table of `columns` keys)."""
+def write(out: Path, title: str, meta_: dict, rows: list, columns: list, extra: str = "",
+          fmt: dict | None = None) -> None:
+    """out.json (everything) and out.md (a table of `columns` keys; floats as `fmt[column]`,
+    default ".3f")."""
+    fmt = fmt or {}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta_, "rows": rows}, indent=2))
     lines = [f"# {title}", "", ", ".join(f"{k}={v}" for k, v in meta_.items()), "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        cells = [f"{r.get(c, ''):.3f}" if isinstance(r.get(c), float) else str(r.get(c, ''))
-                 for c in columns]
+        cells = [format(r[c], fmt.get(c, ".3f")) if isinstance(r.get(c), float)
+                 else str(r.get(c, '')) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n" + (("\n" + extra + "\n") if extra else "")
     out.with_suffix(".md").write_text(text)

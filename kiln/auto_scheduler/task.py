@@ -93,7 +93,8 @@ class SearchTask:
 
     def __init__(self, func=None, args=(), compute_dag: ComputeDAG | None = None,
                  workload_key: str | None = None, target="cpu", desc: str = "",
-                 layout_rewrite_option=None, hardware_params=None, task_inputs=None):
+                 layout_rewrite_option=None, hardware_params=None, task_inputs=None,
+                 cold_inputs: tuple = ()):
         self.registry_key = None
         if compute_dag is None:
             if func is None:
@@ -113,6 +114,13 @@ class SearchTask:
         self.desc = desc or "task"
         self.layout_rewrite_option = layout_rewrite_option or LayoutRewriteOption.NO_REWRITE
         self.layout_free = layout_free_names(compute_dag) if self.layout_rewrite_option else ()
+        # inputs that are cold in cache when the kernel runs inside its network (model
+        # weights): a runner with enable_cpu_cache_flush="auto" evicts them before each call
+        names = {t.name for t in self.args}
+        unknown = [n for n in cold_inputs if n not in names]
+        if unknown:
+            raise KilnError(f"cold_inputs {unknown} are not arguments of the task")
+        self.cold_inputs = tuple(cold_inputs)
 
     @property
     def flop_ct(self) -> int:

@@ -104,7 +104,9 @@ class MeasureResult:
 
     `costs` is empty unless error_no is "ok"; `all_cost` is the wall time of building and
     running this candidate; `timestamp` is when the measurement finished (time.time());
-    `checked` says whether the output was verified against the reference output.
+    `checked` says whether the output was verified against the reference output; `cache`
+    how the caches were left before each timed call ("warm", or "flushed": the runner
+    evicted the task's cold inputs, see LocalRunner).
     """
 
     costs: list
@@ -113,6 +115,7 @@ class MeasureResult:
     all_cost: float = 0.0
     timestamp: float = field(default_factory=time.time)
     checked: bool = False  # the output was compared with the reference and matched
+    cache: str = "warm"  # "flushed": the task's cold inputs were evicted before every call
 
     @property
     def mean_cost(self) -> float:

@@ -31,6 +31,7 @@ from .builder import LocalBuilder, _compile, _render
 from .common import BuildResult, ErrorNo, MeasureInput, MeasureResult
 from .runner import (
     MeasureExecutor,
+    check_flush_mode,
     measure_job,
     reference_input,
     reference_job,
@@ -158,14 +159,14 @@ class RayRunner:
     """Measures candidates on runner actors across a Ray cluster (CPU targets)."""
 
     def __init__(self, timeout: float = 10, number: int = 3, repeat: int = 1,
-                 min_repeat_ms: float = 100, enable_cpu_cache_flush: bool = False,
+                 min_repeat_ms: float = 100, enable_cpu_cache_flush: bool | str = "auto",
                  check_correctness: bool = True, workers_per_node: int = 1,
                  cpus_per_worker: float = 1.0, pin_cores: bool = False, max_restarts: int = 3,
                  max_attempts: int = 4, address: str | None = None):
         self.timeout = float(timeout)
         self.number, self.repeat = max(1, int(number)), max(1, int(repeat))
         self.min_repeat_ms = float(min_repeat_ms)
-        self.enable_cpu_cache_flush = enable_cpu_cache_flush
+        self.enable_cpu_cache_flush = check_flush_mode(enable_cpu_cache_flush)  # as LocalRunner
         self.check_correctness = check_correctness
         self.workers_per_node = max(1, int(workers_per_node))
         self.cpus_per_worker = float(cpus_per_worker)

@@ -51,6 +51,9 @@ class Record:
     # the output was compared with the reference and matched; records written before this
     # field existed were checked whenever a reference could be built, so they read as True
     checked: bool = True
+    # how the caches were left before each timed call: "warm", or "flushed" (the task's cold
+    # inputs, its weights, evicted as in the network); older records were measured warm
+    cache: str = "warm"
 
     @property
     def mean_cost(self) -> float:
@@ -65,7 +68,7 @@ class Record:
                "error": self.error, "error_msg": self.error_msg[:ERROR_MSG_CHARS],
                "all_cost": self.all_cost, "timestamp": self.timestamp,
                "version": self.version, "kiln_version": self.kiln_version,
-               "checked": self.checked}
+               "checked": self.checked, "cache": self.cache}
         if self.meta is not None:
             out["meta"] = self.meta
         return out
@@ -80,7 +83,7 @@ class Record:
                      float(obj.get("timestamp", 0.0)), str(obj.get("workload_desc", "")),
                      str(obj.get("error_msg", "")), float(obj.get("all_cost", 0.0)),
                      obj["version"], str(obj.get("kiln_version", "")), obj.get("meta"),
-                     bool(obj.get("checked", True)))
+                     bool(obj.get("checked", True)), str(obj.get("cache", "warm")))
         if rec.error == ErrorNo.OK and not (rec.costs and all(
                 math.isfinite(c) and c > 0 for c in rec.costs)):
             raise ValueError(f"an ok record needs positive finite costs, not {rec.costs}")
@@ -96,7 +99,8 @@ def make_record(task, inp: MeasureInput, res: MeasureResult) -> Record:
     return Record(task.workload_key, str(task.target), [s.to_record() for s in inp.state.steps],
                   list(res.costs), res.error_no, res.timestamp, getattr(task, "desc", ""),
                   res.error_msg[:ERROR_MSG_CHARS], res.all_cost, RECORD_VERSION, KILN_VERSION,
-                  inp.extra, bool(getattr(res, "checked", False)))
+                  inp.extra, bool(getattr(res, "checked", False)),
+                  str(getattr(res, "cache", "warm")))
 
 
 class RecordToFile:

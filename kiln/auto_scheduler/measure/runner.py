@@ -40,7 +40,6 @@ from .common import BuildResult, ErrorNo, MeasureInput, MeasureResult, arg_specs
 
 START_TIMEOUT = 60.0       # seconds for a fresh worker to import numpy and kiln
 MAX_RUNS_PER_WORKER = 256  # loaded libraries are never unloaded: recycle the worker now and then
-FLUSH_CAP = 256 << 20
 STDERR_TAIL = 400
 
 
@@ -234,16 +233,23 @@ class MeasureExecutor:
 
 
 class LocalRunner(MeasureExecutor):
-    """Runs candidates one at a time in a worker process, with a timeout per candidate."""
+    """Runs candidates one at a time in a worker process, with a timeout per candidate.
+
+    enable_cpu_cache_flush: "auto" (default) evicts a task's cold inputs (the model weights of
+    graph tasks, SearchTask.cold_inputs) from the caches before every timed call, as they are
+    inside the network; True evicts every argument but the first (TVM's
+    "cache_flush_cpu_non_first_arg"); False times everything warm. Records say which
+    ("cache": "flushed" or "warm").
+    """
 
     def __init__(self, timeout: float = 10, number: int = 3, repeat: int = 1,
                  min_repeat_ms: float = 100, cooldown_interval: float = 0,
-                 enable_cpu_cache_flush: bool = False, check_correctness: bool = True):
+                 enable_cpu_cache_flush: bool | str = "auto", check_correctness: bool = True):
         super().__init__(timeout)
         self.number, self.repeat = max(1, int(number)), max(1, int(repeat))
         self.min_repeat_ms = float(min_repeat_ms)
         self.cooldown_interval = float(cooldown_interval)
-        self.enable_cpu_cache_flush = enable_cpu_cache_flush
+        self.enable_cpu_cache_flush = check_flush_mode(enable_cpu_cache_flush)
         self.check_correctness = check_correctness
         self._ref_builds: dict = {}  # workload key -> BuildResult of the default schedule
 
@@ -313,7 +319,8 @@ def result_of(reply: dict, all_cost: float) -> MeasureResult:
     ok = reply["error_no"] == ErrorNo.OK
     return MeasureResult(list(reply.get("costs", [])) if ok else [], reply["error_no"],
                          reply.get("error_msg", ""), all_cost, time.time(),
-                         checked=bool(ok and reply.get("checked")))
+                         checked=bool(ok and reply.get("checked")),
+                         cache=reply.get("cache", "warm"))
 
 
 def reference_input(task) -> MeasureInput:
@@ -342,10 +349,10 @@ def measure_job(inp: MeasureInput, settings) -> dict:
     layouts = input_layouts(inp.state, task.args)
     specs = [dict(sp, layout=[list(p) for p in lay]) if lay else sp
              for sp, lay in zip(specs, layouts)]
-    flush = _flush_bytes(task.target) if settings.enable_cpu_cache_flush else 0
     return {"cmd": "measure", "specs": specs, "seed": _seed(task.workload_key),
             "number": settings.number, "repeat": settings.repeat,
-            "min_repeat_ms": settings.min_repeat_ms, "flush_bytes": flush,
+            "min_repeat_ms": settings.min_repeat_ms,
+            "flush_args": flush_args(task, settings.enable_cpu_cache_flush),
             "ref_key": reference_key(task) if settings.check_correctness else None}
 
 
@@ -359,8 +366,17 @@ def _seed(workload_key: str) -> int:
     return int(hashlib.sha256(workload_key.encode()).hexdigest()[:8], 16)
 
 
-def _flush_bytes(target) -> int:
-    """Twice the last-level cache (capped), enough to evict the kernel's data between repeats."""
-    sizes = getattr(target, "cache_sizes", {}) or {}
-    last = sizes.get("l3") or sizes.get("l2") or (8 << 20)
-    return int(min(FLUSH_CAP, 2 * last))
+def check_flush_mode(mode: bool | str) -> bool | str:
+    """`mode` when it is a valid enable_cpu_cache_flush value, else ValueError."""
+    if mode not in (True, False, "auto"):
+        raise ValueError(f"enable_cpu_cache_flush must be True, False or 'auto', not {mode!r}")
+    return mode
+
+
+def flush_args(task, mode: bool | str) -> list[int]:
+    """Indices of the task's arguments to evict before every timed call (see LocalRunner)."""
+    if mode == "auto":
+        cold = set(getattr(task, "cold_inputs", ()))
+        return [i for i, t in enumerate(task.args) if t.name in cold]
+    return list(range(1, len(task.args))) if check_flush_mode(mode) else []  # TVM's
+    # cache_flush_cpu_non_first_arg when True

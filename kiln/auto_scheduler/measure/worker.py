@@ -20,11 +20,11 @@ import traceback
 
 import numpy as np
 
+from ...runtime.bfloat16 import from_bfloat16, to_bfloat16
 from ...runtime.module import Module
 from ...schedule.layout import pack_array
 
 _CACHE: dict = {}  # ref dir or seed -> (inputs, reference outputs or None)
-_FLUSH: dict = {}  # "buf" -> the cache-flush buffer
 INT_HIGH = 4       # integer inputs are drawn from [0, INT_HIGH): small, valid as indices
 
 
@@ -38,6 +38,8 @@ def random_inputs(specs: list, seed: int) -> list:
         shape, dtype = tuple(s["shape"]), s["dtype"]
         if dtype == "bool":
             out.append(rng.random(shape) < 0.5)
+        elif dtype == "bfloat16":  # its bits, as kernels take them (runtime/bfloat16.py)
+            out.append(to_bfloat16(rng.uniform(-1.0, 1.0, size=shape)))
         elif dtype.startswith(("int", "uint")):
             out.append(rng.integers(0, INT_HIGH, size=shape).astype(dtype))
         else:
@@ -50,6 +52,9 @@ def fresh_outputs(specs: list) -> list:
     outs = []
     for s in specs:
         if s["output"]:
+            if s["dtype"] == "bfloat16":
+                outs.append(np.full(tuple(s["shape"]), 0x7FC0, dtype=np.uint16))  # NaN
+                continue
             dtype = np.dtype("bool" if s["dtype"] == "bool" else s["dtype"])
             fill = np.nan if dtype.kind == "f" else (True if dtype.kind == "b" else 0x5A)
             outs.append(np.full(tuple(s["shape"]), fill, dtype=dtype))
@@ -85,6 +90,13 @@ def compare(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-3, atol: float = 
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     return (f"{n_bad} of {out.size} elements differ from the reference; first at {idx}: "
             f"got {out[idx]!r}, expected {ref[idx]!r}")
+
+
+def _comparable(out: np.ndarray, ref: np.ndarray, spec: dict) -> tuple:
+    """bfloat16 outputs compare as float32 values with bfloat16's precision (8 bits)."""
+    if spec["dtype"] != "bfloat16":
+        return out, ref, 1e-3, 1e-4
+    return from_bfloat16(out), from_bfloat16(ref), 1e-2, 1e-2
 
 
 def handle_reference(req: dict) -> dict:
@@ -132,35 +144,22 @@ def handle_measure(req: dict) -> dict:
     args = merge_args(specs, inputs, outputs)
     mod(*args)
     if refs is not None:
+        out_specs = [s for s in specs if s["output"]]
         for spec_i, (out, ref) in enumerate(zip(outputs, refs, strict=True)):
-            msg = compare(out, ref)
+            msg = compare(*_comparable(out, ref, out_specs[spec_i]))
             if msg is not None:
                 return {"error_no": "wrong_answer", "error_msg": f"output {spec_i}: {msg}"}
     return {"error_no": "ok", "error_msg": "", "costs": _time(mod, args, req),
-            "checked": refs is not None}
+            "checked": refs is not None,
+            "cache": "flushed" if req.get("flush_args") else "warm"}
 
 
 def _time(mod: Module, args: list, req: dict) -> list:
-    number, repeat, min_ms = req["number"], req["repeat"], req["min_repeat_ms"]
-    flush_bytes = int(req.get("flush_bytes") or 0)
-    if flush_bytes <= 0:
-        return list(mod.time_evaluator(number=number, repeat=repeat,
-                                       min_repeat_ms=min_ms)(*args).results)
-    buf = _flush_buffer(flush_bytes)
-    costs = []
-    for r in range(repeat):
-        buf.fill(r + 1)  # writes every line of a buffer larger than the caches
-        costs.extend(mod.time_evaluator(number=number, repeat=1,
-                                        min_repeat_ms=min_ms)(*args).results)
-    return costs
-
-
-def _flush_buffer(nbytes: int) -> np.ndarray:
-    buf = _FLUSH.get("buf")
-    if buf is None or buf.nbytes != nbytes // 8 * 8:
-        buf = np.empty(nbytes // 8, dtype=np.int64)
-        _FLUSH["buf"] = buf
-    return buf
+    """Seconds per call, one per repeat; the arguments in req["flush_args"] evicted from the
+    caches before every call (cold weights, as inside the network)."""
+    return list(mod.time_evaluator(number=req["number"], repeat=req["repeat"],
+                                   min_repeat_ms=req["min_repeat_ms"],
+                                   flush_args=req.get("flush_args") or [])(*args).results)
 
 
 HANDLERS = {"reference": handle_reference, "measure": handle_measure}
