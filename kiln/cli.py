@@ -118,7 +118,8 @@ def cmd_tune(args) -> int:
     from . import auto_scheduler
     from .auto_scheduler.task_scheduler import TaskScheduler
     model = Model(args)
-    tasks, weights = auto_scheduler.extract_tasks(model.graph, model.params, target=args.target)
+    tasks, weights = auto_scheduler.extract_tasks(model.graph, model.params, target=args.target,
+                                                  dtype=args.dtype)
     print(f"[kiln] {model.name}: {len(tasks)} tasks, {sum(weights)} kernels", file=sys.stderr)
     builder, runner = _backends(args.cluster, tasks)
     opts = auto_scheduler.TuningOptions(
@@ -187,14 +188,14 @@ def _report_log(log: str | None, tasks, target) -> None:
         print(f"[kiln] {msg}", file=sys.stderr)
 
 
-def _build(model, log, target):
+def _build(model, log, target, dtype: str = "float32"):
     from . import auto_scheduler, graph
     if not log:
-        return graph.build(model.graph, model.params, target=target)
+        return graph.build(model.graph, model.params, target=target, dtype=dtype)
     if not os.path.exists(log):
         raise KilnError(f"no such log file: {log}")
     with auto_scheduler.ApplyHistoryBest(log) as ctx:
-        lib = graph.build(model.graph, model.params, target=target)
+        lib = graph.build(model.graph, model.params, target=target, dtype=dtype)
     msg = ctx.coverage(log, target).message()  # records of kernels this model does not have
     if msg:
         print(f"[kiln] {msg}", file=sys.stderr)
@@ -249,7 +250,7 @@ def cmd_bench(args) -> int:
     variants = [("kiln untuned", None)] + ([("kiln tuned", args.log)] if args.log else [])
     for label, log in variants:
         t0 = time.time()
-        lib = _build(model, log, args.target)
+        lib = _build(model, log, args.target, args.dtype)
         build_s = time.time() - t0
         run = lambda lib=lib: list(lib.run(**model.inputs).values())[0]
         err = float(np.abs(run() - ref).max())
@@ -278,7 +279,7 @@ def cmd_compile(args) -> int:
     if not os.path.isdir(folder):
         raise KilnError(f"-o {args.output}: the folder {folder} does not exist")
     model = Model(args)
-    lib = _build(model, args.log, args.target)
+    lib = _build(model, args.log, args.target, args.dtype)
     path = lib.export_library(args.output)
     print(f"[kiln] wrote {path or args.output}")
     return 0
@@ -310,6 +311,9 @@ def _model_args(p) -> None:
                    help="sequence length of builtins (default 128, at most the model's positions)")
     p.add_argument("--shape", action="append", help="input shape, e.g. input_ids=1,128")
     p.add_argument("--target", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "fp32", "bfloat16", "bf16"),
+                   help="bf16: dense products in bfloat16 with float32 accumulation (weights "
+                   "stored in bfloat16; CPUs with AVX512-BF16)")
 
 
 def parser() -> argparse.ArgumentParser:

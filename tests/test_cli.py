@@ -109,3 +109,21 @@ def test_resume_and_transfer(model_path, tuned_log, capsys, tmp_path):
     assert main(["tune", model_path, "--trials", "1", "--log", log2,
                  "--transfer-from", str(tmp_path / "none.json")]) == 2
     assert "no cost model file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not __import__("kiln").target.Target("cpu").has("avx512bf16"),
+                    reason="needs AVX512-BF16")
+def test_bf16_tune_and_compile(model_path, tmp_path):
+    """--dtype bf16: the bf16 build's tasks are tuned, and compile uses their records."""
+    import kiln
+    log = str(tmp_path / "bf16.json")
+    assert main(["tune", model_path, "--dtype", "bf16", "--trials", "4", "--per-round", "2",
+                 "--log", log]) == 0
+    assert len(open(log).read().splitlines()) == 4
+    out = str(tmp_path / "bf16.so")
+    assert main(["compile", model_path, "--dtype", "bf16", "--log", log, "-o", out]) == 0
+    lib = kiln.graph.load(out)
+    assert "kiln_dot2_bf16" in lib.source
+    ids = np.random.default_rng(0).integers(0, 100, (1, 16)).astype(np.int64)
+    (res,) = lib.run(input_ids=ids).values()
+    assert res.dtype == np.float32 and np.isfinite(res).all()

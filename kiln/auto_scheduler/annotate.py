@@ -171,8 +171,23 @@ def rewrite_layout(state, name: str):
                 f = inner.get(getattr(idx, "name", None)) if is_axis else None
                 if f and f > 1 and shape[d] % f == 0 and d not in dict(pairs):
                     pairs.append((d, f))
+            pairs += _bf16_pair_dims(n, pairs)
             break
     return state.layout_rewrite(state.stages[pi].op, pairs) if pairs else state
+
+
+def _bf16_pair_dims(load, pairs: list) -> list:
+    """[(d, 2)] for the dim a bfloat16 pair dot product reads as 2*kk (te/bf16_pairs.py):
+    packed innermost, each lane's pair is adjacent and a tile row is one contiguous load
+    (vdpbf16ps takes it as is, no shuffle)."""
+    from ..te import expr as E
+    if load.dtype != "bfloat16" or not pairs:
+        return []
+    for d, idx in enumerate(load.indices):
+        if isinstance(idx, E.BinOp) and idx.op == "mul" and d not in dict(pairs) and \
+                any(isinstance(x, E.IntImm) and x.value == 2 for x in (idx.a, idx.b)):
+            return [(d, 2)]
+    return []
 
 
 def _parallelize(state, op, n: int):

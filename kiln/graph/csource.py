@@ -57,13 +57,20 @@ class Copy:
 
 
 def _items(prefix: str) -> list:
-    """Top-level items of C text (comments, preprocessor lines, declarations, functions)."""
-    items, cur, depth, in_comment = [], [], 0, False
+    """Top-level items of C text (comments, preprocessor lines, declarations, functions).
+    An `#if ... #endif` group is one item: its branches are alternatives, deduplicated whole."""
+    items, cur, depth, in_comment, cond = [], [], 0, False, 0
     for line in prefix.splitlines():
         if not cur and not line.strip():
             continue
         cur.append(line)
         text = line
+        if text.startswith("#if"):
+            cond += 1
+        elif text.startswith("#endif"):
+            cond -= 1
+        if cond > 0:
+            continue
         if in_comment or text.lstrip().startswith("/*"):
             in_comment = "*/" not in text
             if not in_comment and depth == 0:
