@@ -44,8 +44,9 @@ GOALS = [  # (text, row value key, goal, higher is better)
 ]
 
 
-def breakdown(model, log: str, target: str) -> list:
-    tasks, weights = auto_scheduler.extract_tasks(model.graph, model.params, target=target)
+def breakdown(model, log: str, target: str, dtype: str = "float32") -> list:
+    tasks, weights = auto_scheduler.extract_tasks(model.graph, model.params, target=target,
+                                                  dtype=dtype)
     trials: dict = {}
     for rec in auto_scheduler.load_records(log):
         trials[rec.workload_key] = trials.get(rec.workload_key, 0) + 1
@@ -220,6 +221,11 @@ def main(argv=None) -> int:
         tuned = [r for r in rows if r["precision"] == "fp32" and r.get("log")]
         gap = record_gap(bd, tuned[-1]["median_ms"])
         extra = breakdown_text(bd, tuned[-1]["median_ms"])
+    if args.bf16_log:
+        bd16 = breakdown(model, args.bf16_log[-1].split("=")[-1], args.target, "bfloat16")
+        tuned16 = [r for r in rows if r["precision"] == "bf16" and r.get("log")]
+        if tuned16:
+            extra += "\n\n### bf16 build\n\n" + breakdown_text(bd16, tuned16[-1]["median_ms"])
     extra = goals_text(goal_values(rows, gap)) + ("\n\n" + extra if extra else "")
     peers.write(Path(args.out), f"{args.builtin} (batch 1, seq {args.seq_len}), "
                 f"{args.threads} threads", meta, rows,

@@ -3,7 +3,10 @@
 #   1. hand-written GEMM schedule vs ONNX Runtime / NumPy       (benchmarks/gemm_manual.py)
 #   2. auto-scheduled GEMMs (mm, mm with constant weight, + hard_swish) vs ORT / PyTorch / NumPy
 #   3. tune every kernel of BERT-base (random weights) within a time budget (kiln tune)
-#   4. BERT-base latency: kiln untuned / tuned vs ORT, PyTorch eager, torch.compile
+#   4. the same in bfloat16 where the CPU has AVX512-BF16: the bf16 GEMMs (gemm_bf16.py) and
+#      BERT-base's bf16 build tuned for the same budget
+#   5. BERT-base latency: kiln untuned / tuned (fp32, bf16) vs ORT (fp32, int8), PyTorch
+#      (eager, bf16), torch.compile
 # Results: benchmarks/results/*.{json,md,png}. Logs are resumed, so a second run tunes further.
 # Knobs: GEMM_TRIALS (default 128), BERT_BUDGET (default 15m).
 set -euo pipefail
@@ -14,4 +17,12 @@ python benchmarks/gemm_manual.py
 python benchmarks/gemm.py --trials "${GEMM_TRIALS:-128}"
 kiln tune --builtin bert-base --trials 100000 --time-budget "${BERT_BUDGET:-15m}" \
   --log benchmarks/results/logs/bert_base.json
-python benchmarks/bert.py --log "tuned ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base.json" --budgets 5
+bf16=()
+if python -c "import kiln, sys; sys.exit(not kiln.target.Target('cpu').has('avx512bf16'))"; then
+  python benchmarks/gemm_bf16.py --trials "${GEMM_TRIALS:-128}"
+  kiln tune --builtin bert-base --dtype bf16 --trials 100000 --time-budget "${BERT_BUDGET:-15m}" \
+    --log benchmarks/results/logs/bert_base_bf16.json
+  bf16=(--bf16 --bf16-log "bf16 ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base_bf16.json")
+fi
+python benchmarks/bert.py --log "tuned ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base.json" \
+  --budgets 5 "${bf16[@]}"

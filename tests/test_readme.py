@@ -53,11 +53,12 @@ TABLE = [
                              ("bert.onnx --", "bert.onnx --shape input_ids=1,16 --")]
      + TUNE_FAST[:2], ""),
     ("--transfer-from bert128.json", TUNE_FAST, ""),
-    ("--dtype bf16 --trials 3000", [("--trials 3000", "--trials 2 --per-round 2"),
-                                    ("bench bert.onnx --dtype bf16 --log bert_bf16.json",
-                                     "bench bert.onnx --dtype bf16 --log bert_bf16.json "
-                                     "--repeat 1 --no-torch"),
-                                    ("bert.onnx --", "bert.onnx --shape input_ids=1,16 --")], ""),
+    ("kiln tune --dtype bf16", [("--trials 3000", "--trials 2 --per-round 2"),
+                                ("bench --dtype bf16 bert.onnx --log bert_bf16.json",
+                                 "bench --dtype bf16 bert.onnx --log bert_bf16.json "
+                                 "--repeat 1 --no-torch"),
+                                ("bf16 bert.onnx --", "bf16 bert.onnx --shape input_ids=1,16 --")],
+     ""),
     ("kiln.nd.to_bfloat16(np.random", [("(128, 768)", "(16, 32)"), ("(3072, 768)", "(64, 32)"),
                                        ("(128, 3072)", "(16, 64)"), ("(0, 768)", "(0, 32)")],
      ""),

@@ -226,9 +226,10 @@ def _batch_matmul(node, x):
     """N-d batched product; the flags swap the last two axes of an operand."""
     ta = bool(node.attrs.get("transpose_a", False))
     tb = bool(node.attrs.get("transpose_b", False))
+    od = _acc_dtype(x)
     if x[0].ndim == 3 and x[1].ndim == 3:
-        return topi.batch_matmul(x[0], x[1], ta, tb)
-    return topi.matmul(x[0], x[1], ta, tb)
+        return topi.batch_matmul(x[0], x[1], ta, tb, out_dtype=od)
+    return topi.matmul(x[0], x[1], ta, tb, out_dtype=od)
 
 
 def _conv2d(node, x):

@@ -5,8 +5,9 @@ Out: a new graph where each dense / matmul with a constant float32 weight reads 
 stored in bfloat16 (a new constant, rounded to nearest even) and its activation through a
 `cast` to bfloat16 (one cast per activation, shared by the denses that read it); the
 product still accumulates and is returned in float32, so bias, GELU, residual adds,
-softmax and layer norm stay float32. Batched activation x activation products (attention)
-stay float32: they are ~3% of BERT's FLOPs and the most sensitive to rounding.
+softmax and layer norm stay float32. Activation x activation products (attention's Q.K^T
+and P.V) stay float32 unless asked: they are ~3% of BERT's FLOPs and the most sensitive to
+rounding (P's probabilities would lose all but 8 bits).
 Why here: fusion then places each cast where it is cheapest without new rules: after a
 dense's epilogue (GELU -> cast: the group writes bfloat16), at the end of an injective
 chain (transpose/reshape -> cast), or as a small kernel when the float32 value is needed
@@ -24,17 +25,21 @@ from .rewrite import clone
 BF16 = "bfloat16"
 
 
-def to_bfloat16_graph(graph: Graph) -> Graph:
-    """A copy of `graph` whose dense products read bfloat16 (see the module docstring)."""
+def to_bfloat16_graph(graph: Graph, activations: bool = False) -> Graph:
+    """A copy of `graph` whose dense products read bfloat16 (see the module docstring);
+    with `activations`, the activation x activation products (attention) too."""
     g = clone(graph)
     casts: dict = {}
     for n in g.nodes():
-        if n.op not in ("dense", "matmul") or len(n.inputs) < 2:
+        if n.op not in ("dense", "matmul", "batch_matmul") or len(n.inputs) < 2:
             continue
         x, w = n.inputs[0], n.inputs[1]
-        if w.op != "const" or w.dtype != "float32" or x.dtype != "float32":
+        if x.dtype != "float32" or w.dtype != "float32":
             continue
-        n.inputs = [_cast(x, casts), _weight(g, w), *n.inputs[2:]]
+        if w.op == "const" and n.op != "batch_matmul":
+            n.inputs = [_cast(x, casts), _weight(g, w), *n.inputs[2:]]
+        elif activations and w.op != "const" and x.op != "const":
+            n.inputs = [_cast(x, casts), _cast(w, casts), *n.inputs[2:]]
     return g
 
 
