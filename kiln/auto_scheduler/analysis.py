@@ -87,3 +87,69 @@ def fusible_consumer(state, si: int):
     if c.iters != tuple(x for x in c.iters if x.annotation == "none") or c.relations:
         return None
     return ci
+
+
+_EXPENSIVE_CALLS = frozenset({"exp", "exp2", "log", "log2", "tanh", "erf", "sigmoid", "pow",
+                              "sin", "cos"})
+
+
+def has_expensive_call(state, si: int) -> bool:
+    """Whether the stage's body (inlined producers included) calls a transcendental."""
+    return any(isinstance(n, E.Call) and n.name in _EXPENSIVE_CALLS
+               for n in E.walk(effective_body(state, si)))
+
+
+def row_target(state, si: int):
+    """(op, loop name) of the row loop to compute stage si at, or None.
+
+    A row-wise producer (softmax's max, exp and sum; layer norm's sums) is read one row at a
+    time: its effective consumers are one root, all-spatial stage C (unsplit over its first k
+    axes) or stages already computed at C's k-th loop, and every consumer reads it with its
+    own first k axes as the first k indices. Computing it at that loop makes the whole
+    normalisation one pass over each row (the row stays in L1, one parallel loop)."""
+    st = state.stages[si]
+    if st.is_placeholder or st.is_output or st.attach[0] != "root" or st.relations:
+        return None
+    cons = state.effective_consumers(si)
+    targets, loops = set(), set()
+    for ci in cons:
+        ti, loop = _root_of(state, ci)
+        targets.add(ti)
+        if loop is not None:
+            loops.add(loop)
+    if len(targets) != 1 or len(loops) > 1:
+        return None
+    ti = targets.pop()
+    tgt = state.stages[ti]
+    if tgt.compute is None or tgt.compute.reduce_axis or tgt.relations:
+        return None
+    names = [it.name for it in tgt.iters]
+    k = names.index(loops.pop()) + 1 if loops else len(st.compute.axis)
+    if not 0 < k < len(tgt.compute.axis) or names[:k] != [a.name for a in
+                                                           tgt.compute.axis[:k]]:
+        return None
+    if st.compute.reduce_axis and len(st.compute.axis) != k:
+        return None
+    return (tgt.op, names[k - 1]) if all(_reads_rowwise(state, ci, st.op, k) for ci in cons) \
+        else None
+
+
+def _reads_rowwise(state, ci: int, op, k: int) -> bool:
+    axes = state.stages[ci].compute.axis
+    if len(axes) < k:
+        return False
+    for n in E.walk(effective_body(state, ci)):
+        if isinstance(n, E.TensorLoad) and n.tensor.op is op and (
+                len(n.indices) < k or any(i is not a for i, a in zip(n.indices, axes[:k]))):
+            return False
+    return True
+
+
+def _root_of(state, si: int) -> tuple:
+    """(index of the root stage whose loops enclose stage si, the loop of that root it sits
+    in, or None for si itself): follows compute_at chains (an rfactor stage at its sum)."""
+    loop = None
+    while state.stages[si].attach[0] == "at":
+        st = state.stages[si]
+        si, loop = state.stage_index(st.attach[1]), st.attach[2]
+    return si, loop

@@ -100,9 +100,11 @@ def heuristic_genome_from_tiles(info: SketchInfo, tiles: tuple) -> Genome:
     # one) serial inside the parallel loop, so each panel is packed once per row sweep
     packed = any(isinstance(s, CacheReadStep) for s in info.sketch.steps)
     par, vec, unr = [], [], []
+    rows = {s.attach[1] for s in base.stages if s.attach[0] == "at" and not s.relations}
     for si, st in enumerate(base.stages):
         if st.is_placeholder or st.attach[0] == "inline" or \
-                (not st.relations and st.origin not in ("cache_read", "rfactor")):
+                (not st.relations and st.origin not in ("cache_read", "rfactor")
+                 and not _row_stage(st, rows)):
             continue
         if st.attach[0] == "root":
             n = len(st.compute.axis)
@@ -112,6 +114,12 @@ def heuristic_genome_from_tiles(info: SketchInfo, tiles: tuple) -> Genome:
     return Genome(info.sketch_id, tiles, tuple(par), tuple(vec), tuple(unr), ())
 
 
+def _row_stage(st, rows: set) -> bool:
+    """A row loop nest of RuleComputeAtRow / RuleMaterializeAtRow: the root stage that row
+    producers are computed at, or an elementwise stage materialized inside it."""
+    if st.op in rows:
+        return True
+    return st.attach[0] == "at" and st.attach[1] in rows and not st.compute.reduce_axis
 
 
 def heuristic_genome(info: SketchInfo, target: Target) -> Genome:

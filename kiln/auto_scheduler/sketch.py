@@ -5,12 +5,18 @@ In: a ComputeDAG. Out: a list of sketch States whose SplitSteps carry placeholde
 passes, or returns successor states (and whether later rules may still apply):
 
   RuleSkipStage                 placeholders
+  RuleMaterializeAtRow          an elementwise stage with a transcendental read by several
+                                stages of one row loop (softmax's exp) is computed once per
+                                element inside that loop (next to the inlined alternative)
   RuleAlwaysInline              reduction-free non-output stages are inlined
   RuleMultiLevelTilingWithFusion  a reuse stage with one elementwise consumer: SSRSRS tiles,
                                 consumer follows the outer tiles, the stage is computed inside
   RuleAddCacheWrite             a reuse stage without such a consumer gets a local
                                 accumulator stage (which then fuses into the write-back)
   RuleMultiLevelTiling          SSRSRS tiles alone
+  RuleComputeAtRow              a row reduction read one row at a time by an elementwise
+                                consumer (softmax, layer norm) is computed inside the
+                                consumer's row loop: one parallel pass over the rows
   RuleAddRfactor                a reduction with little spatial parallelism: rfactor
   RuleRfactorLanes              a row reduction with many rows: rfactor by the SIMD lanes,
                                 partials computed per row, lanes vectorized
@@ -61,6 +67,30 @@ def fuse_into_consumer(state, si: int, ci: int, split_of: dict, level: int):
     return state.compute_at(prod.op, cons.op, parts[-1][level - 1])
 
 
+def rule_materialize_at_row(state, si: int):
+    st = state.stages[si]
+    if not A.is_strict_inlinable(state, si) or len(state.effective_consumers(si)) < 2 \
+            or not A.has_expensive_call(state, si):
+        return None, True
+    tgt = A.row_target(state, si)
+    if tgt is None:
+        return None, True
+    return [(state.compute_at(st.op, *tgt), si - 1)], True  # RuleAlwaysInline adds the other
+
+
+def rule_compute_at_row(state, si: int):
+    st = state.stages[si]
+    if not A.has_reduce(state, si) or A.needs_multi_level_tiling(state, si) \
+            or st.origin == "rfactor":
+        return None, True
+    tgt = A.row_target(state, si)
+    if tgt is None:
+        return None, True
+    # the moved stage is seen again (RuleRfactorLanes then splits it into SIMD lanes); the
+    # root placement stays a sketch through the rules after this one
+    return [(state.compute_at(st.op, *tgt), si)], True
+
+
 def rule_always_inline(state, si: int):
     if A.is_strict_inlinable(state, si):
         return [(state.compute_inline(state.stages[si].op), si - 1)], False
@@ -96,7 +126,7 @@ def rule_multi_level_tiling(state, si: int):
 
 def rule_add_rfactor(state, si: int):
     if not A.has_reduce(state, si) or A.needs_multi_level_tiling(state, si) \
-            or state.stages[si].origin == "rfactor":
+            or state.stages[si].origin == "rfactor" or state.stages[si].attach[0] != "root":
         return None, True
     if A.spatial_size(state, si) >= 4 * _cores() or A.reduce_size(state, si) < 64:
         return None, True
@@ -133,6 +163,8 @@ def rule_rfactor_lanes(state, si: int):
     lane = rf.compute.axis[-1].name
     s2 = s2.reorder(rf.op, [it.name for it in rf.iters if it.name != lane] + [lane])
     s2 = s2.compute_at(rf.op, st.op, s2.stages[si + 1].iters[n_sp - 1].name)
+    if st.attach[0] == "at":  # inside a row loop only the lane form is worth searching
+        return [(s2, si - 1)], True
     return [(s2, si - 1), (state, si - 1)], True  # the plain reduction stays a sketch too
 
 
@@ -141,8 +173,9 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-RULES = [rule_always_inline, rule_mlt_with_fusion, rule_add_cache_write,
-         rule_multi_level_tiling, rule_add_rfactor, rule_rfactor_lanes]
+RULES = [rule_materialize_at_row, rule_always_inline, rule_mlt_with_fusion,
+         rule_add_cache_write, rule_multi_level_tiling, rule_compute_at_row, rule_add_rfactor,
+         rule_rfactor_lanes]
 
 
 def pack_reads(state, layout_free: tuple = ()):

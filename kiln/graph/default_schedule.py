@@ -15,6 +15,7 @@ explores make the default a point of the search space (records can only improve 
 
 from __future__ import annotations
 
+from ..auto_scheduler import analysis as A
 from ..auto_scheduler.annotate import SketchInfo, materialize
 from ..auto_scheduler.heuristic import MAX_VECTOR, first_divisor, heuristic_genome
 from ..auto_scheduler.sketch import generate_sketches
@@ -62,27 +63,47 @@ def _lane_rfactor(state, si: int, lanes: int):
     """A row reduction (one reduce loop, no tiling) reduces `lanes` partial results at once:
     rfactor by the SIMD width into a per-row vector of partials computed inside the row loop
     (the reduce loop outside, the lanes innermost and vectorized, so an exp inside the sum,
-    as in softmax, runs as a vector polynomial), then sum the lanes. The rows are fused and
-    parallel."""
+    as in softmax, runs as a vector polynomial), then sum the lanes. A root reduction's rows
+    are fused and parallel; one already computed inside a row loop keeps its place."""
     st = state.stages[si]
     red = [it for it in st.iters if it.kind == "reduce"]
     n_sp = len(st.compute.axis)
+    minmax = _float_minmax(st)
+    width = max(2 * lanes, _GCC_PEEL + 1) if minmax else lanes
     if len(red) != 1 or red[0].extent < 2 * lanes or st.relations or n_sp == 0 or \
             any(it.annotation != "none" for it in st.iters):
         return state
     op = st.op
-    state = state.split(op, red[0].name, [lanes])
+    state = state.split(op, red[0].name, [min(width, red[0].extent // 2)])
     state = state.rfactor(op, state.stages[si].relations[-1].outs[1], factor_axis=n_sp)
     rf = state.stages[si]
     lane = rf.compute.axis[-1].name
     state = state.reorder(rf.op, [it.name for it in rf.iters if it.name != lane] + [lane])
     row = state.stages[si + 1].iters[n_sp - 1].name
-    if n_sp > 1:
-        state = state.fuse(op, list(range(n_sp)))
-        row = state.stages[si + 1].iters[0].name
-    state = state.parallel(op, row)
+    if state.stages[si + 1].attach[0] == "root":
+        if n_sp > 1:
+            state = state.fuse(op, list(range(n_sp)))
+            row = state.stages[si + 1].iters[0].name
+        state = state.parallel(op, row)
     state = state.compute_at(rf.op, op, row)
+    if minmax:
+        return state
     return state.vectorize(rf.op, len(state.stages[si].iters) - 1)
+
+
+# GCC peels loops of up to this many iterations completely before vectorizing; a NaN-keeping
+# float max / min lane function (`a > b || a != a`) inlined into a loop nest then ends as
+# scalar compares and branches (ten times slower than the vector form in softmax). A plain
+# lane loop longer than that is left to GCC's loop vectorizer instead, which emits vmaxps +
+# a NaN blend for the partials and a vector reduction for the lanes.
+_GCC_PEEL = 16
+
+
+def _float_minmax(st) -> bool:
+    from ..te import expr as E
+    body = st.compute.body
+    return isinstance(body, E.Reduce) and body.combiner.name in ("max", "min") and \
+        E.is_float(body.dtype)
 
 
 def _vectorize_reductions(state, lanes: int):
@@ -97,7 +118,66 @@ def _vectorize_reductions(state, lanes: int):
     return state
 
 
+def _row_producers(state):
+    """Compute every row-wise producer (A.row_target) inside its consumer's row loop, walking
+    from the output back; an inlined elementwise stage with a transcendental and several
+    consumers (softmax's exp: the sum and the division) is materialized there instead, so
+    it runs once per element. Returns (state, {target op: row loop name})."""
+    rows = {}
+    for si in reversed(range(len(state.stages))):
+        st = state.stages[si]
+        if st.is_placeholder:
+            continue
+        trial = state
+        if st.attach[0] == "inline":
+            if len(state.effective_consumers(si)) < 2 or not A.has_expensive_call(state, si):
+                continue
+            trial = state.compute_root(st.op)
+        tgt = A.row_target(trial, si)
+        if tgt is not None and rows.get(tgt[0], tgt[1]) == tgt[1]:
+            state = trial.compute_at(st.op, *tgt)
+            rows[tgt[0]] = tgt[1]
+    return state, rows
+
+
+def _fuse_rows(state, lanes: int):
+    """Normalisations (softmax, layer norm) as one parallel pass over rows: producers computed
+    per row, the rows fused and parallel, the row's innermost loop vectorized, reductions
+    inside it lane-rfactored, materialized elementwise stages vectorized."""
+    state, rows = _row_producers(state)
+    for op, row in rows.items():
+        k = [it.name for it in state.stage(op).iters].index(row) + 1
+        if k > 1:
+            state = state.fuse(op, list(range(k)))
+        state = state.parallel(op, 0)
+        state = _vectorize_inner(state, state.stage_index(op), lanes)
+    for si in reversed(range(len(state.stages))):
+        st = state.stages[si]
+        if st.attach[0] != "at" or st.attach[1] not in rows or st.relations:
+            continue
+        if st.compute.reduce_axis:
+            state = _lane_rfactor(state, si, lanes)
+        else:
+            state = _vectorize_inner(state, si, lanes)
+    return state
+
+
+def _vectorize_inner(state, si: int, lanes: int):
+    """Vectorize the innermost loop (split to at most 64 lanes, a multiple of the width)."""
+    st = state.stages[si]
+    last = st.iters[-1]
+    if last.kind != "spatial" or last.annotation != "none" or last.extent < 2:
+        return state
+    if last.extent > MAX_VECTOR:
+        f = _vector_factor(last.extent, lanes)
+        if f <= 1:
+            return state
+        state = state.split(st.op, len(st.iters) - 1, [f])
+    return state.vectorize(st.op, len(state.stages[si].iters) - 1)
+
+
 def _finish_simple_stages(state, lanes: int):
+    state = _fuse_rows(state, lanes)
     state = _vectorize_reductions(state, lanes)
     for si, st in enumerate(state.stages):
         if st.is_placeholder or st.attach[0] != "root" or st.relations:
@@ -152,6 +232,19 @@ def gpu_schedules(dag, target) -> list:
     return found
 
 
+def _is_row_normalization(dag) -> bool:
+    """No stage with data reuse, and some reduction a row loop can hold (softmax, layer norm):
+    _fuse_rows schedules it whole, so the sketches (whose rfactor variants crowd out the
+    plain ones for few rows) have nothing to add."""
+    state = dag.init_state()
+    for si in range(len(state.stages)):
+        if A.is_strict_inlinable(state, si):
+            state = state.compute_inline(state.stages[si].op)
+    reds = [si for si, st in enumerate(state.stages) if A.has_reduce(state, si)]
+    return bool(reds) and not any(A.needs_multi_level_tiling(state, si) for si in reds) and \
+        any(A.row_target(state, si) is not None for si in reds)
+
+
 def default_schedule(dag, layout_free: tuple = (), target=None):
     """A complete, deterministic State for `dag` (see the module docstring)."""
     target = as_target(target)
@@ -160,6 +253,8 @@ def default_schedule(dag, layout_free: tuple = (), target=None):
         if not states:
             raise KilnError(f"no GPU schedule applies to {dag.outputs[0].name}")
         return states[0]
+    if _is_row_normalization(dag):
+        return simple_schedule(dag, target)
     lanes = target.vector_lanes("float32")
     for sketch in _ordered_sketches(dag, tuple(layout_free)):
         sid = 0

@@ -37,3 +37,29 @@ def test_softmax_sketches_include_lane_rfactored_sums():
             assert rf and rf[0].attach[0] == "at"
             assert rf[0].iters[-1].annotation == "vectorize"
             assert rf[0].iters[-1].extent == min(lanes, 64)
+
+
+def test_row_fused_sketch_seeds_one_parallel_row_pass():
+    """RuleComputeAtRow + RuleMaterializeAtRow + RuleRfactorLanes: a sketch with the max, the
+    exp and the sum inside the output's row loop; its heuristic seed parallelises the rows,
+    vectorizes the row and computes the softmax."""
+    x = te.placeholder((4, 8, 64), name="x")
+    y = topi.nn.softmax(x)
+    dag = ComputeDAG([x, y])
+    want = {"softmax_maxelem", "softmax_exp", "softmax_expsum"}
+    fused = [(k, sk) for k, sk in enumerate(generate_sketches(dag))
+             if want <= {st.name for st in sk.stages if st.attach[0] == "at"}]
+    assert fused, "no row-fused sketch"
+    info = SketchInfo(dag, fused[0][1], fused[0][0])
+    state = materialize(info, heuristic_genome(info, Target("cpu")))
+    out_stage = state.stages[-1]
+    assert out_stage.iters[0].annotation == "parallel"
+    assert out_stage.iters[-1].annotation == "vectorize"
+    f = kiln.build(state, [x, y], target="cpu")
+    body = f.source.split("int32_t default_function(")[1]
+    assert body.count("#pragma omp parallel") == 1
+    xn = np.random.default_rng(1).standard_normal((4, 8, 64)).astype("float32")
+    out = np.empty_like(xn)
+    f(xn, out)
+    e = np.exp(xn - xn.max(-1, keepdims=True))
+    np.testing.assert_allclose(out, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-6)

@@ -1,6 +1,7 @@
-"""Default CPU schedules of row reductions (softmax, layer norm) use the SIMD lanes: the sum
-runs as a vector of partial sums (the exp inside softmax's sum is the vector polynomial), and
-the results match NumPy, row lengths that the lanes do not divide included."""
+"""Default CPU schedules of row reductions (softmax, layer norm): one parallel pass over the
+rows with every reduction computed inside the row loop as a vector of partial results,
+softmax's exp computed once per element, and the results match NumPy (row lengths that the
+lanes do not divide, NaN and infinite inputs included)."""
 
 import numpy as np
 import pytest
@@ -16,20 +17,50 @@ def _softmax_ref(x):
     return e / e.sum(-1, keepdims=True)
 
 
-@pytest.mark.parametrize("cols", [128, 70, 37])
-def test_softmax_default_schedule_is_vectorized_and_correct(cols):
-    x = te.placeholder((6, cols), name="x")
+def _build_softmax(shape):
+    x = te.placeholder(shape, name="x")
     y = topi.nn.softmax(x)
     state = default_schedule(ComputeDAG([x, y]), (), "cpu")
-    f = kiln.build(state, [x, y], target="cpu")
+    return state, kiln.build(state, [x, y], target="cpu")
+
+
+def _body(f) -> str:
+    return f.source.split("int32_t default_function(")[1].split("\n}\n")[0]
+
+
+@pytest.mark.parametrize("shape", [(6, 128), (6, 70), (6, 37), (3, 4, 64)])
+def test_softmax_default_schedule_is_one_row_pass_and_correct(shape):
+    state, f = _build_softmax(shape)
     lanes = kiln.target.Target("cpu").vector_lanes("float32")
-    if cols >= 2 * lanes:  # the vector exp in the sum's partials, and in the normalisation
-        assert "softmax_expsum_rf" in f.source
-        assert f.source.count(f"kiln_exp_f32x{lanes}(") >= 2
-    xn = np.random.default_rng(cols).standard_normal((6, cols)).astype("float32") * 4
+    body = _body(f)
+    assert body.count("#pragma omp parallel") == 1  # max, exp, sum and scale in one row loop
+    at = {st.name: st.attach for st in state.stages if st.attach[0] == "at"}
+    assert {"softmax_maxelem", "softmax_exp", "softmax_expsum"} <= set(at)
+    lines = body.splitlines()
+    exps = [k for k, line in enumerate(lines) if "kiln_exp_f32" in line or "expf(" in line]
+    assert any(f"kiln_exp_f32x{lanes}(" in lines[k] for k in exps)  # the vector polynomial
+    for k in exps:  # exp once per element: every exp is stored to the row's exp buffer
+        assert "softmax_exp[" in lines[k] or "softmax_exp[" in lines[k + 1]
+    if shape[-1] >= 2 * lanes:
+        assert "softmax_expsum_rf" in body and "softmax_maxelem_rf" in body
+    xn = np.random.default_rng(shape[-1]).standard_normal(shape).astype("float32") * 4
     out = np.empty_like(xn)
     f(xn, out)
     np.testing.assert_allclose(out, _softmax_ref(xn), rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_default_schedule_special_rows():
+    """Masked (-inf) entries, a huge value, a NaN: the same as NumPy, row by row."""
+    _, f = _build_softmax((4, 64))
+    xn = np.random.default_rng(1).standard_normal((4, 64)).astype("float32")
+    xn[0, 10:] = -np.inf
+    xn[1, 3] = 1e30
+    xn[2, 7] = np.nan
+    xn[3] = -np.inf
+    out = np.empty_like(xn)
+    f(xn, out)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(out, _softmax_ref(xn), rtol=1e-5, atol=1e-6)
 
 
 def test_layer_norm_default_schedule_is_vectorized_and_correct():
@@ -39,7 +70,10 @@ def test_layer_norm_default_schedule_is_vectorized_and_correct():
     y = topi.nn.layer_norm(x, g, b)
     state = default_schedule(ComputeDAG([x, g, b, y]), (), "cpu")
     assert sum(st.origin == "rfactor" for st in state.stages) == 2
+    assert all(st.attach[0] == "at" for st in state.stages if st.compute and
+               st.compute.reduce_axis)
     f = kiln.build(state, [x, g, b, y], target="cpu")
+    assert _body(f).count("#pragma omp parallel") == 1
     rng = np.random.default_rng(0)
     xn, gn, bn = (rng.standard_normal(s).astype("float32") for s in ((4, 100), (100,), (100,)))
     out = np.empty_like(xn)
@@ -69,3 +103,39 @@ def test_dense_with_a_prime_row_count_gets_a_guarded_row_tile():
     out = np.empty((197, 96), "float32")
     f(*args, out)
     np.testing.assert_allclose(out, xn @ wn.T, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_over_two_axes_keeps_the_leading_rows():
+    x = te.placeholder((3, 8, 40), name="x")
+    y = topi.nn.layer_norm(x, None, None, axis=(1, 2))
+    state = default_schedule(ComputeDAG([x, y]), (), "cpu")
+    f = kiln.build(state, [x, y], target="cpu")
+    xn = np.random.default_rng(2).standard_normal((3, 8, 40)).astype("float32")
+    out = np.empty_like(xn)
+    f(xn, out)
+    m = xn.mean((1, 2), keepdims=True)
+    ref = (xn - m) / np.sqrt(((xn - m) ** 2).mean((1, 2), keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_full_width_vector_exp_special_values():
+    """The exp of a full-width vector (vscalefps with AVX-512): NaN, +-inf, overflow, the
+    denormal range and ordinary values against NumPy."""
+    lanes = kiln.target.Target("cpu").vector_lanes("float32")
+    n = 4 * lanes
+    x = te.placeholder((n,), name="x")
+    y = te.compute((n,), lambda i: te.exp(x[i]), name="y")
+    s = te.create_schedule(y.op)
+    s[y].vectorize(s[y].op.axis[0])
+    f = kiln.build(s, [x, y], target="cpu")
+    vals = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 88.7, 88.73, 89.0, 100.0, -87.0,
+                     -95.0, -103.0, -104.5, -150.0, 1.5, -1.5], np.float32)
+    xn = np.resize(vals, n).astype(np.float32)
+    out = np.empty_like(xn)
+    f(xn, out)
+    with np.errstate(over="ignore"):
+        want = np.exp(xn.astype(np.float64)).astype(np.float32)
+    normal = np.abs(want) >= np.finfo(np.float32).tiny
+    np.testing.assert_allclose(out[normal], want[normal], rtol=1e-6)
+    np.testing.assert_allclose(out[~normal], want[~normal], rtol=0, atol=1e-44)
+    assert np.isnan(out[np.isnan(xn)]).all()
