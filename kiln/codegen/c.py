@@ -27,7 +27,16 @@ from ..te import expr as E
 from ..tir import stmt as S
 from .c_expr import ScalarPrinter, Scope
 from .c_lib import BITS, VECTOR_DTYPES, CLib, ctype
-from .c_prep import ScalarLoop, VecBlock, const_int, loop_range, prepare, steps
+from .c_prep import (
+    LaneCombine,
+    ScalarLoop,
+    VecBlock,
+    const_int,
+    lane_combine,
+    loop_range,
+    prepare,
+    steps,
+)
 from .c_vector import VectorPrinter
 
 META_VERSION = 1
@@ -219,6 +228,10 @@ class FuncPrinter:
         n = const_int(s.extent)
         if n is not None and n <= 0:
             return
+        comb = lane_combine(s, self.scope.ranges) if pragma is None else None
+        if comb is not None:
+            self.lane_combine(comb)
+            return
         name, t = self.scope.name(s.var), ctype(s.var.dtype)
         par = s.kind == "parallel" and not self.in_parallel
         if par:
@@ -241,6 +254,14 @@ class FuncPrinter:
         self.block(s.body)
         self.in_parallel, self.scope.ranges = was, saved
         self.line("}")
+
+    def lane_combine(self, c: LaneCombine) -> None:
+        """dst = dst + (tree of src[base .. base+width)): one load, log2(width) steps."""
+        dt, lib = c.store.buffer.dtype, self.scope.lib
+        src = f"{lib.need('load', dt, c.width)}(&{self.scope.name(c.src)}[" \
+              f"{self.scalar.expr(c.base)}])"
+        dst = f"{self.scope.name(c.store.buffer)}[{self.scalar.expr(c.store.index)}]"
+        self.line(f"{dst} = {dst} + {lib.need('hreduce', c.op, dt, c.width)}({src});")
 
     def block(self, s: S.Stmt) -> None:
         self.depth += 1

@@ -169,10 +169,43 @@ def _vminmax(op, dtype, lanes, nan: bool = False):
     the math templates' range clamps keep the cheaper form)."""
     rel = "<" if op == "min" else ">"
     keep_nan = nan and dtype in ("float32", "float64")
-    test = f"(a[i] {rel} b[i] || a[i] != a[i])" if keep_nan else f"a[i] {rel} b[i]"
-    suffix = "n" if keep_nan else ""
-    return lanewise(f"kiln_{op}{suffix}_{SUFFIX[dtype]}x{lanes}", dtype, lanes, 2,
-                    f"{test} ? a[i] : b[i]")
+    if keep_nan:
+        return _vminmax_nan(op, rel, dtype, lanes)
+    return lanewise(f"kiln_{op}_{SUFFIX[dtype]}x{lanes}", dtype, lanes, 2,
+                    f"a[i] {rel} b[i] ? a[i] : b[i]")
+
+
+def _vminmax_nan(op, rel, dtype, lanes):
+    """NaN-keeping min / max as whole-vector masks and a bitwise blend: a lane loop with
+    `a > b || a != a` is unrolled by GCC before vectorization (loops of <= 16 lanes) and ends
+    as scalar compares and branches, ten times slower in softmax's row max."""
+    v, m = vtype_name(dtype, lanes), vtype_name(mask_dtype(dtype), lanes)
+    name = f"kiln_{op}n_{SUFFIX[dtype]}x{lanes}"
+    code = (f"static inline {v} {name}({v} a, {v} b) {{\n"
+            f"  {m} k = (a {rel} b) | (a != a);\n"
+            f"  return ({v})((({m})a & k) | (({m})b & ~k));\n}}\n")
+    return name, [("vtype", dtype, lanes), ("vtype", mask_dtype(dtype), lanes)], code
+
+
+def _hreduce(op, dtype, lanes):
+    """The sum of `lanes` lanes by halving: log2(lanes) vector adds instead of a serial
+    chain of lanes - 1 dependent scalar adds (softmax's and layer norm's row sums)."""
+    if op != "add":
+        raise CodegenError(f"internal: no horizontal {op}")
+    name = f"kiln_hadd_{SUFFIX[dtype]}x{lanes}"
+    deps, lines, w, cur = [("vtype", dtype, lanes)], [], lanes, "v"
+    while w > 2:
+        h = w // 2
+        lo = ", ".join(str(i) for i in range(h))
+        hi = ", ".join(str(i) for i in range(h, w))
+        deps.append(("vtype", dtype, h))
+        lines.append(f"  {vtype_name(dtype, h)} r{h} = __builtin_shufflevector({cur}, {cur}, {lo})"
+                     f" + __builtin_shufflevector({cur}, {cur}, {hi});")
+        cur, w = f"r{h}", h
+    lines.append(f"  return {cur}[0] + {cur}[1];")
+    code = (f"static inline {ctype(dtype)} {name}({vtype_name(dtype, lanes)} v) {{\n" +
+            "\n".join(lines) + "\n}\n")
+    return name, deps, code
 
 
 def _vfloordiv(dtype, lanes):
@@ -201,5 +234,6 @@ _BUILDERS = {
     "vmin_nan": lambda dtype, lanes: _vminmax("min", dtype, lanes, nan=True),
     "vmax_nan": lambda dtype, lanes: _vminmax("max", dtype, lanes, nan=True),
     "vfloordiv": _vfloordiv,
+    "hreduce": _hreduce,
     "vfloormod": _vfloormod,
 }

@@ -239,3 +239,51 @@ def _block(loop: S.For, offset: E.Expr, width: int, ranges: dict) -> VecBlock:
     inner = {**ranges, lane: (0, width - 1)}
     body = instantiate(loop.body, {loop.var: offset + lane}, inner)
     return VecBlock(lane, width, body, loop.var)
+
+
+# ---------------------------------------------------------------- lane combines
+
+@dataclass(eq=False, repr=False)
+class LaneCombine:
+    """`for v < width: dst = dst + src[base + v]` (a row's SIMD partial sums folded into one
+    value): printed as one vector load and a halving tree (c_lib "hreduce")."""
+
+    store: S.Store
+    op: str
+    src: S.Buffer
+    base: E.Expr
+    width: int
+
+
+def lane_combine(loop: S.For, ranges: dict) -> LaneCombine | None:
+    """The LaneCombine a serial loop is, or None. Float sums only: the tree reassociates, as
+    the rfactor that made the partials already did (a max tree measured slower than GCC's
+    code for the serial NaN-keeping chain, so max / min stay loops)."""
+    n = const_int(loop.extent)
+    st = loop.body
+    if loop.kind not in ("serial", "unrolled") or n not in (4, 8, 16, 32, 64) or \
+            not isinstance(st, S.Store) or st.buffer.dtype not in ("float32", "float64"):
+        return None
+    val = st.value
+    if not (isinstance(val, E.BinOp) and val.op == "add"):
+        return None
+    acc, src = val.a, val.b
+    if not (isinstance(acc, S.BufferLoad) and acc.buffer is st.buffer and
+            isinstance(src, S.BufferLoad) and src.buffer.dtype == st.buffer.dtype):
+        return None
+    inner = {**ranges, loop.var: loop_range(loop.extent)}
+    sim = Simplifier(inner)
+    if loop.var in E.free_vars(sim.simplify(st.index)) or not _same(sim, acc.index, st.index):
+        return None
+    lin = sim.to_lin(src.index)
+    key = ("v", loop.var.uid)
+    if key not in lin.terms or lin.terms[key][1] != 1 or \
+            any(loop.var in E.free_vars(a) for k, (a, _) in lin.terms.items() if k != key):
+        return None
+    base = simplify(E.substitute(src.index, {loop.var: E.IntImm(0, loop.var.dtype)}), ranges)
+    return LaneCombine(st, val.op, src.buffer, base, n)
+
+
+def _same(sim, a: E.Expr, b: E.Expr) -> bool:
+    d = sim.to_lin(E.binop("sub", a, b))
+    return not d.terms and d.const == 0

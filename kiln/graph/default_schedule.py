@@ -68,8 +68,7 @@ def _lane_rfactor(state, si: int, lanes: int):
     st = state.stages[si]
     red = [it for it in st.iters if it.kind == "reduce"]
     n_sp = len(st.compute.axis)
-    minmax = _float_minmax(st)
-    width = max(2 * lanes, _GCC_PEEL + 1) if minmax else lanes
+    width = lanes
     if len(red) != 1 or red[0].extent < 2 * lanes or st.relations or n_sp == 0 or \
             any(it.annotation != "none" for it in st.iters):
         return state
@@ -86,24 +85,7 @@ def _lane_rfactor(state, si: int, lanes: int):
             row = state.stages[si + 1].iters[0].name
         state = state.parallel(op, row)
     state = state.compute_at(rf.op, op, row)
-    if minmax:
-        return state
     return state.vectorize(rf.op, len(state.stages[si].iters) - 1)
-
-
-# GCC peels loops of up to this many iterations completely before vectorizing; a NaN-keeping
-# float max / min lane function (`a > b || a != a`) inlined into a loop nest then ends as
-# scalar compares and branches (ten times slower than the vector form in softmax). A plain
-# lane loop longer than that is left to GCC's loop vectorizer instead, which emits vmaxps +
-# a NaN blend for the partials and a vector reduction for the lanes.
-_GCC_PEEL = 16
-
-
-def _float_minmax(st) -> bool:
-    from ..te import expr as E
-    body = st.compute.body
-    return isinstance(body, E.Reduce) and body.combiner.name in ("max", "min") and \
-        E.is_float(body.dtype)
 
 
 def _vectorize_reductions(state, lanes: int):

@@ -43,6 +43,8 @@ def test_softmax_default_schedule_is_one_row_pass_and_correct(shape):
         assert "softmax_exp[" in lines[k] or "softmax_exp[" in lines[k + 1]
     if shape[-1] >= 2 * lanes:
         assert "softmax_expsum_rf" in body and "softmax_maxelem_rf" in body
+        # the row's partial sums fold as a halving tree, not a serial chain of scalar adds
+        assert f"kiln_hadd_f32x{lanes}(kiln_load_f32x{lanes}(&softmax_expsum_rf[" in body
     xn = np.random.default_rng(shape[-1]).standard_normal(shape).astype("float32") * 4
     out = np.empty_like(xn)
     f(xn, out)
