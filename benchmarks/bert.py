@@ -105,8 +105,9 @@ def parse(argv=None) -> argparse.Namespace:
                    help="kiln bf16 tuned with this log (LABEL=path or path; repeatable)")
     p.add_argument("--repeat", type=int, default=10, help="rounds per sitting")
     p.add_argument("--sittings", type=int, default=3)
-    p.add_argument("--gap-ms", type=float, default=5.0,
-                   help="sleep before each timed call (thread pools of the previous row idle)")
+    p.add_argument("--gap-ms", type=float, default=50.0,
+                   help="sleep before each timed call, so the thread pools of the previous row "
+                   "are idle (with 5 ms, PyTorch bf16 read 116 ms instead of 80 ms)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", default="cpu")
     p.add_argument("--no-torch", action="store_true")
