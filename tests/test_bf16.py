@@ -181,7 +181,23 @@ def test_graph_bf16_matches_fp32():
     assert np.abs(o32 - o16).max() < 0.05
     assert "kiln_dot2_bf16" in lib16.source and "kiln_dot2_bf16" not in lib32.source
     tasks, _ = auto_scheduler.extract_tasks(m.graph, m.params, "cpu", dtype="bfloat16")
-    assert any("bfloat16" in str(t.compute_dag) for t in tasks)
+    products = [t for t in tasks if "dense" in t.desc or "batch_matmul" in t.desc]
+    assert any("batch_matmul" in t.desc for t in products)
+    assert any("dense" in t.desc for t in products)
+    for t in products:  # weights and activations (attention's Q.K^T, P.V) read bfloat16
+        assert "(k * 2)" in str(t.compute_dag) and "bfloat16" in str(t.compute_dag), t.desc
+
+
+def test_graph_bf16_without_activation_products():
+    from kiln.graph.passes.bf16 import to_bfloat16_graph
+    from kiln.graph.tasks import prepare_graph
+    m = _tiny_model()
+    g, _ = prepare_graph(m.graph, m.params)
+    g16 = to_bfloat16_graph(g, activations=False)
+    mm = [n for n in g16.nodes() if n.op == "batch_matmul"]
+    assert mm and all(i.dtype == "float32" for n in mm for i in n.inputs)
+    dense = [n for n in g16.nodes() if n.op == "dense"]
+    assert dense and all(n.inputs[1].dtype == "bfloat16" for n in dense)
 
 
 def test_bf16_errors():

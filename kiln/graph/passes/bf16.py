@@ -6,8 +6,10 @@ stored in bfloat16 (a new constant, rounded to nearest even) and its activation 
 `cast` to bfloat16 (one cast per activation, shared by the denses that read it); the
 product still accumulates and is returned in float32, so bias, GELU, residual adds,
 softmax and layer norm stay float32. Activation x activation products (attention's Q.K^T
-and P.V) stay float32 unless asked: they are ~3% of BERT's FLOPs and the most sensitive to
-rounding (P's probabilities would lose all but 8 bits).
+and P.V) read both operands in bfloat16 too: Q, K and V's casts fuse into the
+reshape/transpose copies that produce them, P's is a small kernel after the softmax, and on
+BERT-base the output keeps a cosine of 0.99999 with float32 either way (measured; the
+untuned build is ~1% faster; activations=False keeps them float32).
 Why here: fusion then places each cast where it is cheapest without new rules: after a
 dense's epilogue (GELU -> cast: the group writes bfloat16), at the end of an injective
 chain (transpose/reshape -> cast), or as a small kernel when the float32 value is needed
@@ -25,7 +27,7 @@ from .rewrite import clone
 BF16 = "bfloat16"
 
 
-def to_bfloat16_graph(graph: Graph, activations: bool = False) -> Graph:
+def to_bfloat16_graph(graph: Graph, activations: bool = True) -> Graph:
     """A copy of `graph` whose dense products read bfloat16 (see the module docstring);
     with `activations`, the activation x activation products (attention) too."""
     g = clone(graph)
