@@ -16,7 +16,7 @@ source scripts/bootstrap.sh bench
 python benchmarks/gemm_manual.py
 python benchmarks/gemm.py --trials "${GEMM_TRIALS:-128}"
 kiln tune --builtin bert-base --trials 100000 --time-budget "${BERT_BUDGET:-15m}" \
-  --log benchmarks/results/logs/bert_base.json
+  --log benchmarks/results/logs/bert_base_flushed.json
 bf16=()
 if python -c "import kiln, sys; sys.exit(not kiln.target.Target('cpu').has('avx512bf16'))"; then
   python benchmarks/gemm_bf16.py --trials "${GEMM_TRIALS:-128}"
@@ -24,5 +24,5 @@ if python -c "import kiln, sys; sys.exit(not kiln.target.Target('cpu').has('avx5
     --log benchmarks/results/logs/bert_base_bf16.json
   bf16=(--bf16 --bf16-log "bf16 ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base_bf16.json")
 fi
-python benchmarks/bert.py --log "tuned ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base.json" \
+python benchmarks/bert.py --log "tuned ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base_flushed.json" \
   --budgets 5 "${bf16[@]}"

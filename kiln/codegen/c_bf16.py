@@ -21,6 +21,7 @@ from __future__ import annotations
 from ..errors import CodegenError
 from ..te import expr as E
 from ..tir import stmt as S
+from .c_lib import ctype, vtype_name
 
 BF16 = "bfloat16"
 _KEEP = (S.BufferLoad, E.Var, E.Cast)
@@ -67,14 +68,9 @@ def scalar_cast(lib, dtype: str, src_dtype: str, text: str) -> str:
     """C text converting `text` (of src_dtype) to dtype when either side is bfloat16."""
     if src_dtype == BF16:
         f = f"{lib.need('bf16_to_f32')}({text})"
-        return f if dtype == "float32" else f"({_ctype(dtype)})({f})"
+        return f if dtype == "float32" else f"({ctype(dtype)})({f})"
     src = text if src_dtype == "float32" else f"(float)({text})"
     return f"{lib.need('f32_to_bf16')}({src})"
-
-
-def _ctype(dtype: str) -> str:
-    from .c_lib import ctype
-    return ctype(dtype)
 
 
 # ---------------------------------------------------------------- helpers (CLib builders)
@@ -103,7 +99,6 @@ def _u32_type(lanes: int) -> str:
 
 def _vcvt_from(lanes: int):
     """bfloat16 vector -> float32 vector: widen to 32 bits and shift into the high half."""
-    from .c_lib import vtype_name
     v, f = vtype_name(BF16, lanes), vtype_name("float32", lanes)
     name = f"kiln_cvt_bf16_f32x{lanes}"
     u = f"kiln_u32x{lanes}_"
@@ -115,7 +110,6 @@ def _vcvt_from(lanes: int):
 
 def _vcvt_to(lanes: int):
     """float32 vector -> bfloat16 vector, rounding to nearest even, NaN kept quiet."""
-    from .c_lib import vtype_name
     v, f = vtype_name(BF16, lanes), vtype_name("float32", lanes)
     name = f"kiln_cvt_f32_bf16x{lanes}"
     u = f"kiln_u32x{lanes}_"
@@ -130,7 +124,6 @@ def _vcvt_to(lanes: int):
 
 def _bcast2(lanes: int):
     """The 32 bits at p (two adjacent bfloat16) repeated over `lanes` 32-bit lanes."""
-    from .c_lib import vtype_name
     v = vtype_name(BF16, 2 * lanes)
     name = f"kiln_bcast2_bf16x{2 * lanes}"
     u = f"kiln_u32x{lanes}_"
@@ -143,7 +136,6 @@ def _bcast2(lanes: int):
 
 def _zip(lanes: int):
     """Interleave two bfloat16 rows lane by lane: (lo0, hi0, lo1, hi1, ...)."""
-    from .c_lib import vtype_name
     v, v2 = vtype_name(BF16, lanes), vtype_name(BF16, 2 * lanes)
     name = f"kiln_zip_bf16x{lanes}"
     order = ", ".join(f"{i}, {i + lanes}" for i in range(lanes))
@@ -161,7 +153,6 @@ _INTRIN = {16: ("_mm512_dpbf16_ps", "__m512", "__m512bh", "defined(__AVX512BF16_
 
 def _dot2(lanes: int):
     """acc[i] + a[2i]*b[2i] + a[2i+1]*b[2i+1]: vdpbf16ps where the flags allow it."""
-    from .c_lib import vtype_name
     f, v2 = vtype_name("float32", lanes), vtype_name(BF16, 2 * lanes)
     name = f"kiln_dot2_bf16_f32x{lanes}"
     cvt = "kiln_bf16_to_f32"
@@ -282,7 +273,6 @@ def _lane_stride(vp, sim, y: S.BufferLoad):
 
 
 def _vt(lanes: int) -> str:
-    from .c_lib import vtype_name
     return vtype_name(BF16, lanes)
 
 
