@@ -15,6 +15,7 @@ cd "$root"
 source scripts/bootstrap.sh bench
 python benchmarks/gemm_manual.py
 python benchmarks/gemm.py --trials "${GEMM_TRIALS:-128}"
+python benchmarks/reductions.py          # softmax / layer norm default schedules vs peers
 kiln tune --builtin bert-base --trials 100000 --time-budget "${BERT_BUDGET:-15m}" \
   --log benchmarks/results/logs/bert_base_flushed.json
 bf16=()
