@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -92,18 +91,12 @@ def peer_rows(a, b, threads: int) -> dict:
     return out
 
 
-def interleaved(fns: dict, number: int, rounds: int) -> dict:
-    """name -> seconds per call, one sample per round; rows alternate within each round."""
-    for fn, _ in fns.values():
-        fn()
-    samples: dict = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, (fn, _) in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / number)
-    return samples
+def per_call(fn, number: int):
+    """fn called `number` times: one interleaved sample is the mean of a short burst."""
+    def burst():
+        for _ in range(number):
+            fn()
+    return burst
 
 
 def main(argv=None) -> int:
@@ -129,7 +122,9 @@ def main(argv=None) -> int:
     c = np.empty((M, N), np.float32)
     load0 = os.getloadavg()
     fns = {**kiln_rows(tuned, a, b, c), **peer_rows(a, b, args.threads)}
-    samples = interleaved(fns, args.number, args.rounds)
+    bursts = {name: per_call(fn, args.number) for name, (fn, _) in fns.items()}
+    samples = {name: [t / args.number for t in ts]
+               for name, ts in peers.interleaved(bursts, args.rounds, 1).items()}
     flops = 2.0 * M * N * K
     rows = [_row(name, secs, flops, fns[name][1]) for name, secs in samples.items()]
     meta = {**peers.meta(args), "target": str(kiln.target.Target("cpu")),

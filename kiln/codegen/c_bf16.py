@@ -21,6 +21,7 @@ from __future__ import annotations
 from ..errors import CodegenError
 from ..te import expr as E
 from ..tir import stmt as S
+from ..tir.simplify import var_stride
 from .c_lib import ctype, vtype_name
 
 BF16 = "bfloat16"
@@ -264,12 +265,7 @@ def _lane_stride(vp, sim, y: S.BufferLoad):
     """The lane stride of y's index when it is affine in the lane (else None)."""
     if y.buffer.uid in vp.vregs:
         return None
-    lin = sim.to_lin(y.index)
-    key = ("v", vp.lane.uid)
-    rest = [a for k, (a, _) in lin.terms.items() if k != key]
-    if any(vp.varies(a) for a in rest):
-        return None
-    return lin.terms[key][1] if key in lin.terms else 0
+    return var_stride(sim.to_lin(y.index), vp.lane, vp.varies)[0]
 
 
 def _vt(lanes: int) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..te import expr as E
 from ..tir import stmt as S
-from ..tir.simplify import Simplifier, simplify
+from ..tir.simplify import Simplifier, simplify, var_stride
 from .c_bf16 import promote
 
 MAX_UNROLL = 64          # an `unrolled` loop longer than this stays a loop (#pragma GCC unroll)
@@ -200,12 +200,9 @@ def _all_stores_stride(body: S.Stmt, var: E.Var, ranges: dict) -> bool:
     stores = [st for st in S.walk_stmts(body) if isinstance(st, S.Store)]
     if not stores:
         return False
-    key = ("v", var.uid)
     for st in stores:
-        lin = Simplifier(ranges).to_lin(st.index)
-        if key not in lin.terms or lin.terms[key][1] == 0:
-            return False
-        if any(var in E.free_vars(a) for k, (a, _) in lin.terms.items() if k != key):
+        stride, _ = var_stride(Simplifier(ranges).to_lin(st.index), var)
+        if not stride:
             return False
     return True
 
@@ -275,10 +272,7 @@ def lane_combine(loop: S.For, ranges: dict) -> LaneCombine | None:
     sim = Simplifier(inner)
     if loop.var in E.free_vars(sim.simplify(st.index)) or not _same(sim, acc.index, st.index):
         return None
-    lin = sim.to_lin(src.index)
-    key = ("v", loop.var.uid)
-    if key not in lin.terms or lin.terms[key][1] != 1 or \
-            any(loop.var in E.free_vars(a) for k, (a, _) in lin.terms.items() if k != key):
+    if var_stride(sim.to_lin(src.index), loop.var)[0] != 1:
         return None
     base = simplify(E.substitute(src.index, {loop.var: E.IntImm(0, loop.var.dtype)}), ranges)
     return LaneCombine(st, val.op, src.buffer, base, n)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..errors import CodegenError
 from ..te import expr as E
 from ..tir import stmt as S
-from ..tir.simplify import Lin, simplify
+from ..tir.simplify import Lin, simplify, var_stride
 from .c_bf16 import dot2_operands, split_dot2
 from .c_expr import ScalarPrinter, Scope
 from .c_lib import BITS, MASK_DTYPE, VECTOR_DTYPES, ctype, mask_dtype, vtype_name
@@ -96,12 +96,8 @@ class VectorPrinter:
     def access(self, buf: S.Buffer, index: E.Expr):
         """('vreg', k) | ('contig', base text) | ('lanes', [index text per lane])."""
         sim = self.simplifier()
-        lin = sim.to_lin(index)
-        key = ("v", self.lane.uid)
-        stride = lin.terms[key][1] if key in lin.terms else 0
-        rest = Lin({k: v for k, v in lin.terms.items() if k != key}, lin.const, lin.dtype)
-        affine = not any(self.varies(a) for a, _ in rest.terms.values())
-        if affine and stride == 1:
+        stride, rest = var_stride(sim.to_lin(index), self.lane, self.varies)
+        if stride == 1:
             if buf.uid in self.vregs:
                 return self.vreg_index(buf, rest)
             return "contig", self.scalar.expr(sim.from_lin(rest))

@@ -68,6 +68,17 @@ def _atom(e: E.Expr) -> Lin:
     return Lin({skey(e): [e, 1]}, 0, e.dtype)
 
 
+def var_stride(lin: Lin, var: E.Var, varies=None) -> tuple:
+    """(coefficient of `var` in a linear index, the index without that term); the coefficient
+    is None when another term still varies with var (`varies(atom)`, default: mentions it)."""
+    key = ("v", var.uid)
+    rest = Lin({k: v for k, v in lin.terms.items() if k != key}, lin.const, lin.dtype)
+    varies = varies or (lambda a: var in E.free_vars(a))
+    if any(varies(a) for a, _ in rest.terms.values()):
+        return None, rest
+    return (lin.terms[key][1] if key in lin.terms else 0), rest
+
+
 class Simplifier:
     def __init__(self, ranges=None):
         self.ranges = dict(ranges or {})

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import workloads
 
 import kiln
 from kiln import auto_scheduler, te
@@ -62,10 +63,8 @@ def test_flush_keeps_contents_and_checks_arguments():
 
 @auto_scheduler.register_workload
 def flush_dense(M, N, K):
-    a = te.placeholder((M, K), name="a")
-    b = te.placeholder((N, K), name="b")
-    k = te.reduce_axis((0, K), name="k")
-    return [a, b, te.compute((M, N), lambda i, j: te.sum(a[i, k] * b[j, k], [k]), name="c")]
+    ins, outs, _ = workloads.matmul(M, N, K)
+    return ins + outs
 
 
 def test_flush_mode_picks_cold_inputs():

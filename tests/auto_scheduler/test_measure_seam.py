@@ -4,8 +4,9 @@ the reference built by the builder like any candidate, and the one measurer fact
 import hashlib
 
 import pytest
+import workloads
 
-from kiln import auto_scheduler, te
+from kiln import auto_scheduler
 from kiln.auto_scheduler.measure import (
     Builder,
     BuildResult,
@@ -20,10 +21,8 @@ from kiln.errors import KilnError
 
 @auto_scheduler.register_workload
 def seam_mm(M, N, K):
-    a = te.placeholder((M, K), name="a")
-    b = te.placeholder((N, K), name="b")
-    k = te.reduce_axis((0, K), name="k")
-    return [a, b, te.compute((M, N), lambda i, j: te.sum(a[i, k] * b[j, k], [k]), name="c")]
+    ins, outs, _ = workloads.matmul(M, N, K)
+    return ins + outs
 
 
 @pytest.fixture(scope="module")

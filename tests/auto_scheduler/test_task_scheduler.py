@@ -2,16 +2,15 @@
 
 import math
 
-from kiln import auto_scheduler, te
+import workloads
+
+from kiln import auto_scheduler
 from kiln.auto_scheduler.task_scheduler import TaskScheduler
 
 
 def _task(n):
-    a = te.placeholder((n, n), name="a")
-    b = te.placeholder((n, n), name="b")
-    k = te.reduce_axis((0, n), name="k")
-    c = te.compute((n, n), lambda i, j: te.sum(a[i, k] * b[j, k], [k]), name="c")
-    return auto_scheduler.SearchTask(compute_dag=auto_scheduler.ComputeDAG([a, b, c]),
+    ins, outs, _ = workloads.matmul(n, n, n)
+    return auto_scheduler.SearchTask(compute_dag=auto_scheduler.ComputeDAG(ins + outs),
                                      target="cpu", desc=f"mm{n}")
 
 

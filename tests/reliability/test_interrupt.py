@@ -10,8 +10,9 @@ import sys
 import time
 
 import pytest
+import workloads
 
-from kiln import auto_scheduler, te
+from kiln import auto_scheduler
 from kiln.auto_scheduler.task_scheduler import TaskScheduler
 
 pytest.importorskip("torch")
@@ -60,11 +61,8 @@ def test_ctrl_c_stops_kiln_tune_and_a_second_run_resumes(tmp_path):
 
 
 def _mm(n):
-    a = te.placeholder((n, n), name="a")
-    b = te.placeholder((n, n), name="b")
-    k = te.reduce_axis((0, n), name="k")
-    c = te.compute((n, n), lambda i, j: te.sum(a[i, k] * b[j, k], [k]), name="c")
-    return auto_scheduler.SearchTask(compute_dag=auto_scheduler.ComputeDAG([a, b, c]),
+    ins, outs, _ = workloads.matmul(n, n, n)
+    return auto_scheduler.SearchTask(compute_dag=auto_scheduler.ComputeDAG(ins + outs),
                                      target="cpu", desc=f"mm{n}")
 
 
