@@ -54,7 +54,8 @@ def breakdown(model, log: str, target: str, dtype: str = "float32") -> list:
     for t, w in zip(tasks, weights):
         best = auto_scheduler.load_best_record(log, t.workload_key, str(t.target))
         cost = best[1] if best else math.nan
-        rows.append({"task": t.desc[:70], "weight": w, "trials": trials.get(t.workload_key, 0),
+        rows.append({"task": t.desc[:70], "key": t.workload_key, "weight": w,
+                     "trials": trials.get(t.workload_key, 0),
                      "best_ms": cost * 1e3,
                      "total_ms": cost * w * 1e3, "gflops": t.flop_ct / cost / 1e9
                      if best else 0.0, "cache": best[0].cache if best else "-"})
@@ -62,6 +63,16 @@ def breakdown(model, log: str, target: str, dtype: str = "float32") -> list:
     for r in rows:
         r["share"] = r["total_ms"] / total if total and math.isfinite(r["total_ms"]) else 0.0
     return sorted(rows, key=lambda r: -r["share"])
+
+
+def in_network(bd: list, lib, model, number: int = 10) -> None:
+    """Each breakdown row's time inside the network (GraphModule.profile: a clock read
+    between kernels), "net_ms" per inference; the profile's total goes in every row too."""
+    prof = {name: n * sec for name, n, sec in lib.profile(number=number, **model.inputs)}
+    by_key = {k["key"]: k["name"] for k in lib.meta["kernels"]}
+    for r in bd:
+        r["net_ms"] = prof.get(by_key.get(r["key"]), math.nan) * 1e3
+        r["net_total_ms"] = sum(prof.values()) * 1e3
 
 
 def _parse(line: str):
@@ -105,9 +116,10 @@ def parse(argv=None) -> argparse.Namespace:
                    help="kiln bf16 tuned with this log (LABEL=path or path; repeatable)")
     p.add_argument("--repeat", type=int, default=10, help="rounds per sitting")
     p.add_argument("--sittings", type=int, default=3)
-    p.add_argument("--gap-ms", type=float, default=50.0,
+    p.add_argument("--gap-ms", type=float, default=200.0,
                    help="sleep before each timed call, so the thread pools of the previous row "
-                   "are idle (with 5 ms, PyTorch bf16 read 116 ms instead of 80 ms)")
+                   "are idle (with 5 ms, PyTorch bf16 read 116 ms instead of 80 ms; ONNX "
+                   "Runtime's spinning pool still slowed the next row by 13%% after 50 ms)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", default="cpu")
     p.add_argument("--no-torch", action="store_true")
@@ -162,6 +174,7 @@ def build_kiln(model, name: str, precision: str, log: str | None, target: str):
 
     def fn():
         return _as_float32(lib.run(**model.inputs)[key])
+    fn.lib = lib
     return fn, f"build {time.time() - t0:.1f}s"
 
 
@@ -220,12 +233,14 @@ def main(argv=None) -> int:
     if args.log:
         bd = breakdown(model, args.log[-1].split("=")[-1], args.target)
         tuned = [r for r in rows if r["precision"] == "fp32" and r.get("log")]
+        in_network(bd, fns[tuned[-1]["name"]].lib, model)
         gap = record_gap(bd, tuned[-1]["median_ms"])
         extra = breakdown_text(bd, tuned[-1]["median_ms"])
     if args.bf16_log:
         bd16 = breakdown(model, args.bf16_log[-1].split("=")[-1], args.target, "bfloat16")
         tuned16 = [r for r in rows if r["precision"] == "bf16" and r.get("log")]
         if tuned16:
+            in_network(bd16, fns[tuned16[-1]["name"]].lib, model)
             extra += "\n\n### bf16 build\n\n" + breakdown_text(bd16, tuned16[-1]["median_ms"])
     extra = goals_text(goal_values(rows, gap)) + ("\n\n" + extra if extra else "")
     peers.write(Path(args.out), f"{args.builtin} (batch 1, seq {args.seq_len}), "
@@ -275,12 +290,13 @@ def goals_text(values: dict) -> str:
 
 
 def breakdown_text(bd: list, network_ms: float) -> str:
-    text = ("## Per-task breakdown (last log; best record x runs per inference)\n\n"
-            "| task | runs | trials | best ms | total ms | share | GFLOPS | measured |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---|\n")
+    text = ("## Per-task breakdown (last log; best record x runs per inference; in network: "
+            "the same kernels timed inside the network by lib.profile)\n\n"
+            "| task | runs | trials | best ms | total ms | in network ms | share | GFLOPS | "
+            "measured |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
     text += "\n".join(f"| {r['task']} | {r['weight']} | {r['trials']} | {r['best_ms']:.4f} | "
-                      f"{r['total_ms']:.3f} | {r['share']:.1%} | {r['gflops']:.1f} | "
-                      f"{r['cache']} |" for r in bd)
+                      f"{r['total_ms']:.3f} | {r.get('net_ms', math.nan):.3f} | "
+                      f"{r['share']:.1%} | {r['gflops']:.1f} | {r['cache']} |" for r in bd)
     return text + "\n\n" + gap_line(bd, network_ms)
 
 
@@ -298,6 +314,10 @@ def gap_line(bd: list, network_ms: float) -> str:
     modes = sorted({r["cache"] for r in bd if r["cache"] != "-"})
     missing = sum(r["weight"] for r in bd if not math.isfinite(r["total_ms"]))
     note = f"; {missing} kernels have no record and are not in the sum" if missing else ""
+    if bd and math.isfinite(bd[0].get("net_total_ms", math.nan)):
+        note += (f". Inside the network (lib.profile, one clock read between kernels) the "
+                 f"kernels take {bd[0]['net_total_ms']:.1f} ms, the tuned tasks "
+                 f"{sum(r['net_ms'] for r in bd if math.isfinite(r['net_ms'])):.1f} ms")
     return (f"Sum of the best records x runs: {total:.1f} ms; the tuned network measured as a "
             f"whole: {network_ms:.1f} ms; gap {record_gap(bd, network_ms):+.1%} (best records "
             f"measured {' and '.join(modes) or '-'}; warm: weights in cache, flushed: weights "

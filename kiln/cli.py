@@ -260,6 +260,8 @@ def cmd_bench(args) -> int:
         err = float(np.abs(fn() - ref).max())
         rows.append({"name": label, "median_ms": _median_ms(fn, args.repeat),
                      "max_abs_err_vs_ort": err, "note": f"{args.threads} threads"})
+    if args.profile:
+        _print_profile(lib, variants[-1][0], model, args.profile)
     ort_ms = next(r["median_ms"] for r in rows if r["name"] == "ONNX Runtime")
     print(f"\n{model.name}: median of {args.repeat} runs, {args.threads} threads")
     print(f"{'':20s} {'ms':>10s} {'vs ORT':>8s} {'max|err|':>10s}")
@@ -272,6 +274,16 @@ def cmd_bench(args) -> int:
             json.dump({"model": model.name, "repeat": args.repeat, "threads": args.threads,
                        "rows": rows}, f, indent=1)
     return 0
+
+
+def _print_profile(lib, label: str, model, top: int) -> None:
+    """The `top` most costly kernels of the last kiln build, timed inside the network."""
+    rows = lib.profile(number=10, **model.inputs)
+    total = sum(n * sec for _, n, sec in rows)
+    print(f"\nwhere the time goes ({label}, kernels timed inside the network, median of 10 "
+          f"runs): {total * 1e3:.2f} ms")
+    for name, n, sec in rows[:top]:
+        print(f"  {name[:56]:56s} x{n:<4d} {sec * 1e3:9.4f} ms  {n * sec / total:6.1%}")
 
 
 def cmd_compile(args) -> int:
@@ -341,6 +353,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--no-torch", action="store_true")
     b.add_argument("--json", help="write the table as JSON here")
+    b.add_argument("--profile", type=int, metavar="N", default=0,
+                   help="also list the N most costly kernels of the last kiln build, timed "
+                   "inside the network (GraphModule.profile)")
     c = sub.add_parser("compile", help="build a deployable library")
     _model_args(c)
     c.add_argument("--log")

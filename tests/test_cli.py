@@ -41,7 +41,11 @@ def test_show(tuned_log, capsys):
 def test_bench_table(model_path, tuned_log, capsys, tmp_path):
     out_json = str(tmp_path / "b.json")
     assert main(["bench", model_path, "--log", tuned_log, "--repeat", "2", "--no-torch",
-                 "--json", out_json]) == 0
+                 "--json", out_json, "--profile", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "where the time goes (kiln tuned" in out
+    listed = [ln for ln in out.splitlines() if ln.startswith("  k") and " ms " in ln]
+    assert len(listed) == 3 and "fused_" in listed[0]
     rows = {r["name"]: r for r in json.load(open(out_json))["rows"]}
     assert {"kiln untuned", "kiln tuned", "ONNX Runtime"} <= set(rows)
     assert rows["kiln tuned"]["max_abs_err_vs_ort"] < 1e-4

@@ -68,6 +68,7 @@ class SketchPolicy:
         self.search_time = 0.0
         self.measure_time = 0.0
         self.interrupted = False
+        self.exhausted = False  # the last search found no unmeasured candidate to offer
         self._partial: list = []
 
     # ------------------------------------------------------------ cost model glue
@@ -194,6 +195,7 @@ class SketchPolicy:
             while trials < n_trials:
                 batch = self.next_batch(min(per_round, n_trials - trials))
                 if not batch:
+                    self.exhausted = True
                     progress.note("search space exhausted")
                     break
                 results = self._measure(measurer, batch)

@@ -121,7 +121,9 @@ class TaskScheduler:
         self.allocation.append(i)
         if early_stopping and self.trials[i] - self._last_improve(i) >= early_stopping:
             self.dead[i] = True
-        if done < n:  # the task's search space is exhausted
+        # a round may measure fewer than n without the space being exhausted (the initial
+        # population holds duplicates, a batch is cut short): only an empty batch ends a task
+        if getattr(p, "exhausted", False) or done == 0:
             self.dead[i] = True
         return done
 

@@ -210,6 +210,7 @@ def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: di
                    for name, lay, a in prog.table.entries],
         "workspace_bytes": prog.plan.arena_bytes, "naive_bytes": prog.plan.naive_bytes,
         "steps": [s.comment if isinstance(s, Call) else "copy to output" for s in steps],
+        "step_kernels": [s.kernel if isinstance(s, Call) else "(other)" for s in steps],
         "kernels": [{"name": k.name, "key": k.key, "tuned": k.tuned} for k in kernels.values()],
         "groups": [{"index": wl.group.index, "name": wl.desc, "kernel": kernels[wl.key].name}
                    for wl in prog.workloads],

@@ -97,6 +97,7 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True,
         m = _meta(graph, target, prog, steps, kernels, names)
         variants.append({"entry": f"{ENTRY}_{k}", "inputs": m["inputs"],
                          "outputs": m["outputs"], "steps": m["steps"],
+                         "step_kernels": m["step_kernels"],
                          "workspace_bytes": m["workspace_bytes"]})
     _check_same_io(variants)
     source = program_source([k.text for k in kernels.values()],

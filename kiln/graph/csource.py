@@ -9,7 +9,11 @@ runtime Module, each kernel callable and timeable on its own) and
 
   int32_t kiln_graph_run(void** inputs, void** outputs, void** params, void* workspace)
 
-which runs the kernels in order: 0 on success, else 1 + the index of the failing step.
+which runs the kernels in order: 0 on success, else 1 + the index of the failing step, and
+beside it `kiln_graph_run_profile(..., double* stamps)`, the same steps writing a monotonic
+clock reading after each one (stamps[0] before the first), so that `GraphModule.profile()`
+times every kernel where it really runs: after its producer, with the caches and threads in
+the state the network leaves them.
 Why: one compiler invocation per model and one Python -> C call per inference.
 """
 
@@ -20,9 +24,10 @@ from dataclasses import dataclass
 from ..codegen.c import module_entries
 from ..codegen.c_lib import ctype
 
-__all__ = ["Arg", "Call", "Copy", "ENTRY", "merge_kernels", "program_source"]
+__all__ = ["Arg", "Call", "Copy", "ENTRY", "PROFILE_SUFFIX", "merge_kernels", "program_source"]
 
 ENTRY = "kiln_graph_run"
+PROFILE_SUFFIX = "_profile"
 _EXPORT = '__attribute__((visibility("default")))'
 
 
@@ -104,25 +109,40 @@ def merge_kernels(texts: list) -> str:
     return "\n\n".join(shared) + "\n\n" + "\n".join(bodies)
 
 
-def _step_c(k: int, step) -> list:
+def _step_c(k: int, step, stamp: bool) -> list:
+    tail = [f"  stamps[{k + 1}] = kiln_clock();"] if stamp else []
     if isinstance(step, Copy):
-        return [f"  memcpy({step.dst.c_expr()}, {step.src.c_expr()}, {step.nbytes});"]
+        return [f"  memcpy({step.dst.c_expr()}, {step.src.c_expr()}, {step.nbytes});", *tail]
     args = ", ".join(a.c_expr() for a in step.args)
     head = [f"  /* {step.comment} */"] if step.comment else []
-    return head + [f"  if ({step.kernel}({args}) != 0) {{", f"    return {k + 1};", "  }"]
+    return head + [f"  if ({step.kernel}({args}) != 0) {{", f"    return {k + 1};", "  }",
+                   *tail]
+
+
+_CLOCK = """static double kiln_clock(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}"""
+
+
+def _entry(steps: list, name: str, stamp: bool) -> list:
+    extra = ", double* stamps" if stamp else ""
+    lines = [_EXPORT, f"int32_t {name}(void** inputs, void** outputs, void** params, "
+             f"void* workspace{extra}) {{",
+             "  char* ws = (char*)workspace;",
+             "  (void)inputs; (void)outputs; (void)params; (void)ws;"]
+    if stamp:
+        lines.append("  stamps[0] = kiln_clock();")
+    for k, step in enumerate(steps):
+        lines.extend(_step_c(k, step, stamp))
+    return lines + ["  return 0;", "}", ""]
 
 
 def entry_function(steps: list, name: str = ENTRY) -> str:
-    """C text of kiln_graph_run (or `name`) for the ordered steps."""
-    lines = ["#include <stdint.h>", "#include <string.h>", "", _EXPORT,
-             f"int32_t {name}(void** inputs, void** outputs, void** params, "
-             "void* workspace) {",
-             "  char* ws = (char*)workspace;",
-             "  (void)inputs; (void)outputs; (void)params; (void)ws;"]
-    for k, step in enumerate(steps):
-        lines.extend(_step_c(k, step))
-    lines += ["  return 0;", "}", ""]
-    return "\n".join(lines)
+    """C text of kiln_graph_run (or `name`) for the ordered steps, and of its profiling twin
+    `name + PROFILE_SUFFIX`."""
+    return "\n".join(_entry(steps, name, False) + _entry(steps, name + PROFILE_SUFFIX, True))
 
 
 def program_source(kernel_texts: list, kernel_names: list, steps: list,
@@ -131,6 +151,8 @@ def program_source(kernel_texts: list, kernel_names: list, steps: list,
     one entry function per name in `entries`, {name: steps}, for a model built at several
     input shapes)."""
     entries = entries or {ENTRY: steps}
-    return (merge_kernels(kernel_texts) + "\n"
+    head = "\n".join(["#include <stdint.h>", "#include <string.h>", "#include <time.h>", "",
+                      _CLOCK, ""])
+    return (merge_kernels(kernel_texts) + "\n" + head
             + "\n".join(entry_function(st, name) for name, st in entries.items())
             + module_entries(kernel_names))

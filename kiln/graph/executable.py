@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import ArgumentError, BuildError, RuntimeFailure
 from .checks import check_index_ranges
+from .csource import PROFILE_SUFFIX
 from .passes.layout import aligned_copy
 
 __all__ = ["META_VERSION", "GraphModule", "load"]
@@ -64,7 +65,8 @@ class GraphModule:
         self.lib_path, self.meta, self._source = os.path.abspath(lib_path), meta, source
         # one entry per input shape the library was built for (build_variants.py)
         self._variants = meta.get("variants") or [
-            {k: meta[k] for k in ("entry", "inputs", "outputs", "steps")}]
+            {k: meta[k] for k in ("entry", "inputs", "outputs", "steps", "step_kernels")
+             if k in meta}]
         try:
             self._lib = ctypes.CDLL(self.lib_path)
             self._entries = [getattr(self._lib, v["entry"]) for v in self._variants]
@@ -220,6 +222,41 @@ class GraphModule:
         self._outputs = outs
         return dict(zip(self.output_names, outs))
 
+    def profile(self, number: int = 10, **inputs) -> list:
+        """Where the time goes, measured inside the network: `number` runs of the profiling
+        entry, which reads a clock after every step, so each kernel is timed where it really
+        runs (its inputs just written by its producer, the weights wherever the previous
+        kernels left them). Rows [kernel name, launches per inference, median seconds per
+        launch], the most costly first; copies to outputs show as "(other)". Runs on the
+        current inputs (or `inputs`); get_output then reads the last run's outputs."""
+        self.set_input(**inputs)
+        self._require_inputs()
+        k = self._variant()
+        var, fn = self._variants[k], self._profile_entry(k)
+        names = var.get("step_kernels") or ["?"] * len(var["steps"])
+        ins = [self._inputs[n] for n in self.input_names]
+        outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in var["outputs"]]
+        stamps = np.zeros(len(var["steps"]) + 1, np.float64)
+        per_run = []
+        for _ in range(max(1, int(number))):
+            rc = fn(_pointers(ins), _pointers(outs), self._param_ptrs,
+                    self._workspace.ctypes.data, stamps.ctypes.data)
+            if rc != 0:
+                raise RuntimeFailure(f"model {self.meta['name']}: step {rc - 1} failed")
+            per_run.append(np.diff(stamps))
+        self._outputs = outs
+        return _profile_rows(names, np.array(per_run))
+
+    def _profile_entry(self, k: int):
+        name = self._variants[k]["entry"] + PROFILE_SUFFIX
+        fn = getattr(self._lib, name, None)
+        if fn is None:
+            raise BuildError(f"model library {self.lib_path} has no {name} (built by an "
+                             "older kiln); rebuild it to profile")
+        fn.restype = ctypes.c_int32
+        fn.argtypes = [ctypes.c_void_p] * 5
+        return fn
+
     def get_output(self, index: int | str) -> np.ndarray:
         """Output `index` (a position or a name) of the last run."""
         if not self._outputs:
@@ -256,6 +293,16 @@ def export_model_files(path: str, lib_path: str, meta: dict, params: list, sourc
     files.write_manifest(path, ["", ".json", ".params.npz"],
                          meta.get("target", ""))
     return path
+
+
+def _profile_rows(names: list, times: np.ndarray) -> list:
+    """Per kernel: [name, launches per inference, median over runs of its seconds / launch]."""
+    rows = []
+    for name in dict.fromkeys(names):
+        cols = [j for j, n in enumerate(names) if n == name]
+        per_run = times[:, cols].sum(axis=1)
+        rows.append([name, len(cols), float(np.median(per_run)) / len(cols)])
+    return sorted(rows, key=lambda r: -r[1] * r[2])
 
 
 def load(path: str) -> GraphModule:

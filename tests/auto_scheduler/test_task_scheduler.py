@@ -38,3 +38,26 @@ def test_gradient_prefers_the_task_that_dominates_latency():
     assert ts._pick() == 1
     ts.weights = [10, 1]
     assert ts._pick() == 0
+
+
+class _ShortRounds:
+    """A policy stand-in whose rounds measure one candidate fewer than asked (duplicates in a
+    population), and nothing at all once `left` runs out."""
+
+    def __init__(self, left: int):
+        self.measured, self.left = set(), left
+        self.best_cost, self.interrupted, self.exhausted = 1.0, False, False
+
+    def search(self, n, early_stopping, per_round, measurer):
+        take = min(n - 1, self.left)
+        self.measured |= {len(self.measured) + k for k in range(take)}
+        self.left -= take
+        self.exhausted = take == 0
+
+
+def test_a_short_round_does_not_end_a_task_only_an_empty_one_does():
+    ts = TaskScheduler([_task(16)], [1], verbose=0)
+    ts.policies[0] = _ShortRounds(left=10)
+    assert ts._round(0, 8, None, None) == 7 and not ts.dead[0]
+    assert ts._round(0, 8, None, None) == 3 and not ts.dead[0]
+    assert ts._round(0, 8, None, None) == 0 and ts.dead[0]

@@ -211,3 +211,18 @@ def test_extract_tune_build_round_trip(tmp_path):
     x = RNG.standard_normal((8, 16)).astype(np.float32)
     np.testing.assert_allclose(mod.run(x=x)["probs"], mlp_ref(x, layers), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_profile_times_every_kernel_inside_the_network(built_mlp):
+    """lib.profile(): one row per kernel, launches adding up to the steps, positive times
+    whose sum is the run's time (the profiling entry reads a clock between steps)."""
+    mod, layers = built_mlp
+    x = RNG.standard_normal((8, 32)).astype(np.float32)
+    rows = mod.profile(number=5, x=x)
+    np.testing.assert_allclose(mod.get_output(0), mlp_ref(x, layers), rtol=1e-4, atol=1e-5)
+    names = {k["name"] for k in mod.meta["kernels"]}
+    assert {r[0] for r in rows} == names
+    assert sum(r[1] for r in rows) == len(mod.meta["steps"])
+    assert all(r[2] > 0 for r in rows)
+    costs = [r[1] * r[2] for r in rows]
+    assert costs == sorted(costs, reverse=True)

@@ -121,3 +121,44 @@ def test_groups_are_convex_ordered_and_printed():
     text = groups_str(groups)
     assert "group 0 fused_dense_add_relu [out_elemwise_fusable" in text
     assert "softmax" in text.splitlines()[-1]
+
+
+def _heads(x, s, h, d, axes):
+    """BERT's head split of x[1, s, h*d]: reshape to [1, s, h, d], then transpose."""
+    r = op("reshape", [x], (1, s, h, d), newshape=[1, s, h, d])
+    return op("transpose", [r], tuple((1, s, h, d)[a] for a in axes), axes=list(axes))
+
+
+def test_head_split_views_fold_into_the_batch_matmul():
+    """A view whose innermost axis stays contiguous joins the anchor that reads it (no copy
+    kernel); the B operand read transposed (transpose_b) keeps its copy."""
+    q, k = inp("q", (1, 16, 64)), inp("k", (1, 16, 64))
+    qh, kh = _heads(q, 16, 2, 32, (0, 2, 1, 3)), _heads(k, 16, 2, 32, (0, 2, 1, 3))
+    s = op("batch_matmul", [qh, kh], (1, 2, 16, 16), transpose_a=False, transpose_b=True)
+    groups = fuse(Graph([q, k], [s], {}))
+    assert [ops_of(g) for g in groups] == [["reshape", "transpose"],
+                                           ["reshape", "transpose", "batch_matmul"]]
+    assert groups[1].anchor is s and groups[1].inputs[0] is q
+
+
+def test_views_that_scatter_the_innermost_axis_stay_copies():
+    """Kᵀ as a view ([1, h, d, s]: the innermost axis walks k's rows) is not folded; the
+    head merge after attention (transpose + reshape into a dense) is."""
+    p = {}
+    k, v = inp("k", (1, 16, 64)), inp("v", (1, 2, 16, 32))
+    kt = _heads(k, 16, 2, 32, (0, 2, 3, 1))
+    s = op("batch_matmul", [v, kt], (1, 2, 16, 16), transpose_a=False, transpose_b=False)
+    merged = op("transpose", [v], (1, 16, 2, 32), axes=[0, 2, 1, 3])
+    flat = op("reshape", [merged], (1, 16, 64), newshape=[1, 16, 64])
+    d = op("dense", [flat, const(p, "w", (8, 64))], (1, 16, 8))
+    groups = fuse(Graph([k, v], [s, d], p))
+    assert [ops_of(g) for g in groups] == [["reshape", "transpose"], ["batch_matmul"],
+                                           ["transpose", "reshape", "dense"]]
+
+
+def test_a_view_read_twice_or_with_a_tiny_innermost_run_is_not_folded():
+    x = inp("x", (1, 16, 64))
+    xh = _heads(x, 16, 8, 8, (0, 2, 1, 3))  # runs of 8 elements: below a vector
+    s = op("batch_matmul", [xh, xh], (1, 8, 16, 16), transpose_a=False, transpose_b=True)
+    groups = fuse(Graph([x], [s], {}))
+    assert [ops_of(g) for g in groups] == [["reshape", "transpose"], ["batch_matmul"]]

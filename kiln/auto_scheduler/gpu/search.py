@@ -107,6 +107,7 @@ class GpuSearchPolicy:
         return min(self.measured.values(), default=math.inf)
 
     interrupted = False
+    exhausted = False  # the last search found no unmeasured candidate to offer
     _runner_task = None
 
     def search(self, n_trials: int, early_stopping, per_round: int, measurer) -> None:
@@ -123,6 +124,7 @@ class GpuSearchPolicy:
                 batch = self.next_batch(min(per_round, n_trials - done))
                 self.stats["search_s"] += time.time() - t0
                 if not batch:
+                    self.exhausted = True
                     return
                 self._measure(batch, measurer.callbacks)
                 done += len(batch)

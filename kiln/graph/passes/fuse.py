@@ -21,7 +21,10 @@ many times the model's activations travel through memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..ir import Graph, Node
 from ..ops import OpPattern, pattern
@@ -29,6 +32,10 @@ from ..ops import OpPattern, pattern
 __all__ = ["FusedGroup", "fuse", "groups_str"]
 
 LEAVES = ("input", "const")
+# ops that only move elements: an anchor reading one can index its input directly
+VIEW_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "flatten", "cast")
+VIEW_RUN = 16  # contiguous innermost elements a folded view must keep (one AVX-512 vector)
+VIEW_MAX_ELEMS = 1 << 24  # larger views are not analysed (and stay copies)
 
 
 @dataclass(eq=False)
@@ -120,9 +127,55 @@ def _absorb_producers(b: _Builder) -> None:
         if c is None:
             continue
         gc = b.group[c.uid]
-        if gc is g or gc["anchor"] is c or pattern(c) > OpPattern.COMM_REDUCE:
+        if gc is g or pattern(c) > OpPattern.COMM_REDUCE and gc["anchor"] is not c:
+            continue
+        if gc["anchor"] is c and not (_is_view(g) and _reads_rows(c, n)):
             continue
         b.merge(g, gc)
+
+
+def _is_view(g: dict) -> bool:
+    """A chain of layout ops (at least one that moves elements) from one source tensor whose
+    innermost output axis reads the source in contiguous runs of VIEW_RUN or more."""
+    members = g["members"]
+    ops = {m.op for m in members}
+    if not ops <= set(VIEW_OPS) or ops == {"cast"}:
+        return False
+    sources = {i.uid for m in members for i in m.inputs} - {m.uid for m in members}
+    if len(sources) != 1:
+        return False
+    idx = _source_index(g["output"], members)
+    if idx is None:
+        return False
+    last = idx.reshape(-1, idx.shape[-1]) if idx.ndim else idx.reshape(1, 1)
+    run = min(VIEW_RUN, last.shape[1])
+    steps = np.diff(last[:, :run], axis=1)
+    return bool(np.all(steps == 1))
+
+
+def _reads_rows(anchor: Node, n: Node) -> bool:
+    """Whether the anchor's vector loads of `n` run along n's innermost axis. Not so for the
+    B operand of a batch_matmul with transpose_b (lanes walk n's rows: each load a gather,
+    and over a folded view rows lie a whole activation row apart), which keeps its copy."""
+    return not (anchor.op == "batch_matmul" and anchor.attrs.get("transpose_b")
+                and anchor.inputs[1] is n)
+
+
+def _source_index(node: Node, members: list):
+    """For each element of `node`, its flat position in the chain's source (None if the
+    chain is too large to analyse)."""
+    if node not in members:
+        size = math.prod(int(d) for d in node.shape)
+        if size > VIEW_MAX_ELEMS:
+            return None
+        return np.arange(size, dtype=np.int64).reshape([int(d) for d in node.shape])
+    src = _source_index(node.inputs[0], members)
+    if src is None:
+        return None
+    if node.op == "transpose":
+        axes = node.attrs.get("axes")
+        return np.transpose(src, None if axes is None else [int(a) for a in axes])
+    return src.reshape([int(d) for d in node.shape])  # reshape-like ops and casts
 
 
 def _finish(b: _Builder) -> list:
