@@ -65,14 +65,20 @@ def breakdown(model, log: str, target: str, dtype: str = "float32") -> list:
     return sorted(rows, key=lambda r: -r["share"])
 
 
-def in_network(bd: list, lib, model, number: int = 10) -> None:
+def in_network(bd: list, lib, model, gap_s: float, number: int = 10) -> None:
     """Each breakdown row's time inside the network (GraphModule.profile: a clock read
-    between kernels), "net_ms" per inference; the profile's total goes in every row too."""
-    prof = {name: n * sec for name, n, sec in lib.profile(number=number, **model.inputs)}
+    between kernels), "net_ms" per inference, the median of `number` profiled runs each
+    `gap_s` after the last (as the timed rows are, so no peer's thread pool is still
+    spinning); the median profile total goes in every row too."""
+    runs = []
+    for _ in range(number):
+        time.sleep(gap_s)
+        runs.append({name: n * sec for name, n, sec in lib.profile(number=1, **model.inputs)})
     by_key = {k["key"]: k["name"] for k in lib.meta["kernels"]}
     for r in bd:
-        r["net_ms"] = prof.get(by_key.get(r["key"]), math.nan) * 1e3
-        r["net_total_ms"] = sum(prof.values()) * 1e3
+        name = by_key.get(r["key"])
+        r["net_ms"] = statistics.median(p.get(name, math.nan) for p in runs) * 1e3
+        r["net_total_ms"] = statistics.median(sum(p.values()) for p in runs) * 1e3
 
 
 def _parse(line: str):
@@ -233,14 +239,14 @@ def main(argv=None) -> int:
     if args.log:
         bd = breakdown(model, args.log[-1].split("=")[-1], args.target)
         tuned = [r for r in rows if r["precision"] == "fp32" and r.get("log")]
-        in_network(bd, fns[tuned[-1]["name"]].lib, model)
+        in_network(bd, fns[tuned[-1]["name"]].lib, model, args.gap_ms / 1e3)
         gap = record_gap(bd, tuned[-1]["median_ms"])
         extra = breakdown_text(bd, tuned[-1]["median_ms"])
     if args.bf16_log:
         bd16 = breakdown(model, args.bf16_log[-1].split("=")[-1], args.target, "bfloat16")
         tuned16 = [r for r in rows if r["precision"] == "bf16" and r.get("log")]
         if tuned16:
-            in_network(bd16, fns[tuned16[-1]["name"]].lib, model)
+            in_network(bd16, fns[tuned16[-1]["name"]].lib, model, args.gap_ms / 1e3)
             extra += "\n\n### bf16 build\n\n" + breakdown_text(bd16, tuned16[-1]["median_ms"])
     extra = goals_text(goal_values(rows, gap)) + ("\n\n" + extra if extra else "")
     peers.write(Path(args.out), f"{args.builtin} (batch 1, seq {args.seq_len}), "

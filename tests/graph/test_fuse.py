@@ -162,3 +162,16 @@ def test_a_view_read_twice_or_with_a_tiny_innermost_run_is_not_folded():
     s = op("batch_matmul", [xh, xh], (1, 8, 16, 16), transpose_a=False, transpose_b=True)
     groups = fuse(Graph([x], [s], {}))
     assert [ops_of(g) for g in groups] == [["reshape", "transpose"], ["batch_matmul"]]
+
+
+def test_softmax_takes_the_cast_after_it_layer_norm_with_two_readers_does_not():
+    x = inp("x", (4, 16))
+    sm = op("softmax", [x], (4, 16), axis=-1)
+    c = Node("cast", [sm], {"dtype": "bfloat16"}, (4, 16), "bfloat16")
+    ln = op("layer_norm", [x], (4, 16), axis=-1, epsilon=1e-5)
+    c2 = Node("cast", [ln], {"dtype": "bfloat16"}, (4, 16), "bfloat16")
+    res = op("add", [ln, x], (4, 16))
+    groups = fuse(Graph([x], [c, c2, res], {}))
+    assert [ops_of(g) for g in groups] == [["softmax", "cast"], ["layer_norm"], ["cast"],
+                                           ["add"]]
+    assert groups[0].output is c and groups[0].pattern == OpPattern.COMM_REDUCE

@@ -8,7 +8,8 @@ groups' outputs), its one output node, its anchor (if any) and its overall patte
 Rules (after TVM's FuseOps, simplified to two phases):
   1. an anchor (out_elemwise_fusable: dense, matmul, batch_matmul, conv2d) absorbs the chain
      of elemwise/broadcast ops after it while each link has a single consumer and keeps the
-     anchor's output shape (bias add, GELU, hard_swish, residual add, scaling);
+     anchor's output shape (bias add, GELU, hard_swish, residual add, scaling); so does a
+     row normalization (softmax, log_softmax, layer_norm: a cast to bfloat16 after it);
   2. a group made only of elemwise/broadcast/injective ops whose output has a single consumer
      joins that consumer's group, unless the consumer is an anchor (anchors take no
      producers) or opaque. So injective chains fuse together and into the elementwise op
@@ -32,8 +33,14 @@ from ..ops import OpPattern, pattern
 __all__ = ["FusedGroup", "fuse", "groups_str"]
 
 LEAVES = ("input", "const")
-# ops that only move elements: an anchor reading one can index its input directly
-VIEW_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "flatten", "cast")
+# ops that only move elements: an anchor reading one can index its input directly. Not cast:
+# a bfloat16 product needs its operands stored in bfloat16 for vdpbf16ps (casting inside
+# the product measured 2.7-3x slower than the cast copy + product)
+VIEW_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "flatten")
+# reductions whose output has their input's shape: like an anchor, each takes the elementwise
+# chain after it (the bfloat16 build's cast after softmax / layer norm then costs no kernel
+# and no float32 round trip through memory)
+ROW_NORMS = ("softmax", "log_softmax", "layer_norm")
 VIEW_RUN = 16  # contiguous innermost elements a folded view must keep (one AVX-512 vector)
 VIEW_MAX_ELEMS = 1 << 24  # larger views are not analysed (and stay copies)
 
@@ -100,10 +107,11 @@ class _Builder:
 
 
 def _absorb_epilogues(b: _Builder) -> None:
-    """Phase 1: every anchor takes the elemwise/broadcast chain that follows it."""
+    """Phase 1: every anchor (and every row normalization) takes the elemwise/broadcast
+    chain that follows it."""
     for n in b.order:
         g = b.group[n.uid]
-        if g["anchor"] is not n:
+        if g["anchor"] is not n and n.op not in ROW_NORMS:
             continue
         tail = n
         while True:
@@ -135,11 +143,11 @@ def _absorb_producers(b: _Builder) -> None:
 
 
 def _is_view(g: dict) -> bool:
-    """A chain of layout ops (at least one that moves elements) from one source tensor whose
-    innermost output axis reads the source in contiguous runs of VIEW_RUN or more."""
+    """A chain of layout ops from one source tensor whose innermost output axis reads the
+    source in contiguous runs of VIEW_RUN or more."""
     members = g["members"]
     ops = {m.op for m in members}
-    if not ops <= set(VIEW_OPS) or ops == {"cast"}:
+    if not ops <= set(VIEW_OPS):
         return False
     sources = {i.uid for m in members for i in m.inputs} - {m.uid for m in members}
     if len(sources) != 1:
@@ -175,7 +183,7 @@ def _source_index(node: Node, members: list):
     if node.op == "transpose":
         axes = node.attrs.get("axes")
         return np.transpose(src, None if axes is None else [int(a) for a in axes])
-    return src.reshape([int(d) for d in node.shape])  # reshape-like ops and casts
+    return src.reshape([int(d) for d in node.shape])  # reshape, squeeze, expand_dims...
 
 
 def _finish(b: _Builder) -> list:
