@@ -287,6 +287,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=41)
     p.add_argument("--number", type=int, default=50, help="calls per timed sample")
+    p.add_argument("--gap-ms", type=float, default=20.0,
+                   help="sleep before each sample, so the last row's thread pool stops "
+                   "spinning (with 200 ms, every 2-thread row, memcpy included, read 5-20x "
+                   "slower on this VM: its idle vCPUs wake slowly)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--trials", type=int, default=0, help="tuning trials per op (0: no tuned row)")
     p.add_argument("--seed", type=int, default=0)
@@ -294,7 +298,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     load0 = os.getloadavg()[0]
     rows = build_rows(args)
-    samples = interleave(rows, args.rounds)
+    samples = interleave(rows, args.rounds, args.gap_ms / 1e3)
     out = table(rows, samples)
     meta = {**peers.meta(args), "target": str(kiln.target.Target("cpu")),
             "loadavg_1min_start": round(load0, 2),
