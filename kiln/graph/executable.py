@@ -207,20 +207,9 @@ class GraphModule:
     # ------------------------------------------------------------ running
     def run(self, **inputs) -> dict:
         """Run the model on `inputs` (plus earlier set_input values); {output name: array}."""
-        self.set_input(**inputs)
-        self._require_inputs()
-        k = self._variant()
-        var = self._variants[k]
-        ins = [self._inputs[n] for n in self.input_names]
-        outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in var["outputs"]]
-        rc = self._entries[k](_pointers(ins), _pointers(outs), self._param_ptrs,
-                              self._workspace.ctypes.data)
-        if rc != 0:
-            step = var["steps"][rc - 1] if 0 < rc <= len(var["steps"]) else "?"
-            raise RuntimeFailure(f"model {self.meta['name']}: step {rc - 1} ({step}) failed "
-                                 "(a heap allocation inside the kernel failed)")
-        self._outputs = outs
-        return dict(zip(self.output_names, outs))
+        k, call = self._prepared(inputs)
+        call(self._entries[k])
+        return dict(zip(self.output_names, self._outputs))
 
     def profile(self, number: int = 10, **inputs) -> list:
         """Where the time goes, measured inside the network: `number` runs of the profiling
@@ -229,23 +218,34 @@ class GraphModule:
         kernels left them). Rows [kernel name, launches per inference, median seconds per
         launch], the most costly first; copies to outputs show as "(other)". Runs on the
         current inputs (or `inputs`); get_output then reads the last run's outputs."""
-        self.set_input(**inputs)
-        self._require_inputs()
-        k = self._variant()
+        k, call = self._prepared(inputs)
         var, fn = self._variants[k], self._profile_entry(k)
-        names = var.get("step_kernels") or ["?"] * len(var["steps"])
-        ins = [self._inputs[n] for n in self.input_names]
-        outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in var["outputs"]]
         stamps = np.zeros(len(var["steps"]) + 1, np.float64)
         per_run = []
         for _ in range(max(1, int(number))):
-            rc = fn(_pointers(ins), _pointers(outs), self._param_ptrs,
-                    self._workspace.ctypes.data, stamps.ctypes.data)
-            if rc != 0:
-                raise RuntimeFailure(f"model {self.meta['name']}: step {rc - 1} failed")
+            call(fn, stamps.ctypes.data)
             per_run.append(np.diff(stamps))
-        self._outputs = outs
-        return _profile_rows(names, np.array(per_run))
+        return _profile_rows(var["step_kernels"], np.array(per_run))
+
+    def _prepared(self, inputs: dict):
+        """(variant index, call): call(entry, *extra) runs that entry of the variant matching
+        the inputs on fresh output arrays, which become this thread's outputs."""
+        self.set_input(**inputs)
+        self._require_inputs()
+        k = self._variant()
+        var = self._variants[k]
+        ins = [self._inputs[n] for n in self.input_names]
+
+        def call(entry, *extra) -> None:
+            outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in var["outputs"]]
+            rc = entry(_pointers(ins), _pointers(outs), self._param_ptrs,
+                       self._workspace.ctypes.data, *extra)
+            if rc != 0:
+                step = var["steps"][rc - 1] if 0 < rc <= len(var["steps"]) else "?"
+                raise RuntimeFailure(f"model {self.meta['name']}: step {rc - 1} ({step}) "
+                                     "failed (a heap allocation inside the kernel failed)")
+            self._outputs = outs
+        return k, call
 
     def _profile_entry(self, k: int):
         name = self._variants[k]["entry"] + PROFILE_SUFFIX
