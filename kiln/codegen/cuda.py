@@ -106,7 +106,7 @@ class KernelPrinter(FuncPrinter):
         for b in k.buffers:
             const = "" if b.uid in written else "const "
             args.append(f"{const}{ctype(b.dtype)}* __restrict__ {self.scope.name(b)}")
-        self.stmt(S.map_exprs(k.body, _normalize))
+        self.stmt(S.map_exprs(pipeline_fetches(k.body), _normalize))
         head = [f"// grid ({', '.join(map(str, k.grid))}), block "
                 f"({', '.join(map(str, k.block))}), {k.shared_bytes} bytes of shared memory",
                 f'extern "C" __global__ void __launch_bounds__({k.threads}) '
@@ -166,10 +166,35 @@ class KernelPrinter(FuncPrinter):
         if any(b.scope in ("shared", "local") and b.size % n for b in bufs):
             return False
         dst, src = (self.scope.name(b) for b in bufs)
-        self.line(f"*({vt}*)({dst} + {self.scalar.expr(bases[0])}) = "
-                  f"*(const {vt}*)({src} + {self.scalar.expr(bases[1])});  "
+        load = f"*(const {vt}*)({src} + {self.scalar.expr(bases[1])})"
+        if _prefetch_from_global(body):
+            load = f"__ldcg((const {vt}*)({self.address(bufs[1], bases[1], body.buffer)}))"
+        self.line(f"*({vt}*)({dst} + {self.scalar.expr(bases[0])}) = {load};  "
                   f"// {s.var.name}: {n} lanes")
         return True
+
+    def store(self, s: S.Store) -> None:
+        if not _prefetch_from_global(s):
+            return super().store(s)
+        self.line(f"{self.scope.name(s.buffer)}[{self.scalar.expr(s.index)}] = "
+                  f"__ldcg({self.address(s.value.buffer, s.value.index, s.buffer)});")
+
+    def address(self, buf: S.Buffer, index: E.Expr, pf: S.Buffer) -> str:
+        """`buf + (outer terms) + (terms of the unrolled copy loops)` of a prefetch load:
+        after unrolling the second part is a constant that ptxas folds into the load's
+        immediate offset (a single 32-bit index would need a 64-bit multiply per load)."""
+        terms = _terms(index)
+        inner = [t for t in terms if any(isinstance(x, E.Var) and x in pf.prefetch_loops
+                                         for x in E.walk(t))]
+        outer = [t for t in terms if not any(t is x for x in inner)]
+        text = self.scope.name(buf)
+        for part in (outer, inner):
+            if part:
+                total = part[0]
+                for t in part[1:]:
+                    total = E.binop("add", total, t)
+                text += f" + ({self.scalar.expr(total)})"
+        return text
 
     def base(self, index: E.Expr, v: E.Var):
         """index - v when index is exactly base + v with v not in base."""
@@ -195,4 +220,140 @@ class KernelPrinter(FuncPrinter):
         self.stmt(s.body)
 
 
-__all__ = ["launch_plan", "render", "render_many"]
+# ---------------------------------------------------------------- software pipelining
+
+PREFETCH_REGS = 64  # most values per thread held in flight by pipeline_fetches
+
+
+def pipeline_fetches(body: S.Stmt, max_regs: int = PREFETCH_REGS) -> S.Stmt:
+    """Register-staged software pipelining of cooperative shared-memory fetches.
+
+    A serial loop whose body is `barrier; fetches (global -> shared copies); barrier;
+    compute` waits a whole global-memory latency every iteration (the stores to shared need
+    the loads' values right away). It becomes: the loads of step 0 into per-thread registers
+    before the loop; per step `barrier; registers -> shared; if there is a next step, load
+    its panels into registers; barrier; compute`, so the loads of step k + 1 fly while step
+    k computes. The register copies are fully unrolled (they stay in registers) and keep the
+    fetch's guards; vectorized loads stay vectorized (now aligned on both ends: float4 global
+    loads even when padded shared rows are not 16-byte aligned). Loops whose fetches read
+    memory the kernel writes, or need more than `max_regs` values per thread, are left as
+    they are."""
+    written = {s.buffer.uid for s in S.walk_stmts(body) if isinstance(s, S.Store)}
+    return _pipe(body, written, max_regs)
+
+
+def _prefetch_from_global(s: S.Store) -> bool:
+    """A register copy of pipeline_fetches loading one global element: it loads with
+    __ldcg (ld.global.cg, L2 only), which ptxas keeps ahead of the barrier after it (it
+    sinks the read-only ld.global.nc loads down to their use, exposing the latency again)."""
+    return getattr(s.buffer, "prefetch_loops", None) is not None and \
+        isinstance(s.value, S.BufferLoad) and s.value.buffer.scope == "global"
+
+
+def _terms(e: E.Expr) -> list:
+    if isinstance(e, E.BinOp) and e.op == "add":
+        return _terms(e.a) + _terms(e.b)
+    return [e]
+
+
+def _pipe(s: S.Stmt, written: set, budget: int) -> S.Stmt:
+    if isinstance(s, S.For):
+        if s.kind == "serial":
+            new = _pipeline_loop(s, written, budget)
+            if new is not None:
+                return new
+        return S.For(s.var, s.extent, s.kind, _pipe(s.body, written, budget), dict(s.pragmas),
+                     s.thread_tag)
+    if isinstance(s, S.Allocate):
+        return S.Allocate(s.buffer, _pipe(s.body, written, budget))
+    if isinstance(s, S.LetStmt):
+        return S.LetStmt(s.var, s.value, _pipe(s.body, written, budget))
+    if isinstance(s, S.IfThenElse):
+        return S.IfThenElse(s.cond, _pipe(s.then, written, budget),
+                            None if s.else_ is None else _pipe(s.else_, written, budget))
+    if isinstance(s, S.SeqStmt):
+        return S.SeqStmt([_pipe(x, written, budget) for x in s.stmts])
+    return s
+
+
+def _fetch_nest(s: S.Stmt, written: set):
+    """(loops and guards outside the store, the store) of a global -> shared copy, or None."""
+    nest = []
+    while not isinstance(s, S.Store):
+        if isinstance(s, S.For) and (s.kind == "thread" or const_int(s.extent) is not None):
+            nest.append(s)
+            s = s.body
+        elif isinstance(s, S.IfThenElse) and s.else_ is None:
+            nest.append(s)
+            s = s.then
+        else:
+            return None
+    exprs = [s.value] + [x.cond for x in nest if isinstance(x, S.IfThenElse)]
+    loads = [n for e in exprs for n in E.walk(e) if isinstance(n, S.BufferLoad)]
+    if s.buffer.scope != "shared" or any(
+            n.buffer.scope != "global" or n.buffer.uid in written or n.buffer is s.buffer
+            for n in loads) or any(n.buffer.scope != "global" for n in loads
+                                   if not isinstance(n, S.BufferLoad)):
+        return None
+    return nest, s
+
+
+def _rebuild_nest(nest: list, leaf: S.Stmt, mapping: dict, unroll: bool) -> S.Stmt:
+    for x in reversed(nest):
+        if isinstance(x, S.IfThenElse):
+            leaf = S.IfThenElse(E.substitute(x.cond, mapping), leaf)
+        else:
+            kind = "unrolled" if unroll and x.kind == "serial" else x.kind
+            leaf = S.For(x.var, x.extent, kind, leaf, dict(x.pragmas), x.thread_tag)
+    return leaf
+
+
+def _pipeline_loop(loop: S.For, written: set, budget: int):
+    n = const_int(loop.extent)
+    body, shared = loop.body, []
+    while isinstance(body, S.Allocate) and body.buffer.scope == "shared":
+        shared.append(body.buffer)
+        body = body.body
+    if n is None or n < 2 or not isinstance(body, S.SeqStmt):
+        return None
+    stmts = body.stmts
+    ends = [i for i, x in enumerate(stmts) if isinstance(x, S.Barrier)]
+    if len(ends) < 2 or ends[0] != 0 or ends[1] < 2 or ends[1] == len(stmts) - 1:
+        return None
+    fetches = [_fetch_nest(x, written) for x in stmts[1:ends[1]]]
+    if any(f is None for f in fetches):
+        return None
+    plans = []
+    for nest, store in fetches:
+        loops = [x for x in nest if isinstance(x, S.For) and x.kind != "thread"]
+        size, lin = 1, E.IntImm(0)
+        for x in reversed(loops):
+            lin = E.binop("add", lin, E.binop("mul", x.var, E.IntImm(size)))
+            size *= const_int(x.extent)
+        budget -= size
+        pf = S.Buffer(f"{store.buffer.name}_pf", (size,), store.buffer.dtype, "local")
+        pf.prefetch_loops = [x.var for x in loops]  # printed with __ldcg (KernelPrinter)
+        plans.append((nest, store, pf, simplify(lin)))
+    if budget < 0:
+        return None
+
+    def loads(k):
+        return [_rebuild_nest(nest, S.Store(pf, lin, E.substitute(st.value, {loop.var: k})),
+                              {loop.var: k}, True) for nest, st, pf, lin in plans]
+    stores = [_rebuild_nest(nest, S.Store(st.buffer, st.index, S.BufferLoad(pf, lin)), {},
+                            True) for nest, st, pf, lin in plans]
+    # the last step loads its own panels again: no branch, so ptxas issues the loads early
+    nxt = E.binop("add", loop.var, E.IntImm(1))
+    new = S.seq([S.Barrier(), *stores, S.IfThenElse(E.cmp("lt", nxt, E.IntImm(n)),
+                                                     S.seq(loads(nxt))),
+                 S.Barrier(), *stmts[ends[1] + 1:]])
+    for b in reversed(shared):
+        new = S.Allocate(b, new)
+    out = S.seq([*loads(E.IntImm(0)), S.For(loop.var, loop.extent, loop.kind, new,
+                                            dict(loop.pragmas), loop.thread_tag)])
+    for _, _, pf, _ in reversed(plans):
+        out = S.Allocate(pf, out)
+    return out
+
+
+__all__ = ["launch_plan", "pipeline_fetches", "render", "render_many"]
