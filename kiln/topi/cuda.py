@@ -73,9 +73,22 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     s[acc].reorder(ko, ki, ai, aj)
     for ax in (ki, ai, aj):
         s[acc].unroll(ax)
-    for p in panels:
-        _cooperative_fetch(s, p, acc, ko, tx, ty, bk if pad else 0, vec)
+    for p, t in zip(panels, (a, b)):
+        _cooperative_fetch(s, p, acc, ko, tx, ty, bk if pad and _k_last(acc, t) else 0, vec)
     return s
+
+
+def _k_last(mm, t) -> bool:
+    """Whether the matmul reads `t` with the reduction index last (a k-contiguous panel, as
+    A and B of C = A B^T). Only such panels are padded: their threads read along columns of
+    the panel. A k-major panel (B of C = A B) is read along its rows, consecutive threads
+    consecutive 4-float chunks, conflict-free unpadded; padding it would only misalign the
+    rows (no 16-byte shared loads)."""
+    from ..te import expr as E
+    ks = {id(r) for r in mm.op.reduce_axis}
+    loads = [x for x in E.walk(mm.op.body[0]) if isinstance(x, E.TensorLoad) and
+             x.tensor.op is t.op]
+    return not loads or any(id(v) in ks for x in loads for v in E.walk(x.indices[-1]))
 
 
 def _find_matmul(out):
@@ -280,7 +293,8 @@ def matmul_tiles(mm, sm_count: int = 132) -> dict:
     """Tile sizes for schedule_matmul: among thread tiles that read shared memory without
     bank conflicts, the largest whose grid (with the reduction split into slices of at least
     MIN_SLICE when the output alone gives too few blocks) gives every multiprocessor a block,
-    preferring tiles that divide the output."""
+    preferring tiles that divide the output. Panels are fetched 4 floats per thread when rows
+    allow it (float4 global loads; the CUDA printer stages them through registers)."""
     *batch, i, j = (int(a.extent.value) for a in mm.op.axis)
     nb = 1
     for b in batch:
@@ -295,7 +309,8 @@ def matmul_tiles(mm, sm_count: int = 132) -> dict:
         waste = round((-(-i // bm) * bm * -(-j // bn) * bn) / (i * j), 2)
         score = (blocks * splitk >= sm_count, -waste, bm * bn, -rank)
         if best is None or score > best[0]:
-            best = (score, dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, splitk=splitk))
+            best = (score, dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, splitk=splitk,
+                                vec=4 if k % 4 == 0 and bk % 4 == 0 else 1))
     return best[1]
 
 

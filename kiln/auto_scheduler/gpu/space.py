@@ -88,7 +88,7 @@ class GpuSpace:
         """The default schedule's knob values (what an untuned build uses)."""
         if self.kind == "matmul":
             t = tc.matmul_tiles(tc._find_matmul(self.out), self.target.sm_count)
-            knobs = {**t, "pad": 1, "vec": 1}
+            knobs = {"pad": 1, "vec": 1, **t}
         else:
             knobs = {"threads": {"rows": 128, "injective": 256, "simple": 256}[self.kind]}
         return self._config(knobs)
