@@ -2,6 +2,8 @@
 semantics, barriers respected) against NumPy, golden substrings of the generated CUDA, every
 generated kernel compiled by NVRTC for sm_80 and sm_90, limit checks and misuse errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tir_interp
@@ -21,17 +23,39 @@ ARCHS = ("sm_80", "sm_90")
 
 
 def _run(sched, args, ref_inputs):
-    """Interpret the GPU function (the oracle), and compile it with NVRTC for every
-    architecture the tests name: every GPU kernel the tests make must compile."""
+    """Interpret the GPU function (the oracle), interpret it again with the CUDA printer's
+    software-pipelined fetches (must give the same output), and compile it with NVRTC for
+    every architecture the tests name: every GPU kernel the tests make must compile."""
     f = kiln.lower(sched, args)
     out_shape = [int(d.value) for d in args[-1].shape]
     out = np.full(out_shape, np.nan, "float32")
     tir_interp.run(f, *ref_inputs, out)
+    piped = np.full(out_shape, np.nan, "float32")
+    _run_pipelined(f, [*ref_inputs, piped])
+    np.testing.assert_array_equal(piped, out)
     if nvrtc.available():
         src = cuda_codegen.render(f, "cuda -arch=sm_90")
         for arch in ARCHS:
             nvrtc.compile_cuda(src, arch)
     return f, out
+
+
+def _run_pipelined(f, arrays) -> int:
+    """Interpret f's kernels as the CUDA printer prints them (pipeline_fetches applied);
+    returns how many prefetch register buffers the transform made."""
+    from kiln.tir import gpu
+    from kiln.tir import stmt as S
+    mem = {b.uid: a.reshape(-1) for b, a in zip(f.params, arrays)}
+    kernels, workspace = gpu.split_kernels(f, None)
+    for b in workspace:
+        mem[b.uid] = np.full(max(b.size, 1), np.nan, "float32")
+    made = 0
+    for k in kernels:
+        body = cuda_codegen.pipeline_fetches(k.body)
+        made += sum(isinstance(x, S.Allocate) and x.buffer.name.endswith("_pf")
+                    for x in S.walk_stmts(body))
+        tir_interp.run_kernel(dataclasses.replace(k, body=body), mem)
+    return made
 
 
 def _matmul_case(wl, m, n, k, **tiles):
@@ -70,6 +94,46 @@ def test_hand_schedule_cuda_source_and_nvrtc():
         info = nvrtc.ptxas_info(mod.cubin_path)
         (kern,) = info.values()
         assert kern["spill_stores"] == 0 and kern["registers"] > 0
+
+
+@pytest.mark.parametrize("tiles", [dict(tm=2, tn=4, tx=4, ty=4, bk=8),
+                                   dict(tm=4, tn=2, tx=8, ty=2, bk=4, pad=True, vec=4),
+                                   dict(tm=2, tn=2, tx=8, ty=4, bk=4, splitk=2)])
+def test_pipelined_fetches_match_numpy_in_the_interpreter(tiles):
+    """Register-staged prefetch of the next k-panels: same result, guards included (19 is
+    not a multiple of bk: the last panel is partial), and the transform applies."""
+    for m, n, k in ((16, 32, 32), (20, 24, 19)):
+        (a, b), (c,), ref = workloads.matmul(m, n, k)
+        s = te.create_schedule(c.op)
+        tc.schedule_matmul(s, c, **tiles)
+        f = kiln.lower(s, [a, b, c])
+        rng = np.random.default_rng(1)
+        an = rng.standard_normal((m, k)).astype("float32")
+        bn = rng.standard_normal((n, k)).astype("float32")
+        out = np.full((m, n), np.nan, "float32")
+        assert _run_pipelined(f, [an, bn, out]) == 2  # both panels prefetched
+        np.testing.assert_allclose(out, ref(an, bn), rtol=1e-5, atol=1e-5)
+
+
+@needs_nvrtc
+def test_pipelined_fetch_cuda_source():
+    """The seed GEMM's hand schedule: panels of step k + 1 load (ld.global.cg, address split
+    so the unrolled offsets fold into the load) before the barrier that starts step k's
+    compute; padded rows still get float4 global loads through the registers."""
+    (a, b), (c,), _ = workloads.matmul(128, 256, 64)
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, tm=8, tn=4, tx=8, ty=16, bk=16, vec=4)
+    src = cuda_codegen.render(kiln.lower(s, [a, b, c]), "cuda -arch=sm_90")
+    loop = src.split("for (int32_t k_0 = 0; k_0 < 4; ++k_0) {")[1]
+    assert "__ldcg((const float4*)(" in src.split("k_0 = 0")[0]  # prologue: step 0
+    assert "if (k_0 + 1 < 4) {" in loop and "k_0 * 16 + 16" in loop
+    body = loop.split("if (k_0 + 1 < 4) {")[1]
+    assert body.index("__ldcg((const float4*)(") < body.index("__syncthreads();") < \
+        body.index("c_local[")
+    assert "_shared[" in loop.split("if (k_0 + 1")[0] and "_pf[" in loop.split("if (k_0")[0]
+    for arch in ARCHS:
+        info = nvrtc.ptxas_info(nvrtc.compile_cuda(src, arch))
+        assert all(v["spill_stores"] == 0 and v["stack"] == 0 for v in info.values())
 
 
 @needs_nvrtc
@@ -252,3 +316,26 @@ def test_shared_stage_at_root_is_an_error():
         s[t].bind(bi, te.thread_axis("threadIdx.x"))
     with pytest.raises(ScheduleError, match="scope shared but is computed at the root"):
         kiln.build(s, [x, z], target="cuda -arch=sm_90")
+
+
+def test_only_k_contiguous_panels_are_padded_and_default_tiles_fetch_float4():
+    """C = A B^T: both panels are read along their columns, rows padded to an odd stride
+    (17). C = A B: B's panel is read along its rows, left unpadded (16-byte aligned rows:
+    float4 shared loads). Split-K (the reduction index is k_0 * 64 + k_1) still pads. The
+    default tiles of BERT-base's dense shapes fetch 4 floats per thread."""
+    def shared(nn, splitk=1):
+        a = te.placeholder((64, 128), name="a")
+        b = te.placeholder((128, 64) if nn else (64, 128), name="b")
+        r = te.reduce_axis((0, 128), name="r")
+        c = te.compute((64, 64), lambda i, j: te.sum(a[i, r] * (b[r, j] if nn else b[j, r]),
+                                                     axis=r), name="c")
+        s = te.create_schedule(c.op)
+        tc.schedule_matmul(s, c, tm=2, tn=4, tx=8, ty=4, bk=16, splitk=splitk)
+        src = cuda_codegen.render(kiln.lower(s, [a, b, c]), "cuda -arch=sm_90")
+        return sorted(x.split("float ")[1] for x in src.splitlines() if "__shared__" in x)
+    assert shared(False) == ["a_shared[135];", "b_shared[543];"]
+    assert shared(False, splitk=2) == ["a_shared[135];", "b_shared[543];"]
+    assert shared(True) == ["a_shared[135];", "b_shared[512];"]
+    for m, n, k in ((128, 768, 768), (128, 2304, 768), (128, 3072, 768), (128, 768, 3072)):
+        (_, _), (c,), _ = workloads.matmul(m, n, k)
+        assert tc.matmul_tiles(c)["vec"] == 4
