@@ -11,7 +11,9 @@ goes. With --log, the tuned records of that log (ApplyHistoryBest) are used.
 
     python benchmarks/bert_gpu.py [--repeat 20] [--number 20] [--modes eager,compile,...]
 
-Writes benchmarks/results/bert_gpu.{json,md,png} (or --out).
+Writes benchmarks/results/bert_gpu.{json,md,png} (or --out). `--smoke` runs the whole script
+on bert-tiny at seq 16 with few inferences, to check it on the emulated GPU of the tests
+(tests/gpu_stub.py); a PyTorch without CUDA gives the reference on the CPU and no torch rows.
 """
 
 from __future__ import annotations
@@ -95,11 +97,16 @@ def main() -> None:
     p.add_argument("--frontends", default="onnx,pytorch")
     p.add_argument("--log", default=None, help="tuning records to apply (ApplyHistoryBest)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bert_gpu"))
+    p.add_argument("--model", default="bert-base", help="a builtin: bert-base or bert-tiny")
+    p.add_argument("--smoke", action="store_true",
+                   help="bert-tiny, seq 16, few inferences: checks the script")
     args = p.parse_args()
+    if args.smoke:
+        args.model, args.seq, args.repeat, args.number = "bert-tiny", 16, 2, 1
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    model, proto, inputs = builtin("bert-base", seq_len=args.seq)
+    model, proto, inputs = builtin(args.model, seq_len=args.seq)
     ids = inputs["input_ids"]
     samplers, notes, libs, outs = {}, {}, {}, {}
     for fe in args.frontends.split(","):  # the PyTorch frontend exports the CPU module
@@ -108,8 +115,12 @@ def main() -> None:
         samplers[label] = kiln_sampler(lib, args.number)
         notes[label] = {"build_s": secs}
         libs[label] = lib
-    model_gpu = model.cuda()
-    ids_t = torch.from_numpy(ids).cuda()
+    peers = torch.cuda.is_available()
+    if not peers:
+        print("this PyTorch has no CUDA: the reference runs on the CPU, no torch rows",
+              flush=True)
+    model_gpu = model.cuda() if peers else model
+    ids_t = torch.from_numpy(ids).cuda() if peers else torch.from_numpy(ids)
     with torch.inference_mode():
         ref = model_gpu(ids_t).cpu().numpy()
     for (label, note), out in zip(notes.items(), outs.values()):
@@ -119,16 +130,16 @@ def main() -> None:
         if not err <= 1e-4:
             raise SystemExit(f"{label} does not match PyTorch: max abs error {err}")
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "target": str(kiln.target.Target("cuda")),
-            "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "loadavg": os.getloadavg()[0], "seq": args.seq, "repeat": args.repeat,
+            "device": kiln.runtime.cuda.device_properties()["name"], "model": args.model,
+            "torch": torch.__version__, "loadavg": os.getloadavg()[0], "seq": args.seq,
+            "repeat": args.repeat,
             "number": args.number, "log": args.log}
     prof = next(iter(libs.values())).profile()
-    modes = args.modes.split(",")
+    modes = args.modes.split(",") if peers else []
     # first eager alone (seconds), then the compiled modes (minutes of compilation): a run
     # cut short still leaves a result file
-    for phase in ([m for m in modes if m == "eager"], [m for m in modes if m != "eager"]):
-        if not phase:
-            continue
+    phases = [[m for m in modes if m == "eager"], [m for m in modes if m != "eager"]]
+    for phase in [ph for ph in phases if ph] or [[]]:
         tsamp, tinfo = torch_rows(torch, model_gpu, ids_t, phase, args.number)
         for label, info in zip(tsamp, tinfo.values()):
             notes[label] = {"warmup_s": info["warmup_s"],
@@ -144,7 +155,8 @@ def main() -> None:
 def report(rounds: dict, notes: dict) -> list:
     med = {k: statistics.median(v) for k, v in rounds.items()}
     eager = med.get("PyTorch eager", float("nan"))
-    best_torch = min(v for k, v in med.items() if not k.startswith("kiln"))
+    best_torch = min((v for k, v in med.items() if not k.startswith("kiln")),
+                     default=float("nan"))
     rows = []
     for k, v in rounds.items():
         m = med[k]
@@ -161,7 +173,8 @@ def write(out: Path, meta: dict, rows: list, prof: list) -> None:
     total = sum(n * t for _, n, t in prof)
     out.with_suffix(".json").write_text(json.dumps(
         {"meta": meta, "rows": rows, "profile": prof}, indent=2))
-    lines = [f"# BERT-base on {meta['device']} (batch 1, seq {meta['seq']}, float32, TF32 off)",
+    lines = [f"# {meta['model']} on {meta['device']} (batch 1, seq {meta['seq']}, float32, "
+             "TF32 off)",
              "", f"{meta['date']}, target `{meta['target']}`, torch {meta['torch']}, load "
              f"average {meta['loadavg']:.2f}; medians of {meta['repeat']} interleaved rounds x "
              f"{meta['number']} inferences (CUDA events, inputs on the device).", "",

@@ -171,11 +171,15 @@ class CudaGraphModule(GraphModule):
             return ProfileResult(times)
         return evaluator
 
-    def profile(self, number: int = 20, repeat: int = 3) -> list:
+    def profile(self, number: int = 20, repeat: int = 3, **inputs) -> list:
         """Where the time goes: per kernel, [name, launches per inference, median seconds per
         launch], each timed alone from a CUDA graph of `number` launches (the first launch of
         that kernel in the list stands for all: a kernel's cost does not depend on which
-        buffers it is given). Run the model once first."""
+        buffers it is given). With `inputs` (as for `run`) the model runs on them first, so
+        the kernels read real activations; else run the model once before (the same rows as
+        GraphModule.profile on the CPU, which times each kernel inside the network)."""
+        if inputs:
+            self.run(**inputs)
         dev = self._device()
         rt = dev["rt"]
         first: dict = {}

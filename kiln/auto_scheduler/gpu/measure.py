@@ -116,7 +116,10 @@ def _worker(conn) -> None:
     from ...runtime.cuda_module import CudaModule
     state: dict = {}
     while True:
-        msg = conn.recv()
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the tuner went away without saying stop
+            return
         if msg[0] == "stop":
             return
         try:

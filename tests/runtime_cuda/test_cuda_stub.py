@@ -1,0 +1,129 @@
+"""The GPU path end to end on an emulated GPU (tests/gpu_stub.py): the real cuda-bindings over a
+stand-in driver library whose device memory is host memory, kernels run by NumPy, all
+threads at once. Each test runs in a child process that loads the stand-in.
+
+What this covers that test_cuda_fake.py (a Python fake in place of the bindings) cannot: the
+bindings' own argument marshalling, return tuples and enums; the driver's rules (a current
+context per thread, no synchronous calls or allocations while capturing a graph, launch
+limits, dynamic shared memory opt-in, the cubin's SM arch); spawned measurement workers; and
+the scripts a GPU sitting runs (the `cuda`-marked tests, the GPU benchmarks, `kiln tune` and
+`kiln bench --target cuda`). Timings on it mean nothing."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import gpu_stub
+import pytest
+
+from kiln.codegen import nvrtc
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.skipif(not nvrtc.available(),
+                                reason="needs cuda-bindings and NVRTC (pip install kiln[cuda])")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stub_gpu")
+    try:
+        gpu_stub.build(str(root))
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"no C compiler for the stand-in driver: {err}")
+    out = gpu_stub.environment(str(root), str(root / "registry"))
+    out["KILN_CACHE_DIR"] = str(root / "cache")
+    return out
+
+
+def _run(env, args: list, timeout: float = 400) -> str:
+    res = subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=timeout)
+    text = res.stdout + res.stderr
+    assert res.returncode == 0, text[-4000:]
+    return text
+
+
+def test_the_cuda_marked_tests_pass_on_the_emulated_gpu(env):
+    text = _run(env, ["-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "-rs",
+                      "tests/runtime_cuda/test_cuda_gpu.py",
+                      "tests/test_gpu_kernels_and_models.py"])
+    passed = int(re.search(r"(\d+) passed", text).group(1))
+    skips = re.findall(r"SKIPPED \[(\d+)\].*: (.*)", text)
+    assert passed >= 18 and "failed" not in text, text[-3000:]
+    assert all(why == "this PyTorch has no CUDA" for _, why in skips), skips
+
+
+def test_driver_rules_seen_through_kiln(env, tmp_path):
+    """A cubin for another arch, a leak check over repeated model runs, and dynamic shared
+    memory beyond the opt-in limit, each as kiln reports it."""
+    script = textwrap.dedent("""
+        import ctypes, numpy as np, kiln
+        from kiln.codegen import nvrtc
+        from kiln.errors import DeviceError
+        from kiln.runtime import cuda
+        src = 'extern "C" __global__ void k(float* a) { a[threadIdx.x] = 1.0f; }'
+        try:
+            cuda.CuModule(open(nvrtc.compile_cuda(src, "sm_80"), "rb").read())
+        except DeviceError as err:
+            print("ARCH", err)
+        fn = cuda.CuModule(open(nvrtc.compile_cuda(src, "sm_90"), "rb").read()).function("k")
+        buf = cuda.DeviceBuffer(4096)
+        try:
+            fn.launch((1, 1, 1), (32, 1, 1), [buf.ptr], shared_bytes=300 * 1024)
+        except DeviceError as err:
+            print("SHARED", err)
+        from kiln.models import builtin
+        import torch
+        model, proto, inputs = builtin("bert-tiny", seq_len=8)
+        graph, params = kiln.frontend.from_onnx(proto)
+        lib = kiln.graph.build(graph, params, target="cuda")
+        stub = ctypes.CDLL("libcuda.so.1")
+        counts = []
+        for _ in range(3):
+            (out,) = lib.run(**inputs).values()
+            counts.append(stub.kiln_stub_live_allocations())
+        with torch.no_grad():
+            ref = model(torch.from_numpy(inputs["input_ids"])).numpy()
+        print("LIVE", counts, "ERR", float(np.abs(out - ref).max()))
+    """)
+    text = _run(env, ["-c", script])
+    assert "ARCH" in text and "CUDA_ERROR_NO_BINARY_FOR_GPU" in text, text
+    assert "another GPU architecture" in text
+    assert "SHARED" in text and "CUDA_ERROR_INVALID_VALUE" in text, text
+    live = re.search(r"LIVE \[(\d+), (\d+), (\d+)\] ERR (\S+)", text)
+    assert live and live.group(1) == live.group(3), text  # repeated runs allocate nothing
+    assert float(live.group(4)) <= 1e-4
+
+
+def test_the_gpu_benchmarks_run_on_the_emulated_gpu(env, tmp_path):
+    _run(env, ["benchmarks/gemm_gpu.py", "--smoke", "--out", str(tmp_path / "gemm_gpu")])
+    gemm = json.loads((tmp_path / "gemm_gpu.json").read_text())
+    assert [r["name"].split(",")[0] for r in gemm["rows"]] == ["kiln mm", "kiln swish_mm (fused)"]
+    _run(env, ["benchmarks/bert_gpu.py", "--smoke", "--out", str(tmp_path / "bert_gpu")])
+    bert = json.loads((tmp_path / "bert_gpu.json").read_text())
+    assert len(bert["rows"]) == 2 and all(r["max_abs_err"] <= 1e-4 for r in bert["rows"])
+    assert bert["profile"] and "fused_dense" in (tmp_path / "bert_gpu.md").read_text()
+
+
+def test_kiln_tune_and_bench_with_target_cuda_on_the_emulated_gpu(env, tmp_path):
+    """The spawned NVRTC builders and the measurement worker on the driver API, every result
+    checked against the reference; a second sitting resumes the log."""
+    log = str(tmp_path / "tiny.json")
+    tune = ["-m", "kiln.cli", "tune", "--builtin", "bert-tiny", "--seq-len", "8", "--target",
+            "cuda", "--per-round", "6", "--log", log]
+    _run(env, tune + ["--trials", "12"])
+    first = [json.loads(line) for line in open(log)]
+    _run(env, tune + ["--trials", "6"])
+    recs = [json.loads(line) for line in open(log)]
+    assert len(first) == 12 and len(recs) == 18, recs[-1]
+    assert all(r["error"] == "ok" and r.get("checked") for r in recs), recs
+    configs = {(r["workload_key"], json.dumps(r["meta"]["gpu_config"], sort_keys=True))
+               for r in recs}
+    assert len(configs) == 18  # nothing measured twice
+    text = _run(env, ["-m", "kiln.cli", "bench", "--builtin", "bert-tiny", "--seq-len", "8",
+                      "--target", "cuda", "--log", log, "--repeat", "1", "--no-torch",
+                      "--profile", "2"])
+    assert "kiln tuned" in text and "each kernel timed alone" in text, text

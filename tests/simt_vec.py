@@ -1,0 +1,176 @@
+"""A fast SIMT executor of GPU kernels (gpu.Kernel) for the emulated GPU (tests/gpu_stub.py).
+
+Every thread of every block is one lane of NumPy arrays: a statement runs for all lanes at
+once, under a mask where control flow diverges (thread-loop bounds, if-then-else, selects).
+Shared buffers hold one copy per block, local buffers one per thread. Since all lanes advance
+statement by statement, barriers hold by construction, so unlike tir_interp (which runs the
+threads of a block one after another between barriers, to catch missing barriers) this cannot
+find races; it is here to run kernels of real sizes fast (hundreds of times faster than
+tir_interp), as a GPU would compute them, in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kiln.te import expr as E
+from kiln.tir import stmt as S
+
+_NP = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64,
+       "bool": np.bool_, "int8": np.int8, "uint8": np.uint8, "float16": np.float16,
+       "uint16": np.uint16}
+_ERF = np.frompyfunc(math.erf, 1, 1)
+_CALL = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "floor": np.floor,
+         "ceil": np.ceil, "abs": np.abs, "sin": np.sin, "cos": np.cos, "log2": np.log2,
+         "exp2": np.exp2, "trunc": np.trunc, "round": np.rint, "pow": np.power,
+         "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "rsqrt": lambda x: 1 / np.sqrt(x),
+         "erf": lambda x: _ERF(x).astype(np.asarray(x).dtype)}
+_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y", "threadIdx.z")
+
+
+class OutOfBounds(Exception):
+    """An active lane read or wrote outside its buffer (an illegal address on a GPU)."""
+
+
+class _Run:
+    def __init__(self, kern, mem: dict):
+        gx, gy, gz = kern.grid
+        bx, by, bz = kern.block
+        lane = np.arange(gx * gy * gz * bx * by * bz, dtype=np.int64)
+        threads = bx * by * bz
+        t, b = lane % threads, lane // threads
+        self.index = {"threadIdx.x": t % bx, "threadIdx.y": (t // bx) % by,
+                      "threadIdx.z": t // (bx * by), "blockIdx.x": b % gx,
+                      "blockIdx.y": (b // gx) % gy, "blockIdx.z": b // (gx * gy)}
+        self.lanes, self.block, self.nblocks = lane, b, gx * gy * gz
+        self.mem = mem     # uid -> flat array (global buffers)
+        self.base = {}     # uid -> per-lane offset of shared / local copies
+        self.env = {}
+
+    # ------------------------------------------------------------ statements
+    def stmt(self, s, mask) -> None:
+        if isinstance(s, S.SeqStmt):
+            for x in s.stmts:
+                self.stmt(x, mask)
+        elif isinstance(s, S.For) and s.kind == "thread":
+            idx = self.index[s.thread_tag]
+            self.env[s.var] = idx
+            self.stmt(s.body, mask & (idx < self.expr(s.extent, mask)))
+        elif isinstance(s, S.For):
+            self.loop(s, mask)
+        elif isinstance(s, S.Store):
+            self.store(s, mask)
+        elif isinstance(s, S.Allocate):
+            self.allocate(s.buffer)
+            self.stmt(s.body, mask)
+        elif isinstance(s, S.IfThenElse):
+            cond = self.expr(s.cond, mask)
+            self.stmt(s.then, mask & cond)
+            if s.else_ is not None:
+                self.stmt(s.else_, mask & ~np.asarray(cond, bool))
+        elif isinstance(s, S.LetStmt):
+            self.env[s.var] = self.expr(s.value, mask)
+            self.stmt(s.body, mask)
+        elif not isinstance(s, S.Barrier):  # lanes run in lock step: barriers hold already
+            raise TypeError(type(s))
+
+    def loop(self, s, mask) -> None:
+        extent = self.expr(s.extent, mask)
+        if np.ndim(extent):  # a per-thread trip count: run to the largest, mask the rest
+            top = int(extent[mask].max()) if mask.any() else 0
+            for i in range(top):
+                self.env[s.var] = i
+                self.stmt(s.body, mask & (i < extent))
+            return
+        for i in range(int(extent)):
+            self.env[s.var] = i
+            self.stmt(s.body, mask)
+
+    def allocate(self, buf) -> None:
+        size = max(buf.size, 1)
+        fill = np.nan if buf.dtype.startswith("float") else 0
+        if buf.scope == "shared":
+            copies, owner = self.nblocks, self.block
+        elif buf.scope == "local":
+            copies, owner = len(self.lanes), self.lanes
+        else:  # a global temporary inside the kernel: one copy
+            copies, owner = 1, np.zeros_like(self.lanes)
+        self.mem[buf.uid] = np.full(copies * size, fill, dtype=_NP[buf.dtype])
+        self.base[buf.uid] = (owner * size, size)
+
+    def address(self, buf, index, mask, what: str):
+        index = np.broadcast_to(np.asarray(index, np.int64), self.lanes.shape)
+        base = self.base.get(buf.uid)
+        size = base[1] if base else self.mem[buf.uid].size
+        bad = mask & ((index < 0) | (index >= size))
+        if bad.any():
+            lane = int(np.argmax(bad))
+            raise OutOfBounds(f"{what} {buf.name}[{int(index[lane])}] out of bounds "
+                              f"(size {size}) in lane {lane}")
+        index = np.where(mask, index, 0)
+        return index + base[0] if base else index
+
+    def store(self, s, mask) -> None:
+        if not mask.any():
+            return
+        where = self.address(s.buffer, self.expr(s.index, mask), mask, "store")
+        value = np.broadcast_to(self.expr(s.value, mask), self.lanes.shape)
+        buf = self.mem[s.buffer.uid]
+        buf[where[mask]] = value[mask].astype(buf.dtype, copy=False)
+
+    # ------------------------------------------------------------ expressions
+    def expr(self, e, mask):
+        if isinstance(e, E.Var):
+            return self.env[e]
+        if isinstance(e, E.IntImm):
+            return e.value
+        if isinstance(e, E.FloatImm):
+            return _NP.get(e.dtype, np.float32)(e.value)
+        if isinstance(e, S.BufferLoad):
+            where = self.address(e.buffer, self.expr(e.index, mask), mask, "load")
+            return self.mem[e.buffer.uid][where]
+        if isinstance(e, E.BinOp):
+            return self.binop(e, mask)
+        if isinstance(e, E.Cmp):
+            a, b = self.expr(e.a, mask), self.expr(e.b, mask)
+            return {"lt": np.less, "le": np.less_equal, "gt": np.greater,
+                    "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}[e.op](a, b)
+        if isinstance(e, E.Not):
+            return np.logical_not(self.expr(e.a, mask))
+        if isinstance(e, E.Select):
+            cond = np.asarray(self.expr(e.cond, mask), bool)
+            if not cond.ndim:  # uniform: only the taken side is evaluated (it may be a load)
+                return self.expr(e.t if cond else e.f, mask)
+            return np.where(cond, self.expr(e.t, mask & cond), self.expr(e.f, mask & ~cond))
+        if isinstance(e, E.Cast):
+            return np.asarray(self.expr(e.value, mask)).astype(_NP[e.dtype])
+        if isinstance(e, E.Call):
+            return _CALL[e.name](*[self.expr(a, mask) for a in e.args])
+        raise TypeError(type(e))
+
+    def binop(self, e, mask):
+        a, b = self.expr(e.a, mask), self.expr(e.b, mask)
+        op = e.op
+        if op in ("and", "or"):
+            return (np.logical_and if op == "and" else np.logical_or)(a, b)
+        if op in ("add", "sub", "mul", "min", "max"):
+            return {"add": np.add, "sub": np.subtract, "mul": np.multiply,
+                    "min": np.minimum, "max": np.maximum}[op](a, b)
+        if E.is_float(e.dtype):
+            return np.divide(a, b)
+        b = np.where(np.asarray(b) == 0, 1, b)  # masked-off lanes may divide by zero
+        if op == "floormod":
+            return np.mod(a, b)
+        if op == "floordiv":
+            return np.floor_divide(a, b)
+        q = np.floor_divide(np.abs(a), np.abs(b))  # C's truncating division
+        return np.where((np.asarray(a) < 0) != (np.asarray(b) < 0), -q, q)
+
+
+def run_kernel(kern, mem: dict) -> None:
+    """Run gpu.Kernel `kern` over `mem` ({buffer uid: flat array of the buffer's dtype})."""
+    run = _Run(kern, dict(mem))
+    with np.errstate(all="ignore"):  # NaN poison and masked-off lanes compute garbage
+        run.stmt(kern.body, np.ones(run.lanes.shape, bool))
