@@ -233,3 +233,20 @@ def install() -> None:
 
 def launch_count() -> int:
     return int(_STATE["lib"].kiln_stub_launch_count())
+
+
+def main(argv: list) -> int:
+    """python tests/gpu_stub.py [--dir DIR] -- COMMAND...: run COMMAND on the emulated GPU."""
+    import tempfile
+    if "--" not in argv:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    cut = argv.index("--")
+    opts, cmd = argv[:cut], argv[cut + 1:]
+    root = opts[opts.index("--dir") + 1] if "--dir" in opts else tempfile.mkdtemp("-kiln-gpu")
+    build(root)
+    return subprocess.run(cmd, env=environment(root, os.path.join(root, "registry"))).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
