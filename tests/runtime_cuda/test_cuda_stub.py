@@ -38,9 +38,9 @@ def env(tmp_path_factory):
     return out
 
 
-def _run(env, args: list, timeout: float = 400) -> str:
-    res = subprocess.run([sys.executable, *args], env=env, cwd=REPO, capture_output=True,
-                         text=True, timeout=timeout)
+def _run(env, args: list, timeout: float = 400, python: bool = True) -> str:
+    res = subprocess.run([sys.executable, *args] if python else args, env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=timeout)
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-4000:]
     return text
@@ -98,14 +98,22 @@ def test_driver_rules_seen_through_kiln(env, tmp_path):
     assert float(live.group(4)) <= 1e-4
 
 
-def test_the_gpu_benchmarks_run_on_the_emulated_gpu(env, tmp_path):
-    _run(env, ["benchmarks/gemm_gpu.py", "--smoke", "--out", str(tmp_path / "gemm_gpu")])
-    gemm = json.loads((tmp_path / "gemm_gpu.json").read_text())
-    assert [r["name"].split(",")[0] for r in gemm["rows"]] == ["kiln mm", "kiln swish_mm (fused)"]
-    _run(env, ["benchmarks/bert_gpu.py", "--smoke", "--out", str(tmp_path / "bert_gpu")])
-    bert = json.loads((tmp_path / "bert_gpu.json").read_text())
-    assert len(bert["rows"]) == 2 and all(r["max_abs_err"] <= 1e-4 for r in bert["rows"])
-    assert bert["profile"] and "fused_dense" in (tmp_path / "bert_gpu.md").read_text()
+def test_a_gpu_sitting_runs_on_the_emulated_gpu(env, tmp_path):
+    """scripts/gpu_sitting.sh --smoke: both GPU benchmarks (tuned rows included) and a tuning
+    sitting whose log the BERT benchmark then applies."""
+    out = tmp_path / "sitting"
+    _run(dict(env, PYTHON=sys.executable), ["bash", "scripts/gpu_sitting.sh", str(out),
+                                             "--smoke"], timeout=600, python=False)
+    log = (out / "log.txt").read_text()
+    assert log.count(": exit 0 after") == 3, log[-3000:]
+    gemm = json.loads((out / "gemm_gpu.json").read_text())
+    names = [r["name"].split(",")[0] for r in gemm["rows"]]
+    assert names == ["kiln mm", "kiln swish_mm (fused)", "kiln mm", "kiln swish_mm"], names
+    bert = json.loads((out / "bert_gpu.json").read_text())
+    assert [r["name"] for r in bert["rows"]] == ["kiln (onnx frontend, tuned)",
+                                                  "kiln (pytorch frontend, tuned)"]
+    assert all(r["max_abs_err"] <= 1e-4 for r in bert["rows"]) and bert["profile"]
+    assert (out / "bert_gpu_log.json").stat().st_size and (out / "gemm_gpu_log.json").exists()
 
 
 def test_kiln_tune_and_bench_with_target_cuda_on_the_emulated_gpu(env, tmp_path):
