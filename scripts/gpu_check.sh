@@ -26,7 +26,7 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything,
   "$py" -c "import kiln; from kiln.runtime import cuda; from kiln.codegen import nvrtc; print(cuda.device_properties(0)); print('nvrtc', nvrtc.version())"
 } 2>&1 | tee -a "$log"
 step 120 "cuda tests" "$py" -m pytest -q -m cuda -p no:cacheprovider --timeout=90 \
-  tests/test_gpu_kernels_and_models.py tests/runtime_cuda
+  tests/test_gpu_kernels_and_models.py tests/runtime_cuda tests/auto_scheduler/test_gpu_tune_device.py
 step 100 "gemm_gpu" "$py" benchmarks/gemm_gpu.py --out "$out/gemm_gpu" ${GEMM_ARGS:-}
 step 250 "bert_gpu" "$py" benchmarks/bert_gpu.py --out "$out/bert_gpu" ${BERT_ARGS:-}
 echo "done $(date +%T)" | tee -a "$log"

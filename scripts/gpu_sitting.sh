@@ -44,7 +44,7 @@ if [ -n "$smoke" ]; then  # the emulated GPU: tiny sizes, the steps' plumbing on
     --out "$out/bert_gpu"
 else
   step 90 "cuda tests" "$py" -m pytest -q -m cuda -p no:cacheprovider --timeout=60 \
-    tests/test_gpu_kernels_and_models.py tests/runtime_cuda
+    tests/test_gpu_kernels_and_models.py tests/runtime_cuda tests/auto_scheduler/test_gpu_tune_device.py
   step 150 "gemm: hand sweep, tune, time" "$py" benchmarks/gemm_gpu.py --quick --repeat 15 \
     --log "$out/gemm_gpu_log.json" --tune "$trials" --out "$out/gemm_gpu"
   step $((tune_s + 40)) "bert tune" "$py" -m kiln.cli tune --builtin bert-base --target cuda \

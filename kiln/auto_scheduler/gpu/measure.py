@@ -135,9 +135,10 @@ def _worker(conn) -> None:
             _, path, plan, repeat, min_ms, flush = msg
             conn.send(_measure_one(state, CudaModule(path, plan, ""), repeat, min_ms, flush))
         except KilnError as err:
-            conn.send(("error", ErrorNo.RUNTIME, str(err).splitlines()[0][:300]))
-            if "unusable" in str(err) or "illegal" in str(err).lower():
-                return  # the context is poisoned: let the parent start a fresh worker
+            poisoned = "unusable" in str(err) or "illegal" in str(err).lower()
+            conn.send(("error", ErrorNo.RUNTIME, str(err).splitlines()[0][:300], poisoned))
+            if poisoned:
+                return  # the context is poisoned: the parent starts a fresh worker
 
 
 def _measure_one(state: dict, mod, repeat: int, min_ms: float, flush: bool) -> tuple:
@@ -191,11 +192,12 @@ class GpuRunner:
                               f"{reply}")
 
     def _wait(self, timeout: float):
+        """The worker's reply; None when it ran past `timeout`; ("gone",) when it died."""
         try:
             if self._conn.poll(timeout):
                 return self._conn.recv()
         except (EOFError, OSError):
-            pass
+            return ("gone",)
         return None
 
     def run(self, items: list) -> list:
@@ -203,15 +205,28 @@ class GpuRunner:
         out = []
         for path, plan, *_ in items:
             t0 = time.time()
-            if self._proc is None or not self._proc.is_alive():
-                self._send_task()
-            self._conn.send(("measure", path, plan, self.repeat, self.min_repeat_ms,
-                             self.flush_l2))
-            reply = self._wait(self.timeout)
+            reply = None
+            for _ in range(2):  # the worker died before or while running it: once more
+                if self._proc is None or not self._proc.is_alive():
+                    self._send_task()
+                try:
+                    self._conn.send(("measure", path, plan, self.repeat, self.min_repeat_ms,
+                                     self.flush_l2))
+                except (OSError, BrokenPipeError):
+                    reply = ("gone",)
+                else:
+                    reply = self._wait(self.timeout)
+                if reply != ("gone",):
+                    break
+                self.close()
             out.append(self._result(reply, time.time() - t0))
         return out
 
     def _result(self, reply, elapsed: float) -> MeasureResult:
+        if reply == ("gone",):  # died while running it (an illegal address, say)
+            self.close()
+            return MeasureResult([], ErrorNo.RUNTIME, "the worker died (illegal address?)",
+                                 elapsed)
         if reply is None:  # hung or died: kill it, a fresh worker takes the next candidate
             died = self._proc is not None and not self._proc.is_alive()
             self.close()
@@ -221,6 +236,8 @@ class GpuRunner:
             return MeasureResult([], kind, msg, elapsed)
         if reply[0] == "ok":
             return MeasureResult(reply[1], ErrorNo.OK, "", elapsed, checked=True)
+        if len(reply) > 3 and reply[3]:  # its context is poisoned and it is exiting: wait
+            self.close()
         return MeasureResult([], reply[1], reply[2], elapsed)
 
     def close(self) -> None:
