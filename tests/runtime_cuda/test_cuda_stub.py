@@ -89,6 +89,11 @@ def test_driver_rules_seen_through_kiln(env, tmp_path):
         with torch.no_grad():
             ref = model(torch.from_numpy(inputs["input_ids"])).numpy()
         print("LIVE", counts, "ERR", float(np.abs(out - ref).max()))
+        import threading  # a thread with no current context yet
+        got = []
+        t = threading.Thread(target=lambda: got.append(list(lib.run(**inputs).values())[0]))
+        t.start(); t.join()
+        print("THREAD", bool(got) and bool(np.array_equal(got[0], out)))
     """)
     text = _run(env, ["-c", script])
     assert "ARCH" in text and "CUDA_ERROR_NO_BINARY_FOR_GPU" in text, text
@@ -97,6 +102,7 @@ def test_driver_rules_seen_through_kiln(env, tmp_path):
     live = re.search(r"LIVE \[(\d+), (\d+), (\d+)\] ERR (\S+)", text)
     assert live and live.group(1) == live.group(3), text  # repeated runs allocate nothing
     assert float(live.group(4)) <= 1e-4
+    assert "THREAD True" in text, text
 
 
 def test_a_gpu_sitting_runs_on_the_emulated_gpu(env, tmp_path):
