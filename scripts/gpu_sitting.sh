@@ -10,31 +10,14 @@
 # gemm_gpu_log.json, bert_gpu_log.json (copy the two logs to benchmarks/results/logs/).
 # Check it without a GPU: python tests/gpu_stub.py -- bash scripts/gpu_sitting.sh OUT --smoke
 set -uo pipefail
-out="${1:?usage: bash scripts/gpu_sitting.sh OUTDIR [BERT_TUNE_SECONDS] [GEMM_TRIALS]}"
+: "${1:?usage: bash scripts/gpu_sitting.sh OUTDIR [BERT_TUNE_SECONDS] [GEMM_TRIALS]}"
 smoke=""
-if [ "${2:-}" = "--smoke" ]; then smoke="--smoke"; shift; fi
+if [ "${2:-}" = "--smoke" ]; then smoke="--smoke"; set -- "$1" "${@:3}"; fi
 tune_s="${2:-150}"
 trials="${3:-64}"
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="${PYTHON:-python3}"
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-cd "$root"
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-log="$out/log.txt"
-for f in gemm_gpu bert_gpu; do
-  [ -f "benchmarks/results/logs/${f}_log.json" ] && cp "benchmarks/results/logs/${f}_log.json" "$out/"
-done
-step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything, keep going
-  local limit="$1" name="$2"; shift 2
-  echo "=== $name ($(date +%T), limit ${limit}s)" | tee -a "$log"
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
-  echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - t0))s" | tee -a "$log"
-}
-{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
-  "$py" -c "import kiln; from kiln.runtime import cuda; from kiln.codegen import nvrtc; print(cuda.device_properties(0)); print('nvrtc', nvrtc.version())"
-} 2>&1 | tee -a "$log"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_lib.sh" "$1"
+resume_logs
+gpu_header
 if [ -n "$smoke" ]; then  # the emulated GPU: tiny sizes, the steps' plumbing only
   step 300 "gemm" "$py" benchmarks/gemm_gpu.py --smoke --log "$out/gemm_gpu_log.json" --tune 4 \
     --out "$out/gemm_gpu"
@@ -43,7 +26,7 @@ if [ -n "$smoke" ]; then  # the emulated GPU: tiny sizes, the steps' plumbing on
   step 300 "bert time" "$py" benchmarks/bert_gpu.py --smoke --log "$out/bert_gpu_log.json" \
     --out "$out/bert_gpu"
 else
-  step 90 "cuda tests" "$py" -m pytest -q -m cuda -p no:cacheprovider --timeout=60 \
+  step 90 "cuda tests" "$py" -m pytest -q -m cuda -p no:cacheprovider \
     tests/test_gpu_kernels_and_models.py tests/runtime_cuda tests/auto_scheduler/test_gpu_tune_device.py
   step 150 "gemm: hand sweep, tune, time" "$py" benchmarks/gemm_gpu.py --quick --repeat 15 \
     --log "$out/gemm_gpu_log.json" --tune "$trials" --out "$out/gemm_gpu"

@@ -6,25 +6,11 @@
 # OUTDIR gets 8 files: log.txt, gemm_gpu.{json,md,png}, bert_gpu.{json,md},
 # gemm_gpu_log.json, bert_gpu_log.json (copy the two logs to benchmarks/results/logs/).
 set -uo pipefail
-out="${1:?usage: bash scripts/gpu_tune.sh OUTDIR [BERT_MINUTES] [GEMM_TRIALS]}"
+: "${1:?usage: bash scripts/gpu_tune.sh OUTDIR [BERT_MINUTES] [GEMM_TRIALS]}"
 minutes="${2:-4}"
 trials="${3:-200}"
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="${PYTHON:-python3}"
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-cd "$root"
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-log="$out/log.txt"
-for f in gemm_gpu bert_gpu; do
-  [ -f "benchmarks/results/logs/${f}_log.json" ] && cp "benchmarks/results/logs/${f}_log.json" "$out/"
-done
-step() {
-  local limit="$1" name="$2"; shift 2
-  echo "=== $name ($(date +%T), limit ${limit}s)" | tee -a "$log"
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
-  echo "=== $name: exit ${PIPESTATUS[0]}" | tee -a "$log"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_lib.sh" "$1"
+resume_logs
 step 240 "gemm tune + time" "$py" benchmarks/gemm_gpu.py --quick --log "$out/gemm_gpu_log.json" \
   --tune "$trials" --out "$out/gemm_gpu"
 step $((minutes * 60 + 90)) "bert tune" "$py" -m kiln.cli tune --builtin bert-base \
