@@ -2,7 +2,8 @@
 
 In: feature vectors (features.py) and measured seconds (inf for failures).
 Out: `predict(features) -> scores`, higher is faster; before it has data, or without
-xgboost, scores are random (the search then explores uniformly); `save` / `load` keep the
+xgboost, scores are the analytical prior of prior.py (a model of the hardware: busy
+multiprocessors, latency hiding, shared-memory traffic per FMA); `save` / `load` keep the
 training data beside a tuning log so a short GPU sitting resumes with what earlier ones learnt.
 Why: one model per target kind (the CPU model reads per-store loop features; GPU programs are
 described by launch shape, occupancy, shared-memory and coalescing features instead). Labels
@@ -20,6 +21,7 @@ import numpy as np
 
 from ...errors import KilnError
 from .features import FEATURE_NAMES
+from .prior import prior_score
 
 log = logging.getLogger("kiln.auto_scheduler")
 
@@ -63,8 +65,8 @@ class GpuCostModel:
             import xgboost as xgb
         except ImportError:
             if not self._warned:
-                log.warning("xgboost is not installed: the GPU search ranks candidates at "
-                            "random (pip install xgboost-cpu)")
+                log.warning("xgboost is not installed: the GPU search ranks candidates by "
+                            "its analytical prior only (pip install xgboost-cpu)")
                 self._warned = True
             return
         data = xgb.DMatrix(np.stack(self.xs), label=self._labels(),
@@ -81,8 +83,9 @@ class GpuCostModel:
     def predict(self, feats: list) -> np.ndarray:
         if not feats:
             return np.zeros(0)
-        if self.booster is None:
-            return self.rng.random(len(feats))
+        if self.booster is None:  # the analytical prior; a little noise breaks its ties
+            prior = np.array([prior_score(f) for f in feats])
+            return prior * (1 + 0.01 * self.rng.random(len(feats)))
         import xgboost as xgb
         data = xgb.DMatrix(np.stack([np.asarray(f, np.float32) for f in feats]),
                            feature_names=list(FEATURE_NAMES))
