@@ -8,6 +8,11 @@ out="$(cd "$1" && pwd)"
 cd "$root" || exit 1
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 log="$out/log.txt"
+# wheels carried from the development machine (scripts/gpu_wheels.sh): xgboost for the model
+if compgen -G "$root/.whl/*.whl" >/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/kiln-site "$root"/.whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/kiln-site"
+fi
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log everything, keep going
   local limit="$1" name="$2"; shift 2
