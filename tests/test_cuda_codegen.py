@@ -206,7 +206,8 @@ def test_default_gpu_schedules_match_numpy(kind, rows, cols, how):
 @given(m=st.integers(1, 20), n=st.integers(1, 20), k=st.integers(1, 20),
        tm=st.sampled_from([1, 2, 4]), tn=st.sampled_from([1, 2, 4]),
        tx=st.sampled_from([1, 4, 8]), ty=st.sampled_from([1, 2, 4]),
-       bk=st.sampled_from([1, 4, 8]), pad=st.booleans(), vec=st.sampled_from([1, 2, 4]),
+       bk=st.sampled_from([1, 4, 8]), pad=st.sampled_from([0, 1, 2, 4]),
+       vec=st.sampled_from([1, 2, 4]),
        batch=st.integers(0, 2), splitk=st.sampled_from([1, 1, 2, 3]))
 def test_random_gpu_matmul_schedules_match_numpy(m, n, k, tm, tn, tx, ty, bk, pad, vec, batch,
                                                  splitk):
@@ -339,3 +340,81 @@ def test_only_k_contiguous_panels_are_padded_and_default_tiles_fetch_float4():
     for m, n, k in ((128, 768, 768), (128, 2304, 768), (128, 3072, 768), (128, 768, 3072)):
         (_, _), (c,), _ = workloads.matmul(m, n, k)
         assert tc.matmul_tiles(c)["vec"] == 4
+
+
+def test_row_pad_words_golden_and_interpreted():
+    """pad = words per k-contiguous panel row: 2 and 4 keep the rows 8- / 16-byte aligned
+    (shared sizes golden); C = A B^T with each pad computes the product (interpreter, both
+    printer forms)."""
+    def build(pad):
+        (a, b), (c,), ref = workloads.matmul(24, 40, 36)
+        s = te.create_schedule(c.op)
+        tc.schedule_matmul(s, c, tm=2, tn=4, tx=8, ty=4, bk=8, pad=pad, vec=4)
+        return s, [a, b, c], ref
+
+    def shared(pad):
+        s, args, _ = build(pad)
+        src = cuda_codegen.render(kiln.lower(s, args), "cuda -arch=sm_90")
+        return sorted(x.split("float ")[1] for x in src.splitlines() if "__shared__" in x)
+    # a panel: 8 rows, b panel: 32 rows, 8 k each; stride 8 + pad (last row unpadded)
+    assert shared(0) == ["a_shared[64];", "b_shared[256];"]
+    assert shared(1) == ["a_shared[71];", "b_shared[287];"]
+    assert shared(2) == ["a_shared[78];", "b_shared[318];"]
+    assert shared(4) == ["a_shared[92];", "b_shared[380];"]
+    rng = np.random.default_rng(3)
+    for pad in (2, 4):
+        s, args, ref = build(pad)
+        arrays = [rng.standard_normal([int(d.value) for d in t.shape]).astype("float32")
+                  for t in args[:-1]]
+        _, got = _run(s, args, arrays)
+        np.testing.assert_allclose(got, ref(*arrays), rtol=1e-4, atol=1e-4)
+
+
+def test_bank_model_and_conflict_free_pads():
+    """The static model: a warp of 8 lanes reading 8-row float4 tiles 128 words apart hits one
+    bank group 8 times; padded rows (17) leave 2-way (tn = 8 cannot do better), 4-row tiles
+    none. conflict_free_pad: 1 for 4-row tiles, 2 for 2-row tiles, 4 for single rows."""
+    assert tc.lds_wavefronts(8, 128, 4) == 8 and tc.lds_wavefronts(8, 136, 4) == 2
+    assert tc.lds_wavefronts(8, 68, 4) == 1 and tc.lds_wavefronts(16, 68, 4) == 2
+    assert [tc.conflict_free_pad(t, 16) for t in (1, 2, 4, 8)] == [4, 2, 1, 1]
+    for t in (1, 2, 4):
+        pad = tc.conflict_free_pad(t, 16)
+        _, wf = tc.panel_reads(t, 8, 16, pad, True)
+        n, _ = tc.panel_reads(t, 8, 16, pad, True)
+        assert wf == n and n <= t * 16 // 4 + 1  # one wavefront per float4 load
+    seed = (1, 128, 3072, 768)
+    unpadded = dict(tm=8, tn=8, tx=8, ty=8, bk=16, pad=0, vec=4, splitk=1)
+    assert tc.matmul_estimate(seed, unpadded)["wavefronts_per_kstep"] == 384
+    assert tc.matmul_estimate(seed, dict(unpadded, pad=1))["wavefronts_per_kstep"] == 102
+    small = dict(tm=4, tn=4, tx=16, ty=8, bk=16, pad=0, vec=4, splitk=1)
+    assert tc.matmul_estimate(seed, small)["wavefronts_per_kstep"] == 288
+    assert tc.matmul_estimate(seed, dict(small, pad=1))["wavefronts_per_kstep"] == 51
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_default_tiles_fill_the_machine_conflict_free(arch):
+    """BERT-base's dense shapes and the seed GEMM: the default tiles read shared memory
+    without conflicts (every float4 read one wavefront per 8 lanes) and keep every SM of the
+    target busy with about the same number of blocks (the SM count is the target's)."""
+    from kiln.target import Target
+    target = Target(f"cuda -arch={arch}")
+    for m, n, k in ((128, 768, 768), (128, 2304, 768), (128, 3072, 768), (128, 768, 3072)):
+        (_, _), (c,), _ = workloads.matmul(m, n, k)
+        cfg = tc.matmul_tiles(c, target)
+        est = tc.matmul_estimate((1, m, n, k), cfg, target)
+        assert est["bank_ways_a"] == 1 and est["bank_ways_b"] <= 2, (m, n, k, cfg)
+        assert est["blocks"] >= target.sm_count and est["sm_balance"] >= 0.7, (cfg, est)
+        assert cfg["vec"] == 4
+
+
+def test_default_tiles_of_a_small_dense_run_correctly():
+    """The model's default for a small C = A B^T (split-K, padding chosen by the model) in
+    the interpreter, both printer forms."""
+    (a, b), (c,), ref = workloads.matmul(16, 48, 64)
+    s = te.create_schedule(c.op)
+    tc.schedule_auto(s, c, "cuda -arch=sm_90")
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal((16, 64)).astype("float32"),
+              rng.standard_normal((48, 64)).astype("float32")]
+    _, got = _run(s, [a, b, c], arrays)
+    np.testing.assert_allclose(got, ref(*arrays), rtol=1e-4, atol=1e-4)

@@ -203,7 +203,7 @@ def gpu_schedules(dag, target) -> list:
     from ..topi import cuda as tc
     out = dag.outputs[0].output(0)
     found = []
-    for fn in (lambda s: tc.schedule_auto(s, out, target.sm_count),
+    for fn in (lambda s: tc.schedule_auto(s, out, target),
                lambda s: tc.schedule_simple(s, out)):
         s = Schedule.from_state(dag, dag.init_state())
         try:
