@@ -194,3 +194,28 @@ def test_search_space_can_be_looked_at_like_in_tvm(tmp_path):
     assert "blockIdx" in str(kiln.lower(sch, args))
     text = task.print_best(log, print_mode="cuda")
     assert "__global__" in text and "best of" in text
+
+
+def test_gpu_features_of_waves_and_pipelining():
+    """The features added for the static model: documented, the pipelined fetch seen, SM
+    balance and the model's cycles; a conflicted unpadded tile shows more shared wavefronts
+    per FFMA than the padded one."""
+    from kiln.auto_scheduler.gpu.features import FEATURE_DOCS
+    from kiln.auto_scheduler.gpu.space import GpuConfig
+    assert set(FEATURE_DOCS) == set(FEATURE_NAMES) and all(FEATURE_DOCS.values())
+    task, _ = _mm(128, 256, 64)
+    space = GpuSpace(task.compute_dag, task.target)
+    assert 2 in space.domains["pad"] and 4 in space.domains["pad"]
+    cfg = space.default()
+    _, func, plan = space.lowered(cfg, task.args)
+    f = dict(zip(FEATURE_NAMES, features(space, cfg, func, plan)))
+    assert f["pipelined"] == 1 and f["prefetch_regs"] > 0
+    assert 0 < f["sm_balance"] <= 1 and f["warps_per_smsp"] >= 1 and f["model_log2_cycles"] > 0
+    knobs = dict(cfg.knobs, tm=8, tn=8, tx=8, ty=8, bk=16, vec=4, splitk=1)
+    ways = []
+    for pad in (0, 1):
+        c = GpuConfig("matmul", tuple(sorted(dict(knobs, pad=pad).items())))
+        low = space.lowered(c, task.args)
+        ways.append(dict(zip(FEATURE_NAMES, features(space, c, low[1], low[2])))[
+            "lds_wavefronts_per_ffma"])
+    assert ways[0] > 3 * ways[1]

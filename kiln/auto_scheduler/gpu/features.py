@@ -7,7 +7,7 @@ kernel's speed is different: how many blocks there are per multiprocessor (waves
 occupancy), how much work each thread does between synchronisations, how many shared-memory
 loads feed each FMA and whether a warp's accesses hit distinct banks, and whether global loads
 are coalesced (the stride of threadIdx.x in their addresses). The names sit beside the
-extractor so the two cannot drift apart.
+extractor so the two cannot drift apart, each documented in FEATURE_DOCS.
 """
 
 from __future__ import annotations
@@ -29,7 +29,47 @@ FEATURE_NAMES = (
     "coalesced_loads", "broadcast_loads", "strided_loads", "mean_load_stride",
     "reg_tile", "smem_loads_per_fma", "bk", "pad", "vec", "splitk", "tx", "ty",
     "bank_ways_a", "bank_ways_b", "tile_waste",
+    "sm_balance", "warps_per_smsp", "pipelined", "prefetch_regs", "lds_wavefronts_per_ffma",
+    "model_log2_cycles",
 )
+FEATURE_DOCS = {
+    **{f"kind_{k}": f"1 when the task's sketch is the {k} one" for k in KINDS},
+    "kernels": "kernels launched (split-K adds the reduction kernel)",
+    "log2_blocks": "log2 of the main kernel's blocks",
+    "log2_threads": "log2 of threads per block",
+    "warps_per_block": "warps per block",
+    "blocks_per_sm": "resident blocks per SM (threads, 32 blocks, shared memory)",
+    "occupancy": "resident threads per SM / 2048",
+    "waves": "blocks / (SMs x resident blocks per SM)",
+    "log2_shared_bytes": "log2(1 + shared bytes per block)",
+    "log2_flops_per_thread": "log2(1 + flops / threads launched)",
+    "coalesced_loads": "share of global loads whose address steps 1 with threadIdx.x",
+    "broadcast_loads": "share of global loads the lanes of a warp share",
+    "strided_loads": "share of global loads stepping more than 1 with threadIdx.x",
+    "mean_load_stride": "mean threadIdx.x stride of global loads (capped at 64)",
+    "reg_tile": "matmul: tm x tn accumulators per thread",
+    "smem_loads_per_fma": "matmul: (tm + tn) / (tm tn) shared words per FMA",
+    "bk": "matmul: reduction step per shared panel",
+    "pad": "matmul: words of padding per k-contiguous panel row",
+    "vec": "matmul: floats per thread per fetch",
+    "splitk": "matmul: reduction slices",
+    "tx": "matmul: threads along x", "ty": "matmul: threads along y",
+    "bank_ways_a": "matmul: bank ways of a warp's scalar reads of A's panel",
+    "bank_ways_b": "matmul: bank ways of a warp's scalar reads of B's panel",
+    "tile_waste": "matmul: padded output tiles / output elements",
+    "sm_balance": "matmul: blocks / (SMs x blocks on the busiest SM); 1 = no wave "
+                  "quantization (topi.cuda.matmul_estimate)",
+    "warps_per_smsp": "matmul: warps the busiest SM scheduler runs (latency hiding and the "
+                      "issue time of the whole kernel)",
+    "pipelined": "1 when the CUDA printer stages the panel fetches through registers "
+                 "(codegen.cuda.pipeline_fetches: next k-step's loads in flight)",
+    "prefetch_regs": "values per thread the pipelined fetch holds in registers",
+    "lds_wavefronts_per_ffma": "matmul: shared-memory wavefronts per FFMA instruction of a "
+                               "warp's k-step, bank conflicts and float4 reads included (an SM "
+                               "serves 1 per clock against 4 FFMA: above 0.25 LDS-bound)",
+    "model_log2_cycles": "matmul: log2 of the static model's cycles (issue, shared memory, "
+                         "L2, waves, split-K kernel; topi.cuda.matmul_estimate)",
+}
 MAX_BLOCKS_PER_SM = 32
 MAX_THREADS_PER_SM = 2048
 
@@ -50,6 +90,7 @@ def features(space, cfg, func: S.PrimFunc, plan: dict) -> np.ndarray:
                log2_shared_bytes=math.log2(1 + main.shared_bytes),
                log2_flops_per_thread=math.log2(1 + space.dag.flop_ct / (blocks * threads)))
     out.update(_load_strides(main))
+    out.update(_pipelining(main))
     if cfg.kind == "matmul":
         out.update(_matmul(space, dict(cfg.knobs)))
     return np.array([out[n] for n in FEATURE_NAMES], dtype=np.float32)
@@ -102,8 +143,29 @@ def _bank_ways(lanes: int, step: int) -> float:
     return lanes / len(banks)
 
 
+def _pipelining(kern) -> dict:
+    """Whether the printer's software pipelining applies, and the registers it holds."""
+    from ...codegen.cuda import pipeline_fetches
+    bufs = [s.buffer for s in S.walk_stmts(pipeline_fetches(kern.body))
+            if isinstance(s, S.Allocate) and getattr(s.buffer, "prefetch_loops", None)
+            is not None]
+    return {"pipelined": float(bool(bufs)), "prefetch_regs": float(sum(b.size for b in bufs))}
+
+
+def _estimate(space, k: dict) -> dict:
+    from ...topi import cuda as tc
+    mm = tc._find_matmul(space.out)
+    a, b = mm.op.input_tensors
+    est = tc.matmul_estimate(tc._mm_shape(mm), k, space.target,
+                             (tc._k_last(mm, a), tc._k_last(mm, b)))
+    ffma = k["tm"] * k["tn"] * k["bk"]
+    return {"sm_balance": est["sm_balance"], "warps_per_smsp": est["warps_per_smsp"],
+            "lds_wavefronts_per_ffma": est["wavefronts_per_kstep"] / ffma,
+            "model_log2_cycles": math.log2(1 + est["cycles"])}
+
+
 def _matmul(space, k: dict) -> dict:
-    row = k["bk"] + (1 if k["pad"] else 0)
+    row = k["bk"] + int(k["pad"])
     mm = space.out
     *_, i, j = (int(a.extent.value) for a in mm.op.axis)
     bm, bn = k["tm"] * k["ty"], k["tn"] * k["tx"]
@@ -113,4 +175,5 @@ def _matmul(space, k: dict) -> dict:
             "bk": k["bk"], "pad": k["pad"], "vec": k["vec"], "splitk": k["splitk"],
             "tx": k["tx"], "ty": k["ty"],
             "bank_ways_a": _bank_ways(max(1, 32 // k["tx"]), k["tm"] * row),
-            "bank_ways_b": _bank_ways(k["tx"], k["tn"] * row), "tile_waste": waste}
+            "bank_ways_b": _bank_ways(k["tx"], k["tn"] * row), "tile_waste": waste,
+            **_estimate(space, k)}

@@ -5,8 +5,10 @@ Out: `GpuSpace`: the sketch that fits the kernel (kiln.topi.cuda.kernel_kind: "m
 multi-level tiling SSSRRSRS with shared-memory panels, a register tile, bound block / thread
 levels and optional split-K; "rows" = one block per row with cross-thread reductions through
 shared memory; "injective" and "simple" = flat thread binding), the knobs each sketch leaves
-open (tile sizes, thread counts as warp multiples, reduction step, padding, vector width of the
-cooperative fetch, reduction slices), random sampling, mutation and crossover of knob values,
+open (tile sizes, thread counts as warp multiples, reduction step, row padding of the shared
+panels in words (0, 1, 2, 4: which one keeps a thread tile's float4 reads conflict-free
+depends on tm / tn, topi.cuda.conflict_free_pad), vector width of the cooperative fetch,
+reduction slices), random sampling, mutation and crossover of knob values,
 and `state(config)`: the complete State (a Step list like any other, so records replay it
 without this module).
 Why: kiln's GPU schedules are written once (kiln.topi.cuda) with every tunable choice a
@@ -29,7 +31,7 @@ WARP = 32
 # knob -> candidate values, per sketch kind
 _DOMAINS = {
     "matmul": {"tm": (1, 2, 4, 8), "tn": (1, 2, 4, 8), "tx": (4, 8, 16, 32),
-               "ty": (1, 2, 4, 8, 16, 32), "bk": (4, 8, 16, 32), "pad": (0, 1),
+               "ty": (1, 2, 4, 8, 16, 32), "bk": (4, 8, 16, 32), "pad": (0, 1, 2, 4),
                "vec": (1, 2, 4), "splitk": (1, 2, 3, 4, 6, 8, 12, 16)},
     "rows": {"threads": (32, 64, 128, 256, 512)},
     "injective": {"threads": (64, 128, 256, 512, 1024)},
@@ -87,7 +89,7 @@ class GpuSpace:
     def default(self) -> GpuConfig:
         """The default schedule's knob values (what an untuned build uses)."""
         if self.kind == "matmul":
-            t = tc.matmul_tiles(tc._find_matmul(self.out), self.target.sm_count)
+            t = tc.matmul_tiles(tc._find_matmul(self.out), self.target)
             knobs = {"pad": 1, "vec": 1, **t}
         else:
             knobs = {"threads": {"rows": 128, "injective": 256, "simple": 256}[self.kind]}
