@@ -6,7 +6,10 @@ schedule benchmarks/gemm_gpu.py sweeps, and the default schedules of BERT-base's
 per kernel: registers, spill / stack bytes (ptxas), and the instruction mix of the hottest loop
 (the innermost loop with the most floating-point instructions; the whole kernel when it has no
 loop): FFMA, LDS / LDG / STS by width, BAR, LDL / STL, integer and address instructions, and
-the FFMA share of the loop.
+the FFMA share of the loop; the launch shape from the source (grid, blocks, blocks on the
+busiest SM of an sm_90's 132); and for the seed GEMM configs the static model of
+kiln.topi.cuda.matmul_estimate (LDS wavefronts per warp and k-step with bank conflicts,
+warps on the busiest SM scheduler, predicted microseconds at 1.755 GHz).
 
     python scripts/sass_report.py [--no-bert] [--no-gemm] [--tools DIR] [--dump DIR]
 
@@ -116,9 +119,27 @@ def load_use(body: list) -> int | None:
     return best
 
 
-def report(tool: str, cubin: str, label: str) -> None:
+def grids(source: str) -> dict:
+    """{kernel name: blocks} from the `// grid (x, y, z), block (...)` line above each kernel."""
+    out, blocks = {}, None
+    for line in source.splitlines():
+        m = re.match(r"// grid \((\d+), (\d+), (\d+)\)", line)
+        if m:
+            blocks = int(m.group(1)) * int(m.group(2)) * int(m.group(3))
+        m = re.search(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(", line)
+        if m and blocks is not None:
+            out[m.group(1)] = blocks
+    return out
+
+
+def report(tool: str, cubin: str, label: str, source: str = "", model: str = "") -> None:
     from kiln.codegen.nvrtc import ptxas_info
+    from kiln.target import Target
     info = ptxas_info(cubin)
+    blocks = grids(source)
+    sms = Target(TARGET).sm_count
+    if model:
+        print(model)
     for name, ins in sass_functions(tool, cubin).items():
         r = info.get(name, {})
         body, looped = hot_loop(ins)
@@ -130,7 +151,9 @@ def report(tool: str, cubin: str, label: str) -> None:
               f"stack {r.get('stack', 0)} | {'loop' if looped else 'kern'} {c['all']:4} ins: "
               f"FFMA {c['FFMA']} ({share:.0%}) " + " ".join(f"{k} {c[k]}" for k in keys) +
               f" BAR {c['BAR']} int {c['int']} FADD/FMUL {c['FADD']}/{c['FMUL']} "
-              f"ldg->use {load_use(body) if looped else '-'}")
+              f"ldg->use {load_use(body) if looped else '-'}" +
+              (f" | blocks {blocks[name]} busiest-SM {-(-blocks[name] // sms)}"
+               if name in blocks else ""))
 
 
 def gemm_cubins() -> list:
@@ -147,8 +170,17 @@ def gemm_cubins() -> list:
         tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
                            splitk=splitk)
         f = kiln.build(s, [a, b, c], target=TARGET)
+        e = tc.matmul_estimate((1, g.M, g.N, g.K), dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk,
+                                                        pad=int(pad), vec=vec, splitk=splitk),
+                               TARGET)
+        model = (f"  model: blocks {e['blocks']} busiest-SM {e['busiest_sm_blocks']} warps/SMSP "
+                 f"{e['warps_per_smsp']} | per warp and k-step: {e['instr_per_kstep']:.0f} ins, "
+                 f"FFMA {e['ffma_share']:.0%}, LDS {e['lds_per_kstep']} -> "
+                 f"{e['wavefronts_per_kstep']} wavefronts (ways A {e['bank_ways_a']:.0f} B "
+                 f"{e['bank_ways_b']:.0f}) | cycles issue {e['issue']:.0f} LDS {e['lds']:.0f} "
+                 f"L2 {e['l2']:.0f} -> {e['cycles'] / 1755:.1f} us")
         out.append((f.cubin_path, "mm" + "".join(map(str, (tm, tn, tx, ty, bk))) +
-                    f"{'p' if pad else ''}v{vec}k{splitk}", f.source))
+                    f"{'p' + str(int(pad)) if pad else ''}v{vec}k{splitk}", f.source, model))
     return out
 
 
@@ -158,7 +190,7 @@ def bert_cubin() -> tuple:
     from kiln.models import builtin
     _, proto, _ = builtin("bert-base", 128)
     lib = kiln.graph.build(*from_onnx(proto), target=TARGET)
-    return lib.lib_path, "bert", lib.source
+    return lib.lib_path, "bert", lib.source, ""
 
 
 def main() -> None:
@@ -174,8 +206,8 @@ def main() -> None:
               "unzip it, pass --tools DIR); nothing to report")
         return
     builds = ([] if args.no_gemm else gemm_cubins()) + ([] if args.no_bert else [bert_cubin()])
-    for cubin, label, source in builds:
-        report(tool, cubin, label)
+    for cubin, label, source, model in builds:
+        report(tool, cubin, label, source, model)
         if args.dump:
             os.makedirs(args.dump, exist_ok=True)
             Path(args.dump, f"{label}.cu").write_text(source)
