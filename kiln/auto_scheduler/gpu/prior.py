@@ -9,17 +9,11 @@ single-element register tiles that wait on shared memory, conflicted banks, a la
 one block in it. The estimate multiplies such factors; it is a prior, not a predictor of
 seconds, and the trained model replaces it once the task has enough measurements.
 
-The model, for a matmul tile (tm x tn per thread, tx x ty threads, bk per shared panel):
-- per warp and k-step, tm*tn FFMA plus (tm + tn) / 4 shared loads (LDS.128 along k) and loop
-  overhead are issued, one instruction per scheduler clock, against (tm + tn) shared-memory
-  wavefronts times the bank-conflict ways (one per multiprocessor clock for four schedulers);
-- multiprocessors busy: blocks per SM below one, else blocks per SM over its ceiling (the
-  busiest SM sets the time);
-- latency hiding: resident warps per SM up to 8 (registers estimated from the tile: spills and
-  register-limited occupancy are caught for real by the builder);
-- idle lanes of partial tiles (tile_waste) and the extra traffic of split-K.
-Other kernels (rows, injective) are memory-bound: multiprocessors busy, latency hiding and
-coalescing decide.
+Matmul candidates are scored by the static model of kiln.topi.cuda.matmul_estimate (its
+cycles, carried by the feature model_log2_cycles), so there is one model of a matmul tile.
+The other kernels (rows, injective) are memory-bound: the share of multiprocessors busy (the
+busiest SM sets the time), latency hiding (resident warps per SM up to 8) and coalescing
+decide.
 """
 
 from __future__ import annotations
@@ -31,7 +25,6 @@ import numpy as np
 from .features import FEATURE_NAMES
 
 _INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
-REGS_PER_SM = 65536
 WARPS_TO_HIDE = 8        # resident warps per SM that keep the pipes busy
 
 
@@ -58,24 +51,12 @@ def _latency(per_sm: float, warps: float, blocks: float, sms: float) -> float:
     return min(1.0, resident / WARPS_TO_HIDE) ** 0.5
 
 
-def _matmul(x, threads: float, blocks: float) -> float:
-    reg_tile = max(_get(x, "reg_tile", 1.0), 1.0)
-    words = _get(x, "smem_loads_per_fma", 2.0) * reg_tile    # tm + tn shared words per k-step
-    ways = max((_get(x, "bank_ways_a", 1.0) + _get(x, "bank_ways_b", 1.0)) / 2, 1.0)
-    # per warp and k-step: FFMA issue (one per scheduler clock) plus loads and loop overhead,
-    # against shared-memory wavefronts (one per SM clock, four schedulers): LDS.128 along k
-    # carries four steps, a conflicted load costs `ways` wavefronts
-    # each shared panel of bk steps also pays two barriers and the fetch (~24 issue slots)
-    issue = max(reg_tile + words / 4 + 2 + 24 / max(_get(x, "bk", 16.0), 1.0), words * ways)
-    compute = reg_tile / issue
-    regs = reg_tile + words + 40
-    per_sm = min(_get(x, "blocks_per_sm", 1.0), max(1.0, REGS_PER_SM // (regs * threads)))
-    sms = _sm_count(x, blocks)
-    busy = _sm_busy(blocks, sms)
-    hide = _latency(per_sm, _get(x, "warps_per_block", 1.0), blocks, sms)
-    waste = max(_get(x, "tile_waste", 1.0), 1.0)
-    splitk = max(_get(x, "splitk", 1.0), 1.0)
-    return compute * busy * hide / waste / (1 + 0.04 * (splitk - 1))
+def _matmul(x) -> float:
+    """1 / cycles of topi.cuda.matmul_estimate, the one static model of a matmul tile on the
+    target (issue, shared-memory wavefronts with bank conflicts, L2, blocks on the busiest
+    SM, the split-K kernel), which the features carry as model_log2_cycles."""
+    log2_cycles = _get(x, "model_log2_cycles")
+    return 2.0 ** -log2_cycles if log2_cycles > 0 else 0.0
 
 
 def _memory_bound(x, blocks: float) -> float:
@@ -90,10 +71,10 @@ def _memory_bound(x, blocks: float) -> float:
 def prior_score(x) -> float:
     """Relative throughput estimate of one candidate (higher is faster)."""
     x = np.asarray(x, np.float64)
-    threads, blocks = 2 ** _get(x, "log2_threads"), 2 ** _get(x, "log2_blocks")
+    blocks = 2 ** _get(x, "log2_blocks")
     kernels = max(_get(x, "kernels", 1.0), 1.0)
     if _get(x, "kind_matmul") > 0:
-        score = _matmul(x, threads, blocks)
+        score = _matmul(x)
     else:
         score = _memory_bound(x, blocks)
     return score / (1 + 0.1 * (kernels - 1))
