@@ -23,10 +23,10 @@ KINDS = ("cpu", "cuda")
 _ALIASES = {"cpu": "cpu", "llvm": "cpu", "c": "cpu", "cuda": "cuda", "nvptx": "cuda"}
 _GPU_KINDS = ("rocm", "opencl", "vulkan", "metal")
 # Per-architecture limits used when no GPU is present to ask (CUDA programming guide tables).
-_SM_LIMITS = {  # arch: (SMs of the flagship part, max shared bytes per block opt-in, regs/SM)
-    "sm_70": (80, 96 * 1024, 65536), "sm_75": (72, 64 * 1024, 65536),
-    "sm_80": (108, 163 * 1024, 65536), "sm_86": (84, 99 * 1024, 65536),
-    "sm_89": (128, 99 * 1024, 65536), "sm_90": (132, 227 * 1024, 65536),
+_SM_LIMITS = {  # arch: (SMs of the flagship part, shared bytes per SM, regs/SM, threads/SM)
+    "sm_70": (80, 96 * 1024, 65536, 2048), "sm_75": (72, 64 * 1024, 65536, 1024),
+    "sm_80": (108, 164 * 1024, 65536, 2048), "sm_86": (84, 100 * 1024, 65536, 1536),
+    "sm_89": (128, 100 * 1024, 65536, 1536), "sm_90": (132, 228 * 1024, 65536, 2048),
 }
 # LLVM-style options that say nothing kiln uses; accepted and dropped.
 _HARMLESS = ("-mtriple", "-keys", "-model", "-mabi", "-device", "-libs", "-link-params",
@@ -261,6 +261,19 @@ class Target:
         return self._gpu()["max_registers_per_block"]
 
     @property
+    def max_registers_per_sm(self) -> int:
+        return self._gpu()["max_registers_per_sm"]
+
+    @property
+    def max_shared_memory_per_sm(self) -> int:
+        """Shared memory of one multiprocessor, all its resident blocks together."""
+        return self._gpu()["max_shared_memory_per_sm"]
+
+    @property
+    def max_threads_per_sm(self) -> int:
+        return self._gpu()["max_threads_per_sm"]
+
+    @property
     def compute_capability(self) -> tuple:
         digits = self.arch[3:]
         return int(digits[:-1]), int(digits[-1])
@@ -372,10 +385,11 @@ def _gpu_properties(arch: str) -> dict:
         props = rt.device_properties(0)
         if props["arch"] == arch:
             return props
-    sms, _, regs = _SM_LIMITS.get(arch, (80, 48 * 1024, 65536))
+    sms, shared_sm, regs, threads_sm = _SM_LIMITS.get(arch, (80, 64 * 1024, 65536, 1024))
     return {"arch": arch, "sm_count": sms, "max_threads_per_block": 1024,
             "max_shared_memory_per_block": 48 * 1024, "warp_size": 32,
-            "max_registers_per_block": regs}
+            "max_registers_per_block": regs, "max_shared_memory_per_sm": shared_sm,
+            "max_registers_per_sm": regs, "max_threads_per_sm": threads_sm}
 
 
 def _parse_mattr(value: str) -> list:

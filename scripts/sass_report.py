@@ -8,7 +8,7 @@ per kernel: registers, spill / stack bytes (ptxas), and the instruction mix of t
 loop): FFMA, LDS / LDG / STS by width, BAR, LDL / STL, integer and address instructions, and
 the FFMA share of the loop; the launch shape from the source (grid, blocks, blocks on the
 busiest SM of an sm_90's 132); and for the seed GEMM configs the static model of
-kiln.topi.cuda.matmul_estimate (LDS wavefronts per warp and k-step with bank conflicts,
+kiln.topi.cuda_model.matmul_estimate (LDS wavefronts per warp and k-step with bank conflicts,
 warps on the busiest SM scheduler, predicted microseconds at 1.755 GHz).
 
     python scripts/sass_report.py [--no-bert] [--no-gemm] [--tools DIR] [--dump DIR]
@@ -162,6 +162,7 @@ def gemm_cubins() -> list:
     import kiln
     from kiln import te
     from kiln.topi import cuda as tc
+    from kiln.topi import cuda_model as cm
     out = []
     for cfg in g.CONFIGS:
         tm, tn, tx, ty, bk, pad, vec, splitk = cfg
@@ -170,7 +171,7 @@ def gemm_cubins() -> list:
         tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
                            splitk=splitk)
         f = kiln.build(s, [a, b, c], target=TARGET)
-        e = tc.matmul_estimate((1, g.M, g.N, g.K), dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk,
+        e = cm.matmul_estimate((1, g.M, g.N, g.K), dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk,
                                                         pad=int(pad), vec=vec, splitk=splitk),
                                TARGET)
         model = (f"  model: blocks {e['blocks']} busiest-SM {e['busiest_sm_blocks']} warps/SMSP "

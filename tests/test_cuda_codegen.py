@@ -16,6 +16,7 @@ from kiln import te, topi
 from kiln.codegen import cuda as cuda_codegen
 from kiln.errors import DeviceError, ScheduleError
 from kiln.topi import cuda as tc
+from kiln.topi import cuda_model as cm
 
 nvrtc = pytest.importorskip("kiln.codegen.nvrtc")
 needs_nvrtc = pytest.mark.skipif(not nvrtc.available(), reason="NVRTC is not installed")
@@ -374,21 +375,21 @@ def test_bank_model_and_conflict_free_pads():
     """The static model: a warp of 8 lanes reading 8-row float4 tiles 128 words apart hits one
     bank group 8 times; padded rows (17) leave 2-way (tn = 8 cannot do better), 4-row tiles
     none. conflict_free_pad: 1 for 4-row tiles, 2 for 2-row tiles, 4 for single rows."""
-    assert tc.lds_wavefronts(8, 128, 4) == 8 and tc.lds_wavefronts(8, 136, 4) == 2
-    assert tc.lds_wavefronts(8, 68, 4) == 1 and tc.lds_wavefronts(16, 68, 4) == 2
-    assert [tc.conflict_free_pad(t, 16) for t in (1, 2, 4, 8)] == [4, 2, 1, 1]
+    assert cm.lds_wavefronts(8, 128, 4) == 8 and cm.lds_wavefronts(8, 136, 4) == 2
+    assert cm.lds_wavefronts(8, 68, 4) == 1 and cm.lds_wavefronts(16, 68, 4) == 2
+    assert [cm.conflict_free_pad(t, 16) for t in (1, 2, 4, 8)] == [4, 2, 1, 1]
     for t in (1, 2, 4):
-        pad = tc.conflict_free_pad(t, 16)
-        _, wf = tc.panel_reads(t, 8, 16, pad, True)
-        n, _ = tc.panel_reads(t, 8, 16, pad, True)
+        pad = cm.conflict_free_pad(t, 16)
+        _, wf = cm.panel_reads(t, 8, 16, pad, True)
+        n, _ = cm.panel_reads(t, 8, 16, pad, True)
         assert wf == n and n <= t * 16 // 4 + 1  # one wavefront per float4 load
     seed = (1, 128, 3072, 768)
     unpadded = dict(tm=8, tn=8, tx=8, ty=8, bk=16, pad=0, vec=4, splitk=1)
-    assert tc.matmul_estimate(seed, unpadded)["wavefronts_per_kstep"] == 384
-    assert tc.matmul_estimate(seed, dict(unpadded, pad=1))["wavefronts_per_kstep"] == 102
+    assert cm.matmul_estimate(seed, unpadded)["wavefronts_per_kstep"] == 384
+    assert cm.matmul_estimate(seed, dict(unpadded, pad=1))["wavefronts_per_kstep"] == 102
     small = dict(tm=4, tn=4, tx=16, ty=8, bk=16, pad=0, vec=4, splitk=1)
-    assert tc.matmul_estimate(seed, small)["wavefronts_per_kstep"] == 288
-    assert tc.matmul_estimate(seed, dict(small, pad=1))["wavefronts_per_kstep"] == 51
+    assert cm.matmul_estimate(seed, small)["wavefronts_per_kstep"] == 288
+    assert cm.matmul_estimate(seed, dict(small, pad=1))["wavefronts_per_kstep"] == 51
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -401,7 +402,7 @@ def test_default_tiles_fill_the_machine_conflict_free(arch):
     for m, n, k in ((128, 768, 768), (128, 2304, 768), (128, 3072, 768), (128, 768, 3072)):
         (_, _), (c,), _ = workloads.matmul(m, n, k)
         cfg = tc.matmul_tiles(c, target)
-        est = tc.matmul_estimate((1, m, n, k), cfg, target)
+        est = cm.matmul_estimate((1, m, n, k), cfg, target)
         assert est["bank_ways_a"] == 1 and est["bank_ways_b"] <= 2, (m, n, k, cfg)
         assert est["blocks"] >= target.sm_count and est["sm_balance"] >= 0.7, (cfg, est)
         assert cfg["vec"] == 4

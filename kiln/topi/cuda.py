@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ..errors import ScheduleError
 from ..te import thread_axis
+from .cuda_model import as_cuda, k_last, matmul_estimate, mm_shape
 
 MAX_THREADS = 256  # threads per block of the injective and row-reduction schedules
 
@@ -36,7 +37,7 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     the slices and applies the epilogue: more blocks when the output alone has too few.
     `pad` is the number of words added to each row of a k-contiguous shared panel (True =
     1); see `conflict_free_pad` for which pad keeps a thread tile's reads conflict-free."""
-    mm = _find_matmul(out) if mm is None else mm
+    mm = find_matmul(out) if mm is None else mm
     if len(mm.op.reduce_axis) != 1 or len(mm.op.input_tensors) != 2:
         raise ScheduleError(f"schedule_matmul: {mm.name} is not a two-input matmul")
     _inline_between(s, out, mm)
@@ -76,24 +77,11 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     for ax in (ki, ai, aj):
         s[acc].unroll(ax)
     for p, t in zip(panels, (a, b)):
-        _cooperative_fetch(s, p, acc, ko, tx, ty, bk, int(pad) if _k_last(acc, t) else 0, vec)
+        _cooperative_fetch(s, p, acc, ko, tx, ty, bk, int(pad) if k_last(acc, t) else 0, vec)
     return s
 
 
-def _k_last(mm, t) -> bool:
-    """Whether the matmul reads `t` with the reduction index last (a k-contiguous panel, as
-    A and B of C = A B^T). Only such panels are padded: their threads read along columns of
-    the panel. A k-major panel (B of C = A B) is read along its rows, consecutive threads
-    consecutive 4-float chunks, conflict-free unpadded; padding it would only misalign the
-    rows (no 16-byte shared loads)."""
-    from ..te import expr as E
-    ks = {id(r) for r in mm.op.reduce_axis}
-    loads = [x for x in E.walk(mm.op.body[0]) if isinstance(x, E.TensorLoad) and
-             x.tensor.op is t.op]
-    return not loads or any(id(v) in ks for x in loads for v in E.walk(x.indices[-1]))
-
-
-def _find_matmul(out):
+def find_matmul(out):
     """The first stage with a reduction that `out` is computed from (out itself included)."""
     todo = [out]
     while todo:
@@ -300,10 +288,10 @@ def matmul_tiles(mm, target=None) -> dict:
     cycles under `matmul_estimate`, ties to the larger block tile. Panels are fetched 4
     floats per thread when rows allow it (float4 global loads; the CUDA printer stages them
     through registers)."""
-    target = _as_cuda(target)
-    nb, i, j, k = _mm_shape(mm)
+    target = as_cuda(target)
+    nb, i, j, k = mm_shape(mm)
     a, b = mm.op.input_tensors
-    kcontig = (_k_last(mm, a), _k_last(mm, b))
+    kcontig = (k_last(mm, a), k_last(mm, b))
     bk = min(16, _pow2_floor(k))
     vec = 4 if k % 4 == 0 and bk % 4 == 0 else 1
     best = None
@@ -322,19 +310,6 @@ def matmul_tiles(mm, target=None) -> dict:
     return best[1]
 
 
-def _as_cuda(target):
-    from ..target import as_target
-    return as_target(target or "cuda -arch=sm_90")
-
-
-def _mm_shape(mm) -> tuple:
-    *batch, i, j = (int(a.extent.value) for a in mm.op.axis)
-    nb = 1
-    for b in batch:
-        nb *= b
-    return nb, i, j, int(mm.op.reduce_axis[0].extent.value)
-
-
 def _split_options(k: int, bk: int) -> list:
     """Slice counts that cut k into whole bk steps of >= MIN_SLICE elements (1 always)."""
     steps = k // bk
@@ -347,130 +322,3 @@ MIN_SLICE = 128  # fewest reduction elements per split-K slice
 _TILES = [(8, 4, 8, 16), (8, 8, 8, 8), (4, 8, 16, 8), (8, 4, 8, 8), (4, 4, 8, 16),
           (4, 4, 16, 8), (4, 4, 8, 8), (2, 4, 8, 4), (4, 2, 8, 4), (1, 4, 8, 4),
           (1, 1, 8, 4)]
-
-
-# ---------------------------------------------------------------- static performance model
-#
-# A written-down model of one tiled matmul kernel on an SM of the Hopper / Ampere kind, used
-# to choose default tiles (matmul_tiles), as cost-model features (auto_scheduler.gpu.features)
-# and by scripts/sass_report.py. Machine facts come from the Target (SMs, shared memory and
-# registers per block); the per-SM constants below are Hopper's (sm_80 / sm_90 alike):
-# - 4 schedulers (SMSPs) per SM, each issues one warp instruction per clock; FFMA runs at one
-#   warp instruction per clock per SMSP (128 FFMA lanes per SM);
-# - shared memory serves one 128-byte wavefront per clock per SM; a warp-wide LDS costs as
-#   many wavefronts as the most distinct words any one of the 32 banks holds (at least its
-#   bytes / 128);
-# - a warp's instructions per k-step (bk reduction elements): tm*tn*bk FFMA, the LDS that read
-#   the thread tile (LDS.128 along k when the tile rows are 16-byte aligned: ptxas reads a
-#   padded tile as one contiguous run of float4), the cooperative fetch (LDG + STS, float4
-#   when vec = 4 and the shared rows stay 16-byte aligned), two barriers and ~8 others;
-# - blocks are dealt to SMs round robin: the busiest SM runs ceil(blocks / SMs) blocks, its
-#   warps spread over the 4 SMSPs; issue time is that SMSP's instructions divided by an issue
-#   efficiency that grows with the warps it can switch between (ISSUE_EFF; one warp per SMSP
-#   stalls on barriers and load latency about 30% of the time);
-# - the panels come from L2 (ld.global.cg) at L2_BYTES_PER_CLK per SM;
-# - the kernel takes about the largest of the issue, shared-memory and L2 times; they overlap
-#   imperfectly, so the model sums them as a 4-norm (two equal parts: 1.19x either), which
-#   also breaks near-ties toward conflict-free shared reads; split-K adds a second kernel
-#   (KERNEL_CLKS) that reads the slices back.
-SMSP_PER_SM = 4
-LDS_BANKS = 32
-L2_BYTES_PER_CLK = 32          # per SM: ~7 TB/s of L2 bandwidth over 132 SMs at ~1.7 GHz
-KERNEL_CLKS = 3000             # one more kernel in the launch sequence (~1.7 us)
-ISSUE_EFF = (0.0, 0.7, 0.85, 0.95)  # by resident warps per SMSP (1, 2, 3+)
-REGS_PER_SM = 65536
-SHARED_PER_SM = 228 * 1024
-MAX_WARPS_PER_SM = 64
-
-
-def lds_wavefronts(lanes: int, stride: int, width: int) -> int:
-    """Wavefronts of one warp-wide shared load when `lanes` threads read `width` consecutive
-    words each, `stride` words apart (the warp's other lanes read the same addresses:
-    broadcast)."""
-    lanes = max(1, min(lanes, 32))
-    banks: dict = {}
-    for lane in range(lanes):
-        for w in range(width):
-            word = lane * stride + w
-            banks.setdefault(word % LDS_BANKS, set()).add(word)
-    ways = max(len(words) for words in banks.values())
-    return max(ways, -(-lanes * width // LDS_BANKS))
-
-
-def panel_reads(t: int, lanes: int, bk: int, pad: int, kcontig: bool) -> tuple:
-    """(LDS instructions, wavefronts) per warp and k-step reading one panel, when each thread
-    reads a t-row slice of it and `lanes` distinct slices are read by one warp."""
-    if kcontig:  # rows of bk (+ pad) words; a thread reads t rows along k
-        row = bk + pad
-        if row % 4 == 0:
-            return t * bk // 4, t * bk // 4 * lds_wavefronts(lanes, t * row, 4)
-        if (t * row) % 4 == 0:  # the padded tile is read as one run of float4s
-            n = -(-(t * row - pad) // 4)
-            return n, n * lds_wavefronts(lanes, t * row, 4)
-        return t * bk, t * bk * lds_wavefronts(lanes, t * row, 1)
-    width = 4 if t % 4 == 0 else 2 if t % 2 == 0 else 1  # k-major: t contiguous words per k
-    n = bk * t // width
-    return n, n * lds_wavefronts(lanes, t, width)
-
-
-def conflict_free_pad(t: int, bk: int) -> int:
-    """The smallest row pad (words) with which `lanes` (<= 8) threads reading t-row tiles of
-    a k-contiguous panel hit distinct banks with 16-byte loads: t * (bk + pad) / 4 odd.
-    t = 1: bk + pad = 4 mod 8; t = 2: 2 mod 4; t = 4: odd; t >= 8 cannot (2-way with pad 1)."""
-    for pad in (0, 1, 2, 4):
-        row = bk + pad
-        if (t * row) % 4 == 0 and (t * row // 4) % 2 == 1:
-            return pad
-    return 1
-
-
-def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) -> dict:
-    """The static model above for a matmul of `shape` = (batch, M, N, K) under schedule_matmul
-    knobs `cfg`; `kcontig` says which panels are k-contiguous (A and B of C = A B^T).
-    Returns cycles (on the busiest SMSP, plus split-K's second kernel), its parts and the
-    launch shape: blocks, waves, blocks_per_sm, warps_per_smsp, instructions and LDS
-    wavefronts per warp and k-step, bank_ways_a / _b, regs (estimated), shared_bytes."""
-    target = _as_cuda(target)
-    nb, m, n, k = shape
-    tm, tn, tx, ty, bk = (int(cfg[x]) for x in ("tm", "tn", "tx", "ty", "bk"))
-    pad, vec, splitk = int(cfg.get("pad", 1)), int(cfg.get("vec", 1)), int(cfg.get("splitk", 1))
-    bm, bn, threads = tm * ty, tn * tx, tx * ty
-    warps = -(-threads // 32)
-    blocks = nb * -(-m // bm) * -(-n // bn) * splitk
-    ksteps = -(-_ceil_div(k, splitk) // bk)
-    lanes_x, lanes_y = min(tx, 32), max(1, min(ty, 32 // max(tx, 1)))
-    pa, pb = (pad if kc else 0 for kc in kcontig)
-    lds_a, wf_a = panel_reads(tm, lanes_y, bk, pa, kcontig[0])
-    lds_b, wf_b = panel_reads(tn, lanes_x, bk, pb, kcontig[1])
-    per_thread = (bm + bn) * bk / threads
-    sts_vec = vec if all((bk + p) % vec == 0 for p in (pa, pb)) else 1
-    fetch = per_thread / vec + per_thread / sts_vec
-    instr = tm * tn * bk + lds_a + lds_b + fetch + 10
-    shared = 4 * (bm * (bk + pa) if kcontig[0] else bm * bk) + \
-        4 * (bn * (bk + pb) if kcontig[1] else bn * bk)
-    regs = min(255, tm * tn + 2 * (tm + tn) * 4 + int(per_thread) + 24)
-    per_sm = max(1, min(32, MAX_WARPS_PER_SM // warps, REGS_PER_SM // (regs * warps * 32),
-                        SHARED_PER_SM // max(shared, 1)))
-    sms = target.sm_count
-    busiest = -(-blocks // sms)
-    resident = min(busiest, per_sm) * warps
-    smsp_warps = -(-busiest * warps // SMSP_PER_SM)
-    eff = ISSUE_EFF[min(3, -(-resident // SMSP_PER_SM))]
-    issue = smsp_warps * ksteps * instr / eff
-    lds = busiest * warps * ksteps * (wf_a + wf_b)
-    l2 = busiest * ksteps * 4 * (bm + bn) * bk / L2_BYTES_PER_CLK
-    cycles = (issue ** 4 + lds ** 4 + l2 ** 4) ** 0.25
-    if splitk > 1:  # the second kernel: slices read back, the epilogue, one more launch
-        cycles += KERNEL_CLKS + splitk * nb * m * n * 4 / (L2_BYTES_PER_CLK * sms)
-    return {"cycles": cycles, "issue": issue, "lds": lds, "l2": l2, "blocks": blocks,
-            "waves": blocks / (sms * per_sm), "busiest_sm_blocks": busiest,
-            "sm_balance": blocks / (busiest * sms), "blocks_per_sm": per_sm,
-            "warps_per_smsp": smsp_warps, "instr_per_kstep": instr,
-            "lds_per_kstep": lds_a + lds_b, "wavefronts_per_kstep": wf_a + wf_b,
-            "bank_ways_a": wf_a / max(lds_a, 1), "bank_ways_b": wf_b / max(lds_b, 1),
-            "ffma_share": tm * tn * bk / instr, "regs": regs, "shared_bytes": shared,
-            "ksteps": ksteps}
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)

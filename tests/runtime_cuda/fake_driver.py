@@ -29,6 +29,9 @@ class CUdevice_attribute(enum.IntEnum):  # noqa: N801 (the driver's spelling)
     CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38
     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+    CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR = 39
+    CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR = 81
+    CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR = 82
 
 
 class CUfunction_attribute(enum.IntEnum):  # noqa: N801
@@ -45,7 +48,7 @@ class CUstreamCaptureMode(enum.IntEnum):
 
 
 _ATTRS = {1: 1024, 8: 48 * 1024, 97: 227 * 1024, 10: 32, 12: 65536, 16: 132,
-          38: 4 * 2 ** 20, 75: 9, 76: 0}
+          38: 4 * 2 ** 20, 75: 9, 76: 0, 39: 2048, 81: 228 * 1024, 82: 65536}
 OK = CUresult.CUDA_SUCCESS
 
 

@@ -58,7 +58,7 @@ FEATURE_DOCS = {
     "bank_ways_b": "matmul: bank ways of a warp's scalar reads of B's panel",
     "tile_waste": "matmul: padded output tiles / output elements",
     "sm_balance": "matmul: blocks / (SMs x blocks on the busiest SM); 1 = no wave "
-                  "quantization (topi.cuda.matmul_estimate)",
+                  "quantization (topi.cuda_model.matmul_estimate)",
     "warps_per_smsp": "matmul: warps the busiest SM scheduler runs (latency hiding and the "
                       "issue time of the whole kernel)",
     "pipelined": "1 when the CUDA printer stages the panel fetches through registers "
@@ -68,10 +68,9 @@ FEATURE_DOCS = {
                                "warp's k-step, bank conflicts and float4 reads included (an SM "
                                "serves 1 per clock against 4 FFMA: above 0.25 LDS-bound)",
     "model_log2_cycles": "matmul: log2 of the static model's cycles (issue, shared memory, "
-                         "L2, waves, split-K kernel; topi.cuda.matmul_estimate)",
+                         "L2, waves, split-K kernel; topi.cuda_model.matmul_estimate)",
 }
 MAX_BLOCKS_PER_SM = 32
-MAX_THREADS_PER_SM = 2048
 
 
 def features(space, cfg, func: S.PrimFunc, plan: dict) -> np.ndarray:
@@ -81,11 +80,12 @@ def features(space, cfg, func: S.PrimFunc, plan: dict) -> np.ndarray:
     main = max(kernels, key=lambda k: k.threads * _blocks(k))
     blocks, threads = _blocks(main), main.threads
     smem_limit = space.target.max_shared_memory_per_block
-    per_sm = min(MAX_BLOCKS_PER_SM, MAX_THREADS_PER_SM // max(threads, 1),
+    per_sm_threads = space.target.max_threads_per_sm
+    per_sm = min(MAX_BLOCKS_PER_SM, per_sm_threads // max(threads, 1),
                  (4 * smem_limit) // max(main.shared_bytes, 1))
     out.update(kernels=len(kernels), log2_blocks=math.log2(blocks),
                log2_threads=math.log2(threads), warps_per_block=math.ceil(threads / 32),
-               blocks_per_sm=per_sm, occupancy=per_sm * threads / MAX_THREADS_PER_SM,
+               blocks_per_sm=per_sm, occupancy=per_sm * threads / per_sm_threads,
                waves=blocks / max(space.target.sm_count * per_sm, 1),
                log2_shared_bytes=math.log2(1 + main.shared_bytes),
                log2_flops_per_thread=math.log2(1 + space.dag.flop_ct / (blocks * threads)))
@@ -154,10 +154,11 @@ def _pipelining(kern) -> dict:
 
 def _estimate(space, k: dict) -> dict:
     from ...topi import cuda as tc
-    mm = tc._find_matmul(space.out)
+    from ...topi import cuda_model as cm
+    mm = tc.find_matmul(space.out)
     a, b = mm.op.input_tensors
-    est = tc.matmul_estimate(tc._mm_shape(mm), k, space.target,
-                             (tc._k_last(mm, a), tc._k_last(mm, b)))
+    est = cm.matmul_estimate(cm.mm_shape(mm), k, space.target,
+                             (cm.k_last(mm, a), cm.k_last(mm, b)))
     ffma = k["tm"] * k["tn"] * k["bk"]
     return {"sm_balance": est["sm_balance"], "warps_per_smsp": est["warps_per_smsp"],
             "lds_wavefronts_per_ffma": est["wavefronts_per_kstep"] / ffma,

@@ -9,7 +9,7 @@ single-element register tiles that wait on shared memory, conflicted banks, a la
 one block in it. The estimate multiplies such factors; it is a prior, not a predictor of
 seconds, and the trained model replaces it once the task has enough measurements.
 
-Matmul candidates are scored by the static model of kiln.topi.cuda.matmul_estimate (its
+Matmul candidates are scored by the static model of kiln.topi.cuda_model.matmul_estimate (its
 cycles, carried by the feature model_log2_cycles), so there is one model of a matmul tile.
 The other kernels (rows, injective) are memory-bound: the share of multiprocessors busy (the
 busiest SM sets the time), latency hiding (resident warps per SM up to 8) and coalescing
@@ -52,7 +52,7 @@ def _latency(per_sm: float, warps: float, blocks: float, sms: float) -> float:
 
 
 def _matmul(x) -> float:
-    """1 / cycles of topi.cuda.matmul_estimate, the one static model of a matmul tile on the
+    """1 / cycles of topi.cuda_model.matmul_estimate, the one static model of a matmul tile on the
     target (issue, shared-memory wavefronts with bank conflicts, L2, blocks on the busiest
     SM, the split-K kernel), which the features carry as model_log2_cycles."""
     log2_cycles = _get(x, "model_log2_cycles")

@@ -7,7 +7,7 @@ levels and optional split-K; "rows" = one block per row with cross-thread reduct
 shared memory; "injective" and "simple" = flat thread binding), the knobs each sketch leaves
 open (tile sizes, thread counts as warp multiples, reduction step, row padding of the shared
 panels in words (0, 1, 2, 4: which one keeps a thread tile's float4 reads conflict-free
-depends on tm / tn, topi.cuda.conflict_free_pad), vector width of the cooperative fetch,
+depends on tm / tn, topi.cuda_model.conflict_free_pad), vector width of the cooperative fetch,
 reduction slices), random sampling, mutation and crossover of knob values,
 and `state(config)`: the complete State (a Step list like any other, so records replay it
 without this module).
@@ -66,7 +66,7 @@ class GpuSpace:
     def _domains(self) -> dict:
         dom = {k: tuple(v) for k, v in _DOMAINS[self.kind].items()}
         if self.kind == "matmul":
-            mm = tc._find_matmul(self.out)
+            mm = tc.find_matmul(self.out)
             k = int(mm.op.reduce_axis[0].extent.value)
             dom["bk"] = tuple(b for b in dom["bk"] if b <= k) or (1,)
             dom["splitk"] = tuple(s for s in dom["splitk"] if k // s >= max(dom["bk"][0], 16)
@@ -89,7 +89,7 @@ class GpuSpace:
     def default(self) -> GpuConfig:
         """The default schedule's knob values (what an untuned build uses)."""
         if self.kind == "matmul":
-            t = tc.matmul_tiles(tc._find_matmul(self.out), self.target)
+            t = tc.matmul_tiles(tc.find_matmul(self.out), self.target)
             knobs = {"pad": 1, "vec": 1, **t}
         else:
             knobs = {"threads": {"rows": 128, "injective": 256, "simple": 256}[self.kind]}
@@ -132,7 +132,7 @@ class GpuSpace:
         s = Schedule.from_state(self.dag, self.dag.init_state())
         k = dict(cfg.knobs)
         if cfg.kind == "matmul":
-            tc.schedule_matmul(s, self.out, tc._find_matmul(self.out), tm=k["tm"], tn=k["tn"],
+            tc.schedule_matmul(s, self.out, tc.find_matmul(self.out), tm=k["tm"], tn=k["tn"],
                                tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=bool(k["pad"]),
                                vec=k["vec"], splitk=k["splitk"])
         elif cfg.kind == "rows":
