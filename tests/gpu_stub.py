@@ -174,8 +174,11 @@ def _hand_kernels() -> dict:
     def boom(lib, dims, p):
         return ILLEGAL_ADDRESS
 
+    def crash(lib, dims, p):  # the process dies in the launch, as on a driver crash
+        os._exit(139)
+
     return {"add_kernel": (add, 3), "scale_kernel": (scale, 2), "axpy": (axpy, 4),
-            "boom_kernel": (boom, 1)}
+            "boom_kernel": (boom, 1), "crash_kernel": (crash, 1)}
 
 
 def _on_launch(name, image, size, dims, shared, params) -> int:

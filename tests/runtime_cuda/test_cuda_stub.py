@@ -105,6 +105,37 @@ def test_driver_rules_seen_through_kiln(env, tmp_path):
     assert "THREAD True" in text, text
 
 
+def test_a_measurement_worker_that_dies_costs_one_candidate(env):
+    """A worker process that dies without a word (a crash in the driver, emulated) is
+    replaced; the candidate is tried once more, then recorded as a runtime error, and the
+    next candidate measures normally."""
+    script = textwrap.dedent("""
+        import workloads
+        from kiln.auto_scheduler import SearchTask
+        from kiln.auto_scheduler.gpu.measure import GpuRunner
+        from kiln.auto_scheduler.gpu.space import GpuSpace
+        from kiln.codegen import cuda, nvrtc
+        from kiln.schedule import ComputeDAG
+        (a, b), (c,), _ = workloads.matmul(16, 32, 16)
+        task = SearchTask(compute_dag=ComputeDAG([a, b, c]), target="cuda")
+        space = GpuSpace(task.compute_dag, task.target)
+        _, func, plan = space.lowered(space.default(), task.args)
+        cubin = nvrtc.compile_cuda(cuda.render(func, task.target), "sm_90")
+        src = 'extern "C" __global__ void crash_kernel(float* a) { a[0] = 1.0f; }'
+        crash = dict(plan, workspace=[], kernels=[{"name": "crash_kernel", "grid": [1, 1, 1],
+                     "block": [32, 1, 1], "shared_bytes": 0, "args": [["param", 2]]}])
+        runner = GpuRunner(repeat=2, min_repeat_ms=1)
+        runner.set_task(task, (cubin, plan, func))
+        bad, good = runner.run([(nvrtc.compile_cuda(src, "sm_90"), crash, func),
+                                (cubin, plan, func)])
+        runner.close()
+        print("BAD", bad.error_no, bad.error_msg)
+        print("GOOD", good.error_no, bool(good.costs), good.checked)
+    """)
+    text = _run(env, ["-c", script])
+    assert "BAD runtime the worker died" in text and "GOOD ok True True" in text, text
+
+
 def test_a_gpu_sitting_runs_on_the_emulated_gpu(env, tmp_path):
     """scripts/gpu_sitting.sh --smoke: both GPU benchmarks (tuned rows included) and a tuning
     sitting whose log the BERT benchmark then applies."""
