@@ -212,7 +212,9 @@ def _median_ms(fn, repeat: int) -> float:
     return statistics.median(ts) * 1e3
 
 
-def _peers(model, threads: int, use_torch: bool) -> dict:
+def _peers(model, threads: int, use_torch: bool, gpu: bool = False) -> dict:
+    """ONNX Runtime on the CPU (the reference output) and, unless told not to, PyTorch eager
+    and torch.compile: on the GPU when the target is one and this PyTorch has CUDA."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -220,32 +222,41 @@ def _peers(model, threads: int, use_torch: bool) -> dict:
                                 providers=["CPUExecutionProvider"])
     out = {"ONNX Runtime": lambda: sess.run(None, model.inputs)[0]}
     if use_torch and model.torch_module is not None:
-        import torch
-        torch.set_num_threads(threads)
-        tin = {k: torch.from_numpy(v) for k, v in model.inputs.items()}
-        m = model.torch_module
+        out.update(_torch_peers(model, threads, gpu))
+    return out
 
-        def eager():
+
+def _torch_peers(model, threads: int, gpu: bool) -> dict:
+    import torch
+    torch.set_num_threads(threads)
+    if gpu and not torch.cuda.is_available():
+        print("[kiln] this PyTorch has no CUDA: its rows run on the CPU", file=sys.stderr)
+        gpu = False
+    dev, where = ("cuda", " (GPU)") if gpu else ("cpu", "")
+    tin = {k: torch.from_numpy(v).to(dev) for k, v in model.inputs.items()}
+    m = model.torch_module.to(dev)
+
+    def runner(fn):
+        def run():  # NumPy out, as kiln's rows: the copy back also waits for the GPU
             with torch.inference_mode():
-                return m(**tin).numpy()
-        out["PyTorch eager"] = eager
-        try:
-            cm = torch.compile(m)
-
-            def compiled():
-                with torch.inference_mode():
-                    return cm(**tin).numpy()
-            compiled()
-            out["torch.compile"] = compiled
-        except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
-            print(f"[kiln] torch.compile unavailable: {type(e).__name__}: {e}", file=sys.stderr)
+                return fn(**tin).float().cpu().numpy()
+        return run
+    out = {f"PyTorch eager{where}": runner(m)}
+    try:
+        compiled = runner(torch.compile(m))
+        compiled()
+        out[f"torch.compile{where}"] = compiled
+    except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
+        print(f"[kiln] torch.compile unavailable: {type(e).__name__}: {e}", file=sys.stderr)
     return out
 
 
 def cmd_bench(args) -> int:
     model = Model(args)
     rows = []
-    peers = _peers(model, args.threads, not args.no_torch)
+    from .target import as_target
+    gpu = as_target(args.target).kind == "cuda"
+    peers = _peers(model, args.threads, not args.no_torch, gpu)
     ref = peers["ONNX Runtime"]()
     variants = [("kiln untuned", None)] + ([("kiln tuned", args.log)] if args.log else [])
     for label, log in variants:
@@ -263,11 +274,18 @@ def cmd_bench(args) -> int:
     if args.profile:
         _print_profile(lib, variants[-1][0], model, args.profile)
     ort_ms = next(r["median_ms"] for r in rows if r["name"] == "ONNX Runtime")
-    print(f"\n{model.name}: median of {args.repeat} runs, {args.threads} threads")
-    print(f"{'':20s} {'ms':>10s} {'vs ORT':>8s} {'max|err|':>10s}")
+    # on a GPU the peer to beat is PyTorch on that GPU (ORT runs on the CPU: the reference)
+    base = "PyTorch eager (GPU)" if any(r["name"] == "PyTorch eager (GPU)" for r in rows) \
+        else "ONNX Runtime"
+    base_ms = next(r["median_ms"] for r in rows if r["name"] == base)
+    short = "eager" if base != "ONNX Runtime" else "ORT"
+    print(f"\n{model.name} ({args.target or 'cpu'}): median of {args.repeat} runs, "
+          f"{args.threads} CPU threads; max|err| vs ONNX Runtime")
+    print(f"{'':24s} {'ms':>10s} {'vs ' + short:>9s} {'max|err|':>10s}")
     for r in rows:
         r["speedup_vs_ort"] = ort_ms / r["median_ms"]
-        print(f"{r['name']:20s} {r['median_ms']:10.2f} {r['speedup_vs_ort']:7.2f}x "
+        r[f"speedup_vs_{short.lower()}"] = base_ms / r["median_ms"]
+        print(f"{r['name']:24s} {r['median_ms']:10.2f} {base_ms / r['median_ms']:8.2f}x "
               f"{r['max_abs_err_vs_ort']:10.2e}  {r['note']}")
     if args.json:
         with open(args.json, "w") as f:
