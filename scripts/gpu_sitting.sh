@@ -5,7 +5,7 @@
 # tuning sitting resumed from the committed log, and BERT-base timed with those records against
 # PyTorch eager, torch.compile and reduce-overhead. Each step has its own time limit and a step
 # cut short still leaves its results; the grown logs come back in OUTDIR to commit.
-# Usage: bash scripts/gpu_sitting.sh OUTDIR [BERT_TUNE_SECONDS] [GEMM_TRIALS]  (150, 64)
+# Usage: bash scripts/gpu_sitting.sh OUTDIR [BERT_TUNE_SECONDS] [GEMM_TRIALS]  (120, 64)
 # OUTDIR gets 8 files: log.txt, gemm_gpu.{json,md,png}, bert_gpu.{json,md},
 # gemm_gpu_log.json, bert_gpu_log.json (copy the two logs to benchmarks/results/logs/).
 # Check it without a GPU: python tests/gpu_stub.py -- bash scripts/gpu_sitting.sh OUT --smoke
@@ -13,7 +13,7 @@ set -uo pipefail
 : "${1:?usage: bash scripts/gpu_sitting.sh OUTDIR [BERT_TUNE_SECONDS] [GEMM_TRIALS]}"
 smoke=""
 if [ "${2:-}" = "--smoke" ]; then smoke="--smoke"; set -- "$1" "${@:3}"; fi
-tune_s="${2:-150}"
+tune_s="${2:-120}"
 trials="${3:-64}"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_lib.sh" "$1"
 resume_logs
@@ -26,9 +26,9 @@ if [ -n "$smoke" ]; then  # the emulated GPU: tiny sizes, the steps' plumbing on
   step 300 "bert time" "$py" benchmarks/bert_gpu.py --smoke --log "$out/bert_gpu_log.json" \
     --out "$out/bert_gpu"
 else
-  step 90 "cuda tests" "$py" -m pytest -q -m cuda -p no:cacheprovider \
+  step 80 "cuda tests" "$py" -m pytest -q -m cuda -p no:cacheprovider \
     tests/test_gpu_kernels_and_models.py tests/runtime_cuda tests/auto_scheduler/test_gpu_tune_device.py
-  step 150 "gemm: hand sweep, tune, time" "$py" benchmarks/gemm_gpu.py --quick --repeat 15 \
+  step 140 "gemm: hand sweep, tune, time" "$py" benchmarks/gemm_gpu.py --quick --repeat 15 \
     --log "$out/gemm_gpu_log.json" --tune "$trials" --out "$out/gemm_gpu"
   step $((tune_s + 40)) "bert tune" "$py" -m kiln.cli tune --builtin bert-base --target cuda \
     --time-budget "${tune_s}s" --log "$out/bert_gpu_log.json"
