@@ -141,6 +141,9 @@ def _run_kiln(lib, kern, dims, params) -> int:
     except simt_vec.OutOfBounds as err:
         print(f"gpu_stub: {kern.name}: {err}", file=sys.stderr)
         return ILLEGAL_ADDRESS
+    except simt_vec.Race as err:  # a wrong answer on a GPU, sometimes: fail loudly here
+        print(f"gpu_stub: {kern.name}: {err}", file=sys.stderr)
+        return LAUNCH_FAILED
     return 0
 
 

@@ -3,10 +3,12 @@
 Every thread of every block is one lane of NumPy arrays: a statement runs for all lanes at
 once, under a mask where control flow diverges (thread-loop bounds, if-then-else, selects).
 Shared buffers hold one copy per block, local buffers one per thread. Since all lanes advance
-statement by statement, barriers hold by construction, so unlike tir_interp (which runs the
-threads of a block one after another between barriers, to catch missing barriers) this cannot
-find races; it is here to run kernels of real sizes fast (hundreds of times faster than
-tir_interp), as a GPU would compute them, in float32.
+statement by statement, a missing barrier would not change the result here; instead every
+shared and global word records who wrote and read it in which barrier interval, and two
+threads touching one word (one of them writing) with no barrier between them, or from two
+blocks, is a `Race` (as compute-sanitizer's racecheck reports). It is here to run kernels of
+real sizes fast (tens of times faster than tir_interp), as a GPU would compute them, in
+float32.
 """
 
 from __future__ import annotations
@@ -34,6 +36,68 @@ class OutOfBounds(Exception):
     """An active lane read or wrote outside its buffer (an illegal address on a GPU)."""
 
 
+class Race(Exception):
+    """Two threads touched one word, at least one writing, with no barrier between them (or
+    from two blocks of one launch, which nothing orders)."""
+
+
+class _Hazards:
+    """Who touched each word of one buffer: the last writer lane and its barrier interval,
+    and (shared memory) the lowest and highest lane that read it in the current interval.
+    Lanes run in lock step here, so an ordering the GPU does not guarantee can only be seen
+    this way: accesses by two threads to one word conflict unless a barrier of their block
+    separates them (never, across blocks)."""
+
+    def __init__(self, name: str, size: int, threads: int, shared: bool):
+        self.name, self.threads, self.shared = name, threads, shared
+        self.w_lane = np.full(size, -1, np.int64)
+        self.w_ep = np.full(size, -1, np.int64)
+        if shared:
+            self.r_lo = np.full(size, -1, np.int64)
+            self.r_hi = np.full(size, -1, np.int64)
+            self.r_ep = np.full(size, -1, np.int64)
+
+    def _other(self, owner, lanes, ep, owner_ep):
+        other = (owner >= 0) & (owner != lanes)
+        same_block = owner // self.threads == lanes // self.threads
+        return other & (~same_block | (owner_ep == ep))
+
+    def _fail(self, kind: str, where, lanes, owner, hit) -> None:
+        i = int(np.argmax(hit))
+        raise Race(f"{kind} race on {self.name}[{int(where[i])}]: threads {int(owner[i])} and "
+                   f"{int(lanes[i])} (flat ids) with no barrier between them")
+
+    def read(self, where, lanes, ep: int) -> None:
+        owner = self.w_lane[where]
+        hit = self._other(owner, lanes, ep, self.w_ep[where])
+        if hit.any():
+            self._fail("read-after-write", where, lanes, owner, hit)
+        if self.shared:
+            fresh = where[self.r_ep[where] != ep]
+            self.r_lo[fresh], self.r_hi[fresh], self.r_ep[fresh] = np.iinfo(np.int64).max, -1, ep
+            np.minimum.at(self.r_lo, where, lanes)
+            np.maximum.at(self.r_hi, where, lanes)
+
+    def write(self, where, lanes, values, old, ep: int) -> None:
+        owner = self.w_lane[where]
+        same = (old == values) | (np.isnan(old) & np.isnan(values)) if old.dtype.kind == "f" \
+            else old == values
+        hit = self._other(owner, lanes, ep, self.w_ep[where]) & ~same
+        if hit.any():
+            self._fail("write-after-write", where, lanes, owner, hit)
+        if self.shared:
+            read = self.r_ep[where] == ep
+            hit = read & ((self.r_lo[where] != lanes) | (self.r_hi[where] != lanes))
+            if hit.any():
+                self._fail("write-after-read", where, lanes, self.r_lo[where], hit)
+        order = np.argsort(where, kind="stable")
+        w, v = where[order], values[order]
+        dup = (w[1:] == w[:-1]) & (v[1:] != v[:-1])
+        if dup.any():
+            self._fail("simultaneous write", w[1:], lanes[order][1:], lanes[order][:-1], dup)
+        self.w_lane[where], self.w_ep[where] = lanes, ep
+
+
 class _Run:
     def __init__(self, kern, mem: dict):
         gx, gy, gz = kern.grid
@@ -45,9 +109,12 @@ class _Run:
                       "threadIdx.z": t // (bx * by), "blockIdx.x": b % gx,
                       "blockIdx.y": (b // gx) % gy, "blockIdx.z": b // (gx * gy)}
         self.lanes, self.block, self.nblocks = lane, b, gx * gy * gz
+        self.threads = threads
         self.mem = mem     # uid -> flat array (global buffers)
         self.base = {}     # uid -> per-lane offset of shared / local copies
         self.env = {}
+        self.epoch = 0     # barrier intervals so far (lanes reach every barrier together)
+        self.hazards = {}  # uid -> _Hazards of shared and global buffers
 
     # ------------------------------------------------------------ statements
     def stmt(self, s, mask) -> None:
@@ -73,7 +140,9 @@ class _Run:
         elif isinstance(s, S.LetStmt):
             self.env[s.var] = self.expr(s.value, mask)
             self.stmt(s.body, mask)
-        elif not isinstance(s, S.Barrier):  # lanes run in lock step: barriers hold already
+        elif isinstance(s, S.Barrier):  # lanes run in lock step: only hazards need it
+            self.epoch += 1
+        else:
             raise TypeError(type(s))
 
     def loop(self, s, mask) -> None:
@@ -112,13 +181,26 @@ class _Run:
         index = np.where(mask, index, 0)
         return index + base[0] if base else index
 
+    def tracker(self, buf):
+        """The hazard record of a shared or global buffer (None for per-thread ones)."""
+        if buf.scope == "local":
+            return None
+        if buf.uid not in self.hazards:
+            self.hazards[buf.uid] = _Hazards(buf.name, self.mem[buf.uid].size, self.threads,
+                                             buf.scope == "shared")
+        return self.hazards[buf.uid]
+
     def store(self, s, mask) -> None:
         if not mask.any():
             return
         where = self.address(s.buffer, self.expr(s.index, mask), mask, "store")
         value = np.broadcast_to(self.expr(s.value, mask), self.lanes.shape)
         buf = self.mem[s.buffer.uid]
-        buf[where[mask]] = value[mask].astype(buf.dtype, copy=False)
+        value = value[mask].astype(buf.dtype, copy=False)
+        hz = self.tracker(s.buffer)
+        if hz is not None:
+            hz.write(where[mask], self.lanes[mask], value, buf[where[mask]], self.epoch)
+        buf[where[mask]] = value
 
     # ------------------------------------------------------------ expressions
     def expr(self, e, mask):
@@ -130,6 +212,9 @@ class _Run:
             return _NP.get(e.dtype, np.float32)(e.value)
         if isinstance(e, S.BufferLoad):
             where = self.address(e.buffer, self.expr(e.index, mask), mask, "load")
+            hz = self.tracker(e.buffer)
+            if hz is not None and mask.any():
+                hz.read(where[mask], self.lanes[mask], self.epoch)
             return self.mem[e.buffer.uid][where]
         if isinstance(e, E.BinOp):
             return self.binop(e, mask)

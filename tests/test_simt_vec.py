@@ -1,0 +1,117 @@
+"""The emulated GPU's kernel executor (tests/simt_vec.py): GPU schedules computed all threads at
+once match NumPy and the one-thread-at-a-time interpreter, and its hazard records report a
+missing barrier, two blocks writing one word, and out-of-bounds accesses."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import simt_vec
+import tir_interp
+import workloads
+
+import kiln
+from kiln import te
+from kiln.codegen import cuda as cuda_codegen
+from kiln.tir import gpu
+from kiln.tir import stmt as S
+from kiln.topi import cuda as tc
+
+
+def _run(func, *arrays, pipelined=True):
+    mem = {b.uid: a.reshape(-1) for b, a in zip(func.params, arrays)}
+    kernels, workspace = gpu.split_kernels(func, None)
+    for b in workspace:
+        mem[b.uid] = np.full(max(b.size, 1), np.nan, tir_interp.np_dtype(b.dtype))
+    for k in kernels:
+        if pipelined:
+            k = dataclasses.replace(k, body=cuda_codegen.pipeline_fetches(k.body))
+        simt_vec.run_kernel(k, mem)
+
+
+def _matmul(m, n, k, **tiles):
+    (a, b), (c,), ref = workloads.swish_mm(m, n, k)
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, **tiles)
+    return kiln.lower(s, [a, b, c]), ref
+
+
+@pytest.mark.parametrize("m,n,k,tiles", [
+    (19, 37, 21, dict(tm=2, tn=4, tx=4, ty=4, bk=8)),                     # edge guards
+    (16, 32, 32, dict(tm=2, tn=2, tx=8, ty=4, bk=16, pad=2, vec=4)),
+    (8, 16, 48, dict(tm=2, tn=2, tx=4, ty=4, bk=8, splitk=3)),            # two kernels
+])
+def test_gpu_schedules_match_numpy_and_the_interpreter(m, n, k, tiles):
+    func, ref = _matmul(m, n, k, **tiles)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k), dtype=np.float32)
+    fast = np.full((m, n), np.nan, np.float32)
+    _run(func, a, b, fast)
+    np.testing.assert_allclose(fast, ref(a.astype(np.float64), b.astype(np.float64)),
+                               rtol=1e-4, atol=1e-4)
+    slow = np.full((m, n), np.nan, np.float32)
+    tir_interp.run(func, a, b, slow)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def _rewrite(x, leaf):
+    """x with `leaf` applied to each statement that holds no other (None drops it)."""
+    if isinstance(x, S.SeqStmt):
+        return S.SeqStmt([y for y in (_rewrite(z, leaf) for z in x.stmts) if y is not None])
+    if isinstance(x, S.For):
+        return S.For(x.var, x.extent, x.kind, _rewrite(x.body, leaf), x.pragmas, x.thread_tag)
+    if isinstance(x, S.Allocate):
+        return S.Allocate(x.buffer, _rewrite(x.body, leaf))
+    if isinstance(x, S.IfThenElse):
+        return S.IfThenElse(x.cond, _rewrite(x.then, leaf),
+                            None if x.else_ is None else _rewrite(x.else_, leaf))
+    if isinstance(x, S.LetStmt):
+        return S.LetStmt(x.var, x.value, _rewrite(x.body, leaf))
+    return leaf(x)
+
+
+def _strip_barriers(x):
+    return _rewrite(x, lambda y: None if isinstance(y, S.Barrier) else y)
+
+
+def test_a_missing_barrier_is_a_race():
+    func, _ = _matmul(16, 16, 16, tm=2, tn=2, tx=4, ty=4, bk=4)
+    bad = S.PrimFunc(func.name, func.params, _strip_barriers(func.body))
+    args = (np.ones((16, 16), np.float32), np.ones((16, 16), np.float32),
+            np.zeros((16, 16), np.float32))
+    _run(func, *args, pipelined=False)  # the real one is race-free
+    with pytest.raises(simt_vec.Race, match="race on"):
+        _run(bad, *args, pipelined=False)
+
+
+def test_two_blocks_writing_one_word_is_a_race():
+    (a, b), (c,), _ = workloads.matmul(8, 8, 8)
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, tm=2, tn=2, tx=2, ty=2, bk=4)
+    func = kiln.lower(s, [a, b, c])
+    (kern,), _ = gpu.split_kernels(func, None)
+    # every block stores to block (0, 0)'s tile: a launch whose blocks overwrite each other
+    blocks = {v for v in S.walk_stmts(kern.body)
+              if isinstance(v, S.For) and v.thread_tag.startswith("blockIdx")}
+    zero = {f.var: te.expr.IntImm(0, f.var.dtype) for f in blocks}
+
+    def pin(x):
+        if isinstance(x, S.Store) and x.buffer.scope == "global":
+            return S.Store(x.buffer, te.expr.substitute(x.index, zero), x.value)
+        return x
+    bad = dataclasses.replace(kern, body=_rewrite(kern.body, pin))
+    rng = np.random.default_rng(0)  # distinct values: rewriting a word with its value is benign
+    mem = {p.uid: rng.standard_normal(p.size).astype(np.float32) for p in kern.buffers}
+    simt_vec.run_kernel(kern, dict(mem))
+    with pytest.raises(simt_vec.Race, match="write-after-write|simultaneous write"):
+        simt_vec.run_kernel(bad, mem)
+
+
+def test_an_access_outside_a_buffer_is_reported():
+    func, _ = _matmul(16, 16, 16, tm=2, tn=2, tx=4, ty=4, bk=4)
+    (kern,), _ = gpu.split_kernels(func, None)
+    mem = {p.uid: np.ones(p.size, np.float32) for p in kern.buffers}
+    mem[kern.buffers[0].uid] = mem[kern.buffers[0].uid][:100]  # A is short by 156 floats
+    with pytest.raises(simt_vec.OutOfBounds, match="out of bounds"):
+        simt_vec.run_kernel(kern, mem)
