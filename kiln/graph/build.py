@@ -242,7 +242,7 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
         from .build_cuda import build_cuda
         return build_cuda(graph, params, target, run_passes)
     output_names = getattr(graph, "output_names", None)
-    graph, groups = prepare_graph(graph, params, run_passes, dtype)
+    graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
     workloads = [group_workload(g, graph.params) for g in groups]
     kernels = _kernels(workloads, target)
     _warn_untuned(workloads, kernels)

@@ -81,7 +81,7 @@ def _launches(steps: list, kernels: dict, funcs: dict) -> list:
 def build_cuda(graph, params, target: Target, run_passes: bool = True) -> CudaGraphModule:
     """Compile a whole graph for a CUDA target (see the module docstring)."""
     output_names = getattr(graph, "output_names", None)
-    graph, groups = prepare_graph(graph, params, run_passes)
+    graph, groups = prepare_graph(graph, params, run_passes, target=target)
     workloads = [group_workload(g, graph.params) for g in groups]
     kernels: dict = {}
     funcs: dict = {}

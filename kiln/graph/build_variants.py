@@ -82,7 +82,7 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True,
                             "frontends return")
         graph, params = item
         output_names = getattr(graph, "output_names", None)
-        graph, groups = prepare_graph(graph, params, run_passes, dtype)
+        graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
         workloads = [group_workload(g, graph.params) for g in groups]
         _kernels(workloads, target, kernels)
         _warn_untuned(workloads, kernels)

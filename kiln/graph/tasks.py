@@ -50,14 +50,18 @@ class GroupWorkload:
 
 
 def prepare_graph(graph: Graph, params: dict | None = None,
-                  run_passes: bool = True, dtype: str = "float32") -> tuple[Graph, list]:
+                  run_passes: bool = True, dtype: str = "float32",
+                  target=None) -> tuple[Graph, list]:
     """The graph after the default pass pipeline (when available and run_passes), and its
-    fused groups. dtype="bfloat16": dense products in bfloat16 (graph/passes/bf16.py)."""
+    fused groups. dtype="bfloat16": dense products in bfloat16 (graph/passes/bf16.py).
+    On a GPU target, parallel dense ops sharing an input become one (BERT's Q, K and V: one
+    wider product instead of three, their slices folded into the consumers): at batch 1 a
+    GPU's time goes to launches and to grids too small to fill it, a CPU's to arithmetic."""
     if params:
         graph = Graph(graph.inputs, graph.outputs, {**graph.params, **params}, graph.name)
     pipeline = _default_pipeline() if run_passes else None
     if pipeline is not None:
-        graph = pipeline(graph)
+        graph = pipeline(graph, combine_dense=_is_gpu(target))
     if check_compute_dtype(dtype) == "bfloat16":
         from .passes.bf16 import to_bfloat16_graph
         graph = to_bfloat16_graph(graph)
@@ -87,6 +91,13 @@ def check_bf16_target(dtype: str, target) -> None:
         raise TargetError(f"dtype='bfloat16' needs a CPU with AVX512-BF16; target '{t}' "
                           "lacks it (build in float32, or name a target with "
                           "-mattr=+avx512bf16)")
+
+
+def _is_gpu(target) -> bool:
+    if target is None:
+        return False
+    from ..target import as_target
+    return as_target(target).kind == "cuda"
 
 
 def _default_pipeline():
@@ -220,7 +231,7 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
     weights: dict = {}
     for mod, prm in variants:
         graph = _as_graph(mod, prm)
-        graph, groups = prepare_graph(graph, prm, run_passes, dtype)
+        graph, groups = prepare_graph(graph, prm, run_passes, dtype, target)
         for g in groups:
             if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
                 continue

@@ -89,3 +89,22 @@ def test_gpt2_with_attention_mask_on_cuda_in_the_interpreter():
     out = gpu_emulate.emulate(lib, {n: v.numpy() for n, v in zip(lib.input_names,
                                                                   feeds.values())})
     np.testing.assert_allclose(list(out.values())[0], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_the_gpu_build_computes_q_k_v_as_one_product():
+    """On a GPU the three projections of an attention layer are one wider dense (one launch,
+    a grid three times larger); the CPU build keeps three. The slices of Q and V fold into
+    the batch_matmuls reading them."""
+    from kiln.graph.tasks import prepare_graph
+    model, args = _mini_bert()
+    graph, params = kiln.frontend.from_pytorch(model, args)
+
+    def dense_groups(target):
+        _, groups = prepare_graph(graph, params, target=target)
+        return [g for g in groups if g.anchor is not None and g.anchor.op == "dense"], groups
+    gpu, groups = dense_groups("cuda -arch=sm_90")
+    cpu, _ = dense_groups("cpu")
+    assert len(cpu) == 6 and len(gpu) == 4  # Q|K|V, output projection, FFN1, FFN2
+    folded = [g for g in groups if g.anchor is not None and g.anchor.op == "batch_matmul"
+              and "strided_slice" in [n.op for n in g.nodes]]
+    assert len(folded) == 2  # Q into Q·Kᵀ, V into P·V (Kᵀ keeps its copy)

@@ -164,6 +164,26 @@ def test_a_view_read_twice_or_with_a_tiny_innermost_run_is_not_folded():
     assert [ops_of(g) for g in groups] == [["reshape", "transpose"], ["batch_matmul"]]
 
 
+def test_slices_of_a_combined_product_fold_like_views():
+    """The slices of one wide Q|K|V product (the GPU build combines the three dense ops) are
+    views too: a slice of whole rows folds into the batch_matmul reading it, one taking
+    every other column (innermost runs of 1) stays a copy."""
+    qkv = inp("qkv", (1, 16, 192))
+
+    def part(at, width, step=1):
+        sl = op("strided_slice", [qkv], (1, 16, width // step), begin=[at],
+                end=[at + width], strides=[step], axes=[2])
+        return _heads(sl, 16, 2, width // step // 2, (0, 2, 1, 3))
+    q, v = part(0, 64), part(128, 64)
+    s = op("batch_matmul", [q, v], (1, 2, 16, 16), transpose_a=False, transpose_b=True)
+    odd = op("batch_matmul", [part(64, 64, 2), part(0, 64, 2)], (1, 2, 16, 16),
+             transpose_a=False, transpose_b=True)
+    groups = fuse(Graph([qkv], [s, odd], {}))
+    folded = [g for g in groups if g.anchor is s][0]
+    assert ops_of(folded) == ["strided_slice", "reshape", "transpose", "batch_matmul"]
+    assert [g for g in groups if g.anchor is odd][0].inputs != [qkv]  # copies feed it
+
+
 def test_softmax_takes_the_cast_after_it_layer_norm_with_two_readers_does_not():
     x = inp("x", (4, 16))
     sm = op("softmax", [x], (4, 16), axis=-1)

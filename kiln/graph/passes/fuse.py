@@ -36,7 +36,7 @@ LEAVES = ("input", "const")
 # ops that only move elements: an anchor reading one can index its input directly. Not cast:
 # a bfloat16 product needs its operands stored in bfloat16 for vdpbf16ps (casting inside
 # the product measured 2.7-3x slower than the cast copy + product)
-VIEW_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "flatten")
+VIEW_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "flatten", "strided_slice")
 # reductions whose output has their input's shape: like an anchor, each takes the elementwise
 # chain after it (the bfloat16 build's cast after softmax / layer norm then costs no kernel
 # and no float32 round trip through memory)
@@ -183,7 +183,20 @@ def _source_index(node: Node, members: list):
     if node.op == "transpose":
         axes = node.attrs.get("axes")
         return np.transpose(src, None if axes is None else [int(a) for a in axes])
+    if node.op == "strided_slice":
+        return _sliced(src, node.attrs)
     return src.reshape([int(d) for d in node.shape])  # reshape, squeeze, expand_dims...
+
+
+def _sliced(src: np.ndarray, a: dict) -> np.ndarray:
+    """src[begin:end:strides] on the given axes (Python slice semantics, as topi's)."""
+    begin = [int(b) for b in a["begin"]]
+    axes = a.get("axes") or range(len(begin))
+    strides = a.get("strides") or [1] * len(begin)
+    index = [slice(None)] * src.ndim
+    for ax, b, e, st in zip(axes, begin, a["end"], strides):
+        index[int(ax) % src.ndim] = slice(b, int(e), int(st))
+    return src[tuple(index)]
 
 
 def _finish(b: _Builder) -> list:
