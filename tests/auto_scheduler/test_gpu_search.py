@@ -219,3 +219,19 @@ def test_gpu_features_of_waves_and_pipelining():
         ways.append(dict(zip(FEATURE_NAMES, features(space, c, low[1], low[2])))[
             "lds_wavefronts_per_ffma"])
     assert ways[0] > 3 * ways[1]
+
+
+def test_every_pad_knob_reaches_the_schedule():
+    """pad is a word count: the shared panels of pad 0 / 1 / 2 / 4 candidates differ in size
+    (not only pad 0 against the rest; the default config may pick pad 2 or 4 too)."""
+    from kiln.auto_scheduler.gpu.space import GpuConfig
+    from kiln.tir import gpu
+    task, _ = _mm(32, 64, 32)
+    space = GpuSpace(task.compute_dag, task.target)
+    knobs = dict(tm=2, tn=2, tx=8, ty=8, bk=16, vec=1, splitk=1)
+    sizes = []
+    for pad in (0, 1, 2, 4):
+        cfg = GpuConfig("matmul", tuple(sorted({**knobs, "pad": pad}.items())))
+        _, func, _ = space.lowered(cfg, task.args)
+        sizes.append(gpu.split_kernels(func, None)[0][0].shared_bytes)
+    assert len(set(sizes)) == 4 and sizes == sorted(sizes), sizes

@@ -133,7 +133,7 @@ class GpuSpace:
         k = dict(cfg.knobs)
         if cfg.kind == "matmul":
             tc.schedule_matmul(s, self.out, tc.find_matmul(self.out), tm=k["tm"], tn=k["tn"],
-                               tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=bool(k["pad"]),
+                               tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=int(k["pad"]),
                                vec=k["vec"], splitk=k["splitk"])
         elif cfg.kind == "rows":
             tc.schedule_rows(s, self.out, threads=k["threads"])
