@@ -54,8 +54,9 @@ FEATURE_DOCS = {
     "vec": "matmul: floats per thread per fetch",
     "splitk": "matmul: reduction slices",
     "tx": "matmul: threads along x", "ty": "matmul: threads along y",
-    "bank_ways_a": "matmul: bank ways of a warp's scalar reads of A's panel",
-    "bank_ways_b": "matmul: bank ways of a warp's scalar reads of B's panel",
+    "bank_ways_a": "matmul: wavefronts per shared load of a warp reading A's panel (1 = "
+                   "conflict-free; topi.cuda_model, the width ptxas reads with included)",
+    "bank_ways_b": "matmul: the same for B's panel",
     "tile_waste": "matmul: padded output tiles / output elements",
     "sm_balance": "matmul: blocks / (SMs x blocks on the busiest SM); 1 = no wave "
                   "quantization (topi.cuda_model.matmul_estimate)",
@@ -135,14 +136,6 @@ def _load_strides(kern) -> dict:
             "mean_load_stride": float(np.mean(np.minimum(strides, 64)))}
 
 
-def _bank_ways(lanes: int, step: int) -> float:
-    """Shared-memory wavefronts per warp-wide load when `lanes` distinct threads read
-    addresses `step` words apart (the others broadcast)."""
-    lanes = max(1, min(lanes, 32))
-    banks = {(i * step) % 32 for i in range(lanes)}
-    return lanes / len(banks)
-
-
 def _pipelining(kern) -> dict:
     """Whether the printer's software pipelining applies, and the registers it holds."""
     from ...codegen.cuda import pipeline_fetches
@@ -161,12 +154,12 @@ def _estimate(space, k: dict) -> dict:
                              (cm.k_last(mm, a), cm.k_last(mm, b)))
     ffma = k["tm"] * k["tn"] * k["bk"]
     return {"sm_balance": est["sm_balance"], "warps_per_smsp": est["warps_per_smsp"],
+            "bank_ways_a": est["bank_ways_a"], "bank_ways_b": est["bank_ways_b"],
             "lds_wavefronts_per_ffma": est["wavefronts_per_kstep"] / ffma,
             "model_log2_cycles": math.log2(1 + est["cycles"])}
 
 
 def _matmul(space, k: dict) -> dict:
-    row = k["bk"] + int(k["pad"])
     mm = space.out
     *_, i, j = (int(a.extent.value) for a in mm.op.axis)
     bm, bn = k["tm"] * k["ty"], k["tn"] * k["tx"]
@@ -174,7 +167,4 @@ def _matmul(space, k: dict) -> dict:
     return {"reg_tile": k["tm"] * k["tn"],
             "smem_loads_per_fma": (k["tm"] + k["tn"]) / (k["tm"] * k["tn"]),
             "bk": k["bk"], "pad": k["pad"], "vec": k["vec"], "splitk": k["splitk"],
-            "tx": k["tx"], "ty": k["ty"],
-            "bank_ways_a": _bank_ways(max(1, 32 // k["tx"]), k["tm"] * row),
-            "bank_ways_b": _bank_ways(k["tx"], k["tn"] * row), "tile_waste": waste,
-            **_estimate(space, k)}
+            "tx": k["tx"], "ty": k["ty"], "tile_waste": waste, **_estimate(space, k)}
