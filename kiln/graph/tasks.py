@@ -56,7 +56,8 @@ def prepare_graph(graph: Graph, params: dict | None = None,
     fused groups. dtype="bfloat16": dense products in bfloat16 (graph/passes/bf16.py).
     On a GPU target, parallel dense ops sharing an input become one (BERT's Q, K and V: one
     wider product instead of three, their slices folded into the consumers): at batch 1 a
-    GPU's time goes to launches and to grids too small to fill it, a CPU's to arithmetic."""
+    GPU's time goes to launches and to grids too small to fill it, a CPU's to arithmetic.
+    For the same reason K's head split folds into Q.K^T there (fuse's staged_operands)."""
     if params:
         graph = Graph(graph.inputs, graph.outputs, {**graph.params, **params}, graph.name)
     pipeline = _default_pipeline() if run_passes else None
@@ -66,7 +67,7 @@ def prepare_graph(graph: Graph, params: dict | None = None,
         from .passes.bf16 import to_bfloat16_graph
         graph = to_bfloat16_graph(graph)
     verify(graph)
-    return graph, fuse(graph)
+    return graph, fuse(graph, staged_operands=_is_gpu(target))
 
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",

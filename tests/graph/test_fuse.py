@@ -139,6 +139,10 @@ def test_head_split_views_fold_into_the_batch_matmul():
     assert [ops_of(g) for g in groups] == [["reshape", "transpose"],
                                            ["reshape", "transpose", "batch_matmul"]]
     assert groups[1].anchor is s and groups[1].inputs[0] is q
+    staged = fuse(Graph([q, k], [s], {}), staged_operands=True)  # the CUDA build's fusion
+    assert [ops_of(g) for g in staged] == [["reshape", "transpose", "reshape", "transpose",
+                                            "batch_matmul"]]
+    assert {i.uid for i in staged[0].inputs} == {q.uid, k.uid}
 
 
 def test_views_that_scatter_the_innermost_axis_stay_copies():

@@ -125,7 +125,7 @@ def _absorb_epilogues(b: _Builder) -> None:
             tail = c
 
 
-def _absorb_producers(b: _Builder) -> None:
+def _absorb_producers(b: _Builder, staged_operands: bool = False) -> None:
     """Phase 2: cheap groups (<= injective) join the only group that reads them."""
     for n in b.order:
         g = b.group[n.uid]
@@ -137,7 +137,7 @@ def _absorb_producers(b: _Builder) -> None:
         gc = b.group[c.uid]
         if gc is g or pattern(c) > OpPattern.COMM_REDUCE and gc["anchor"] is not c:
             continue
-        if gc["anchor"] is c and not (_is_view(g) and _reads_rows(c, n)):
+        if gc["anchor"] is c and not (_is_view(g) and (staged_operands or _reads_rows(c, n))):
             continue
         b.merge(g, gc)
 
@@ -222,11 +222,14 @@ def _finish(b: _Builder) -> list:
     return out
 
 
-def fuse(graph: Graph) -> list:
-    """The fused groups of `graph`, in an order that respects their dependencies."""
+def fuse(graph: Graph, staged_operands: bool = False) -> list:
+    """The fused groups of `graph`, in an order that respects their dependencies.
+    staged_operands: the anchors' kernels copy operand tiles through on-chip panels along
+    the reduction axis (the CUDA schedules' shared-memory fetches), so every view that reads
+    its source in contiguous runs can fold into them, transposed B operands included."""
     b = _Builder(graph)
     _absorb_epilogues(b)
-    _absorb_producers(b)
+    _absorb_producers(b, staged_operands)
     return _finish(b)
 
 
