@@ -32,6 +32,9 @@ _CALL = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "floor"
 _TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y", "threadIdx.z")
 
 
+_ARRIVALS: dict = {}  # (kernel name, slots) -> LastBlock arrival counts, as on the device
+
+
 class OutOfBounds(Exception):
     """An active lane read or wrote outside its buffer (an illegal address on a GPU)."""
 
@@ -48,8 +51,8 @@ class _Hazards:
     this way: accesses by two threads to one word conflict unless a barrier of their block
     separates them (never, across blocks)."""
 
-    def __init__(self, name: str, size: int, threads: int, shared: bool):
-        self.name, self.threads, self.shared = name, threads, shared
+    def __init__(self, name: str, size: int, threads: int, shared: bool, run=None):
+        self.name, self.threads, self.shared, self.run = name, threads, shared, run
         self.w_lane = np.full(size, -1, np.int64)
         self.w_ep = np.full(size, -1, np.int64)
         if shared:
@@ -60,7 +63,13 @@ class _Hazards:
     def _other(self, owner, lanes, ep, owner_ep):
         other = (owner >= 0) & (owner != lanes)
         same_block = owner // self.threads == lanes // self.threads
-        return other & (~same_block | (owner_ep == ep))
+        cross = ~same_block
+        group = getattr(self.run, "group", None)
+        if group is not None:  # inside a LastBlock: its tile's blocks wrote before arriving
+            g_owner = group[np.where(owner >= 0, owner, 0) // self.threads]
+            cross &= ~((g_owner >= 0) & (g_owner == group[lanes // self.threads])
+                       & (owner_ep < self.run.handoff_ep))
+        return other & (cross | (owner_ep == ep))
 
     def _fail(self, kind: str, where, lanes, owner, hit) -> None:
         i = int(np.argmax(hit))
@@ -115,6 +124,9 @@ class _Run:
         self.env = {}
         self.epoch = 0     # barrier intervals so far (lanes reach every barrier together)
         self.hazards = {}  # uid -> _Hazards of shared and global buffers
+        self.name = kern.name
+        self.group = None  # inside a LastBlock body: each block's arrival slot (-1: none)
+        self.handoff_ep = 0
 
     # ------------------------------------------------------------ statements
     def stmt(self, s, mask) -> None:
@@ -142,8 +154,34 @@ class _Run:
             self.stmt(s.body, mask)
         elif isinstance(s, S.Barrier):  # lanes run in lock step: only hazards need it
             self.epoch += 1
+        elif isinstance(s, S.LastBlock):
+            self.last_block(s, mask)
         else:
             raise TypeError(type(s))
+
+    def last_block(self, s, mask) -> None:
+        """Blocks arrive in block order (one order a GPU may take); the arrival counts
+        persist between launches like the module's __device__ array, so a launch that
+        leaves one short breaks the next. Reads in the body of words that the blocks of the
+        same slot wrote before arriving are ordered (by the fence and the atomic); any other
+        block's words still race."""
+        self.epoch += 1
+        self.handoff_ep = self.epoch
+        first = mask & (self.lanes % self.threads == 0)
+        slot = np.broadcast_to(np.asarray(self.expr(s.index, mask), np.int64),
+                               self.lanes.shape)[first]
+        if ((slot < 0) | (slot >= s.slots)).any():
+            raise OutOfBounds(f"arrival slot {int(slot.max())} outside 0..{s.slots - 1}")
+        counts = _ARRIVALS.setdefault((self.name, s.slots), np.zeros(s.slots, np.int64))
+        last = np.zeros(self.nblocks, bool)
+        for b, i in zip(self.block[first], slot):
+            counts[i] += 1
+            if counts[i] == s.count:
+                counts[i], last[b] = 0, True
+        self.group = np.full(self.nblocks, -1, np.int64)
+        self.group[self.block[first]] = slot
+        self.stmt(s.body, mask & last[self.block])
+        self.group = None
 
     def loop(self, s, mask) -> None:
         extent = self.expr(s.extent, mask)
@@ -187,7 +225,7 @@ class _Run:
             return None
         if buf.uid not in self.hazards:
             self.hazards[buf.uid] = _Hazards(buf.name, self.mem[buf.uid].size, self.threads,
-                                             buf.scope == "shared")
+                                             buf.scope == "shared", self)
         return self.hazards[buf.uid]
 
     def store(self, s, mask) -> None:

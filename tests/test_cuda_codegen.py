@@ -15,6 +15,7 @@ import kiln
 from kiln import te, topi
 from kiln.codegen import cuda as cuda_codegen
 from kiln.errors import DeviceError, ScheduleError
+from kiln.tir import gpu
 from kiln.topi import cuda as tc
 from kiln.topi import cuda_model as cm
 
@@ -334,7 +335,7 @@ def test_only_k_contiguous_panels_are_padded_and_default_tiles_fetch_float4():
         s = te.create_schedule(c.op)
         tc.schedule_matmul(s, c, tm=2, tn=4, tx=8, ty=4, bk=16, splitk=splitk)
         src = cuda_codegen.render(kiln.lower(s, [a, b, c]), "cuda -arch=sm_90")
-        return sorted(x.split("float ")[1] for x in src.splitlines() if "__shared__" in x)
+        return sorted(x.split("float ")[1] for x in src.splitlines() if "__shared__ __align__" in x)
     assert shared(False) == ["a_shared[135];", "b_shared[543];"]
     assert shared(False, splitk=2) == ["a_shared[135];", "b_shared[543];"]
     assert shared(True) == ["a_shared[135];", "b_shared[512];"]
@@ -419,3 +420,39 @@ def test_default_tiles_of_a_small_dense_run_correctly():
               rng.standard_normal((48, 64)).astype("float32")]
     _, got = _run(s, [a, b, c], arrays)
     np.testing.assert_allclose(got, ref(*arrays), rtol=1e-4, atol=1e-4)
+
+
+@needs_nvrtc
+def test_serial_split_k_is_one_kernel_with_an_arrival_count():
+    """Split-K's slices are summed by the last slice of each tile to finish, in the same
+    kernel (serial=0 keeps the second kernel): published with __threadfence, counted with
+    an atomic in a module-scope array, read back through L2; it compiles for both arches."""
+    (a, b), (c,), _ = workloads.swish_mm(64, 96, 256)
+    kernels = {}
+    for serial in (1, 0):
+        s = te.create_schedule(c.op)
+        tc.schedule_matmul(s, c, tm=4, tn=4, tx=8, ty=4, bk=16, splitk=4, serial=serial)
+        f = kiln.lower(s, [a, b, c])
+        kernels[serial] = len(gpu.split_kernels(f, None)[0])
+        if serial:
+            src = cuda_codegen.render(f, "cuda -arch=sm_90")
+            mod = kiln.build(s, [a, b, c], target="cuda -arch=sm_80")
+    assert kernels == {1: 1, 0: 2}
+    assert src.count("__global__") == 1
+    for needle in ("__device__ unsigned int default_function_kernel0_arrivals[12];",
+                   "__threadfence();", "atomicAdd(&default_function_kernel0_arrivals[",
+                   "== 3u;", "__ldcg(c_rf + ("):
+        assert needle in src, needle
+    assert mod.cubin_path and nvrtc.ptxas_info(mod.cubin_path)
+
+
+def test_the_split_k_pragma_needs_a_kernel_of_slices_before_it():
+    x = te.placeholder((64,), name="x")
+    y = te.compute((64,), lambda i: x[i] * 2.0, name="y")
+    s = te.create_schedule(y.op)
+    bx, tx = s[y].split(y.op.axis[0], factor=32)
+    s[y].bind(bx, te.thread_axis("blockIdx.x"))
+    s[y].bind(tx, te.thread_axis("threadIdx.x"))
+    s[y].pragma(bx, "splitk_serial", 2)
+    with pytest.raises(ScheduleError, match="splitk_serial on the first kernel"):
+        cuda_codegen.render(kiln.lower(s, [x, y]), "cuda -arch=sm_90")

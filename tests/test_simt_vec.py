@@ -39,7 +39,8 @@ def _matmul(m, n, k, **tiles):
 @pytest.mark.parametrize("m,n,k,tiles", [
     (19, 37, 21, dict(tm=2, tn=4, tx=4, ty=4, bk=8)),                     # edge guards
     (16, 32, 32, dict(tm=2, tn=2, tx=8, ty=4, bk=16, pad=2, vec=4)),
-    (8, 16, 48, dict(tm=2, tn=2, tx=4, ty=4, bk=8, splitk=3)),            # two kernels
+    (8, 16, 48, dict(tm=2, tn=2, tx=4, ty=4, bk=8, splitk=3, serial=0)),  # two kernels
+    (10, 37, 48, dict(tm=2, tn=2, tx=4, ty=4, bk=8, splitk=3)),           # serial split-K
 ])
 def test_gpu_schedules_match_numpy_and_the_interpreter(m, n, k, tiles):
     func, ref = _matmul(m, n, k, **tiles)
@@ -115,3 +116,42 @@ def test_an_access_outside_a_buffer_is_reported():
     mem[kern.buffers[0].uid] = mem[kern.buffers[0].uid][:100]  # A is short by 156 floats
     with pytest.raises(simt_vec.OutOfBounds, match="out of bounds"):
         simt_vec.run_kernel(kern, mem)
+
+
+def _serial_splitk(m=8, n=16, k=64):
+    func, ref = _matmul(m, n, k, tm=2, tn=2, tx=4, ty=4, bk=8, splitk=4)
+    (kern,), workspace = gpu.split_kernels(func, None)  # the slices are summed in-kernel
+    (last,) = [x for x in S.walk_stmts(kern.body) if isinstance(x, S.LastBlock)]
+    return func, ref, kern, workspace, last
+
+
+def test_serial_split_k_runs_twice_and_its_hand_off_is_checked():
+    """The last slice of each tile sums the slices: the arrival counts return to zero (a
+    second launch is right too), and a body that reads another tile's slices (written by
+    blocks its arrival does not wait for) is a race."""
+    func, ref, kern, workspace, last = _serial_splitk()
+    assert last.count == 4 and last.l2 == (workspace[0].uid,)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((8, 64), np.float32), rng.standard_normal((16, 64), np.float32)
+    for _ in range(2):
+        out = np.full((8, 16), np.nan, np.float32)
+        _run(func, a, b, out)
+        np.testing.assert_allclose(out, ref(a.astype(np.float64), b.astype(np.float64)),
+                                   rtol=1e-4, atol=1e-4)
+    bx = next(f for f in S.walk_stmts(kern.body) if isinstance(f, S.For)
+              and f.thread_tag == "blockIdx.x")
+    gx = kern.grid[0]
+    assert gx > 1
+    shifted = te.expr.binop("floormod", te.expr.binop("add", bx.var, te.expr.IntImm(1)),
+                            te.expr.IntImm(gx))
+
+    def neighbour(x):
+        if x is last:
+            return S.LastBlock(x.index, x.count, x.slots,
+                               S.map_exprs(x.body, lambda e: te.expr.substitute(
+                                   e, {bx.var: shifted})), x.l2)
+        return x
+    bad = dataclasses.replace(kern, body=_rewrite(kern.body, neighbour))
+    mem = {p.uid: rng.standard_normal(p.size).astype(np.float32) for p in kern.buffers}
+    with pytest.raises(simt_vec.Race, match="read-after-write race on c_rf"):
+        simt_vec.run_kernel(bad, mem)

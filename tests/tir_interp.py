@@ -117,6 +117,20 @@ def _simt(s, mem, env, idx, shared):
         yield from _simt(s.body, mem, env, idx, shared)
     elif isinstance(s, S.Barrier):
         yield
+    elif isinstance(s, S.LastBlock):
+        yield  # all threads of the block arrive; blocks run one after another here
+        key = ("last", id(s))
+        if key not in shared:  # the block's first thread counts its arrival
+            glob = mem.maps[-1]
+            arrivals = glob.setdefault(("arrivals", id(s)), np.zeros(s.slots, np.int64))
+            i = _ev(s.index, mem, env)
+            assert 0 <= i < s.slots, f"arrival slot {i} out of range {s.slots}"
+            arrivals[i] += 1
+            shared[key] = arrivals[i] == s.count
+            if shared[key]:
+                arrivals[i] = 0
+        if shared[key]:
+            yield from _simt(s.body, mem, env, idx, shared)
     else:
         _exec(s, mem, env)
 

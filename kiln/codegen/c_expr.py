@@ -48,6 +48,7 @@ class Scope:
         self.names: dict = {}
         self.ranges: dict = {}
         self.on_scalar_access = None  # callback(buffer) for scalar accesses
+        self.l2_loads: set = set()  # uids of buffers read with __ldcg (CUDA: L2, not L1)
 
     def fresh(self, hint: str) -> str:
         base = re.sub(r"\W", "_", hint) or "v"
@@ -123,6 +124,8 @@ class ScalarPrinter:
         if isinstance(e, S.BufferLoad):
             if self.scope.on_scalar_access is not None:
                 self.scope.on_scalar_access(e.buffer)
+            if e.buffer.uid in self.scope.l2_loads:
+                return f"__ldcg({self.scope.name(e.buffer)} + ({self.expr(e.index)}))", ATOM
             return f"{self.scope.name(e.buffer)}[{self.expr(e.index)}]", ATOM
         if isinstance(e, E.BinOp):
             return self.binop(e)

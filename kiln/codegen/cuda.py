@@ -106,8 +106,9 @@ class KernelPrinter(FuncPrinter):
         for b in k.buffers:
             const = "" if b.uid in written else "const "
             args.append(f"{const}{ctype(b.dtype)}* __restrict__ {self.scope.name(b)}")
+        self.globals: list = []  # module-scope declarations this kernel needs
         self.stmt(S.map_exprs(pipeline_fetches(k.body), _normalize))
-        head = [f"// grid ({', '.join(map(str, k.grid))}), block "
+        head = self.globals + [f"// grid ({', '.join(map(str, k.grid))}), block "
                 f"({', '.join(map(str, k.block))}), {k.shared_bytes} bytes of shared memory",
                 f'extern "C" __global__ void __launch_bounds__({k.threads}) '
                 f"{k.name}({', '.join(args)}) {{"]
@@ -117,8 +118,38 @@ class KernelPrinter(FuncPrinter):
     def stmt(self, s: S.Stmt) -> None:
         if isinstance(s, S.Barrier):
             self.line("__syncthreads();")
+        elif isinstance(s, S.LastBlock):
+            self.last_block(s)
         else:
             super().stmt(s)
+
+    def last_block(self, s: S.LastBlock) -> None:
+        """The threadFenceReduction pattern: each block publishes its global writes
+        (__threadfence) and counts its arrival; the one that arrives last resets the count
+        (zero again for the next launch: module globals start at zero) and runs the body,
+        reading the other blocks' results from L2 (L1 is not coherent)."""
+        arr, last = self.scope.fresh(f"{self.kern.name}_arrivals"), self.scope.fresh("is_last")
+        self.globals.append(f"__device__ unsigned int {arr}[{s.slots}];  // zero at load; "
+                            "reset by each tile's last block")
+        idx = self.scalar.expr(s.index)
+        self.line(f"{{  // the last of the {s.count} blocks that share {arr}[{idx}] runs this")
+        self.depth += 1
+        self.line(f"__shared__ int {last};")
+        self.line("__threadfence();")
+        self.line("__syncthreads();")
+        self.line("if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {")
+        self.line(f"  {last} = atomicAdd(&{arr}[{idx}], 1u) == {s.count - 1}u;")
+        self.line(f"  if ({last}) {arr}[{idx}] = 0u;")
+        self.line("}")
+        self.line("__syncthreads();")
+        self.line(f"if ({last}) {{")
+        saved = self.scope.l2_loads
+        self.scope.l2_loads = saved | set(s.l2)
+        self.block(s.body)
+        self.scope.l2_loads = saved
+        self.line("}")
+        self.depth -= 1
+        self.line("}")
 
     def with_range(self, var: E.Var, rng: tuple, body: S.Stmt) -> None:
         saved = self.scope.ranges

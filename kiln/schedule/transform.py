@@ -164,12 +164,18 @@ def annotate(state, si: int, ii: int, ann: str):
     return state.with_stage(si, replace(st, iters=tuple(iters)))
 
 
+# pragma name -> what it asks of lowering (tir.passes / tir.gpu read them off the loops)
+PRAGMAS = {"auto_unroll_max_step": "unroll serial loops of at most N iterations below",
+           "unroll_explicit": "unroll in the IR, not by the compiler",
+           "splitk_serial": "GPU: this stage sums N split-K slices at the end of their kernel"}
+
+
 def pragma(state, si: int, ii: int, name: str, value: int):
     st = _stage(state, si)
     it = _iter(st, ii)
-    if name not in ("auto_unroll_max_step", "unroll_explicit"):
+    if name not in PRAGMAS:
         raise ScheduleError(f"unknown pragma {name!r} on {st.name}.{it.name} "
-                            "(known: auto_unroll_max_step, unroll_explicit)")
+                            f"(known: {', '.join(PRAGMAS)})")
     iters = list(st.iters)
     prag = tuple(p for p in it.pragmas if p[0] != name) + ((name, int(value)),)
     iters[ii] = replace(it, pragmas=prag)

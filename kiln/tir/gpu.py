@@ -10,7 +10,11 @@ per block, shared memory, consistent thread extents), so the CUDA printer, the r
 plan and the loop-IR interpreter agree, and a bad schedule fails at build time with a
 `ScheduleError` that names the limit instead of as a launch failure on the device.
 Each statement at the root of the function (below the workspace allocations) is one kernel;
-every loop bound to the same thread index inside one kernel must have the same extent.
+every loop bound to the same thread index inside one kernel must have the same extent. One
+exception, serial split-K: a root whose block loops carry the pragma `splitk_serial` = S
+(schedule_matmul puts it on the stage that sums split-K's slices, tiled like the slices) is
+not launched; it becomes the end of the kernel before it, run by the last of the S slices of
+each tile to finish (`LastBlock`), which saves a launch and a round trip between kernels.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def split_kernels(func: S.PrimFunc, target=None) -> tuple:
                                 "inside the kernel that reads it")
         workspace.append(body.buffer)
         body = body.body
-    roots = body.stmts if isinstance(body, S.SeqStmt) else [body]
+    roots = _merge_serial_splitk(body.stmts if isinstance(body, S.SeqStmt) else [body])
     order = list(func.params) + workspace
     kernels = []
     for k, root in enumerate(roots):
@@ -70,6 +74,87 @@ def split_kernels(func: S.PrimFunc, target=None) -> tuple:
         _check_limits(kern, target)
         kernels.append(kern)
     return kernels, workspace
+
+
+SPLITK_PRAGMA = "splitk_serial"
+
+
+def _block_nest(root: S.Stmt) -> tuple:
+    """({blockIdx tag: For}, the statement inside the outer chain of blockIdx loops)."""
+    loops, s = {}, root
+    while isinstance(s, S.For) and s.thread_tag.startswith("blockIdx"):
+        loops[s.thread_tag] = s
+        s = s.body
+    return loops, s
+
+
+def _merge_serial_splitk(roots: list) -> list:
+    """Roots with the split-K pragma folded into the root before them (see the docstring)."""
+    out = []
+    for root in roots:
+        loops, inner = _block_nest(root)
+        slices = max((int(f.pragmas.get(SPLITK_PRAGMA, 0)) for f in loops.values()), default=0)
+        if slices < 2:
+            out.append(root)
+            continue
+        if not out:
+            raise ScheduleError(f"{_what(root)}: pragma {SPLITK_PRAGMA} on the first kernel "
+                                "(it sums the slices of the kernel before it)")
+        out[-1] = _append_last_block(out[-1], loops, inner, slices, _what(root))
+    return out
+
+
+def _extent(f) -> int:
+    return 1 if f is None else int(f.extent.value)
+
+
+def _append_last_block(first: S.Stmt, loops: dict, inner: S.Stmt, slices: int,
+                       where: str) -> S.Stmt:
+    """`first` (blocks (x, y, slices * z)) followed, in its last-arriving block of each tile,
+    by `inner` (the summing kernel's body, blocks (x, y, z)) with its block indices mapped:
+    the slice index is the outer part of the first kernel's blockIdx.z (schedule_matmul
+    fuses slice and batch axes in that order)."""
+    floops, finner = _block_nest(first)
+    gx, gy, gz = (_extent(loops.get(f"blockIdx.{a}")) for a in _AXES)
+    fx, fy, fz = (_extent(floops.get(f"blockIdx.{a}")) for a in _AXES)
+    if (fx, fy, fz) != (gx, gy, gz * slices):
+        raise ScheduleError(f"{where}: pragma {SPLITK_PRAGMA}={slices} needs the kernel before "
+                            f"it to have grid ({gx}, {gy}, {gz * slices}), it has ({fx}, {fy}, "
+                            f"{fz})")
+    blk = {a: floops[f"blockIdx.{a}"].var if f"blockIdx.{a}" in floops else E.IntImm(0)
+           for a in _AXES}
+    bz = E.binop("floormod", blk["z"], E.IntImm(gz)) if gz > 1 else E.IntImm(0)
+    sub = {loops[f"blockIdx.{a}"].var: v for a, v in (("x", blk["x"]), ("y", blk["y"]),
+                                                       ("z", bz)) if f"blockIdx.{a}" in loops}
+    body = S.map_exprs(inner, lambda e: E.substitute(e, sub))
+    row = E.binop("add", E.binop("mul", bz, E.IntImm(gy)), blk["y"]) if gz > 1 else blk["y"]
+    index = E.binop("add", E.binop("mul", row, E.IntImm(gx)), blk["x"])
+    written = {s.buffer.uid for s in S.walk_stmts(finner) if isinstance(s, S.Store)
+               and s.buffer.scope not in ("shared", "local")}
+    read = {n.buffer.uid for s in S.walk_stmts(body) for e in _exprs(s) for n in E.walk(e)
+            if isinstance(n, S.BufferLoad)}
+    tail = S.LastBlock(index, slices, gx * gy * gz, body, tuple(sorted(written & read)))
+    return _rebuild_nest(first, S.seq([finner, tail]))
+
+
+def _exprs(s: S.Stmt) -> list:
+    if isinstance(s, S.Store):
+        return [s.index, s.value]
+    if isinstance(s, S.IfThenElse):
+        return [s.cond]
+    if isinstance(s, S.LetStmt):
+        return [s.value]
+    if isinstance(s, S.For):
+        return [s.extent]
+    return []
+
+
+def _rebuild_nest(root: S.Stmt, inner: S.Stmt) -> S.Stmt:
+    """root's chain of blockIdx loops around a new inner statement."""
+    if isinstance(root, S.For) and root.thread_tag.startswith("blockIdx"):
+        return S.For(root.var, root.extent, root.kind, _rebuild_nest(root.body, inner),
+                     dict(root.pragmas), root.thread_tag)
+    return inner
 
 
 def _kernel(name: str, root: S.Stmt, order: list) -> Kernel:

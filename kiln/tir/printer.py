@@ -31,6 +31,9 @@ def stmt_str(s, indent: int = 0) -> str:
         return f"{pad}{s.var.name} = {expr_str(s.value)}\n" + stmt_str(s.body, indent)
     if isinstance(s, S.Barrier):
         return f"{pad}barrier()  # __syncthreads"
+    if isinstance(s, S.LastBlock):
+        return (f"{pad}if last_of({s.count}, arrivals[{expr_str(s.index)}]):  # the last block "
+                f"of {s.count} to arrive runs this\n" + stmt_str(s.body, indent + 1))
     return f"{pad}<{type(s).__name__}>"
 
 

@@ -120,6 +120,24 @@ class Barrier(Stmt):
 
 
 @dataclass(eq=False, repr=False)
+class LastBlock(Stmt):
+    """A grid-level hand-off inside a GPU kernel, at block level (outside thread loops):
+    every block of the launch arrives here with all its threads; of the `count` blocks that
+    arrive with one value of `index` (uniform in a block, in [0, slots)), the last to arrive
+    runs `body`, and sees every global write those blocks made before arriving. Split-K's
+    slices are summed this way by the last slice of each tile, in the kernel that computed
+    them. (CUDA: __threadfence, one atomic arrival count per index in a module-scope array
+    that the last block resets to zero, so it is zero before every launch; loads of `l2`
+    buffers in body bypass L1, which may hold another launch's lines.)"""
+
+    index: E.Expr
+    count: int
+    slots: int
+    body: Stmt
+    l2: tuple = ()  # uids of the buffers body reads that other blocks wrote
+
+
+@dataclass(eq=False, repr=False)
 class SeqStmt(Stmt):
     stmts: list
 
@@ -164,7 +182,7 @@ def seq(stmts) -> Stmt:
 
 
 def stmt_children(s: Stmt) -> list:
-    if isinstance(s, (For, Allocate, LetStmt)):
+    if isinstance(s, (For, Allocate, LetStmt, LastBlock)):
         return [s.body]
     if isinstance(s, IfThenElse):
         return [s.then] + ([s.else_] if s.else_ is not None else [])
@@ -197,4 +215,6 @@ def map_exprs(s: Stmt, fn) -> Stmt:
         return SeqStmt([map_exprs(x, fn) for x in s.stmts])
     if isinstance(s, LetStmt):
         return LetStmt(s.var, fn(s.value), map_exprs(s.body, fn))
+    if isinstance(s, LastBlock):
+        return LastBlock(fn(s.index), s.count, s.slots, map_exprs(s.body, fn), s.l2)
     return s

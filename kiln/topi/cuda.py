@@ -29,12 +29,16 @@ MAX_THREADS = 256  # threads per block of the injective and row-reduction schedu
 
 
 def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: int = 8,
-                    bk: int = 16, pad: int = 1, vec: int = 1, splitk: int = 1):
+                    bk: int = 16, pad: int = 1, vec: int = 1, splitk: int = 1,
+                    serial: int = 1):
     """Schedule `out` (= matmul `mm`, or an elementwise function of it) for a CUDA target.
     Leading (batch) axes, as in batch_matmul, are fused and bound to blockIdx.z. With
     splitk > 1 the reduction is cut into that many slices computed by separate blocks (an
-    rfactor stage in global memory, tiled like a batched matmul), and a second kernel sums
-    the slices and applies the epilogue: more blocks when the output alone has too few.
+    rfactor stage in global memory, tiled like a batched matmul): more blocks when the output
+    alone has too few. The slices are summed and the epilogue applied either by the last
+    slice of each tile to finish, in the same kernel (`serial`, the default: the stage that
+    sums is tiled like the slices and carries the pragma tir.gpu.SPLITK_PRAGMA), or by a
+    second kernel with one thread per output element (serial=0).
     `pad` is the number of words added to each row of a k-contiguous shared panel (True =
     1); see `conflict_free_pad` for which pad keeps a thread tile's reads conflict-free."""
     mm = find_matmul(out) if mm is None else mm
@@ -46,11 +50,15 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
         _, ko = s[mm].split(mm.op.reduce_axis[0], nparts=splitk)
         ks, _ = s[mm].leaf_iter_vars[-2:]
         rf = s.rfactor(mm, ks, factor_axis=0)
-        if out is not mm:
-            _bind_flat(s, out)
-            s[mm].compute_at(s[out], s[out].leaf_iter_vars[-1])
+        final = out
+        if serial:
+            kext = int(mm.op.reduce_axis[0].extent.value)
+            slices = -(-kext // -(-kext // splitk))  # what split(nparts=splitk) makes
+            _bind_tiles(s, final, ty * tm, tx * tn, tx, ty, slices)
         else:
-            _bind_flat(s, mm)
+            _bind_flat(s, final)
+        if out is not mm:
+            s[mm].compute_at(s[out], s[out].leaf_iter_vars[-1])
         out = mm = rf
     acc = s.cache_write(mm, "local") if out is mm else mm
     a, b = acc.op.input_tensors
@@ -79,6 +87,30 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     for p, t in zip(panels, (a, b)):
         _cooperative_fetch(s, p, acc, ko, tx, ty, bk, int(pad) if k_last(acc, t) else 0, vec)
     return s
+
+
+def _bind_tiles(s, t, bm: int, bn: int, tx: int, ty: int, slices: int) -> None:
+    """t's output in the block tiles (bm x bn, batch axes on blockIdx.z) and threads (ty x
+    tx) of the split-K slices it sums; the tile's elements are shared out row-major over the
+    threads (consecutive threads, consecutive columns). The pragma tells tir.gpu to run it
+    as the end of the slices' kernel."""
+    from ..tir.gpu import SPLITK_PRAGMA
+    *batch, i, j = s[t].op.axis
+    by, ii = s[t].split(i, factor=bm)
+    bx, jj = s[t].split(j, factor=bn)
+    if batch:
+        bz = s[t].fuse(*batch) if len(batch) > 1 else batch[0]
+        s[t].reorder(bz, by, bx, ii, jj)
+        s[t].bind(bz, thread_axis("blockIdx.z"))
+    else:
+        s[t].reorder(by, bx, ii, jj)
+    s[t].bind(by, thread_axis("blockIdx.y"))
+    s[t].bind(bx, thread_axis("blockIdx.x"))
+    s[t].pragma(by, SPLITK_PRAGMA, slices)
+    rest, t_x = s[t].split(s[t].fuse(ii, jj), factor=tx)
+    _, t_y = s[t].split(rest, factor=ty)
+    s[t].bind(t_y, thread_axis("threadIdx.y"))
+    s[t].bind(t_x, thread_axis("threadIdx.x"))
 
 
 def find_matmul(out):
@@ -300,7 +332,8 @@ def matmul_tiles(mm, target=None) -> dict:
             continue
         for pad in (1, 2, 4, 0):
             for splitk in _split_options(k, bk):
-                cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec, splitk=splitk)
+                cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec, splitk=splitk,
+                           serial=1)
                 est = matmul_estimate((nb, i, j, k), cfg, target, kcontig)
                 if est["shared_bytes"] > target.max_shared_memory_per_block:
                     continue

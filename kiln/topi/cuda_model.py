@@ -42,11 +42,13 @@ def as_cuda(target):
 # - the kernel takes about the largest of the issue, shared-memory and L2 times; they overlap
 #   imperfectly, so the model sums them as a 4-norm (two equal parts: 1.19x either), which
 #   also breaks near-ties toward conflict-free shared reads; split-K adds a second kernel
-#   (KERNEL_CLKS) that reads the slices back.
+#   (KERNEL_CLKS) that reads the slices back, or (serial) the last slice of each tile reads
+#   them back at the end of the same kernel (HANDOFF_CLKS, over fewer SMs when tiles are few).
 SMSP_PER_SM = 4
 LDS_BANKS = 32
 L2_BYTES_PER_CLK = 32          # per SM: ~7 TB/s of L2 bandwidth over 132 SMs at ~1.7 GHz
 KERNEL_CLKS = 3000             # one more kernel in the launch sequence (~1.7 us)
+HANDOFF_CLKS = 800             # serial split-K: fence, arrival atomic, barriers, a tail
 ISSUE_EFF = (0.0, 0.7, 0.85, 0.95)  # by resident warps per SMSP (1, 2, 3+)
 
 
@@ -129,7 +131,10 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     lds = busiest * warps * ksteps * (wf_a + wf_b)
     l2 = busiest * ksteps * 4 * (bm + bn) * bk / L2_BYTES_PER_CLK
     cycles = (issue ** 4 + lds ** 4 + l2 ** 4) ** 0.25
-    if splitk > 1:  # the second kernel: slices read back, the epilogue, one more launch
+    if splitk > 1 and int(cfg.get("serial", 0)):  # the last slice of each tile sums them
+        tiles = blocks // splitk
+        cycles += HANDOFF_CLKS + splitk * nb * m * n * 4 / (L2_BYTES_PER_CLK * min(sms, tiles))
+    elif splitk > 1:  # the second kernel: slices read back, the epilogue, one more launch
         cycles += KERNEL_CLKS + splitk * nb * m * n * 4 / (L2_BYTES_PER_CLK * sms)
     return {"cycles": cycles, "issue": issue, "lds": lds, "l2": l2, "blocks": blocks,
             "waves": blocks / (sms * per_sm), "busiest_sm_blocks": busiest,

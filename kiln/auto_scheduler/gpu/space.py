@@ -8,7 +8,8 @@ shared memory; "injective" and "simple" = flat thread binding), the knobs each s
 open (tile sizes, thread counts as warp multiples, reduction step, row padding of the shared
 panels in words (0, 1, 2, 4: which one keeps a thread tile's float4 reads conflict-free
 depends on tm / tn, topi.cuda_model.conflict_free_pad), vector width of the cooperative fetch,
-reduction slices), random sampling, mutation and crossover of knob values,
+reduction slices and whether the last slice of a tile sums them in the same kernel),
+random sampling, mutation and crossover of knob values,
 and `state(config)`: the complete State (a Step list like any other, so records replay it
 without this module).
 Why: kiln's GPU schedules are written once (kiln.topi.cuda) with every tunable choice a
@@ -32,11 +33,15 @@ WARP = 32
 _DOMAINS = {
     "matmul": {"tm": (1, 2, 4, 8), "tn": (1, 2, 4, 8), "tx": (4, 8, 16, 32),
                "ty": (1, 2, 4, 8, 16, 32), "bk": (4, 8, 16, 32), "pad": (0, 1, 2, 4),
-               "vec": (1, 2, 4), "splitk": (1, 2, 3, 4, 6, 8, 12, 16)},
+               "vec": (1, 2, 4), "splitk": (1, 2, 3, 4, 6, 8, 12, 16), "serial": (0, 1)},
     "rows": {"threads": (32, 64, 128, 256, 512)},
     "injective": {"threads": (64, 128, 256, 512, 1024)},
     "simple": {"threads": (32, 64, 128, 256, 512)},
 }
+
+
+# knobs added after records were written: the value those records were measured with
+LEGACY_KNOBS = {"matmul": {"serial": 0}}
 
 
 @dataclass(frozen=True)
@@ -130,11 +135,11 @@ class GpuSpace:
     def state(self, cfg: GpuConfig):
         """The complete State of `cfg` (raises ScheduleError when the knobs do not apply)."""
         s = Schedule.from_state(self.dag, self.dag.init_state())
-        k = dict(cfg.knobs)
+        k = {**LEGACY_KNOBS.get(cfg.kind, {}), **dict(cfg.knobs)}
         if cfg.kind == "matmul":
             tc.schedule_matmul(s, self.out, tc.find_matmul(self.out), tm=k["tm"], tn=k["tn"],
                                tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=int(k["pad"]),
-                               vec=k["vec"], splitk=k["splitk"])
+                               vec=k["vec"], splitk=k["splitk"], serial=k["serial"])
         elif cfg.kind == "rows":
             tc.schedule_rows(s, self.out, threads=k["threads"])
         elif cfg.kind == "injective":
