@@ -278,6 +278,12 @@ class Target:
         digits = self.arch[3:]
         return int(digits[:-1]), int(digits[-1])
 
+    @property
+    def programmatic_launch(self) -> bool:
+        """Whether a kernel may be launched before the one it depends on has finished
+        (programmatic dependent launch: griddepcontrol, sm_90 and later)."""
+        return self.kind == "cuda" and self.compute_capability >= (9, 0)
+
     def cflags(self) -> list:
         """C compiler flags for a shared library of kernels for this target."""
         # -mtune=generic on the host: GCC 12's znver tuning folds every reuse of a loaded

@@ -229,6 +229,7 @@ def install() -> None:
     lib = ctypes.CDLL("libcuda.so.1")  # the stand-in, found through LD_LIBRARY_PATH
     lib.kiln_stub_extent.restype = ctypes.c_ulonglong
     lib.kiln_stub_launch_count.restype = ctypes.c_ulonglong
+    lib.kiln_stub_overlapped_count.restype = ctypes.c_ulonglong
     hooks = (_LAUNCH(_on_launch), _NPARAMS(_on_nparams))
     lib.kiln_stub_set_hooks(*hooks)
     _STATE.update(lib=lib, hooks=hooks, kernels={}, hand=_hand_kernels())
@@ -239,6 +240,11 @@ def install() -> None:
 
 def launch_count() -> int:
     return int(_STATE["lib"].kiln_stub_launch_count())
+
+
+def overlapped_count() -> int:
+    """Launches made with programmatic stream serialization (cuLaunchKernelEx)."""
+    return int(_STATE["lib"].kiln_stub_overlapped_count())
 
 
 def main(argv: list) -> int:

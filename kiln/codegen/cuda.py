@@ -9,6 +9,9 @@ workspace sizes; parameter shapes and dtypes; the target string).
 Why: the CUDA half of the one code-generation seam. Expressions print through the C printer's
 `ScalarPrinter` (C and CUDA agree on scalar syntax), and the C printer's helper library is
 reused as is: NVRTC's -default-device makes its plain `static inline` functions device code.
+Every kernel starts with KILN_GRID_DEPENDENCY() (sm_90: griddepcontrol.wait, then
+launch_dependents), so a model's graph may launch each kernel while the one before it drains
+(programmatic dependent launch, runtime.cuda.Function.launch(overlap=True)).
 What differs from C is here: a loop bound to a thread index is not a loop but the index itself
 (`const int tx = threadIdx.x;`), shared and local buffers are `__shared__` / per-thread arrays,
 barriers print as `__syncthreads()`, unrolled and vectorized loops are `#pragma unroll` loops
@@ -38,6 +41,12 @@ typedef long long int64_t;
 #define INT64_C(c) c##LL
 #define INFINITY __int_as_float(0x7f800000)
 #define NAN __int_as_float(0x7fffffff)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define KILN_GRID_DEPENDENCY() asm volatile("griddepcontrol.wait;" ::: "memory"); \
+  asm volatile("griddepcontrol.launch_dependents;" :::)
+#else
+#define KILN_GRID_DEPENDENCY()
+#endif
 """
 _VEC = {("float32", 4): "float4", ("float32", 2): "float2", ("int32", 4): "int4",
         ("int32", 2): "int2"}
@@ -107,6 +116,10 @@ class KernelPrinter(FuncPrinter):
             const = "" if b.uid in written else "const "
             args.append(f"{const}{ctype(b.dtype)}* __restrict__ {self.scope.name(b)}")
         self.globals: list = []  # module-scope declarations this kernel needs
+        # launched after the kernel before it with programmatic dependent launch (sm_90):
+        # wait until that grid has finished and its writes are visible, then let the next
+        # grid be scheduled; a no-op for ordinary launches
+        self.line("KILN_GRID_DEPENDENCY();")
         self.stmt(S.map_exprs(pipeline_fetches(k.body), _normalize))
         head = self.globals + [f"// grid ({', '.join(map(str, k.grid))}), block "
                 f"({', '.join(map(str, k.block))}), {k.shared_bytes} bytes of shared memory",

@@ -10,7 +10,11 @@ first run captures every launch into one CUDA graph on a private stream; each ru
 the inputs in, replays the graph and copies the outputs out. Inputs may also be device arrays
 (kiln CUDA NDArrays, PyTorch / CuPy tensors: anything with `__cuda_array_interface__`), copied
 on the device. `time_evaluator(number, repeat)` times graph replays alone (inputs already on
-the device), like the peers' CUDA-graph timings.
+the device), like the peers' CUDA-graph timings. On sm_90 and later each kernel after a
+kernel is captured as a programmatic dependent launch (`overlap_launches`, default on there;
+KILN_CUDA_OVERLAP=0 turns it off): the GPU schedules it while the one before drains, and the
+kernel itself waits for its predecessor (codegen.cuda's KILN_GRID_DEPENDENCY). A capture that
+the driver refuses with it is redone without it.
 Why: at batch 1 a BERT layer's kernels run for microseconds each; launched one by one from
 Python, launch overhead would be most of the time. Nothing touches the GPU before the first
 run, so a model builds (and exports) on a machine without one.
@@ -18,15 +22,18 @@ run, so a model builds (and exports) on a machine without one.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
 import numpy as np
 
-from ..errors import ArgumentError, BuildError
+from ..errors import ArgumentError, BuildError, DeviceError
 from ..runtime.module import ProfileResult
 from ..runtime.ndarray import cuda_array_info
 from .executable import META_VERSION, GraphModule, _np_dtype
+
+log = logging.getLogger("kiln.graph")
 
 __all__ = ["CudaGraphModule", "load_cuda"]
 
@@ -47,6 +54,8 @@ class CudaGraphModule(GraphModule):
         self._variants = [{"inputs": meta["inputs"], "outputs": meta["outputs"]}]
         self._dev = None  # device state, made on the first run
         self.functions: dict = {}  # name -> lowered PrimFunc (set by build_cuda, not saved)
+        self.overlap_launches = os.environ.get("KILN_CUDA_OVERLAP", "1") != "0" and \
+            _overlap_capable(meta.get("target", ""))
 
     # ------------------------------------------------------------ device state
     def _device(self) -> dict:
@@ -58,7 +67,7 @@ class CudaGraphModule(GraphModule):
             module = rt.CuModule(f.read())
         names = {x[1] for x in self.meta["launches"] if x[0] == "kernel"}
         dev = {"rt": rt, "module": module, "fn": {n: module.function(n) for n in names},
-               "stream": rt.Stream(), "graph": None}
+               "stream": rt.Stream(), "graphs": {}}
         dev["param"] = [self._upload(rt, p) for p in self._params]
         dev["input"] = [rt.DeviceBuffer(_nbytes(d)) for d in self.meta["inputs"]]
         dev["output"] = [rt.DeviceBuffer(_nbytes(d)) for d in self.meta["outputs"]]
@@ -80,27 +89,45 @@ class CudaGraphModule(GraphModule):
             return dev[kind].ptr + int(index)
         return dev[kind][int(index)].ptr
 
-    def _enqueue(self, stream) -> None:
-        """Every launch and copy of one inference, in order, on `stream`."""
+    def _enqueue(self, stream, overlap: bool = False) -> None:
+        """Every launch and copy of one inference, in order, on `stream`; with `overlap`,
+        a kernel that follows a kernel is a programmatic dependent launch."""
         dev = self._dev
         rt = dev["rt"]
         drv = rt.require()
+        after_kernel = False
         for item in self.meta["launches"]:
             if item[0] == "copy":
                 _, dst, src, nbytes = item
                 rt.check(drv.cuMemcpyDtoDAsync(self._ptr(dev, dst), self._ptr(dev, src),
                                                int(nbytes), rt.stream_handle(stream)),
                          "copying a model output on the device")
+                after_kernel = False
                 continue
             _, name, grid, block, args = item
             dev["fn"][name].launch(grid, block, [self._ptr(dev, a) for a in args],
-                                   stream=stream)
+                                   stream=stream, overlap=overlap and after_kernel)
+            after_kernel = True
+
+    def _graph(self):
+        """The captured graph of one inference (one per overlap setting, made once)."""
+        dev = self._device()
+        key = bool(self.overlap_launches)
+        if key not in dev["graphs"]:
+            try:
+                dev["graphs"][key] = dev["rt"].capture(
+                    lambda st: self._enqueue(st, overlap=key), dev["stream"])
+            except DeviceError as err:
+                if not key:
+                    raise
+                log.warning("%s: overlapped launches refused (%s); capturing plain launches",
+                            self.meta["name"], err)
+                self.overlap_launches = key = False
+                return self._graph()
+        return dev["graphs"][key]
 
     def _replay(self) -> None:
-        dev = self._device()
-        if dev["graph"] is None:
-            dev["graph"] = dev["rt"].capture(self._enqueue, dev["stream"])
-        dev["graph"].launch(dev["stream"])
+        self._graph().launch(self._device()["stream"])
 
     # ------------------------------------------------------------ inputs
     def _check(self, name: str, value):
@@ -164,7 +191,7 @@ class CudaGraphModule(GraphModule):
             self._copy_inputs()
             self._replay()
             dev = self._dev
-            graph = dev["graph"]
+            graph = self._graph()
             times = dev["rt"].time_kernels(lambda s: graph.launch(s), number, repeat,
                                            dev["stream"], flush_l2,
                                            f"model {self.meta['name']}")
@@ -218,6 +245,16 @@ class CudaGraphModule(GraphModule):
 
 def load_cuda(path: str, meta: dict, params: list) -> CudaGraphModule:
     return CudaGraphModule(path, meta, params)
+
+
+def _overlap_capable(target: str) -> bool:
+    """Whether kernels built for `target` ("cuda -arch=sm_90") can be launched overlapped."""
+    from ..errors import KilnError
+    from ..target import Target
+    try:
+        return Target(target).programmatic_launch
+    except KilnError:  # an unreadable target string: plain launches
+        return False
 
 
 def _nbytes(spec: dict) -> int:

@@ -390,16 +390,32 @@ class CuFunction:
                   f"kernel {self.name}: opting in to {nbytes} bytes of dynamic shared memory")
             self._dynamic_limit = int(nbytes)
 
-    def launch(self, grid, block, args, shared_bytes: int = 0, stream=None) -> None:
-        """Launch on `grid` x `block`; args are device pointers (int) and numpy scalars."""
+    def launch(self, grid, block, args, shared_bytes: int = 0, stream=None,
+               overlap: bool = False) -> None:
+        """Launch on `grid` x `block`; args are device pointers (int) and numpy scalars.
+        overlap: programmatic dependent launch (sm_90): the kernel may be scheduled while
+        the kernel before it on the stream finishes; it must wait for it itself (kiln's
+        kernels begin with griddepcontrol.wait)."""
         drv = require()
         if shared_bytes > 0 and (self._dynamic_limit is None or
                                  shared_bytes > self._dynamic_limit):
             self.allow_dynamic_shared(shared_bytes)
         params, _keep = pack_params(args, self.name)
         g, b = _dim3(grid, "grid", self.name), _dim3(block, "block", self.name)
-        check(drv.cuLaunchKernel(self.handle, *g, *b, int(shared_bytes), stream_handle(stream),
-                                 params, 0), f"launching kernel {self.name} (grid {g}, block {b})")
+        what = f"launching kernel {self.name} (grid {g}, block {b})"
+        if not overlap:
+            check(drv.cuLaunchKernel(self.handle, *g, *b, int(shared_bytes),
+                                     stream_handle(stream), params, 0), what)
+            return
+        attr = drv.CUlaunchAttribute()
+        attr.id = drv.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        attr.value.programmaticStreamSerializationAllowed = 1
+        cfg = drv.CUlaunchConfig()
+        cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = g
+        cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = b
+        cfg.sharedMemBytes, cfg.hStream = int(shared_bytes), stream_handle(stream)
+        cfg.attrs, cfg.numAttrs = [attr], 1
+        check(drv.cuLaunchKernelEx(cfg, self.handle, params, 0), what + " (overlapped)")
 
     def attributes(self) -> dict:
         """Registers per thread, static shared / local bytes, max threads per block."""

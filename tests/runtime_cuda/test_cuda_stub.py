@@ -59,7 +59,8 @@ def test_the_cuda_marked_tests_pass_on_the_emulated_gpu(env):
 
 def test_driver_rules_seen_through_kiln(env, tmp_path):
     """A cubin for another arch, a leak check over repeated model runs, and dynamic shared
-    memory beyond the opt-in limit, each as kiln reports it."""
+    memory beyond the opt-in limit, each as kiln reports it; a model's graph captured with
+    overlapped (programmatic dependent) launches and without."""
     script = textwrap.dedent("""
         import ctypes, numpy as np, kiln
         from kiln.codegen import nvrtc
@@ -89,6 +90,12 @@ def test_driver_rules_seen_through_kiln(env, tmp_path):
         with torch.no_grad():
             ref = model(torch.from_numpy(inputs["input_ids"])).numpy()
         print("LIVE", counts, "ERR", float(np.abs(out - ref).max()))
+        stub.kiln_stub_overlapped_count.restype = ctypes.c_ulonglong
+        kernels = sum(1 for x in lib.meta["launches"] if x[0] == "kernel")
+        print("OVERLAP", lib.overlap_launches, stub.kiln_stub_overlapped_count(), kernels)
+        lib.overlap_launches = False  # a second graph, plain launches, the same answer
+        (plain,) = lib.run(**inputs).values()
+        print("PLAIN", bool(np.array_equal(plain, out)), stub.kiln_stub_overlapped_count())
         import threading  # a thread with no current context yet
         got = []
         t = threading.Thread(target=lambda: got.append(list(lib.run(**inputs).values())[0]))
@@ -103,6 +110,10 @@ def test_driver_rules_seen_through_kiln(env, tmp_path):
     assert live and live.group(1) == live.group(3), text  # repeated runs allocate nothing
     assert float(live.group(4)) <= 1e-4
     assert "THREAD True" in text, text
+    # sm_90: every kernel after a kernel was captured as a programmatic dependent launch
+    over = re.search(r"OVERLAP True (\d+) (\d+)", text)
+    assert over and int(over.group(1)) == int(over.group(2)) - 1, text
+    assert f"PLAIN True {over.group(1)}" in text, text
 
 
 def test_a_measurement_worker_that_dies_costs_one_candidate(env):
@@ -150,7 +161,9 @@ def test_a_gpu_sitting_runs_on_the_emulated_gpu(env, tmp_path):
     bert = json.loads((out / "bert_gpu.json").read_text())
     assert [r["name"] for r in bert["rows"]] == ["kiln (onnx frontend, default schedules)",
                                                   "kiln (onnx frontend, tuned)",
-                                                  "kiln (pytorch frontend, tuned)"]
+                                                  "kiln (pytorch frontend, tuned)",
+                                                  "kiln (onnx frontend, default schedules, "
+                                                  "plain launches)"]
     assert all(r["max_abs_err"] <= 1e-4 for r in bert["rows"]) and bert["profile"]
     assert (out / "bert_gpu_log.json").stat().st_size and (out / "gemm_gpu_log.json").exists()
 

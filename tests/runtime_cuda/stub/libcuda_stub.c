@@ -75,6 +75,7 @@ static size_t used_bytes, total_bytes = (size_t)8 << 30;
 static launch_hook on_launch;
 static nparams_hook on_nparams;
 static unsigned long long launches;
+static unsigned long long overlapped;  /* launches with programmatic stream serialization */
 
 /* ------------------------------------------------------------------ hooks for the tests */
 
@@ -85,6 +86,7 @@ void kiln_stub_set_hooks(launch_hook launch, nparams_hook nparams) {
 void kiln_stub_set_attribute(int attr, int value) { if (attr >= 0 && attr < 256) attrs[attr] = value; }
 void kiln_stub_set_total_memory(unsigned long long bytes) { total_bytes = (size_t)bytes; }
 unsigned long long kiln_stub_launch_count(void) { return launches; }
+unsigned long long kiln_stub_overlapped_count(void) { return overlapped; }
 unsigned long long kiln_stub_used_bytes(void) { return used_bytes; }
 int kiln_stub_live_allocations(void) { return nallocs; }
 
@@ -483,6 +485,37 @@ CUresult cuLaunchKernel(Func *f, unsigned gx, unsigned gy, unsigned gz, unsigned
   return captured ? OK : run_op(&op);
 }
 
+/* cuLaunchKernelEx's config and attributes, laid out as cuda.h has them (the attribute value
+   is a 64-byte union after the id and 4 bytes of padding). Only the attribute kiln uses is
+   accepted; programmatic dependent launch needs compute capability 9.0 or more. Kernels run
+   one after another here, so an overlapped launch runs like any other. */
+typedef struct { int id; char pad[4]; unsigned char value[64]; } LaunchAttr;
+typedef struct {
+  unsigned gx, gy, gz, bx, by, bz, shared; void *stream; LaunchAttr *attrs; unsigned nattrs;
+} LaunchConfig;
+#define ATTR_PROGRAMMATIC_STREAM_SERIALIZATION 6
+#define ATTR_COMPUTE_CAPABILITY_MAJOR 75
+
+CUresult cuLaunchKernelEx(const LaunchConfig *c, Func *f, void **params, void **extra) {
+  if (!c || (c->nattrs && !c->attrs)) return INVALID_VALUE;
+  int pdl = 0;
+  for (unsigned i = 0; i < c->nattrs; i++) {
+    int v;
+    if (c->attrs[i].id != ATTR_PROGRAMMATIC_STREAM_SERIALIZATION) return INVALID_VALUE;
+    memcpy(&v, c->attrs[i].value, sizeof v);
+    pdl |= v != 0;
+  }
+  if (pdl && attrs[ATTR_COMPUTE_CAPABILITY_MAJOR] < 9) return INVALID_VALUE;
+  CUresult r = cuLaunchKernel(f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->shared,
+                              c->stream, params, extra);
+  if (!r && pdl) {
+    pthread_mutex_lock(&mu);
+    overlapped++;
+    pthread_mutex_unlock(&mu);
+  }
+  return r;
+}
+
 /* ------------------------------------------------------------------ streams and graphs */
 
 CUresult cuStreamCreate(Stream **out, unsigned flags) {
@@ -654,7 +687,8 @@ static const Entry entries[] = {
     {"cuMemsetD8Async", cuMemsetD8Async, 3020}, {"cuModuleLoadData", cuModuleLoadData, 0},
     {"cuModuleUnload", cuModuleUnload, 0}, {"cuModuleGetFunction", cuModuleGetFunction, 0},
     {"cuFuncGetAttribute", cuFuncGetAttribute, 0}, {"cuFuncSetAttribute", cuFuncSetAttribute, 0},
-    {"cuLaunchKernel", cuLaunchKernel, 0}, {"cuStreamCreate", cuStreamCreate, 0},
+    {"cuLaunchKernel", cuLaunchKernel, 0}, {"cuLaunchKernelEx", cuLaunchKernelEx, 0},
+    {"cuStreamCreate", cuStreamCreate, 0},
     {"cuStreamDestroy", cuStreamDestroy_v2, 4000},
     {"cuStreamSynchronize", cuStreamSynchronize, 0},
     {"cuStreamBeginCapture", cuStreamBeginCapture_v2, 10010},
