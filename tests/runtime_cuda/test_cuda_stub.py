@@ -101,6 +101,22 @@ def test_driver_rules_seen_through_kiln(env, tmp_path):
         t = threading.Thread(target=lambda: got.append(list(lib.run(**inputs).values())[0]))
         t.start(); t.join()
         print("THREAD", bool(got) and bool(np.array_equal(got[0], out)))
+        from kiln import te  # serial split-K: the arrival counts are back at zero each launch
+        from kiln.topi import cuda as tc
+        A, B = te.placeholder((40, 512), name="A"), te.placeholder((72, 512), name="B")
+        r = te.reduce_axis((0, 512), name="r")
+        C = te.compute((40, 72), lambda i, j: te.sum(A[i, r] * B[j, r], axis=r), name="C")
+        s = te.create_schedule(C.op)
+        tc.schedule_matmul(s, C, tm=2, tn=4, tx=8, ty=4, bk=16, splitk=4)
+        f = kiln.build(s, [A, B, C], target="cuda")
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal(sh).astype(np.float32) for sh in ((40, 512), (72, 512)))
+        errs = []
+        for _ in range(3):  # a fresh output each time: a launch that sums nothing shows
+            c = kiln.nd.array(np.zeros((40, 72), np.float32), device="cuda")
+            f(a, b, c)
+            errs.append(float(np.abs(c.numpy() - a @ b.T).max()))
+        print("SPLITK", f.source.count("_arrivals["), max(errs))
     """)
     text = _run(env, ["-c", script])
     assert "ARCH" in text and "CUDA_ERROR_NO_BINARY_FOR_GPU" in text, text
@@ -110,6 +126,8 @@ def test_driver_rules_seen_through_kiln(env, tmp_path):
     assert live and live.group(1) == live.group(3), text  # repeated runs allocate nothing
     assert float(live.group(4)) <= 1e-4
     assert "THREAD True" in text, text
+    split = re.search(r"SPLITK (\d+) (\S+)", text)
+    assert split and int(split.group(1)) >= 2 and float(split.group(2)) <= 1e-3, text
     # sm_90: every kernel after a kernel was captured as a programmatic dependent launch
     over = re.search(r"OVERLAP True (\d+) (\d+)", text)
     assert over and int(over.group(1)) == int(over.group(2)) - 1, text
