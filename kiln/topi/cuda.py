@@ -51,6 +51,8 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
         ks, _ = s[mm].leaf_iter_vars[-2:]
         rf = s.rfactor(mm, ks, factor_axis=0)
         final = out
+        if out is mm:  # sum the slices in a register, then store once
+            mm = s.cache_write(mm, "local")
         if serial:
             kext = int(mm.op.reduce_axis[0].extent.value)
             slices = -(-kext // -(-kext // splitk))  # what split(nparts=splitk) makes
