@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from ..errors import ScheduleError
 from ..te import expr as E
 from . import stmt as S
-from .lower_helpers import dtype_bytes
+from .lower_helpers import dtype_bytes, stmt_exprs
 
 _AXES = ("x", "y", "z")
 _GRID_LIMITS = (2 ** 31 - 1, 65535, 65535)
@@ -131,22 +131,10 @@ def _append_last_block(first: S.Stmt, loops: dict, inner: S.Stmt, slices: int,
     index = E.binop("add", E.binop("mul", row, E.IntImm(gx)), blk["x"])
     written = {s.buffer.uid for s in S.walk_stmts(finner) if isinstance(s, S.Store)
                and s.buffer.scope not in ("shared", "local")}
-    read = {n.buffer.uid for s in S.walk_stmts(body) for e in _exprs(s) for n in E.walk(e)
-            if isinstance(n, S.BufferLoad)}
+    read = {n.buffer.uid for s in S.walk_stmts(body) for e in stmt_exprs(s)
+            for n in E.walk(e) if isinstance(n, S.BufferLoad)}
     tail = S.LastBlock(index, slices, gx * gy * gz, body, tuple(sorted(written & read)))
     return _rebuild_nest(first, S.seq([finner, tail]))
-
-
-def _exprs(s: S.Stmt) -> list:
-    if isinstance(s, S.Store):
-        return [s.index, s.value]
-    if isinstance(s, S.IfThenElse):
-        return [s.cond]
-    if isinstance(s, S.LetStmt):
-        return [s.value]
-    if isinstance(s, S.For):
-        return [s.extent]
-    return []
 
 
 def _rebuild_nest(root: S.Stmt, inner: S.Stmt) -> S.Stmt:
@@ -224,17 +212,9 @@ def _check_limits(kern: Kernel, target) -> None:
 def _buffers_used(root: S.Stmt) -> set:
     out = set()
     for s in S.walk_stmts(root):
-        exprs = []
         if isinstance(s, S.Store):
             out.add(s.buffer.uid)
-            exprs = [s.index, s.value]
-        elif isinstance(s, S.IfThenElse):
-            exprs = [s.cond]
-        elif isinstance(s, S.LetStmt):
-            exprs = [s.value]
-        elif isinstance(s, S.For):
-            exprs = [s.extent]
-        for e in exprs:
+        for e in stmt_exprs(s):
             out.update(n.buffer.uid for n in E.walk(e) if isinstance(n, S.BufferLoad))
     return out
 

@@ -70,6 +70,8 @@ def stmt_exprs(s: S.Stmt) -> list:
         return [s.extent]
     if isinstance(s, S.LetStmt):
         return [s.value]
+    if isinstance(s, S.LastBlock):
+        return [s.index]
     return []
 
 
