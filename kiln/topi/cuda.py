@@ -47,6 +47,8 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     _inline_between(s, out, mm)
     _inline_producers(s, mm)
     if splitk > 1:
+        kext = int(mm.op.reduce_axis[0].extent.value)
+        slices = -(-kext // -(-kext // splitk))  # what split(nparts=splitk) makes
         _, ko = s[mm].split(mm.op.reduce_axis[0], nparts=splitk)
         ks, _ = s[mm].leaf_iter_vars[-2:]
         rf = s.rfactor(mm, ks, factor_axis=0)
@@ -54,13 +56,13 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
         if out is mm:  # sum the slices in a register, then store once
             mm = s.cache_write(mm, "local")
         if serial:
-            kext = int(mm.op.reduce_axis[0].extent.value)
-            slices = -(-kext // -(-kext // splitk))  # what split(nparts=splitk) makes
             _bind_tiles(s, final, ty * tm, tx * tn, tx, ty, slices)
         else:
             _bind_flat(s, final)
         if out is not mm:
             s[mm].compute_at(s[out], s[out].leaf_iter_vars[-1])
+        if serial:  # the slices' loads of one element in flight together
+            s[mm].unroll(s[mm].leaf_iter_vars[-1])
         out = mm = rf
     acc = s.cache_write(mm, "local") if out is mm else mm
     a, b = acc.op.input_tensors
@@ -110,9 +112,19 @@ def _bind_tiles(s, t, bm: int, bn: int, tx: int, ty: int, slices: int) -> None:
     s[t].bind(bx, thread_axis("blockIdx.x"))
     s[t].pragma(by, SPLITK_PRAGMA, slices)
     rest, t_x = s[t].split(s[t].fuse(ii, jj), factor=tx)
-    _, t_y = s[t].split(rest, factor=ty)
+    rest, t_y = s[t].split(rest, factor=ty)
     s[t].bind(t_y, thread_axis("threadIdx.y"))
     s[t].bind(t_x, thread_axis("threadIdx.x"))
+    # a thread's elements one after another would wait one L2 round trip each: unroll a few
+    # so that their slices' loads are in flight together
+    _, ahead = s[t].split(rest, factor=handoff_unroll(bm * bn // (tx * ty), slices))
+    s[t].unroll(ahead)
+
+
+def handoff_unroll(per_thread: int, slices: int) -> int:
+    """How many of a thread's elements the last block sums at once: loads in flight up to
+    about 32 (registers the rest of the kernel needs too)."""
+    return max(1, min(per_thread, 32 // max(slices, 1)))
 
 
 def find_matmul(out):

@@ -43,12 +43,14 @@ def as_cuda(target):
 #   imperfectly, so the model sums them as a 4-norm (two equal parts: 1.19x either), which
 #   also breaks near-ties toward conflict-free shared reads; split-K adds a second kernel
 #   (KERNEL_CLKS) that reads the slices back, or (serial) the last slice of each tile reads
-#   them back at the end of the same kernel (HANDOFF_CLKS, over fewer SMs when tiles are few).
+#   them back at the end of the same kernel (HANDOFF_CLKS, a round trip to L2 per group of
+#   elements a thread sums at once, over fewer SMs when tiles are few).
 SMSP_PER_SM = 4
 LDS_BANKS = 32
 L2_BYTES_PER_CLK = 32          # per SM: ~7 TB/s of L2 bandwidth over 132 SMs at ~1.7 GHz
 KERNEL_CLKS = 3000             # one more kernel in the launch sequence (~1.7 us)
 HANDOFF_CLKS = 800             # serial split-K: fence, arrival atomic, barriers, a tail
+L2_LATENCY_CLKS = 300          # one dependent round trip to L2
 ISSUE_EFF = (0.0, 0.7, 0.85, 0.95)  # by resident warps per SMSP (1, 2, 3+)
 
 
@@ -133,7 +135,10 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     cycles = (issue ** 4 + lds ** 4 + l2 ** 4) ** 0.25
     if splitk > 1 and int(cfg.get("serial", 0)):  # the last slice of each tile sums them
         tiles = blocks // splitk
-        cycles += HANDOFF_CLKS + splitk * nb * m * n * 4 / (L2_BYTES_PER_CLK * min(sms, tiles))
+        per_thread = max(1, bm * bn // threads)
+        rounds = -(-per_thread // max(1, min(per_thread, 32 // splitk)))  # topi's unroll
+        cycles += HANDOFF_CLKS + rounds * L2_LATENCY_CLKS + \
+            splitk * nb * m * n * 4 / (L2_BYTES_PER_CLK * min(sms, tiles))
     elif splitk > 1:  # the second kernel: slices read back, the epilogue, one more launch
         cycles += KERNEL_CLKS + splitk * nb * m * n * 4 / (L2_BYTES_PER_CLK * sms)
     return {"cycles": cycles, "issue": issue, "lds": lds, "l2": l2, "blocks": blocks,
