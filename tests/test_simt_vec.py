@@ -41,6 +41,8 @@ def _matmul(m, n, k, **tiles):
     (16, 32, 32, dict(tm=2, tn=2, tx=8, ty=4, bk=16, pad=2, vec=4)),
     (8, 16, 48, dict(tm=2, tn=2, tx=4, ty=4, bk=8, splitk=3, serial=0)),  # two kernels
     (10, 37, 48, dict(tm=2, tn=2, tx=4, ty=4, bk=8, splitk=3)),           # serial split-K
+    # 16 elements a thread, 6 slices: the last block sums 4 at a time, never past its tile
+    (32, 64, 96, dict(tm=4, tn=4, tx=8, ty=4, bk=16, splitk=6)),
 ])
 def test_gpu_schedules_match_numpy_and_the_interpreter(m, n, k, tiles):
     func, ref = _matmul(m, n, k, **tiles)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from ..errors import ScheduleError
 from ..te import thread_axis
-from .cuda_model import as_cuda, k_last, matmul_estimate, mm_shape
+from .cuda_model import as_cuda, handoff_unroll, k_last, matmul_estimate, mm_shape
 
 MAX_THREADS = 256  # threads per block of the injective and row-reduction schedules
 
@@ -119,12 +119,6 @@ def _bind_tiles(s, t, bm: int, bn: int, tx: int, ty: int, slices: int) -> None:
     # so that their slices' loads are in flight together
     _, ahead = s[t].split(rest, factor=handoff_unroll(bm * bn // (tx * ty), slices))
     s[t].unroll(ahead)
-
-
-def handoff_unroll(per_thread: int, slices: int) -> int:
-    """How many of a thread's elements the last block sums at once: loads in flight up to
-    about 32 (registers the rest of the kernel needs too)."""
-    return max(1, min(per_thread, 32 // max(slices, 1)))
 
 
 def find_matmul(out):

@@ -95,6 +95,15 @@ def conflict_free_pad(t: int, bk: int) -> int:
     return 1
 
 
+def handoff_unroll(per_thread: int, slices: int) -> int:
+    """How many of a thread's elements the last block sums at once: loads in flight up to
+    about 32 (registers the rest of the kernel needs too), and a divisor of per_thread: an
+    uneven split would run past the tile into elements whose slices another tile's last
+    block sums (nothing orders those reads)."""
+    most = max(1, 32 // max(slices, 1))
+    return max(d for d in range(1, min(per_thread, most) + 1) if per_thread % d == 0)
+
+
 def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) -> dict:
     """The static model above for a matmul of `shape` = (batch, M, N, K) under schedule_matmul
     knobs `cfg`; `kcontig` says which panels are k-contiguous (A and B of C = A B^T).
@@ -136,7 +145,7 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     if splitk > 1 and int(cfg.get("serial", 0)):  # the last slice of each tile sums them
         tiles = blocks // splitk
         per_thread = max(1, bm * bn // threads)
-        rounds = -(-per_thread // max(1, min(per_thread, 32 // splitk)))  # topi's unroll
+        rounds = per_thread // handoff_unroll(per_thread, splitk)
         cycles += HANDOFF_CLKS + rounds * L2_LATENCY_CLKS + \
             splitk * nb * m * n * 4 / (L2_BYTES_PER_CLK * min(sms, tiles))
     elif splitk > 1:  # the second kernel: slices read back, the epilogue, one more launch
