@@ -94,7 +94,7 @@ def features(space, cfg, func: S.PrimFunc, plan: dict) -> np.ndarray:
     out.update(_load_strides(main))
     out.update(_pipelining(main))
     if cfg.kind == "matmul":
-        out.update(_matmul(space, dict(cfg.knobs)))
+        out.update(_matmul(space, cfg.values()))
     return np.array([out[n] for n in FEATURE_NAMES], dtype=np.float32)
 
 
@@ -168,5 +168,5 @@ def _matmul(space, k: dict) -> dict:
     return {"reg_tile": k["tm"] * k["tn"],
             "smem_loads_per_fma": (k["tm"] + k["tn"]) / (k["tm"] * k["tn"]),
             "bk": k["bk"], "pad": k["pad"], "vec": k["vec"], "splitk": k["splitk"],
-            "serial": k.get("serial", 0), "tx": k["tx"], "ty": k["ty"], "tile_waste": waste,
+            "serial": k["serial"], "tx": k["tx"], "ty": k["ty"], "tile_waste": waste,
             **_estimate(space, k)}

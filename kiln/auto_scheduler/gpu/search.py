@@ -26,7 +26,7 @@ import time
 from ..measure.common import ErrorNo, MeasureInput, MeasureResult
 from .features import features
 from .model import GpuCostModel
-from .space import LEGACY_KNOBS, GpuConfig, GpuSpace
+from .space import GpuConfig, GpuSpace
 
 log = logging.getLogger("kiln.auto_scheduler")
 
@@ -239,5 +239,7 @@ def _config_of(rec) -> GpuConfig | None:
         return None
     raw = dict(raw) if not isinstance(raw, str) else json.loads(raw)
     kind = raw.pop("kind", None)
-    raw = {**LEGACY_KNOBS.get(kind, {}), **raw}
-    return GpuConfig(kind, tuple(sorted(raw.items()))) if kind else None
+    if not kind:
+        return None
+    as_written = GpuConfig(kind, tuple(raw.items()))  # a knob added since: its legacy value
+    return GpuConfig(kind, tuple(sorted(as_written.values().items())))

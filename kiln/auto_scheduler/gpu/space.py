@@ -57,6 +57,10 @@ class GpuConfig:
     def to_json(self) -> dict:
         return {"kind": self.kind, **dict(self.knobs)}
 
+    def values(self) -> dict:
+        """The knob values, with LEGACY_KNOBS for knobs the config predates."""
+        return {**LEGACY_KNOBS.get(self.kind, {}), **dict(self.knobs)}
+
 
 class GpuSpace:
     """The knob space of one task on one CUDA target."""
@@ -135,7 +139,7 @@ class GpuSpace:
     def state(self, cfg: GpuConfig):
         """The complete State of `cfg` (raises ScheduleError when the knobs do not apply)."""
         s = Schedule.from_state(self.dag, self.dag.init_state())
-        k = {**LEGACY_KNOBS.get(cfg.kind, {}), **dict(cfg.knobs)}
+        k = cfg.values()
         if cfg.kind == "matmul":
             tc.schedule_matmul(s, self.out, tc.find_matmul(self.out), tm=k["tm"], tn=k["tn"],
                                tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=int(k["pad"]),
