@@ -145,6 +145,7 @@ def main() -> None:
     ids_t = torch.from_numpy(ids).cuda() if peers else torch.from_numpy(ids)
     with torch.inference_mode():
         ref = model_gpu(ids_t).cpu().numpy()
+    wrong = []
     for (label, note), out in zip(notes.items(), outs.values()):
         note["max_abs_err"] = err = float(np.abs(out - ref).max())
         lib = libs[label]
@@ -157,10 +158,13 @@ def main() -> None:
             note["max_abs_err"] = err = float(np.abs(out - ref).max())
         print(f"{label}: built and ran in {note['build_s']:.1f} s, max abs error vs PyTorch "
               f"{err:.2e}", flush=True)
-        if not err <= 1e-4:
-            raise SystemExit(f"{label} does not match PyTorch: max abs error {err}")
+        if not err <= 1e-4:  # not timed; the other rows still are (a sitting is short)
+            print(f"{label} does not match PyTorch: max abs error {err}; left out of the "
+                  "timing", flush=True)
+            wrong.append(label)
+            del samplers[label]
     first = next(iter(libs))
-    if libs[first].overlap_launches:  # what programmatic dependent launch is worth
+    if libs[first].overlap_launches and first not in wrong:  # what overlapping is worth
         label = first[:-1] + ", plain launches)"
         samplers[label] = plain_sampler(libs[first], args.number)
         notes[label] = dict(notes[first])
@@ -168,7 +172,8 @@ def main() -> None:
             "device": kiln.runtime.cuda.device_properties()["name"], "model": args.model,
             "torch": torch.__version__, "loadavg": os.getloadavg()[0], "seq": args.seq,
             "repeat": args.repeat,
-            "number": args.number, "log": args.log}
+            "number": args.number, "log": args.log,
+            "mismatched": {k: notes[k]["max_abs_err"] for k in wrong}}
     prof = list(libs.values())[-1].profile()  # the tuned build when there is one
     modes = args.modes.split(",") if peers else []
     # first eager alone (seconds), then the compiled modes (minutes of compilation): a run
@@ -185,6 +190,8 @@ def main() -> None:
             for k, fn in samplers.items():
                 rounds[k].append(fn())
         write(Path(args.out), meta, report(rounds, notes), prof)
+    if wrong:
+        raise SystemExit(f"kiln builds that do not match PyTorch (not timed): {wrong}")
 
 
 def report(rounds: dict, notes: dict) -> list:
@@ -220,6 +227,8 @@ def write(out: Path, meta: dict, rows: list, prof: list) -> None:
         lines.append(f"| {r['name']} | {r['median_ms']:.3f} | {r['min_ms']:.3f}-"
                      f"{r['max_ms']:.3f} | {r['vs_eager']:.2f}x | {r['vs_best_torch']:.2f}x | "
                      f"{r.get('max_abs_err', float('nan')):.1e} | {secs:.1f} |")
+    lines += [f"| {k} | not timed: does not match PyTorch | | | | {e:.1e} | |"
+              for k, e in meta.get("mismatched", {}).items()]
     lines += ["", f"kiln per kernel (each timed alone; sum {total * 1e3:.3f} ms per inference):",
               "", "| kernel | launches | us per launch | ms per inference | share |",
               "|---|---:|---:|---:|---:|"]

@@ -39,18 +39,21 @@ from kiln.topi import cuda as tc  # noqa: E402
 
 M, N, K = 128, 3072, 768
 FLOPS = 2 * M * N * K
-# (tm, tn, tx, ty, bk, pad, vec, splitk): thread tile, threads, reduction step, row pad of the
-# shared panels (words; 1 = odd rows: conflict-free for 4-row thread tiles), fetch width,
-# reduction slices. The float4-fetch rows are padded too (unpadded: 8- / 16-way bank
-# conflicts on the B panel); the last two are the static model's best (topi.cuda.matmul_tiles)
-CONFIGS = [(8, 4, 8, 16, 16, True, 1, 1), (8, 8, 8, 8, 16, True, 1, 1),
-           (8, 4, 8, 16, 16, True, 1, 3), (8, 4, 8, 8, 16, True, 1, 1),
-           (4, 4, 8, 8, 16, True, 1, 1), (4, 4, 8, 16, 16, True, 1, 1),
-           (8, 8, 8, 16, 16, True, 1, 1), (8, 8, 8, 8, 16, True, 1, 2),
-           (4, 8, 8, 8, 16, True, 1, 1), (8, 8, 8, 8, 32, True, 1, 1),
-           (4, 4, 16, 8, 16, True, 4, 1), (8, 8, 8, 8, 16, True, 4, 1),
-           (8, 4, 8, 16, 32, True, 1, 2), (8, 4, 8, 8, 16, True, 4, 4),
-           (4, 4, 8, 16, 16, True, 4, 2)]
+# (tm, tn, tx, ty, bk, pad, vec, splitk, dbuf): thread tile, threads, reduction step, row pad
+# of the shared panels (words; 1 = odd rows: conflict-free for 4-row thread tiles), fetch
+# width, reduction slices (summed by the last slice of each tile), double-buffered panels.
+# The float4-fetch rows are padded too (unpadded: 8- / 16-way bank conflicts on the B panel).
+# First (what --quick sweeps): the static model's best (topi.cuda.matmul_tiles) and a close
+# second, each with and without double buffering
+CONFIGS = [(4, 4, 8, 16, 16, True, 4, 2, 1), (4, 4, 8, 16, 16, True, 4, 2, 0),
+           (8, 4, 8, 8, 16, True, 4, 4, 1), (8, 4, 8, 8, 16, True, 4, 4, 0),
+           (8, 4, 8, 16, 16, True, 1, 1, 0), (8, 8, 8, 8, 16, True, 1, 1, 0),
+           (8, 4, 8, 16, 16, True, 1, 3, 0), (8, 4, 8, 8, 16, True, 1, 1, 0),
+           (4, 4, 8, 8, 16, True, 1, 1, 0), (4, 4, 8, 16, 16, True, 1, 1, 0),
+           (8, 8, 8, 16, 16, True, 1, 1, 0), (8, 8, 8, 8, 16, True, 1, 2, 0),
+           (4, 8, 8, 8, 16, True, 1, 1, 0), (8, 8, 8, 8, 32, True, 1, 1, 0),
+           (4, 4, 16, 8, 16, True, 4, 1, 0), (8, 8, 8, 8, 16, True, 4, 1, 0),
+           (8, 4, 8, 16, 32, True, 1, 2, 0), (8, 8, 8, 8, 16, True, 4, 1, 1)]
 
 
 def workload(swish: bool):
@@ -66,11 +69,11 @@ def workload(swish: bool):
 
 
 def build(swish: bool, cfg: tuple):
-    tm, tn, tx, ty, bk, pad, vec, splitk = cfg
+    tm, tn, tx, ty, bk, pad, vec, splitk, dbuf = cfg
     a, b, out = workload(swish)
     s = te.create_schedule(out.op)
     tc.schedule_matmul(s, out, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
-                       splitk=splitk)
+                       splitk=splitk, dbuf=dbuf)
     return kiln.build(s, [a, b, out], target="cuda")
 
 
@@ -278,7 +281,7 @@ def write(out: Path, meta: dict, rows: list, source: str) -> None:
         lines.append(f"| {r['name']} | {r['median_us']:.2f} | {r['min_us']:.2f}-"
                      f"{r['max_us']:.2f} | {r['tflops']:.2f} | {r['vs_peer']:.2f}x | "
                      f"{r['vs_kiln_mm']:.2f}x |")
-    lines += ["", "Hand-schedule sweep (tm, tn, tx, ty, bk, pad, vec, splitk): median us",
+    lines += ["", "Hand-schedule sweep (tm, tn, tx, ty, bk, pad, vec, splitk, dbuf): median us",
               "", "| config | mm us | swish_mm us |", "|---|---:|---:|"]
     sw = {tuple(c): t for c, t in meta["sweep_swish_mm"]}
     for c, t in meta["sweep_mm"]:

@@ -165,23 +165,24 @@ def gemm_cubins() -> list:
     from kiln.topi import cuda_model as cm
     out = []
     for cfg in g.CONFIGS:
-        tm, tn, tx, ty, bk, pad, vec, splitk = cfg
+        tm, tn, tx, ty, bk, pad, vec, splitk, dbuf = cfg
         a, b, c = g.workload(False)
         s = te.create_schedule(c.op)
         tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
-                           splitk=splitk)
+                           splitk=splitk, dbuf=dbuf)
         f = kiln.build(s, [a, b, c], target=TARGET)
         e = cm.matmul_estimate((1, g.M, g.N, g.K), dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk,
-                                                        pad=int(pad), vec=vec, splitk=splitk),
-                               TARGET)
+                                                        pad=int(pad), vec=vec, splitk=splitk,
+                                                        serial=1, dbuf=dbuf), TARGET)
         model = (f"  model: blocks {e['blocks']} busiest-SM {e['busiest_sm_blocks']} warps/SMSP "
                  f"{e['warps_per_smsp']} | per warp and k-step: {e['instr_per_kstep']:.0f} ins, "
                  f"FFMA {e['ffma_share']:.0%}, LDS {e['lds_per_kstep']} -> "
                  f"{e['wavefronts_per_kstep']} wavefronts (ways A {e['bank_ways_a']:.0f} B "
                  f"{e['bank_ways_b']:.0f}) | cycles issue {e['issue']:.0f} LDS {e['lds']:.0f} "
                  f"L2 {e['l2']:.0f} -> {e['cycles'] / 1755:.1f} us")
-        out.append((f.cubin_path, "mm" + "".join(map(str, (tm, tn, tx, ty, bk))) +
-                    f"{'p' + str(int(pad)) if pad else ''}v{vec}k{splitk}", f.source, model))
+        name = "mm" + "".join(map(str, (tm, tn, tx, ty, bk))) + \
+            f"{'p' + str(int(pad)) if pad else ''}v{vec}k{splitk}{'d' if dbuf else ''}"
+        out.append((f.cubin_path, name, f.source, model))
     return out
 
 

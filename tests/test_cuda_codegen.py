@@ -210,10 +210,12 @@ def test_default_gpu_schedules_match_numpy(kind, rows, cols, how):
        tx=st.sampled_from([1, 4, 8]), ty=st.sampled_from([1, 2, 4]),
        bk=st.sampled_from([1, 4, 8]), pad=st.sampled_from([0, 1, 2, 4]),
        vec=st.sampled_from([1, 2, 4]),
-       batch=st.integers(0, 2), splitk=st.sampled_from([1, 1, 2, 3]))
+       batch=st.integers(0, 2), splitk=st.sampled_from([1, 1, 2, 3]),
+       dbuf=st.sampled_from([0, 1]))
 def test_random_gpu_matmul_schedules_match_numpy(m, n, k, tm, tn, tx, ty, bk, pad, vec, batch,
-                                                 splitk):
-    """Random legal tilings (batch_matmul and split-K included): all compute the product."""
+                                                 splitk, dbuf):
+    """Random legal tilings (batch_matmul, split-K and double-buffered panels included): all
+    compute the product."""
     bshape = (batch,) if batch else ()
     a = te.placeholder(bshape + (m, k), name="a")
     b = te.placeholder(bshape + (k, n), name="b")  # NN form: b is k-major
@@ -222,7 +224,7 @@ def test_random_gpu_matmul_schedules_match_numpy(m, n, k, tm, tn, tx, ty, bk, pa
                                                       axis=r), name="c")
     s = te.create_schedule(c.op)
     tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
-                       splitk=min(splitk, k))
+                       splitk=min(splitk, k), dbuf=dbuf)
     rng = np.random.default_rng(m * 400 + n * 20 + k)
     an = rng.standard_normal(bshape + (m, k)).astype("float32")
     bn = rng.standard_normal(bshape + (k, n)).astype("float32")
@@ -456,3 +458,36 @@ def test_the_split_k_pragma_needs_a_kernel_of_slices_before_it():
     s[y].pragma(bx, "splitk_serial", 2)
     with pytest.raises(ScheduleError, match="splitk_serial on the first kernel"):
         cuda_codegen.render(kiln.lower(s, [x, y]), "cuda -arch=sm_90")
+
+
+@needs_nvrtc
+def test_double_buffered_panels_one_barrier_per_step():
+    """Stage.double_buffer (TVM's name): each panel gets two copies, 16-byte aligned, and the
+    k loop runs two steps per iteration with one barrier each (the plain pipeline has two);
+    the result matches NumPy in the interpreter and compiles for both arches."""
+    (a, b), (c,), ref = workloads.matmul(32, 64, 96)
+    srcs = {}
+    for dbuf in (0, 1):
+        s = te.create_schedule(c.op)
+        tc.schedule_matmul(s, c, tm=4, tn=4, tx=8, ty=4, bk=16, vec=4, dbuf=dbuf)
+        rng = np.random.default_rng(0)
+        arrays = [rng.standard_normal((32, 96)).astype("float32"),
+                  rng.standard_normal((64, 96)).astype("float32")]
+        f, got = _run(s, [a, b, c], arrays)
+        np.testing.assert_allclose(got, ref(*arrays), rtol=1e-4, atol=1e-4)
+        srcs[dbuf] = cuda_codegen.render(f, "cuda -arch=sm_90")
+    loop = srcs[1][srcs[1].index("for (int32_t k_0_2 = 0; k_0_2 < 3;"):]
+    assert loop.count("__syncthreads();") == 2
+    # 16 rows of 16 + 1 words: 271, a copy every 272
+    assert "float a_shared[544];" in srcs[1] and "float a_shared[271];" in srcs[0]
+    assert "+ 272] = a_shared_pf[" in loop  # the even step fills the odd step's copy
+    plain = srcs[0][srcs[0].index("for (int32_t k_0 = 0; k_0 < 6;"):]
+    assert plain.count("__syncthreads();") == 2  # per step
+
+
+def test_double_buffer_needs_a_shared_stage():
+    (a, b), (c,), _ = workloads.matmul(8, 8, 8)
+    s = te.create_schedule(c.op)
+    cl = s.cache_write(c, "local")
+    with pytest.raises(ScheduleError, match="double_buffer of c.local: only a shared-memory"):
+        s[cl].double_buffer()

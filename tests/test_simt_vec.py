@@ -43,6 +43,12 @@ def _matmul(m, n, k, **tiles):
     (10, 37, 48, dict(tm=2, tn=2, tx=4, ty=4, bk=8, splitk=3)),           # serial split-K
     # 16 elements a thread, 6 slices: the last block sums 4 at a time, never past its tile
     (32, 64, 96, dict(tm=4, tn=4, tx=8, ty=4, bk=16, splitk=6)),
+    # double-buffered panels: edge guards, float4 fetches, serial split-K, two k-steps only
+    (19, 37, 21, dict(tm=2, tn=4, tx=4, ty=4, bk=4, dbuf=1)),
+    (16, 32, 48, dict(tm=4, tn=2, tx=8, ty=4, bk=8, pad=1, vec=4, dbuf=1)),
+    (10, 37, 48, dict(tm=2, tn=2, tx=4, ty=4, bk=8, splitk=3, dbuf=1)),
+    (8, 8, 16, dict(tm=2, tn=2, tx=4, ty=4, bk=8, dbuf=1)),
+    (12, 20, 40, dict(tm=2, tn=2, tx=4, ty=4, bk=8, dbuf=1)),                # 5 steps: a tail
 ])
 def test_gpu_schedules_match_numpy_and_the_interpreter(m, n, k, tiles):
     func, ref = _matmul(m, n, k, **tiles)
@@ -86,6 +92,24 @@ def test_a_missing_barrier_is_a_race():
     _run(func, *args, pipelined=False)  # the real one is race-free
     with pytest.raises(simt_vec.Race, match="race on"):
         _run(bad, *args, pipelined=False)
+
+
+def test_double_buffered_panels_need_their_one_barrier():
+    """The double-buffered loop runs two steps per iteration with one barrier each: without
+    the second a thread refills a copy that a slower thread still reads."""
+    func, _ = _matmul(16, 16, 32, tm=2, tn=2, tx=4, ty=4, bk=4, dbuf=1)
+    (kern,), _ = gpu.split_kernels(func, None)
+    body = cuda_codegen.pipeline_fetches(kern.body)
+    loop = next(x for x in S.walk_stmts(body) if isinstance(x, S.For) and x.kind == "serial"
+                and isinstance(x.body, S.SeqStmt) and isinstance(x.body.stmts[-1], S.Barrier))
+    assert sum(isinstance(x, S.Barrier) for x in S.walk_stmts(loop)) == 2
+    args = [np.ones(p.size, np.float32) for p in kern.buffers]
+    simt_vec.run_kernel(dataclasses.replace(kern, body=body),
+                        {p.uid: a for p, a in zip(kern.buffers, args)})
+    loop.body = S.SeqStmt(loop.body.stmts[:-1])  # body is this test's own copy
+    with pytest.raises(simt_vec.Race, match="race on"):
+        simt_vec.run_kernel(dataclasses.replace(kern, body=body),
+                            {p.uid: a for p, a in zip(kern.buffers, args)})
 
 
 def test_two_blocks_writing_one_word_is_a_race():

@@ -138,7 +138,8 @@ class KernelPrinter(FuncPrinter):
 
     def last_block(self, s: S.LastBlock) -> None:
         """The threadFenceReduction pattern: each block publishes its global writes
-        (__threadfence) and counts its arrival; the one that arrives last resets the count
+        (__threadfence) and counts its arrival; the one that arrives last fences again
+        (acquire), resets the count
         (zero again for the next launch: module globals start at zero) and runs the body,
         reading the other blocks' results from L2 (L1 is not coherent)."""
         arr, last = self.scope.fresh(f"{self.kern.name}_arrivals"), self.scope.fresh("is_last")
@@ -152,7 +153,9 @@ class KernelPrinter(FuncPrinter):
         self.line("__syncthreads();")
         self.line("if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {")
         self.line(f"  {last} = atomicAdd(&{arr}[{idx}], 1u) == {s.count - 1}u;")
-        self.line(f"  if ({last}) {arr}[{idx}] = 0u;")
+        # the fence after the atomic orders this block's reads after the others' writes
+        # (acquire; the barrier below carries it to every thread of the block)
+        self.line(f"  if ({last}) {{ {arr}[{idx}] = 0u; __threadfence(); }}")
         self.line("}")
         self.line("__syncthreads();")
         self.line(f"if ({last}) {{")
@@ -384,6 +387,9 @@ def _pipeline_loop(loop: S.For, written: set, budget: int):
     def loads(k):
         return [_rebuild_nest(nest, S.Store(pf, lin, E.substitute(st.value, {loop.var: k})),
                               {loop.var: k}, True) for nest, st, pf, lin in plans]
+    if {b.uid for b in shared} == {st.buffer.uid for _, st, _, _ in plans} and \
+            all(b.double_buffer for b in shared):
+        return _double_buffered(loop, n, shared, plans, stmts[ends[1] + 1:])
     stores = [_rebuild_nest(nest, S.Store(st.buffer, st.index, S.BufferLoad(pf, lin)), {},
                             True) for nest, st, pf, lin in plans]
     # the last step loads its own panels again: no branch, so ptxas issues the loads early
@@ -395,6 +401,71 @@ def _pipeline_loop(loop: S.For, written: set, budget: int):
         new = S.Allocate(b, new)
     out = S.seq([*loads(E.IntImm(0)), S.For(loop.var, loop.extent, loop.kind, new,
                                             dict(loop.pragmas), loop.thread_tag)])
+    for _, _, pf, _ in reversed(plans):
+        out = S.Allocate(pf, out)
+    return out
+
+
+def _double_buffered(loop: S.For, n: int, shared: list, plans: list, compute: list) -> S.Stmt:
+    """pipeline_fetches for panels that are all double-buffered (Stage.double_buffer): two
+    copies of each, step k reads copy k % 2 while its threads fill copy (k + 1) % 2 from the
+    registers loaded during step k - 1, then load step k + 2's panels into the registers; one
+    barrier per step. Before the loop: step 0's panels into copy 0, step 1's into registers.
+    The loop runs two steps per iteration, so each step's copy is a constant offset (k % 2
+    in every address cost ~4% more instructions in ptxas's output); a step that allocates
+    keeps one step per iteration (two copies of its declarations would clash)."""
+    k = loop.var
+    twins = {b.uid: (S.Buffer(b.name, (2 * gpu.copy_stride(b),), b.dtype, "shared"),
+                     gpu.copy_stride(b)) for b in shared}
+
+    def copy_of(stmt: S.Stmt, step: E.Expr) -> S.Stmt:
+        """stmt at k = step, its shared accesses moved into that step's copy."""
+        parity = simplify(E.binop("floormod", step, E.IntImm(2)))
+
+        def moved(index: E.Expr, uid: int) -> E.Expr:
+            return simplify(E.binop("add", index, E.binop("mul", parity,
+                                                          E.IntImm(twins[uid][1]))))
+
+        def load(x):
+            if isinstance(x, S.BufferLoad) and x.buffer.uid in twins:
+                return S.BufferLoad(twins[x.buffer.uid][0], moved(x.index, x.buffer.uid))
+            return None
+        out = S.map_exprs(stmt, lambda e: E.transform(E.substitute(e, {k: step}), load))
+        for st in S.walk_stmts(out):  # map_exprs made new Stores: safe to retarget in place
+            if isinstance(st, S.Store) and st.buffer.uid in twins:
+                st.buffer, st.index = twins[st.buffer.uid][0], moved(st.index, st.buffer.uid)
+        return out
+
+    def loads(step: E.Expr) -> list:
+        return [_rebuild_nest(nest, S.Store(pf, lin, E.substitute(st.value, {k: step})),
+                              {k: step}, True) for nest, st, pf, lin in plans]
+
+    def stores(step: E.Expr) -> list:
+        return [copy_of(_rebuild_nest(nest, S.Store(st.buffer, st.index, S.BufferLoad(pf, lin)),
+                                      {}, True), step) for nest, st, pf, lin in plans]
+
+    def step(kv: E.Expr) -> list:
+        nxt, after = simplify(E.binop("add", kv, E.IntImm(1))), \
+            simplify(E.binop("add", kv, E.IntImm(2)))
+        return [*(copy_of(c, kv) for c in compute),
+                S.IfThenElse(E.cmp("lt", nxt, E.IntImm(n)), S.seq([
+                    *stores(nxt),
+                    S.IfThenElse(E.cmp("lt", after, E.IntImm(n)), S.seq(loads(after)))])),
+                S.Barrier()]
+    head = [*loads(E.IntImm(0)), *stores(E.IntImm(0)), *loads(E.IntImm(1)), S.Barrier()]
+    if any(isinstance(x, S.Allocate) for c in compute for x in S.walk_stmts(c)):
+        body = [S.For(k, loop.extent, loop.kind, S.seq(step(k)), dict(loop.pragmas),
+                      loop.thread_tag)]
+    else:
+        j = E.var(f"{k.name}_2", k.dtype)
+        pair = [E.binop("add", E.binop("mul", j, E.IntImm(2)), E.IntImm(c)) for c in (0, 1)]
+        body = [S.For(j, E.IntImm(n // 2), loop.kind, S.seq(step(pair[0]) + step(pair[1])),
+                      dict(loop.pragmas), loop.thread_tag)]
+        if n % 2:
+            body += step(E.IntImm(n - 1))
+    out = S.seq(head + body)
+    for twin, _ in reversed(list(twins.values())):
+        out = S.Allocate(twin, out)
     for _, _, pf, _ in reversed(plans):
         out = S.Allocate(pf, out)
     return out

@@ -127,6 +127,11 @@ class ScheduleStage:
         """Memory scope of this temporary on a GPU: "shared", "local" or "global"."""
         self._apply(self._state.set_scope, scope)
 
+    def double_buffer(self):
+        """Two copies of this shared-memory stage: the loop that fetches it fills one while
+        it reads the other (one barrier per step instead of two)."""
+        self._apply(self._state.double_buffer)
+
     def storage_align(self, axis, factor: int, offset: int):
         """Pad this stage's buffer so the stride of `axis` is factor * k + offset."""
         name = self._name(axis)

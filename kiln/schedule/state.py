@@ -65,6 +65,7 @@ class Stage:
     layout: tuple = ()  # placeholders only: ((dim, factor), ...) packed layout (layout.py)
     scope: str = ""  # memory scope named by cache_read / cache_write ("" = decided by lowering)
     align: tuple = ()  # ((dim, factor, offset), ...) from storage_align: padded strides
+    double_buffer: bool = False  # a shared stage with two copies, one filled while one is read
 
     @property
     def name(self) -> str:
@@ -270,6 +271,12 @@ class State:
     def set_scope(self, stage, scope: str) -> State:
         from .steps import SetScopeStep
         return self.apply(SetScopeStep(self.stage_index(stage), str(scope)))
+
+    def double_buffer(self, stage) -> State:
+        """Two copies of a shared stage fetched in a loop (TVM's double_buffer): the next
+        step's copy is filled while this step's is read, one barrier per step."""
+        from .steps import DoubleBufferStep
+        return self.apply(DoubleBufferStep(self.stage_index(stage)))
 
     def storage_align(self, stage, dim: int, factor: int, offset: int) -> State:
         from .steps import StorageAlignStep

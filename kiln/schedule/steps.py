@@ -349,10 +349,36 @@ class SetScopeStep:
         return cls(int(r[1]), str(r[2]))
 
 
-STEP_TYPES = {c.code: c for c in (SetScopeStep, StorageAlignStep, LayoutRewriteStep, SplitStep,
-                                  FollowSplitStep, FuseStep, ReorderStep, ComputeAtStep,
-                                  ComputeInlineStep, ComputeRootStep, AnnotationStep, PragmaStep,
-                                  CacheWriteStep, CacheReadStep, RfactorStep)}
+@dataclass(frozen=True)
+class DoubleBufferStep:
+    """Give a shared-memory stage two copies (TVM's double_buffer): in the loop that fetches
+    it, each step's copy is filled while the previous one is read (codegen.cuda's
+    pipeline_fetches), so the loop needs one barrier per step instead of two."""
+
+    stage_id: int
+
+    code = "DB"
+
+    def apply_to(self, state):
+        st = state.stages[self.stage_id]
+        if st.is_placeholder or st.scope != "shared":
+            raise ScheduleError(f"double_buffer of {st.name}: only a shared-memory stage "
+                                "(cache_read(..., 'shared') or set_scope('shared')) has one")
+        return state.with_stage(self.stage_id, replace(st, double_buffer=True))
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]))
+
+
+STEP_TYPES = {c.code: c for c in (DoubleBufferStep, SetScopeStep, StorageAlignStep,
+                                  LayoutRewriteStep, SplitStep, FollowSplitStep, FuseStep,
+                                  ReorderStep, ComputeAtStep, ComputeInlineStep,
+                                  ComputeRootStep, AnnotationStep, PragmaStep, CacheWriteStep,
+                                  CacheReadStep, RfactorStep)}
 
 
 def step_from_record(r):

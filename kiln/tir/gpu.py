@@ -56,6 +56,13 @@ def nbytes(buf: S.Buffer) -> int:
     return max(buf.size, 1) * dtype_bytes(buf.dtype)
 
 
+def copy_stride(buf: S.Buffer) -> int:
+    """Elements from one copy of a double-buffered shared stage to the next: its size
+    rounded up to 16 bytes, so that both copies keep the alignment of 16-byte loads."""
+    per = max(1, 16 // dtype_bytes(buf.dtype))
+    return -(-buf.size // per) * per
+
+
 def split_kernels(func: S.PrimFunc, target=None) -> tuple:
     """(kernels, workspace buffers) of a GPU PrimFunc, checked against the target's limits."""
     body, workspace = func.body, []
@@ -155,7 +162,8 @@ def _kernel(name: str, root: S.Stmt, order: list) -> Kernel:
     grid = tuple(extents.get(f"blockIdx.{a}", 1) for a in _AXES)
     block = tuple(extents.get(f"threadIdx.{a}", 1) for a in _AXES)
     used = _buffers_used(root)
-    shared = sum(nbytes(s.buffer) for s in S.walk_stmts(root)
+    shared = sum(2 * copy_stride(s.buffer) * dtype_bytes(s.buffer.dtype)
+                 if s.buffer.double_buffer else nbytes(s.buffer) for s in S.walk_stmts(root)
                  if isinstance(s, S.Allocate) and s.buffer.scope == "shared")
     for s in S.walk_stmts(root):
         if isinstance(s, S.Allocate) and s.buffer.scope in ("global", "stack", "heap"):

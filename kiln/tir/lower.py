@@ -256,6 +256,7 @@ class Lowerer:
         name = c_name(st.name, self.var_names)
         strides = aligned_strides(shape, st.align) if st.align and not st.layout else None
         info.buffer = S.Buffer(name, shape, st.op.output(0).dtype, scope, strides)
+        info.buffer.double_buffer = st.double_buffer and scope == "shared"
         info.offsets = [lo for lo, _ in region]
 
     def _scope_of(self, si: int) -> str:

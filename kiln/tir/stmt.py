@@ -26,6 +26,7 @@ class Buffer:
         self.name, self.shape, self.dtype, self.scope = name, tuple(shape), dtype, scope
         self.uid = next(_uids)
         self._strides = tuple(int(x) for x in strides) if strides is not None else None
+        self.double_buffer = False  # a shared stage's double_buffer (codegen.cuda pipelines it)
 
     @property
     def size(self) -> int:

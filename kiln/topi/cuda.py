@@ -21,6 +21,8 @@ when a warp spans at most 8 threads along x (tx = 8), so neither panel read conf
 
 from __future__ import annotations
 
+import itertools
+
 from ..errors import ScheduleError
 from ..te import thread_axis
 from .cuda_model import as_cuda, handoff_unroll, k_last, matmul_estimate, mm_shape
@@ -30,7 +32,7 @@ MAX_THREADS = 256  # threads per block of the injective and row-reduction schedu
 
 def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: int = 8,
                     bk: int = 16, pad: int = 1, vec: int = 1, splitk: int = 1,
-                    serial: int = 1):
+                    serial: int = 1, dbuf: int = 0):
     """Schedule `out` (= matmul `mm`, or an elementwise function of it) for a CUDA target.
     Leading (batch) axes, as in batch_matmul, are fused and bound to blockIdx.z. With
     splitk > 1 the reduction is cut into that many slices computed by separate blocks (an
@@ -40,7 +42,9 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     sums is tiled like the slices and carries the pragma tir.gpu.SPLITK_PRAGMA), or by a
     second kernel with one thread per output element (serial=0).
     `pad` is the number of words added to each row of a k-contiguous shared panel (True =
-    1); see `conflict_free_pad` for which pad keeps a thread tile's reads conflict-free."""
+    1); see `conflict_free_pad` for which pad keeps a thread tile's reads conflict-free.
+    `dbuf` double-buffers both panels (Stage.double_buffer): one barrier per reduction step,
+    the next step's panels stored while this step's are read."""
     mm = find_matmul(out) if mm is None else mm
     if len(mm.op.reduce_axis) != 1 or len(mm.op.input_tensors) != 2:
         raise ScheduleError(f"schedule_matmul: {mm.name} is not a two-input matmul")
@@ -90,6 +94,8 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
         s[acc].unroll(ax)
     for p, t in zip(panels, (a, b)):
         _cooperative_fetch(s, p, acc, ko, tx, ty, bk, int(pad) if k_last(acc, t) else 0, vec)
+        if dbuf:
+            s[p].double_buffer()
     return s
 
 
@@ -324,10 +330,11 @@ def _is_product(t) -> bool:
 
 def matmul_tiles(mm, target=None) -> dict:
     """Tile sizes for schedule_matmul on `target` (a CUDA Target or its text; default
-    sm_90): the candidate (thread tile, threads, row pad, split-K slices) with the fewest
-    cycles under `matmul_estimate`, ties to the larger block tile. Panels are fetched 4
-    floats per thread when rows allow it (float4 global loads; the CUDA printer stages them
-    through registers)."""
+    sm_90): the candidate (thread tile, threads, row pad, split-K slices, double buffering)
+    with the fewest cycles under `matmul_estimate`, ties to the larger block tile, then to
+    fewer shared-memory wavefronts (bank conflicts). Panels
+    are fetched 4 floats per thread when rows allow it (float4 global loads; the CUDA
+    printer stages them through registers)."""
     target = as_cuda(target)
     nb, i, j, k = mm_shape(mm)
     a, b = mm.op.input_tensors
@@ -338,16 +345,17 @@ def matmul_tiles(mm, target=None) -> dict:
     for rank, (tm, tn, tx, ty) in enumerate(_TILES):
         if tx * ty > target.max_threads_per_block:
             continue
-        for pad in (1, 2, 4, 0):
-            for splitk in _split_options(k, bk):
-                cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec, splitk=splitk,
-                           serial=1)
-                est = matmul_estimate((nb, i, j, k), cfg, target, kcontig)
-                if est["shared_bytes"] > target.max_shared_memory_per_block:
-                    continue
-                score = (round(est["cycles"], -2), -tm * ty * tn * tx, rank, pad, splitk)
-                if best is None or score < best[0]:
-                    best = (score, cfg)
+        for pad, splitk, dbuf in itertools.product((1, 2, 4, 0), _split_options(k, bk),
+                                                   (1, 0)):
+            cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec, splitk=splitk,
+                       serial=1, dbuf=dbuf)
+            est = matmul_estimate((nb, i, j, k), cfg, target, kcontig)
+            if est["shared_bytes"] > target.max_shared_memory_per_block:
+                continue
+            score = (round(est["cycles"], -2), -tm * ty * tn * tx, rank,
+                     est["wavefronts_per_kstep"], pad, splitk, -dbuf)
+            if best is None or score < best[0]:
+                best = (score, cfg)
     return best[1]
 
 

@@ -1,7 +1,7 @@
 """A static performance model of one tiled matmul kernel on an NVIDIA multiprocessor.
 
 In: a matmul's shape (batch, M, N, K), schedule_matmul's knobs (thread tile, threads, bk, pad,
-fetch width, split-K), which panels are k-contiguous, and the CUDA Target.
+fetch width, split-K, double buffering), which panels are k-contiguous, and the CUDA Target.
 Out: `matmul_estimate(...) -> dict`: cycles on the busiest scheduler and their parts (issue,
 shared-memory wavefronts, L2), the launch shape, bank-conflict ways, estimated registers.
 Why: default tiles (topi.cuda.matmul_tiles), cost-model features and the GPU search's prior
@@ -33,7 +33,8 @@ def as_cuda(target):
 # - a warp's instructions per k-step (bk reduction elements): tm*tn*bk FFMA, the LDS that read
 #   the thread tile (LDS.128 along k when the tile rows are 16-byte aligned: ptxas reads a
 #   padded tile as one contiguous run of float4), the cooperative fetch (LDG + STS, float4
-#   when vec = 4 and the shared rows stay 16-byte aligned), two barriers and ~8 others;
+#   when vec = 4 and the shared rows stay 16-byte aligned), two barriers (one when the
+#   panels are double-buffered, with twice the shared memory) and ~8 others;
 # - blocks are dealt to SMs round robin: the busiest SM runs ceil(blocks / SMs) blocks, its
 #   warps spread over the 4 SMSPs; issue time is that SMSP's instructions divided by an issue
 #   efficiency that grows with the warps it can switch between (ISSUE_EFF; one warp per SMSP
@@ -52,6 +53,10 @@ KERNEL_CLKS = 3000             # one more kernel in the launch sequence (~1.7 us
 HANDOFF_CLKS = 800             # serial split-K: fence, arrival atomic, barriers, a tail
 L2_LATENCY_CLKS = 300          # one dependent round trip to L2
 ISSUE_EFF = (0.0, 0.7, 0.85, 0.95)  # by resident warps per SMSP (1, 2, 3+)
+# double-buffered panels (dbuf): one barrier per k-step instead of two, and the shared-memory
+# stores overlap other warps' arithmetic instead of sitting between two barriers. A guess
+# until measured (the GPU search measures dbuf 0 and 1)
+ISSUE_EFF_DBUF = (0.0, 0.78, 0.9, 0.95)
 
 
 def lds_wavefronts(lanes: int, stride: int, width: int) -> int:
@@ -126,9 +131,10 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     per_thread = (bm + bn) * bk / threads
     sts_vec = vec if all((bk + p) % vec == 0 for p in (pa, pb)) else 1
     fetch = per_thread / vec + per_thread / sts_vec
-    instr = tm * tn * bk + lds_a + lds_b + fetch + 10
-    shared = 4 * (bm * (bk + pa) if kcontig[0] else bm * bk) + \
-        4 * (bn * (bk + pb) if kcontig[1] else bn * bk)
+    dbuf = int(cfg.get("dbuf", 0))
+    instr = tm * tn * bk + lds_a + lds_b + fetch + 10 - dbuf
+    shared = (4 * (bm * (bk + pa) if kcontig[0] else bm * bk) +
+              4 * (bn * (bk + pb) if kcontig[1] else bn * bk)) * (2 if dbuf else 1)
     regs = min(255, tm * tn + 2 * (tm + tn) * 4 + int(per_thread) + 24)
     per_sm = max(1, min(32, target.max_threads_per_sm // 32 // warps,
                         target.max_registers_per_sm // (regs * warps * 32),
@@ -137,7 +143,7 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     busiest = -(-blocks // sms)
     resident = min(busiest, per_sm) * warps
     smsp_warps = -(-busiest * warps // SMSP_PER_SM)
-    eff = ISSUE_EFF[min(3, -(-resident // SMSP_PER_SM))]
+    eff = (ISSUE_EFF_DBUF if dbuf else ISSUE_EFF)[min(3, -(-resident // SMSP_PER_SM))]
     issue = smsp_warps * ksteps * instr / eff
     lds = busiest * warps * ksteps * (wf_a + wf_b)
     l2 = busiest * ksteps * 4 * (bm + bn) * bk / L2_BYTES_PER_CLK

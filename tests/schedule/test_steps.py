@@ -54,6 +54,9 @@ def _build(kind):
         s = s.cache_read(a, "local", [c])
     elif kind == "SA":
         s = s.cache_read(s.stages[0].op, "shared", [c]).storage_align(1, 0, 4, 1)
+    elif kind == "DB":
+        s = s.cache_read(s.stages[0].op, "shared", [c])
+        s = s.double_buffer(s.stages[1].op)
     elif kind == "SS":
         s = s.set_scope(c, "global")
     elif kind == "RF":

@@ -8,7 +8,8 @@ shared memory; "injective" and "simple" = flat thread binding), the knobs each s
 open (tile sizes, thread counts as warp multiples, reduction step, row padding of the shared
 panels in words (0, 1, 2, 4: which one keeps a thread tile's float4 reads conflict-free
 depends on tm / tn, topi.cuda_model.conflict_free_pad), vector width of the cooperative fetch,
-reduction slices and whether the last slice of a tile sums them in the same kernel),
+reduction slices and whether the last slice of a tile sums them in the same kernel, and
+whether the panels are double-buffered),
 random sampling, mutation and crossover of knob values,
 and `state(config)`: the complete State (a Step list like any other, so records replay it
 without this module).
@@ -33,7 +34,8 @@ WARP = 32
 _DOMAINS = {
     "matmul": {"tm": (1, 2, 4, 8), "tn": (1, 2, 4, 8), "tx": (4, 8, 16, 32),
                "ty": (1, 2, 4, 8, 16, 32), "bk": (4, 8, 16, 32), "pad": (0, 1, 2, 4),
-               "vec": (1, 2, 4), "splitk": (1, 2, 3, 4, 6, 8, 12, 16), "serial": (0, 1)},
+               "vec": (1, 2, 4), "splitk": (1, 2, 3, 4, 6, 8, 12, 16), "serial": (0, 1),
+               "dbuf": (0, 1)},
     "rows": {"threads": (32, 64, 128, 256, 512)},
     "injective": {"threads": (64, 128, 256, 512, 1024)},
     "simple": {"threads": (32, 64, 128, 256, 512)},
@@ -41,7 +43,7 @@ _DOMAINS = {
 
 
 # knobs added after records were written: the value those records were measured with
-LEGACY_KNOBS = {"matmul": {"serial": 0}}
+LEGACY_KNOBS = {"matmul": {"serial": 0, "dbuf": 0}}
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ class GpuSpace:
         """What the sketch of this task is, in words (for inspection)."""
         return {"matmul": "multi-level tiling SSSRRSRS: blockIdx tiles, threadIdx tiles, a "
                           "register tile; the reduction split around shared-memory panels "
-                          "fetched cooperatively; optional split-K; epilogue fused",
+                          "fetched cooperatively (optionally double-buffered); optional split-K; "
+                          "epilogue fused",
                 "rows": "one block per row; each reduction rfactored across the block's "
                         "threads into shared memory; elementwise work inlined",
                 "injective": "all loops fused, split by the thread count, bound",
@@ -143,7 +146,8 @@ class GpuSpace:
         if cfg.kind == "matmul":
             tc.schedule_matmul(s, self.out, tc.find_matmul(self.out), tm=k["tm"], tn=k["tn"],
                                tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=int(k["pad"]),
-                               vec=k["vec"], splitk=k["splitk"], serial=k["serial"])
+                               vec=k["vec"], splitk=k["splitk"], serial=k["serial"],
+                               dbuf=k["dbuf"])
         elif cfg.kind == "rows":
             tc.schedule_rows(s, self.out, threads=k["threads"])
         elif cfg.kind == "injective":
