@@ -52,6 +52,7 @@ L2_BYTES_PER_CLK = 32          # per SM: ~7 TB/s of L2 bandwidth over 132 SMs at
 KERNEL_CLKS = 3000             # one more kernel in the launch sequence (~1.7 us)
 HANDOFF_CLKS = 800             # serial split-K: fence, arrival atomic, barriers, a tail
 L2_LATENCY_CLKS = 300          # one dependent round trip to L2
+HANDOFF_LOADS = 48             # slice loads a thread of the last block keeps in flight
 ISSUE_EFF = (0.0, 0.7, 0.85, 0.95)  # by resident warps per SMSP (1, 2, 3+)
 # double-buffered panels (dbuf): one barrier per k-step instead of two, and the shared-memory
 # stores overlap other warps' arithmetic instead of sitting between two barriers. A guess
@@ -102,10 +103,11 @@ def conflict_free_pad(t: int, bk: int) -> int:
 
 def handoff_unroll(per_thread: int, slices: int) -> int:
     """How many of a thread's elements the last block sums at once: loads in flight up to
-    about 32 (registers the rest of the kernel needs too), and a divisor of per_thread: an
-    uneven split would run past the tile into elements whose slices another tile's last
-    block sums (nothing orders those reads)."""
-    most = max(1, 32 // max(slices, 1))
+    about HANDOFF_LOADS (the main loop's accumulators and panel registers are dead by then,
+    and it holds more: no occupancy is lost), and a divisor of per_thread: an uneven split
+    would run past the tile into elements whose slices another tile's last block sums
+    (nothing orders those reads)."""
+    most = max(1, HANDOFF_LOADS // max(slices, 1))
     return max(d for d in range(1, min(per_thread, most) + 1) if per_thread % d == 0)
 
 
@@ -119,6 +121,7 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     nb, m, n, k = shape
     tm, tn, tx, ty, bk = (int(cfg[x]) for x in ("tm", "tn", "tx", "ty", "bk"))
     pad, vec, splitk = int(cfg.get("pad", 1)), int(cfg.get("vec", 1)), int(cfg.get("splitk", 1))
+    splitk = -(-k // -(-k // max(splitk, 1)))  # the slices split(nparts=splitk) really makes
     bm, bn, threads = tm * ty, tn * tx, tx * ty
     warps = -(-threads // 32)
     blocks = nb * -(-m // bm) * -(-n // bn) * splitk
