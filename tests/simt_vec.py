@@ -156,8 +156,32 @@ class _Run:
             self.epoch += 1
         elif isinstance(s, S.LastBlock):
             self.last_block(s, mask)
+        elif isinstance(s, S.AllReduce):
+            self.all_reduce(s, mask)
         else:
             raise TypeError(type(s))
+
+    def all_reduce(self, s, mask) -> None:
+        """Every active lane gets the combination of its group's values (the lanes of one
+        block and threadIdx.y / z, threadIdx.x < extent), folded as a butterfly like the
+        device's shuffles. A group with a lane missing is an error: on the device the
+        shuffles would read a thread that never arrived."""
+        val = self.expr(S.BufferLoad(s.src, E.IntImm(0)), mask).astype(_NP[s.dst.dtype])
+        tx = self.index["threadIdx.x"]
+        group = self.lanes - tx  # the group's lane with threadIdx.x == 0
+        inside = tx < s.extent
+        if (mask & inside).sum() != inside.sum():
+            raise Race(f"all_reduce over {s.extent} threads reached by only some of them")
+        a, b = E.Var("a", s.dst.dtype), E.Var("b", s.dst.dtype)
+        both = s.combiner.combine(a, b)
+        off = s.extent // 2
+        while off:
+            partner = np.where(inside, group + (tx ^ off), self.lanes)
+            self.env[a], self.env[b] = val, val[partner]
+            val = np.asarray(self.expr(both, mask)).astype(val.dtype)
+            off //= 2
+        where = self.address(s.dst, 0, mask, "store")
+        self.mem[s.dst.uid][where[mask]] = val[mask]
 
     def last_block(self, s, mask) -> None:
         """Blocks arrive in block order (one order a GPU may take); the arrival counts

@@ -117,6 +117,21 @@ def _simt(s, mem, env, idx, shared):
         yield from _simt(s.body, mem, env, idx, shared)
     elif isinstance(s, S.Barrier):
         yield
+    elif isinstance(s, S.AllReduce):  # every thread posts its value, waits, then combines
+        seen = env.setdefault(("all_reduce", id(s)), 0)
+        env[("all_reduce", id(s))] = seen + 1
+        key = ("all_reduce", id(s), seen, idx["threadIdx.y"], idx["threadIdx.z"])
+        shared.setdefault(key, {})[idx["threadIdx.x"]] = mem[s.src.uid][0].item()
+        yield
+        vals = shared[key]
+        assert sorted(vals) == list(range(s.extent)), \
+            f"all_reduce over {s.extent} threads reached by threads {sorted(vals)}"
+        a, b = E.Var("a", s.dst.dtype), E.Var("b", s.dst.dtype)
+        both = s.combiner.combine(a, b)
+        acc = vals[0]
+        for lane in range(1, s.extent):
+            acc = _ev(both, mem, {**env, a: acc, b: vals[lane]})
+        mem[s.dst.uid][0] = acc
     elif isinstance(s, S.LastBlock):
         yield  # all threads of the block arrive; blocks run one after another here
         key = ("last", id(s))

@@ -22,7 +22,8 @@ def step_code(state) -> list:
 _NAMES = {"SP": "split", "FSP": "follow_split", "FU": "fuse", "RE": "reorder", "CA": "compute_at",
           "CI": "compute_inline", "CR": "compute_root", "AN": "annotate", "PR": "pragma",
           "CW": "cache_write", "CH": "cache_read", "RF": "rfactor", "LR": "layout_rewrite",
-          "SA": "storage_align", "SS": "set_scope", "DB": "double_buffer"}
+          "SA": "storage_align", "SS": "set_scope", "DB": "double_buffer",
+          "SPR": "store_predicate"}
 
 
 def best_schedule_text(task, log_file: str, print_mode: str = "schedule") -> str:

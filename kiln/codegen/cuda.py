@@ -133,8 +133,43 @@ class KernelPrinter(FuncPrinter):
             self.line("__syncthreads();")
         elif isinstance(s, S.LastBlock):
             self.last_block(s)
+        elif isinstance(s, S.AllReduce):
+            self.all_reduce(s)
         else:
             super().stmt(s)
+
+    def all_reduce(self, s: S.AllReduce) -> None:
+        """Butterfly shuffles within each warp (the lanes of a reduction are consecutive
+        threadIdx.x, aligned on their count); over several warps, each warp's value goes
+        through shared memory and every thread combines them (a barrier before reading, one
+        after so that the next reduction may reuse the slots)."""
+        t = ctype(s.dst.dtype)
+        acc, other = E.Var("acc", s.dst.dtype), E.Var("other", s.dst.dtype)
+        a, o = self.scalar.expr(acc), self.scalar.expr(other)
+        both = self.scalar.expr(s.combiner.combine(acc, other))
+        self.line(f"{{  // {s.combiner.name} over the {s.extent} threads along threadIdx.x")
+        self.depth += 1
+        self.line(f"{t} {a} = {self.scope.name(s.src)}[0];")
+        lanes = self.scope.fresh("lanes")
+        self.line(f"const unsigned int {lanes} = __activemask();")
+        off = min(s.extent, 32) // 2
+        while off:
+            self.line(f"{{ const {t} {o} = __shfl_xor_sync({lanes}, {a}, {off}); {a} = {both}; }}")
+            off //= 2
+        if s.extent > 32:
+            warps, groups = s.extent // 32, self.kern.block[1] * self.kern.block[2]
+            slots = self.scope.fresh("warp_values")
+            row = f"(threadIdx.y + threadIdx.z * {self.kern.block[1]}) * {warps}"
+            self.line(f"__shared__ {t} {slots}[{groups * warps}];")
+            self.line(f"if (threadIdx.x % 32 == 0) {slots}[{row} + threadIdx.x / 32] = {a};")
+            self.line("__syncthreads();")
+            self.line(f"{a} = {slots}[{row}];")
+            for w in range(1, warps):
+                self.line(f"{{ const {t} {o} = {slots}[{row} + {w}]; {a} = {both}; }}")
+            self.line("__syncthreads();")
+        self.line(f"{self.scope.name(s.dst)}[0] = {a};")
+        self.depth -= 1
+        self.line("}")
 
     def last_block(self, s: S.LastBlock) -> None:
         """The threadFenceReduction pattern: each block publishes its global writes

@@ -21,7 +21,7 @@ class LoopVar:
 
     @property
     def extent(self) -> int:
-        st = self.stage.sch.state.stage(self.stage.op)
+        st = self.stage.sch.state.stage(self.stage._op)
         return st.iters[st.iter_index(self.name)].extent
 
     def __repr__(self):
@@ -32,45 +32,56 @@ class ScheduleStage:
     """`s[C]`: the schedule of one stage."""
 
     def __init__(self, sch: Schedule, op):
-        self.sch, self.op = sch, op
+        self.sch, self._op = sch, op
+
+    @property
+    def op(self):
+        """The stage's operation as the schedule has it now: after rfactor its reduction
+        axes are the new ones (as TVM's s[T].op, which is then a new op)."""
+        st = self._state.stage(self._op)
+        if st.compute is None or all(a is b for a, b in zip(st.compute.reduce_axis,
+                                                            self._op.reduce_axis)) and \
+                len(st.compute.reduce_axis) == len(self._op.reduce_axis):
+            return self._op
+        return _RfactoredOp(self._op, st.compute)
 
     @property
     def _state(self):
         return self.sch.state
 
     def _name(self, ax) -> str:
-        st = self._state.stage(self.op)
+        st = self._state.stage(self._op)
         if isinstance(ax, LoopVar):
-            if ax.stage.op is not self.op:
+            if ax.stage._op is not self._op:
                 raise ScheduleError(f"loop {ax.name} belongs to stage {ax.stage.op.name}, "
-                                    f"not {self.op.name}")
+                                    f"not {self._op.name}")
             return ax.name
         if isinstance(ax, E.IterVar):
             if st.compute is None or not any(ax is v for v in st.root_vars()):
-                raise ScheduleError(f"axis {ax.name} is not an axis of stage {self.op.name}")
+                raise ScheduleError(f"axis {ax.name} is not an axis of stage {self._op.name}")
             return ax.name
-        raise ScheduleError(f"expected a loop of stage {self.op.name}, got {ax!r}")
+        raise ScheduleError(f"expected a loop of stage {self._op.name}, got {ax!r}")
 
     def _apply(self, fn, *args):
-        self.sch.state = fn(self.op, *args)
+        self.sch.state = fn(self._op, *args)
 
     @property
     def leaf_iter_vars(self) -> list:
-        st = self._state.stage(self.op)
+        st = self._state.stage(self._op)
         return [LoopVar(self, it.name) for it in st.iters]
 
     def split(self, parent, factor=None, nparts=None):
         name = self._name(parent)
-        st = self._state.stage(self.op)
+        st = self._state.stage(self._op)
         ext = st.iters[st.iter_index(name)].extent
         if (factor is None) == (nparts is None):
-            raise ScheduleError(f"split of {self.op.name}.{name}: give exactly one of factor, "
+            raise ScheduleError(f"split of {self._op.name}.{name}: give exactly one of factor, "
                                 "nparts")
         factor = _pos_int(factor if factor is not None else nparts, f"split of {name}")
         if nparts is not None:
             factor = -(-ext // factor)
         self._apply(self._state.split, name, [factor])
-        st = self._state.stage(self.op)
+        st = self._state.stage(self._op)
         rel = st.relations[-1]
         return LoopVar(self, rel.outs[0]), LoopVar(self, rel.outs[1])
 
@@ -85,7 +96,7 @@ class ScheduleStage:
             args = tuple(args[0])
         names = [self._name(a) for a in args]
         self._apply(self._state.fuse, names)
-        st = self._state.stage(self.op)
+        st = self._state.stage(self._op)
         return LoopVar(self, st.relations[-1].fused) if len(names) > 1 else \
             LoopVar(self, names[0])
 
@@ -96,9 +107,9 @@ class ScheduleStage:
 
     def compute_at(self, parent: ScheduleStage, axis):
         if not isinstance(parent, ScheduleStage):
-            raise ScheduleError(f"compute_at of {self.op.name}: the target must be a stage "
+            raise ScheduleError(f"compute_at of {self._op.name}: the target must be a stage "
                                 "(s[T]), got {type(parent).__name__}")
-        self.sch.state = self._state.compute_at(self.op, parent.op, parent._name(axis))
+        self.sch.state = self._state.compute_at(self._op, parent._op, parent._name(axis))
 
     def compute_inline(self):
         self._apply(self._state.compute_inline)
@@ -119,7 +130,7 @@ class ScheduleStage:
         """Bind a loop to a GPU thread index made by te.thread_axis("threadIdx.x")."""
         tag = getattr(thread_axis, "tag", thread_axis)
         if not isinstance(tag, str):
-            raise ScheduleError(f"bind of {self.op.name}: expected te.thread_axis(...), got "
+            raise ScheduleError(f"bind of {self._op.name}: expected te.thread_axis(...), got "
                                 f"{thread_axis!r}")
         self._apply(self._state.bind, self._name(axis), tag)
 
@@ -132,21 +143,27 @@ class ScheduleStage:
         it reads the other (one barrier per step instead of two)."""
         self._apply(self._state.double_buffer)
 
+    def set_store_predicate(self, predicate):
+        """Only threads for which `predicate` holds store this stage; kiln takes conditions
+        `thread_axis.var.equal(k)` joined with & (TVM's use after a cross-thread
+        reduction: every thread holds the result, one writes it)."""
+        self._apply(self._state.store_predicate, _thread_conditions(predicate, self._op.name))
+
     def storage_align(self, axis, factor: int, offset: int):
         """Pad this stage's buffer so the stride of `axis` is factor * k + offset."""
         name = self._name(axis)
-        st = self._state.stage(self.op)
+        st = self._state.stage(self._op)
         dims = [a.name for a in st.compute.axis] if st.compute is not None else []
         if name not in dims:
-            raise ScheduleError(f"storage_align of {self.op.name}: {name} is not one of its "
+            raise ScheduleError(f"storage_align of {self._op.name}: {name} is not one of its "
                                 f"original axes {dims}")
-        self.sch.state = self._state.storage_align(self.op, dims.index(name), factor, offset)
+        self.sch.state = self._state.storage_align(self._op, dims.index(name), factor, offset)
 
     def pragma(self, axis, name: str, value=1):
         self._apply(self._state.pragma, self._name(axis), name, value)
 
     def __repr__(self):
-        return f"stage({self.op.name})"
+        return f"stage({self._op.name})"
 
 
 def _pos_int(x, where: str) -> int:
@@ -179,7 +196,7 @@ class Schedule:
         return [ScheduleStage(self, s.op) for s in self.state.stages]
 
     def __getitem__(self, key) -> ScheduleStage:
-        op = key.op if isinstance(key, Tensor) else key
+        op = key.op if isinstance(key, Tensor) else getattr(key, "_orig", key)
         self.state.stage_index(op)
         return ScheduleStage(self, op)
 
@@ -203,6 +220,30 @@ class Schedule:
 
     def __str__(self) -> str:
         return str(self.state)
+
+
+class _RfactoredOp:
+    """s[T].op after rfactor: T's op with the reduction axes the rfactor left it."""
+
+    def __init__(self, op, compute):
+        self._orig, self.axis, self.reduce_axis = op, list(compute.axis), \
+            list(compute.reduce_axis)
+
+    def __getattr__(self, name: str):
+        return getattr(self._orig, name)
+
+
+def _thread_conditions(pred, name: str) -> list:
+    """[(thread tag, value)] of `tx.var.equal(k) & ...`, or a ScheduleError."""
+    from ..te.tensor import THREAD_VARS
+    if isinstance(pred, E.BinOp) and pred.op == "and":
+        return _thread_conditions(pred.a, name) + _thread_conditions(pred.b, name)
+    if isinstance(pred, E.Cmp) and pred.op == "eq":
+        for v, k in ((pred.a, pred.b), (pred.b, pred.a)):
+            if isinstance(v, E.Var) and v.uid in THREAD_VARS and isinstance(k, E.IntImm):
+                return [(THREAD_VARS[v.uid], k.value)]
+    raise ScheduleError(f"set_store_predicate of {name}: {pred!r} is not a condition kiln "
+                        "takes; use te.thread_axis(...).var.equal(k), joined with &")
 
 
 def _single(t, what: str) -> Tensor:

@@ -66,6 +66,7 @@ class Stage:
     scope: str = ""  # memory scope named by cache_read / cache_write ("" = decided by lowering)
     align: tuple = ()  # ((dim, factor, offset), ...) from storage_align: padded strides
     double_buffer: bool = False  # a shared stage with two copies, one filled while one is read
+    store_predicate: tuple = ()  # ((thread tag, value), ...): only those threads store
 
     @property
     def name(self) -> str:
@@ -271,6 +272,13 @@ class State:
     def set_scope(self, stage, scope: str) -> State:
         from .steps import SetScopeStep
         return self.apply(SetScopeStep(self.stage_index(stage), str(scope)))
+
+    def store_predicate(self, stage, conditions) -> State:
+        """Only the threads whose indices equal the given values store this stage (TVM's
+        set_store_predicate(tx.var.equal(0))): ((thread tag, value), ...)."""
+        from .steps import StorePredicateStep
+        pairs = tuple((str(t), int(v)) for t, v in conditions)
+        return self.apply(StorePredicateStep(self.stage_index(stage), pairs))
 
     def double_buffer(self, stage) -> State:
         """Two copies of a shared stage fetched in a loop (TVM's double_buffer): the next

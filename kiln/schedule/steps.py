@@ -374,11 +374,39 @@ class DoubleBufferStep:
         return cls(int(r[1]))
 
 
-STEP_TYPES = {c.code: c for c in (DoubleBufferStep, SetScopeStep, StorageAlignStep,
-                                  LayoutRewriteStep, SplitStep, FollowSplitStep, FuseStep,
-                                  ReorderStep, ComputeAtStep, ComputeInlineStep,
-                                  ComputeRootStep, AnnotationStep, PragmaStep, CacheWriteStep,
-                                  CacheReadStep, RfactorStep)}
+@dataclass(frozen=True)
+class StorePredicateStep:
+    """Only the threads whose indices equal the given values store the stage (TVM's
+    set_store_predicate, for conditions `thread_axis.var.equal(k)` joined with &): after a
+    cross-thread reduction every thread holds the result, one of them writes it."""
+
+    stage_id: int
+    conditions: tuple  # ((thread tag, value), ...)
+
+    code = "SPR"
+
+    def apply_to(self, state):
+        st = state.stages[self.stage_id]
+        if st.is_placeholder:
+            raise ScheduleError(f"set_store_predicate of {st.name}: a placeholder stores nothing")
+        for tag, value in self.conditions:
+            if tag not in THREAD_TAGS or tag == "vthread" or value < 0:
+                raise ScheduleError(f"set_store_predicate of {st.name}: {tag} == {value} is not "
+                                    "a thread index equal to a value >= 0")
+        return state.with_stage(self.stage_id, replace(st, store_predicate=self.conditions))
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, [list(c) for c in self.conditions]]
+
+    @classmethod
+    def from_record(cls, r):
+        return cls(int(r[1]), tuple((str(t), int(v)) for t, v in r[2]))
+
+
+STEP_TYPES = {c.code: c for c in (
+    StorePredicateStep, DoubleBufferStep, SetScopeStep, StorageAlignStep, LayoutRewriteStep,
+    SplitStep, FollowSplitStep, FuseStep, ReorderStep, ComputeAtStep, ComputeInlineStep,
+    ComputeRootStep, AnnotationStep, PragmaStep, CacheWriteStep, CacheReadStep, RfactorStep)}
 
 
 def step_from_record(r):

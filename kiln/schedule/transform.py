@@ -156,9 +156,11 @@ def annotate(state, si: int, ii: int, ann: str):
     if ann not in ("none", "parallel", "vectorize", "unroll") + THREAD_TAGS:
         raise ScheduleError(f"unknown annotation {ann!r} (parallel, vectorize, unroll, or a "
                             f"thread tag: {', '.join(THREAD_TAGS)})")
-    if ann in ("parallel", "vectorize") + THREAD_TAGS and it.kind == "reduce":
+    if ann in ("parallel", "vectorize") + THREAD_TAGS and it.kind == "reduce" and \
+            ann != "threadIdx.x":
         raise ScheduleError(f"cannot {ann} the reduction loop {st.name}.{it.name}: its "
-                            "iterations update the same element; rfactor it first")
+                            "iterations update the same element; rfactor it first (or bind "
+                            "it to threadIdx.x: a cross-thread reduction)")
     iters = list(st.iters)
     iters[ii] = replace(it, annotation=ann)
     return state.with_stage(si, replace(st, iters=tuple(iters)))

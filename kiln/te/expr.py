@@ -79,6 +79,10 @@ class Expr:
     def astype(self, dtype: str) -> Expr:
         return cast(dtype, self)
 
+    def equal(self, o) -> Expr:
+        """self == o as an expression (TVM's PrimExpr.equal)."""
+        return cmp("eq", self, o)
+
     def __repr__(self) -> str:
         from .printer import expr_str
         return expr_str(self)

@@ -214,11 +214,17 @@ THREAD_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadI
                "threadIdx.z", "vthread")
 
 
+THREAD_VARS: dict = {}  # uid of a ThreadAxis's var -> its thread tag
+
+
 class ThreadAxis:
     """A GPU thread index to bind a loop to (TVM's te.thread_axis): `s[C].bind(i, tx)`."""
 
     def __init__(self, tag: str, name: str = ""):
         self.tag, self.name = tag, name or tag
+        # the index as an expression, for s[T].set_store_predicate(tx.var.equal(0))
+        self.var = E.Var(self.name.replace(".", "_"), "int32")
+        THREAD_VARS[self.var.uid] = tag
 
     def __repr__(self) -> str:
         return f"thread_axis({self.tag!r})"

@@ -165,6 +165,9 @@ def _kernel(name: str, root: S.Stmt, order: list) -> Kernel:
     shared = sum(2 * copy_stride(s.buffer) * dtype_bytes(s.buffer.dtype)
                  if s.buffer.double_buffer else nbytes(s.buffer) for s in S.walk_stmts(root)
                  if isinstance(s, S.Allocate) and s.buffer.scope == "shared")
+    # a cross-thread reduction over several warps passes one value per warp through shared
+    shared += sum(s.extent // 32 * block[1] * block[2] * dtype_bytes(s.dst.dtype)
+                  for s in S.walk_stmts(root) if isinstance(s, S.AllReduce) and s.extent > 32)
     for s in S.walk_stmts(root):
         if isinstance(s, S.Allocate) and s.buffer.scope in ("global", "stack", "heap"):
             raise ScheduleError(f"{s.buffer.name} is allocated inside GPU kernel {name} in "

@@ -79,6 +79,7 @@ class Lowerer:
         self.var_names: set = set()
         self._eff: dict = {}
         self.param_of: dict = {}
+        self._partials: dict = {}  # stage -> its cross-thread reduction's per-thread share
         self.gpu = any(it.annotation in THREAD_TAGS for st in self.stages for it in st.iters)
 
     # ------------------------------------------------------------ entry
@@ -301,6 +302,13 @@ class Lowerer:
         for lf in leaves:
             par.append(par[-1] or lf.annotation == "parallel")
 
+        across = r0 is not None and leaves[r0].annotation in THREAD_TAGS
+        for lf in leaves[(r0 or 0) + 1:]:
+            if lf.kind == "reduce" and lf.annotation in THREAD_TAGS:
+                raise LoweringError(f"cross-thread reduction {info.stage.name}.{lf.name}: the "
+                                    "reduction loop bound to a thread index must be the "
+                                    "outermost reduction loop; reorder it")
+
         def inner(pos: int) -> S.Stmt:
             # content inside loop `pos` (pos == -1: outside all loops)
             parts = []
@@ -309,18 +317,69 @@ class Lowerer:
             rest = []
             if self.gpu:
                 parts = self._with_barriers(parts)
-            if r0 is not None and pos + 1 == r0:
-                rest.append(self._init_nest(info, r0, par[pos + 1]))
-            if pos + 1 < len(leaves):
-                rest.append(self._loop(leaves[pos + 1], inner(pos + 1), par[pos + 1]))
+            if across and pos + 1 == r0:
+                rest.append(self._cross_thread(si, info, r0, inner))
             else:
-                rest.append(self._body(si, info))
+                if r0 is not None and pos + 1 == r0:
+                    rest.append(self._init_nest(info, r0, par[pos + 1]))
+                if pos + 1 < len(leaves):
+                    rest.append(self._loop(leaves[pos + 1], inner(pos + 1), par[pos + 1]))
+                else:
+                    rest.append(self._body(si, info))
             body = S.seq([s for _, s in parts] + rest)
             for j, _ in reversed(parts):
                 if j is not None and j not in self.param_of:
                     body = S.Allocate(self.info[j].buffer, body)
             return body
         return inner(-1)
+
+    def _cross_thread(self, si: int, info: LStage, r0: int, inner) -> S.Stmt:
+        """A reduction whose outermost reduction loop is bound to threadIdx.x (TVM's
+        cross-thread reduction): each thread reduces its share (the loops inside) into a
+        register, an AllReduce combines the threads' values, and the result is stored by
+        every thread when the stage is per-thread (local), else by thread 0 of the lanes."""
+        st, lane = info.stage, info.leaves[r0]
+        body = st.compute.body
+        where = f"cross-thread reduction {st.name}.{lane.name}"
+        if lane.annotation != "threadIdx.x":
+            raise LoweringError(f"{where}: a reduction loop can be bound to threadIdx.x only "
+                                f"(not {lane.annotation})")
+        if lane.extent & (lane.extent - 1):
+            raise LoweringError(f"{where}: {lane.extent} threads; bind a power of two "
+                                "(split the reduction by 32, 64, 128 ...)")
+        inside = [lf.name for lf in info.leaves[r0:] if lf.kind == "spatial"]
+        if inside:
+            raise LoweringError(f"{where}: spatial loops {inside} are inside the loop bound to "
+                                "threadIdx.x; reorder them outside it")
+        dtype = st.op.output(0).dtype
+        part = S.Buffer(c_name(f"{st.name}_part", self.var_names), (1,), dtype, "local")
+        red = S.Buffer(c_name(f"{st.name}_red", self.var_names), (1,), dtype, "local")
+        self._partials[si] = part
+        reduce_share = inner(r0)
+        spatial = {lf.var for lf in info.outer} | {lf.var for lf in info.leaves[:r0]}
+        conds = [g for g in info.guards if E.free_vars(g) <= spatial]
+        if self._scope_of(si) != "local":  # one thread writes what all of them hold
+            conds.append(E.cmp("eq", lane.var, E.IntImm(0)))
+        conds += self._predicate(info)
+        store = self._guarded(S.Store(info.buffer, self._out_index(info),
+                                      S.BufferLoad(red, E.IntImm(0))), conds)
+        nest = S.Allocate(part, S.seq([
+            S.Store(part, E.IntImm(0), body.identity()), reduce_share,
+            S.Allocate(red, S.seq([S.AllReduce(part, red, body.combiner, lane.extent),
+                                   store]))]))
+        return self._loop(lane, nest, False)
+
+    def _predicate(self, info: LStage) -> list:
+        """The stage's store predicate (set_store_predicate) on its thread loops."""
+        bound = {lf.annotation: lf.var for lf in info.outer + info.leaves
+                 if lf.annotation in THREAD_TAGS}
+        conds = []
+        for tag, value in info.stage.store_predicate:
+            if tag not in bound:
+                raise LoweringError(f"set_store_predicate of {info.stage.name}: no loop it is "
+                                    f"computed in is bound to {tag}")
+            conds.append(E.cmp("eq", bound[tag], E.IntImm(value)))
+        return conds
 
     def _with_barriers(self, parts: list) -> list:
         """A barrier before and after each run of shared stages: before, so that no thread
@@ -359,6 +418,7 @@ class Lowerer:
     def _guarded(self, stmt: S.Stmt, conds: list) -> S.Stmt:
         conds = [c for c in (simplify(c, self.ranges) for c in conds)
                  if not (isinstance(c, E.IntImm) and c.value)]
+        conds = list({repr(c): c for c in conds}.values())  # e.g. a predicate said twice
         return S.IfThenElse(E.all(*conds), stmt) if conds else stmt
 
     def _init_nest(self, info: LStage, r0: int, in_parallel: bool) -> S.Stmt:
@@ -367,7 +427,7 @@ class Lowerer:
         spatial_vars = {lf.var for lf in info.leaves[:r0]} | {lf.var for lf in info.outer}
         spatial_vars |= {lf.var for lf in info.leaves[r0:] if lf.kind == "spatial"}
         guards = [g for g in info.guards if E.free_vars(g) <= spatial_vars]
-        stmt = self._guarded(store, guards)
+        stmt = self._guarded(store, guards + self._predicate(info))
         loops = [lf for lf in info.leaves[r0:] if lf.kind == "spatial"]
         for lf in reversed(loops):
             stmt = self._loop(lf, stmt, in_parallel)
@@ -378,13 +438,19 @@ class Lowerer:
         idx = self._out_index(info)
         if isinstance(body, E.Reduce):
             src = self._to_buffers(body.source)
-            old = S.BufferLoad(info.buffer, idx)
-            stmt = S.Store(info.buffer, idx, body.combiner.combine(old, src))
+            buf = self._partials.get(si, info.buffer)  # a cross-thread reduction's share
+            if si in self._partials:
+                idx = E.IntImm(0)
+            old = S.BufferLoad(buf, idx)
+            stmt = S.Store(buf, idx, body.combiner.combine(old, src))
             conds = list(info.guards)
             if body.condition is not None:
                 conds.append(self._to_buffers(body.condition))
+            if si not in self._partials:  # every thread computes its share
+                conds += self._predicate(info)
             return self._guarded(stmt, conds)
-        return self._guarded(S.Store(info.buffer, idx, self._to_buffers(body)), info.guards)
+        return self._guarded(S.Store(info.buffer, idx, self._to_buffers(body)),
+                             info.guards + self._predicate(info))
 
     def _to_buffers(self, e: E.Expr) -> E.Expr:
         def fn(n):

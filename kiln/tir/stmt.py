@@ -139,6 +139,21 @@ class LastBlock(Stmt):
 
 
 @dataclass(eq=False, repr=False)
+class AllReduce(Stmt):
+    """A cross-thread reduction inside a GPU block: the `extent` threads along threadIdx.x
+    that share threadIdx.y / z each hold one value in `src` (a one-element local buffer);
+    every one of them gets `combiner` over all of them in `dst`. All threads of the block
+    reach it together (it may synchronise the block). extent is a power of two, the block's
+    threadIdx.x extent. (CUDA: butterfly warp shuffles, then one value per warp through
+    shared memory when the lanes span several warps.)"""
+
+    src: Buffer
+    dst: Buffer
+    combiner: object  # te.expr.CommReducer
+    extent: int
+
+
+@dataclass(eq=False, repr=False)
 class SeqStmt(Stmt):
     stmts: list
 

@@ -1,12 +1,14 @@
 """Hand-written GPU schedules (TVM's topi.cuda): a matmul tiled through shared memory and
 registers with its elementwise epilogue fused, row reductions (softmax, layer norm) with one
-block per row and a cross-thread reduction, injective ops, and `schedule_auto` choosing one.
+block per row and cross-thread reductions (warp shuffles), injective ops, and `schedule_auto`
+choosing one.
 
 In: a TVM-style `Schedule`, the output tensor (and for the matmul the tile sizes).
 Out: the schedule, modified in place (it appends Steps like any hand schedule).
 Why: the GPU's reference schedules, written with the public schedule primitives only (split /
-fuse / reorder / bind / cache_read("shared") / cache_write("local") / compute_at /
-storage_align / rfactor / set_scope / unroll / vectorize), so they double as worked examples
+fuse / reorder / bind (of a reduction loop too: a cross-thread reduction) /
+cache_read("shared") / cache_write("local") / compute_at / storage_align / rfactor /
+double_buffer / unroll / vectorize), so they double as worked examples
 of GPU scheduling, as the default schedules of whole models on a GPU, and as the baseline the
 auto-scheduler has to beat.
 
@@ -252,9 +254,10 @@ def _reduction_threads(extent: int) -> int:
 
 def schedule_rows(s, out, threads: int | None = None):
     """Softmax / layer-norm-like kernels: every reduction reduces the innermost axes of
-    `out`'s rows. One block per row; each reduction is rfactored across the block's threads
-    into shared memory, then every thread sums the partial results itself (a row's values are
-    read once from global memory, coalesced)."""
+    `out`'s rows. One block per row; each reduction is a cross-thread reduction: its loop
+    split by the thread count, the inner part bound to threadIdx.x, so each thread reduces
+    a strided share of the row (loads coalesced) and the threads combine their shares with
+    warp shuffles (and shared memory past one warp); every thread keeps the result."""
     reds = [r for r in _reductions(out) if r.op is not out.op]
     if not reds or out.op in [r.op for r in reds] or getattr(out.op, "reduce_axis", None):
         raise ScheduleError(f"schedule_rows: {out.name} is not an elementwise function of row "
@@ -273,16 +276,11 @@ def schedule_rows(s, out, threads: int | None = None):
     s[out].reorder(row, t_x, lo)
     s[out].bind(row, thread_axis("blockIdx.x"))
     s[out].bind(t_x, thread_axis("threadIdx.x"))
-    rfs = []
-    for r in reds:
-        _, ki = s[r].split(s[r].op.reduce_axis[0], factor=nthreads)
-        rfs.append(s.rfactor(r, ki, factor_axis=len(rows)))
-    for r, rf in reversed(list(zip(reds, rfs))):  # consumers first: compute_at needs them
+    for r in reversed(reds):  # consumers first: compute_at needs them placed
+        ko, ki = s[r].split(s[r].op.reduce_axis[0], factor=nthreads)
+        s[r].reorder(ki, ko)
+        s[r].bind(ki, thread_axis("threadIdx.x"))
         s[r].compute_at(s[out], row)
-        s[rf].compute_at(s[out], row)
-        s[rf].set_scope("shared")
-        *_, lane = s[rf].op.axis
-        s[rf].bind(lane, thread_axis("threadIdx.x"))
     return s
 
 

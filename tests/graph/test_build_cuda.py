@@ -56,7 +56,7 @@ def test_bert_default_schedules_are_not_naive():
         fs = [f for f in lib.functions.values() if name in f.name]
         assert fs, name
         body = src.split(f"{fs[0].name}_kernel0")[1].split("\n}\n")[0]
-        assert "__syncthreads();" in body and "_rf[" in body, name
+        assert "__shfl_xor_sync(" in body, name
 
 
 def test_export_load_and_no_gpu_message(tmp_path):

@@ -57,6 +57,10 @@ def _build(kind):
     elif kind == "DB":
         s = s.cache_read(s.stages[0].op, "shared", [c])
         s = s.double_buffer(s.stages[1].op)
+    elif kind == "SPR":  # a GPU schedule; the predicate holds for every thread there is
+        s = s.compute_inline(s.stages[3].op).split(d, 1, [12])
+        s = s.bind(d, 0, "blockIdx.x").bind(d, 1, "threadIdx.y").bind(d, 2, "threadIdx.x")
+        s = s.compute_at(c, d, 2).store_predicate(d, [("threadIdx.y", 0)])
     elif kind == "SS":
         s = s.set_scope(c, "global")
     elif kind == "RF":

@@ -3,8 +3,8 @@
 In: a task's ComputeDAG and its CUDA Target.
 Out: `GpuSpace`: the sketch that fits the kernel (kiln.topi.cuda.kernel_kind: "matmul" =
 multi-level tiling SSSRRSRS with shared-memory panels, a register tile, bound block / thread
-levels and optional split-K; "rows" = one block per row with cross-thread reductions through
-shared memory; "injective" and "simple" = flat thread binding), the knobs each sketch leaves
+levels and optional split-K; "rows" = one block per row with cross-thread reductions (warp
+shuffles); "injective" and "simple" = flat thread binding), the knobs each sketch leaves
 open (tile sizes, thread counts as warp multiples, reduction step, row padding of the shared
 panels in words (0, 1, 2, 4: which one keeps a thread tile's float4 reads conflict-free
 depends on tm / tn, topi.cuda_model.conflict_free_pad), vector width of the cooperative fetch,
@@ -91,8 +91,9 @@ class GpuSpace:
                           "register tile; the reduction split around shared-memory panels "
                           "fetched cooperatively (optionally double-buffered); optional split-K; "
                           "epilogue fused",
-                "rows": "one block per row; each reduction rfactored across the block's "
-                        "threads into shared memory; elementwise work inlined",
+                "rows": "one block per row; each reduction a cross-thread reduction "
+                        "(a strided share per thread, combined by warp shuffles); "
+                        "elementwise work inlined",
                 "injective": "all loops fused, split by the thread count, bound",
                 "simple": "each reduction its own kernel, one thread per output element"
                 }[self.kind]
