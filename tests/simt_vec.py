@@ -172,13 +172,11 @@ class _Run:
         inside = tx < s.extent
         if (mask & inside).sum() != inside.sum():
             raise Race(f"all_reduce over {s.extent} threads reached by only some of them")
-        a, b = E.Var("a", s.dst.dtype), E.Var("b", s.dst.dtype)
-        both = s.combiner.combine(a, b)
         off = s.extent // 2
         while off:
             partner = np.where(inside, group + (tx ^ off), self.lanes)
-            self.env[a], self.env[b] = val, val[partner]
-            val = np.asarray(self.expr(both, mask)).astype(val.dtype)
+            self.env[s.lhs], self.env[s.rhs] = val, val[partner]
+            val = np.asarray(self.expr(s.combined, mask)).astype(val.dtype)
             off //= 2
         where = self.address(s.dst, 0, mask, "store")
         self.mem[s.dst.uid][where[mask]] = val[mask]

@@ -126,11 +126,9 @@ def _simt(s, mem, env, idx, shared):
         vals = shared[key]
         assert sorted(vals) == list(range(s.extent)), \
             f"all_reduce over {s.extent} threads reached by threads {sorted(vals)}"
-        a, b = E.Var("a", s.dst.dtype), E.Var("b", s.dst.dtype)
-        both = s.combiner.combine(a, b)
         acc = vals[0]
         for lane in range(1, s.extent):
-            acc = _ev(both, mem, {**env, a: acc, b: vals[lane]})
+            acc = _ev(s.combined, mem, {**env, s.lhs: acc, s.rhs: vals[lane]})
         mem[s.dst.uid][0] = acc
     elif isinstance(s, S.LastBlock):
         yield  # all threads of the block arrive; blocks run one after another here

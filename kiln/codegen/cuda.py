@@ -146,8 +146,8 @@ class KernelPrinter(FuncPrinter):
         t = ctype(s.dst.dtype)
         acc, other = E.Var("acc", s.dst.dtype), E.Var("other", s.dst.dtype)
         a, o = self.scalar.expr(acc), self.scalar.expr(other)
-        both = self.scalar.expr(s.combiner.combine(acc, other))
-        self.line(f"{{  // {s.combiner.name} over the {s.extent} threads along threadIdx.x")
+        both = self.scalar.expr(E.substitute(s.combined, {s.lhs: acc, s.rhs: other}))
+        self.line(f"{{  // {s.name} over the {s.extent} threads along threadIdx.x")
         self.depth += 1
         self.line(f"{t} {a} = {self.scope.name(s.src)}[0];")
         lanes = self.scope.fresh("lanes")

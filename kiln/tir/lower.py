@@ -365,7 +365,7 @@ class Lowerer:
                                       S.BufferLoad(red, E.IntImm(0))), conds)
         nest = S.Allocate(part, S.seq([
             S.Store(part, E.IntImm(0), body.identity()), reduce_share,
-            S.Allocate(red, S.seq([S.AllReduce(part, red, body.combiner, lane.extent),
+            S.Allocate(red, S.seq([S.AllReduce.of(part, red, body.combiner, lane.extent),
                                    store]))]))
         return self._loop(lane, nest, False)
 

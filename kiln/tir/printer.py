@@ -35,7 +35,7 @@ def stmt_str(s, indent: int = 0) -> str:
         return (f"{pad}if last_of({s.count}, arrivals[{expr_str(s.index)}]):  # the last block "
                 f"of {s.count} to arrive runs this\n" + stmt_str(s.body, indent + 1))
     if isinstance(s, S.AllReduce):
-        return (f"{pad}{s.dst.name}[0] = all_reduce_{s.combiner.name}({s.src.name}[0], "
+        return (f"{pad}{s.dst.name}[0] = all_reduce_{s.name}({s.src.name}[0], "
                 f"threadIdx.x < {s.extent})  # across the block's threads")
     return f"{pad}<{type(s).__name__}>"
 

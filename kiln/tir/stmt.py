@@ -149,8 +149,17 @@ class AllReduce(Stmt):
 
     src: Buffer
     dst: Buffer
-    combiner: object  # te.expr.CommReducer
+    name: str  # the reducer's: "sum", "max", ...
     extent: int
+    lhs: E.Var  # `combined` is the reducer applied to lhs and rhs (kept as an expression:
+    rhs: E.Var  # a CommReducer holds Python functions, and kernels are pickled)
+    combined: E.Expr
+
+    @staticmethod
+    def of(src: Buffer, dst: Buffer, combiner, extent: int) -> AllReduce:
+        """The AllReduce of te CommReducer `combiner`."""
+        lhs, rhs = E.Var("lhs", dst.dtype), E.Var("rhs", dst.dtype)
+        return AllReduce(src, dst, combiner.name, extent, lhs, rhs, combiner.combine(lhs, rhs))
 
 
 @dataclass(eq=False, repr=False)
