@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import simt_vec
 import tir_interp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import kiln
 from kiln import te
@@ -126,3 +128,31 @@ def test_misuse_is_a_clear_error():
         kiln.lower(s, [A, B])
     with pytest.raises(ScheduleError, match="is not a condition kiln takes"):
         s[B].set_store_predicate(te.thread_axis("threadIdx.x").var < 1)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rows=st.integers(1, 5), m=st.integers(1, 300),
+       lanes=st.sampled_from([1, 2, 8, 32, 64, 128]),
+       op=st.sampled_from(["sum", "max", "min"]), rfactor=st.booleans(),
+       ty=st.sampled_from([1, 2]))
+def test_random_cross_thread_reductions_match_numpy(rows, m, lanes, op, rfactor, ty):
+    """Any row count, length, lane count and reducer; with and without rfactor, one or two
+    rows per block (threadIdx.y); ragged lengths leave some lanes short."""
+    a = te.placeholder((rows, m), name="A")
+    k = te.reduce_axis((0, m), "k")
+    b = te.compute((rows,), lambda i: getattr(te, op)(a[i, k], axis=k), name="B")
+    s = te.create_schedule(b.op)
+    ko, ki = s[b].split(b.op.reduce_axis[0], factor=lanes)
+    xo, xi = s[b].split(b.op.axis[0], factor=ty)
+    s[b].bind(xo, te.thread_axis("blockIdx.x"))
+    s[b].bind(xi, te.thread_axis("threadIdx.y"))
+    tx = te.thread_axis("threadIdx.x")
+    if rfactor:
+        bf = s.rfactor(b, ki)
+        s[b].bind(s[b].op.reduce_axis[0], tx)
+        s[bf].compute_at(s[b], s[b].op.reduce_axis[0])
+    else:
+        s[b].reorder(ki, ko)
+        s[b].bind(ki, tx)
+    an = np.random.default_rng(rows * 1000 + m).standard_normal((rows, m), dtype=np.float32)
+    _check(s, [a, b], [an], getattr(np, op)(an, axis=1), rtol=1e-4)
