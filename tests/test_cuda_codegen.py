@@ -491,3 +491,45 @@ def test_double_buffer_needs_a_shared_stage():
     cl = s.cache_write(c, "local")
     with pytest.raises(ScheduleError, match="double_buffer of c.local: only a shared-memory"):
         s[cl].double_buffer()
+
+
+@needs_nvrtc
+def test_a_softmax_prologue_normalizes_the_a_panel_as_it_is_fetched():
+    """softmax(x) @ v in one kernel: each block's row max and sum first (cross-thread
+    reductions into shared memory, a barrier between the two), then the A panel fetch reads
+    x into registers a step ahead and normalizes it when storing it; both interpreters (the
+    vectorized one checks the barriers) against NumPy, compiled for both arches."""
+    import simt_vec
+    h, m, k, n = 2, 32, 48, 16
+    x = te.placeholder((h, m, k), name="x")
+    v = te.placeholder((h, k, n), name="v")
+    p = topi.softmax(x, -1)
+    r = te.reduce_axis((0, k), name="r")
+    o = te.compute((h, m, n), lambda b, i, j: te.sum(p[b, i, r] * v[b, r, j], axis=r),
+                   name="o")
+    assert tc.kernel_kind(o) == "matmul"
+    mm, prologue = tc.matmul_parts(o)
+    assert mm.op is o.op and [t.name for t in prologue] == ["softmax_maxelem",
+                                                            "softmax_expsum"]
+    rng = np.random.default_rng(0)
+    xn = rng.standard_normal((h, m, k)).astype("float32")
+    vn = rng.standard_normal((h, k, n)).astype("float32")
+    e = np.exp(xn - xn.max(-1, keepdims=True))
+    ref = (e / e.sum(-1, keepdims=True)) @ vn
+    for dbuf in (0, 1):
+        s = te.create_schedule(o.op)
+        tc.schedule_matmul(s, o, tm=2, tn=2, tx=8, ty=4, bk=16, dbuf=dbuf)
+        f, got = _run(s, [x, v, o], [xn, vn])
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+        mem = {b.uid: a.reshape(-1).copy() for b, a in zip(f.params, [xn, vn, np.zeros_like(ref)])}
+        (kern,), _ = gpu.split_kernels(f, None)
+        simt_vec.run_kernel(dataclasses.replace(kern, body=cuda_codegen.pipeline_fetches(
+            kern.body)), mem)
+        np.testing.assert_allclose(mem[f.params[2].uid].reshape(ref.shape), ref, rtol=1e-5,
+                                   atol=1e-5)
+    src = cuda_codegen.render(f, "cuda -arch=sm_90")
+    assert src.count("__shfl_xor_sync(") == 6  # 8 lanes: three steps, max then sum
+    assert "x_pf" not in src and "softmax_norm_shared_pf[" in src and "= __ldcg(x + (" in src
+    s = te.create_schedule(o.op)
+    with pytest.raises(ScheduleError, match="reads row reductions.*splitk = 1"):
+        tc.schedule_matmul(s, o, tm=2, tn=2, tx=8, ty=4, bk=16, splitk=3)

@@ -358,7 +358,7 @@ def _pipe(s: S.Stmt, written: set, budget: int) -> S.Stmt:
     return s
 
 
-def _fetch_nest(s: S.Stmt, written: set):
+def _fetch_nest(s: S.Stmt, written: set, in_loop: set):
     """(loops and guards outside the store, the store) of a global -> shared copy, or None."""
     nest = []
     while not isinstance(s, S.Store):
@@ -372,12 +372,27 @@ def _fetch_nest(s: S.Stmt, written: set):
             return None
     exprs = [s.value] + [x.cond for x in nest if isinstance(x, S.IfThenElse)]
     loads = [n for e in exprs for n in E.walk(e) if isinstance(n, S.BufferLoad)]
+    # global buffers the kernel never writes; shared ones the loop does not (a row
+    # prologue's statistics, computed before it)
     if s.buffer.scope != "shared" or any(
-            n.buffer.scope != "global" or n.buffer.uid in written or n.buffer is s.buffer
-            for n in loads) or any(n.buffer.scope != "global" for n in loads
-                                   if not isinstance(n, S.BufferLoad)):
+            n.buffer is s.buffer or n.buffer.uid in written if n.buffer.scope == "global"
+            else n.buffer.scope != "shared" or n.buffer.uid in in_loop or n.buffer is s.buffer
+            for n in loads):
         return None
     return nest, s
+
+
+def _fetched(value: E.Expr) -> E.Expr:
+    """What a fetch's registers hold: its one global load when the rest of the value reads
+    shared memory (computed when stored, so the load's latency stays hidden), else all of
+    it."""
+    glob = [n for n in E.walk(value) if isinstance(n, S.BufferLoad) and n.buffer.scope == "global"]
+    return glob[0] if len(glob) == 1 else value
+
+
+def _filled(st: S.Store, fetched: E.Expr, pf: S.Buffer, lin: E.Expr) -> E.Expr:
+    """The value a fetch stores, its fetched part read from the registers."""
+    return E.transform(st.value, lambda n: S.BufferLoad(pf, lin) if n is fetched else None)
 
 
 def _rebuild_nest(nest: list, leaf: S.Stmt, mapping: dict, unroll: bool) -> S.Stmt:
@@ -402,7 +417,8 @@ def _pipeline_loop(loop: S.For, written: set, budget: int):
     ends = [i for i, x in enumerate(stmts) if isinstance(x, S.Barrier)]
     if len(ends) < 2 or ends[0] != 0 or ends[1] < 2 or ends[1] == len(stmts) - 1:
         return None
-    fetches = [_fetch_nest(x, written) for x in stmts[1:ends[1]]]
+    in_loop = {x.buffer.uid for x in S.walk_stmts(body) if isinstance(x, S.Store)}
+    fetches = [_fetch_nest(x, written, in_loop) for x in stmts[1:ends[1]]]
     if any(f is None for f in fetches):
         return None
     plans = []
@@ -415,18 +431,18 @@ def _pipeline_loop(loop: S.For, written: set, budget: int):
         budget -= size
         pf = S.Buffer(f"{store.buffer.name}_pf", (size,), store.buffer.dtype, "local")
         pf.prefetch_loops = [x.var for x in loops]  # printed with __ldcg (KernelPrinter)
-        plans.append((nest, store, pf, simplify(lin)))
+        plans.append((nest, store, pf, simplify(lin), _fetched(store.value)))
     if budget < 0:
         return None
 
     def loads(k):
-        return [_rebuild_nest(nest, S.Store(pf, lin, E.substitute(st.value, {loop.var: k})),
-                              {loop.var: k}, True) for nest, st, pf, lin in plans]
-    if {b.uid for b in shared} == {st.buffer.uid for _, st, _, _ in plans} and \
+        return [_rebuild_nest(nest, S.Store(pf, lin, E.substitute(got, {loop.var: k})),
+                              {loop.var: k}, True) for nest, st, pf, lin, got in plans]
+    if {b.uid for b in shared} == {p[1].buffer.uid for p in plans} and \
             all(b.double_buffer for b in shared):
         return _double_buffered(loop, n, shared, plans, stmts[ends[1] + 1:])
-    stores = [_rebuild_nest(nest, S.Store(st.buffer, st.index, S.BufferLoad(pf, lin)), {},
-                            True) for nest, st, pf, lin in plans]
+    stores = [_rebuild_nest(nest, S.Store(st.buffer, st.index, _filled(st, got, pf, lin)), {},
+                            True) for nest, st, pf, lin, got in plans]
     # the last step loads its own panels again: no branch, so ptxas issues the loads early
     nxt = E.binop("add", loop.var, E.IntImm(1))
     new = S.seq([S.Barrier(), *stores, S.IfThenElse(E.cmp("lt", nxt, E.IntImm(n)),
@@ -436,8 +452,8 @@ def _pipeline_loop(loop: S.For, written: set, budget: int):
         new = S.Allocate(b, new)
     out = S.seq([*loads(E.IntImm(0)), S.For(loop.var, loop.extent, loop.kind, new,
                                             dict(loop.pragmas), loop.thread_tag)])
-    for _, _, pf, _ in reversed(plans):
-        out = S.Allocate(pf, out)
+    for p in reversed(plans):
+        out = S.Allocate(p[2], out)
     return out
 
 
@@ -472,12 +488,13 @@ def _double_buffered(loop: S.For, n: int, shared: list, plans: list, compute: li
         return out
 
     def loads(step: E.Expr) -> list:
-        return [_rebuild_nest(nest, S.Store(pf, lin, E.substitute(st.value, {k: step})),
-                              {k: step}, True) for nest, st, pf, lin in plans]
+        return [_rebuild_nest(nest, S.Store(pf, lin, E.substitute(got, {k: step})),
+                              {k: step}, True) for nest, st, pf, lin, got in plans]
 
     def stores(step: E.Expr) -> list:
-        return [copy_of(_rebuild_nest(nest, S.Store(st.buffer, st.index, S.BufferLoad(pf, lin)),
-                                      {}, True), step) for nest, st, pf, lin in plans]
+        return [copy_of(_rebuild_nest(nest, S.Store(st.buffer, st.index,
+                                                    _filled(st, got, pf, lin)), {}, True), step)
+                for nest, st, pf, lin, got in plans]
 
     def step(kv: E.Expr) -> list:
         nxt, after = simplify(E.binop("add", kv, E.IntImm(1))), \
@@ -501,8 +518,8 @@ def _double_buffered(loop: S.For, n: int, shared: list, plans: list, compute: li
     out = S.seq(head + body)
     for twin, _ in reversed(list(twins.values())):
         out = S.Allocate(twin, out)
-    for _, _, pf, _ in reversed(plans):
-        out = S.Allocate(pf, out)
+    for p in reversed(plans):
+        out = S.Allocate(p[2], out)
     return out
 
 

@@ -383,15 +383,22 @@ class Lowerer:
 
     def _with_barriers(self, parts: list) -> list:
         """A barrier before and after each run of shared stages: before, so that no thread
-        still reads the previous fetch; after, so that the whole fetch is visible."""
+        still reads the previous fetch; after, so that the whole fetch is visible. A shared
+        stage that reads one before it in the run starts a new run (e.g. a row prologue's
+        sum of exp(x - max) after the max)."""
         out: list = []
-        in_run = False
+        in_run, run = False, set()
         for j, stmt in parts:
             shared = self._scope_of(j) == "shared"
-            if shared != in_run:
+            reads = {id(n.tensor.op) for n in E.walk(self.effective_body(j))
+                     if isinstance(n, E.TensorLoad)}
+            if shared != in_run or (shared and reads & run):
                 out.append((None, S.Barrier()))
+                run = set()
             out.append((j, stmt))
             in_run = shared
+            if shared:
+                run.add(id(self.stages[j].op))
         if in_run:
             out.append((None, S.Barrier()))
         return out

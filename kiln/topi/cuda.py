@@ -50,6 +50,12 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     mm = find_matmul(out) if mm is None else mm
     if len(mm.op.reduce_axis) != 1 or len(mm.op.input_tensors) != 2:
         raise ScheduleError(f"schedule_matmul: {mm.name} is not a two-input matmul")
+    parts = matmul_parts(out)
+    prologue = parts[1] if parts is not None and parts[0].op is mm.op else []
+    if prologue and (splitk > 1 or tx & (tx - 1)):
+        raise ScheduleError(f"schedule_matmul: {mm.name} reads row reductions "
+                            f"({', '.join(r.name for r in prologue)}): that needs splitk = 1 "
+                            f"and a power-of-two tx, got splitk={splitk}, tx={tx}")
     _inline_between(s, out, mm)
     _inline_producers(s, mm)
     if splitk > 1:
@@ -98,7 +104,24 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
         _cooperative_fetch(s, p, acc, ko, tx, ty, bk, int(pad) if k_last(acc, t) else 0, vec)
         if dbuf:
             s[p].double_buffer()
+    for r in reversed(prologue):  # consumers first: compute_at needs them placed
+        _row_prologue(s, r, out, bx, tx, tm)
     return s
+
+
+def _row_prologue(s, r, out, bx, tx: int, tm: int) -> None:
+    """A row reduction the A operand is computed from, for the block's rows before its
+    k loop: each threadIdx.y reduces its tm rows across the tx threads along x (a
+    cross-thread reduction); the results go to shared memory, where the cooperative fetch
+    of the A panel reads them."""
+    s[r].set_scope("shared")
+    s[r].compute_at(s[out], bx)
+    i = s[r].op.axis[-1]
+    io, ii = s[r].split(i, factor=tm)
+    ko, ki = s[r].split(s[r].op.reduce_axis[0], factor=tx)
+    s[r].reorder(io, ii, ki, ko)
+    s[r].bind(io, thread_axis("threadIdx.y"))
+    s[r].bind(ki, thread_axis("threadIdx.x"))
 
 
 def _bind_tiles(s, t, bm: int, bn: int, tx: int, ty: int, slices: int) -> None:
@@ -151,7 +174,7 @@ def _inline_producers(s, t) -> None:
 
 def _inline_between(s, out, mm) -> None:
     """Inline every stage strictly between the matmul and the output (the epilogue)."""
-    todo, seen = list(out.op.input_tensors), set()
+    todo, seen = list(out.op.input_tensors) if out.op is not mm.op else [], set()
     while todo:
         t = todo.pop()
         if t.op is mm.op or id(t.op) in seen or not t.op.input_tensors:
@@ -284,13 +307,45 @@ def schedule_rows(s, out, threads: int | None = None):
     return s
 
 
+def matmul_parts(out):
+    """(the product, its row prologue) when `out` is one two-input product reduction plus an
+    elementwise epilogue, whose operands may be computed from row reductions over the rows
+    of its A operand (the prologue, producers first: the softmax before attention's P.V);
+    else None."""
+    reds = _reductions(out)
+    prods = [r for r in reds if len(r.op.input_tensors) == 2 and len(r.op.reduce_axis) == 1
+             and _is_product(r)]
+    if len(prods) != 1:
+        return None
+    mm = prods[0]
+    rows = [int(a.extent.value) for a in mm.op.axis[:-1]]
+    upstream = {id(t.op) for t in _producers(mm)}
+    prologue = [r for r in reds if r is not mm]
+    for r in prologue:
+        if len(r.op.reduce_axis) != 1 or id(r.op) not in upstream or \
+                [int(a.extent.value) for a in r.op.axis] != rows:
+            return None
+    return mm, prologue
+
+
+def _producers(t) -> list:
+    out, todo, seen = [], list(t.op.input_tensors), set()
+    while todo:
+        p = todo.pop()
+        if id(p.op) not in seen:
+            seen.add(id(p.op))
+            out.append(p)
+            todo.extend(p.op.input_tensors)
+    return out
+
+
 def kernel_kind(out) -> str:
     """Which GPU schedule family fits the kernel computing `out`: "matmul" (one two-input
-    product reduction, plus an elementwise epilogue), "injective" (no reduction), "rows"
-    (reductions over the innermost axes of out's rows), else "simple"."""
+    product reduction, plus an elementwise epilogue and a row prologue: matmul_parts),
+    "injective" (no reduction), "rows" (reductions over the innermost axes of out's rows),
+    else "simple"."""
     reds = _reductions(out)
-    if len(reds) == 1 and len(reds[0].op.input_tensors) == 2 and \
-            len(reds[0].op.reduce_axis) == 1 and _is_product(reds[0]):
+    if matmul_parts(out) is not None:
         return "matmul"
     if not reds:
         return "injective"
@@ -308,9 +363,9 @@ def schedule_auto(s, out, target=None):
     apply (the caller retries schedule_simple on a fresh schedule). `target` (a CUDA Target;
     default sm_90) sizes the matmul tiles. Returns the name of the schedule used."""
     reds = _reductions(out)
-    if len(reds) == 1 and len(reds[0].op.input_tensors) == 2 and \
-            len(reds[0].op.reduce_axis) == 1 and _is_product(reds[0]):
-        schedule_matmul(s, out, reds[0], **matmul_tiles(reds[0], target))
+    parts = matmul_parts(out)
+    if parts is not None:
+        schedule_matmul(s, out, parts[0], **matmul_tiles(parts[0], target, bool(parts[1])))
         return "matmul"
     if not reds:
         schedule_injective(s, out)
@@ -326,13 +381,14 @@ def _is_product(t) -> bool:
         body.source.op == "mul" and len(t.op.axis) >= 2
 
 
-def matmul_tiles(mm, target=None) -> dict:
+def matmul_tiles(mm, target=None, prologue: bool = False) -> dict:
     """Tile sizes for schedule_matmul on `target` (a CUDA Target or its text; default
     sm_90): the candidate (thread tile, threads, row pad, split-K slices, double buffering)
     with the fewest cycles under `matmul_estimate`, ties to the larger block tile, then to
     fewer shared-memory wavefronts (bank conflicts). Panels
     are fetched 4 floats per thread when rows allow it (float4 global loads; the CUDA
-    printer stages them through registers)."""
+    printer stages them through registers). With a row prologue (matmul_parts): no split-K
+    and a power-of-two tx."""
     target = as_cuda(target)
     nb, i, j, k = mm_shape(mm)
     a, b = mm.op.input_tensors
@@ -343,8 +399,10 @@ def matmul_tiles(mm, target=None) -> dict:
     for rank, (tm, tn, tx, ty) in enumerate(_TILES):
         if tx * ty > target.max_threads_per_block:
             continue
-        for pad, splitk, dbuf in itertools.product((1, 2, 4, 0), _split_options(k, bk),
-                                                   (1, 0)):
+        if prologue and tx & (tx - 1):
+            continue
+        splits = [1] if prologue else _split_options(k, bk)
+        for pad, splitk, dbuf in itertools.product((1, 2, 4, 0), splits, (1, 0)):
             cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec, splitk=splitk,
                        serial=1, dbuf=dbuf)
             est = matmul_estimate((nb, i, j, k), cfg, target, kcontig)

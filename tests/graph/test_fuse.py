@@ -199,3 +199,19 @@ def test_softmax_takes_the_cast_after_it_layer_norm_with_two_readers_does_not():
     assert [ops_of(g) for g in groups] == [["softmax", "cast"], ["layer_norm"], ["cast"],
                                            ["add"]]
     assert groups[0].output is c and groups[0].pattern == OpPattern.COMM_REDUCE
+
+
+def test_a_softmax_read_as_a_products_a_operand_joins_it_on_the_gpu():
+    """Attention's softmax(S) . V: the CUDA build's fusion puts the softmax in the product's
+    kernel (its rows' statistics first, the panel normalized as it is fetched); the CPU's
+    keeps two kernels, as it does for a softmax another op reads or one over another axis."""
+    s_in, v = inp("s", (1, 2, 16, 16)), inp("v", (1, 2, 16, 8))
+    p = op("softmax", [s_in], (1, 2, 16, 16), axis=-1)
+    o = op("batch_matmul", [p, v], (1, 2, 16, 8), transpose_a=False, transpose_b=False)
+    assert [ops_of(g) for g in fuse(Graph([s_in, v], [o], {}))] == [["softmax"],
+                                                                     ["batch_matmul"]]
+    (g,) = fuse(Graph([s_in, v], [o], {}), staged_operands=True)
+    assert ops_of(g) == ["softmax", "batch_matmul"] and g.anchor is o
+    q = op("softmax", [s_in], (1, 2, 16, 16), axis=2)  # over another axis: stays
+    o2 = op("batch_matmul", [q, v], (1, 2, 16, 8), transpose_a=False, transpose_b=False)
+    assert len(fuse(Graph([s_in, v], [o2], {}), staged_operands=True)) == 2

@@ -151,7 +151,7 @@ def _pipelining(kern) -> dict:
 def _estimate(space, k: dict) -> dict:
     from ...topi import cuda as tc
     from ...topi import cuda_model as cm
-    mm = tc.find_matmul(space.out)
+    mm = tc.matmul_parts(space.out)[0]
     a, b = mm.op.input_tensors
     est = cm.matmul_estimate(cm.mm_shape(mm), k, space.target,
                              (cm.k_last(mm, a), cm.k_last(mm, b)))

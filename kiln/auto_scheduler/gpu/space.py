@@ -77,11 +77,11 @@ class GpuSpace:
     def _domains(self) -> dict:
         dom = {k: tuple(v) for k, v in _DOMAINS[self.kind].items()}
         if self.kind == "matmul":
-            mm = tc.find_matmul(self.out)
+            mm, prologue = tc.matmul_parts(self.out)
             k = int(mm.op.reduce_axis[0].extent.value)
             dom["bk"] = tuple(b for b in dom["bk"] if b <= k) or (1,)
-            dom["splitk"] = tuple(s for s in dom["splitk"] if k // s >= max(dom["bk"][0], 16)
-                                  or s == 1)
+            dom["splitk"] = (1,) if prologue else tuple(
+                s for s in dom["splitk"] if k // s >= max(dom["bk"][0], 16) or s == 1)
         return dom
 
     # ------------------------------------------------------------ sketches
@@ -102,7 +102,8 @@ class GpuSpace:
     def default(self) -> GpuConfig:
         """The default schedule's knob values (what an untuned build uses)."""
         if self.kind == "matmul":
-            t = tc.matmul_tiles(tc.find_matmul(self.out), self.target)
+            mm, prologue = tc.matmul_parts(self.out)
+            t = tc.matmul_tiles(mm, self.target, bool(prologue))
             knobs = {"pad": 1, "vec": 1, **t}
         else:
             knobs = {"threads": {"rows": 128, "injective": 256, "simple": 256}[self.kind]}
@@ -145,7 +146,7 @@ class GpuSpace:
         s = Schedule.from_state(self.dag, self.dag.init_state())
         k = cfg.values()
         if cfg.kind == "matmul":
-            tc.schedule_matmul(s, self.out, tc.find_matmul(self.out), tm=k["tm"], tn=k["tn"],
+            tc.schedule_matmul(s, self.out, tc.matmul_parts(self.out)[0], tm=k["tm"], tn=k["tn"],
                                tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=int(k["pad"]),
                                vec=k["vec"], splitk=k["splitk"], serial=k["serial"],
                                dbuf=k["dbuf"])

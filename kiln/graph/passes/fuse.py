@@ -14,8 +14,11 @@ Rules (after TVM's FuseOps, simplified to two phases):
      joins that consumer's group, unless the consumer is an anchor (anchors take no
      producers) or opaque. So injective chains fuse together and into the elementwise op
      after them, and a reduction (softmax, layer_norm, mean) takes its cheap producers.
-Never two anchors or two reductions in one group. Merging a group into the only group that
-reads it can never create a cycle, so every group stays convex.
+  3. (staged_operands, GPU) a softmax read only as a product's A operand joins it: the
+     kernel computes the rows' statistics first and normalizes the panel as it fetches it.
+Never two anchors or two reductions in one group, except the softmax of rule 3. Merging a
+group into the only group that reads it can never create a cycle, so every group stays
+convex.
 Why: each group becomes one te workload (a tuning task) and one C kernel; fusion decides how
 many times the model's activations travel through memory.
 """
@@ -142,6 +145,23 @@ def _absorb_producers(b: _Builder, staged_operands: bool = False) -> None:
         b.merge(g, gc)
 
 
+def _absorb_row_prologues(b: _Builder) -> None:
+    """Phase 3 (staged_operands): a softmax over the last axis whose only reader is a product
+    anchor's A operand joins the anchor's group (its kernel computes each block's row
+    statistics first, then normalizes the panel as it fetches it: attention's P never goes
+    through memory, and one launch fewer)."""
+    for n in b.order:
+        g = b.group[n.uid]
+        if g["output"] is not n or n.op != "softmax" or g["anchor"] is not None or \
+                int(n.attrs.get("axis", -1)) % len(n.shape) != len(n.shape) - 1:
+            continue
+        c = b.single_consumer(n)
+        if c is None or b.group[c.uid]["anchor"] is not c or c.inputs[0] is not n or \
+                c.op not in ("batch_matmul", "dense") or c.attrs.get("transpose_a"):
+            continue
+        b.merge(g, b.group[c.uid])
+
+
 def _is_view(g: dict) -> bool:
     """A chain of layout ops from one source tensor whose innermost output axis reads the
     source in contiguous runs of VIEW_RUN or more."""
@@ -230,6 +250,8 @@ def fuse(graph: Graph, staged_operands: bool = False) -> list:
     b = _Builder(graph)
     _absorb_epilogues(b)
     _absorb_producers(b, staged_operands)
+    if staged_operands:
+        _absorb_row_prologues(b)
     return _finish(b)
 
 
