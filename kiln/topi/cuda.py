@@ -405,7 +405,8 @@ def matmul_tiles(mm, target=None, prologue: bool = False) -> dict:
         for pad, splitk, dbuf in itertools.product((1, 2, 4, 0), splits, (1, 0)):
             cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec, splitk=splitk,
                        serial=1, dbuf=dbuf)
-            est = matmul_estimate((nb, i, j, k), cfg, target, kcontig)
+            est = matmul_estimate((nb, i, j, k), {**cfg, "prologue": int(prologue)}, target,
+                                  kcontig)
             if est["shared_bytes"] > target.max_shared_memory_per_block:
                 continue
             score = (round(est["cycles"], -2), -tm * ty * tn * tx, rank,

@@ -45,7 +45,9 @@ def as_cuda(target):
 #   also breaks near-ties toward conflict-free shared reads; split-K adds a second kernel
 #   (KERNEL_CLKS) that reads the slices back, or (serial) the last slice of each tile reads
 #   them back at the end of the same kernel (HANDOFF_CLKS, a round trip to L2 per group of
-#   elements a thread sums at once, over fewer SMs when tiles are few).
+#   elements a thread sums at once, over fewer SMs when tiles are few);
+# - a row prologue (cfg "prologue") adds its instructions once per block: every column block
+#   of a row band computes the band's statistics again.
 SMSP_PER_SM = 4
 LDS_BANKS = 32
 L2_BYTES_PER_CLK = 32          # per SM: ~7 TB/s of L2 bandwidth over 132 SMs at ~1.7 GHz
@@ -53,6 +55,11 @@ KERNEL_CLKS = 3000             # one more kernel in the launch sequence (~1.7 us
 HANDOFF_CLKS = 800             # serial split-K: fence, arrival atomic, barriers, a tail
 L2_LATENCY_CLKS = 300          # one dependent round trip to L2
 HANDOFF_LOADS = 48             # slice loads a thread of the last block keeps in flight
+# a row prologue (softmax before P.V, topi.cuda.matmul_parts), per A element of the block:
+# two passes (max; exp and sum) and the exp when the panel is fetched; per row a cross-thread
+# reduction of each statistic (shuffles, per warp)
+PROLOGUE_INSTR = 10
+ALLREDUCE_INSTR = 20
 ISSUE_EFF = (0.0, 0.7, 0.85, 0.95)  # by resident warps per SMSP (1, 2, 3+)
 # double-buffered panels (dbuf): one barrier per k-step instead of two, and the shared-memory
 # stores overlap other warps' arithmetic instead of sitting between two barriers. A guess
@@ -148,6 +155,9 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     smsp_warps = -(-busiest * warps // SMSP_PER_SM)
     eff = (ISSUE_EFF_DBUF if dbuf else ISSUE_EFF)[min(3, -(-resident // SMSP_PER_SM))]
     issue = smsp_warps * ksteps * instr / eff
+    if int(cfg.get("prologue", 0)):  # row statistics of the A operand, then its normalizing
+        issue += smsp_warps * (bm * k / threads * PROLOGUE_INSTR + 2 * tm * ALLREDUCE_INSTR) \
+            / eff
     lds = busiest * warps * ksteps * (wf_a + wf_b)
     l2 = busiest * ksteps * 4 * (bm + bn) * bk / L2_BYTES_PER_CLK
     cycles = (issue ** 4 + lds ** 4 + l2 ** 4) ** 0.25

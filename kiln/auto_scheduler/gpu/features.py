@@ -151,10 +151,10 @@ def _pipelining(kern) -> dict:
 def _estimate(space, k: dict) -> dict:
     from ...topi import cuda as tc
     from ...topi import cuda_model as cm
-    mm = tc.matmul_parts(space.out)[0]
+    mm, prologue = tc.matmul_parts(space.out)
     a, b = mm.op.input_tensors
-    est = cm.matmul_estimate(cm.mm_shape(mm), k, space.target,
-                             (cm.k_last(mm, a), cm.k_last(mm, b)))
+    est = cm.matmul_estimate(cm.mm_shape(mm), {**k, "prologue": int(bool(prologue))},
+                             space.target, (cm.k_last(mm, a), cm.k_last(mm, b)))
     ffma = k["tm"] * k["tn"] * k["bk"]
     return {"sm_balance": est["sm_balance"], "warps_per_smsp": est["warps_per_smsp"],
             "bank_ways_a": est["bank_ways_a"], "bank_ways_b": est["bank_ways_b"],
