@@ -233,7 +233,8 @@ class Lowerer:
                                     f"its consumer {c.stage.name}")
             for lf in loops[len(fixed):]:
                 ranging[lf.var] = (0, lf.extent - 1)
-            body = E.substitute(self.effective_body(ci), c.root_val)
+            body = E.substitute(self.effective_body(ci), self._region_vals(ci, c, fixed,
+                                                                           ranging))
             for n in E.walk(body):
                 if isinstance(n, E.TensorLoad) and n.tensor.op is st.op:
                     accesses.append(n.indices)
@@ -269,6 +270,22 @@ class Lowerer:
         if st.scope == "global" or st.attach[0] != "at":
             return "global"
         return "local"
+
+    def _region_vals(self, ci: int, c: LStage, fixed: list, ranging: dict) -> dict:
+        """The consumer's axis values for bound inference. When the producer is computed
+        outside all of the consumer's own loops, each spatial axis is its region's start
+        plus a fresh variable over the region: the consumer's guards drop whatever its loops
+        run past the region (a cooperative fetch's threads outnumbering the panel's
+        elements), and reading the loops' index arithmetic instead would widen the region."""
+        if len(fixed) > len(c.outer) or c.layout or self.stages[ci].layout or \
+                len(c.offsets) != len(c.stage.compute.axis):
+            return c.root_val
+        vals = dict(c.root_val)
+        for d, a in enumerate(c.stage.compute.axis):
+            v = E.Var(f"{a.name}_r", self.index_dtype)
+            ranging[v] = (0, int(c.buffer.shape[d]) - 1)
+            vals[a] = c.offsets[d] + v
+        return vals
 
     # ------------------------------------------------------------ emission
     def _emit_roots(self) -> S.Stmt:
