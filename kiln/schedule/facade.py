@@ -7,6 +7,8 @@ are accepted wherever a loop is expected.
 
 from __future__ import annotations
 
+import operator
+
 from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.tensor import Tensor
@@ -39,9 +41,9 @@ class ScheduleStage:
         """The stage's operation as the schedule has it now: after rfactor its reduction
         axes are the new ones (as TVM's s[T].op, which is then a new op)."""
         st = self._state.stage(self._op)
-        if st.compute is None or all(a is b for a, b in zip(st.compute.reduce_axis,
-                                                            self._op.reduce_axis)) and \
-                len(st.compute.reduce_axis) == len(self._op.reduce_axis):
+        now = () if st.compute is None else tuple(st.compute.reduce_axis)
+        was = tuple(getattr(self._op, "reduce_axis", ()))
+        if st.compute is None or (len(now) == len(was) and all(map(operator.is_, now, was))):
             return self._op
         return _RfactoredOp(self._op, st.compute)
 
@@ -235,13 +237,13 @@ class _RfactoredOp:
 
 def _thread_conditions(pred, name: str) -> list:
     """[(thread tag, value)] of `tx.var.equal(k) & ...`, or a ScheduleError."""
-    from ..te.tensor import THREAD_VARS
+    from ..te.tensor import ThreadIndexVar
     if isinstance(pred, E.BinOp) and pred.op == "and":
         return _thread_conditions(pred.a, name) + _thread_conditions(pred.b, name)
     if isinstance(pred, E.Cmp) and pred.op == "eq":
         for v, k in ((pred.a, pred.b), (pred.b, pred.a)):
-            if isinstance(v, E.Var) and v.uid in THREAD_VARS and isinstance(k, E.IntImm):
-                return [(THREAD_VARS[v.uid], k.value)]
+            if isinstance(v, ThreadIndexVar) and isinstance(k, E.IntImm):
+                return [(v.tag, k.value)]
     raise ScheduleError(f"set_store_predicate of {name}: {pred!r} is not a condition kiln "
                         "takes; use te.thread_axis(...).var.equal(k), joined with &")
 

@@ -129,14 +129,8 @@ class ComputeAtStep:
         return cls(int(r[1]), int(r[2]), int(r[3]))
 
 
-@dataclass(frozen=True)
-class ComputeInlineStep:
-    stage_id: int
-
-    code = "CI"
-
-    def apply_to(self, state):
-        return T.compute_inline(state, self.stage_id)
+class _OneStage:
+    """Record of a step that names one stage only: [code, stage_id]."""
 
     def to_record(self) -> list:
         return [self.code, self.stage_id]
@@ -147,7 +141,18 @@ class ComputeInlineStep:
 
 
 @dataclass(frozen=True)
-class ComputeRootStep:
+class ComputeInlineStep(_OneStage):
+    stage_id: int
+
+    code = "CI"
+
+    def apply_to(self, state):
+        return T.compute_inline(state, self.stage_id)
+
+
+
+@dataclass(frozen=True)
+class ComputeRootStep(_OneStage):
     stage_id: int
 
     code = "CR"
@@ -158,12 +163,6 @@ class ComputeRootStep:
             raise ScheduleError(f"compute_root: {st.name} is an input placeholder")
         return state.with_stage(self.stage_id, replace(st, attach=("root",)))
 
-    def to_record(self) -> list:
-        return [self.code, self.stage_id]
-
-    @classmethod
-    def from_record(cls, r):
-        return cls(int(r[1]))
 
 
 @dataclass(frozen=True)
@@ -350,7 +349,7 @@ class SetScopeStep:
 
 
 @dataclass(frozen=True)
-class DoubleBufferStep:
+class DoubleBufferStep(_OneStage):
     """Give a shared-memory stage two copies (TVM's double_buffer): in the loop that fetches
     it, each step's copy is filled while the previous one is read (codegen.cuda's
     pipeline_fetches), so the loop needs one barrier per step instead of two."""
@@ -366,12 +365,6 @@ class DoubleBufferStep:
                                 "(cache_read(..., 'shared') or set_scope('shared')) has one")
         return state.with_stage(self.stage_id, replace(st, double_buffer=True))
 
-    def to_record(self) -> list:
-        return [self.code, self.stage_id]
-
-    @classmethod
-    def from_record(cls, r):
-        return cls(int(r[1]))
 
 
 @dataclass(frozen=True)

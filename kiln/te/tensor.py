@@ -214,7 +214,14 @@ THREAD_TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadI
                "threadIdx.z", "vthread")
 
 
-THREAD_VARS: dict = {}  # uid of a ThreadAxis's var -> its thread tag
+class ThreadIndexVar(E.Var):
+    """A thread index as an expression (te.thread_axis(...).var): knows its tag."""
+
+    __slots__ = ("tag",)
+
+    def __init__(self, name: str, tag: str):
+        super().__init__(name, "int32")
+        self.tag = tag
 
 
 class ThreadAxis:
@@ -223,8 +230,7 @@ class ThreadAxis:
     def __init__(self, tag: str, name: str = ""):
         self.tag, self.name = tag, name or tag
         # the index as an expression, for s[T].set_store_predicate(tx.var.equal(0))
-        self.var = E.Var(self.name.replace(".", "_"), "int32")
-        THREAD_VARS[self.var.uid] = tag
+        self.var = ThreadIndexVar(self.name.replace(".", "_"), tag)
 
     def __repr__(self) -> str:
         return f"thread_axis({self.tag!r})"

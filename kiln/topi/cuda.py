@@ -307,12 +307,12 @@ def schedule_rows(s, out, threads: int | None = None):
     return s
 
 
-def matmul_parts(out):
+def matmul_parts(out, reds: list | None = None):
     """(the product, its row prologue) when `out` is one two-input product reduction plus an
     elementwise epilogue, whose operands may be computed from row reductions over the rows
     of its A operand (the prologue, producers first: the softmax before attention's P.V);
-    else None."""
-    reds = _reductions(out)
+    else None. `reds`: _reductions(out), when the caller has it."""
+    reds = _reductions(out) if reds is None else reds
     prods = [r for r in reds if len(r.op.input_tensors) == 2 and len(r.op.reduce_axis) == 1
              and _is_product(r)]
     if len(prods) != 1:
@@ -345,7 +345,7 @@ def kernel_kind(out) -> str:
     "injective" (no reduction), "rows" (reductions over the innermost axes of out's rows),
     else "simple"."""
     reds = _reductions(out)
-    if matmul_parts(out) is not None:
+    if matmul_parts(out, reds) is not None:
         return "matmul"
     if not reds:
         return "injective"
@@ -363,7 +363,7 @@ def schedule_auto(s, out, target=None):
     apply (the caller retries schedule_simple on a fresh schedule). `target` (a CUDA Target;
     default sm_90) sizes the matmul tiles. Returns the name of the schedule used."""
     reds = _reductions(out)
-    parts = matmul_parts(out)
+    parts = matmul_parts(out, reds)
     if parts is not None:
         schedule_matmul(s, out, parts[0], **matmul_tiles(parts[0], target, bool(parts[1])))
         return "matmul"
