@@ -153,6 +153,7 @@ class _Run:
             self.env[s.var] = self.expr(s.value, mask)
             self.stmt(s.body, mask)
         elif isinstance(s, S.Barrier):  # lanes run in lock step: only hazards need it
+            self.block_uniform(mask, "__syncthreads()")
             self.epoch += 1
         elif isinstance(s, S.LastBlock):
             self.last_block(s, mask)
@@ -172,6 +173,7 @@ class _Run:
         inside = tx < s.extent
         if (mask & inside).sum() != inside.sum():
             raise Race(f"all_reduce over {s.extent} threads reached by only some of them")
+        self.block_uniform(mask, f"all_reduce over {s.extent} threads")
         off = s.extent // 2
         while off:
             partner = np.where(inside, group + (tx ^ off), self.lanes)
@@ -180,6 +182,17 @@ class _Run:
             off //= 2
         where = self.address(s.dst, 0, mask, "store")
         self.mem[s.dst.uid][where[mask]] = val[mask]
+
+    def block_uniform(self, mask, what: str) -> None:
+        """A barrier (or warp shuffles over a whole-warp mask) must be reached by every
+        thread of a block or by none: on a GPU a block with some threads elsewhere hangs or
+        reads lanes that never arrived (compute-sanitizer's synccheck)."""
+        active = np.bincount(self.block, weights=mask, minlength=self.nblocks)
+        split = (active > 0) & (active < self.threads)
+        if split.any():
+            b = int(np.argmax(split))
+            raise Race(f"{what} reached by {int(active[b])} of the {self.threads} threads "
+                       f"of block {b}")
 
     def last_block(self, s, mask) -> None:
         """Blocks arrive in block order (one order a GPU may take); the arrival counts

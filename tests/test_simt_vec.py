@@ -13,6 +13,7 @@ import workloads
 import kiln
 from kiln import te
 from kiln.codegen import cuda as cuda_codegen
+from kiln.codegen.c_lib import CLib
 from kiln.tir import gpu
 from kiln.tir import stmt as S
 from kiln.topi import cuda as tc
@@ -92,6 +93,26 @@ def test_a_missing_barrier_is_a_race():
     _run(func, *args, pipelined=False)  # the real one is race-free
     with pytest.raises(simt_vec.Race, match="race on"):
         _run(bad, *args, pipelined=False)
+
+
+def test_a_barrier_some_threads_skip_is_reported():
+    """__syncthreads() under a condition that splits a block hangs a GPU (synccheck): the
+    executor says so instead of running on, and the CUDA printer refuses to print it."""
+    func, _ = _matmul(16, 16, 16, tm=2, tn=2, tx=4, ty=4, bk=4)
+    (kern,), _ = gpu.split_kernels(func, None)
+    tx = next(x.var for x in S.walk_stmts(kern.body) if isinstance(x, S.For)
+              and x.thread_tag == "threadIdx.x")
+    split = tx < 2
+    bad = dataclasses.replace(kern, body=_rewrite(
+        kern.body, lambda y: S.IfThenElse(split, y, None) if isinstance(y, S.Barrier) else y))
+    mem = {p.uid: np.ones(p.size, np.float32) for p in kern.buffers}
+    simt_vec.run_kernel(kern, dict(mem))
+    with pytest.raises(simt_vec.Race, match=r"__syncthreads\(\) reached by 8 of the 16"):
+        simt_vec.run_kernel(bad, mem)
+    target = kiln.target.as_target("cuda -arch=sm_90")
+    assert "__syncthreads();" in cuda_codegen.KernelPrinter(kern, CLib(), target).render()
+    with pytest.raises(kiln.errors.CodegenError, match=r"__syncthreads\(\) is inside `if \("):
+        cuda_codegen.KernelPrinter(bad, CLib(), target).render()
 
 
 def test_double_buffered_panels_need_their_one_barrier():

@@ -108,6 +108,8 @@ class KernelPrinter(FuncPrinter):
         self.scope = Scope(lib)
         self.scope.on_scalar_access = self.scalar_access
         self.scalar = ScalarPrinter(self.scope)
+        self.thread_vars: set = set()  # thread indices and the lets computed from them
+        self.divergent: list = []      # enclosing control flow that depends on them
 
     def render(self) -> str:
         k = self.kern
@@ -131,13 +133,46 @@ class KernelPrinter(FuncPrinter):
     # ------------------------------------------------------------ statements
     def stmt(self, s: S.Stmt) -> None:
         if isinstance(s, S.Barrier):
+            self.block_wide("__syncthreads()")
             self.line("__syncthreads();")
         elif isinstance(s, S.LastBlock):
             self.last_block(s)
         elif isinstance(s, S.AllReduce):
+            self.block_wide(f"the cross-thread reduction {s.name}")
             self.all_reduce(s)
         else:
             super().stmt(s)
+
+    # ------------------------------------------------------------ block-wide statements
+    # A barrier, or shuffles over the whole warp, hang or read lanes that never arrived when
+    # some threads of the block skip them: such a statement under control flow that depends
+    # on the thread index is refused at build time (no GPU shows it as a hang later).
+    def per_thread(self, e: E.Expr) -> bool:
+        return bool(E.free_vars(e) & self.thread_vars)
+
+    def block_wide(self, what: str) -> None:
+        if self.divergent:
+            raise CodegenError(f"{self.kern.name}: {what} is inside {self.divergent[-1]}, "
+                               "which depends on the thread index: threads of a block that "
+                               "skip it would hang or read lanes that never arrived")
+
+    def diverging(self, why: str | None, emit, s) -> None:
+        if why:
+            self.divergent.append(why)
+        try:
+            emit(s)
+        finally:
+            if why:
+                self.divergent.pop()
+
+    def if_(self, s: S.IfThenElse) -> None:
+        why = f"`if ({self.scalar.expr(s.cond)})`" if self.per_thread(s.cond) else None
+        self.diverging(why, super().if_, s)
+
+    def let(self, s: S.LetStmt) -> None:
+        if self.per_thread(s.value):
+            self.thread_vars.add(s.var)
+        super().let(s)
 
     def all_reduce(self, s: S.AllReduce) -> None:
         """Butterfly shuffles within each warp (the lanes of a reduction are consecutive
@@ -152,7 +187,7 @@ class KernelPrinter(FuncPrinter):
         self.depth += 1
         self.line(f"{t} {a} = {self.scope.name(s.src)}[0];")
         lanes = self.scope.fresh("lanes")
-        self.line(f"const unsigned int {lanes} = __activemask();")
+        self.line(f"const unsigned int {lanes} = {self._warp_mask()};")
         off = min(s.extent, 32) // 2
         while off:
             self.line(f"{{ const {t} {o} = __shfl_xor_sync({lanes}, {a}, {off}); {a} = {both}; }}")
@@ -171,6 +206,21 @@ class KernelPrinter(FuncPrinter):
         self.line(f"{self.scope.name(s.dst)}[0] = {a};")
         self.depth -= 1
         self.line("}")
+
+    def _warp_mask(self) -> str:
+        """The shuffles' member mask: every lane of the warp that exists. Lowering places a
+        cross-thread reduction where the whole block reaches it, so these are the lanes that
+        take part; __activemask() would name only the lanes that happen to be converged at
+        that instant, which independent thread scheduling does not promise."""
+        threads = self.kern.block[0] * self.kern.block[1] * self.kern.block[2]
+        if threads % 32 == 0:
+            return "0xffffffffu"
+        tail = f"0x{(1 << threads % 32) - 1:x}u"
+        if threads < 32:
+            return tail
+        tid = f"(threadIdx.x + {self.kern.block[0]} * (threadIdx.y + {self.kern.block[1]} * " \
+              "threadIdx.z))"
+        return f"{tid} / 32 < {threads // 32} ? 0xffffffffu : {tail}"
 
     def last_block(self, s: S.LastBlock) -> None:
         """The threadFenceReduction pattern: each block publishes its global writes
@@ -215,6 +265,8 @@ class KernelPrinter(FuncPrinter):
             return
         name, t = self.scope.name(s.var), ctype(s.var.dtype)
         if s.kind == "thread":
+            if s.thread_tag.startswith("threadIdx"):
+                self.thread_vars.add(s.var)
             self.line(f"{{  // {s.var.name}: {s.thread_tag}, extent {n}")
             self.depth += 1
             self.line(f"const {t} {name} = {s.thread_tag};")
@@ -230,7 +282,8 @@ class KernelPrinter(FuncPrinter):
             self.lines.append("#pragma unroll")
         ext = self.scalar.expr(s.extent)
         self.line(f"for ({t} {name} = 0; {name} < {ext}; ++{name}) {{")
-        self.with_range(s.var, loop_range(s.extent), s.body)
+        why = f"loop {s.var.name} of {ext} steps" if self.per_thread(s.extent) else None
+        self.diverging(why, lambda b: self.with_range(s.var, loop_range(s.extent), b), s.body)
         self.line("}")
 
     def vector_copy(self, s: S.For) -> bool:

@@ -29,6 +29,7 @@ from .ndarray import CudaNDArray, NDArray, cuda_array_info
 
 MAGIC = "kiln_cuda_module"
 FORMAT_VERSION = 1
+ALIGN = 16  # bytes: the widest access kernels make (float4); device arguments start on it
 
 
 class CudaFunction:
@@ -170,12 +171,15 @@ class _Call:
     def __init__(self, fn: CudaFunction, args, kinds: list, scalars: list):
         from . import cuda as rt
         self.pointers, self.scalars, self._back, self._keep = [], scalars, [], []
+        self._back_device: list = []  # (caller's misaligned array, its aligned stand-in)
         sync_first = False
         for p, a, kind in zip(fn.params, args, kinds):
             if kind == "device":
                 view = a if isinstance(a, CudaNDArray) else CudaNDArray.view_of(a)
                 if not isinstance(a, CudaNDArray) and cuda_array_info(a)[4] is not None:
                     sync_first = True  # the producer's stream may still be writing it
+                if view.data_ptr % ALIGN:
+                    view = self._staged(view, bool(p.get("written")))
                 self.pointers.append(view.data_ptr)
                 self._keep.append(view)
                 continue
@@ -188,7 +192,21 @@ class _Call:
         if sync_first:
             rt.synchronize(f"waiting for the inputs of {fn.name}")
 
+    def _staged(self, view: CudaNDArray, written: bool) -> CudaNDArray:
+        """An aligned device copy of an array that starts off ALIGN bytes (a view such as
+        torch's x[1:]): kernels read and write 16 bytes at a time where their indices allow,
+        and a misaligned such access is a launch failure that poisons the CUDA context."""
+        staged = CudaNDArray.allocate(view.shape, view.dtype, view.device).copyfrom(view)
+        if written:
+            self._back_device.append((view, staged))
+        return staged
+
     def copy_back(self) -> None:
+        if self._back_device:
+            from . import cuda as rt
+            for dst, dev in self._back_device:
+                dst.copyfrom(dev)
+            rt.synchronize("copying outputs back into misaligned arrays")
         for host, dev in self._back:
             host[...] = dev.numpy()
 

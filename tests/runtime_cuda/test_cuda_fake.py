@@ -132,6 +132,30 @@ def test_cuda_array_interface_in_and_out(fake, cubin):
     assert cai["data"] == (fa.buf.ptr, False) and cai["typestr"] == "<f4" and cai["version"] == 3
 
 
+def _one_float_in(arr):
+    """A Foreign array whose data starts 4 bytes into its allocation (torch's x[1:])."""
+    f = Foreign(np.concatenate([np.zeros(1, arr.dtype), arr]))
+    f.__cuda_array_interface__.update(shape=arr.shape, data=(f.buf.ptr + 4, False))
+    return f
+
+
+def test_misaligned_device_arrays_are_staged_through_aligned_copies(fake, cubin):
+    seen = []
+
+    def add_checked(grid, block, a, b, t):
+        seen.append([int.from_bytes(v, "little") % 16 for v in (a, b, t)])
+        add_kernel(grid, block, a, b, t)
+    fake.kernels["add_kernel"] = add_checked
+    m = CudaModule(cubin, add_scale_meta(), "src")
+    a, b = inputs()
+    fa, fc = _one_float_in(a), _one_float_in(np.zeros(N, np.float32))
+    m(fa, kiln.nd.array(b, "cuda"), fc)
+    assert seen == [[0, 0, 0]]  # kernels see 16-byte aligned copies
+    out = fc.buf.copy_to_host(np.empty(N + 1, np.float32))
+    np.testing.assert_allclose(out[1:], 2 * (a + b), rtol=1e-6)  # written back in place
+    assert out[0] == 0
+
+
 def test_dlpack_export_of_a_device_array(fake):
     d = kiln.nd.array(np.arange(6, dtype=np.int32).reshape(2, 3), "cuda")
     assert d.__dlpack_device__() == (2, 0)

@@ -137,6 +137,30 @@ def test_torch_tensors_in_and_out(module):
     assert out.sum().item() > 0  # the capsule kept the kiln array alive
 
 
+def test_misaligned_torch_views_go_through_aligned_copies():
+    """torch's x[1:] starts 4 bytes into its storage; kiln's panel fetches read float4s,
+    which such a pointer would make a misaligned-address fault (poisoning the context)."""
+    torch = torch_cuda()
+    from kiln import te
+    from kiln.topi import cuda as tc
+    A = te.placeholder((16, 32), name="A")
+    B = te.placeholder((32, 32), name="B")
+    k = te.reduce_axis((0, 32), name="k")
+    C = te.compute((16, 32), lambda i, j: te.sum(A[i, k] * B[j, k], axis=k), name="C")
+    s = te.create_schedule(C.op)
+    tc.schedule_matmul(s, C, C, tm=2, tn=2, tx=8, ty=4, bk=8, vec=4)
+    f = kiln.build(s, [A, B, C], target="cuda")
+    assert "float4" in f.source
+    ta = torch.randn(16 * 32 + 1, device="cuda")[1:].view(16, 32)
+    tb = torch.randn(32, 32, device="cuda")
+    tcat = torch.zeros(16 * 32 + 1, device="cuda")
+    out = tcat[1:].view(16, 32)
+    assert ta.data_ptr() % 16 and out.data_ptr() % 16
+    f(ta, tb, out)
+    torch.testing.assert_close(out, ta @ tb.T, rtol=1e-5, atol=1e-5)
+    assert tcat[0].item() == 0.0
+
+
 def test_from_dlpack_views_torch_memory():
     torch = torch_cuda()
     t = torch.arange(8, dtype=torch.float32, device="cuda")
