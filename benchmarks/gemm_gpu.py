@@ -8,6 +8,9 @@ with CUDA events around `--number` launches (medians with min-max over `--repeat
 kiln mm, kiln swish_mm, torch.matmul (cuBLAS, TF32 off) and torch.matmul + hardswish, the
 torch rows both as an eager loop and replayed from a CUDA graph (the faster one is the peer).
 Every kiln kernel is checked against a float64 reference first (relative error <= 1e-5).
+The sweep also tries tile shapes on the tensor cores (schedule_matmul(mma=1): each float32
+operand as two TF32 parts, three m16n8k8 products, float32 accuracy), timed as rows of their
+own.
 
     python benchmarks/gemm_gpu.py [--repeat 30] [--number 200] [--quick]
     python benchmarks/gemm_gpu.py --log gemm_gpu.json --tune 500   # auto-scheduled rows too
@@ -54,6 +57,12 @@ CONFIGS = [(4, 4, 8, 16, 16, True, 4, 2, 1), (4, 4, 8, 16, 16, True, 4, 2, 0),
            (4, 8, 8, 8, 16, True, 1, 1, 0), (8, 8, 8, 8, 32, True, 1, 1, 0),
            (4, 4, 16, 8, 16, True, 4, 1, 0), (8, 8, 8, 8, 16, True, 4, 1, 0),
            (8, 4, 8, 16, 32, True, 1, 2, 0), (8, 8, 8, 8, 16, True, 4, 1, 1)]
+# On the tensor cores (schedule_matmul(mma=1): m16n8k8 products, each operand as two TF32
+# parts, float32 accuracy; tx a multiple of 4, ty of 8): the static model's best
+# (topi.cuda.matmul_tiles_mma) first, with a guessed tensor-core rate until measured
+MMA_CONFIGS = [(4, 8, 8, 16, 8, True, 4, 4, 1), (4, 4, 8, 16, 16, True, 4, 2, 1),
+               (4, 8, 8, 16, 16, True, 4, 2, 1), (2, 4, 8, 16, 16, 2, 4, 4, 1),
+               (8, 8, 4, 16, 16, True, 4, 2, 1), (4, 4, 16, 8, 32, True, 4, 4, 0)]
 
 
 def workload(swish: bool):
@@ -68,12 +77,12 @@ def workload(swish: bool):
     return [a, b, d]
 
 
-def build(swish: bool, cfg: tuple):
+def build(swish: bool, cfg: tuple, mma: int = 0):
     tm, tn, tx, ty, bk, pad, vec, splitk, dbuf = cfg
     a, b, out = workload(swish)
     s = te.create_schedule(out.op)
     tc.schedule_matmul(s, out, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
-                       splitk=splitk, dbuf=dbuf)
+                       splitk=splitk, dbuf=dbuf, mma=mma)
     return kiln.build(s, [a, b, out], target="cuda")
 
 
@@ -164,12 +173,12 @@ def torch_timers(torch, swish: bool, a, b, number: int) -> dict:
     return {"eager": eager, "graph": replay}
 
 
-def sweep(swish: bool, dev_args, number: int, configs: list) -> list:
+def sweep(swish: bool, dev_args, number: int, configs: list, mma: int = 0) -> list:
     rng = np.random.default_rng(1)
     found = []
     for cfg in configs:
         try:
-            f = build(swish, cfg)
+            f = build(swish, cfg, mma)
             check(f, swish, rng)
             t = statistics.median(kiln_timer(f, dev_args, number)() for _ in range(5))
         except kiln.KilnError as err:
@@ -214,14 +223,25 @@ def main() -> None:
         dev_args = (kiln.nd.array(a_np, dev), kiln.nd.array(b_np, dev),
                     kiln.nd.empty((M, N), "float32", dev))
     configs = CONFIGS[:2] if args.smoke else CONFIGS[:4] if args.quick else CONFIGS
-    print(f"sweep of hand-schedule tile shapes ({len(configs)}), {target}:", flush=True)
+    mma_configs = MMA_CONFIGS[:1] if args.smoke else MMA_CONFIGS[:2] if args.quick \
+        else MMA_CONFIGS
+    if target.compute_capability < (8, 0):
+        mma_configs = []
+    print(f"sweep of hand-schedule tile shapes ({len(configs)}, and {len(mma_configs)} on "
+          f"the tensor cores), {target}:", flush=True)
     mm = sweep(False, dev_args, args.number, configs)
     sw = sweep(True, dev_args, args.number, configs)
+    mm_tc = sweep(False, dev_args, args.number, mma_configs, mma=1)
+    sw_tc = sweep(True, dev_args, args.number, mma_configs, mma=1)
     timers = {
         f"kiln mm, hand schedule {mm[0][1]}": kiln_timer(mm[0][2], dev_args, args.number),
         f"kiln swish_mm (fused), hand schedule {sw[0][1]}":
             kiln_timer(sw[0][2], dev_args, args.number),
     }
+    for label, found in (("kiln mm", mm_tc), ("kiln swish_mm (fused)", sw_tc)):
+        if found:  # float32 accuracy is checked like every row's (check(): <= 1e-5)
+            timers[f"{label}, hand schedule on tensor cores (3xTF32) {found[0][1]}"] = \
+                kiln_timer(found[0][2], dev_args, args.number)
     curves = {}
     if args.log:
         for swish in (False, True):
@@ -242,7 +262,9 @@ def main() -> None:
             "device": kiln.runtime.cuda.device_properties()["name"], "torch": torch.__version__,
             "loadavg": os.getloadavg()[0], "repeat": args.repeat, "number": args.number,
             "sweep_mm": [[c, t * 1e6] for t, c, _ in mm],
-            "sweep_swish_mm": [[c, t * 1e6] for t, c, _ in sw]}
+            "sweep_swish_mm": [[c, t * 1e6] for t, c, _ in sw],
+            "sweep_mm_tensor_cores": [[c, t * 1e6] for t, c, _ in mm_tc],
+            "sweep_swish_mm_tensor_cores": [[c, t * 1e6] for t, c, _ in sw_tc]}
     meta["curves"] = curves
     write(Path(args.out), meta, rows, mm[0][2].source)
 
@@ -283,9 +305,13 @@ def write(out: Path, meta: dict, rows: list, source: str) -> None:
                      f"{r['vs_kiln_mm']:.2f}x |")
     lines += ["", "Hand-schedule sweep (tm, tn, tx, ty, bk, pad, vec, splitk, dbuf): median us",
               "", "| config | mm us | swish_mm us |", "|---|---:|---:|"]
-    sw = {tuple(c): t for c, t in meta["sweep_swish_mm"]}
-    for c, t in meta["sweep_mm"]:
-        lines.append(f"| {tuple(c)} | {t:.2f} | {sw.get(tuple(c), float('nan')):.2f} |")
+    for mm_key, sw_key, tag in (("sweep_mm", "sweep_swish_mm", ""),
+                                ("sweep_mm_tensor_cores", "sweep_swish_mm_tensor_cores",
+                                 " tensor cores")):
+        sw = {tuple(c): t for c, t in meta.get(sw_key, [])}
+        for c, t in meta.get(mm_key, []):
+            lines.append(f"| {tuple(c)}{tag} | {t:.2f} | "
+                         f"{sw.get(tuple(c), float('nan')):.2f} |")
     lines += ["", "The kernel of the fastest mm schedule:", "", "```cuda", source.strip(), "```"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(out, rows, meta.get("curves"))

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 TARGET = "cuda -arch=sm_90"
 INT_OPS = {"IMAD", "IADD3", "LEA", "SHF", "LOP3", "ISETP", "IABS", "IMNMX", "SEL", "SGXT",
            "UIADD3", "UIMAD", "ULEA", "USHF", "ULOP3", "UISETP", "VIADD", "IADD", "PRMT"}
-FP_OPS = {"FFMA", "FADD", "FMUL", "FMNMX", "MUFU"}
+FP_OPS = {"FFMA", "FADD", "FMUL", "FMNMX", "MUFU", "HMMA"}
 _INS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
 
 
@@ -95,7 +95,7 @@ def mix(body: list) -> Counter:
         c["all"] += 1
         if base in ("LDS", "LDG", "STS", "STG", "LDL", "STL"):
             c[width(op)] += 1
-        elif base in ("FFMA", "BAR", "FADD", "FMUL"):
+        elif base in ("FFMA", "BAR", "FADD", "FMUL", "HMMA"):
             c[base] += 1
         elif base in INT_OPS or op.startswith("IMAD"):
             c["int"] += 1
@@ -164,24 +164,25 @@ def gemm_cubins() -> list:
     from kiln.topi import cuda as tc
     from kiln.topi import cuda_model as cm
     out = []
-    for cfg in g.CONFIGS:
+    for cfg, mma in [(c, 0) for c in g.CONFIGS] + [(c, 1) for c in g.MMA_CONFIGS]:
         tm, tn, tx, ty, bk, pad, vec, splitk, dbuf = cfg
         a, b, c = g.workload(False)
         s = te.create_schedule(c.op)
         tc.schedule_matmul(s, c, tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
-                           splitk=splitk, dbuf=dbuf)
+                           splitk=splitk, dbuf=dbuf, mma=mma)
         f = kiln.build(s, [a, b, c], target=TARGET)
         e = cm.matmul_estimate((1, g.M, g.N, g.K), dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk,
                                                         pad=int(pad), vec=vec, splitk=splitk,
-                                                        serial=1, dbuf=dbuf), TARGET)
+                                                        serial=1, dbuf=dbuf, mma=mma), TARGET)
         model = (f"  model: blocks {e['blocks']} busiest-SM {e['busiest_sm_blocks']} warps/SMSP "
                  f"{e['warps_per_smsp']} | per warp and k-step: {e['instr_per_kstep']:.0f} ins, "
                  f"FFMA {e['ffma_share']:.0%}, LDS {e['lds_per_kstep']} -> "
                  f"{e['wavefronts_per_kstep']} wavefronts (ways A {e['bank_ways_a']:.0f} B "
                  f"{e['bank_ways_b']:.0f}) | cycles issue {e['issue']:.0f} LDS {e['lds']:.0f} "
-                 f"L2 {e['l2']:.0f} -> {e['cycles'] / 1755:.1f} us")
+                 f"L2 {e['l2']:.0f} tensor {e['tensor']:.0f} -> {e['cycles'] / 1755:.1f} us")
         name = "mm" + "".join(map(str, (tm, tn, tx, ty, bk))) + \
-            f"{'p' + str(int(pad)) if pad else ''}v{vec}k{splitk}{'d' if dbuf else ''}"
+            f"{'p' + str(int(pad)) if pad else ''}v{vec}k{splitk}{'d' if dbuf else ''}" \
+            f"{'tc' if mma else ''}"
         out.append((f.cubin_path, name, f.source, model))
     return out
 

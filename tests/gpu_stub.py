@@ -70,8 +70,8 @@ def _record_render(render_many):
         source = render_many(funcs, target)
         from kiln.codegen import cuda
         from kiln.tir import gpu
-        # the kernels as the printer prints them: with their panel fetches pipelined
-        kernels = {k.name: dataclasses.replace(k, body=cuda.pipeline_fetches(k.body))
+        # the kernels as the printer prints them: fetches pipelined, tensor-core tiles
+        kernels = {k.name: dataclasses.replace(k, body=cuda.device_body(k.body))
                    for f in funcs for k in gpu.split_kernels(f, None)[0]}
         path = os.path.join(_registry(), _digest(source) + ".kernels")
         if not os.path.exists(path):

@@ -35,6 +35,13 @@ _TAGS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y",
 _ARRIVALS: dict = {}  # (kernel name, slots) -> LastBlock arrival counts, as on the device
 
 
+def _tf32(x: np.ndarray) -> np.ndarray:
+    """The TF32 value the tensor cores read from a float32 register: its top 19 bits (the
+    10 highest mantissa bits; the rest ignored). KILN_TF32_SPLIT's hi part is exactly this,
+    its lo part is read this way too."""
+    return (np.asarray(x, np.float32).view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
 class OutOfBounds(Exception):
     """An active lane read or wrote outside its buffer (an illegal address on a GPU)."""
 
@@ -159,8 +166,51 @@ class _Run:
             self.last_block(s, mask)
         elif isinstance(s, S.AllReduce):
             self.all_reduce(s, mask)
+        elif isinstance(s, S.MmaTile):
+            self.mma_tile(s, mask)
         else:
             raise TypeError(type(s))
+
+    def mma_tile(self, s, mask) -> None:
+        """Each warp's m16n8k8 products as the tensor cores compute them: the lanes'
+        fragment values assembled into the 16 x 8 and 8 x 8 operands (the layouts S.MmaTile
+        states), each operand split into two TF32 parts as KILN_TF32_SPLIT does (hi: the top
+        bits, lo: the rest as the tensor cores read it), and the three products added to the
+        accumulators in float32, small terms first."""
+        self.block_uniform(mask, "a tensor-core product")
+        if self.threads % 32:
+            raise Race(f"a tensor-core product in blocks of {self.threads} threads (whole "
+                       "warps only)")
+        warps = len(self.lanes) // 32
+        lane = np.arange(32)
+        g, t = lane // 4, lane % 4
+
+        def values(e):
+            v = np.broadcast_to(np.asarray(self.expr(e, mask), np.float32), self.lanes.shape)
+            return v.reshape(warps, 32)
+        a = np.zeros((len(s.a), warps, 16, 8), np.float32)
+        for f, frag in enumerate(s.a):
+            for r, e in enumerate(frag):
+                a[f][:, g + 8 * (r % 2), t + 4 * (r // 2)] = values(e)
+        b = np.zeros((len(s.b), warps, 8, 8), np.float32)
+        for f, frag in enumerate(s.b):
+            for q, e in enumerate(frag):
+                b[f][:, t + 4 * q, g] = values(e)
+        parts = [(_tf32(x), _tf32(x - _tf32(x))) for x in (a, b)]  # (hi, lo) of each
+        acc = self.mem[s.acc.uid]
+        for fa in range(len(s.a)):
+            for fb in range(len(s.b)):
+                where = [self.address(s.acc, self.expr(x, mask), mask, "store")
+                         for x in s.c[fa][fb]]
+                c = np.zeros((warps, 16, 8), np.float32)
+                for r, w in enumerate(where):
+                    c[:, g + 8 * (r // 2), 2 * t + r % 2] = acc[w].reshape(warps, 32)
+                a_hi, a_lo = parts[0][0][fa], parts[0][1][fa]
+                b_hi, b_lo = parts[1][0][fb], parts[1][1][fb]
+                for x, y in ((a_lo, b_hi), (a_hi, b_lo), (a_hi, b_hi)):
+                    c = (c.astype(np.float64) + x.astype(np.float64) @ y).astype(np.float32)
+                for r, w in enumerate(where):
+                    acc[w[mask]] = c[:, g + 8 * (r // 2), 2 * t + r % 2].reshape(-1)[mask]
 
     def all_reduce(self, s, mask) -> None:
         """Every active lane gets the combination of its group's values (the lanes of one

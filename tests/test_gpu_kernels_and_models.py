@@ -35,7 +35,10 @@ def _rel_err(got, ref) -> float:
 
 @pytest.mark.parametrize("wl", [workloads.matmul, workloads.swish_mm])
 @pytest.mark.parametrize("tiles", [dict(tm=8, tn=8, tx=8, ty=8, bk=16),
-                                   dict(tm=4, tn=4, tx=16, ty=8, bk=16, pad=False, vec=4)])
+                                   dict(tm=4, tn=4, tx=16, ty=8, bk=16, pad=False, vec=4),
+                                   # tensor cores, 3xTF32: float32 accuracy all the same
+                                   dict(tm=4, tn=4, tx=8, ty=16, bk=16, vec=4, splitk=2,
+                                        dbuf=1, mma=1)])
 def test_seed_gemm_hand_schedule_matches_numpy(wl, tiles):
     f, ref = _seed(wl, **tiles)
     for seed in (0, 1):  # fresh inputs each time, output poisoned first

@@ -26,7 +26,7 @@ def _run(func, *arrays, pipelined=True):
         mem[b.uid] = np.full(max(b.size, 1), np.nan, tir_interp.np_dtype(b.dtype))
     for k in kernels:
         if pipelined:
-            k = dataclasses.replace(k, body=cuda_codegen.pipeline_fetches(k.body))
+            k = dataclasses.replace(k, body=cuda_codegen.device_body(k.body))
         simt_vec.run_kernel(k, mem)
 
 

@@ -31,6 +31,7 @@ from .c import FuncPrinter, metadata
 from .c_expr import ScalarPrinter, Scope
 from .c_lib import CLib, ctype
 from .c_prep import _normalize, const_int, loop_range
+from .cuda_mma import mma_tiles
 from .cuda_pipeline import pipeline_fetches
 
 PLAN_VERSION = 1
@@ -51,6 +52,32 @@ typedef long long int64_t;
 """
 _VEC = {("float32", 4): "float4", ("float32", 2): "float2", ("int32", 4): "int4",
         ("int32", 2): "int2"}
+
+
+_MMA_HELPERS = """\
+#ifndef KILN_MMA_TF32
+#define KILN_MMA_TF32
+// x = hi + lo exactly: hi its first 10 mantissa bits (a TF32 value), lo the rest, passed as
+// float32 bits (the tensor cores read a TF32 operand's top 19 bits: lo loses ~2^-11 of
+// itself, ~2^-21 of x)
+#define KILN_TF32_SPLIT(x, hi, lo) const unsigned int hi = __float_as_uint(x) & 0xffffe000u; \\
+  const unsigned int lo = __float_as_uint((x) - __uint_as_float(hi))
+static __device__ __forceinline__ void kiln_mma_tf32(float &c0, float &c1, float &c2, float &c3,
+                                                     unsigned int a0, unsigned int a1,
+                                                     unsigned int a2, unsigned int a3,
+                                                     unsigned int b0, unsigned int b1) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+#endif"""
+
+
+def device_body(body: S.Stmt) -> S.Stmt:
+    """A kernel body as the printer prints it (and the emulated GPU runs it): cooperative
+    fetches pipelined, tensor-core nests as MmaTiles."""
+    return mma_tiles(pipeline_fetches(body))
 
 
 def render(func: S.PrimFunc, target: Target | str | None = None) -> str:
@@ -123,7 +150,7 @@ class KernelPrinter(FuncPrinter):
         # wait until that grid has finished and its writes are visible, then let the next
         # grid be scheduled; a no-op for ordinary launches
         self.line("KILN_GRID_DEPENDENCY();")
-        self.stmt(S.map_exprs(pipeline_fetches(k.body), _normalize))
+        self.stmt(S.map_exprs(device_body(k.body), _normalize))
         head = self.globals + [f"// grid ({', '.join(map(str, k.grid))}), block "
                 f"({', '.join(map(str, k.block))}), {k.shared_bytes} bytes of shared memory",
                 f'extern "C" __global__ void __launch_bounds__({k.threads}) '
@@ -140,8 +167,40 @@ class KernelPrinter(FuncPrinter):
         elif isinstance(s, S.AllReduce):
             self.block_wide(f"the cross-thread reduction {s.name}")
             self.all_reduce(s)
+        elif isinstance(s, S.MmaTile):
+            self.block_wide("a tensor-core product (mma.sync)")
+            self.mma_tile(s)
         else:
             super().stmt(s)
+
+    def mma_tile(self, s: S.MmaTile) -> None:
+        """Fragments of every A and B tile split once into two TF32 parts (KILN_TF32_SPLIT),
+        then the three products of each tile pair, small parts first (the smallest terms)."""
+        if self.target.compute_capability < (8, 0):
+            raise CodegenError(f"{self.kern.name}: TF32 tensor-core products need sm_80 or "
+                               f"newer, the target is {self.target}")
+        if _MMA_HELPERS not in self.globals:
+            self.globals.append(_MMA_HELPERS)
+        fm, fn = len(s.a), len(s.b)
+        self.line(f"{{  // tensor cores: {fm} x {fn} m16n8k8 products, float32 operands as "
+                  "two TF32 parts each")
+        self.depth += 1
+        for name, frags in (("a", s.a), ("b", s.b)):
+            for f, vals in enumerate(frags):
+                for r, v in enumerate(vals):
+                    x = f"{name}{f}_{r}"
+                    self.line(f"const float {x} = {self.scalar.expr(v)};")
+                    self.line(f"KILN_TF32_SPLIT({x}, {x}h, {x}l);")
+        acc = self.scope.name(s.acc)
+        for fa in range(fm):
+            for fb in range(fn):
+                c = ", ".join(f"{acc}[{self.scalar.expr(x)}]" for x in s.c[fa][fb])
+                for pa, pb in (("l", "h"), ("h", "l"), ("h", "h")):
+                    a = ", ".join(f"a{fa}_{r}{pa}" for r in range(4))
+                    b = ", ".join(f"b{fb}_{r}{pb}" for r in range(2))
+                    self.line(f"kiln_mma_tf32({c}, {a}, {b});")
+        self.depth -= 1
+        self.line("}")
 
     # ------------------------------------------------------------ block-wide statements
     # A barrier, or shuffles over the whole warp, hang or read lanes that never arrived when
@@ -372,4 +431,4 @@ def _terms(e: E.Expr) -> list:
     return [e]
 
 
-__all__ = ["launch_plan", "pipeline_fetches", "render", "render_many"]
+__all__ = ["device_body", "launch_plan", "pipeline_fetches", "render", "render_many"]

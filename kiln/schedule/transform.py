@@ -169,7 +169,9 @@ def annotate(state, si: int, ii: int, ann: str):
 # pragma name -> what it asks of lowering (tir.passes / tir.gpu read them off the loops)
 PRAGMAS = {"auto_unroll_max_step": "unroll serial loops of at most N iterations below",
            "unroll_explicit": "unroll in the IR, not by the compiler",
-           "splitk_serial": "GPU: this stage sums N split-K slices at the end of their kernel"}
+           "splitk_serial": "GPU: this stage sums N split-K slices at the end of their kernel",
+           "mma_tf32x3": "GPU: this k loop of 8 and the tile product inside it run on the "
+                         "tensor cores (m16n8k8, operands split in two TF32 parts)"}
 
 
 def pragma(state, si: int, ii: int, name: str, value: int):

@@ -37,6 +37,10 @@ def stmt_str(s, indent: int = 0) -> str:
     if isinstance(s, S.AllReduce):
         return (f"{pad}{s.dst.name}[0] = all_reduce_{s.name}({s.src.name}[0], "
                 f"threadIdx.x < {s.extent})  # across the block's threads")
+    if isinstance(s, S.MmaTile):
+        return (f"{pad}mma_{s.kind}({s.acc.name}, {len(s.a)} x {len(s.b)} tiles of 16 x 8)  "
+                f"# A fragments {', '.join(expr_str(x) for x in s.a[0])}; B fragments "
+                f"{', '.join(expr_str(x) for x in s.b[0])}; ...")
     return f"{pad}<{type(s).__name__}>"
 
 

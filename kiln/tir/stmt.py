@@ -163,6 +163,25 @@ class AllReduce(Stmt):
 
 
 @dataclass(eq=False, repr=False)
+class MmaTile(Stmt):
+    """A warp's tile product on the tensor cores, one 8-step of the reduction: for every
+    pair (f, h) of its fm x fn 16 x 8 output tiles, acc += A_f (16 x 8) B_h (8 x 8) as
+    m16n8k8 products. Each lane, g = lane / 4 and t = lane % 4 of threadIdx.x (whole warps,
+    every lane of the block reaches it), supplies fragment values: a[f][h + 2 q] = A_f[g +
+    8 h, t + 4 q], b[f][q] = B_f[t + 4 q, g], and holds accumulators acc[c[f][h][2 i + e]] =
+    C[g + 8 i, 2 t + e]. `kind` "tf32x3": each operand is split into a TF32 part and the
+    TF32 part of what is left, and three products (small*big, big*small, big*big) are
+    summed, which keeps float32 accuracy. Made from an ordinary per-thread nest by
+    codegen.cuda_mma (the loop-IR interpreter runs that nest; the emulated GPU runs this)."""
+
+    acc: Buffer
+    a: list  # [fm][4] expressions
+    b: list  # [fn][2] expressions
+    c: list  # [fm][fn][4] indices into acc
+    kind: str = "tf32x3"
+
+
+@dataclass(eq=False, repr=False)
 class SeqStmt(Stmt):
     stmts: list
 
@@ -242,4 +261,7 @@ def map_exprs(s: Stmt, fn) -> Stmt:
         return LetStmt(s.var, fn(s.value), map_exprs(s.body, fn))
     if isinstance(s, LastBlock):
         return LastBlock(fn(s.index), s.count, s.slots, map_exprs(s.body, fn), s.l2)
+    if isinstance(s, MmaTile):
+        return MmaTile(s.acc, [[fn(x) for x in f] for f in s.a], [[fn(x) for x in f] for f in s.b],
+                       [[[fn(x) for x in h] for h in f] for f in s.c], s.kind)
     return s

@@ -30,11 +30,12 @@ from ..te import thread_axis
 from .cuda_model import as_cuda, handoff_unroll, k_last, matmul_estimate, mm_shape
 
 MAX_THREADS = 256  # threads per block of the injective and row-reduction schedules
+MMA_PRAGMA = "mma_tf32x3"  # on a k loop of 8: its product nest runs on the tensor cores
 
 
 def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: int = 8,
                     bk: int = 16, pad: int = 1, vec: int = 1, splitk: int = 1,
-                    serial: int = 1, dbuf: int = 0):
+                    serial: int = 1, dbuf: int = 0, mma: int = 0):
     """Schedule `out` (= matmul `mm`, or an elementwise function of it) for a CUDA target.
     Leading (batch) axes, as in batch_matmul, are fused and bound to blockIdx.z. With
     splitk > 1 the reduction is cut into that many slices computed by separate blocks (an
@@ -46,7 +47,12 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     `pad` is the number of words added to each row of a k-contiguous shared panel (True =
     1); see `conflict_free_pad` for which pad keeps a thread tile's reads conflict-free.
     `dbuf` double-buffers both panels (Stage.double_buffer): one barrier per reduction step,
-    the next step's panels stored while this step's are read."""
+    the next step's panels stored while this step's are read.
+    `mma=1` computes each warp's tile on the tensor cores, in float32 accuracy: the threads
+    are laid out as the m16n8k8 accumulator fragments want (each warp a 16 fm x 8 fn tile,
+    tm = 2 fm, tn = 2 fn, tx a multiple of 4, ty of 8, bk of 8, one threadIdx.x) and the
+    accumulation loops carry MMA_PRAGMA, which codegen.cuda_mma turns into mma.sync with each
+    operand split into two TF32 parts (3xTF32: big*big + big*small + small*big)."""
     mm = find_matmul(out) if mm is None else mm
     if len(mm.op.reduce_axis) != 1 or len(mm.op.input_tensors) != 2:
         raise ScheduleError(f"schedule_matmul: {mm.name} is not a two-input matmul")
@@ -56,6 +62,8 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
         raise ScheduleError(f"schedule_matmul: {mm.name} reads row reductions "
                             f"({', '.join(r.name for r in prologue)}): that needs splitk = 1 "
                             f"and a power-of-two tx, got splitk={splitk}, tx={tx}")
+    if mma:
+        _check_mma(mm, tm, tn, tx, ty, bk, prologue)
     _inline_between(s, out, mm)
     _inline_producers(s, mm)
     if splitk > 1:
@@ -68,7 +76,8 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
         if out is mm:  # sum the slices in a register, then store once
             mm = s.cache_write(mm, "local")
         if serial:
-            _bind_tiles(s, final, ty * tm, tx * tn, tx, ty, slices)
+            _bind_tiles(s, final, ty * tm, tx * tn, *((tx * ty, 0) if mma else (tx, ty)),
+                        slices)
         else:
             _bind_flat(s, final)
         if out is not mm:
@@ -90,23 +99,65 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     s[out].reorder(by, bx, t_y, t_x, ii, jj)
     s[out].bind(by, thread_axis("blockIdx.y"))
     s[out].bind(bx, thread_axis("blockIdx.x"))
-    s[out].bind(t_y, thread_axis("threadIdx.y"))
-    s[out].bind(t_x, thread_axis("threadIdx.x"))
+    if mma:
+        inner = _bind_fragments(s, out, t_y, t_x)
+    else:
+        s[out].bind(t_y, thread_axis("threadIdx.y"))
+        s[out].bind(t_x, thread_axis("threadIdx.x"))
+        inner = t_x
     s[out].unroll(ii)
     s[out].unroll(jj)
-    s[acc].compute_at(s[out], t_x)
+    s[acc].compute_at(s[out], inner)
     *_, ai, aj = s[acc].op.axis
     ko, ki = s[acc].split(s[acc].op.reduce_axis[0], factor=bk)
     s[acc].reorder(ko, ki, ai, aj)
+    if mma:  # each 8-step of k: one m16n8k8 product per fragment pair of the warp's tile
+        _, ki = s[acc].split(ki, factor=8)
+        s[acc].pragma(ki, MMA_PRAGMA, 1)
     for ax in (ki, ai, aj):
         s[acc].unroll(ax)
+    threads = (tx * ty, 0) if mma else (tx, ty)  # ty 0: threadIdx.x only
     for p, t in zip(panels, (a, b)):
-        _cooperative_fetch(s, p, acc, ko, tx, ty, bk, int(pad) if k_last(acc, t) else 0, vec)
+        _cooperative_fetch(s, p, acc, ko, *threads, bk, int(pad) if k_last(acc, t) else 0,
+                           vec)
         if dbuf:
             s[p].double_buffer()
     for r in reversed(prologue):  # consumers first: compute_at needs them placed
         _row_prologue(s, r, out, bx, tx, tm)
     return s
+
+
+def _check_mma(mm, tm: int, tn: int, tx: int, ty: int, bk: int, prologue) -> None:
+    """The shapes the tensor-core form needs, or a ScheduleError naming what is off."""
+    *_, m, n = (int(a.extent.value) for a in mm.op.axis)
+    k = int(mm.op.reduce_axis[0].extent.value)
+    bad = [f"{name}={v} (a multiple of {q})" for name, v, q in
+           (("tm", tm, 2), ("tn", tn, 2), ("tx", tx, 4), ("ty", ty, 8), ("bk", bk, 8))
+           if v % q]
+    bad += [f"{what} {v} not a multiple of the {tile} tile" for what, v, tile in
+            (("rows", m, ty * tm), ("columns", n, tx * tn), ("k", k, bk)) if v % tile]
+    if (tx * ty) % 32:
+        bad.append(f"{tx * ty} threads (whole warps)")
+    if mm.dtype != "float32" or any(t.dtype != "float32" for t in mm.op.input_tensors):
+        bad.append("float32 operands and result")
+    if prologue:
+        bad.append("no row prologue")
+    if bad:
+        raise ScheduleError(f"schedule_matmul(mma=1) of {mm.name} needs " + "; ".join(bad))
+
+
+def _bind_fragments(s, out, t_y, t_x):
+    """One threadIdx.x whose lanes hold the m16n8k8 accumulator fragments: lane = 4 g + t
+    owns rows g (and g + 8) and columns 2t, 2t + 1 of each 16 x 8 product. Thread (row g,
+    column t) of a warp's 8 x 4 grid holds the contiguous tm x tn tile at rows g tm ..,
+    columns t tn ..: the products' rows and columns are a permutation of the tile's, which
+    codegen.cuda_mma applies when it loads the operand fragments."""
+    wy, g = s[out].split(t_y, factor=8)
+    wx, t = s[out].split(t_x, factor=4)
+    s[out].reorder(wy, wx, g, t)
+    lanes = s[out].fuse(wy, wx, g, t)
+    s[out].bind(lanes, thread_axis("threadIdx.x"))
+    return lanes
 
 
 def _row_prologue(s, r, out, bx, tx: int, tm: int) -> None:
@@ -143,12 +194,13 @@ def _bind_tiles(s, t, bm: int, bn: int, tx: int, ty: int, slices: int) -> None:
     s[t].bind(bx, thread_axis("blockIdx.x"))
     s[t].pragma(by, SPLITK_PRAGMA, slices)
     rest, t_x = s[t].split(s[t].fuse(ii, jj), factor=tx)
-    rest, t_y = s[t].split(rest, factor=ty)
-    s[t].bind(t_y, thread_axis("threadIdx.y"))
+    if ty:  # 0: the threads are one threadIdx.x
+        rest, t_y = s[t].split(rest, factor=ty)
+        s[t].bind(t_y, thread_axis("threadIdx.y"))
     s[t].bind(t_x, thread_axis("threadIdx.x"))
     # a thread's elements one after another would wait one L2 round trip each: unroll a few
     # so that their slices' loads are in flight together
-    _, ahead = s[t].split(rest, factor=handoff_unroll(bm * bn // (tx * ty), slices))
+    _, ahead = s[t].split(rest, factor=handoff_unroll(bm * bn // (tx * max(ty, 1)), slices))
     s[t].unroll(ahead)
 
 
@@ -196,8 +248,9 @@ def _cooperative_fetch(s, panel, acc, ko, tx: int, ty: int, bk: int, pad: int,
         fused, v = s[panel].split(fused, factor=vec)
         s[panel].vectorize(v)
     fused, t_x = s[panel].split(fused, factor=tx)
-    _, t_y = s[panel].split(fused, factor=ty)
-    s[panel].bind(t_y, thread_axis("threadIdx.y"))
+    if ty:
+        _, t_y = s[panel].split(fused, factor=ty)
+        s[panel].bind(t_y, thread_axis("threadIdx.y"))
     s[panel].bind(t_x, thread_axis("threadIdx.x"))
 
 
@@ -414,6 +467,35 @@ def matmul_tiles(mm, target=None, prologue: bool = False) -> dict:
             if best is None or score < best[0]:
                 best = (score, cfg)
     return best[1]
+
+
+def matmul_tiles_mma(mm, target=None) -> dict | None:
+    """The tensor-core tiles (schedule_matmul(mma=1)) with the fewest cycles under
+    `matmul_estimate`, or None when no tile divides the matmul or the target has no TF32
+    tensor cores. Not the default: measured, not modelled, speed decides (gemm_gpu.py and
+    the GPU search try them)."""
+    target = as_cuda(target)
+    if target.compute_capability < (8, 0):
+        return None
+    nb, i, j, k = mm_shape(mm)
+    kcontig = tuple(k_last(mm, t) for t in mm.op.input_tensors)
+    best = None
+    for tm, tn, tx, ty, bk in itertools.product((2, 4, 8), (2, 4, 8), (4, 8, 16), (8, 16),
+                                                (8, 16, 32)):
+        if i % (tm * ty) or j % (tn * tx) or k % bk or tx * ty > 256:
+            continue
+        for pad, splitk, dbuf in itertools.product((0, 1, 2, 4), _split_options(k, bk),
+                                                   (1, 0)):
+            cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=4 if bk % 4 == 0
+                       else 1, splitk=splitk, serial=1, dbuf=dbuf, mma=1)
+            est = matmul_estimate((nb, i, j, k), cfg, target, kcontig)
+            if est["shared_bytes"] > target.max_shared_memory_per_block or \
+                    (k // splitk) % bk:
+                continue
+            score = (round(est["cycles"], -2), -tm * ty * tn * tx, pad, splitk, -dbuf)
+            if best is None or score < best[0]:
+                best = (score, cfg)
+    return None if best is None else best[1]
 
 
 def _split_options(k: int, bk: int) -> list:

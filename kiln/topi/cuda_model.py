@@ -67,6 +67,40 @@ ISSUE_EFF = (0.0, 0.7, 0.85, 0.95)  # by resident warps per SMSP (1, 2, 3+)
 ISSUE_EFF_DBUF = (0.0, 0.78, 0.9, 0.95)
 
 
+# tensor cores (schedule_matmul(mma=1), 3xTF32): each m16n8k8 product is 3 HMMA.1688.TF32
+# instructions; mma.sync keeps a Hopper SM's tensor cores busy only part of the time (the
+# full rate needs wgmma): about MMA_CLKS cycles of an SM sub-partition per HMMA, a guess
+# until measured (A100's TF32 rate is 8; the GPU search measures mma 0 and 1). Each operand
+# value the warp loads from shared memory costs 2 more instructions (the mask that keeps
+# its TF32 part and the subtraction that leaves the rest: KILN_TF32_SPLIT).
+MMA_CLKS = 8
+MMA_SPLIT_INSTR = 2
+
+
+def mma_wavefronts(words) -> int:
+    """Wavefronts of one warp-wide scalar shared load of `words` (the 32 lanes' addresses):
+    the most distinct words that fall in one bank."""
+    banks: dict = {}
+    for w in words:
+        banks.setdefault(w % LDS_BANKS, set()).add(w)
+    return max(len(v) for v in banks.values())
+
+
+def mma_panel_reads(t: int, bk: int, pad: int, kcontig: bool, rows: int, b_side: bool) -> tuple:
+    """(LDS instructions, wavefronts) per warp and k-step loading one panel's tensor-core
+    fragments (codegen.cuda_mma): lane (g, t') reads row g t + c of an A panel, or row
+    (g / 2) tn + g % 2 + c of a B panel, at column k = t' (+ 4, + 8 ...); `rows` is the
+    panel's row count (the stride of a k-major panel)."""
+    def row(lane):
+        g = lane // 4
+        return (g // 2) * t + g % 2 if b_side else g * t
+    stride = bk + pad
+    words = [(row(ln) * stride + ln % 4) if kcontig else ((ln % 4) * rows + row(ln))
+             for ln in range(32)]
+    per_step = (2 if b_side else 4) * (t // 2) * (bk // 8)
+    return per_step, per_step * mma_wavefronts(words)
+
+
 def lds_wavefronts(lanes: int, stride: int, width: int) -> int:
     """Wavefronts of one warp-wide shared load when `lanes` threads read `width` consecutive
     words each, `stride` words apart (the warp's other lanes read the same addresses:
@@ -142,10 +176,20 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     sts_vec = vec if all((bk + p) % vec == 0 for p in (pa, pb)) else 1
     fetch = per_thread / vec + per_thread / sts_vec
     dbuf = int(cfg.get("dbuf", 0))
-    instr = tm * tn * bk + lds_a + lds_b + fetch + 10 - dbuf
+    mma = int(cfg.get("mma", 0))
+    hmma = 3 * (tm // 2) * (tn // 2) * (bk // 8) if mma else 0
+    if mma:  # fragments instead of the thread tile's rows and columns
+        lds_a, wf_a = mma_panel_reads(tm, bk, pa, kcontig[0], bm, False)
+        lds_b, wf_b = mma_panel_reads(tn, bk, pb, kcontig[1], bn, True)
+        math = hmma + MMA_SPLIT_INSTR * (lds_a + lds_b)
+    else:
+        math = tm * tn * bk
+    instr = math + lds_a + lds_b + fetch + 10 - dbuf
     shared = (4 * (bm * (bk + pa) if kcontig[0] else bm * bk) +
               4 * (bn * (bk + pb) if kcontig[1] else bn * bk)) * (2 if dbuf else 1)
     regs = min(255, tm * tn + 2 * (tm + tn) * 4 + int(per_thread) + 24)
+    if mma:  # each fragment value in two TF32 parts
+        regs = min(255, tm * tn + 2 * (2 * tm + tn) + int(per_thread) + 24)
     per_sm = max(1, min(32, target.max_threads_per_sm // 32 // warps,
                         target.max_registers_per_sm // (regs * warps * 32),
                         target.max_shared_memory_per_sm // max(shared, 1)))
@@ -160,7 +204,8 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
             / eff
     lds = busiest * warps * ksteps * (wf_a + wf_b)
     l2 = busiest * ksteps * 4 * (bm + bn) * bk / L2_BYTES_PER_CLK
-    cycles = (issue ** 4 + lds ** 4 + l2 ** 4) ** 0.25
+    tensor = smsp_warps * ksteps * hmma * MMA_CLKS
+    cycles = (issue ** 4 + lds ** 4 + l2 ** 4 + tensor ** 4) ** 0.25
     if splitk > 1 and int(cfg.get("serial", 0)):  # the last slice of each tile sums them
         tiles = blocks // splitk
         per_thread = max(1, bm * bn // threads)
@@ -176,7 +221,7 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
             "lds_per_kstep": lds_a + lds_b, "wavefronts_per_kstep": wf_a + wf_b,
             "bank_ways_a": wf_a / max(lds_a, 1), "bank_ways_b": wf_b / max(lds_b, 1),
             "ffma_share": tm * tn * bk / instr, "regs": regs, "shared_bytes": shared,
-            "ksteps": ksteps}
+            "ksteps": ksteps, "tensor": tensor}
 
 
 def k_last(mm, t) -> bool:

@@ -27,8 +27,8 @@ FEATURE_NAMES = (
     "kernels", "log2_blocks", "log2_threads", "warps_per_block", "blocks_per_sm", "occupancy",
     "waves", "log2_shared_bytes", "log2_flops_per_thread",
     "coalesced_loads", "broadcast_loads", "strided_loads", "mean_load_stride",
-    "reg_tile", "smem_loads_per_fma", "bk", "pad", "vec", "splitk", "serial", "dbuf", "tx",
-    "ty",
+    "reg_tile", "smem_loads_per_fma", "bk", "pad", "vec", "splitk", "serial", "dbuf", "mma",
+    "tx", "ty",
     "bank_ways_a", "bank_ways_b", "tile_waste",
     "sm_balance", "warps_per_smsp", "pipelined", "prefetch_regs", "lds_wavefronts_per_ffma",
     "model_log2_cycles",
@@ -56,6 +56,7 @@ FEATURE_DOCS = {
     "splitk": "matmul: reduction slices",
     "serial": "matmul: 1 if the last slice of each tile sums the slices (one kernel)",
     "dbuf": "matmul: 1 if the shared panels are double-buffered (one barrier per k-step)",
+    "mma": "matmul: 1 if the warps' products run on the tensor cores (m16n8k8, 3xTF32)",
     "tx": "matmul: threads along x", "ty": "matmul: threads along y",
     "bank_ways_a": "matmul: wavefronts per shared load of a warp reading A's panel (1 = "
                    "conflict-free; topi.cuda_model, the width ptxas reads with included)",
@@ -170,6 +171,7 @@ def _matmul(space, k: dict) -> dict:
     return {"reg_tile": k["tm"] * k["tn"],
             "smem_loads_per_fma": (k["tm"] + k["tn"]) / (k["tm"] * k["tn"]),
             "bk": k["bk"], "pad": k["pad"], "vec": k["vec"], "splitk": k["splitk"],
-            "serial": k["serial"], "dbuf": k["dbuf"], "tx": k["tx"], "ty": k["ty"],
+            "serial": k["serial"], "dbuf": k["dbuf"], "mma": k.get("mma", 0), "tx": k["tx"],
+            "ty": k["ty"],
             "tile_waste": waste,
             **_estimate(space, k)}

@@ -8,8 +8,9 @@ shuffles); "injective" and "simple" = flat thread binding), the knobs each sketc
 open (tile sizes, thread counts as warp multiples, reduction step, row padding of the shared
 panels in words (0, 1, 2, 4: which one keeps a thread tile's float4 reads conflict-free
 depends on tm / tn, topi.cuda_model.conflict_free_pad), vector width of the cooperative fetch,
-reduction slices and whether the last slice of a tile sums them in the same kernel, and
-whether the panels are double-buffered),
+reduction slices and whether the last slice of a tile sums them in the same kernel,
+whether the panels are double-buffered, and whether the warps' products run on the tensor
+cores in float32 accuracy (mma: 3xTF32)),
 random sampling, mutation and crossover of knob values,
 and `state(config)`: the complete State (a Step list like any other, so records replay it
 without this module).
@@ -35,7 +36,7 @@ _DOMAINS = {
     "matmul": {"tm": (1, 2, 4, 8), "tn": (1, 2, 4, 8), "tx": (4, 8, 16, 32),
                "ty": (1, 2, 4, 8, 16, 32), "bk": (4, 8, 16, 32), "pad": (0, 1, 2, 4),
                "vec": (1, 2, 4), "splitk": (1, 2, 3, 4, 6, 8, 12, 16), "serial": (0, 1),
-               "dbuf": (0, 1)},
+               "dbuf": (0, 1), "mma": (0, 1)},
     "rows": {"threads": (32, 64, 128, 256, 512)},
     "injective": {"threads": (64, 128, 256, 512, 1024)},
     "simple": {"threads": (32, 64, 128, 256, 512)},
@@ -43,7 +44,7 @@ _DOMAINS = {
 
 
 # knobs added after records were written: the value those records were measured with
-LEGACY_KNOBS = {"matmul": {"serial": 0, "dbuf": 0}}
+LEGACY_KNOBS = {"matmul": {"serial": 0, "dbuf": 0, "mma": 0}}
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ class GpuSpace:
         return self._config(knobs)
 
     def _config(self, knobs: dict) -> GpuConfig:
-        return GpuConfig(self.kind, tuple(sorted(knobs.items())))
+        """Every knob of the sketch present (those the caller leaves out: LEGACY_KNOBS)."""
+        full = {**LEGACY_KNOBS.get(self.kind, {}), **knobs}
+        return GpuConfig(self.kind, tuple(sorted(full.items())))
 
     def sample(self, rng: random.Random) -> GpuConfig:
         for _ in range(64):
@@ -120,7 +123,7 @@ class GpuSpace:
         return self.default()
 
     def mutate(self, cfg: GpuConfig, rng: random.Random) -> GpuConfig:
-        knobs = dict(cfg.knobs)
+        knobs = cfg.values()
         name = rng.choice(sorted(self.domains))
         values = self.domains[name]
         i = values.index(knobs[name]) if knobs[name] in values else 0
@@ -130,14 +133,19 @@ class GpuSpace:
         return out if self.plausible(out) else cfg
 
     def crossover(self, a: GpuConfig, b: GpuConfig, rng: random.Random) -> GpuConfig:
-        da, db = dict(a.knobs), dict(b.knobs)
+        da, db = a.values(), b.values()
         out = self._config({k: (da if rng.random() < 0.5 else db)[k] for k in da})
         return out if self.plausible(out) else a
 
     def plausible(self, cfg: GpuConfig) -> bool:
-        """Cheap checks before lowering: a warp-multiple thread count within the limit."""
-        k = dict(cfg.knobs)
+        """Cheap checks before lowering: a warp-multiple thread count within the limit, and
+        for tensor-core tiles the fragment shapes (schedule_matmul(mma=1))."""
+        k = cfg.values()
         threads = k["tx"] * k["ty"] if self.kind == "matmul" else k["threads"]
+        if self.kind == "matmul" and k["mma"] and (
+                k["tm"] % 2 or k["tn"] % 2 or k["tx"] % 4 or k["ty"] % 8 or k["bk"] % 8 or
+                self.target.compute_capability < (8, 0)):
+            return False
         return threads % WARP == 0 and threads <= self.target.max_threads_per_block
 
     # ------------------------------------------------------------ states
@@ -149,7 +157,7 @@ class GpuSpace:
             tc.schedule_matmul(s, self.out, tc.matmul_parts(self.out)[0], tm=k["tm"], tn=k["tn"],
                                tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=int(k["pad"]),
                                vec=k["vec"], splitk=k["splitk"], serial=k["serial"],
-                               dbuf=k["dbuf"])
+                               dbuf=k["dbuf"], mma=k["mma"])
         elif cfg.kind == "rows":
             tc.schedule_rows(s, self.out, threads=k["threads"])
         elif cfg.kind == "injective":
