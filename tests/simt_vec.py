@@ -36,9 +36,8 @@ _ARRIVALS: dict = {}  # (kernel name, slots) -> LastBlock arrival counts, as on 
 
 
 def _tf32(x: np.ndarray) -> np.ndarray:
-    """The TF32 value the tensor cores read from a float32 register: its top 19 bits (the
-    10 highest mantissa bits; the rest ignored). KILN_TF32_SPLIT's hi part is exactly this,
-    its lo part is read this way too."""
+    """float32 truncated to TF32 (its top 19 bits: the 10 highest mantissa bits), as
+    KILN_TF32_SPLIT makes both parts."""
     return (np.asarray(x, np.float32).view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
 
 
@@ -174,9 +173,9 @@ class _Run:
     def mma_tile(self, s, mask) -> None:
         """Each warp's m16n8k8 products as the tensor cores compute them: the lanes'
         fragment values assembled into the 16 x 8 and 8 x 8 operands (the layouts S.MmaTile
-        states), each operand split into two TF32 parts as KILN_TF32_SPLIT does (hi: the top
-        bits, lo: the rest as the tensor cores read it), and the three products added to the
-        accumulators in float32, small terms first."""
+        states), each operand split into two TF32 parts as KILN_TF32_SPLIT does (hi: x
+        truncated, lo: x - hi truncated), and the three products added to the accumulators
+        in float32, small terms first."""
         self.block_uniform(mask, "a tensor-core product")
         if self.threads % 32:
             raise Race(f"a tensor-core product in blocks of {self.threads} threads (whole "

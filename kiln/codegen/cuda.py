@@ -57,11 +57,10 @@ _VEC = {("float32", 4): "float4", ("float32", 2): "float2", ("int32", 4): "int4"
 _MMA_HELPERS = """\
 #ifndef KILN_MMA_TF32
 #define KILN_MMA_TF32
-// x = hi + lo exactly: hi its first 10 mantissa bits (a TF32 value), lo the rest, passed as
-// float32 bits (the tensor cores read a TF32 operand's top 19 bits: lo loses ~2^-11 of
-// itself, ~2^-21 of x)
+// x ~ hi + lo in TF32: hi its first 10 mantissa bits, lo those of the rest (exact in float32);
+// what lo drops is ~2^-21 of x. Truncation: one instruction each, no rounding to care about
 #define KILN_TF32_SPLIT(x, hi, lo) const unsigned int hi = __float_as_uint(x) & 0xffffe000u; \\
-  const unsigned int lo = __float_as_uint((x) - __uint_as_float(hi))
+  const unsigned int lo = __float_as_uint((x) - __uint_as_float(hi)) & 0xffffe000u
 static __device__ __forceinline__ void kiln_mma_tf32(float &c0, float &c1, float &c2, float &c3,
                                                      unsigned int a0, unsigned int a1,
                                                      unsigned int a2, unsigned int a3,

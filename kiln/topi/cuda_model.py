@@ -71,10 +71,10 @@ ISSUE_EFF_DBUF = (0.0, 0.78, 0.9, 0.95)
 # instructions; mma.sync keeps a Hopper SM's tensor cores busy only part of the time (the
 # full rate needs wgmma): about MMA_CLKS cycles of an SM sub-partition per HMMA, a guess
 # until measured (A100's TF32 rate is 8; the GPU search measures mma 0 and 1). Each operand
-# value the warp loads from shared memory costs 2 more instructions (the mask that keeps
-# its TF32 part and the subtraction that leaves the rest: KILN_TF32_SPLIT).
+# value the warp loads from shared memory costs 3 more instructions (a mask that keeps its
+# TF32 part, the subtraction that leaves the rest, a mask of that: KILN_TF32_SPLIT).
 MMA_CLKS = 8
-MMA_SPLIT_INSTR = 2
+MMA_SPLIT_INSTR = 3
 
 
 def mma_wavefronts(words) -> int:
