@@ -10,7 +10,9 @@ PyTorch row. kiln's per-kernel breakdown (`CudaGraphModule.profile`) shows where
 goes. With --log, the tuned records of that log (ApplyHistoryBest) are used, and a row of the
 default schedules (first frontend) is timed beside them. On sm_90 the first kiln build is also
 timed replaying a graph of plain launches (no programmatic dependent launch), which says what
-overlapping each kernel's launch with the end of the one before is worth.
+overlapping each kernel's launch with the end of the one before is worth. On sm_80 and newer
+a row of the default schedules with their matmuls on the tensor cores (tensor_cores=True:
+3xTF32, float32 accuracy) is timed too (--no-tensor-cores leaves it out).
 
     python benchmarks/bert_gpu.py [--repeat 20] [--number 20] [--modes eager,compile,...]
 
@@ -41,7 +43,8 @@ MODES = {"eager": None, "compile": "default", "reduce-overhead": "reduce-overhea
          "max-autotune": "max-autotune"}
 
 
-def build_kiln(frontend: str, model, proto, ids: np.ndarray, log: str | None):
+def build_kiln(frontend: str, model, proto, ids: np.ndarray, log: str | None,
+               tensor_cores: bool = False):
     """(module, its output, seconds to import + build + first run)."""
     import torch
     t0 = time.perf_counter()
@@ -53,7 +56,7 @@ def build_kiln(frontend: str, model, proto, ids: np.ndarray, log: str | None):
         with kiln.auto_scheduler.ApplyHistoryBest(log):
             lib = kiln.graph.build(graph, params, target="cuda")
     else:
-        lib = kiln.graph.build(graph, params, target="cuda")
+        lib = kiln.graph.build(graph, params, target="cuda", tensor_cores=tensor_cores)
     name = lib.input_names[0]
     (out,) = lib.run(**{name: ids}).values()
     return lib, out, time.perf_counter() - t0
@@ -115,6 +118,8 @@ def main() -> None:
     p.add_argument("--log", default=None, help="tuning records to apply (ApplyHistoryBest)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bert_gpu"))
     p.add_argument("--model", default="bert-base", help="a builtin: bert-base or bert-tiny")
+    p.add_argument("--no-tensor-cores", action="store_true",
+                   help="leave out the row of default schedules with tensor-core matmuls")
     p.add_argument("--smoke", action="store_true",
                    help="bert-tiny, seq 16, few inferences: checks the script")
     args = p.parse_args()
@@ -128,12 +133,15 @@ def main() -> None:
     samplers, notes, libs, outs = {}, {}, {}, {}
     frontends = args.frontends.split(",")
     # with a log: the default schedules too (one frontend), so one run answers both questions
-    builds = [(fe, args.log) for fe in frontends]
+    builds = [(fe, args.log, False) for fe in frontends]
     if args.log:
-        builds.insert(0, (frontends[0], None))
-    for fe, log in builds:  # the PyTorch frontend exports the CPU module
-        label = f"kiln ({fe} frontend, {'tuned' if log else 'default schedules'})"
-        lib, outs[label], secs = build_kiln(fe, model, proto, ids, log)
+        builds.insert(0, (frontends[0], None, False))
+    if not args.no_tensor_cores and kiln.target.Target("cuda").compute_capability >= (8, 0):
+        builds.append((frontends[0], None, True))  # matmuls on the tensor cores (3xTF32)
+    for fe, log, tcores in builds:  # the PyTorch frontend exports the CPU module
+        label = f"kiln ({fe} frontend, {'tuned' if log else 'default schedules'}" \
+            f"{', tensor cores' if tcores else ''})"
+        lib, outs[label], secs = build_kiln(fe, model, proto, ids, log, tcores)
         samplers[label] = kiln_sampler(lib, args.number)
         notes[label] = {"build_s": secs}
         libs[label] = lib
@@ -174,7 +182,7 @@ def main() -> None:
             "repeat": args.repeat,
             "number": args.number, "log": args.log,
             "mismatched": {k: notes[k]["max_abs_err"] for k in wrong}}
-    prof = list(libs.values())[-1].profile()  # the tuned build when there is one
+    prof = libs[[k for k in libs if "tensor cores" not in k][-1]].profile()  # tuned if any
     modes = args.modes.split(",") if peers else []
     # first eager alone (seconds), then the compiled modes (minutes of compilation): a run
     # cut short still leaves a result file

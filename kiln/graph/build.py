@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..codegen import toolchain
 from ..codegen.c import c_name, render
-from ..errors import DTypeError, KilnError
+from ..errors import DTypeError, KilnError, TargetError
 from ..schedule.layout import input_layouts
 from ..target import Target, as_target
 from ..tir.lower import lower
@@ -219,7 +219,8 @@ def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: di
 
 
 def build(graph: Graph, params: dict | None = None, target="cpu",
-          run_passes: bool = True, dtype: str = "float32") -> GraphModule:
+          run_passes: bool = True, dtype: str = "float32",
+          tensor_cores: bool = False) -> GraphModule:
     """Compile a whole graph into a GraphModule (see the module docstring).
 
     run_passes=False skips the default pass pipeline (fusion still runs): every op then
@@ -229,18 +230,23 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     shapes: one library then serves them all (build_variants.py).
     dtype="bfloat16" (or "bf16") runs the dense products in bfloat16 with float32
     accumulation (weights stored in bfloat16; needs AVX512-BF16); the rest stays float32.
+    tensor_cores=True (CUDA, sm_80 and newer): untuned matmuls run on the tensor cores in
+    float32 accuracy (3xTF32) where their tiles fit; tuning records still take precedence.
     """
     target = as_target(target)
     check_bf16_target(dtype, target)
     if isinstance(graph, list):
         from .build_variants import build_variants
         return build_variants(graph, target, run_passes, dtype)
+    if tensor_cores and (target.kind != "cuda" or target.compute_capability < (8, 0)):
+        raise TargetError(f"tensor_cores=True needs a CUDA target of sm_80 or newer, got "
+                          f"{target}")
     if target.kind == "cuda":
         if check_compute_dtype(dtype) != "float32":
             raise DTypeError("the CUDA build runs models in float32 only (dtype='bfloat16' "
                              "is a CPU feature for now)")
         from .build_cuda import build_cuda
-        return build_cuda(graph, params, target, run_passes)
+        return build_cuda(graph, params, target, run_passes, tensor_cores)
     output_names = getattr(graph, "output_names", None)
     graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
     workloads = [group_workload(g, graph.params) for g in groups]

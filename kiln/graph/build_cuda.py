@@ -33,11 +33,11 @@ log = logging.getLogger("kiln.graph")
 _ALIGN = 256  # device allocations and scratch offsets: the driver's alignment
 
 
-def _lowered(wl: GroupWorkload, name: str, target: Target):
+def _lowered(wl: GroupWorkload, name: str, target: Target, tensor_cores: bool = False):
     """(state, PrimFunc, launch plan, tuned): the first candidate that lowers and fits the
     target's limits (the launch plan checks them)."""
     candidates = record_candidates(wl, target) + \
-        [(st, False) for st in gpu_schedules(wl.dag, target)]
+        [(st, False) for st in gpu_schedules(wl.dag, target, tensor_cores)]
     plan: dict = {}
     state, func, tuned = first_lowering(
         wl, name, candidates, lambda f: plan.update(p=cuda.launch_plan(f, target)))
@@ -78,8 +78,11 @@ def _launches(steps: list, kernels: dict, funcs: dict) -> list:
     return out
 
 
-def build_cuda(graph, params, target: Target, run_passes: bool = True) -> CudaGraphModule:
-    """Compile a whole graph for a CUDA target (see the module docstring)."""
+def build_cuda(graph, params, target: Target, run_passes: bool = True,
+               tensor_cores: bool = False) -> CudaGraphModule:
+    """Compile a whole graph for a CUDA target (see the module docstring). tensor_cores:
+    untuned matmuls run on the tensor cores in float32 accuracy where their tiles fit
+    (topi.cuda.schedule_auto(mma=True))."""
     output_names = getattr(graph, "output_names", None)
     graph, groups = prepare_graph(graph, params, run_passes, target=target)
     workloads = [group_workload(g, graph.params) for g in groups]
@@ -89,7 +92,7 @@ def build_cuda(graph, params, target: Target, run_passes: bool = True) -> CudaGr
         if wl.key in kernels:
             continue
         name = c_name(f"k{len(kernels)}_{wl.desc}"[:60])
-        state, func, plan, tuned = _lowered(wl, name, target)
+        state, func, plan, tuned = _lowered(wl, name, target, tensor_cores)
         kernels[wl.key] = Kernel(name, wl.key, state, tuned, [()] * len(wl.args), "")
         funcs[wl.key] = (func, plan)
     _warn_untuned(workloads, kernels)

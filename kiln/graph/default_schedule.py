@@ -196,14 +196,16 @@ def _ordered_sketches(dag, layout_free: tuple) -> list:
     return packed + rest + [s for s in sketches if s not in plain]
 
 
-def gpu_schedules(dag, target) -> list:
+def gpu_schedules(dag, target, tensor_cores: bool = False) -> list:
     """GPU States to try for `dag`, best first: topi.cuda.schedule_auto (tiled matmul, one
-    block per row for softmax / layer norm, flat injective), then schedule_simple."""
+    block per row for softmax / layer norm, flat injective; with tensor_cores a matmul on
+    the tensor cores first, where its tiles fit), then schedule_simple."""
     from ..schedule.facade import Schedule
     from ..topi import cuda as tc
     out = dag.outputs[0].output(0)
     found = []
-    for fn in (lambda s: tc.schedule_auto(s, out, target),
+    first = [lambda s: tc.schedule_auto(s, out, target, mma=True)] if tensor_cores else []
+    for fn in (*first, lambda s: tc.schedule_auto(s, out, target),
                lambda s: tc.schedule_simple(s, out)):
         s = Schedule.from_state(dag, dag.init_state())
         try:

@@ -409,17 +409,25 @@ def kernel_kind(out) -> str:
     return "rows" if ok and not getattr(out.op, "reduce_axis", None) else "simple"
 
 
-def schedule_auto(s, out, target=None):
+def schedule_auto(s, out, target=None, mma: bool = False):
     """The default GPU schedule of the kernel computing `out`: the matmul schedule with tiles
     sized to the problem when `out` is a matmul (plus epilogue), rows for softmax / layer-norm
     shaped kernels, flat for injective ones; schedule_simple when the first choice does not
     apply (the caller retries schedule_simple on a fresh schedule). `target` (a CUDA Target;
-    default sm_90) sizes the matmul tiles. Returns the name of the schedule used."""
+    default sm_90) sizes the matmul tiles. With `mma` a matmul runs on the tensor cores
+    (matmul_tiles_mma), or raises ScheduleError when no such tile fits it. Returns the name
+    of the schedule used."""
     reds = _reductions(out)
     parts = matmul_parts(out, reds)
     if parts is not None:
-        schedule_matmul(s, out, parts[0], **matmul_tiles(parts[0], target, bool(parts[1])))
+        tiles = matmul_tiles_mma(parts[0], target) if mma and not parts[1] else None
+        if mma and tiles is None:
+            raise ScheduleError(f"no tensor-core tile fits {parts[0].name} on {target}")
+        schedule_matmul(s, out, parts[0],
+                        **(tiles or matmul_tiles(parts[0], target, bool(parts[1]))))
         return "matmul"
+    if mma:
+        raise ScheduleError(f"{out.name} is not a matmul: nothing for the tensor cores")
     if not reds:
         schedule_injective(s, out)
         return "injective"
