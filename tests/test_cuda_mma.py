@@ -140,6 +140,10 @@ def test_shapes_tensor_cores_cannot_serve_are_clear_errors():
     s = te.create_schedule(c.op)
     with pytest.raises(ScheduleError, match=r"tm=3 \(a multiple of 2\).*rows 30"):
         tc.schedule_matmul(s, c, tm=3, tn=4, tx=4, ty=8, bk=16, mma=1)
+    (a, b), (c,), _ = workloads.matmul(32, 32, 32)
+    s = te.create_schedule(c.op)
+    with pytest.raises(ScheduleError, match="k per slice 11 not a multiple of the 8"):
+        tc.schedule_matmul(s, c, tm=2, tn=4, tx=4, ty=8, bk=8, splitk=3, mma=1)
     x = te.placeholder((16, 32), name="x")
     p = kiln.topi.nn.softmax(x)
     v = te.placeholder((32, 16), name="v")

@@ -1,6 +1,6 @@
 """Tensor-core products of a GPU kernel: per-thread product nests become warp `MmaTile`s.
 
-In: a kernel body (tir) whose k loop of 8 carries topi.cuda.MMA_PRAGMA, laid out by
+In: a kernel body (tir) whose k loop of 8 carries tir.gpu.MMA_PRAGMA, laid out by
 `schedule_matmul(mma=1)`: inside the loop bound to threadIdx.x (lane = 4 g + t of each warp,
 the thread at row g, column t of the warp's 8 x 4 grid), the nest
 `for k in 8: for i in tm: for j in tn: acc[..] = acc[..] + A[..] * B[..]` where A's index
@@ -21,10 +21,9 @@ from __future__ import annotations
 from ..errors import CodegenError
 from ..te import expr as E
 from ..tir import stmt as S
+from ..tir.gpu import MMA_PRAGMA
 from ..tir.simplify import simplify
 from .c_prep import const_int
-
-MMA_PRAGMA = "mma_tf32x3"  # topi.cuda sets it; kept here so codegen does not import topi
 
 
 def mma_tiles(body: S.Stmt) -> S.Stmt:
@@ -105,4 +104,4 @@ def _tile(loop: S.For, lane) -> S.MmaTile:
     return S.MmaTile(store.buffer, a_frags, b_frags, c_index)
 
 
-__all__ = ["MMA_PRAGMA", "mma_tiles"]
+__all__ = ["mma_tiles"]

@@ -84,6 +84,9 @@ def split_kernels(func: S.PrimFunc, target=None) -> tuple:
 
 
 SPLITK_PRAGMA = "splitk_serial"
+# on a k loop of 8 laid out by topi.cuda.schedule_matmul(mma=1): codegen.cuda_mma runs the
+# product nest inside it on the tensor cores
+MMA_PRAGMA = "mma_tf32x3"
 
 
 def _block_nest(root: S.Stmt) -> tuple:

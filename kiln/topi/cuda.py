@@ -30,7 +30,6 @@ from ..te import thread_axis
 from .cuda_model import as_cuda, handoff_unroll, k_last, matmul_estimate, mm_shape
 
 MAX_THREADS = 256  # threads per block of the injective and row-reduction schedules
-MMA_PRAGMA = "mma_tf32x3"  # on a k loop of 8: its product nest runs on the tensor cores
 
 
 def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: int = 8,
@@ -51,8 +50,8 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     `mma=1` computes each warp's tile on the tensor cores, in float32 accuracy: the threads
     are laid out as the m16n8k8 accumulator fragments want (each warp a 16 fm x 8 fn tile,
     tm = 2 fm, tn = 2 fn, tx a multiple of 4, ty of 8, bk of 8, one threadIdx.x) and the
-    accumulation loops carry MMA_PRAGMA, which codegen.cuda_mma turns into mma.sync with each
-    operand split into two TF32 parts (3xTF32: big*big + big*small + small*big)."""
+    accumulation loops carry tir.gpu.MMA_PRAGMA, which codegen.cuda_mma turns into mma.sync
+    with each operand split into two TF32 parts (3xTF32: big*big + big*small + small*big)."""
     mm = find_matmul(out) if mm is None else mm
     if len(mm.op.reduce_axis) != 1 or len(mm.op.input_tensors) != 2:
         raise ScheduleError(f"schedule_matmul: {mm.name} is not a two-input matmul")
@@ -63,7 +62,7 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
                             f"({', '.join(r.name for r in prologue)}): that needs splitk = 1 "
                             f"and a power-of-two tx, got splitk={splitk}, tx={tx}")
     if mma:
-        _check_mma(mm, tm, tn, tx, ty, bk, prologue)
+        _check_mma(mm, tm, tn, tx, ty, bk, splitk, prologue)
     _inline_between(s, out, mm)
     _inline_producers(s, mm)
     if splitk > 1:
@@ -112,6 +111,7 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     ko, ki = s[acc].split(s[acc].op.reduce_axis[0], factor=bk)
     s[acc].reorder(ko, ki, ai, aj)
     if mma:  # each 8-step of k: one m16n8k8 product per fragment pair of the warp's tile
+        from ..tir.gpu import MMA_PRAGMA
         _, ki = s[acc].split(ki, factor=8)
         s[acc].pragma(ki, MMA_PRAGMA, 1)
     for ax in (ki, ai, aj):
@@ -127,15 +127,19 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     return s
 
 
-def _check_mma(mm, tm: int, tn: int, tx: int, ty: int, bk: int, prologue) -> None:
-    """The shapes the tensor-core form needs, or a ScheduleError naming what is off."""
+def _check_mma(mm, tm: int, tn: int, tx: int, ty: int, bk: int, splitk: int,
+               prologue) -> None:
+    """The shapes the tensor-core form needs (no edge guards: whole tiles, whole k-steps in
+    every slice), or a ScheduleError naming what is off."""
     *_, m, n = (int(a.extent.value) for a in mm.op.axis)
     k = int(mm.op.reduce_axis[0].extent.value)
+    per_slice = -(-k // max(splitk, 1))
     bad = [f"{name}={v} (a multiple of {q})" for name, v, q in
            (("tm", tm, 2), ("tn", tn, 2), ("tx", tx, 4), ("ty", ty, 8), ("bk", bk, 8))
            if v % q]
     bad += [f"{what} {v} not a multiple of the {tile} tile" for what, v, tile in
-            (("rows", m, ty * tm), ("columns", n, tx * tn), ("k", k, bk)) if v % tile]
+            (("rows", m, ty * tm), ("columns", n, tx * tn), ("k", k, per_slice),
+             ("k per slice", per_slice, bk)) if v % tile]
     if (tx * ty) % 32:
         bad.append(f"{tx * ty} threads (whole warps)")
     if mm.dtype != "float32" or any(t.dtype != "float32" for t in mm.op.input_tensors):
