@@ -58,7 +58,8 @@ _MMA_HELPERS = """\
 #ifndef KILN_MMA_TF32
 #define KILN_MMA_TF32
 // x ~ hi + lo in TF32: hi its first 10 mantissa bits, lo those of the rest (exact in float32);
-// what lo drops is ~2^-21 of x. Truncation: one instruction each, no rounding to care about
+// what lo drops is ~2^-21 of x. Truncation, not rounding: one instruction each (rounding hi
+// costs one more per value, 20% of the loop, for 1e-7 instead of 3.5e-7 relative error)
 #define KILN_TF32_SPLIT(x, hi, lo) const unsigned int hi = __float_as_uint(x) & 0xffffe000u; \\
   const unsigned int lo = __float_as_uint((x) - __uint_as_float(hi)) & 0xffffe000u
 static __device__ __forceinline__ void kiln_mma_tf32(float &c0, float &c1, float &c2, float &c3,
