@@ -96,7 +96,7 @@ def test_the_emulator_holds_the_fragment_layout_and_the_tf32_split():
                 a = [[f[1], f[0], f[2], f[3]] for f in s.a]
                 return S.MmaTile(s.acc, a, s.b, s.c, s.kind)
             return s
-        return _map(body, fix)
+        return S.map_leaves(body, fix)
     assert _rel(_emulate(func, [x.copy() for x in arrays], swap), want) > 0.1
     x = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
     hi = simt_vec._tf32(x)
@@ -106,21 +106,6 @@ def test_the_emulator_holds_the_fragment_layout_and_the_tf32_split():
     lo = simt_vec._tf32(x - hi)
     three = one + lo.astype(np.float64) @ hi.T + hi.astype(np.float64) @ lo.T
     assert _rel(one, exact) > 1e-4 > 1e-6 > _rel(three, exact)
-
-
-def _map(s, fn):
-    if isinstance(s, S.SeqStmt):
-        return S.SeqStmt([_map(x, fn) for x in s.stmts])
-    if isinstance(s, S.For):
-        return S.For(s.var, s.extent, s.kind, _map(s.body, fn), dict(s.pragmas), s.thread_tag)
-    if isinstance(s, S.Allocate):
-        return S.Allocate(s.buffer, _map(s.body, fn))
-    if isinstance(s, S.IfThenElse):
-        return S.IfThenElse(s.cond, _map(s.then, fn),
-                            None if s.else_ is None else _map(s.else_, fn))
-    if isinstance(s, S.LastBlock):
-        return S.LastBlock(s.index, s.count, s.slots, _map(s.body, fn), s.l2)
-    return fn(s)
 
 
 @pytest.mark.skipif(not nvrtc.available(), reason="NVRTC is not installed")

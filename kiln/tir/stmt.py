@@ -243,6 +243,27 @@ def walk_stmts(s: Stmt):
         stack.extend(reversed(stmt_children(n)))
 
 
+def map_leaves(s: Stmt, fn) -> Stmt | None:
+    """A copy of `s` with fn applied to every statement that holds no other (loops, ifs,
+    allocations, lets and hand-offs rebuilt around the results; a leaf fn maps to None is
+    dropped from its sequence)."""
+    if isinstance(s, SeqStmt):
+        return SeqStmt([y for y in (map_leaves(x, fn) for x in s.stmts) if y is not None])
+    if isinstance(s, For):
+        return For(s.var, s.extent, s.kind, map_leaves(s.body, fn), dict(s.pragmas),
+                   s.thread_tag)
+    if isinstance(s, Allocate):
+        return Allocate(s.buffer, map_leaves(s.body, fn))
+    if isinstance(s, IfThenElse):
+        return IfThenElse(s.cond, map_leaves(s.then, fn),
+                          None if s.else_ is None else map_leaves(s.else_, fn))
+    if isinstance(s, LetStmt):
+        return LetStmt(s.var, s.value, map_leaves(s.body, fn))
+    if isinstance(s, LastBlock):
+        return LastBlock(s.index, s.count, s.slots, map_leaves(s.body, fn), s.l2)
+    return fn(s)
+
+
 def map_exprs(s: Stmt, fn) -> Stmt:
     """A copy of `s` with fn applied to every top-level expression of every statement."""
     if isinstance(s, For):
