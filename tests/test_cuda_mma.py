@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import simt_vec
 import workloads
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import kiln
 from kiln import te
@@ -164,3 +166,26 @@ def test_the_gpu_search_samples_tensor_core_tiles():
     from kiln.target import Target
     old = GpuSpace(task.compute_dag, Target("cuda -arch=sm_75"))  # no TF32 tensor cores
     assert not any(old.sample(random.Random(i)).values()["mma"] for i in range(50))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(tm=st.sampled_from([2, 4, 8]), tn=st.sampled_from([2, 4, 8]),
+       tx=st.sampled_from([4, 8, 16]), ty=st.sampled_from([8, 16]),
+       bk=st.sampled_from([8, 16, 32]), pad=st.sampled_from([0, 1, 2, 4]),
+       vec=st.sampled_from([1, 2, 4]), splitk=st.sampled_from([1, 2, 3]),
+       serial=st.booleans(), dbuf=st.booleans(), mult=st.tuples(
+           st.integers(1, 2), st.integers(1, 2), st.integers(1, 3)),
+       swish=st.booleans())
+def test_random_tensor_core_schedules_match_float64(tm, tn, tx, ty, bk, pad, vec, splitk,
+                                                    serial, dbuf, mult, swish):
+    """Any legal tensor-core tiling (shapes made to divide it): float32 accuracy."""
+    m, n, k = tm * ty * mult[0], tn * tx * mult[1], bk * splitk * mult[2]
+    func, arrays, want = _case(workloads.swish_mm if swish else workloads.matmul, m, n, k,
+                               tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec,
+                               splitk=splitk, serial=int(serial), dbuf=int(dbuf))
+    try:
+        got = _emulate(func, arrays)
+    except ScheduleError as err:  # a block's panels past 48 KiB: the limit check's to refuse
+        assert "shared memory per block" in str(err)
+        return
+    assert _rel(got, want) < 2e-6
