@@ -176,7 +176,8 @@ def gemm_cubins() -> list:
                                                         serial=1, dbuf=dbuf, mma=mma), TARGET)
         model = (f"  model: blocks {e['blocks']} busiest-SM {e['busiest_sm_blocks']} warps/SMSP "
                  f"{e['warps_per_smsp']} | per warp and k-step: {e['instr_per_kstep']:.0f} ins, "
-                 f"FFMA {e['ffma_share']:.0%}, LDS {e['lds_per_kstep']} -> "
+                 f"{'HMMA' if mma else 'FFMA'} {e['ffma_share']:.0%}, "
+                 f"LDS {e['lds_per_kstep']} -> "
                  f"{e['wavefronts_per_kstep']} wavefronts (ways A {e['bank_ways_a']:.0f} B "
                  f"{e['bank_ways_b']:.0f}) | cycles issue {e['issue']:.0f} LDS {e['lds']:.0f} "
                  f"L2 {e['l2']:.0f} tensor {e['tensor']:.0f} -> {e['cycles'] / 1755:.1f} us")

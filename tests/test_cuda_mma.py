@@ -87,6 +87,24 @@ def test_batch_matmul_on_tensor_cores():
     assert _rel(got, np.einsum("zik,zjk->zij", an.astype(np.float64), bn)) < 1e-6
 
 
+@pytest.mark.parametrize("tiles", [dict(tm=4, tn=4, tx=8, ty=8, bk=16),
+                                   dict(tm=2, tn=8, tx=4, ty=16, bk=8, splitk=2, dbuf=1)])
+def test_a_k_major_b_operand_on_tensor_cores(tiles):
+    """C = A B with B stored k-major (x @ W): its fragments read along the panel's rows."""
+    m, n, k = 64, 64, 64
+    a = te.placeholder((m, k), name="a")
+    b = te.placeholder((k, n), name="b")
+    r = te.reduce_axis((0, k), name="r")
+    c = te.compute((m, n), lambda i, j: te.sum(a[i, r] * b[r, j], axis=r), name="c")
+    s = te.create_schedule(c.op)
+    tc.schedule_matmul(s, c, mma=1, **tiles)
+    rng = np.random.default_rng(2)
+    an, bn = rng.standard_normal((m, k), dtype=np.float32), \
+        rng.standard_normal((k, n), dtype=np.float32)
+    got = _emulate(kiln.lower(s, [a, b, c]), [an, bn, np.full((m, n), np.nan, np.float32)])
+    assert _rel(got, an.astype(np.float64) @ bn) < 1e-6
+
+
 def test_the_emulator_holds_the_fragment_layout_and_the_tf32_split():
     """Two A fragment values swapped, or the small TF32 parts dropped, and the product is
     wrong: the emulated warp really reads the layouts the printer emits."""

@@ -10,7 +10,9 @@ m16n8k8 products) whose fragment expressions are the nest's own loads with the l
 variables (and, for B, the thread's column) substituted as the fragment layouts need.
 Why: the schedule keeps ordinary per-thread semantics (each thread's tm x tn tile is a
 permutation of the rows and columns of its fragments: rows g tm + 2 f + h are product f's
-rows g + 8 h, columns t tn + 2 f + e its columns 2 t + e), so bound inference, the
+rows g + 8 h, columns t tn + f + e fn its columns 2 t + e; so the B fragment's 8 columns,
+one per g, sit fn rows apart in the B panel, where a row pad can spread them over the banks
+as the A fragment's rows, tm apart, are), so bound inference, the
 loop-IR interpreter and the CPU-side checks need nothing new; the CUDA printer and the
 emulated GPU (which runs MmaTile as a warp would) apply this rewrite after
 pipeline_fetches, so what the emulator checks is what the printer emits.
@@ -96,10 +98,10 @@ def _tile(loop: S.For, lane) -> S.MmaTile:
         return simplify(E.substitute(e, mapping))
     a_frags = [[sub(a, {i: E.IntImm(2 * f + h, i.dtype), k: t + 4 * q})
                 for q in (0, 1) for h in (0, 1)] for f in range(fm)]
-    b_frags = [[sub(b, {lane: col_lane, j: 2 * f + g % 2, k: t + 4 * q}) for q in (0, 1)]
+    b_frags = [[sub(b, {lane: col_lane, j: f + g % 2 * fn, k: t + 4 * q}) for q in (0, 1)]
                for f in range(fn)]
     c_index = [[[sub(store.index, {i: E.IntImm(2 * fa + h, i.dtype),
-                                   j: E.IntImm(2 * fb + e, j.dtype)})
+                                   j: E.IntImm(fb + e * fn, j.dtype)})
                  for h in (0, 1) for e in (0, 1)] for fb in range(fn)] for fa in range(fm)]
     return S.MmaTile(store.buffer, a_frags, b_frags, c_index)
 

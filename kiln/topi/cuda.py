@@ -27,7 +27,7 @@ import itertools
 
 from ..errors import ScheduleError
 from ..te import thread_axis
-from .cuda_model import as_cuda, handoff_unroll, k_last, matmul_estimate, mm_shape
+from .cuda_model import as_cuda, handoff_unroll, k_last, matmul_estimate, mm_shape, mma_b_pad
 
 MAX_THREADS = 256  # threads per block of the injective and row-reduction schedules
 
@@ -117,8 +117,9 @@ def schedule_matmul(s, out, mm=None, tm: int = 4, tn: int = 4, tx: int = 8, ty: 
     for ax in (ki, ai, aj):
         s[acc].unroll(ax)
     threads = (tx * ty, 0) if mma else (tx, ty)  # ty 0: threadIdx.x only
-    for p, t in zip(panels, (a, b)):
-        _cooperative_fetch(s, p, acc, ko, *threads, bk, int(pad) if k_last(acc, t) else 0,
+    pads = (int(pad), mma_b_pad(tn, bk) if mma else int(pad))
+    for p, t, row_pad in zip(panels, (a, b), pads):
+        _cooperative_fetch(s, p, acc, ko, *threads, bk, row_pad if k_last(acc, t) else 0,
                            vec)
         if dbuf:
             s[p].double_buffer()

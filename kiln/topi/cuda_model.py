@@ -89,16 +89,23 @@ def mma_wavefronts(words) -> int:
 def mma_panel_reads(t: int, bk: int, pad: int, kcontig: bool, rows: int, b_side: bool) -> tuple:
     """(LDS instructions, wavefronts) per warp and k-step loading one panel's tensor-core
     fragments (codegen.cuda_mma): lane (g, t') reads row g t + c of an A panel, or row
-    (g / 2) tn + g % 2 + c of a B panel, at column k = t' (+ 4, + 8 ...); `rows` is the
-    panel's row count (the stride of a k-major panel)."""
+    g t / 2 + c of a B panel, at column k = t' (+ 4, + 8 ...); `rows` is the panel's row
+    count (the stride of a k-major panel)."""
     def row(lane):
         g = lane // 4
-        return (g // 2) * t + g % 2 if b_side else g * t
+        return g * (t // 2) if b_side else g * t
     stride = bk + pad
     words = [(row(ln) * stride + ln % 4) if kcontig else ((ln % 4) * rows + row(ln))
              for ln in range(32)]
     per_step = (2 if b_side else 4) * (t // 2) * (bk // 8)
     return per_step, per_step * mma_wavefronts(words)
+
+
+def mma_b_pad(tn: int, bk: int) -> int:
+    """The row pad of a k-contiguous B panel that keeps its tensor-core fragment reads
+    conflict-free (the smallest of 0, 1, 2, 4 with the fewest wavefronts); the A panel's
+    pad stays the schedule's `pad` (a trade between its fragment reads and 16-byte stores)."""
+    return min((0, 1, 2, 4), key=lambda p: (mma_panel_reads(tn, bk, p, True, 1, True)[1], p))
 
 
 def lds_wavefronts(lanes: int, stride: int, width: int) -> int:
@@ -170,6 +177,8 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
     ksteps = -(-slice_k // bk)
     lanes_x, lanes_y = min(tx, 32), max(1, min(ty, 32 // max(tx, 1)))
     pa, pb = (pad if kc else 0 for kc in kcontig)
+    if int(cfg.get("mma", 0)) and kcontig[1]:
+        pb = mma_b_pad(tn, bk)
     lds_a, wf_a = panel_reads(tm, lanes_y, bk, pa, kcontig[0])
     lds_b, wf_b = panel_reads(tn, lanes_x, bk, pb, kcontig[1])
     per_thread = (bm + bn) * bk / threads
@@ -220,7 +229,8 @@ def matmul_estimate(shape: tuple, cfg: dict, target=None, kcontig=(True, True)) 
             "warps_per_smsp": smsp_warps, "instr_per_kstep": instr,
             "lds_per_kstep": lds_a + lds_b, "wavefronts_per_kstep": wf_a + wf_b,
             "bank_ways_a": wf_a / max(lds_a, 1), "bank_ways_b": wf_b / max(lds_b, 1),
-            "ffma_share": tm * tn * bk / instr, "regs": regs, "shared_bytes": shared,
+            "ffma_share": (hmma if mma else tm * tn * bk) / instr,  # FFMA, or HMMA with mma
+            "regs": regs, "shared_bytes": shared,
             "ksteps": ksteps, "tensor": tensor}
 
 
