@@ -136,7 +136,7 @@ def main() -> None:
     builds = [(fe, args.log, False) for fe in frontends]
     if args.log:
         builds.insert(0, (frontends[0], None, False))
-    if not args.no_tensor_cores and kiln.target.Target("cuda").compute_capability >= (8, 0):
+    if not args.no_tensor_cores and kiln.target.Target("cuda").tf32_tensor_cores:
         builds.append((frontends[0], None, True))  # matmuls on the tensor cores (3xTF32)
     for fe, log, tcores in builds:  # the PyTorch frontend exports the CPU module
         label = f"kiln ({fe} frontend, {'tuned' if log else 'default schedules'}" \

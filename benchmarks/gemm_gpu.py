@@ -226,7 +226,7 @@ def main() -> None:
     configs = CONFIGS[:2] if args.smoke else CONFIGS[:4] if args.quick else CONFIGS
     mma_configs = MMA_CONFIGS[2:3] if args.smoke else MMA_CONFIGS[:2] if args.quick \
         else MMA_CONFIGS  # the smoke GEMM's k slices hold whole 8-steps, not 16-steps
-    if target.compute_capability < (8, 0):
+    if not target.tf32_tensor_cores:
         mma_configs = []
     print(f"sweep of hand-schedule tile shapes ({len(configs)}, and {len(mma_configs)} on "
           f"the tensor cores), {target}:", flush=True)

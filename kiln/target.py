@@ -279,6 +279,12 @@ class Target:
         return int(digits[:-1]), int(digits[-1])
 
     @property
+    def tf32_tensor_cores(self) -> bool:
+        """Whether the GPU runs mma.sync on TF32 operands (sm_80 and later): what
+        schedule_matmul(mma=1) and kiln.graph.build(tensor_cores=True) need."""
+        return self.kind == "cuda" and self.compute_capability >= (8, 0)
+
+    @property
     def programmatic_launch(self) -> bool:
         """Whether a kernel may be launched before the one it depends on has finished
         (programmatic dependent launch: griddepcontrol, sm_90 and later)."""

@@ -176,7 +176,7 @@ class KernelPrinter(FuncPrinter):
     def mma_tile(self, s: S.MmaTile) -> None:
         """Fragments of every A and B tile split once into two TF32 parts (KILN_TF32_SPLIT),
         then the three products of each tile pair, small parts first (the smallest terms)."""
-        if self.target.compute_capability < (8, 0):
+        if not self.target.tf32_tensor_cores:
             raise CodegenError(f"{self.kern.name}: TF32 tensor-core products need sm_80 or "
                                f"newer, the target is {self.target}")
         if _MMA_HELPERS not in self.globals:

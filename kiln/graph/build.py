@@ -238,7 +238,7 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     if isinstance(graph, list):
         from .build_variants import build_variants
         return build_variants(graph, target, run_passes, dtype)
-    if tensor_cores and (target.kind != "cuda" or target.compute_capability < (8, 0)):
+    if tensor_cores and not target.tf32_tensor_cores:
         raise TargetError(f"tensor_cores=True needs a CUDA target of sm_80 or newer, got "
                           f"{target}")
     if target.kind == "cuda":

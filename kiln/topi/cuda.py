@@ -23,11 +23,10 @@ when a warp spans at most 8 threads along x (tx = 8), so neither panel read conf
 
 from __future__ import annotations
 
-import itertools
-
 from ..errors import ScheduleError
 from ..te import thread_axis
-from .cuda_model import as_cuda, handoff_unroll, k_last, matmul_estimate, mm_shape, mma_b_pad
+from .cuda_model import handoff_unroll, k_last, mma_b_pad
+from .cuda_tiles import matmul_tiles, matmul_tiles_mma, pow2_floor
 
 MAX_THREADS = 256  # threads per block of the injective and row-reduction schedules
 
@@ -261,10 +260,6 @@ def _cooperative_fetch(s, panel, acc, ko, tx: int, ty: int, bk: int, pad: int,
 
 # ---------------------------------------------------------------- other kernels
 
-def _pow2_floor(n: int) -> int:
-    return 1 << (max(int(n), 1).bit_length() - 1)
-
-
 def _reductions(out) -> list:
     """Every stage with a reduce axis that out is computed from, producers first."""
     found, todo, seen = [], [out], set()
@@ -303,7 +298,7 @@ def _bind_flat(s, t, threads: int = MAX_THREADS) -> None:
     size = 1
     for a in axes:
         size *= int(a.extent.value)
-    threads = min(threads, _pow2_floor(size))
+    threads = min(threads, pow2_floor(size))
     bx, tx = s[t].split(fused, factor=threads)
     s[t].bind(bx, thread_axis("blockIdx.x"))
     s[t].bind(tx, thread_axis("threadIdx.x"))
@@ -330,7 +325,7 @@ def schedule_simple(s, out, threads: int = MAX_THREADS):
 def _reduction_threads(extent: int) -> int:
     """Threads that share a row: a warp at least (when the row has that many elements),
     up to MAX_THREADS, about 4 elements per thread."""
-    return max(min(32, _pow2_floor(extent)), min(MAX_THREADS, _pow2_floor(extent // 4)))
+    return max(min(32, pow2_floor(extent)), min(MAX_THREADS, pow2_floor(extent // 4)))
 
 
 def schedule_rows(s, out, threads: int | None = None):
@@ -446,80 +441,3 @@ def _is_product(t) -> bool:
     return isinstance(body, E.Reduce) and isinstance(body.source, E.BinOp) and \
         body.source.op == "mul" and len(t.op.axis) >= 2
 
-
-def matmul_tiles(mm, target=None, prologue: bool = False) -> dict:
-    """Tile sizes for schedule_matmul on `target` (a CUDA Target or its text; default
-    sm_90): the candidate (thread tile, threads, row pad, split-K slices, double buffering)
-    with the fewest cycles under `matmul_estimate`, ties to the larger block tile, then to
-    fewer shared-memory wavefronts (bank conflicts). Panels
-    are fetched 4 floats per thread when rows allow it (float4 global loads; the CUDA
-    printer stages them through registers). With a row prologue (matmul_parts): no split-K
-    and a power-of-two tx."""
-    target = as_cuda(target)
-    nb, i, j, k = mm_shape(mm)
-    a, b = mm.op.input_tensors
-    kcontig = (k_last(mm, a), k_last(mm, b))
-    bk = min(16, _pow2_floor(k))
-    vec = 4 if k % 4 == 0 and bk % 4 == 0 else 1
-    best = None
-    for rank, (tm, tn, tx, ty) in enumerate(_TILES):
-        if tx * ty > target.max_threads_per_block:
-            continue
-        if prologue and tx & (tx - 1):
-            continue
-        splits = [1] if prologue else _split_options(k, bk)
-        for pad, splitk, dbuf in itertools.product((1, 2, 4, 0), splits, (1, 0)):
-            cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=vec, splitk=splitk,
-                       serial=1, dbuf=dbuf)
-            est = matmul_estimate((nb, i, j, k), {**cfg, "prologue": int(prologue)}, target,
-                                  kcontig)
-            if est["shared_bytes"] > target.max_shared_memory_per_block:
-                continue
-            score = (round(est["cycles"], -2), -tm * ty * tn * tx, rank,
-                     est["wavefronts_per_kstep"], pad, splitk, -dbuf)
-            if best is None or score < best[0]:
-                best = (score, cfg)
-    return best[1]
-
-
-def matmul_tiles_mma(mm, target=None) -> dict | None:
-    """The tensor-core tiles (schedule_matmul(mma=1)) with the fewest cycles under
-    `matmul_estimate`, or None when no tile divides the matmul or the target has no TF32
-    tensor cores. Not the default: measured, not modelled, speed decides (gemm_gpu.py and
-    the GPU search try them)."""
-    target = as_cuda(target)
-    if target.compute_capability < (8, 0):
-        return None
-    nb, i, j, k = mm_shape(mm)
-    kcontig = tuple(k_last(mm, t) for t in mm.op.input_tensors)
-    best = None
-    for tm, tn, tx, ty, bk in itertools.product((2, 4, 8), (2, 4, 8), (4, 8, 16), (8, 16),
-                                                (8, 16, 32)):
-        if i % (tm * ty) or j % (tn * tx) or k % bk or tx * ty > 256:
-            continue
-        for pad, splitk, dbuf in itertools.product((0, 1, 2, 4), _split_options(k, bk),
-                                                   (1, 0)):
-            cfg = dict(tm=tm, tn=tn, tx=tx, ty=ty, bk=bk, pad=pad, vec=4 if bk % 4 == 0
-                       else 1, splitk=splitk, serial=1, dbuf=dbuf, mma=1)
-            est = matmul_estimate((nb, i, j, k), cfg, target, kcontig)
-            if est["shared_bytes"] > target.max_shared_memory_per_block or \
-                    (k // splitk) % bk:
-                continue
-            score = (round(est["cycles"], -2), -tm * ty * tn * tx, pad, splitk, -dbuf)
-            if best is None or score < best[0]:
-                best = (score, cfg)
-    return None if best is None else best[1]
-
-
-def _split_options(k: int, bk: int) -> list:
-    """Slice counts that cut k into whole bk steps of >= MIN_SLICE elements (1 always)."""
-    steps = k // bk
-    return [d for d in range(1, min(steps, 32) + 1) if d == 1 or
-            (steps % d == 0 and k // d >= MIN_SLICE)]
-
-
-MIN_SLICE = 128  # fewest reduction elements per split-K slice
-# (tm, tn, tx, ty): thread tile and threads
-_TILES = [(8, 4, 8, 16), (8, 8, 8, 8), (4, 8, 16, 8), (8, 4, 8, 8), (4, 4, 8, 16),
-          (4, 4, 16, 8), (4, 4, 8, 8), (2, 4, 8, 4), (4, 2, 8, 4), (1, 4, 8, 4),
-          (1, 1, 8, 4)]

@@ -4,7 +4,7 @@ In: a matmul's shape (batch, M, N, K), schedule_matmul's knobs (thread tile, thr
 fetch width, split-K, double buffering), which panels are k-contiguous, and the CUDA Target.
 Out: `matmul_estimate(...) -> dict`: cycles on the busiest scheduler and their parts (issue,
 shared-memory wavefronts, L2), the launch shape, bank-conflict ways, estimated registers.
-Why: default tiles (topi.cuda.matmul_tiles), cost-model features and the GPU search's prior
+Why: default tiles (topi.cuda_tiles.matmul_tiles), cost-model features and the GPU search's prior
 (auto_scheduler.gpu) and scripts/sass_report.py all ask the same question, "how fast is this
 tile here", and answer it with this one model. Machine facts (SMs, per-SM registers, shared
 memory and threads, per-block limits) come from the Target; the per-SM pipe rates below are
@@ -22,7 +22,7 @@ def as_cuda(target):
 
 
 # A written-down model of one tiled matmul kernel on an SM of the Hopper / Ampere kind, used
-# to choose default tiles (matmul_tiles), as cost-model features (auto_scheduler.gpu.features)
+# to choose default tiles (topi.cuda_tiles), as cost-model features (auto_scheduler.gpu.features)
 # and by scripts/sass_report.py. Machine facts come from the Target (SMs; registers, shared
 # memory and threads per SM); the pipe rates below are Hopper's (sm_80 / sm_90 alike):
 # - 4 schedulers (SMSPs) per SM, each issues one warp instruction per clock; FFMA runs at one

@@ -171,7 +171,7 @@ def _matmul(space, k: dict) -> dict:
     return {"reg_tile": k["tm"] * k["tn"],
             "smem_loads_per_fma": (k["tm"] + k["tn"]) / (k["tm"] * k["tn"]),
             "bk": k["bk"], "pad": k["pad"], "vec": k["vec"], "splitk": k["splitk"],
-            "serial": k["serial"], "dbuf": k["dbuf"], "mma": k.get("mma", 0), "tx": k["tx"],
+            "serial": k["serial"], "dbuf": k["dbuf"], "mma": k["mma"], "tx": k["tx"],
             "ty": k["ty"],
             "tile_waste": waste,
             **_estimate(space, k)}

@@ -144,7 +144,7 @@ class GpuSpace:
         threads = k["tx"] * k["ty"] if self.kind == "matmul" else k["threads"]
         if self.kind == "matmul" and k["mma"] and (
                 k["tm"] % 2 or k["tn"] % 2 or k["tx"] % 4 or k["ty"] % 8 or k["bk"] % 8 or
-                self.target.compute_capability < (8, 0)):
+                not self.target.tf32_tensor_cores):
             return False
         return threads % WARP == 0 and threads <= self.target.max_threads_per_block
 
