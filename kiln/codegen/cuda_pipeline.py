@@ -92,7 +92,15 @@ def _fetched(value: E.Expr) -> E.Expr:
     shared memory (computed when stored, so the load's latency stays hidden), else all of
     it."""
     glob = [n for n in E.walk(value) if isinstance(n, S.BufferLoad) and n.buffer.scope == "global"]
-    return glob[0] if len(glob) == 1 else value
+    return glob[0] if len(glob) == 1 and not _under_select(value, glob[0]) else value
+
+
+def _under_select(value: E.Expr, load: E.Expr) -> bool:
+    """Whether `load` is a branch of a Select in `value` (a padded read: data[...] only where
+    the index lands inside data). Such a load must stay behind its condition, so the
+    registers hold the whole select: loading it alone would read out of bounds."""
+    return any(isinstance(n, E.Select) and any(x is load for b in (n.t, n.f) for x in E.walk(b))
+               for n in E.walk(value))
 
 
 def _filled(st: S.Store, fetched: E.Expr, pf: S.Buffer, lin: E.Expr) -> E.Expr:

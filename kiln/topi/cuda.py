@@ -395,11 +395,15 @@ def _producers(t) -> list:
 def kernel_kind(out) -> str:
     """Which GPU schedule family fits the kernel computing `out`: "matmul" (one two-input
     product reduction, plus an elementwise epilogue and a row prologue: matmul_parts),
+    "conv" (a conv2d_nchw with groups = 1 plus an elementwise epilogue: topi.cuda_conv),
     "injective" (no reduction), "rows" (reductions over the innermost axes of out's rows),
     else "simple"."""
+    from .cuda_conv import conv_stage
     reds = _reductions(out)
     if matmul_parts(out, reds) is not None:
         return "matmul"
+    if conv_stage(out) is not None:
+        return "conv"
     if not reds:
         return "injective"
     *rows, _ = out.op.axis
@@ -411,7 +415,8 @@ def kernel_kind(out) -> str:
 
 def schedule_auto(s, out, target=None, mma: bool = False):
     """The default GPU schedule of the kernel computing `out`: the matmul schedule with tiles
-    sized to the problem when `out` is a matmul (plus epilogue), rows for softmax / layer-norm
+    sized to the problem when `out` is a matmul (plus epilogue), the direct convolution
+    schedule (topi.cuda_conv) for a conv2d_nchw, rows for softmax / layer-norm
     shaped kernels, flat for injective ones; schedule_simple when the first choice does not
     apply (the caller retries schedule_simple on a fresh schedule). `target` (a CUDA Target;
     default sm_90) sizes the matmul tiles. With `mma` a matmul runs on the tensor cores
@@ -428,6 +433,11 @@ def schedule_auto(s, out, target=None, mma: bool = False):
         return "matmul"
     if mma:
         raise ScheduleError(f"{out.name} is not a matmul: nothing for the tensor cores")
+    from .cuda_conv import conv_stage, conv_tiles, schedule_conv2d
+    conv = conv_stage(out)
+    if conv is not None:
+        schedule_conv2d(s, out, conv, **conv_tiles(conv, target))
+        return "conv"
     if not reds:
         schedule_injective(s, out)
         return "injective"

@@ -21,7 +21,7 @@ from ...tir import gpu
 from ...tir import stmt as S
 from ...tir.simplify import simplify
 
-KINDS = ("matmul", "rows", "injective", "simple")
+KINDS = ("matmul", "conv", "rows", "injective", "simple")
 FEATURE_NAMES = (
     *(f"kind_{k}" for k in KINDS),
     "kernels", "log2_blocks", "log2_threads", "warps_per_block", "blocks_per_sm", "occupancy",
@@ -48,20 +48,20 @@ FEATURE_DOCS = {
     "broadcast_loads": "share of global loads the lanes of a warp share",
     "strided_loads": "share of global loads stepping more than 1 with threadIdx.x",
     "mean_load_stride": "mean threadIdx.x stride of global loads (capped at 64)",
-    "reg_tile": "matmul: tm x tn accumulators per thread",
+    "reg_tile": "matmul: tm x tn accumulators per thread (conv: tf x tw)",
     "smem_loads_per_fma": "matmul: (tm + tn) / (tm tn) shared words per FMA",
-    "bk": "matmul: reduction step per shared panel",
+    "bk": "matmul: reduction step per shared panel (conv: input channels per step)",
     "pad": "matmul: words of padding per k-contiguous panel row",
     "vec": "matmul: floats per thread per fetch",
     "splitk": "matmul: reduction slices",
     "serial": "matmul: 1 if the last slice of each tile sums the slices (one kernel)",
     "dbuf": "matmul: 1 if the shared panels are double-buffered (one barrier per k-step)",
     "mma": "matmul: 1 if the warps' products run on the tensor cores (m16n8k8, 3xTF32)",
-    "tx": "matmul: threads along x", "ty": "matmul: threads along y",
+    "tx": "matmul: threads along x", "ty": "matmul: threads along y (conv: over channels x rows)",
     "bank_ways_a": "matmul: wavefronts per shared load of a warp reading A's panel (1 = "
                    "conflict-free; topi.cuda_model, the width ptxas reads with included)",
     "bank_ways_b": "matmul: the same for B's panel",
-    "tile_waste": "matmul: padded output tiles / output elements",
+    "tile_waste": "matmul, conv: padded output tiles / output elements",
     "sm_balance": "matmul: blocks / (SMs x blocks on the busiest SM); 1 = no wave "
                   "quantization (topi.cuda_model.matmul_estimate)",
     "warps_per_smsp": "matmul: warps the busiest SM scheduler runs (latency hiding and the "
@@ -73,7 +73,8 @@ FEATURE_DOCS = {
                                "warp's k-step, bank conflicts and float4 reads included (an SM "
                                "serves 1 per clock against 4 FFMA: above 0.25 LDS-bound)",
     "model_log2_cycles": "matmul: log2 of the static model's cycles (issue, shared memory, "
-                         "L2, waves, split-K kernel; topi.cuda_model.matmul_estimate)",
+                         "L2, waves, split-K kernel; topi.cuda_model.matmul_estimate); conv: "
+                         "of topi.cuda_conv.conv_estimate",
 }
 MAX_BLOCKS_PER_SM = 32
 
@@ -98,6 +99,8 @@ def features(space, cfg, func: S.PrimFunc, plan: dict) -> np.ndarray:
     out.update(_pipelining(main))
     if cfg.kind == "matmul":
         out.update(_matmul(space, cfg.values()))
+    elif cfg.kind == "conv":
+        out.update(_conv(space, cfg.values()))
     return np.array([out[n] for n in FEATURE_NAMES], dtype=np.float32)
 
 
@@ -175,3 +178,16 @@ def _matmul(space, k: dict) -> dict:
             "ty": k["ty"],
             "tile_waste": waste,
             **_estimate(space, k)}
+
+
+def _conv(space, k: dict) -> dict:
+    """The matmul features that mean the same for a convolution's tile (reg_tile tf x tw,
+    bk = channels per step, ty = threads over channels, tx over columns), and the static
+    estimate (topi.cuda_conv.conv_estimate)."""
+    from ...topi import cuda_conv as tcv
+    g = tcv.conv_geometry(tcv.conv_stage(space.out))
+    est = tcv.conv_estimate(g, k, space.target)
+    return {"reg_tile": k["tf"] * k["tw"], "smem_loads_per_fma": est["smem_words_per_fma"],
+            "bk": k["bc"], "pad": k["pad"], "dbuf": k["dbuf"], "tx": k["tx"],
+            "ty": k["ty"] * k["th"], "tile_waste": est["waste"],
+            "model_log2_cycles": math.log2(1 + est["cycles"])}

@@ -10,10 +10,10 @@ one block in it. The estimate multiplies such factors; it is a prior, not a pred
 seconds, and the trained model replaces it once the task has enough measurements.
 
 Matmul candidates are scored by the static model of kiln.topi.cuda_model.matmul_estimate (its
-cycles, carried by the feature model_log2_cycles), so there is one model of a matmul tile.
-The other kernels (rows, injective) are memory-bound: the share of multiprocessors busy (the
-busiest SM sets the time), latency hiding (resident warps per SM up to 8) and coalescing
-decide.
+cycles, carried by the feature model_log2_cycles), so there is one model of a matmul tile;
+convolution candidates the same way, by topi.cuda_conv.conv_estimate. The other kernels (rows,
+injective) are memory-bound: the share of multiprocessors busy (the busiest SM sets the time),
+latency hiding (resident warps per SM up to 8) and coalescing decide.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def prior_score(x) -> float:
     x = np.asarray(x, np.float64)
     blocks = 2 ** _get(x, "log2_blocks")
     kernels = max(_get(x, "kernels", 1.0), 1.0)
-    if _get(x, "kind_matmul") > 0:
+    if _get(x, "kind_matmul") > 0 or _get(x, "kind_conv") > 0:
         score = _matmul(x)
     else:
         score = _memory_bound(x, blocks)

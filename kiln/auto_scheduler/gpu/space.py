@@ -2,18 +2,18 @@
 
 In: a task's ComputeDAG and its CUDA Target.
 Out: `GpuSpace`: the sketch that fits the kernel (kiln.topi.cuda.kernel_kind: "matmul" =
-multi-level tiling SSSRRSRS with shared-memory panels, a register tile, bound block / thread
-levels and optional split-K; "rows" = one block per row with cross-thread reductions (warp
-shuffles); "injective" and "simple" = flat thread binding), the knobs each sketch leaves
-open (tile sizes, thread counts as warp multiples, reduction step, row padding of the shared
-panels in words (0, 1, 2, 4: which one keeps a thread tile's float4 reads conflict-free
-depends on tm / tn, topi.cuda_model.conflict_free_pad), vector width of the cooperative fetch,
-reduction slices and whether the last slice of a tile sums them in the same kernel,
-whether the panels are double-buffered, and whether the warps' products run on the tensor
-cores in float32 accuracy (mma: 3xTF32)),
-random sampling, mutation and crossover of knob values,
-and `state(config)`: the complete State (a Step list like any other, so records replay it
-without this module).
+multi-level tiling SSSRRSRS with shared-memory panels, a register tile, bound block / thread levels
+and optional split-K; "conv" = the same structure over a convolution's channels, rows and
+columns, its input patch and weights in shared memory (topi.cuda_conv); "rows" = one block per
+row with cross-thread reductions (warp shuffles); "injective" and "simple" = flat thread
+binding), the knobs each sketch leaves open (tile sizes, thread counts as warp multiples,
+reduction step, row padding of the shared panels in words (0, 1, 2, 4: which one keeps a thread
+tile's float4 reads conflict-free depends on tm / tn, topi.cuda_model.conflict_free_pad),
+vector width of the cooperative fetch, reduction slices and whether the last slice of a tile
+sums them in the same kernel, whether the panels are double-buffered, and whether the warps'
+products run on the tensor cores in float32 accuracy (mma: 3xTF32)), random sampling, mutation
+and crossover of knob values, and `state(config)`: the complete State (a Step list like any
+other, so records replay it without this module).
 Why: kiln's GPU schedules are written once (kiln.topi.cuda) with every tunable choice a
 parameter; the search explores those parameters instead of re-deriving the structure, which
 keeps every candidate structurally sound (bound threads, barriers, cooperative fetches).
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from ...errors import KilnError
 from ...schedule.facade import Schedule
 from ...topi import cuda as tc
+from ...topi import cuda_conv as tcv
 
 WARP = 32
 # knob -> candidate values, per sketch kind
@@ -37,6 +38,8 @@ _DOMAINS = {
                "ty": (1, 2, 4, 8, 16, 32), "bk": (4, 8, 16, 32), "pad": (0, 1, 2, 4),
                "vec": (1, 2, 4), "splitk": (1, 2, 3, 4, 6, 8, 12, 16), "serial": (0, 1),
                "dbuf": (0, 1), "mma": (0, 1)},
+    "conv": {"tf": (1, 2, 4, 8), "tw": (1, 2, 4), "ty": (1, 2, 4, 8, 16), "th": (1, 2, 4, 8),
+             "tx": (4, 8, 16, 32), "bc": (1, 2, 4, 8, 16, 32), "pad": (0, 1), "dbuf": (0, 1)},
     "rows": {"threads": (32, 64, 128, 256, 512)},
     "injective": {"threads": (64, 128, 256, 512, 1024)},
     "simple": {"threads": (32, 64, 128, 256, 512)},
@@ -83,6 +86,8 @@ class GpuSpace:
             dom["bk"] = tuple(b for b in dom["bk"] if b <= k) or (1,)
             dom["splitk"] = (1,) if prologue else tuple(
                 s for s in dom["splitk"] if k // s >= max(dom["bk"][0], 16) or s == 1)
+        if self.kind == "conv":
+            dom["bc"] = tcv.channel_steps(tcv.conv_geometry(tcv.conv_stage(self.out))["c"])
         return dom
 
     # ------------------------------------------------------------ sketches
@@ -92,6 +97,11 @@ class GpuSpace:
                           "register tile; the reduction split around shared-memory panels "
                           "fetched cooperatively (optionally double-buffered); optional split-K; "
                           "epilogue fused",
+                "conv": "direct convolution, multi-level tiling of channels, rows and "
+                        "columns (blockIdx tiles, threadIdx.z/y/x, a register tile of tf "
+                        "channels x tw columns); input channels in steps around shared-memory "
+                        "panels of the input patch (with its halo) and the weights, fetched "
+                        "cooperatively; epilogue fused",
                 "rows": "one block per row; each reduction a cross-thread reduction "
                         "(a strided share per thread, combined by warp shuffles); "
                         "elementwise work inlined",
@@ -106,6 +116,8 @@ class GpuSpace:
             mm, prologue = tc.matmul_parts(self.out)
             t = tc.matmul_tiles(mm, self.target, bool(prologue))
             knobs = {"pad": 1, "vec": 1, **t}
+        elif self.kind == "conv":
+            knobs = tcv.conv_tiles(tcv.conv_stage(self.out), self.target)
         else:
             knobs = {"threads": {"rows": 128, "injective": 256, "simple": 256}[self.kind]}
         return self._config(knobs)
@@ -141,7 +153,8 @@ class GpuSpace:
         """Cheap checks before lowering: a warp-multiple thread count within the limit, and
         for tensor-core tiles the fragment shapes (schedule_matmul(mma=1))."""
         k = cfg.values()
-        threads = k["tx"] * k["ty"] if self.kind == "matmul" else k["threads"]
+        threads = k["tx"] * k["ty"] * k.get("th", 1) if self.kind in ("matmul", "conv") \
+            else k["threads"]
         if self.kind == "matmul" and k["mma"] and (
                 k["tm"] % 2 or k["tn"] % 2 or k["tx"] % 4 or k["ty"] % 8 or k["bk"] % 8 or
                 not self.target.tf32_tensor_cores):
@@ -158,6 +171,8 @@ class GpuSpace:
                                tx=k["tx"], ty=k["ty"], bk=k["bk"], pad=int(k["pad"]),
                                vec=k["vec"], splitk=k["splitk"], serial=k["serial"],
                                dbuf=k["dbuf"], mma=k["mma"])
+        elif cfg.kind == "conv":
+            tcv.schedule_conv2d(s, self.out, **k)
         elif cfg.kind == "rows":
             tc.schedule_rows(s, self.out, threads=k["threads"])
         elif cfg.kind == "injective":
