@@ -91,6 +91,30 @@ def test_conv_kernels_match_numpy_on_the_emulated_gpu(shape, stride, pad, dil, t
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
 
 
+def test_a_convolution_written_with_te_compute_takes_the_conv_schedule():
+    """TVM's tutorial way: a padding compute and a conv written by hand, operands swapped."""
+    data = te.placeholder((1, 6, 9, 9), name="data")
+    kern = te.placeholder((10, 6, 3, 3), name="kern")
+    padded = te.compute((1, 6, 11, 11), lambda n, c, y, x: te.if_then_else(
+        te.all(y >= 1, y < 10, x >= 1, x < 10), data[n, c, y - 1, x - 1], 0.0), name="pad")
+    rc, ry, rx = (te.reduce_axis((0, e), name=nm) for e, nm in ((6, "rc"), (3, "ry"), (3, "rx")))
+    conv = te.compute((1, 10, 5, 5), lambda n, f, y, x: te.sum(
+        kern[f, rc, ry, rx] * padded[n, rc, y * 2 + ry, x * 2 + rx], axis=[rc, ry, rx]),
+        name="conv")
+    assert tcv.conv_operands(conv) == (padded, kern) and tc.kernel_kind(conv) == "conv"
+    s = te.create_schedule(conv.op)
+    assert tc.schedule_auto(s, conv, TARGET) == "conv"
+    rng = np.random.default_rng(5)
+    ins = [rng.standard_normal((1, 6, 9, 9), dtype=np.float32),
+           rng.standard_normal((10, 6, 3, 3), dtype=np.float32)]
+    got, _ = _emulate(kiln.lower(s, [data, kern, conv]),
+                      ins + [np.full((1, 10, 5, 5), np.nan, np.float32)])
+    np.testing.assert_allclose(got, _conv_ref(*ins, 2, 1, 1), rtol=2e-5, atol=2e-5)
+    transposed = te.compute((1, 10, 5, 5), lambda n, f, y, x: te.sum(
+        kern[f, rc, rx, ry] * padded[n, rc, y * 2 + ry, x * 2 + rx], axis=[rc, ry, rx]))
+    assert tcv.conv_operands(transposed) is None  # not the layout the schedule assumes
+
+
 def test_padded_fetches_stay_behind_their_condition_when_pipelined():
     """The printer stages a fetch's global load through registers a step early; a padded
     read (select(inside, data[...], 0)) must keep its condition there, or the load reads out

@@ -51,6 +51,31 @@ def test_seed_gemm_hand_schedule_matches_numpy(wl, tiles):
         assert _rel_err(out, want) <= 1e-5
 
 
+def test_conv_layer_default_schedule_matches_numpy():
+    """A ResNet 3x3 layer with bias and ReLU fused, on the default conv schedule."""
+    from kiln import topi
+    n, c, hw, o = (1, 16, 14, 16) if EMULATED else (1, 64, 56, 64)
+    data = te.placeholder((n, c, hw, hw), name="data")
+    kern = te.placeholder((o, c, 3, 3), name="kern")
+    bias = te.placeholder((o,), name="bias")
+    conv = topi.conv2d_nchw(data, kern, 1, 1)
+    out = te.compute(conv.shape, lambda b, f, y, x: te.max(conv[b, f, y, x] + bias[f], 0.0))
+    s = te.create_schedule(out.op)
+    assert tc.schedule_auto(s, out, "cuda") == "conv"
+    f = kiln.build(s, [data, kern, bias, out], target="cuda")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
+    w = rng.standard_normal((o, c, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(o, dtype=np.float32)
+    got = np.full((n, o, hw, hw), np.nan, np.float32)
+    f(x, w, b, got)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = sum(np.einsum("nchw,oc->nohw", xp[:, :, i:i + hw, j:j + hw], w[:, :, i, j])
+               for i in range(3) for j in range(3))
+    want = np.maximum(want + b[None, :, None, None], 0)
+    assert _rel_err(got, want) <= 1e-5
+
+
 def test_device_arrays_and_timing():
     f, ref = _seed(workloads.matmul, tm=8, tn=8, tx=8, ty=8, bk=16)
     rng = np.random.default_rng(2)

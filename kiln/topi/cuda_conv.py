@@ -1,9 +1,9 @@
 """The GPU schedule of a 2-d convolution (NCHW, groups = 1) with its epilogue fused, and its
 default tile sizes.
 
-In: a Schedule and the output of a kernel that is one `conv2d_nchw` compute (topi.nn) plus an
-elementwise epilogue (bias, activation, residual add); the padding compute before it is
-inlined into the fetch.
+In: a Schedule and the output of a kernel that is one NCHW convolution with groups = 1
+(topi.nn.conv2d_nchw, or the same written with te.compute) plus an elementwise epilogue
+(bias, activation, residual add); the padding compute before it is inlined into the fetch.
 Out: `schedule_conv2d(s, out, ...)` (the schedule, modified in place); `conv_stage(out)`
 (the convolution, or None when the kernel is not one); `conv_tiles(conv, target)` (the knobs
 an untuned build uses); `conv_estimate` (the static cost those tiles are ranked by).
@@ -32,7 +32,6 @@ from ..errors import ScheduleError
 from ..te import thread_axis
 from .cuda_model import as_cuda
 
-CONV_TAG = "conv2d_nchw"
 MAX_UNROLLED_FMAS = 512  # past this the channel step stays a loop (code size, registers)
 MAX_REGISTERS = 128  # conv_tiles keeps estimated registers per thread under this (no spills)
 LATENCY_CYCLES = 700  # one global-memory round trip, roughly, on sm_80 / sm_90
@@ -41,17 +40,59 @@ DEFAULT_TILES = dict(tf=4, tw=2, ty=4, th=2, tx=8, bc=8, pad=1, dbuf=0)
 
 def conv_stage(out):
     """The convolution `out` is an elementwise function of (out itself included), or None:
-    exactly one reduction in the kernel, a groups = 1 conv2d_nchw with its three reduction
-    axes, of the same shape as out."""
+    exactly one reduction in the kernel, of the same shape as out, that reads like a
+    groups = 1 NCHW convolution (conv_operands), whether topi.nn built it or a user wrote
+    it with te.compute."""
     from .cuda import _reductions
     reds = _reductions(out)
     if len(reds) != 1:
         return None
     conv = reds[0]
-    if getattr(conv.op, "tag", "") != CONV_TAG or len(conv.op.reduce_axis) != 3 or \
-            len(conv.op.input_tensors) != 2 or _extents(conv.op.axis) != _extents(out.op.axis):
+    if _extents(conv.op.axis) != _extents(out.op.axis) or conv_operands(conv) is None:
         return None
     return conv
+
+
+def conv_operands(conv):
+    """(data, kernel) of `conv` when its body is sum over (rc, ry, rx) of
+    data[n, rc, <y and ry>, <x and rx>] * kernel[f, rc, ry, rx] for output axes
+    (n, f, y, x); else None. The data operand may be a padding compute (inlined later)."""
+    from ..te import expr as E
+    body = conv.op.body[0] if getattr(conv.op, "body", None) else None
+    if not isinstance(body, E.Reduce) or len(conv.op.axis) != 4 or \
+            len(conv.op.reduce_axis) != 3 or len(conv.op.input_tensors) != 2:
+        return None
+    src = _strip_casts(body.source)
+    if not (isinstance(src, E.BinOp) and src.op == "mul"):
+        return None
+    loads = [_strip_casts(x) for x in (src.a, src.b)]
+    if not all(isinstance(x, E.TensorLoad) and len(x.indices) == 4 for x in loads):
+        return None
+    n, f, y, x = conv.op.axis
+    rc, ry, rx = conv.op.reduce_axis
+    for d, k in (loads, loads[::-1]):
+        if _same(k.indices, (f, rc, ry, rx)) and _same(d.indices[:2], (n, rc)) and \
+                _uses(d.indices[2], {y, ry}) and _uses(d.indices[3], {x, rx}):
+            return d.tensor, k.tensor
+    return None
+
+
+def _strip_casts(e):
+    from ..te import expr as E
+    while isinstance(e, E.Cast):
+        e = e.value
+    return e
+
+
+def _same(indices, axes) -> bool:
+    return all(_strip_casts(i) is a for i, a in zip(indices, axes))
+
+
+def _uses(e, allowed: set) -> bool:
+    """Whether index `e` reads loop variables, all of them among `allowed` (iter vars)."""
+    from ..te import expr as E
+    used = {v for v in E.walk(e) if isinstance(v, E.Var)}
+    return bool(used) and used <= allowed
 
 
 def conv_geometry(conv) -> dict:
@@ -59,7 +100,7 @@ def conv_geometry(conv) -> dict:
     kh, kw, and the (padded) input's height and width."""
     n, o, oh, ow = _extents(conv.op.axis)
     c, kh, kw = _extents(conv.op.reduce_axis)
-    src = conv.op.input_tensors[0]
+    src, _ = conv_operands(conv)
     _, _, h, w = (int(getattr(d, "value", d)) for d in src.shape)
     return dict(n=n, o=o, oh=oh, ow=ow, c=c, kh=kh, kw=kw, h=h, w=w)
 
@@ -85,8 +126,8 @@ def schedule_conv2d(s, out, conv=None, tf: int = 4, tw: int = 2, ty: int = 4, th
                             f"tw={tw} ty={ty} th={th} tx={tx} bc={bc}")
     _inline_between(s, out, conv)
     _inline_producers(s, conv)
+    src, ker = conv_operands(conv)
     acc = s.cache_write(conv, "local") if out is conv else conv
-    src, ker = acc.op.input_tensors
     n, f, y, x = s[out].op.axis
     bf, f = s[out].split(f, factor=ty * tf)
     t_f, ff = s[out].split(f, factor=tf)

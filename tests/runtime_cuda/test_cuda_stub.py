@@ -166,13 +166,13 @@ def test_a_measurement_worker_that_dies_costs_one_candidate(env):
 
 
 def test_a_gpu_sitting_runs_on_the_emulated_gpu(env, tmp_path):
-    """scripts/gpu_sitting.sh --smoke: both GPU benchmarks (tuned rows included) and a tuning
-    sitting whose log the BERT benchmark then applies."""
+    """scripts/gpu_sitting.sh --smoke: the GPU benchmarks (tuned rows included) and a tuning
+    sitting whose log the BERT benchmark then applies, then the convolutions."""
     out = tmp_path / "sitting"
     _run(dict(env, PYTHON=sys.executable), ["bash", "scripts/gpu_sitting.sh", str(out),
                                              "--smoke"], timeout=600, python=False)
     log = (out / "log.txt").read_text()
-    assert log.count(": exit 0 after") == 3, log[-3000:]
+    assert log.count(": exit 0 after") == 4, log[-3000:]
     gemm = json.loads((out / "gemm_gpu.json").read_text())
     names = [r["name"].split(",")[0] for r in gemm["rows"]]  # hand (FMA, tensor cores), tuned
     assert names == ["kiln mm", "kiln swish_mm (fused)"] * 2 + ["kiln mm", "kiln swish_mm"], \
@@ -188,6 +188,9 @@ def test_a_gpu_sitting_runs_on_the_emulated_gpu(env, tmp_path):
                                                   "plain launches)"]
     assert all(r["max_abs_err"] <= 1e-4 for r in bert["rows"]) and bert["profile"]
     assert (out / "bert_gpu_log.json").stat().st_size and (out / "gemm_gpu_log.json").exists()
+    conv = json.loads((out / "conv_gpu.json").read_text())
+    assert [r["impl"] for r in conv["rows"]][:1] == ["kiln"] and \
+        all(m["rel_err"] <= 1e-5 for m in conv["meta"]["layers"])
 
 
 def test_kiln_tune_and_bench_with_target_cuda_on_the_emulated_gpu(env, tmp_path):
