@@ -103,6 +103,29 @@ def test_long_vectorized_loop_becomes_chunk_loop(rng):
     assert "for (int32_t i_o = 0; i_o < 9; ++i_o)" in mod.source
 
 
+@pytest.mark.parametrize("row_guard", [False, True])
+def test_edge_guarded_vector_loop_is_peeled(row_guard, rng):
+    """A 16-lane tile over 197 columns (ViT's tokens): the guard `jo * 16 + j < 197` is
+    linear in the lane, so full tiles run the vector code and only the last tile runs lane by
+    lane (unrolled, constant indices). A guard on the row alone (192 columns, 4-row tiles
+    over 3 rows) is tested once around the vector code."""
+    rows, n = (3, 192) if row_guard else (3, 197)
+    A, B = buf("A", (rows, n)), buf("B", (rows, n))
+    i, jo, j = E.Var("i"), E.Var("jo"), E.Var("j")
+    col = jo * 16 + j
+    store = S.Store(B, i * n + col, ld(A, i * n + col) * 2.0 + 1.0)
+    body = loop(i, 4 if row_guard else rows, "serial", loop(jo, -(-n // 16), "serial", loop(
+        j, 16, "vectorized", S.IfThenElse((i < rows) if row_guard else (col < n), store))))
+    f = S.PrimFunc("edge", [A, B], body)
+    src = render(f)
+    assert "printed scalar" not in src and "kiln_store_f32x16" in src
+    assert row_guard or "if (jo * 16 + 15 < 197) {" in src  # the whole tile's test
+    a = rng.standard_normal((rows, n)).astype(F32)
+    b = np.full_like(a, np.nan)
+    build(f)(a, b)
+    np.testing.assert_array_equal(b, a * 2 + 1)
+
+
 def test_symbolic_extent_falls_back_to_scalar_loop(rng):
     n = E.Var("n")
     A, B = buf("A", 40), buf("B", 40)

@@ -41,6 +41,11 @@ class _TilePlan:
         if big:
             cname, cext = big[-1]
             cols = first_divisor(cext, [2 * lanes, lanes], 2 * lanes)
+            if cols < lanes // 2 and cext > 2 * lanes:
+                # a prime-ish extent (ViT's 197 keys): one vector of columns with an edge
+                # guard (the C printer peels it: only the last tile runs scalar) beats
+                # scalar columns everywhere
+                cols = lanes
             self.inner[cname] = cols
             if len(big) > 1:
                 rname, rext = big[-2]

@@ -180,8 +180,55 @@ def _plan_loop(loop: S.For, ranges: dict) -> S.Stmt:
     if reason:
         body = plan_vectors(loop.body, inner)
         scalar = S.For(loop.var, loop.extent, "serial", body, dict(loop.pragmas))
-        return ScalarLoop(scalar, reason, _all_stores_stride(loop.body, loop.var, inner))
+        return _peeled(loop, n, ranges, inner) or \
+            ScalarLoop(scalar, reason, _all_stores_stride(loop.body, loop.var, inner))
     return _chunks(loop, n, ranges)
+
+
+def _peeled(loop: S.For, n, ranges: dict, inner: dict):
+    """A vectorized loop whose body is `if (cond) straight-line stores`, cond a conjunction
+    of comparisons linear in the loop variable (the edge guard of a tile that does not
+    divide its axis): `if (cond holds at the first and the last lane) vector blocks without
+    the guard, else each lane under its own guard`. Linear conditions hold on an interval of
+    lanes, so the two ends decide for all; only the tiles at the edge take the scalar path.
+    A guard that does not depend on the lane is tested once around the vector code; one the
+    simplifier proves true is dropped. None when the loop is not of that form."""
+    body = loop.body
+    if n is None or n < 2 or not isinstance(body, S.IfThenElse) or body.else_ is not None:
+        return None
+    simp = Simplifier(inner)
+    strides = []
+    for c in _conjuncts(simplify(body.cond, inner)):
+        if isinstance(c, E.IntImm) and c.value:  # a guard the simplifier proved true
+            continue
+        if not isinstance(c, E.Cmp) or not E.is_int(c.a.dtype):
+            return None
+        stride, _ = var_stride(simp.to_lin(E.binop("sub", c.a, c.b)), loop.var)
+        if stride is None:
+            return None
+        strides.append(stride)
+    bare = S.For(loop.var, loop.extent, loop.kind, body.then, dict(loop.pragmas))
+    if _why_scalar(bare, n, inner):
+        return None
+    if not strides:
+        return _chunks(bare, n, ranges)
+    if not any(strides):  # the same for every lane (a row guard): the vector code or nothing
+        return S.IfThenElse(body.cond, _chunks(bare, n, ranges))
+    if n > MAX_UNROLL:
+        return None
+    ends = [E.substitute(body.cond, {loop.var: E.IntImm(v, loop.var.dtype)}) for v in (0, n - 1)]
+    # the edge tile: each lane guarded on its own, unrolled, so that indices stay constant and
+    # a register tile stays in registers (a scalar loop would index it at run time)
+    lanes = S.seq([instantiate(body, {loop.var: E.IntImm(v, loop.var.dtype)}, ranges)
+                   for v in range(n)])
+    return S.IfThenElse(simplify(E.binop("and", *ends), ranges), _chunks(bare, n, ranges),
+                        lanes)
+
+
+def _conjuncts(e: E.Expr) -> list:
+    if isinstance(e, E.BinOp) and e.op == "and":
+        return _conjuncts(e.a) + _conjuncts(e.b)
+    return [e]
 
 
 def _why_scalar(loop: S.For, n, ranges) -> str:
