@@ -31,6 +31,7 @@ import math
 from ..errors import ScheduleError
 from ..te import thread_axis
 from .cuda_model import as_cuda
+from .nn.conv2d import nchw_conv_operands
 
 MAX_UNROLLED_FMAS = 512  # past this the channel step stays a loop (code size, registers)
 MAX_REGISTERS = 128  # conv_tiles keeps estimated registers per thread under this (no spills)
@@ -54,45 +55,9 @@ def conv_stage(out):
 
 
 def conv_operands(conv):
-    """(data, kernel) of `conv` when its body is sum over (rc, ry, rx) of
-    data[n, rc, <y and ry>, <x and rx>] * kernel[f, rc, ry, rx] for output axes
-    (n, f, y, x); else None. The data operand may be a padding compute (inlined later)."""
-    from ..te import expr as E
-    body = conv.op.body[0] if getattr(conv.op, "body", None) else None
-    if not isinstance(body, E.Reduce) or len(conv.op.axis) != 4 or \
-            len(conv.op.reduce_axis) != 3 or len(conv.op.input_tensors) != 2:
-        return None
-    src = _strip_casts(body.source)
-    if not (isinstance(src, E.BinOp) and src.op == "mul"):
-        return None
-    loads = [_strip_casts(x) for x in (src.a, src.b)]
-    if not all(isinstance(x, E.TensorLoad) and len(x.indices) == 4 for x in loads):
-        return None
-    n, f, y, x = conv.op.axis
-    rc, ry, rx = conv.op.reduce_axis
-    for d, k in (loads, loads[::-1]):
-        if _same(k.indices, (f, rc, ry, rx)) and _same(d.indices[:2], (n, rc)) and \
-                _uses(d.indices[2], {y, ry}) and _uses(d.indices[3], {x, rx}):
-            return d.tensor, k.tensor
-    return None
-
-
-def _strip_casts(e):
-    from ..te import expr as E
-    while isinstance(e, E.Cast):
-        e = e.value
-    return e
-
-
-def _same(indices, axes) -> bool:
-    return all(_strip_casts(i) is a for i, a in zip(indices, axes))
-
-
-def _uses(e, allowed: set) -> bool:
-    """Whether index `e` reads loop variables, all of them among `allowed` (iter vars)."""
-    from ..te import expr as E
-    used = {v for v in E.walk(e) if isinstance(v, E.Var)}
-    return bool(used) and used <= allowed
+    """(data, kernel) of `conv` when it reads like a groups = 1 NCHW convolution
+    (topi.nn.conv2d.nchw_conv_operands), else None."""
+    return nchw_conv_operands(conv.op)
 
 
 def conv_geometry(conv) -> dict:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from ... import te
 from ...errors import ShapeError
+from ...te import expr as E
 from ...te.tensor import Tensor
 from ..utils import IntOrPair, check_tensor, const_shape
 from .pad import out_extent, pad, padding4, pair, window
 
-__all__ = ["conv2d_nchw", "depthwise_conv2d_nchw", "group_conv2d_nchw"]
+__all__ = ["conv2d_nchw", "depthwise_conv2d_nchw", "group_conv2d_nchw", "nchw_conv_operands"]
 
 
 def _geometry(data: Tensor, kshape: tuple, stride, padding, dilation, op: str):
@@ -103,3 +104,45 @@ def depthwise_conv2d_nchw(data: Tensor, kernel: Tensor, stride: IntOrPair = 1,
         return te.sum(prod, axis=[ry, rx])
     return te.compute((ds[0], ds[1] * m, oh, ow), body, name="depthwise_conv2d",
                       tag="depthwise_conv2d_nchw")
+
+
+def nchw_conv_operands(op):
+    """(data, kernel) tensors when compute `op`'s body is sum over (rc, ry, rx) of
+    data[n, rc, <y and ry>, <x and rx>] * kernel[f, rc, ry, rx] for output axes
+    (n, f, y, x), casts allowed (a groups = 1 NCHW convolution, whether conv2d_nchw built it
+    or a user wrote it with te.compute); else None. The data operand may be a padding
+    compute. Schedules that rely on those roles (the GPU's direct convolution, the CPU
+    sketch that vectorizes output channels) recognise a convolution with this."""
+    body = op.body[0] if getattr(op, "body", None) else None
+    if not isinstance(body, E.Reduce) or len(op.axis) != 4 or \
+            len(op.reduce_axis) != 3 or len(op.input_tensors) != 2:
+        return None
+    src = _strip_casts(body.source)
+    if not (isinstance(src, E.BinOp) and src.op == "mul"):
+        return None
+    loads = [_strip_casts(x) for x in (src.a, src.b)]
+    if not all(isinstance(x, E.TensorLoad) and len(x.indices) == 4 for x in loads):
+        return None
+    n, f, y, x = op.axis
+    rc, ry, rx = op.reduce_axis
+    for d, k in (loads, loads[::-1]):
+        if _same(k.indices, (f, rc, ry, rx)) and _same(d.indices[:2], (n, rc)) and \
+                _uses(d.indices[2], {y, ry}) and _uses(d.indices[3], {x, rx}):
+            return d.tensor, k.tensor
+    return None
+
+
+def _strip_casts(e):
+    while isinstance(e, E.Cast):
+        e = e.value
+    return e
+
+
+def _same(indices, axes) -> bool:
+    return all(_strip_casts(i) is a for i, a in zip(indices, axes))
+
+
+def _uses(e, allowed: set) -> bool:
+    """Whether index `e` reads loop variables, all of them among `allowed` (iter vars)."""
+    used = {v for v in E.walk(e) if isinstance(v, E.Var)}
+    return bool(used) and used <= allowed
