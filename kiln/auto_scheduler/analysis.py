@@ -153,3 +153,13 @@ def _root_of(state, si: int) -> tuple:
         st = state.stages[si]
         si, loop = state.stage_index(st.attach[1]), st.attach[2]
     return si, loop
+
+
+def conv_channel_axis(state, si: int):
+    """The output-channel axis name of a stage that computes an NCHW convolution
+    (topi.nn.conv2d.nchw_conv_operands), else None."""
+    from ..topi.nn.conv2d import nchw_conv_operands
+    st = state.stages[si]
+    if st.compute is None or nchw_conv_operands(st.compute) is None:
+        return None
+    return st.compute.axis[1].name

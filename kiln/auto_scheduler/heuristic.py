@@ -32,11 +32,13 @@ def first_divisor(n: int, preferred: list, limit: int) -> int:
 class _TilePlan:
     """Tile sizes for the spatial/reduce axes of one multi-level-tiled stage."""
 
-    def __init__(self, stage, target: Target, dtype: str):
+    def __init__(self, stage, target: Target, dtype: str, innermost: str | None = None):
         lanes = target.vector_lanes(dtype) if dtype in ("float32", "float64") else 4
         regs = 32 if target.vector_bytes == 64 else 16
         axes = [(a.name, int(a.extent.value)) for a in stage.compute.axis]
         big = [(n, e) for n, e in axes if e > 1]
+        if innermost is not None and innermost in dict(big):  # the sketch's vectorized axis
+            big = [(n, e) for n, e in big if n != innermost] + [(innermost, dict(big)[innermost])]
         self.inner: dict = {}
         if big:
             cname, cext = big[-1]
@@ -75,6 +77,16 @@ def _lane_split(steps: list, k: int) -> bool:
         and nxt.factor_axis > 0
 
 
+def _innermost_axis(sketch, op) -> str | None:
+    """The root axis whose part is the innermost loop of `op`'s stage in the sketch."""
+    from ..errors import ScheduleError
+    try:
+        iters = sketch.stage(op).iters
+    except ScheduleError:
+        return None
+    return iters[-1].name.rsplit(".", 1)[0] if iters else None
+
+
 def heuristic_tiles(info: SketchInfo, target: Target) -> tuple:
     """Inner lengths of every sketch split, by the role of the axis it splits (a split that
     is rfactored into SIMD lanes gets the vector width)."""
@@ -91,7 +103,8 @@ def heuristic_tiles(info: SketchInfo, target: Target) -> tuple:
         elif isinstance(step, SplitStep):
             st = state.stages[step.stage_id]
             name = st.iters[step.iter_id].name
-            plan = _TilePlan(st, target, st.op.output(0).dtype) if st.compute else None
+            plan = _TilePlan(st, target, st.op.output(0).dtype,
+                             _innermost_axis(info.sketch, st.op)) if st.compute else None
             out.append(plan.lengths(name, len(step.lengths)) if plan else
                        (1,) * len(step.lengths))
         state = state.apply(step)

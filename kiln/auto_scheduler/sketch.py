@@ -11,6 +11,8 @@ passes, or returns successor states (and whether later rules may still apply):
   RuleAlwaysInline              reduction-free non-output stages are inlined
   RuleMultiLevelTilingWithFusion  a reuse stage with one elementwise consumer: SSRSRS tiles,
                                 consumer follows the outer tiles, the stage is computed inside
+                                (for an NCHW convolution, first with the output channels as
+                                the innermost, vectorized, tile)
   RuleAddCacheWrite             a reuse stage without such a consumer gets a local
                                 accumulator stage (which then fuses into the write-back)
   RuleMultiLevelTiling          SSRSRS tiles alone
@@ -31,8 +33,10 @@ SPATIAL_LEVELS = 4  # S S . S . S
 REDUCE_LEVELS = 2  # . . R . R .
 
 
-def multi_level_tiling(state, si: int):
-    """SSRSRS: returns (state, {axis name: split step index}) with placeholder lengths."""
+def multi_level_tiling(state, si: int, last: str | None = None):
+    """SSRSRS: returns (state, {axis name: split step index}) with placeholder lengths.
+    `last`: the spatial axis whose innermost tile goes innermost (the one vectorized), instead
+    of the last axis."""
     op = state.stages[si].op
     split_of = {}
     parts = {}
@@ -44,8 +48,12 @@ def multi_level_tiling(state, si: int):
     st = state.stages[si]
     sp = [parts[it.name] for it in _roots(st, "spatial")]
     rd = [parts[it.name] for it in _roots(st, "reduce")]
+    inner = [p[3] for p in sp]
+    if last is not None:
+        mine = parts[last][3]
+        inner = [x for x in inner if x != mine] + [mine]
     order = [p[0] for p in sp] + [p[1] for p in sp] + [p[0] for p in rd] + [p[2] for p in sp] \
-        + [p[1] for p in rd] + [p[3] for p in sp]
+        + [p[1] for p in rd] + inner
     state = state.reorder(op, order)
     return state, split_of
 
@@ -103,9 +111,19 @@ def rule_mlt_with_fusion(state, si: int):
     ci = A.fusible_consumer(state, si)
     if ci is None:
         return None, True
-    tiled, split_of = multi_level_tiling(state, si)
-    out = [(fuse_into_consumer(tiled, si, ci, split_of, lv), si - 1) for lv in (1, 2)]
+    out = []
+    for last in _inner_axes(state, si):
+        tiled, split_of = multi_level_tiling(state, si, last)
+        out += [(fuse_into_consumer(tiled, si, ci, split_of, lv), si - 1) for lv in (1, 2)]
     return out, False
+
+
+def _inner_axes(state, si: int) -> list:
+    """Which axis the register tile vectorizes, best first: a convolution's output channels
+    (its weights packed along them, each input value broadcast: no strided or halo loads in
+    the inner loop), then the last axis as for any other stage."""
+    ch = A.conv_channel_axis(state, si)
+    return [ch, None] if ch is not None else [None]
 
 
 def rule_add_cache_write(state, si: int):
@@ -120,8 +138,8 @@ def rule_add_cache_write(state, si: int):
 def rule_multi_level_tiling(state, si: int):
     if not A.needs_multi_level_tiling(state, si):
         return None, True
-    tiled, _ = multi_level_tiling(state, si)
-    return [(tiled, si - 1)], False
+    return [(multi_level_tiling(state, si, last)[0], si - 1)
+            for last in _inner_axes(state, si)], False
 
 
 def rule_add_rfactor(state, si: int):

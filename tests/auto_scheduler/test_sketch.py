@@ -59,6 +59,28 @@ def test_reduction_without_reuse_is_not_tiled():
     assert any(all(f"{n} [at softmax.i]" in t for n in ("mx", "ex", "sm")) for t in texts)
 
 
+def test_conv_sketches_vectorize_output_channels_first():
+    """An NCHW convolution's first sketches put the output-channel tile innermost (it is the
+    one vectorized: weights packed along it, each input value broadcast); the plain order
+    (columns innermost) follows. The default schedule takes the first and packs the weights
+    along output channels when they are constant."""
+    from kiln import te, topi
+    from kiln.graph.default_schedule import default_schedule
+    dag, sk, *_ = _sketches("conv2d")
+    tiled = [[st.iters[-1].name for st in s.stages if st.relations and
+              st.op.name in ("conv", "conv.local")][0] for s in sk]
+    assert tiled[:2] == ["f.3", "f.3"] and "x.3" in tiled  # local accumulator at 2 levels
+    data = te.placeholder((1, 16, 14, 14), name="data")
+    kern = te.placeholder((32, 16, 3, 3), name="kern")
+    conv = topi.conv2d_nchw(data, kern, 1, 1)
+    out = te.compute(conv.shape, lambda n, f, y, x: te.max(conv[n, f, y, x], 0.0),
+                     name="relu", attrs={"layout_free_placeholders": [kern]})
+    state = default_schedule(ComputeDAG([data, kern, out]), ("kern",), "cpu")
+    cst = state.stage(conv.op)
+    assert cst.iters[-1].name.startswith("oc.") and cst.iters[-1].annotation == "vectorize"
+    assert any(st.code == "LR" for st in state.steps)
+
+
 def test_rfactor_sketch_for_small_spatial_large_reduce():
     from kiln import te
     x = te.placeholder((2, 4096), name="x")

@@ -107,15 +107,17 @@ def depthwise_conv2d_nchw(data: Tensor, kernel: Tensor, stride: IntOrPair = 1,
 
 
 def nchw_conv_operands(op):
-    """(data, kernel) tensors when compute `op`'s body is sum over (rc, ry, rx) of
+    """(data, kernel) tensors when compute `op`'s body (a ComputeOp, or a schedule stage's
+    ComputeDef) is sum over (rc, ry, rx) of
     data[n, rc, <y and ry>, <x and rx>] * kernel[f, rc, ry, rx] for output axes
     (n, f, y, x), casts allowed (a groups = 1 NCHW convolution, whether conv2d_nchw built it
     or a user wrote it with te.compute); else None. The data operand may be a padding
     compute. Schedules that rely on those roles (the GPU's direct convolution, the CPU
     sketch that vectorizes output channels) recognise a convolution with this."""
-    body = op.body[0] if getattr(op, "body", None) else None
-    if not isinstance(body, E.Reduce) or len(op.axis) != 4 or \
-            len(op.reduce_axis) != 3 or len(op.input_tensors) != 2:
+    body = getattr(op, "body", None)  # a ComputeOp's list, or a schedule stage's expression
+    if isinstance(body, (list, tuple)):
+        body = body[0] if len(body) == 1 else None
+    if not isinstance(body, E.Reduce) or len(op.axis) != 4 or len(op.reduce_axis) != 3:
         return None
     src = _strip_casts(body.source)
     if not (isinstance(src, E.BinOp) and src.op == "mul"):
