@@ -22,6 +22,7 @@ from ..auto_scheduler.sketch import generate_sketches
 from ..errors import KilnError
 from ..schedule.steps import CacheReadStep, RfactorStep
 from ..target import as_target
+from ..te import expr as E
 
 __all__ = ["default_schedule", "gpu_schedules", "simple_schedule"]
 
@@ -158,6 +159,31 @@ def _vectorize_inner(state, si: int, lanes: int):
     return state.vectorize(st.op, len(state.stages[si].iters) - 1)
 
 
+def _window_reduction(state, si: int):
+    """A sliding-window reduction (pooling: the last output axis and a reduce axis index the
+    same input dim, x * s + rx): the outer output axes fused and parallel, the window loops
+    next and the last output axis innermost and vectorized, each window tap a vector of
+    outputs (the accumulators stay in registers; no per-element index arithmetic). None when
+    the stage is not of that form."""
+    st = state.stages[si]
+    sp = [it for it in st.iters if it.kind == "spatial"]
+    red = [it for it in st.iters if it.kind == "reduce"]
+    if len(sp) < 2 or not red or st.relations or not 2 <= sp[-1].extent <= MAX_VECTOR:
+        return None
+    last, reduce_vars = st.compute.axis[-1], set(st.compute.reduce_axis)
+    windowed = any(isinstance(n, E.TensorLoad) and any(
+        last in E.free_vars(i) and E.free_vars(i) & reduce_vars for i in n.indices)
+        for n in E.walk(st.compute.body))
+    if not windowed:
+        return None
+    op = st.op
+    state = state.reorder(op, [it.name for it in sp[:-1]] + [it.name for it in red] +
+                          [sp[-1].name])
+    state = state.fuse(op, list(range(len(sp) - 1)))
+    state = state.parallel(op, 0)
+    return state.vectorize(op, len(state.stages[si].iters) - 1)
+
+
 def _finish_simple_stages(state, lanes: int):
     state = _fuse_rows(state, lanes)
     state = _vectorize_reductions(state, lanes)
@@ -168,7 +194,7 @@ def _finish_simple_stages(state, lanes: int):
             continue
         if any(s.attach[0] == "at" and s.attach[1] is st.op for s in state.stages):
             continue
-        state = _simple_stage(state, si, lanes)
+        state = _window_reduction(state, si) or _simple_stage(state, si, lanes)
     return state
 
 

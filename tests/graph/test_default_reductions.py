@@ -141,3 +141,29 @@ def test_full_width_vector_exp_special_values():
     np.testing.assert_allclose(out[normal], want[normal], rtol=1e-6)
     np.testing.assert_allclose(out[~normal], want[~normal], rtol=0, atol=1e-44)
     assert np.isnan(out[np.isnan(xn)]).all()
+
+
+@pytest.mark.parametrize("kind,ceil", [("max", False), ("max", True), ("avg", False)])
+def test_pooling_default_schedule_vectorizes_output_columns(kind, ceil):
+    """A sliding-window reduction (ResNet's 3x3 / 2 max pool): the outer output axes one
+    parallel loop, the window taps next, the output columns innermost as vectors (was one
+    fused loop with index arithmetic per element: 19x slower on ResNet's stem)."""
+    import torch
+    x = te.placeholder((1, 8, 23, 23), name="x")
+    if kind == "max":
+        y = topi.nn.max_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), ceil)
+        ref = torch.nn.functional.max_pool2d
+        args = dict(kernel_size=3, stride=2, padding=1, ceil_mode=ceil)
+    else:
+        y = topi.nn.avg_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), ceil, True)
+        ref = torch.nn.functional.avg_pool2d
+        args = dict(kernel_size=3, stride=2, padding=1, ceil_mode=ceil, count_include_pad=True)
+    state = default_schedule(ComputeDAG([x, y]), (), "cpu")
+    f = kiln.build(state, [x, y], target="cpu")
+    window = [st for st in state.stages if st.compute and st.compute.reduce_axis][0]
+    assert window.iters[-1].annotation == "vectorize" and window.iters[0].annotation == "parallel"
+    xn = np.random.default_rng(0).standard_normal((1, 8, 23, 23)).astype("float32")
+    want = ref(torch.from_numpy(xn), **args).numpy()
+    got = np.empty(want.shape, "float32")
+    f(xn, got)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
