@@ -77,11 +77,12 @@ def _lane_split(steps: list, k: int) -> bool:
         and nxt.factor_axis > 0
 
 
-def _innermost_axis(sketch, op) -> str | None:
-    """The root axis whose part is the innermost loop of `op`'s stage in the sketch."""
+def _innermost_axis(sketch, name: str) -> str | None:
+    """The root axis whose part is the innermost loop of stage `name` in the sketch (by
+    name: a replayed cache_write makes a new op object for the same stage)."""
     from ..errors import ScheduleError
     try:
-        iters = sketch.stage(op).iters
+        iters = sketch.stage(name).iters
     except ScheduleError:
         return None
     return iters[-1].name.rsplit(".", 1)[0] if iters else None
@@ -104,7 +105,7 @@ def heuristic_tiles(info: SketchInfo, target: Target) -> tuple:
             st = state.stages[step.stage_id]
             name = st.iters[step.iter_id].name
             plan = _TilePlan(st, target, st.op.output(0).dtype,
-                             _innermost_axis(info.sketch, st.op)) if st.compute else None
+                             _innermost_axis(info.sketch, st.name)) if st.compute else None
             out.append(plan.lengths(name, len(step.lengths)) if plan else
                        (1,) * len(step.lengths))
         state = state.apply(step)

@@ -79,6 +79,10 @@ def test_conv_sketches_vectorize_output_channels_first():
     cst = state.stage(conv.op)
     assert cst.iters[-1].name.startswith("oc.") and cst.iters[-1].annotation == "vectorize"
     assert any(st.code == "LR" for st in state.steps)
+    # no epilogue: the tiled stage is the local accumulator (a cache_write), same tile
+    bare = default_schedule(ComputeDAG([data, kern, conv]), ("kern",), "cpu")
+    local = [st for st in bare.stages if st.name.endswith(".local")][0]
+    assert local.iters[-1].name.startswith("oc.") and local.iters[-1].extent >= 16
 
 
 def test_rfactor_sketch_for_small_spatial_large_reduce():
