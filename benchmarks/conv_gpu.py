@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
 
 import kiln  # noqa: E402
 from kiln import te, topi  # noqa: E402
@@ -85,34 +86,16 @@ def check(f, shapes, spec, rng) -> float:
 
 def torch_timers(torch, spec, shapes, number: int) -> dict:
     import torch.nn.functional as F
+    from peers import cuda_step_timers
     x, w, b = (torch.randn(sh, device="cuda") for sh in shapes[:3])
     out = torch.empty(shapes[3], device="cuda")
 
     def step():
         torch.relu(F.conv2d(x, w, b, spec[5], spec[6]), out=out)
 
-    def timed(run) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3 / number
-
     for _ in range(3):  # cudnn.benchmark picks its algorithm here
         step()
-    torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(number):
-            step()
-    return {"eager": lambda: timed(lambda: [step() for _ in range(number)]),
-            "graph": lambda: timed(graph.replay)}
+    return cuda_step_timers(torch, step, number)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
 
 import kiln  # noqa: E402
 from kiln import te  # noqa: E402
@@ -136,6 +137,7 @@ def kiln_timer(f, dev_args, number: int):
 
 def torch_timers(torch, swish: bool, a, b, number: int) -> dict:
     import torch.nn.functional as F
+    from peers import cuda_step_timers
     out = torch.empty((M, N), device="cuda")
 
     def step():
@@ -143,35 +145,8 @@ def torch_timers(torch, swish: bool, a, b, number: int) -> dict:
         if swish:
             F.hardswish(out, inplace=True)
 
-    def eager() -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(number):
-            step()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3 / number
-
     step()
-    torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(number):
-            step()
-
-    def replay() -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3 / number
-    return {"eager": eager, "graph": replay}
+    return cuda_step_timers(torch, step, number)
 
 
 def sweep(swish: bool, dev_args, number: int, configs: list, mma: int = 0) -> list:
