@@ -39,6 +39,7 @@ from .runner import (
 )
 
 START_TIMEOUT = 120.0  # seconds for the actors of a cluster to start and say who they are
+KILLED_FROM_OUTSIDE = "worker process killed by signal SIGKILL"  # runner.Worker.death_message
 
 
 class ClusterError(KilnError):
@@ -376,6 +377,12 @@ class _Batch:
             return
         except self.ray.exceptions.RayError as err:  # the actor method raised: a kiln bug
             reply, busy = {"error_no": ErrorNo.RUNTIME, "error_msg": f"runner: {err}"[:2000]}, 0
+        if str(reply.get("error_msg", "")).startswith(KILLED_FROM_OUTSIDE):
+            # the actor's measurement process got SIGKILL (the actor being killed takes its
+            # children first, or the OOM killer): no candidate does that to itself, and a
+            # timeout is reported as such, so it is the node's fault: measure it again
+            self._actor_died(i, slot, reply["error_msg"])
+            return
         slot.failures, slot.busy_s, slot.trials = 0, slot.busy_s + busy, slot.trials + 1
         build = self.jobs[i][1]
         self._done(i, result_of(reply, build.time_cost + time.perf_counter() - t0))
