@@ -178,10 +178,12 @@ def _plan_loop(loop: S.For, ranges: dict) -> S.Stmt:
     inner = {**ranges, loop.var: loop_range(loop.extent)}
     reason = _why_scalar(loop, n, inner)
     if reason:
+        peeled = _peeled(loop, n, ranges, inner)
+        if peeled is not None:
+            return peeled
         body = plan_vectors(loop.body, inner)
         scalar = S.For(loop.var, loop.extent, "serial", body, dict(loop.pragmas))
-        return _peeled(loop, n, ranges, inner) or \
-            ScalarLoop(scalar, reason, _all_stores_stride(loop.body, loop.var, inner))
+        return ScalarLoop(scalar, reason, _all_stores_stride(loop.body, loop.var, inner))
     return _chunks(loop, n, ranges)
 
 

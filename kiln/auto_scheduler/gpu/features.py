@@ -185,8 +185,7 @@ def _conv(space, k: dict) -> dict:
     bk = channels per step, ty = threads over channels, tx over columns), and the static
     estimate (topi.cuda_conv.conv_estimate)."""
     from ...topi import cuda_conv as tcv
-    g = tcv.conv_geometry(tcv.conv_stage(space.out))
-    est = tcv.conv_estimate(g, k, space.target)
+    est = tcv.conv_estimate(space.conv_geometry, k, space.target)
     return {"reg_tile": k["tf"] * k["tw"], "smem_loads_per_fma": est["smem_words_per_fma"],
             "bk": k["bc"], "pad": k["pad"], "dbuf": k["dbuf"], "tx": k["tx"],
             "ty": k["ty"] * k["th"], "tile_waste": est["waste"],

@@ -75,6 +75,10 @@ class GpuSpace:
         self.dag, self.target = dag, target
         self.out = dag.outputs[0].output(0)
         self.kind = tc.kernel_kind(self.out)
+        # a conv task's convolution stage and shapes, found once (the features and every
+        # candidate's schedule read them)
+        self.conv = tcv.conv_stage(self.out) if self.kind == "conv" else None
+        self.conv_geometry = tcv.conv_geometry(self.conv) if self.conv is not None else None
         self.domains = self._domains()
         self._checked: dict = {}
 
@@ -87,7 +91,7 @@ class GpuSpace:
             dom["splitk"] = (1,) if prologue else tuple(
                 s for s in dom["splitk"] if k // s >= max(dom["bk"][0], 16) or s == 1)
         if self.kind == "conv":
-            dom["bc"] = tcv.channel_steps(tcv.conv_geometry(tcv.conv_stage(self.out))["c"])
+            dom["bc"] = tcv.channel_steps(self.conv_geometry["c"])
         return dom
 
     # ------------------------------------------------------------ sketches
@@ -117,7 +121,7 @@ class GpuSpace:
             t = tc.matmul_tiles(mm, self.target, bool(prologue))
             knobs = {"pad": 1, "vec": 1, **t}
         elif self.kind == "conv":
-            knobs = tcv.conv_tiles(tcv.conv_stage(self.out), self.target)
+            knobs = tcv.conv_tiles(self.conv, self.target)
         else:
             knobs = {"threads": {"rows": 128, "injective": 256, "simple": 256}[self.kind]}
         return self._config(knobs)
@@ -172,7 +176,7 @@ class GpuSpace:
                                vec=k["vec"], splitk=k["splitk"], serial=k["serial"],
                                dbuf=k["dbuf"], mma=k["mma"])
         elif cfg.kind == "conv":
-            tcv.schedule_conv2d(s, self.out, **k)
+            tcv.schedule_conv2d(s, self.out, self.conv, **k)
         elif cfg.kind == "rows":
             tc.schedule_rows(s, self.out, threads=k["threads"])
         elif cfg.kind == "injective":
