@@ -204,3 +204,46 @@ def test_missing_compiler(monkeypatch):
     monkeypatch.setenv("KILN_CC", "no-such-compiler-kiln")
     with pytest.raises(BuildError, match="install a C compiler .* or set KILN_CC"):
         toolchain.compile("int x;\n", "cpu")
+
+
+_GCC12_NEST = """
+void nest(const float* restrict pad, const float* restrict kernel, float* restrict conv) {
+  for (int x = 0; x < 6; ++x) {
+    for (int y = 0; y < 7; ++y) {
+      conv[y * 6 + x + 42] = 0.0f; conv[y * 6 + x + 84] = 0.0f; conv[y * 6 + x + 126] = 0.0f;
+    }
+    for (int rc = 0; rc < 3; ++rc)
+      for (int y = 0; y < 7; ++y)
+        for (int ry = 0; ry < 3; ++ry)
+          for (int rx1 = 0; rx1 < 2; ++rx1)
+            for (int rx0 = 0; rx0 < 2; ++rx0)
+              if (rx0 * 2 + rx1 < 3) {
+                int p = rc * 72 + y * 8 + ry * 8 + x + rx0 * 2 + rx1;
+                int k = rc * 9 + ry * 3 + rx0 * 2 + rx1;
+                conv[y * 6 + x + 42] = conv[y * 6 + x + 42] + pad[p] * kernel[k + 27];
+                conv[y * 6 + x + 84] = conv[y * 6 + x + 84] + pad[p] * kernel[k + 54];
+                conv[y * 6 + x + 126] = conv[y * 6 + x + 126] + pad[p] * kernel[k + 81];
+              }
+  }
+}
+"""
+
+
+def test_compiler_flags_keep_a_reduction_nest_right():
+    """A reduction nest (from a random conv2d schedule the property test drew) that GCC 12.2
+    at -O3 with AVX2 / AVX-512 auto-vectorizes into wrong sums: kiln's flags must compile it
+    right (toolchain.compile_flags turns GCC's loop vectorizer off)."""
+    import ctypes
+    lib = ctypes.CDLL(toolchain.compile(_GCC12_NEST, "cpu"))
+    rng = np.random.default_rng(0)
+    pad = rng.standard_normal(216).astype(np.float32)
+    kernel = rng.standard_normal(108).astype(np.float32)
+    conv = np.zeros(168, np.float32)
+    lib.nest(*(a.ctypes.data_as(ctypes.c_void_p) for a in (pad, kernel, conv)))
+    p, w = pad.reshape(3, 9, 8).astype(np.float64), kernel.reshape(4, 3, 3, 3)
+    ref = np.zeros((4, 7, 6))
+    for f in range(1, 4):
+        for y in range(7):
+            for x in range(6):
+                ref[f, y, x] = (p[:, y:y + 3, x:x + 3] * w[f]).sum()
+    np.testing.assert_allclose(conv.reshape(4, 7, 6)[1:], ref[1:], rtol=1e-4, atol=1e-4)

@@ -48,6 +48,11 @@ class _TilePlan:
                 # guard (the C printer peels it: only the last tile runs scalar) beats
                 # scalar columns everywhere
                 cols = lanes
+            elif cols % lanes and cext > 2 * lanes:
+                # no vector multiple divides (Whisper's 1500 keys: 30 = 16 + 8 + 4 + 2 lanes,
+                # half the FMA slots empty): two full vectors, the edge tile split off by the
+                # C printer
+                cols = 2 * lanes
             self.inner[cname] = cols
             if len(big) > 1:
                 rname, rext = big[-2]

@@ -196,11 +196,15 @@ RULES = [rule_materialize_at_row, rule_always_inline, rule_mlt_with_fusion,
          rule_rfactor_lanes]
 
 
-def pack_reads(state, layout_free: tuple = ()):
+def pack_reads(state, layout_free: tuple = (), whole: bool = False):
     """RuleAddCacheReadPack: a tiled stage reading an input whose vectorized axis is not the
-    input's contiguous dim (b[j, k] with j vectorized) gets a cache_read panel of that input,
-    stored j-contiguous (layout factor 0 = the whole tile), computed where the tile is.
-    Returns the new sketch, or None when no input needs it."""
+    input's contiguous dim (b[j, k] with j vectorized) gets a cache_read copy of that input,
+    stored j-contiguous. Two placements: `whole=False` packs one panel (layout factor 0 = the
+    whole tile) where the tile is, with the panel's loop outermost so each panel is packed
+    once; `whole=True` packs the whole input once before the tiled loops, whose order stays
+    row-major (attention's q @ k^T over 1500 keys: panel-first order writes the 9 MB score
+    matrix in 120-byte column strips, each cache line filled by several panels). Returns the
+    new sketch, or None when no input needs it."""
     from ..te import expr as E
     changed = False
     for T in [s.op for s in state.stages if s.relations and not s.is_placeholder]:
@@ -208,47 +212,63 @@ def pack_reads(state, layout_free: tuple = ()):
         if not st.compute.reduce_axis or not st.compute.axis:
             continue
         inner = st.compute.axis[-1]
+        packed = set()  # a bf16 pair reduction reads one input twice: one copy serves both
         for n in [n for n in E.walk(st.compute.body) if isinstance(n, E.TensorLoad)]:
             pst = state.stage(n.tensor.op)
             dims = [d for d, i in enumerate(n.indices) if i is inner]
             if not pst.is_placeholder or pst.name in layout_free or not dims \
-                    or dims[0] == len(n.indices) - 1:
+                    or dims[0] == len(n.indices) - 1 or id(pst.op) in packed:
                 continue
+            packed.add(id(pst.op))
             state = state.cache_read(pst.op, "local", [T])
             cache = state.stages[state.stage_index(pst.op) + 1].op
-            st = state.stage(T)
-            # pack each panel once: the panel's loop (the outermost tile loop of the vectorized
-            # axis) goes outermost in the root stage, every row tile runs inside it
-            root = st.attach[1] if st.attach[0] == "at" else T
-            rst = state.stage(root)
-            panel = next((it.name for it in rst.iters if it.name.startswith(
-                rst.compute.axis[-1].name + ".")), rst.iters[0].name)
-            names = [it.name for it in rst.iters]
-            order = [panel] + [n for n in names if n != panel]
-            state = state.reorder(root, order)
-            if st.attach[0] == "at" and st.attach[2] == panel:
-                # keep the tile the same: attach at the loop now at the old depth
-                state = state.compute_at(T, root, order[names.index(panel)])
-            state = state.compute_at(cache, root, panel)
+            if not whole:
+                state = _panel_first(state, T, cache)
             state = state.layout_rewrite(cache, [(dims[0], 0)])
             # copy along the dim that becomes contiguous: vector stores into the panel
             # (strided scalar stores of a transpose cost as much as a third of the kernel)
             cnames = [it.name for it in state.stage(cache).iters]
             if dims[0] != len(cnames) - 1:
-                inner = cnames[dims[0]]
-                state = state.reorder(cache, [n for n in cnames if n != inner] + [inner])
+                inner_name = cnames[dims[0]]
+                state = state.reorder(cache, [n for n in cnames if n != inner_name] +
+                                      [inner_name])
             changed = True
     return state if changed else None
 
 
+def _panel_first(state, T, cache):
+    """Pack each panel once: the panel's loop (the outermost tile loop of the vectorized
+    axis) goes outermost in the root stage, every row tile runs inside it."""
+    st = state.stage(T)
+    root = st.attach[1] if st.attach[0] == "at" else T
+    rst = state.stage(root)
+    panel = next((it.name for it in rst.iters if it.name.startswith(
+        rst.compute.axis[-1].name + ".")), rst.iters[0].name)
+    names = [it.name for it in rst.iters]
+    order = [panel] + [n for n in names if n != panel]
+    state = state.reorder(root, order)
+    if st.attach[0] == "at" and st.attach[2] == panel:
+        # keep the tile the same: attach at the loop now at the old depth
+        state = state.compute_at(T, root, order[names.index(panel)])
+    return state.compute_at(cache, root, panel)
+
+
+def is_whole_pack(sketch) -> bool:
+    """Whether a sketch packs an input whole before its tiled loops (pack_reads(whole=True))."""
+    return any(st.origin == "cache_read" and st.attach[0] == "root" and
+               st.scope == "local" for st in sketch.stages)
+
+
 def generate_sketches(dag, max_sketches: int = 16, layout_free: tuple = ()) -> list:
-    """All sketches of `dag` (deduplicated, at most max_sketches), plus packed-read variants."""
+    """All sketches of `dag` (deduplicated, at most max_sketches), plus packed-read variants
+    (per panel, and whole)."""
     base = _derive(dag, max_sketches)
     out = list(base)
     for s in base:
-        packed = pack_reads(s, layout_free)
-        if packed is not None and len(out) < max_sketches:
-            out.append(packed)
+        for whole in (False, True):
+            packed = pack_reads(s, layout_free, whole)
+            if packed is not None and len(out) < max_sketches:
+                out.append(packed)
     return out
 
 

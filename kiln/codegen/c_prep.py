@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..te import expr as E
 from ..tir import stmt as S
-from ..tir.simplify import Simplifier, simplify, var_stride
+from ..tir.simplify import Simplifier, assume, nonpositive, simplify, var_stride
 from .c_bf16 import promote
 
 MAX_UNROLL = 64          # an `unrolled` loop longer than this stays a loop (#pragma GCC unroll)
@@ -56,9 +56,10 @@ def loop_range(extent) -> tuple:
 
 
 def prepare(body: S.Stmt) -> S.Stmt:
-    """Expand unrolls, then plan the vectorized loops (plain Python numbers become nodes)."""
+    """Expand unrolls, split edge tiles off their loops, then plan the vectorized loops
+    (plain Python numbers become nodes)."""
     body = S.map_exprs(body, lambda e: promote(_normalize(e)))
-    return plan_vectors(expand_unrolls(body, {}, 0), {})
+    return plan_vectors(partition_edges(expand_unrolls(body, {}, 0), {}), {})
 
 
 def _normalize(e) -> E.Expr:
@@ -145,11 +146,101 @@ def instantiate(s: S.Stmt, mapping: dict, ranges: dict) -> S.Stmt:
         return S.Allocate(s.buffer, instantiate(s.body, mapping, ranges))
     if isinstance(s, S.IfThenElse):
         cond = fix(s.cond)
+        if isinstance(cond, E.IntImm):  # decided: only the branch that runs is kept
+            taken = s.then if cond.value else s.else_
+            return S.SeqStmt([]) if taken is None else instantiate(taken, mapping, ranges)
         els = None if s.else_ is None else instantiate(s.else_, mapping, ranges)
-        return S.IfThenElse(cond, instantiate(s.then, mapping, ranges), els)
+        return S.IfThenElse(cond, instantiate(s.then, mapping, assume(ranges, cond)), els)
     if isinstance(s, S.SeqStmt):
         return S.seq([instantiate(x, mapping, ranges) for x in s.stmts])
     return s
+
+
+# ---------------------------------------------------------------- edge partitions
+
+def partition_edges(s: S.Stmt, ranges: dict) -> S.Stmt:
+    """Split a serial tile loop whose body holds edge guards (`if (j0 * 32 + j3 < 1500)`, a
+    tile that does not divide its axis) into the iterations where every such guard holds
+    for all inner values, printed without the guards, and the edge iterations after them,
+    which keep theirs. Why: a guard per statement in the reduction loop costs a branch per
+    FMA group, and the guarded vector code can not use the tile's constant offsets."""
+    if isinstance(s, S.For):
+        inner = {**ranges, s.var: loop_range(s.extent)}
+        n = const_int(s.extent)
+        if s.kind == "serial" and n is not None and n >= 2:
+            m = _guarded_prefix(s, n, inner)
+            if 0 < m < n:
+                return _split_loop(s, m, n, ranges)
+        return S.For(s.var, s.extent, s.kind, partition_edges(s.body, inner), dict(s.pragmas))
+    if isinstance(s, S.LetStmt):
+        return S.LetStmt(s.var, s.value,
+                         partition_edges(s.body, _let_ranges(ranges, s.var, s.value)))
+    if isinstance(s, S.Allocate):
+        return S.Allocate(s.buffer, partition_edges(s.body, ranges))
+    if isinstance(s, S.IfThenElse):
+        els = None if s.else_ is None else partition_edges(s.else_, ranges)
+        return S.IfThenElse(s.cond, partition_edges(s.then, ranges), els)
+    if isinstance(s, S.SeqStmt):
+        return S.seq([partition_edges(x, ranges) for x in s.stmts])
+    return s
+
+
+def _guarded_prefix(loop: S.For, n: int, ranges: dict) -> int:
+    """m such that every guard inside `loop` that depends on its variable holds for all
+    inner values when the variable is below m (n when there is no such guard; 0 when a
+    guard is not a linear comparison of the variable and inner loop variables)."""
+    if any(not isinstance(x, _PLAIN) for x in S.walk_stmts(loop.body)):
+        return 0
+    m = n
+    for cond, inner in _guards(loop.body, ranges):
+        if loop.var not in E.free_vars(cond):
+            continue
+        for c in _conjuncts(cond):
+            if loop.var not in E.free_vars(c):
+                continue  # another axis's guard (the row edge): left to its own loop
+            if not isinstance(c, E.Cmp) or not E.is_int(c.a.dtype) or c.op in ("eq", "ne"):
+                return 0
+            for lin in nonpositive(Simplifier(inner), c):
+                stride, rest = var_stride(lin, loop.var)
+                hi = Simplifier(inner).lin_range(rest)
+                if not stride or hi is None or stride < 0:
+                    return 0  # a guard that fails first (or is not linear) stays inside
+                m = min(m, max(0, (-hi[1]) // stride + 1))
+    return m
+
+
+_PLAIN = (S.For, S.Store, S.Allocate, S.IfThenElse, S.SeqStmt, S.LetStmt)
+
+
+def _guards(s: S.Stmt, ranges: dict):
+    """(condition, ranges of the loops around it) of every IfThenElse in s."""
+    if isinstance(s, S.For):
+        yield from _guards(s.body, {**ranges, s.var: loop_range(s.extent)})
+    elif isinstance(s, S.LetStmt):
+        yield from _guards(s.body, _let_ranges(ranges, s.var, s.value))
+    elif isinstance(s, S.IfThenElse):
+        yield simplify(s.cond, ranges), ranges
+        for b in (s.then, s.else_):
+            if b is not None:
+                yield from _guards(b, ranges)
+    else:
+        for x in S.stmt_children(s):
+            yield from _guards(x, ranges)
+
+
+def _split_loop(loop: S.For, m: int, n: int, ranges: dict) -> S.Stmt:
+    v = loop.var
+    main = {**ranges, v: (0, m - 1)}
+    head = S.For(v, E.IntImm(m, v.dtype), loop.kind,
+                 partition_edges(instantiate(loop.body, {}, main), main), dict(loop.pragmas))
+    if n - m == 1:
+        edge = {v: E.IntImm(m, v.dtype)}
+        return S.seq([head, partition_edges(instantiate(loop.body, edge, ranges), ranges)])
+    t = E.Var(v.name + "_edge", v.dtype)
+    tail = {**ranges, t: (0, n - m - 1)}
+    body = instantiate(loop.body, {v: t + m}, tail)
+    return S.seq([head, S.For(t, E.IntImm(n - m, v.dtype), loop.kind,
+                              partition_edges(body, tail), dict(loop.pragmas))])
 
 
 # ---------------------------------------------------------------- vector plans
@@ -215,7 +306,7 @@ def _peeled(loop: S.For, n, ranges: dict, inner: dict):
     if not strides:
         return _chunks(bare, n, ranges)
     if not any(strides):  # the same for every lane (a row guard): the vector code or nothing
-        return S.IfThenElse(body.cond, _chunks(bare, n, ranges))
+        return S.IfThenElse(body.cond, _chunks(bare, n, assume(ranges, body.cond)))
     if n > MAX_UNROLL:
         return None
     ends = [E.substitute(body.cond, {loop.var: E.IntImm(v, loop.var.dtype)}) for v in (0, n - 1)]
@@ -223,8 +314,11 @@ def _peeled(loop: S.For, n, ranges: dict, inner: dict):
     # a register tile stays in registers (a scalar loop would index it at run time)
     lanes = S.seq([instantiate(body, {loop.var: E.IntImm(v, loop.var.dtype)}, ranges)
                    for v in range(n)])
-    return S.IfThenElse(simplify(E.binop("and", *ends), ranges), _chunks(bare, n, ranges),
-                        lanes)
+    whole = simplify(E.binop("and", *ends), ranges)
+    if isinstance(whole, E.IntImm):  # an edge tile split off its loop (partition_edges)
+        return _chunks(bare, n, ranges) if whole.value else lanes
+    # the vector code knows the guard holds (the last full tile's indices need no div / mod)
+    return S.IfThenElse(whole, _chunks(bare, n, assume(ranges, whole)), lanes)
 
 
 def _conjuncts(e: E.Expr) -> list:

@@ -369,3 +369,48 @@ def const_value(e: E.Expr):
     """The Python value of a constant expression, else None."""
     e = simplify(e)
     return e.value if isinstance(e, (IntImm, FloatImm)) else None
+
+
+def assume(ranges: dict, cond: E.Expr) -> dict:
+    """`ranges` narrowed by what `cond` (a conjunction of integer comparisons) says about
+    each variable in it: the code under `if (j0 * 32 + 31 < 1500)` may simplify its indices
+    knowing j0 <= 45. A conjunct that is not a linear comparison narrows nothing."""
+    out = dict(ranges)
+    for c in _conjuncts(cond):
+        if isinstance(c, Cmp) and E.is_int(c.a.dtype) and c.op != "ne":
+            for lin in nonpositive(Simplifier(out), c):
+                _narrow(out, lin)
+    return out
+
+
+def _conjuncts(e: E.Expr) -> list:
+    if isinstance(e, BinOp) and e.op == "and":
+        return _conjuncts(e.a) + _conjuncts(e.b)
+    return [e]
+
+
+def nonpositive(sim: Simplifier, c: Cmp) -> list:
+    """Linear forms that `c` makes <= 0."""
+    d = sim.to_lin(c.a).add(sim.to_lin(c.b), -1)  # a - b
+    one = Lin(const=1, dtype=d.dtype)
+    return {"lt": [d.add(one)], "le": [d], "gt": [d.scale(-1).add(one)],
+            "ge": [d.scale(-1)], "eq": [d, d.scale(-1)]}[c.op]
+
+
+def _narrow(ranges: dict, lin: Lin) -> None:
+    """Given lin <= 0, tighten the range of each plain variable in it from the others'."""
+    sim = Simplifier(ranges)
+    for key, (atom, coef) in lin.terms.items():
+        if not isinstance(atom, Var) or atom not in ranges:
+            continue
+        rest = Lin({k: v for k, v in lin.terms.items() if k != key}, lin.const, lin.dtype)
+        r = sim.lin_range(rest)
+        if r is None:
+            continue
+        lo, hi = ranges[atom]
+        if coef > 0:  # coef * v <= -rest <= -r[0]
+            hi = min(hi, (-r[0]) // coef)
+        else:  # |coef| * v >= rest >= r[0]
+            lo = max(lo, -((-r[0]) // -coef))
+        if lo <= hi:  # an impossible condition guards dead code: leave its ranges alone
+            ranges[atom] = (lo, hi)

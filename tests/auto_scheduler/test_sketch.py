@@ -10,7 +10,7 @@ import workloads
 
 from kiln.auto_scheduler.annotate import SketchInfo, materialize, random_genome
 from kiln.auto_scheduler.evolve import crossover, mutate
-from kiln.auto_scheduler.sketch import generate_sketches
+from kiln.auto_scheduler.sketch import generate_sketches, is_whole_pack
 from kiln.schedule import ComputeDAG
 from kiln.tir.lower import lower
 
@@ -37,10 +37,37 @@ def test_matmul_sketches_have_cache_write_and_ssrsrs():
 def test_packed_read_variant_for_transposed_input():
     dag, sk, *_ = _sketches("matmul")
     packed = [s for s in sk if any(st.code == "CH" for st in s.steps)]
-    assert len(packed) == 3
+    assert len(packed) == 6  # per panel and whole, for each of the three plain sketches
     for s in packed:
-        assert "b.local [at c." in str(s)
         assert any(st.code == "LR" for st in s.steps)
+    panel = [s for s in packed if not is_whole_pack(s)]
+    assert len(panel) == 3 and all("b.local [at c." in str(s) for s in panel)
+    for s in [s for s in packed if is_whole_pack(s)]:  # packed once, row tiles stay outer
+        assert "b.local [root]" in str(s)
+        root = s.stage(s.stages[-1].op)
+        assert root.iters[0].name.startswith("i.")
+
+
+def test_whole_pack_default_when_the_slice_fits_l2():
+    """The default schedule packs attention's keys whole (each head's slice fits the L2) and
+    keeps row-major order; the seed mm's 9 MB b goes per panel, panel loop outermost."""
+    from kiln import te
+    from kiln.graph.default_schedule import default_schedule
+    from kiln.target import as_target
+    tgt = as_target("cpu")
+    q = te.placeholder((64, 2 * 16), name="q")
+    k = te.placeholder((2, 100, 16), name="k")
+    d = te.reduce_axis((0, 16), name="d")
+    s = te.compute((2, 64, 100), lambda h, i, j: te.sum(q[i, h * 16 + d] * k[h, j, d], axis=d),
+                   name="s")
+    state = default_schedule(ComputeDAG([q, k, s]), (), tgt)
+    assert "k.local [root]" in str(state) or tgt.l2_bytes == 0
+    a = te.placeholder((128, 768), name="a")
+    b = te.placeholder((3072, 768), name="b")
+    r = te.reduce_axis((0, 768), name="r")
+    c = te.compute((128, 3072), lambda i, j: te.sum(a[i, r] * b[j, r], axis=r), name="c")
+    state = default_schedule(ComputeDAG([a, b, c]), (), tgt)
+    assert "b.local [at c." in str(state) or tgt.l2_bytes == 0
 
 
 def test_epilogue_fuses_into_consumer():

@@ -75,7 +75,8 @@ def _compile(source: str, target, timeout: float, spent: float) -> BuildResult:
 
 def compile_with_timeout(source: str, target, timeout: float) -> str:
     """Like toolchain.compile (same cache), but the compiler is killed after `timeout` s."""
-    cc, flags = toolchain.compiler(), target.cflags()
+    cc = toolchain.compiler()
+    flags = toolchain.compile_flags(target, cc)
     root = toolchain.cache_dir()
     key = toolchain.cache_key(source, flags, cc)
     lib = os.path.join(root, f"{key}.so")
