@@ -471,3 +471,24 @@ def test_name_clashes_are_renamed():
                                                                 ld(A, i1 * 2 + i2))))
     src = render(S.PrimFunc("clash", [A, B], body))
     assert "exp_[" in src and "int32_t i_1 = 0" in src
+
+
+def test_invariant_edge_guard_is_hoisted_out_of_the_reduction_loop(rng):
+    """A tile loop fused into the parallel loop (no loop to split the edge tile off): the
+    edge guard, the same for every k, is tested once outside the k loop, so each copy of
+    the loop holds only the vector code or only the lanes (ViT's q @ k^T over 197 keys)."""
+    n = 197
+    A, C = buf("A", (8, n)), buf("C", n)
+    t, k, j = E.Var("t"), E.Var("k"), E.Var("j")
+    col = t * 16 + j
+    acc = S.Store(C, col, ld(C, col) + ld(A, k * n + col))
+    body = loop(t, -(-n // 16), "parallel", loop(k, 8, "serial", loop(
+        j, 16, "vectorized", S.IfThenElse(col < n, acc))))
+    src = render(S.PrimFunc("hoist", [A, C], body))
+    guard = src.index("if (t * 16 + 15 < 197) {")
+    assert src.count("t * 16 + 15 < 197") == 1 and guard < src.index("for (int32_t k")
+    a = rng.standard_normal((8, n)).astype(F32)
+    c = rng.standard_normal(n).astype(F32)
+    want = c + a.sum(axis=0)
+    build(S.PrimFunc("hoist", [A, C], body))(a, c)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)

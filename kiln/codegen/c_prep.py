@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..te import expr as E
 from ..tir import stmt as S
-from ..tir.simplify import Simplifier, assume, nonpositive, simplify, var_stride
+from ..tir.simplify import Simplifier, assume, nonpositive, simplify, skey, var_stride
 from .c_bf16 import promote
 
 MAX_UNROLL = 64          # an `unrolled` loop longer than this stays a loop (#pragma GCC unroll)
@@ -59,7 +59,7 @@ def prepare(body: S.Stmt) -> S.Stmt:
     """Expand unrolls, split edge tiles off their loops, then plan the vectorized loops
     (plain Python numbers become nodes)."""
     body = S.map_exprs(body, lambda e: promote(_normalize(e)))
-    return plan_vectors(partition_edges(expand_unrolls(body, {}, 0), {}), {})
+    return unswitch(plan_vectors(partition_edges(expand_unrolls(body, {}, 0), {}), {}))
 
 
 def _normalize(e) -> E.Expr:
@@ -241,6 +241,89 @@ def _split_loop(loop: S.For, m: int, n: int, ranges: dict) -> S.Stmt:
     body = instantiate(loop.body, {v: t + m}, tail)
     return S.seq([head, S.For(t, E.IntImm(n - m, v.dtype), loop.kind,
                               partition_edges(body, tail), dict(loop.pragmas))])
+
+
+# ---------------------------------------------------------------- unswitching
+
+MAX_UNSWITCH = 2          # conditions hoisted out of one loop (at most 4 copies of it)
+MAX_UNSWITCH_STEPS = 4096  # a loop body longer than this is not copied
+
+
+def unswitch(s: S.Stmt, budget: int = MAX_UNSWITCH) -> S.Stmt:
+    """Hoist a guard that does not change inside a serial loop out of it: `for k: if (c) A
+    else B` becomes `if (c) for k: A else for k: B`. Why: the edge guard of a tile whose
+    loop is fused into the parallel loop (partition_edges cannot split it) sits in the
+    reduction loop around each vector statement; with both paths in the loop, the register
+    tile's accumulators go through memory on every iteration."""
+    if isinstance(s, S.For):
+        if s.kind == "serial" and budget > 0 and _size(s.body) <= MAX_UNSWITCH_STEPS:
+            cond = _invariant_guard(s)
+            if cond is not None:
+                key = skey(cond)
+                then = S.For(s.var, s.extent, s.kind, _take(s.body, key, True), dict(s.pragmas))
+                other = S.For(s.var, s.extent, s.kind, _take(s.body, key, False),
+                              dict(s.pragmas))
+                return S.IfThenElse(cond, unswitch(then, budget - 1),
+                                    unswitch(other, budget - 1))
+        return S.For(s.var, s.extent, s.kind, unswitch(s.body), dict(s.pragmas))
+    if isinstance(s, S.LetStmt):
+        return S.LetStmt(s.var, s.value, unswitch(s.body, budget))
+    if isinstance(s, S.Allocate):
+        return S.Allocate(s.buffer, unswitch(s.body, budget))
+    if isinstance(s, S.IfThenElse):
+        els = None if s.else_ is None else unswitch(s.else_, budget)
+        return S.IfThenElse(s.cond, unswitch(s.then, budget), els)
+    if isinstance(s, S.SeqStmt):
+        return S.seq([unswitch(x, budget) for x in s.stmts])
+    return s
+
+
+def _size(s: S.Stmt) -> int:
+    """Statements in s, vector blocks' bodies included (the code a copy of s adds)."""
+    n = 0
+    for x in S.walk_stmts(s):
+        n += 1 + (_size(x.body) if isinstance(x, VecBlock) else 0)
+    return n
+
+
+def _invariant_guard(loop: S.For):
+    """The first IfThenElse condition in the loop's body that mentions no variable bound by
+    the loop or inside it, or None."""
+    bound = {loop.var}
+    todo = [loop.body]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, S.For):
+            bound.add(x.var)
+        elif isinstance(x, S.LetStmt):
+            bound.add(x.var)
+        elif not isinstance(x, (S.IfThenElse, S.SeqStmt, S.Allocate)):
+            continue  # vector blocks, stores: no guard around a whole statement inside
+        todo.extend(S.stmt_children(x))
+    for x in S.walk_stmts(loop.body):
+        if isinstance(x, S.IfThenElse) and not isinstance(x.cond, E.IntImm) and \
+                not (E.free_vars(x.cond) & bound):
+            return x.cond
+    return None
+
+
+def _take(s: S.Stmt, key, branch: bool) -> S.Stmt:
+    """s with every IfThenElse on the condition `key` replaced by its `branch` side."""
+    if isinstance(s, S.IfThenElse):
+        if skey(s.cond) == key:
+            taken = s.then if branch else s.else_
+            return S.SeqStmt([]) if taken is None else _take(taken, key, branch)
+        els = None if s.else_ is None else _take(s.else_, key, branch)
+        return S.IfThenElse(s.cond, _take(s.then, key, branch), els)
+    if isinstance(s, S.For):
+        return S.For(s.var, s.extent, s.kind, _take(s.body, key, branch), dict(s.pragmas))
+    if isinstance(s, S.LetStmt):
+        return S.LetStmt(s.var, s.value, _take(s.body, key, branch))
+    if isinstance(s, S.Allocate):
+        return S.Allocate(s.buffer, _take(s.body, key, branch))
+    if isinstance(s, S.SeqStmt):
+        return S.seq([_take(x, key, branch) for x in s.stmts])
+    return s
 
 
 # ---------------------------------------------------------------- vector plans
