@@ -107,9 +107,9 @@ def test_long_vectorized_loop_becomes_chunk_loop(rng):
 def test_edge_guarded_vector_loop_is_peeled(row_guard, rng):
     """A 16-lane tile over 197 columns (ViT's tokens): the guard `jo * 16 + j < 197` is
     linear in the lane and the tile loop, so the full tiles' loop (jo < 12) runs the vector
-    code with no guard and the edge tile, split off after it, runs lane by lane (unrolled,
-    constant indices). A guard on the row alone (192 columns, 4-row tiles over 3 rows) is
-    tested once around the vector code."""
+    code with no guard and the edge tile, split off after it, runs its five lanes as a
+    4-lane vector and one scalar (constant indices). A guard on the row alone (192 columns,
+    4-row tiles over 3 rows) is tested once around the vector code."""
     rows, n = (3, 192) if row_guard else (3, 197)
     A, B = buf("A", (rows, n)), buf("B", (rows, n))
     i, jo, j = E.Var("i"), E.Var("jo"), E.Var("j")
@@ -120,8 +120,9 @@ def test_edge_guarded_vector_loop_is_peeled(row_guard, rng):
     f = S.PrimFunc("edge", [A, B], body)
     src = render(f)
     assert "printed scalar" not in src and "kiln_store_f32x16" in src
-    if not row_guard:  # full tiles unguarded, then the edge tile's five lanes one by one
+    if not row_guard:  # full tiles unguarded, then the edge tile's five lanes: 4 + 1
         assert "jo < 12; ++jo" in src and "197)" not in src  # no guard left
+        assert "kiln_store_f32x4(&B[i * 197 + 192]" in src
         assert "B[i * 197 + 196] = " in src and "B[i * 197 + 197]" not in src
     a = rng.standard_normal((rows, n)).astype(F32)
     b = np.full_like(a, np.nan)

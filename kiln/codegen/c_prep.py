@@ -390,6 +390,11 @@ def _peeled(loop: S.For, n, ranges: dict, inner: dict):
         return _chunks(bare, n, ranges)
     if not any(strides):  # the same for every lane (a row guard): the vector code or nothing
         return S.IfThenElse(body.cond, _chunks(bare, n, assume(ranges, body.cond)))
+    m = _true_prefix(loop, body.cond, n, ranges)
+    if m is not None:  # the edge tile split off its loop: its first m lanes, as vectors
+        part = S.For(loop.var, E.IntImm(m, loop.var.dtype), loop.kind, body.then,
+                     dict(loop.pragmas))
+        return _chunks(part, m, ranges) if m else S.SeqStmt([])
     if n > MAX_UNROLL:
         return None
     ends = [E.substitute(body.cond, {loop.var: E.IntImm(v, loop.var.dtype)}) for v in (0, n - 1)]
@@ -402,6 +407,25 @@ def _peeled(loop: S.For, n, ranges: dict, inner: dict):
         return _chunks(bare, n, ranges) if whole.value else lanes
     # the vector code knows the guard holds (the last full tile's indices need no div / mod)
     return S.IfThenElse(whole, _chunks(bare, n, assume(ranges, whole)), lanes)
+
+
+def _true_prefix(loop: S.For, cond: E.Expr, n: int, ranges: dict) -> int | None:
+    """m when `cond` holds for lanes below m and fails from m on, whatever the values of the
+    other variables (the edge tile after partition_edges: j < 1500 - 1472); else None."""
+    lin = [x for c in _conjuncts(cond) if isinstance(c, E.Cmp) and E.is_int(c.a.dtype)
+           and c.op in ("lt", "le", "gt", "ge")
+           for x in nonpositive(Simplifier(ranges), c)]
+    if len(lin) != len(_conjuncts(cond)):
+        return None
+    m = n
+    for x in lin:
+        stride, rest = var_stride(x, loop.var)
+        r = Simplifier(ranges).lin_range(rest)
+        if stride is None or stride < 0 or r is None or r[0] != r[1]:
+            return None  # not increasing in the lane, or not fixed for this tile
+        if stride:
+            m = min(m, max(0, (-r[1]) // stride + 1))
+    return m if m < n else None
 
 
 def _conjuncts(e: E.Expr) -> list:
