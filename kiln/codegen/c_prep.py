@@ -158,30 +158,35 @@ def instantiate(s: S.Stmt, mapping: dict, ranges: dict) -> S.Stmt:
 
 # ---------------------------------------------------------------- edge partitions
 
-def partition_edges(s: S.Stmt, ranges: dict) -> S.Stmt:
+MAX_PARTITIONS = 2  # loops split along one nest (the row and the column edge: 4 copies)
+
+
+def partition_edges(s: S.Stmt, ranges: dict, budget: int = MAX_PARTITIONS) -> S.Stmt:
     """Split a serial tile loop whose body holds edge guards (`if (j0 * 32 + j3 < 1500)`, a
     tile that does not divide its axis) into the iterations where every such guard holds
     for all inner values, printed without the guards, and the edge iterations after them,
     which keep theirs. Why: a guard per statement in the reduction loop costs a branch per
-    FMA group, and the guarded vector code can not use the tile's constant offsets."""
+    FMA group, and the guarded vector code can not use the tile's constant offsets. Each
+    split copies the loop body, so at most `budget` loops of one nest are split."""
     if isinstance(s, S.For):
         inner = {**ranges, s.var: loop_range(s.extent)}
         n = const_int(s.extent)
-        if s.kind == "serial" and n is not None and n >= 2:
+        if s.kind == "serial" and n is not None and n >= 2 and budget > 0:
             m = _guarded_prefix(s, n, inner)
             if 0 < m < n:
-                return _split_loop(s, m, n, ranges)
-        return S.For(s.var, s.extent, s.kind, partition_edges(s.body, inner), dict(s.pragmas))
+                return _split_loop(s, m, n, ranges, budget - 1)
+        return S.For(s.var, s.extent, s.kind, partition_edges(s.body, inner, budget),
+                     dict(s.pragmas))
     if isinstance(s, S.LetStmt):
         return S.LetStmt(s.var, s.value,
-                         partition_edges(s.body, _let_ranges(ranges, s.var, s.value)))
+                         partition_edges(s.body, _let_ranges(ranges, s.var, s.value), budget))
     if isinstance(s, S.Allocate):
-        return S.Allocate(s.buffer, partition_edges(s.body, ranges))
+        return S.Allocate(s.buffer, partition_edges(s.body, ranges, budget))
     if isinstance(s, S.IfThenElse):
-        els = None if s.else_ is None else partition_edges(s.else_, ranges)
-        return S.IfThenElse(s.cond, partition_edges(s.then, ranges), els)
+        els = None if s.else_ is None else partition_edges(s.else_, ranges, budget)
+        return S.IfThenElse(s.cond, partition_edges(s.then, ranges, budget), els)
     if isinstance(s, S.SeqStmt):
-        return S.seq([partition_edges(x, ranges) for x in s.stmts])
+        return S.seq([partition_edges(x, ranges, budget) for x in s.stmts])
     return s
 
 
@@ -228,19 +233,21 @@ def _guards(s: S.Stmt, ranges: dict):
             yield from _guards(x, ranges)
 
 
-def _split_loop(loop: S.For, m: int, n: int, ranges: dict) -> S.Stmt:
+def _split_loop(loop: S.For, m: int, n: int, ranges: dict, budget: int) -> S.Stmt:
     v = loop.var
     main = {**ranges, v: (0, m - 1)}
     head = S.For(v, E.IntImm(m, v.dtype), loop.kind,
-                 partition_edges(instantiate(loop.body, {}, main), main), dict(loop.pragmas))
+                 partition_edges(instantiate(loop.body, {}, main), main, budget),
+                 dict(loop.pragmas))
     if n - m == 1:
         edge = {v: E.IntImm(m, v.dtype)}
-        return S.seq([head, partition_edges(instantiate(loop.body, edge, ranges), ranges)])
+        return S.seq([head, partition_edges(instantiate(loop.body, edge, ranges), ranges,
+                                            budget)])
     t = E.Var(v.name + "_edge", v.dtype)
     tail = {**ranges, t: (0, n - m - 1)}
     body = instantiate(loop.body, {v: t + m}, tail)
     return S.seq([head, S.For(t, E.IntImm(n - m, v.dtype), loop.kind,
-                              partition_edges(body, tail), dict(loop.pragmas))])
+                              partition_edges(body, tail, budget), dict(loop.pragmas))])
 
 
 # ---------------------------------------------------------------- unswitching
@@ -265,7 +272,7 @@ def unswitch(s: S.Stmt, budget: int = MAX_UNSWITCH) -> S.Stmt:
                               dict(s.pragmas))
                 return S.IfThenElse(cond, unswitch(then, budget - 1),
                                     unswitch(other, budget - 1))
-        return S.For(s.var, s.extent, s.kind, unswitch(s.body), dict(s.pragmas))
+        return S.For(s.var, s.extent, s.kind, unswitch(s.body, budget), dict(s.pragmas))
     if isinstance(s, S.LetStmt):
         return S.LetStmt(s.var, s.value, unswitch(s.body, budget))
     if isinstance(s, S.Allocate):
