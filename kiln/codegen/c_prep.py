@@ -3,11 +3,16 @@
 In: the body of a PrimFunc.
 Out: an equivalent body where (1) `unrolled` loops with constant extents (and small serial
 loops under an `auto_unroll_max_step` pragma) are expanded into copies with the loop variable
-replaced by a constant and every index re-simplified, and (2) every `vectorized` loop is
-replaced by `VecBlock`s (straight-line code run once for a power-of-two number of lanes) or by
-a `ScalarLoop` when it cannot be vectorized (the reason is printed as a comment).
+replaced by a constant and every index re-simplified, (2) a serial tile loop with edge guards
+is split into its guard-free full tiles and its edge tile (`partition_edges`), (3) every
+`vectorized` loop is replaced by `VecBlock`s (straight-line code run once for a power-of-two
+number of lanes) or by a `ScalarLoop` when it cannot be vectorized (the reason is printed as a
+comment), and (4) a guard that does not change inside a serial loop is hoisted out of it
+(`unswitch`). Code under a guard is simplified knowing the guard holds (`simplify.assume`).
 Why: register tiles need constant indices (so a local tile becomes named vector registers),
-and the vector printer only ever sees straight-line code over one lane variable.
+the vector printer only ever sees straight-line code over one lane variable, and a tile
+that does not divide its axis must cost only at its edge. (2) and (4) copy loop bodies, at
+most twice each along one loop nest.
 """
 
 from __future__ import annotations
@@ -84,16 +89,21 @@ def expand_unrolls(s: S.Stmt, ranges: dict, limit: int) -> S.Stmt:
             return S.seq([instantiate(body, {s.var: E.IntImm(i, s.var.dtype)}, ranges)
                           for i in range(n)]) if n > 0 else S.SeqStmt([])
         return S.For(s.var, s.extent, s.kind, body, dict(s.pragmas))
+    return descend(s, lambda x, r: expand_unrolls(x, r, limit), ranges)
+
+
+def descend(s: S.Stmt, fn, ranges: dict) -> S.Stmt:
+    """s with fn(child, ranges at the child) applied to the children of a LetStmt, Allocate,
+    IfThenElse or SeqStmt (the walk every rewrite here shares); any other s unchanged."""
     if isinstance(s, S.LetStmt):
-        inner = _let_ranges(ranges, s.var, s.value)
-        return S.LetStmt(s.var, s.value, expand_unrolls(s.body, inner, limit))
+        return S.LetStmt(s.var, s.value, fn(s.body, _let_ranges(ranges, s.var, s.value)))
     if isinstance(s, S.Allocate):
-        return S.Allocate(s.buffer, expand_unrolls(s.body, ranges, limit))
+        return S.Allocate(s.buffer, fn(s.body, ranges))
     if isinstance(s, S.IfThenElse):
-        els = None if s.else_ is None else expand_unrolls(s.else_, ranges, limit)
-        return S.IfThenElse(s.cond, expand_unrolls(s.then, ranges, limit), els)
+        els = None if s.else_ is None else fn(s.else_, ranges)
+        return S.IfThenElse(s.cond, fn(s.then, ranges), els)
     if isinstance(s, S.SeqStmt):
-        return S.seq([expand_unrolls(x, ranges, limit) for x in s.stmts])
+        return S.seq([fn(x, ranges) for x in s.stmts])
     return s
 
 
@@ -177,17 +187,7 @@ def partition_edges(s: S.Stmt, ranges: dict, budget: int = MAX_PARTITIONS) -> S.
                 return _split_loop(s, m, n, ranges, budget - 1)
         return S.For(s.var, s.extent, s.kind, partition_edges(s.body, inner, budget),
                      dict(s.pragmas))
-    if isinstance(s, S.LetStmt):
-        return S.LetStmt(s.var, s.value,
-                         partition_edges(s.body, _let_ranges(ranges, s.var, s.value), budget))
-    if isinstance(s, S.Allocate):
-        return S.Allocate(s.buffer, partition_edges(s.body, ranges, budget))
-    if isinstance(s, S.IfThenElse):
-        els = None if s.else_ is None else partition_edges(s.else_, ranges, budget)
-        return S.IfThenElse(s.cond, partition_edges(s.then, ranges, budget), els)
-    if isinstance(s, S.SeqStmt):
-        return S.seq([partition_edges(x, ranges, budget) for x in s.stmts])
-    return s
+    return descend(s, lambda x, r: partition_edges(x, r, budget), ranges)
 
 
 def _guarded_prefix(loop: S.For, n: int, ranges: dict) -> int:
@@ -273,16 +273,7 @@ def unswitch(s: S.Stmt, budget: int = MAX_UNSWITCH) -> S.Stmt:
                 return S.IfThenElse(cond, unswitch(then, budget - 1),
                                     unswitch(other, budget - 1))
         return S.For(s.var, s.extent, s.kind, unswitch(s.body, budget), dict(s.pragmas))
-    if isinstance(s, S.LetStmt):
-        return S.LetStmt(s.var, s.value, unswitch(s.body, budget))
-    if isinstance(s, S.Allocate):
-        return S.Allocate(s.buffer, unswitch(s.body, budget))
-    if isinstance(s, S.IfThenElse):
-        els = None if s.else_ is None else unswitch(s.else_, budget)
-        return S.IfThenElse(s.cond, unswitch(s.then, budget), els)
-    if isinstance(s, S.SeqStmt):
-        return S.seq([unswitch(x, budget) for x in s.stmts])
-    return s
+    return descend(s, lambda x, _: unswitch(x, budget), {})
 
 
 def _size(s: S.Stmt) -> int:
@@ -320,17 +311,9 @@ def _take(s: S.Stmt, key, branch: bool) -> S.Stmt:
         if skey(s.cond) == key:
             taken = s.then if branch else s.else_
             return S.SeqStmt([]) if taken is None else _take(taken, key, branch)
-        els = None if s.else_ is None else _take(s.else_, key, branch)
-        return S.IfThenElse(s.cond, _take(s.then, key, branch), els)
     if isinstance(s, S.For):
         return S.For(s.var, s.extent, s.kind, _take(s.body, key, branch), dict(s.pragmas))
-    if isinstance(s, S.LetStmt):
-        return S.LetStmt(s.var, s.value, _take(s.body, key, branch))
-    if isinstance(s, S.Allocate):
-        return S.Allocate(s.buffer, _take(s.body, key, branch))
-    if isinstance(s, S.SeqStmt):
-        return S.seq([_take(x, key, branch) for x in s.stmts])
-    return s
+    return descend(s, lambda x, _: _take(x, key, branch), {})
 
 
 # ---------------------------------------------------------------- vector plans
@@ -341,17 +324,7 @@ def plan_vectors(s: S.Stmt, ranges: dict) -> S.Stmt:
         if s.kind == "vectorized":
             return _plan_loop(s, ranges)
         return S.For(s.var, s.extent, s.kind, plan_vectors(s.body, inner), dict(s.pragmas))
-    if isinstance(s, S.LetStmt):
-        return S.LetStmt(s.var, s.value, plan_vectors(s.body, _let_ranges(ranges, s.var,
-                                                                           s.value)))
-    if isinstance(s, S.Allocate):
-        return S.Allocate(s.buffer, plan_vectors(s.body, ranges))
-    if isinstance(s, S.IfThenElse):
-        els = None if s.else_ is None else plan_vectors(s.else_, ranges)
-        return S.IfThenElse(s.cond, plan_vectors(s.then, ranges), els)
-    if isinstance(s, S.SeqStmt):
-        return S.seq([plan_vectors(x, ranges) for x in s.stmts])
-    return s
+    return descend(s, plan_vectors, ranges)
 
 
 def _plan_loop(loop: S.For, ranges: dict) -> S.Stmt:
