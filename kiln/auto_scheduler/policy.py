@@ -57,7 +57,8 @@ class SketchPolicy:
         self.params = params or SearchPolicyParams()
         self.rng = random.Random(seed)
         self.verbose = verbose
-        sketches = generate_sketches(task.compute_dag, self.params.max_sketches, task.layout_free)
+        sketches = generate_sketches(task.compute_dag, self.params.max_sketches, task.layout_free,
+                                     task.target)
         self.infos = [SketchInfo(task.compute_dag, s, i, task.layout_free)
                       for i, s in enumerate(sketches)]
         self.cands = Candidates(self.infos, self._features, self.model.predict)

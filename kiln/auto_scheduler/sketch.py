@@ -259,17 +259,51 @@ def is_whole_pack(sketch) -> bool:
                st.scope == "local" for st in sketch.stages)
 
 
-def generate_sketches(dag, max_sketches: int = 16, layout_free: tuple = ()) -> list:
-    """All sketches of `dag` (deduplicated, at most max_sketches), plus packed-read variants
-    (per panel, and whole)."""
+def generate_sketches(dag, max_sketches: int = 16, layout_free: tuple = (),
+                      target=None) -> list:
+    """All sketches of `dag` (deduplicated, at most max_sketches), plus packed-read variants:
+    per panel, and whole where each batch's slice fits the target's L2 (slice_fits_l2; every
+    whole variant when no target is given)."""
     base = _derive(dag, max_sketches)
     out = list(base)
     for s in base:
         for whole in (False, True):
             packed = pack_reads(s, layout_free, whole)
-            if packed is not None and len(out) < max_sketches:
+            if packed is None or len(out) >= max_sketches:
+                continue
+            if not whole or target is None or slice_fits_l2(packed, target):
                 out.append(packed)
     return out
+
+
+def slice_fits_l2(sketch, target) -> bool:
+    """Whether each packed input's slice that one batch index reads (its dims indexed by the
+    tiled stage's row and reduction axes, not its batch axes) fits in half the L2: then the
+    row tiles of a batch reread their slice from L2, and a whole-input copy in row-major order
+    beats per-panel copies in panel-major order."""
+    from ..te import expr as E
+    l2 = target.l2_bytes
+    if not l2:
+        return False
+    for st in sketch.stages:
+        if st.origin != "cache_read" or st.is_placeholder:
+            continue
+        reader = next((r for r in sketch.stages if r.compute is not None and any(
+            isinstance(n, E.TensorLoad) and n.tensor.op is st.op
+            for n in E.walk(r.compute.body))), None)
+        if reader is None:
+            return False
+        batch = {id(a) for a in reader.compute.axis[:-1]}
+        loads = [n for n in E.walk(reader.compute.body)
+                 if isinstance(n, E.TensorLoad) and n.tensor.op is st.op]
+        shape = [int(x.value) for x in st.op.output(0).shape]
+        per = 1
+        for ext, idx in zip(shape, loads[0].indices):
+            if not (isinstance(idx, E.Var) and id(idx) in batch):
+                per *= ext
+        if per * 4 > l2 // 2:
+            return False
+    return True
 
 
 def _derive(dag, max_sketches: int) -> list:

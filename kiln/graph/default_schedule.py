@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..auto_scheduler import analysis as A
 from ..auto_scheduler.annotate import SketchInfo, materialize
 from ..auto_scheduler.heuristic import MAX_VECTOR, first_divisor, heuristic_genome
-from ..auto_scheduler.sketch import generate_sketches, is_whole_pack
+from ..auto_scheduler.sketch import generate_sketches, is_whole_pack, slice_fits_l2
 from ..errors import KilnError
 from ..schedule.steps import CacheReadStep, RfactorStep
 from ..target import as_target
@@ -212,45 +212,16 @@ def simple_schedule(dag, target=None):
 def _ordered_sketches(dag, layout_free: tuple, target=None) -> list:
     """Sketches to try, best first: packed-read variants (a transposed input copied into a
     vector-contiguous panel), then plain ones, rfactor sketches last."""
-    sketches = generate_sketches(dag, layout_free=layout_free)
+    sketches = generate_sketches(dag, layout_free=layout_free, target=target)
 
     def has(s, kind):
         return any(isinstance(x, kind) for x in s.steps)
     plain = [s for s in sketches if not has(s, RfactorStep)]
     packed = [s for s in plain if has(s, CacheReadStep)]
     if target is not None:  # whole-input packing first where each batch's slice stays in L2
-        packed.sort(key=lambda s: is_whole_pack(s) != _slice_fits(s, target))
+        packed.sort(key=lambda s: is_whole_pack(s) != slice_fits_l2(s, target))
     rest = [s for s in plain if s not in packed]
     return packed + rest + [s for s in sketches if s not in plain]
-
-
-def _slice_fits(sketch, target) -> bool:
-    """Whether each packed input's slice that one batch index reads (its dims indexed by the
-    tiled stage's row and reduction axes, not its batch axes) fits in half the L2: then the
-    row tiles of a batch reread their slice from L2, and a whole-input copy in row-major order
-    beats per-panel copies in panel-major order."""
-    l2 = target.l2_bytes
-    if not l2:
-        return False
-    for st in sketch.stages:
-        if st.origin != "cache_read" or st.is_placeholder:
-            continue
-        reader = next((r for r in sketch.stages if r.compute is not None and any(
-            isinstance(n, E.TensorLoad) and n.tensor.op is st.op
-            for n in E.walk(r.compute.body))), None)
-        if reader is None:
-            return False
-        batch = {id(a) for a in reader.compute.axis[:-1]}
-        loads = [n for n in E.walk(reader.compute.body)
-                 if isinstance(n, E.TensorLoad) and n.tensor.op is st.op]
-        shape = [int(x.value) for x in st.op.output(0).shape]
-        per = 1
-        for ext, idx in zip(shape, loads[0].indices):
-            if not (isinstance(idx, E.Var) and id(idx) in batch):
-                per *= ext
-        if per * 4 > l2 // 2:
-            return False
-    return True
 
 
 def gpu_schedules(dag, target, tensor_cores: bool = False) -> list:

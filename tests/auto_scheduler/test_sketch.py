@@ -68,6 +68,11 @@ def test_whole_pack_default_when_the_slice_fits_l2():
     c = te.compute((128, 3072), lambda i, j: te.sum(a[i, r] * b[j, r], axis=r), name="c")
     state = default_schedule(ComputeDAG([a, b, c]), (), tgt)
     assert "b.local [at c." in str(state) or tgt.l2_bytes == 0
+    # nor does the search get a whole-copy sketch for it (only for the keys above)
+    assert not any(is_whole_pack(x) for x in generate_sketches(ComputeDAG([a, b, c]),
+                                                                target=tgt))
+    assert any(is_whole_pack(x) for x in generate_sketches(ComputeDAG([q, k, s]),
+                                                            target=tgt)) or tgt.l2_bytes == 0
 
 
 def test_epilogue_fuses_into_consumer():
