@@ -10,6 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from util import F32, buf, ld, loop
 
 from kiln.build_module import build
 from kiln.codegen import toolchain
@@ -18,20 +19,6 @@ from kiln.errors import CodegenError
 from kiln.target import Target
 from kiln.te import expr as E
 from kiln.tir import stmt as S
-
-F32 = "float32"
-
-
-def buf(name, shape, dtype=F32, scope="global"):
-    return S.Buffer(name, shape if isinstance(shape, tuple) else (shape,), dtype, scope)
-
-
-def ld(b, i):
-    return S.BufferLoad(b, i)
-
-
-def loop(v, n, kind, body, **pragmas):
-    return S.For(v, E.convert(n), kind, body, pragmas)
 
 
 def elementwise(n, kind="vectorized", fn=lambda a, b: a + b, dtype=F32, name="ew"):
@@ -101,33 +88,6 @@ def test_long_vectorized_loop_becomes_chunk_loop(rng):
     c, mod = run_binary(elementwise(16 * 9 + 5), *(rng.standard_normal(149).astype(F32)
                                                    for _ in range(2)))
     assert "for (int32_t i_o = 0; i_o < 9; ++i_o)" in mod.source
-
-
-@pytest.mark.parametrize("row_guard", [False, True])
-def test_edge_guarded_vector_loop_is_peeled(row_guard, rng):
-    """A 16-lane tile over 197 columns (ViT's tokens): the guard `jo * 16 + j < 197` is
-    linear in the lane and the tile loop, so the full tiles' loop (jo < 12) runs the vector
-    code with no guard and the edge tile, split off after it, runs its five lanes as a
-    4-lane vector and one scalar (constant indices). A guard on the row alone (192 columns,
-    4-row tiles over 3 rows) is tested once around the vector code."""
-    rows, n = (3, 192) if row_guard else (3, 197)
-    A, B = buf("A", (rows, n)), buf("B", (rows, n))
-    i, jo, j = E.Var("i"), E.Var("jo"), E.Var("j")
-    col = jo * 16 + j
-    store = S.Store(B, i * n + col, ld(A, i * n + col) * 2.0 + 1.0)
-    body = loop(i, 4 if row_guard else rows, "serial", loop(jo, -(-n // 16), "serial", loop(
-        j, 16, "vectorized", S.IfThenElse((i < rows) if row_guard else (col < n), store))))
-    f = S.PrimFunc("edge", [A, B], body)
-    src = render(f)
-    assert "printed scalar" not in src and "kiln_store_f32x16" in src
-    if not row_guard:  # full tiles unguarded, then the edge tile's five lanes: 4 + 1
-        assert "jo < 12; ++jo" in src and "197)" not in src  # no guard left
-        assert "kiln_store_f32x4(&B[i * 197 + 192]" in src
-        assert "B[i * 197 + 196] = " in src and "B[i * 197 + 197]" not in src
-    a = rng.standard_normal((rows, n)).astype(F32)
-    b = np.full_like(a, np.nan)
-    build(f)(a, b)
-    np.testing.assert_array_equal(b, a * 2 + 1)
 
 
 def test_symbolic_extent_falls_back_to_scalar_loop(rng):
@@ -472,49 +432,3 @@ def test_name_clashes_are_renamed():
                                                                 ld(A, i1 * 2 + i2))))
     src = render(S.PrimFunc("clash", [A, B], body))
     assert "exp_[" in src and "int32_t i_1 = 0" in src
-
-
-def test_invariant_edge_guard_is_hoisted_out_of_the_reduction_loop(rng):
-    """A tile loop fused into the parallel loop (no loop to split the edge tile off): the
-    edge guard, the same for every k, is tested once outside the k loop, so each copy of
-    the loop holds only the vector code or only the lanes (ViT's q @ k^T over 197 keys)."""
-    n = 197
-    A, C = buf("A", (8, n)), buf("C", n)
-    t, k, j = E.Var("t"), E.Var("k"), E.Var("j")
-    col = t * 16 + j
-    acc = S.Store(C, col, ld(C, col) + ld(A, k * n + col))
-    body = loop(t, -(-n // 16), "parallel", loop(k, 8, "serial", loop(
-        j, 16, "vectorized", S.IfThenElse(col < n, acc))))
-    src = render(S.PrimFunc("hoist", [A, C], body))
-    guard = src.index("if (t * 16 + 15 < 197) {")
-    assert src.count("t * 16 + 15 < 197") == 1 and guard < src.index("for (int32_t k")
-    a = rng.standard_normal((8, n)).astype(F32)
-    c = rng.standard_normal(n).astype(F32)
-    want = c + a.sum(axis=0)
-    build(S.PrimFunc("hoist", [A, C], body))(a, c)
-    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
-
-
-def test_edge_splits_are_bounded_per_nest(rng):
-    """Three tile loops, each with an edge guard: only two of them are split (each split
-    copies the loop body; a tuning candidate with every loop split grew to 2.5 MB of C and
-    timed out in the compiler), and the result is still right."""
-    n = 9
-    A, B = buf("A", (n, n, n)), buf("B", (n, n, n))
-    outer = [E.Var(x) for x in ("ao", "bo", "co")]
-    inner = [E.Var(x) for x in ("a1", "b1", "c1")]
-    idx = [o * 2 + i for o, i in zip(outer, inner)]
-    flat = (idx[0] * n + idx[1]) * n + idx[2]
-    guard = E.binop("and", E.binop("and", idx[0] < n, idx[1] < n), idx[2] < n)
-    body = S.IfThenElse(guard, S.Store(B, flat, ld(A, flat) + 1.0))
-    for v in reversed(inner):
-        body = loop(v, 2, "serial", body)
-    for v in reversed(outer):
-        body = loop(v, 5, "serial", body)
-    f = S.PrimFunc("edges3", [A, B], body)
-    src = render(f)
-    assert src.count("for (int32_t co = 0; co < 5") == 4 and "co < 4" not in src
-    a = rng.standard_normal((n, n, n)).astype(F32)
-    b = np.zeros_like(a)
-    build(f)(a, b)
-    np.testing.assert_array_equal(b, a + 1)

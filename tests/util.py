@@ -81,3 +81,24 @@ def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-5) -> No
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------- loop IR by hand (codegen tests)
+
+F32 = "float32"
+
+
+def buf(name, shape, dtype=F32, scope="global"):
+    from kiln.tir import stmt as S
+    return S.Buffer(name, shape if isinstance(shape, tuple) else (shape,), dtype, scope)
+
+
+def ld(b, i):
+    from kiln.tir import stmt as S
+    return S.BufferLoad(b, i)
+
+
+def loop(v, n, kind, body, **pragmas):
+    from kiln.te import expr as E
+    from kiln.tir import stmt as S
+    return S.For(v, E.convert(n), kind, body, pragmas)

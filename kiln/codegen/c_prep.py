@@ -4,11 +4,12 @@ In: the body of a PrimFunc.
 Out: an equivalent body where (1) `unrolled` loops with constant extents (and small serial
 loops under an `auto_unroll_max_step` pragma) are expanded into copies with the loop variable
 replaced by a constant and every index re-simplified, (2) a serial tile loop with edge guards
-is split into its guard-free full tiles and its edge tile (`partition_edges`), (3) every
+is split into its guard-free full tiles and its edge tile (`c_edges.partition_edges`), (3) every
 `vectorized` loop is replaced by `VecBlock`s (straight-line code run once for a power-of-two
 number of lanes) or by a `ScalarLoop` when it cannot be vectorized (the reason is printed as a
 comment), and (4) a guard that does not change inside a serial loop is hoisted out of it
-(`unswitch`). Code under a guard is simplified knowing the guard holds (`simplify.assume`).
+(`c_edges.unswitch`). Code under a guard is simplified knowing the guard holds
+(`simplify.assume`).
 Why: register tiles need constant indices (so a local tile becomes named vector registers),
 the vector printer only ever sees straight-line code over one lane variable, and a tile
 that does not divide its axis must cost only at its edge. (2) and (4) copy loop bodies, at
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from ..te import expr as E
 from ..tir import stmt as S
-from ..tir.simplify import Simplifier, assume, nonpositive, simplify, skey, var_stride
+from ..tir.simplify import Simplifier, assume, conjuncts, nonpositive, simplify, var_stride
 from .c_bf16 import promote
 
 MAX_UNROLL = 64          # an `unrolled` loop longer than this stays a loop (#pragma GCC unroll)
@@ -63,6 +64,7 @@ def loop_range(extent) -> tuple:
 def prepare(body: S.Stmt) -> S.Stmt:
     """Expand unrolls, split edge tiles off their loops, then plan the vectorized loops
     (plain Python numbers become nodes)."""
+    from .c_edges import partition_edges, unswitch  # they build on this module's rewrites
     body = S.map_exprs(body, lambda e: promote(_normalize(e)))
     return unswitch(plan_vectors(partition_edges(expand_unrolls(body, {}, 0), {}), {}))
 
@@ -96,7 +98,7 @@ def descend(s: S.Stmt, fn, ranges: dict) -> S.Stmt:
     """s with fn(child, ranges at the child) applied to the children of a LetStmt, Allocate,
     IfThenElse or SeqStmt (the walk every rewrite here shares); any other s unchanged."""
     if isinstance(s, S.LetStmt):
-        return S.LetStmt(s.var, s.value, fn(s.body, _let_ranges(ranges, s.var, s.value)))
+        return S.LetStmt(s.var, s.value, fn(s.body, let_ranges(ranges, s.var, s.value)))
     if isinstance(s, S.Allocate):
         return S.Allocate(s.buffer, fn(s.body, ranges))
     if isinstance(s, S.IfThenElse):
@@ -128,7 +130,7 @@ def steps(s: S.Stmt) -> int:
     return sum(steps(x) for x in S.stmt_children(s))
 
 
-def _let_ranges(ranges: dict, var: E.Var, value: E.Expr) -> dict:
+def let_ranges(ranges: dict, var: E.Var, value: E.Expr) -> dict:
     if not E.is_int(var.dtype):
         return ranges
     r = Simplifier(ranges).range_of(value)
@@ -150,7 +152,7 @@ def instantiate(s: S.Stmt, mapping: dict, ranges: dict) -> S.Stmt:
     if isinstance(s, S.LetStmt):
         value = fix(s.value)
         new = E.Var(s.var.name, s.var.dtype)
-        inner = _let_ranges(ranges, new, value)
+        inner = let_ranges(ranges, new, value)
         return S.LetStmt(new, value, instantiate(s.body, {**mapping, s.var: new}, inner))
     if isinstance(s, S.Allocate):
         return S.Allocate(s.buffer, instantiate(s.body, mapping, ranges))
@@ -164,156 +166,6 @@ def instantiate(s: S.Stmt, mapping: dict, ranges: dict) -> S.Stmt:
     if isinstance(s, S.SeqStmt):
         return S.seq([instantiate(x, mapping, ranges) for x in s.stmts])
     return s
-
-
-# ---------------------------------------------------------------- edge partitions
-
-MAX_PARTITIONS = 2  # loops split along one nest (the row and the column edge: 4 copies)
-
-
-def partition_edges(s: S.Stmt, ranges: dict, budget: int = MAX_PARTITIONS) -> S.Stmt:
-    """Split a serial tile loop whose body holds edge guards (`if (j0 * 32 + j3 < 1500)`, a
-    tile that does not divide its axis) into the iterations where every such guard holds
-    for all inner values, printed without the guards, and the edge iterations after them,
-    which keep theirs. Why: a guard per statement in the reduction loop costs a branch per
-    FMA group, and the guarded vector code can not use the tile's constant offsets. Each
-    split copies the loop body, so at most `budget` loops of one nest are split."""
-    if isinstance(s, S.For):
-        inner = {**ranges, s.var: loop_range(s.extent)}
-        n = const_int(s.extent)
-        if s.kind == "serial" and n is not None and n >= 2 and budget > 0:
-            m = _guarded_prefix(s, n, inner)
-            if 0 < m < n:
-                return _split_loop(s, m, n, ranges, budget - 1)
-        return S.For(s.var, s.extent, s.kind, partition_edges(s.body, inner, budget),
-                     dict(s.pragmas))
-    return descend(s, lambda x, r: partition_edges(x, r, budget), ranges)
-
-
-def _guarded_prefix(loop: S.For, n: int, ranges: dict) -> int:
-    """m such that every guard inside `loop` that depends on its variable holds for all
-    inner values when the variable is below m (n when there is no such guard; 0 when a
-    guard is not a linear comparison of the variable and inner loop variables)."""
-    if any(not isinstance(x, _PLAIN) for x in S.walk_stmts(loop.body)):
-        return 0
-    m = n
-    for cond, inner in _guards(loop.body, ranges):
-        if loop.var not in E.free_vars(cond):
-            continue
-        for c in _conjuncts(cond):
-            if loop.var not in E.free_vars(c):
-                continue  # another axis's guard (the row edge): left to its own loop
-            if not isinstance(c, E.Cmp) or not E.is_int(c.a.dtype) or c.op in ("eq", "ne"):
-                return 0
-            for lin in nonpositive(Simplifier(inner), c):
-                stride, rest = var_stride(lin, loop.var)
-                hi = Simplifier(inner).lin_range(rest)
-                if not stride or hi is None or stride < 0:
-                    return 0  # a guard that fails first (or is not linear) stays inside
-                m = min(m, max(0, (-hi[1]) // stride + 1))
-    return m
-
-
-_PLAIN = (S.For, S.Store, S.Allocate, S.IfThenElse, S.SeqStmt, S.LetStmt)
-
-
-def _guards(s: S.Stmt, ranges: dict):
-    """(condition, ranges of the loops around it) of every IfThenElse in s."""
-    if isinstance(s, S.For):
-        yield from _guards(s.body, {**ranges, s.var: loop_range(s.extent)})
-    elif isinstance(s, S.LetStmt):
-        yield from _guards(s.body, _let_ranges(ranges, s.var, s.value))
-    elif isinstance(s, S.IfThenElse):
-        yield simplify(s.cond, ranges), ranges
-        for b in (s.then, s.else_):
-            if b is not None:
-                yield from _guards(b, ranges)
-    else:
-        for x in S.stmt_children(s):
-            yield from _guards(x, ranges)
-
-
-def _split_loop(loop: S.For, m: int, n: int, ranges: dict, budget: int) -> S.Stmt:
-    v = loop.var
-    main = {**ranges, v: (0, m - 1)}
-    head = S.For(v, E.IntImm(m, v.dtype), loop.kind,
-                 partition_edges(instantiate(loop.body, {}, main), main, budget),
-                 dict(loop.pragmas))
-    if n - m == 1:
-        edge = {v: E.IntImm(m, v.dtype)}
-        return S.seq([head, partition_edges(instantiate(loop.body, edge, ranges), ranges,
-                                            budget)])
-    t = E.Var(v.name + "_edge", v.dtype)
-    tail = {**ranges, t: (0, n - m - 1)}
-    body = instantiate(loop.body, {v: t + m}, tail)
-    return S.seq([head, S.For(t, E.IntImm(n - m, v.dtype), loop.kind,
-                              partition_edges(body, tail, budget), dict(loop.pragmas))])
-
-
-# ---------------------------------------------------------------- unswitching
-
-MAX_UNSWITCH = 2          # conditions hoisted out of one loop (at most 4 copies of it)
-MAX_UNSWITCH_STEPS = 4096  # a loop body longer than this is not copied
-
-
-def unswitch(s: S.Stmt, budget: int = MAX_UNSWITCH) -> S.Stmt:
-    """Hoist a guard that does not change inside a serial loop out of it: `for k: if (c) A
-    else B` becomes `if (c) for k: A else for k: B`. Why: the edge guard of a tile whose
-    loop is fused into the parallel loop (partition_edges cannot split it) sits in the
-    reduction loop around each vector statement; with both paths in the loop, the register
-    tile's accumulators go through memory on every iteration."""
-    if isinstance(s, S.For):
-        if s.kind == "serial" and budget > 0 and _size(s.body) <= MAX_UNSWITCH_STEPS:
-            cond = _invariant_guard(s)
-            if cond is not None:
-                key = skey(cond)
-                then = S.For(s.var, s.extent, s.kind, _take(s.body, key, True), dict(s.pragmas))
-                other = S.For(s.var, s.extent, s.kind, _take(s.body, key, False),
-                              dict(s.pragmas))
-                return S.IfThenElse(cond, unswitch(then, budget - 1),
-                                    unswitch(other, budget - 1))
-        return S.For(s.var, s.extent, s.kind, unswitch(s.body, budget), dict(s.pragmas))
-    return descend(s, lambda x, _: unswitch(x, budget), {})
-
-
-def _size(s: S.Stmt) -> int:
-    """Statements in s, vector blocks' bodies included (the code a copy of s adds)."""
-    n = 0
-    for x in S.walk_stmts(s):
-        n += 1 + (_size(x.body) if isinstance(x, VecBlock) else 0)
-    return n
-
-
-def _invariant_guard(loop: S.For):
-    """The first IfThenElse condition in the loop's body that mentions no variable bound by
-    the loop or inside it, or None."""
-    bound = {loop.var}
-    todo = [loop.body]
-    while todo:
-        x = todo.pop()
-        if isinstance(x, S.For):
-            bound.add(x.var)
-        elif isinstance(x, S.LetStmt):
-            bound.add(x.var)
-        elif not isinstance(x, (S.IfThenElse, S.SeqStmt, S.Allocate)):
-            continue  # vector blocks, stores: no guard around a whole statement inside
-        todo.extend(S.stmt_children(x))
-    for x in S.walk_stmts(loop.body):
-        if isinstance(x, S.IfThenElse) and not isinstance(x.cond, E.IntImm) and \
-                not (E.free_vars(x.cond) & bound):
-            return x.cond
-    return None
-
-
-def _take(s: S.Stmt, key, branch: bool) -> S.Stmt:
-    """s with every IfThenElse on the condition `key` replaced by its `branch` side."""
-    if isinstance(s, S.IfThenElse):
-        if skey(s.cond) == key:
-            taken = s.then if branch else s.else_
-            return S.SeqStmt([]) if taken is None else _take(taken, key, branch)
-    if isinstance(s, S.For):
-        return S.For(s.var, s.extent, s.kind, _take(s.body, key, branch), dict(s.pragmas))
-    return descend(s, lambda x, _: _take(x, key, branch), {})
 
 
 # ---------------------------------------------------------------- vector plans
@@ -354,7 +206,7 @@ def _peeled(loop: S.For, n, ranges: dict, inner: dict):
         return None
     simp = Simplifier(inner)
     strides = []
-    for c in _conjuncts(simplify(body.cond, inner)):
+    for c in conjuncts(simplify(body.cond, inner)):
         if isinstance(c, E.IntImm) and c.value:  # a guard the simplifier proved true
             continue
         if not isinstance(c, E.Cmp) or not E.is_int(c.a.dtype):
@@ -392,26 +244,18 @@ def _peeled(loop: S.For, n, ranges: dict, inner: dict):
 def _true_prefix(loop: S.For, cond: E.Expr, n: int, ranges: dict) -> int | None:
     """m when `cond` holds for lanes below m and fails from m on, whatever the values of the
     other variables (the edge tile after partition_edges: j < 1500 - 1472); else None."""
-    lin = [x for c in _conjuncts(cond) if isinstance(c, E.Cmp) and E.is_int(c.a.dtype)
+    lin = [x for c in conjuncts(cond) if isinstance(c, E.Cmp) and E.is_int(c.a.dtype)
            and c.op in ("lt", "le", "gt", "ge")
            for x in nonpositive(Simplifier(ranges), c)]
-    if len(lin) != len(_conjuncts(cond)):
+    if len(lin) != len(conjuncts(cond)):
         return None
     m = n
     for x in lin:
-        stride, rest = var_stride(x, loop.var)
-        r = Simplifier(ranges).lin_range(rest)
-        if stride is None or stride < 0 or r is None or r[0] != r[1]:
+        below = holds_below(x, loop.var, ranges, fixed=True)
+        if below is None:
             return None  # not increasing in the lane, or not fixed for this tile
-        if stride:
-            m = min(m, max(0, (-r[1]) // stride + 1))
+        m = min(m, below)
     return m if m < n else None
-
-
-def _conjuncts(e: E.Expr) -> list:
-    if isinstance(e, E.BinOp) and e.op == "and":
-        return _conjuncts(e.a) + _conjuncts(e.b)
-    return [e]
 
 
 def _why_scalar(loop: S.For, n, ranges) -> str:
@@ -466,6 +310,20 @@ def _block(loop: S.For, offset: E.Expr, width: int, ranges: dict) -> VecBlock:
     inner = {**ranges, lane: (0, width - 1)}
     body = instantiate(loop.body, {loop.var: offset + lane}, inner)
     return VecBlock(lane, width, body, loop.var)
+
+
+def holds_below(lin, var: E.Var, ranges: dict, fixed: bool = False) -> int | None:
+    """For `lin <= 0`: the m such that it holds for every var below m, whatever values its
+    other terms take in `ranges` (with `fixed`, they must have one value). None when it
+    does not fail only from some var on (decreasing in var, not linear in it, or other terms
+    of unknown range)."""
+    stride, rest = var_stride(lin, var)
+    r = Simplifier(ranges).lin_range(rest)
+    if stride is None or stride < 0 or r is None or (fixed and r[0] != r[1]):
+        return None
+    if stride == 0:
+        return BIG if r[1] <= 0 else 0
+    return max(0, (-r[1]) // stride + 1)
 
 
 # ---------------------------------------------------------------- lane combines

@@ -39,14 +39,19 @@ def compiler() -> str:
     return path
 
 
-@functools.lru_cache(maxsize=16)
 def compiler_version(path: str) -> str:
+    """The first line of `path --version` (part of the cache key)."""
+    text = _version_text(path)
+    return text.strip().splitlines()[0] if text.strip() else "unknown"
+
+
+@functools.lru_cache(maxsize=16)
+def _version_text(path: str) -> str:
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise BuildError(f"cannot run the C compiler {path}: {err}") from err
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) \
-        else "unknown"
+    return out.stdout or out.stderr
 
 
 def compile_flags(target: Target, cc: str) -> list:
@@ -57,18 +62,9 @@ def compile_flags(target: Target, cc: str) -> list:
     SIMD code itself (vectorized loops become vector statements), and the zoo's models
     measured the same without it."""
     flags = list(target.cflags())
-    if "Free Software Foundation" in _banner(cc):  # GCC, whatever its command is called
+    if "Free Software Foundation" in _version_text(cc):  # GCC, whatever it is called
         flags.insert(1, "-fno-tree-loop-vectorize")
     return flags
-
-
-@functools.lru_cache(maxsize=16)
-def _banner(path: str) -> str:
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout or ""
 
 
 def cache_dir() -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..auto_scheduler import analysis as A
 from ..auto_scheduler.annotate import SketchInfo, materialize
 from ..auto_scheduler.heuristic import MAX_VECTOR, first_divisor, heuristic_genome
-from ..auto_scheduler.sketch import generate_sketches, is_whole_pack, slice_fits_l2
+from ..auto_scheduler.sketch import generate_sketches, is_whole_pack
 from ..errors import KilnError
 from ..schedule.steps import CacheReadStep, RfactorStep
 from ..target import as_target
@@ -209,7 +209,7 @@ def simple_schedule(dag, target=None):
     return _finish_simple_stages(state, target.vector_lanes("float32"))
 
 
-def _ordered_sketches(dag, layout_free: tuple, target=None) -> list:
+def _ordered_sketches(dag, layout_free: tuple, target) -> list:
     """Sketches to try, best first: packed-read variants (a transposed input copied into a
     vector-contiguous panel), then plain ones, rfactor sketches last."""
     sketches = generate_sketches(dag, layout_free=layout_free, target=target)
@@ -218,8 +218,9 @@ def _ordered_sketches(dag, layout_free: tuple, target=None) -> list:
         return any(isinstance(x, kind) for x in s.steps)
     plain = [s for s in sketches if not has(s, RfactorStep)]
     packed = [s for s in plain if has(s, CacheReadStep)]
-    if target is not None:  # whole-input packing first where each batch's slice stays in L2
-        packed.sort(key=lambda s: is_whole_pack(s) != slice_fits_l2(s, target))
+    # whole-input packing first (generate_sketches made it only where each batch's slice
+    # fits the L2)
+    packed.sort(key=lambda s: not is_whole_pack(s))
     rest = [s for s in plain if s not in packed]
     return packed + rest + [s for s in sketches if s not in plain]
 

@@ -376,16 +376,17 @@ def assume(ranges: dict, cond: E.Expr) -> dict:
     each variable in it: the code under `if (j0 * 32 + 31 < 1500)` may simplify its indices
     knowing j0 <= 45. A conjunct that is not a linear comparison narrows nothing."""
     out = dict(ranges)
-    for c in _conjuncts(cond):
+    for c in conjuncts(cond):
         if isinstance(c, Cmp) and E.is_int(c.a.dtype) and c.op != "ne":
             for lin in nonpositive(Simplifier(out), c):
                 _narrow(out, lin)
     return out
 
 
-def _conjuncts(e: E.Expr) -> list:
+def conjuncts(e: E.Expr) -> list:
+    """The terms of a conjunction `a && b && ...` (e itself when it is not one)."""
     if isinstance(e, BinOp) and e.op == "and":
-        return _conjuncts(e.a) + _conjuncts(e.b)
+        return conjuncts(e.a) + conjuncts(e.b)
     return [e]
 
 
