@@ -105,7 +105,9 @@ def heuristic_tiles(info: SketchInfo, target: Target) -> tuple:
             lanes = target.vector_lanes(st.op.output(0).dtype) if \
                 st.op.output(0).dtype in ("float32", "float64") else 4
             ext = st.iters[step.iter_id].extent
-            out.append((first_divisor(ext, [lanes, lanes // 2], lanes),))
+            f = first_divisor(ext, [lanes, lanes // 2], lanes)
+            # a prime-ish reduce extent (197) still gets full vector lanes, with an edge
+            out.append((lanes if f < lanes // 2 and ext > 2 * lanes else f,))
         elif isinstance(step, SplitStep):
             st = state.stages[step.stage_id]
             name = st.iters[step.iter_id].name

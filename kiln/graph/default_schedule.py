@@ -27,7 +27,12 @@ from ..te import expr as E
 __all__ = ["default_schedule", "gpu_schedules", "simple_schedule"]
 
 def _vector_factor(extent: int, lanes: int) -> int:
-    return first_divisor(extent, [MAX_VECTOR, 4 * lanes, 2 * lanes, lanes], MAX_VECTOR)
+    f = first_divisor(extent, [MAX_VECTOR, 4 * lanes, 2 * lanes, lanes], MAX_VECTOR)
+    if f < lanes and extent > 2 * lanes:
+        # a prime-ish row (ViT's 197 keys) would run scalar (a scalar expf per element in
+        # softmax: 6x slower): two full vectors, the edge tile split off by the C printer
+        return 2 * lanes
+    return f
 
 
 def _simple_stage(state, si: int, lanes: int):

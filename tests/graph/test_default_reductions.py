@@ -28,7 +28,7 @@ def _body(f) -> str:
     return f.source.split("int32_t default_function(")[1].split("\n}\n")[0]
 
 
-@pytest.mark.parametrize("shape", [(6, 128), (6, 70), (6, 37), (3, 4, 64)])
+@pytest.mark.parametrize("shape", [(6, 128), (6, 70), (6, 37), (3, 4, 64), (2, 3, 197)])
 def test_softmax_default_schedule_is_one_row_pass_and_correct(shape):
     state, f = _build_softmax(shape)
     lanes = kiln.target.Target("cpu").vector_lanes("float32")
