@@ -91,13 +91,45 @@ def _split_loop(loop: S.For, m: int, n: int, ranges: dict, budget: int) -> S.Stm
                  dict(loop.pragmas))
     if n - m == 1:
         edge = {v: E.IntImm(m, v.dtype)}
-        return S.seq([head, partition_edges(instantiate(loop.body, edge, ranges), ranges,
-                                            budget)])
+        body = _own_buffers(instantiate(loop.body, edge, ranges))
+        return S.seq([head, partition_edges(body, ranges, budget)])
     t = E.Var(v.name + "_edge", v.dtype)
     tail = {**ranges, t: (0, n - m - 1)}
-    body = instantiate(loop.body, {v: t + m}, tail)
+    body = _own_buffers(instantiate(loop.body, {v: t + m}, tail))
     return S.seq([head, S.For(t, E.IntImm(n - m, v.dtype), loop.kind,
                               partition_edges(body, tail, budget), dict(loop.pragmas))])
+
+
+def _own_buffers(s: S.Stmt) -> S.Stmt:
+    """s with the temporaries it allocates replaced by fresh buffers. Why: the edge tile runs
+    its lanes in narrower vectors, and a local tile read with several vector widths can not
+    be held in vector registers (codegen.c._vreg_candidates): sharing the buffer with the
+    edge copy would keep the full tiles' accumulators in memory."""
+    fresh = {}
+    for x in S.walk_stmts(s):
+        if isinstance(x, S.Allocate):
+            b = x.buffer
+            fresh[b] = S.Buffer(b.name, b.shape, b.dtype, b.scope, b.strides)
+            fresh[b].double_buffer = b.double_buffer
+    if not fresh:
+        return s
+
+    def load(e):
+        if isinstance(e, S.BufferLoad) and e.buffer in fresh:
+            return S.BufferLoad(fresh[e.buffer], e.index)
+        return None
+    return _rebuffer(S.map_exprs(s, lambda e: E.transform(e, load)), fresh)
+
+
+def _rebuffer(s: S.Stmt, fresh: dict) -> S.Stmt:
+    if isinstance(s, S.Store):
+        return S.Store(fresh.get(s.buffer, s.buffer), s.index, s.value)
+    if isinstance(s, S.For):
+        return S.For(s.var, s.extent, s.kind, _rebuffer(s.body, fresh), dict(s.pragmas),
+                     s.thread_tag)
+    if isinstance(s, S.Allocate):
+        return S.Allocate(fresh.get(s.buffer, s.buffer), _rebuffer(s.body, fresh))
+    return descend(s, lambda x, _: _rebuffer(x, fresh), {})
 
 
 # ---------------------------------------------------------------- unswitching
