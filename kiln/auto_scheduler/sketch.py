@@ -220,20 +220,26 @@ def pack_reads(state, layout_free: tuple = (), whole: bool = False):
                     or dims[0] == len(n.indices) - 1 or id(pst.op) in packed:
                 continue
             packed.add(id(pst.op))
-            state = state.cache_read(pst.op, "local", [T])
-            cache = state.stages[state.stage_index(pst.op) + 1].op
-            if not whole:
-                state = _panel_first(state, T, cache)
-            state = state.layout_rewrite(cache, [(dims[0], 0)])
-            # copy along the dim that becomes contiguous: vector stores into the panel
-            # (strided scalar stores of a transpose cost as much as a third of the kernel)
-            cnames = [it.name for it in state.stage(cache).iters]
-            if dims[0] != len(cnames) - 1:
-                inner_name = cnames[dims[0]]
-                state = state.reorder(cache, [n for n in cnames if n != inner_name] +
-                                      [inner_name])
+            state = pack_input(state, T, pst.op, dims[0], whole)
             changed = True
     return state if changed else None
+
+
+def pack_input(state, T, placeholder, dim: int, whole: bool = True):
+    """A cache_read copy of `placeholder` for stage T with its axis `dim` made contiguous
+    (pack_reads' two placements; whole=True leaves the copy at the root)."""
+    state = state.cache_read(placeholder, "local", [T])
+    cache = state.stages[state.stage_index(placeholder) + 1].op
+    if not whole:
+        state = _panel_first(state, T, cache)
+    state = state.layout_rewrite(cache, [(dim, 0)])
+    # copy along the dim that becomes contiguous: vector stores into the panel
+    # (strided scalar stores of a transpose cost as much as a third of the kernel)
+    cnames = [it.name for it in state.stage(cache).iters]
+    if dim != len(cnames) - 1:
+        inner_name = cnames[dim]
+        state = state.reorder(cache, [n for n in cnames if n != inner_name] + [inner_name])
+    return state
 
 
 def _panel_first(state, T, cache):

@@ -65,7 +65,7 @@ def _simple_stage(state, si: int, lanes: int):
     return state
 
 
-def _lane_rfactor(state, si: int, lanes: int):
+def lane_rfactor(state, si: int, lanes: int):
     """A row reduction (one reduce loop, no tiling) reduces `lanes` partial results at once:
     rfactor by the SIMD width into a per-row vector of partials computed inside the row loop
     (the reduce loop outside, the lanes innermost and vectorized, so an exp inside the sum,
@@ -95,14 +95,14 @@ def _lane_rfactor(state, si: int, lanes: int):
 
 
 def _vectorize_reductions(state, lanes: int):
-    """_lane_rfactor on every plain root reduction (they sit before their consumers, so
+    """lane_rfactor on every plain root reduction (they sit before their consumers, so
     indices of later stages shift by one per rfactor: walk from the end)."""
     for si in reversed(range(len(state.stages))):
         st = state.stages[si]
         if not st.is_placeholder and st.attach[0] == "root" and st.compute.reduce_axis \
                 and not any(s.attach[0] == "at" and s.attach[1] is st.op
                             for s in state.stages):
-            state = _lane_rfactor(state, si, lanes)
+            state = lane_rfactor(state, si, lanes)
     return state
 
 
@@ -144,7 +144,7 @@ def _fuse_rows(state, lanes: int):
         if st.attach[0] != "at" or st.attach[1] not in rows or st.relations:
             continue
         if st.compute.reduce_axis:
-            state = _lane_rfactor(state, si, lanes)
+            state = lane_rfactor(state, si, lanes)
         else:
             state = _vectorize_inner(state, si, lanes)
     return state
@@ -271,6 +271,10 @@ def default_schedule(dag, layout_free: tuple = (), target=None):
         if not states:
             raise KilnError(f"no GPU schedule applies to {dag.outputs[0].name}")
         return states[0]
+    from .default_attention import attention_schedule
+    state = attention_schedule(dag, target)
+    if state is not None:
+        return state
     if _is_row_normalization(dag):
         return simple_schedule(dag, target)
     lanes = target.vector_lanes("float32")

@@ -23,6 +23,7 @@ from ..auto_scheduler.task import LayoutRewriteOption, SearchTask
 from ..errors import DTypeError, TargetError
 from ..schedule import ComputeDAG
 from ..te.tensor import PlaceholderOp
+from .default_attention import is_attention
 from .ir import Graph, verify
 from .ops import ANCHOR_TAGS, OpPattern, to_te
 from .passes.fuse import FusedGroup, fuse
@@ -67,7 +68,10 @@ def prepare_graph(graph: Graph, params: dict | None = None,
         from .passes.bf16 import to_bfloat16_graph
         graph = to_bfloat16_graph(graph)
     verify(graph)
-    return graph, fuse(graph, staged_operands=_is_gpu(target))
+    if _is_gpu(target):
+        return graph, fuse(graph, staged_operands=True)
+    from ..target import as_target
+    return graph, fuse(graph, attention_bytes=as_target(target).l2_bytes)
 
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
@@ -224,6 +228,8 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
     (graph, params) pairs (one model imported at several shapes) gives the union of their
     tasks: a kernel shared by the shapes is one task, its weight summed over them.
     dtype="bfloat16" gives the tasks of the mixed-precision build (build(..., dtype=...)).
+    A fused attention group (graph.default_attention) is not a task: the build always gives
+    it its rule-based schedule.
     """
     check_bf16_target(dtype, target)
     variants = list(graph_or_mod) if isinstance(graph_or_mod, list) else \
@@ -237,6 +243,8 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
             if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
                 continue
             wl = group_workload(g, graph.params)
+            if is_attention(wl.dag):
+                continue  # no sketch rule covers it: its rule-based schedule always runs
             if wl.key not in tasks:
                 tasks[wl.key] = make_task(wl, target)
             weights[wl.key] = weights.get(wl.key, 0) + 1

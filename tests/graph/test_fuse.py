@@ -215,3 +215,33 @@ def test_a_softmax_read_as_a_products_a_operand_joins_it_on_the_gpu():
     q = op("softmax", [s_in], (1, 2, 16, 16), axis=2)  # over another axis: stays
     o2 = op("batch_matmul", [q, v], (1, 2, 16, 8), transpose_a=False, transpose_b=False)
     assert len(fuse(Graph([s_in, v], [o2], {}), staged_operands=True)) == 2
+
+
+def _attention(s, scale_shape=(1,)):
+    """softmax(q kᵀ * scale) v over heads split from [1, s, 64] activations (Whisper's)."""
+    p = {}
+    q, k, v = inp("q", (1, s, 64)), inp("k", (1, s, 64)), inp("v", (1, s, 64))
+    qh, kh, vh = (_heads(x, s, 2, 32, (0, 2, 1, 3)) for x in (q, k, v))
+    sc = op("batch_matmul", [qh, kh], (1, 2, s, s), transpose_a=False, transpose_b=True)
+    sc = op("multiply", [sc, const(p, "scale", scale_shape)], (1, 2, s, s))
+    pr = op("softmax", [sc], (1, 2, s, s), axis=-1)
+    o = op("batch_matmul", [pr, vh], (1, 2, s, 32), transpose_a=False, transpose_b=False)
+    return Graph([q, k, v], [o], p), o
+
+
+def test_attention_with_a_big_score_matrix_is_one_group_on_the_cpu():
+    """Rule 4: q kᵀ (its scale epilogue, its head-split views), the softmax and p v become
+    one kernel when a head's score matrix is larger than attention_bytes; not when it fits,
+    not in the CUDA build, not when the probabilities are read by another op too."""
+    graph, o = _attention(64)  # 16 KB of scores per head
+    fused = fuse(graph, attention_bytes=8 << 10)
+    assert len(fused) == 2 and fused[-1].anchor is o  # k's transposed view stays a copy
+    assert ops_of(fused[-1]).count("batch_matmul") == 2 and "softmax" in ops_of(fused[-1])
+    assert len(fuse(graph, attention_bytes=16 << 10)) == 4  # fits: q kᵀ, softmax, p v
+    assert len(fuse(graph)) == 4  # attention_bytes=0: the rule is off
+    staged = fuse(graph, staged_operands=True)
+    assert all(ops_of(g).count("batch_matmul") < 2 for g in staged)
+    pr = o.inputs[0]
+    other = op("add", [pr, pr], pr.shape)  # the probabilities are an output too
+    g2 = Graph(graph.inputs, [o, other], graph.params)
+    assert all(ops_of(g).count("batch_matmul") < 2 for g in fuse(g2, attention_bytes=1))

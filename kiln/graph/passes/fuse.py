@@ -16,7 +16,13 @@ Rules (after TVM's FuseOps, simplified to two phases):
      after them, and a reduction (softmax, layer_norm, mean) takes its cheap producers.
   3. (staged_operands, GPU) a softmax read only as a product's A operand joins it: the
      kernel computes the rows' statistics first and normalizes the panel as it fetches it.
-Never two anchors or two reductions in one group, except the softmax of rule 3. Merging a
+  4. (attention_bytes, CPU) attention whose score matrix per batch index is larger than
+     attention_bytes (the L2): the q @ k^T group (with its scale / mask epilogue) and the
+     softmax join the p @ v product that reads the probabilities, one kernel that computes
+     a block of rows' scores, softmax and output while they stay in cache
+     (graph.default_attention schedules it).
+Never two anchors or two reductions in one group, except the softmax of rule 3 and the
+attention of rule 4. Merging a
 group into the only group that reads it can never create a cycle, so every group stays
 convex.
 Why: each group becomes one te workload (a tuning task) and one C kernel; fusion decides how
@@ -162,6 +168,34 @@ def _absorb_row_prologues(b: _Builder) -> None:
         b.merge(g, b.group[c.uid])
 
 
+def _absorb_attention(b: _Builder, min_bytes: int) -> None:
+    """Phase 4 (CPU): softmax(q @ k^T [epilogue]) @ v in float32 becomes one group when each
+    batch index's score matrix exceeds min_bytes (Whisper's 1500 x 1500 per head: written,
+    read and written again, and read by p @ v, 9 MB each time)."""
+    for c in b.order:
+        gc = b.group[c.uid]
+        if gc["anchor"] is not c or gc["output"] is not c or c.op != "batch_matmul" or \
+                c.attrs.get("transpose_a") or c.attrs.get("transpose_b"):
+            continue
+        sm = c.inputs[0]
+        g2 = b.group.get(sm.uid)
+        if sm.op != "softmax" or g2 is None or g2["members"] != [sm] or \
+                int(sm.attrs.get("axis", -1)) % len(sm.shape) != len(sm.shape) - 1 or \
+                b.single_consumer(sm) is not c:
+            continue
+        qk = sm.inputs[0]
+        g1 = b.group.get(qk.uid)
+        if g1 is None or g1["output"] is not qk or g1["anchor"] is None or \
+                g1["anchor"].op != "batch_matmul" or g1["anchor"].attrs.get("transpose_a") or \
+                b.single_consumer(qk) is not sm:
+            continue
+        if any(n.dtype != "float32" for n in (c, sm, qk, g1["anchor"])) or \
+                int(sm.shape[-1]) * int(sm.shape[-2]) * 4 <= min_bytes:
+            continue
+        b.merge(g1, gc)
+        b.merge(g2, gc)
+
+
 def _is_view(g: dict) -> bool:
     """A chain of layout ops from one source tensor whose innermost output axis reads the
     source in contiguous runs of VIEW_RUN or more."""
@@ -242,16 +276,20 @@ def _finish(b: _Builder) -> list:
     return out
 
 
-def fuse(graph: Graph, staged_operands: bool = False) -> list:
+def fuse(graph: Graph, staged_operands: bool = False, attention_bytes: int = 0) -> list:
     """The fused groups of `graph`, in an order that respects their dependencies.
     staged_operands: the anchors' kernels copy operand tiles through on-chip panels along
     the reduction axis (the CUDA schedules' shared-memory fetches), so every view that reads
-    its source in contiguous runs can fold into them, transposed B operands included."""
+    its source in contiguous runs can fold into them, transposed B operands included.
+    attention_bytes: when positive (CPU targets: their L2 size), attention whose score matrix
+    per batch index is larger becomes one group (rule 4)."""
     b = _Builder(graph)
     _absorb_epilogues(b)
     _absorb_producers(b, staged_operands)
     if staged_operands:
         _absorb_row_prologues(b)
+    elif attention_bytes > 0:
+        _absorb_attention(b, attention_bytes)
     return _finish(b)
 
 
