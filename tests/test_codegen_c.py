@@ -209,6 +209,22 @@ def test_select_mask_blend(rng):
     assert "kiln_sel_f32x16" in mod.source
 
 
+def test_select_reading_in_range_blends_vectors(rng):
+    """A causal mask, where(m[i], s[i] * 0.125, -inf): the branch's load stays inside s on
+    every lane, so both branches load as vectors and blend (the padding case above, whose
+    load would leave A, keeps its lane-by-lane reads)."""
+    M, A, B = buf("M", 32, "bool"), buf("A", 32), buf("B", 32)
+    i = E.Var("i")
+    val = E.Select(ld(M, i), ld(A, i) * 0.125, E.FloatImm(-math.inf))
+    f = S.PrimFunc("causal", [M, A, B], loop(i, 32, "vectorized", S.Store(B, i, val)))
+    src = render(f)
+    assert "kiln_sel_f32x16" in src and "? A[" not in src
+    m = rng.random(32) < 0.5
+    a, b = rng.standard_normal(32).astype(F32), np.zeros(32, F32)
+    build(f)(m, a, b)
+    np.testing.assert_array_equal(b, np.where(m, a * np.float32(0.125), -np.inf))
+
+
 # ---------------------------------------------------------------- loops
 
 def test_unrolled_constant_loop_is_expanded(rng):

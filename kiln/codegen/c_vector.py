@@ -7,8 +7,9 @@ Out: C lines. Each subexpression is classified against the lane variable:
   stride-1 load     -> one unaligned vector load (or a vector register of a local tile);
   anything else     -> built lane by lane from scalar expressions (gather);
 comparisons give integer masks, Select blends masks (lane by lane with scalar ternaries when
-a branch reads memory, so out-of-range padding reads never happen), float32 transcendentals
-call the polynomial approximations of c_math. Stores are vector stores or lane-by-lane scatters.
+a branch may read out of its buffer, so out-of-range padding reads never happen), float32
+transcendentals call the polynomial approximations of c_math. Stores are vector stores or
+lane-by-lane scatters.
 Why: explicit vectors make the SIMD code independent of the auto-vectorizer's mood, and a local
 accumulator tile becomes named vector registers that GCC keeps in ymm/zmm registers.
 """
@@ -218,7 +219,7 @@ class VectorPrinter:
             t, f = self.vec(self.expr(e.t), dt), self.vec(self.expr(e.f), dt)
             self.inline -= 1
             return VVal(f"({cond} ? {t} : {f})", dt, True)
-        if _reads_memory(e.t) or _reads_memory(e.f):
+        if not (self.in_bounds(e.t) and self.in_bounds(e.f)):
             return self.lanes(e)
         c = self.mask(self.expr(e.cond), BITS[dt])
         t, f = self.vec(self.expr(e.t), dt), self.vec(self.expr(e.f), dt)
@@ -323,6 +324,19 @@ class VectorPrinter:
         self._varies[id(e)] = (e, out)
         return out
 
+    def in_bounds(self, e: E.Expr) -> bool:
+        """Whether every load in e stays inside its buffer on every lane, whatever a select's
+        condition says (then both branches load as vectors and blend; otherwise a branch may
+        guard a read out of range, as a convolution's padding does, and runs lane by lane).
+        A causal mask's `where(mask, scores * scale, -inf)` reads the register tile: a blend."""
+        sim = self.simplifier()
+        for n in E.walk(e):
+            if isinstance(n, S.BufferLoad):
+                r = sim.range_of(n.index)
+                if r is None or r[0] < 0 or r[1] >= n.buffer.size:
+                    return False
+        return True
+
     def simplifier(self):
         from ..tir.simplify import Simplifier
         return Simplifier(self.ranges)
@@ -338,10 +352,6 @@ class VectorPrinter:
 
 def _storage(dtype: str) -> str:
     return "uint8" if dtype == "bool" else dtype
-
-
-def _reads_memory(e: E.Expr) -> bool:
-    return any(isinstance(n, S.BufferLoad) for n in E.walk(e))
 
 
 __all__ = ["VectorPrinter", "mask_dtype"]

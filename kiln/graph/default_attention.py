@@ -4,8 +4,8 @@ In: a ComputeDAG made by fuse's rule 4 (the output a product over the keys that 
 softmax; the softmax reads a product over the head dim) and a CPU Target.
 Out: a complete State, or None when the DAG is not of that form. Per batch index (head) k is
 packed once, key-contiguous; then, in parallel over blocks of `rows` query rows:
-  scores   a rows x keys block, 2-vector register tiles over the keys (an edge tile where the
-           vectors do not divide them), accumulated over the head dim;
+  scores   a rows x keys block, register tiles of up to 4 vectors over the keys (an edge tile
+           where they do not divide the keys), accumulated over the head dim;
   softmax  max, exp and sum of the block's rows (vector lanes, then a horizontal combine),
            the scale / mask epilogue inlined into them;
   output   a rows x head-dim register tile accumulated over all keys from the probabilities.
@@ -27,20 +27,31 @@ from ..te import expr as E
 __all__ = ["attention_schedule", "is_attention"]
 
 _SOFTMAX = ("softmax_maxelem", "softmax_exp", "softmax_expsum", "softmax_norm")
-ACC_REGISTERS = 24  # vector registers an output tile may hold (of AVX-512's 32)
+# vector registers a register tile holds (of AVX-512's 32): 4 rows x 4 vectors for both the
+# scores (64 keys) and the output (head dim 64) measured fastest at 512, 1024 and 1500
+# tokens (6 x 2 and 6 x 4: 7% to 20% slower, the score panel reloading q more often)
+ACC_REGISTERS = 16
 
 
 def _inlined(dag):
+    """The initial state with every elementwise stage inlined except the softmax's and its
+    input (the scale / mask epilogue of the scores: computed once per score as the scores
+    are written, not again in the max and in the exp)."""
     state = dag.init_state()
+    names = {op.name: op for op in dag.ops}
+    keep = set(_SOFTMAX)
+    if "softmax_maxelem" in names:
+        keep |= {t.op.name for t in names["softmax_maxelem"].input_tensors}
     for si in range(len(state.stages)):
         st = state.stages[si]
-        if A.is_strict_inlinable(state, si) and st.name not in _SOFTMAX:
+        if A.is_strict_inlinable(state, si) and st.name not in keep:
             state = state.compute_inline(st.op)
     return state
 
 
 def _parts(state):
-    """(scores, softmax stage names, output) of an attention DAG, or None."""
+    """(scores, the softmax's input: the scores or their epilogue, output) of an attention
+    DAG, or None."""
     names = [st.name for st in state.stages]
     out = state.stages[-1]
     if not all(n in names for n in _SOFTMAX) or not out.compute or \
@@ -50,7 +61,12 @@ def _parts(state):
             st.name not in _SOFTMAX and st is not out]
     if len(reds) != 1 or len(reds[0].compute.axis) != len(out.compute.axis):
         return None
-    return reds[0], out
+    src = state.stage("softmax_maxelem").op.input_tensors[0].op
+    epi = state.stage(src)
+    if epi is not reds[0] and (epi.is_placeholder or epi.compute.reduce_axis or
+                               len(epi.compute.axis) != len(out.compute.axis)):
+        return None
+    return reds[0], epi, out
 
 
 def is_attention(dag) -> bool:
@@ -74,14 +90,15 @@ def attention_schedule(dag, target: Target):
     parts = _parts(state)
     if parts is None:
         return None
-    scores, out = parts[0].op, parts[1].op
+    scores, epi, out = (p.op for p in parts)
     lanes = target.vector_lanes("float32")
     rows, dim = (int(a.extent.value) for a in out.axis[-2:])
     if dim > 64:
         return None  # the output tile would not fit the registers with a useful row count
     try:
-        return _schedule(state, scores, out, len(out.axis) - 2,
-                         _rows_per_block(rows, dim, lanes), 2 * lanes)
+        r = _rows_per_block(rows, dim, lanes)
+        panel = lanes * min(4, max(1, ACC_REGISTERS // r))
+        return _schedule(state, scores, epi, out, len(out.axis) - 2, r, panel)
     except KilnError:
         return None
 
@@ -98,7 +115,7 @@ def _keys_input(state, S):
     return None
 
 
-def _schedule(state, S, out, nb: int, r: int, panel: int):
+def _schedule(state, S, epi, out, nb: int, r: int, panel: int):
     keys = _keys_input(state, S)
     if keys is not None:  # k packed key-contiguous, once per batch index (placed below)
         state = pack_input(state, S, *keys, whole=True)
@@ -115,27 +132,29 @@ def _schedule(state, S, out, nb: int, r: int, panel: int):
     ol = [it.name for it in state.stage(OL).iters]  # batch..., row, col, key
     state = state.reorder(OL, ol[:nb] + [ol[-1]] + ol[nb:-1])
     state = state.unroll(OL, ol[nb]).vectorize(OL, ol[nb + 1])
-    # scores: 2-vector panels over the keys with a local accumulator each
-    state = state.cache_write(S, "local")
-    SL = state.stages[state.stage_index(S) - 1].op
-    si = [it.name for it in state.stage(S).iters]  # batch..., row, key
-    state = state.split(S, si[-1], [panel])
-    state = state.reorder(S, si[:nb] + [si[-1] + ".0", si[-2], si[-1] + ".1"])
-    state = state.vectorize(S, si[-1] + ".1").unroll(S, si[-2])
-    state = state.compute_at(SL, S, si[-1] + ".0")
-    sl = [it.name for it in state.stage(SL).iters]  # batch..., row, key, head dim
-    state = state.reorder(SL, sl[:nb] + [sl[-1]] + sl[nb:-1])
-    state = state.unroll(SL, sl[nb]).vectorize(SL, sl[nb + 1])
+    # scores: 2-vector panels over the keys, each accumulated in registers and written
+    # through the epilogue (or a plain copy when there is none)
+    acc = S
+    if epi is S:
+        state = state.cache_write(S, "local")
+        acc = state.stages[state.stage_index(S) - 1].op
+    si = [it.name for it in state.stage(epi).iters]  # batch..., row, key
+    state = state.split(epi, si[-1], [panel])
+    state = state.reorder(epi, si[:nb] + [si[-1] + ".0", si[-2], si[-1] + ".1"])
+    state = state.vectorize(epi, si[-1] + ".1").unroll(epi, si[-2])
+    state = state.compute_at(acc, epi, si[-1] + ".0")
+    sl = [it.name for it in state.stage(acc).iters]  # batch..., row, key, head dim
+    state = state.reorder(acc, sl[:nb] + [sl[-1]] + sl[nb:-1])
+    state = state.unroll(acc, sl[nb]).vectorize(acc, sl[nb + 1])
     # the block's softmax, and its scores, inside the row-block loop
     for name in reversed(_SOFTMAX):
         state = state.compute_at(state.stage(name).op, out, row + ".0")
-    state = state.compute_at(S, out, row + ".0")
-    if keys is not None:
-        cache = next(st for st in state.stages if st.origin == "cache_read")
-        state = state.compute_at(cache.op, out, batch)
-        last = state.stage(cache.op).iters[-1]
+    state = state.compute_at(epi, out, row + ".0")
+    for st in [st for st in state.stages if st.origin == "cache_read"]:
+        state = state.compute_at(st.op, out, batch)
+        last = state.stage(st.op).iters[-1]
         if last.extent <= 64:
-            state = state.vectorize(cache.op, last.name)
+            state = state.vectorize(st.op, last.name)
     return _vector_rows(state, panel)
 
 
@@ -145,5 +164,6 @@ def _vector_rows(state, panel: int):
         last = state.stage(name).iters[-1].name
         state = state.split(name, last, [panel]).vectorize(name, last + ".1")
     for name in ("softmax_expsum", "softmax_maxelem"):
+        # partial results over half a panel: two to four vector accumulators per row
         state = lane_rfactor(state, state.stage_index(name), panel // 2)
     return state
