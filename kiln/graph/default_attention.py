@@ -93,8 +93,6 @@ def attention_schedule(dag, target: Target):
     scores, epi, out = (p.op for p in parts)
     lanes = target.vector_lanes("float32")
     rows, dim = (int(a.extent.value) for a in out.axis[-2:])
-    if dim > 64:
-        return None  # the output tile would not fit the registers with a useful row count
     try:
         r = _rows_per_block(rows, dim, lanes)
         panel = lanes * min(4, max(1, ACC_REGISTERS // r))

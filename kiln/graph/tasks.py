@@ -71,7 +71,9 @@ def prepare_graph(graph: Graph, params: dict | None = None,
     if _is_gpu(target):
         return graph, fuse(graph, staged_operands=True)
     from ..target import as_target
-    return graph, fuse(graph, attention_bytes=as_target(target).l2_bytes)
+    t = as_target(target)
+    return graph, fuse(graph, attention_bytes=t.l2_bytes,
+                       attention_dim=4 * t.vector_lanes("float32"))
 
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",

@@ -28,6 +28,7 @@ def _ref(q, k, v, scale, mask=None):
 @pytest.mark.parametrize("batch,rows,keys,dim,masked", [
     ((3,), 37, 101, 64, False),  # prime extents: edge row block and edge key panel
     ((1, 2), 24, 64, 40, True),  # two batch axes (fused), a head dim of 2.5 vectors
+    ((2,), 20, 48, 128, False),  # a head dim of 8 vectors: 2-row blocks
 ])
 def test_attention_schedule_matches_numpy(batch, rows, keys, dim, masked):
     q = te.placeholder(batch + (rows, dim), name="q")

@@ -238,6 +238,7 @@ def test_attention_with_a_big_score_matrix_is_one_group_on_the_cpu():
     assert len(fused) == 2 and fused[-1].anchor is o  # k's transposed view stays a copy
     assert ops_of(fused[-1]).count("batch_matmul") == 2 and "softmax" in ops_of(fused[-1])
     assert len(fuse(graph, attention_bytes=16 << 10)) == 4  # fits: q kᵀ, softmax, p v
+    assert len(fuse(graph, attention_bytes=8 << 10, attention_dim=16)) == 4  # head dim 32
     assert len(fuse(graph)) == 4  # attention_bytes=0: the rule is off
     staged = fuse(graph, staged_operands=True)
     assert all(ops_of(g).count("batch_matmul") < 2 for g in staged)
