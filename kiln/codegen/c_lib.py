@@ -156,11 +156,14 @@ def lanewise(name: str, dtype: str, lanes: int, nargs: int, body: str, deps=()) 
 
 
 def _sel(dtype, lanes):
+    """Lane-wise m ? a : b as a bitwise blend under an all-ones / all-zeros mask. Not a lane
+    loop: its `? :` needs the loop vectorizer's if-conversion, which toolchain turns off for
+    GCC (a lane loop measured 8-47x slower in erf, tanh, sigmoid, log and where)."""
     v, m = vtype_name(dtype, lanes), vtype_name(mask_dtype(dtype), lanes)
     name = f"kiln_sel_{SUFFIX[dtype]}x{lanes}"
-    code = (f"static inline {v} {name}({m} m, {v} a, {v} b) {{\n  {v} r;\n"
-            f"  for (int i = 0; i < {lanes}; ++i) {{\n    r[i] = m[i] ? a[i] : b[i];\n  }}\n"
-            f"  return r;\n}}\n")
+    code = (f"static inline {v} {name}({m} m, {v} a, {v} b) {{\n"
+            f"  {m} k = m != 0;\n"
+            f"  return ({v})((({m})a & k) | (({m})b & ~k));\n}}\n")
     return name, [("vtype", dtype, lanes), ("vtype", mask_dtype(dtype), lanes)], code
 
 
