@@ -63,7 +63,8 @@ def prepare_graph(graph: Graph, params: dict | None = None,
         graph = Graph(graph.inputs, graph.outputs, {**graph.params, **params}, graph.name)
     pipeline = _default_pipeline() if run_passes else None
     if pipeline is not None:
-        graph = pipeline(graph, combine_dense=_is_gpu(target))
+        graph = pipeline(graph, combine_dense=_is_gpu(target),
+                         conv_gemm_lanes=0 if _is_gpu(target) else _lanes(target))
     if check_compute_dtype(dtype) == "bfloat16":
         from .passes.bf16 import to_bfloat16_graph
         graph = to_bfloat16_graph(graph)
@@ -98,6 +99,11 @@ def check_bf16_target(dtype: str, target) -> None:
         raise TargetError(f"dtype='bfloat16' needs a CPU with AVX512-BF16; target '{t}' "
                           "lacks it (build in float32, or name a target with "
                           "-mattr=+avx512bf16)")
+
+
+def _lanes(target) -> int:
+    from ..target import as_target
+    return as_target(target).vector_lanes("float32")
 
 
 def _is_gpu(target) -> bool:

@@ -377,3 +377,43 @@ def test_pipeline_never_mutates_its_input():
     out = default_pipeline(g)
     assert structural_hash(g.outputs) == before
     assert _ops(out) == {"layer_norm": 1, "relu": 1}
+
+
+# ---------------------------------------------------------------------------- conv_gemm
+
+def _bottleneck(hw: int, stride: int = 1, wide_bias=False):
+    """relu(conv1x1(x) + bias + x_residual) then a 3x3 conv and a global pool reading it."""
+    b = GraphBuilder("test")
+    x = b.input("x", (1, 8, hw, hw), "float32")
+    conv = b.op("conv2d", [x, b.const(_rand(8, 8, 1, 1), "w"), b.const(_rand(8), "cb")],
+                strides=[stride, stride], padding=[0, 0, 0, 0], dilation=[1, 1], groups=1)
+    res = x if stride == 1 else b.op("max_pool2d", [x], pool_size=[1, 1], strides=[2, 2])
+    y = b.op("add", [conv, res])
+    if wide_bias:  # broadcast along W: no pixel-axis equivalent, stays 4-d
+        y = b.op("multiply", [y, b.const(_rand(1, 1, 1, conv.shape[3]), "sw")])
+    y = b.op("relu", [y])
+    z = b.op("conv2d", [y, b.const(_rand(4, 8, 3, 3), "w3")], strides=[1, 1],
+             padding=[1, 1, 1, 1], dilation=[1, 1], groups=1)
+    return b.finish([b.op("relu", [z]), y])
+
+
+def test_pointwise_conv_becomes_a_product_over_pixels_with_its_epilogue():
+    """A 1x1 conv over 64 pixels is a product over [N, C, H*W] whose bias, residual add
+    and ReLU stay in 3-d (one fused epilogue), the NCHW view made once at the end; the
+    results are the same. 49 pixels, a stride or a W-broadcast operand leave it alone."""
+    src = _bottleneck(8)
+    g, r = default_pipeline(src), default_pipeline(src, conv_gemm_lanes=16)
+    ops = _ops(r)
+    # x viewed as [N, C, H*W] for the product and for the residual, the output viewed as NCHW
+    assert ops["batch_matmul"] == 1 and ops["conv2d"] == 1 and ops["reshape"] == 3
+    relu = next(n for n in r.outputs[1].inputs if n.op == "relu")  # the NCHW view's source
+    assert len(relu.shape) == 3 and relu.inputs[0].op == "add"
+    _same_results(g, r, {"x": _rand(1, 8, 8, 8)})
+    for case in (_bottleneck(7), _bottleneck(8, stride=2), _bottleneck(8, wide_bias=True)):
+        before = default_pipeline(case)
+        after = default_pipeline(case, conv_gemm_lanes=16)
+        if "multiply" in _ops(before):  # the product is made, the epilogue stays 4-d
+            assert "multiply" in _ops(after)
+            _same_results(before, after, {"x": _rand(*case.inputs[0].shape)})
+        else:
+            assert _ops(after) == _ops(before)

@@ -9,7 +9,9 @@
                 conv2d + batch_norm -> conv2d
   6. fold, simplify again (what the patterns exposed)
   7. combine    parallel dense ops sharing an input -> one dense + slices (only if asked)
-  8. verify
+  8. conv_gemm  1x1 convolutions over a multiple of `conv_gemm_lanes` pixels -> products
+                over the pixels (only if asked: CPU builds), then simplify
+  9. verify
 Fusion and layout passes (graph/passes/fuse.py, layout.py) run after this pipeline.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from ..ir import Graph, verify
 from .combine import combine_parallel_dense
+from .conv_gemm import conv1x1_as_matmul
 from .fold import dead_code_elimination, evaluate, fold_constants
 from .infer import infer_graph, infer_node
 from .patterns import recognize_norm_act, recognize_patterns
@@ -30,7 +33,8 @@ def infer_types(g: Graph) -> Graph:
     return infer_graph(clone(g))
 
 
-def default_pipeline(graph: Graph, combine_dense: bool = False) -> Graph:
+def default_pipeline(graph: Graph, combine_dense: bool = False,
+                     conv_gemm_lanes: int = 0) -> Graph:
     """The frontend-side optimisation pipeline (see the module docstring for the order)."""
     g = infer_types(graph)
     g = simplify(fold_constants(g))
@@ -38,13 +42,16 @@ def default_pipeline(graph: Graph, combine_dense: bool = False) -> Graph:
     g = simplify(fold_constants(g))
     if combine_dense:
         g = combine_parallel_dense(g)
+    if conv_gemm_lanes:
+        g = simplify(conv1x1_as_matmul(g, conv_gemm_lanes))
     g = dead_code_elimination(g)
     verify(g)
     return g
 
 
 __all__ = [
-    "clone", "combine_parallel_dense", "dead_code_elimination", "default_pipeline", "evaluate",
-    "fold_constants", "infer_graph", "infer_node", "infer_types", "op_histogram",
+    "clone", "combine_parallel_dense", "conv1x1_as_matmul", "dead_code_elimination",
+    "default_pipeline", "evaluate", "fold_constants", "infer_graph", "infer_node",
+    "infer_types", "op_histogram",
     "recognize_linear", "recognize_norm_act", "recognize_patterns", "rewrite", "simplify",
 ]
