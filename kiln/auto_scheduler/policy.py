@@ -193,6 +193,8 @@ class SketchPolicy:
         trials, last_improve = 0, 0
         self.interrupted = False
         try:
+            if n_trials > 0 and self._measure_baseline(measurer):
+                trials = last_improve = 1
             while trials < n_trials:
                 batch = self.next_batch(min(per_round, n_trials - trials))
                 if not batch:
@@ -216,6 +218,27 @@ class SketchPolicy:
         self._partial = []
         progress.done(self.best_cost)
         return self.best_state
+
+    def _measure_baseline(self, measurer) -> bool:
+        """Measure the task's baseline State (SearchTask.baseline) unless a record of it is
+        already in; whether it was measured now."""
+        from .measure import MeasureInput
+        st = getattr(self.task, "baseline", None)
+        if st is None or st.record_key() in self.measured:
+            return False
+        t0 = time.time()
+        inp = MeasureInput(self.task, st, extra={"baseline": True,
+                                                  "flop_ct": self.task.flop_ct})
+        (res,) = measurer.measure(self.task, [st], inputs=[inp])
+        self.measure_time += time.time() - t0
+        self.measured.add(st.record_key())
+        cost = _mean(res.costs) if res.error_no == "ok" else math.inf
+        if math.isfinite(cost) and cost < self.best_cost:
+            self.best_cost, self.best_state = cost, st
+        self.model.update(self._features([st]), [self.task.flop_ct / cost if
+                                                 math.isfinite(cost) else 0.0],
+                          [self.task.workload_key])
+        return True
 
     def _measure(self, measurer, batch) -> list:
         from .measure import MeasureInput

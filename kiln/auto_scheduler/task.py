@@ -94,8 +94,12 @@ class SearchTask:
     def __init__(self, func=None, args=(), compute_dag: ComputeDAG | None = None,
                  workload_key: str | None = None, target="cpu", desc: str = "",
                  layout_rewrite_option=None, hardware_params=None, task_inputs=None,
-                 cold_inputs: tuple = ()):
+                 cold_inputs: tuple = (), baseline=None):
         self.registry_key = None
+        # a complete State the search measures first (a graph task's rule-based default):
+        # tuning then never ends slower than the untuned build, whose schedule may lie
+        # outside the sketches (row reductions) or postdate the records being resumed
+        self.baseline = baseline
         if compute_dag is None:
             if func is None:
                 raise KilnError("SearchTask needs func (a registered workload) or compute_dag")

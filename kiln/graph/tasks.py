@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import te
 from ..auto_scheduler.task import LayoutRewriteOption, SearchTask
-from ..errors import DTypeError, TargetError
+from ..errors import DTypeError, KilnError, TargetError
 from ..schedule import ComputeDAG
 from ..te.tensor import PlaceholderOp
 from .default_attention import is_attention
@@ -206,10 +206,18 @@ def group_workload(group: FusedGroup, params: dict) -> GroupWorkload:
 def make_task(wl: GroupWorkload, target="cpu") -> SearchTask:
     """The SearchTask of a workload (layout rewrite of constant weights allowed; the weights
     the anchor reads are cold inputs: in the network they stream from memory, so tuning
-    measures with them flushed from the caches)."""
+    measures with them flushed from the caches). On a CPU its baseline, measured first, is
+    the schedule the untuned build gives the group (the GPU search starts from its own)."""
+    baseline = None
+    if not _is_gpu(target):
+        from .default_schedule import default_schedule
+        try:
+            baseline = default_schedule(wl.dag, wl.layout_free, target)
+        except KilnError:
+            baseline = None
     return SearchTask(compute_dag=wl.dag, workload_key=wl.key, target=target, desc=wl.desc,
                       layout_rewrite_option=LayoutRewriteOption.REWRITE_FOR_PRE_TRANSFORMED,
-                      cold_inputs=wl.layout_free)
+                      cold_inputs=wl.layout_free, baseline=baseline)
 
 
 def _as_graph(graph_or_mod, params):

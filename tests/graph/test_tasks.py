@@ -99,3 +99,29 @@ def test_default_schedule_is_tiled_parallel_and_vectorized(kind):
     assert "#pragma omp parallel for" in src and "kiln_f32x" in src
     if free:
         assert any(isinstance(s, LayoutRewriteStep) for s in state.steps)
+
+
+def test_tuning_a_graph_task_measures_its_default_first(tmp_path):
+    """A CPU graph task's baseline is the untuned build's schedule (for a softmax, a one-pass
+    row schedule no sketch makes): the search measures it first, so a tuned record is never
+    slower than the untuned build; a resumed search does not measure it again."""
+    from kiln import auto_scheduler
+    from kiln.auto_scheduler.measure.record import load_records
+    x = Node("input", [], {"name": "x"}, (16, 64), "float32")
+    graph = Graph([x], [Node("softmax", [x], {"axis": -1}, (16, 64), "float32")], {})
+    (task,), _ = extract_tasks(graph, {}, target="cpu")
+    assert task.baseline is not None
+    log = str(tmp_path / "sm.json")
+
+    def tune(n):
+        task.tune(auto_scheduler.TuningOptions(
+            num_measure_trials=n, num_measures_per_round=2, verbose=0,
+            measure_callbacks=[auto_scheduler.RecordToFile(log)]))
+    tune(3)
+    recs = list(load_records(log))
+    assert len(recs) == 3
+    assert recs[0].steps == [st.to_record() for st in task.baseline.steps]
+    best = min(r.mean_cost for r in recs)
+    assert best <= recs[0].mean_cost
+    tune(2)  # resumed: two new candidates, the baseline not again
+    assert len(list(load_records(log))) == 5
