@@ -155,45 +155,31 @@ def lanewise(name: str, dtype: str, lanes: int, nargs: int, body: str, deps=()) 
     return name, [("vtype", dtype, lanes)] + list(deps), code
 
 
-def _sel(dtype, lanes):
-    """Lane-wise m ? a : b as a bitwise blend under an all-ones / all-zeros mask. Not a lane
-    loop: its `? :` needs the loop vectorizer's if-conversion, which toolchain turns off for
-    GCC (a lane loop measured 8-47x slower in erf, tanh, sigmoid, log and where)."""
+def _blend(name: str, dtype: str, lanes: int, mask_param: bool, mask: str) -> tuple:
+    """A vector function returning a where `mask` (C over a, b and m: all-ones lanes) holds,
+    else b, as a bitwise blend. Not a lane loop with `? :`: that needs the loop vectorizer's
+    if-conversion, which toolchain turns off for GCC (lane loops measured 8-47x slower in erf,
+    tanh, sigmoid, log and where; a min / max loop was one scalar vminss per lane)."""
     v, m = vtype_name(dtype, lanes), vtype_name(mask_dtype(dtype), lanes)
-    name = f"kiln_sel_{SUFFIX[dtype]}x{lanes}"
-    code = (f"static inline {v} {name}({m} m, {v} a, {v} b) {{\n"
-            f"  {m} k = m != 0;\n"
+    params = (f"{m} m, " if mask_param else "") + f"{v} a, {v} b"
+    code = (f"static inline {v} {name}({params}) {{\n  {m} k = {mask};\n"
             f"  return ({v})((({m})a & k) | (({m})b & ~k));\n}}\n")
     return name, [("vtype", dtype, lanes), ("vtype", mask_dtype(dtype), lanes)], code
+
+
+def _sel(dtype, lanes):
+    """Lane-wise m ? a : b (m nonzero in the lanes that take a)."""
+    return _blend(f"kiln_sel_{SUFFIX[dtype]}x{lanes}", dtype, lanes, True, "m != 0")
 
 
 def _vminmax(op, dtype, lanes, nan: bool = False):
     """Lane-wise min / max; with `nan`, NaN-propagating (user-level min / max, relu, clip;
     the math templates' range clamps keep the cheaper form)."""
     rel = "<" if op == "min" else ">"
-    keep_nan = nan and dtype in ("float32", "float64")
-    if keep_nan:
-        return _vminmax_nan(op, rel, dtype, lanes)
-    # a whole-vector blend, not a lane loop: with GCC's loop vectorizer off (toolchain) the
-    # loop compiled to one scalar vminss per lane (exp's range clamp without AVX-512)
-    v, m = vtype_name(dtype, lanes), vtype_name(mask_dtype(dtype), lanes)
-    name = f"kiln_{op}_{SUFFIX[dtype]}x{lanes}"
-    code = (f"static inline {v} {name}({v} a, {v} b) {{\n"
-            f"  {m} k = a {rel} b;\n"
-            f"  return ({v})((({m})a & k) | (({m})b & ~k));\n}}\n")
-    return name, [("vtype", dtype, lanes), ("vtype", mask_dtype(dtype), lanes)], code
-
-
-def _vminmax_nan(op, rel, dtype, lanes):
-    """NaN-keeping min / max as whole-vector masks and a bitwise blend: a lane loop with
-    `a > b || a != a` is unrolled by GCC before vectorization (loops of <= 16 lanes) and ends
-    as scalar compares and branches, ten times slower in softmax's row max."""
-    v, m = vtype_name(dtype, lanes), vtype_name(mask_dtype(dtype), lanes)
-    name = f"kiln_{op}n_{SUFFIX[dtype]}x{lanes}"
-    code = (f"static inline {v} {name}({v} a, {v} b) {{\n"
-            f"  {m} k = (a {rel} b) | (a != a);\n"
-            f"  return ({v})((({m})a & k) | (({m})b & ~k));\n}}\n")
-    return name, [("vtype", dtype, lanes), ("vtype", mask_dtype(dtype), lanes)], code
+    if nan and dtype in ("float32", "float64"):
+        return _blend(f"kiln_{op}n_{SUFFIX[dtype]}x{lanes}", dtype, lanes, False,
+                      f"(a {rel} b) | (a != a)")
+    return _blend(f"kiln_{op}_{SUFFIX[dtype]}x{lanes}", dtype, lanes, False, f"a {rel} b")
 
 
 def _hreduce(op, dtype, lanes):
