@@ -231,13 +231,8 @@ class SketchPolicy:
                                                   "flop_ct": self.task.flop_ct})
         (res,) = measurer.measure(self.task, [st], inputs=[inp])
         self.measure_time += time.time() - t0
-        self.measured.add(st.record_key())
-        cost = _mean(res.costs) if res.error_no == "ok" else math.inf
-        if math.isfinite(cost) and cost < self.best_cost:
-            self.best_cost, self.best_state = cost, st
-        self.model.update(self._features([st]), [self.task.flop_ct / cost if
-                                                 math.isfinite(cost) else 0.0],
-                          [self.task.workload_key])
+        tput, _ = self._note(None, st, res)
+        self.model.update(self._features([st]), [tput], [self.task.workload_key])
         return True
 
     def _measure(self, measurer, batch) -> list:
@@ -254,12 +249,14 @@ class SketchPolicy:
         return results
 
     def _note(self, g, st, res) -> tuple[float, bool]:
-        """Take one measured result in: (its throughput, whether it is a new best)."""
+        """Take one measured result in: (its throughput, whether it is a new best). g is
+        None for a state no genome makes (the task's baseline): the evolution skips it."""
         self.measured.add(st.record_key())
         cost = _mean(res.costs) if res.error_no == "ok" else math.inf
         if not math.isfinite(cost):
             return 0.0, False
-        self.measured_genomes.append((cost, g))
+        if g is not None:
+            self.measured_genomes.append((cost, g))
         if cost < self.best_cost:
             self.best_cost, self.best_state = cost, st
             return self.task.flop_ct / cost, True

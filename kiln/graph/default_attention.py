@@ -38,10 +38,8 @@ def _inlined(dag):
     input (the scale / mask epilogue of the scores: computed once per score as the scores
     are written, not again in the max and in the exp)."""
     state = dag.init_state()
-    names = {op.name: op for op in dag.ops}
-    keep = set(_SOFTMAX)
-    if "softmax_maxelem" in names:
-        keep |= {t.op.name for t in names["softmax_maxelem"].input_tensors}
+    maxelem = next(op for op in dag.ops if op.name == "softmax_maxelem")
+    keep = set(_SOFTMAX) | {t.op.name for t in maxelem.input_tensors}
     for si in range(len(state.stages)):
         st = state.stages[si]
         if A.is_strict_inlinable(state, si) and st.name not in keep:
@@ -49,13 +47,19 @@ def _inlined(dag):
     return state
 
 
+def _match(dag):
+    """(inlined state, (scores, the softmax's input: the scores or their epilogue, output))
+    of an attention DAG, or None."""
+    if not set(_SOFTMAX) <= {op.name for op in dag.ops}:
+        return None
+    state = _inlined(dag)
+    parts = _parts(state)
+    return None if parts is None else (state, parts)
+
+
 def _parts(state):
-    """(scores, the softmax's input: the scores or their epilogue, output) of an attention
-    DAG, or None."""
-    names = [st.name for st in state.stages]
     out = state.stages[-1]
-    if not all(n in names for n in _SOFTMAX) or not out.compute or \
-            len(out.compute.reduce_axis) != 1 or len(out.compute.axis) < 3:
+    if not out.compute or len(out.compute.reduce_axis) != 1 or len(out.compute.axis) < 3:
         return None
     reds = [st for st in state.stages if st.compute and st.compute.reduce_axis and
             st.name not in _SOFTMAX and st is not out]
@@ -71,7 +75,7 @@ def _parts(state):
 
 def is_attention(dag) -> bool:
     """Whether `dag` is a fused attention group (fuse's rule 4)."""
-    return set(_SOFTMAX) <= {op.name for op in dag.ops} and _parts(_inlined(dag)) is not None
+    return _match(dag) is not None
 
 
 def _rows_per_block(rows: int, head_dim: int, lanes: int) -> int:
@@ -84,12 +88,10 @@ def _rows_per_block(rows: int, head_dim: int, lanes: int) -> int:
 
 def attention_schedule(dag, target: Target):
     """The State described in the module docstring, or None for another kind of DAG."""
-    if not set(_SOFTMAX) <= {op.name for op in dag.ops}:
+    found = _match(dag)
+    if found is None:
         return None
-    state = _inlined(dag)
-    parts = _parts(state)
-    if parts is None:
-        return None
+    state, parts = found
     scores, epi, out = (p.op for p in parts)
     lanes = target.vector_lanes("float32")
     rows, dim = (int(a.extent.value) for a in out.axis[-2:])

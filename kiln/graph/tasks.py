@@ -22,6 +22,7 @@ from .. import te
 from ..auto_scheduler.task import LayoutRewriteOption, SearchTask
 from ..errors import DTypeError, KilnError, TargetError
 from ..schedule import ComputeDAG
+from ..target import as_target
 from ..te.tensor import PlaceholderOp
 from .default_attention import is_attention
 from .ir import Graph, verify
@@ -61,20 +62,19 @@ def prepare_graph(graph: Graph, params: dict | None = None,
     For the same reason K's head split folds into Q.K^T there (fuse's staged_operands)."""
     if params:
         graph = Graph(graph.inputs, graph.outputs, {**graph.params, **params}, graph.name)
+    gpu = _is_gpu(target)
+    lanes = 0 if gpu else as_target(target).vector_lanes("float32")
     pipeline = _default_pipeline() if run_passes else None
     if pipeline is not None:
-        graph = pipeline(graph, combine_dense=_is_gpu(target),
-                         conv_gemm_lanes=0 if _is_gpu(target) else _lanes(target))
+        graph = pipeline(graph, combine_dense=gpu, conv_gemm_lanes=lanes)
     if check_compute_dtype(dtype) == "bfloat16":
         from .passes.bf16 import to_bfloat16_graph
         graph = to_bfloat16_graph(graph)
     verify(graph)
-    if _is_gpu(target):
+    if gpu:
         return graph, fuse(graph, staged_operands=True)
-    from ..target import as_target
-    t = as_target(target)
-    return graph, fuse(graph, attention_bytes=t.l2_bytes,
-                       attention_dim=4 * t.vector_lanes("float32"))
+    return graph, fuse(graph, attention_bytes=as_target(target).l2_bytes,
+                       attention_dim=4 * lanes)
 
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
@@ -101,16 +101,8 @@ def check_bf16_target(dtype: str, target) -> None:
                           "-mattr=+avx512bf16)")
 
 
-def _lanes(target) -> int:
-    from ..target import as_target
-    return as_target(target).vector_lanes("float32")
-
-
 def _is_gpu(target) -> bool:
-    if target is None:
-        return False
-    from ..target import as_target
-    return as_target(target).kind == "cuda"
+    return target is not None and as_target(target).kind == "cuda"
 
 
 def _default_pipeline():
@@ -214,7 +206,7 @@ def make_task(wl: GroupWorkload, target="cpu") -> SearchTask:
         try:
             baseline = default_schedule(wl.dag, wl.layout_free, target)
         except KilnError:
-            baseline = None
+            pass  # no rule-based schedule: the search starts from its sketches alone
     return SearchTask(compute_dag=wl.dag, workload_key=wl.key, target=target, desc=wl.desc,
                       layout_rewrite_option=LayoutRewriteOption.REWRITE_FOR_PRE_TRANSFORMED,
                       cold_inputs=wl.layout_free, baseline=baseline)
