@@ -272,9 +272,11 @@ def default_schedule(dag, layout_free: tuple = (), target=None):
             raise KilnError(f"no GPU schedule applies to {dag.outputs[0].name}")
         return states[0]
     from .default_attention import attention_schedule
-    state = attention_schedule(dag, target)
-    if state is not None:
-        return state
+    from .default_winograd import winograd_schedule
+    for rule in (attention_schedule, winograd_schedule):
+        state = rule(dag, target)
+        if state is not None:
+            return state
     if _is_row_normalization(dag):
         return simple_schedule(dag, target)
     lanes = target.vector_lanes("float32")

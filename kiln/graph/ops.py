@@ -5,7 +5,8 @@ values of its inputs (te Tensors; a size-1 constant may arrive as a te scalar Ex
 Out: `to_te(node, inputs) -> te.Tensor`, built from kiln.topi or plain te computes (never a
 hand-written kernel), checked against the node's shape and dtype; and `pattern(node)`, the
 OpPattern the fuser reads: elemwise < broadcast < injective < comm_reduce <
-out_elemwise_fusable (dense, matmul, batch_matmul, conv2d) < opaque (cumsum).
+out_elemwise_fusable (dense, matmul, batch_matmul, conv2d) < opaque (cumsum,
+winograd_input: its channels-last producer stays a kernel of its own).
 Why: the one table that ties the graph vocabulary to tensor expressions, so fusion, task
 extraction and the executable builder agree on what every op computes.
 """
@@ -59,7 +60,7 @@ _REDUCE = ("sum", "mean", "max", "min", "argmax", "softmax", "log_softmax", "lay
            "max_pool2d", "avg_pool2d", "global_avg_pool2d")
 _ANCHOR = ("dense", "matmul", "batch_matmul", "conv2d")
 _INJECTIVE = ("reshape", "transpose", "take", "concatenate", "strided_slice", "expand_dims",
-              "squeeze", "flatten", "pad", "dilate")
+              "squeeze", "flatten", "pad", "dilate", "winograd_output")
 _LEAVES = ("input", "const")
 
 
@@ -314,6 +315,9 @@ _BUILDERS: dict[str, Callable] = {
     "flatten": lambda n, x: topi.reshape(x[0], tuple(n.shape)),
     "pad": _pad,
     "dilate": lambda n, x: nn.dilate(x[0], [int(s) for s in n.attrs["strides"]]),
+    "winograd_input": lambda n, x: nn.winograd_input(x[0], int(n.attrs["tile"])),
+    "winograd_output": lambda n, x: nn.winograd_output(x[0], int(n.attrs["tile"]),
+                                                       n.attrs["shape"]),
     "cumsum": lambda n, x: topi.cumsum(x[0], int(n.attrs.get("axis", 0)),
                                        bool(n.attrs.get("exclusive")),
                                        bool(n.attrs.get("reverse"))),

@@ -25,6 +25,7 @@ from ..schedule import ComputeDAG
 from ..target import as_target
 from ..te.tensor import PlaceholderOp
 from .default_attention import is_attention
+from .default_winograd import is_winograd
 from .ir import Graph, verify
 from .ops import ANCHOR_TAGS, OpPattern, to_te
 from .passes.fuse import FusedGroup, fuse
@@ -66,7 +67,8 @@ def prepare_graph(graph: Graph, params: dict | None = None,
     lanes = 0 if gpu else as_target(target).vector_lanes("float32")
     pipeline = _default_pipeline() if run_passes else None
     if pipeline is not None:
-        graph = pipeline(graph, combine_dense=gpu, conv_gemm_lanes=lanes)
+        graph = pipeline(graph, combine_dense=gpu, conv_gemm_lanes=lanes,
+                         winograd_lanes=lanes)
     if check_compute_dtype(dtype) == "bfloat16":
         from .passes.bf16 import to_bfloat16_graph
         graph = to_bfloat16_graph(graph)
@@ -236,8 +238,9 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
     (graph, params) pairs (one model imported at several shapes) gives the union of their
     tasks: a kernel shared by the shapes is one task, its weight summed over them.
     dtype="bfloat16" gives the tasks of the mixed-precision build (build(..., dtype=...)).
-    A fused attention group (graph.default_attention) is not a task: the build always gives
-    it its rule-based schedule.
+    A fused attention group (graph.default_attention) or a Winograd transform
+    (graph.default_winograd) is not a task: the build always gives it its rule-based
+    schedule.
     """
     check_bf16_target(dtype, target)
     variants = list(graph_or_mod) if isinstance(graph_or_mod, list) else \
@@ -251,7 +254,7 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
             if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
                 continue
             wl = group_workload(g, graph.params)
-            if is_attention(wl.dag):
+            if is_attention(wl.dag) or is_winograd(wl.dag):
                 continue  # no sketch rule covers it: its rule-based schedule always runs
             if wl.key not in tasks:
                 tasks[wl.key] = make_task(wl, target)

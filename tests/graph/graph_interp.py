@@ -163,6 +163,33 @@ def _batch_matmul(x, y, a):
     return np.matmul(x, y)
 
 
+def _winograd_input(xp, m):
+    """Per m x m output tile, B^T d B of its (m+2)^2 patch: [(m+2)^2, tiles, C] (NHWC in)."""
+    from kiln.topi.nn import winograd_matrices
+    bt = winograd_matrices(m)[2]
+    a = m + 2
+    n, hp, wp, c = xp.shape
+    th, tw = (hp - 2) // m, (wp - 2) // m
+    out = np.zeros((a, a, n, th, tw, c), np.float64)
+    for i in range(th):
+        for j in range(tw):
+            d = xp[:, i * m:i * m + a, j * m:j * m + a, :].astype(np.float64)
+            out[:, :, :, i, j] = np.einsum("ea,nabc,fb->efnc", bt, d, bt)
+    return out.reshape(a * a, n * th * tw, c).astype(xp.dtype)
+
+
+def _winograd_output(mt, m, shape):
+    """A^T M A per tile, written NCHW and cut to shape."""
+    from kiln.topi.nn import winograd_matrices
+    at = winograd_matrices(m)[0]
+    a = m + 2
+    n, oc, h, w = shape
+    th, tw = -(-h // m), -(-w // m)
+    t = mt.astype(np.float64).reshape(a, a, n, th, tw, oc)
+    y = np.einsum("ie,efnpqo,jf->nopiqj", at, t, at).reshape(n, oc, th * m, tw * m)
+    return y[:, :, :h, :w].astype(mt.dtype)
+
+
 def _eval(n: Node, xs: list) -> np.ndarray:
     a = n.attrs
     op = n.op
@@ -200,6 +227,8 @@ def _eval(n: Node, xs: list) -> np.ndarray:
         "pad": lambda: np.pad(xs[0], a["pad_width"], constant_values=a.get("pad_value", 0)),
         "cumsum": lambda: _cumsum(xs[0], a),
         "dilate": lambda: _dilate(xs[0], a["strides"]),
+        "winograd_input": lambda: _winograd_input(xs[0], a["tile"]),
+        "winograd_output": lambda: _winograd_output(xs[0], a["tile"], a["shape"]),
     }
     if op in ("sum", "mean", "max", "min"):
         return _reduce(op, xs[0], a)

@@ -11,6 +11,7 @@ import pytest
 
 from kiln.graph import OP_SPECS, Graph, Node, build
 from kiln.graph.ops import OpPattern, pattern
+from kiln.topi.nn import winograd_matrices
 
 _erf = np.vectorize(math.erf, otypes=[np.float32])
 RNG = np.random.default_rng(0)
@@ -24,7 +25,7 @@ DATA = {
     "x": _f(2, 3, 4, 5), "z": _f(2, 3, 4, 5), "pos": _f(2, 3, 4, 5, lo=0.5, hi=3.0),
     "row": _f(4, 5), "cond": RNG.random((2, 3, 4, 5)) > 0.5,
     "m": _f(6, 8), "w": _f(5, 8), "bias5": _f(5), "a3": _f(2, 6, 8), "b3": _f(2, 8, 7),
-    "bt3": _f(2, 7, 8), "img": _f(1, 4, 7, 7), "ker": _f(6, 4, 3, 3), "cb": _f(6),
+    "bt3": _f(2, 7, 8), "wxp": _f(1, 10, 6, 4), "wmt": _f(16, 4, 5), "img": _f(1, 4, 7, 7), "ker": _f(6, 4, 3, 3), "cb": _f(6),
     "dker": _f(8, 1, 3, 3), "ids": RNG.integers(-4, 4, (3, 4)).astype(np.int64),
     "ch": _f(3), "chpos": _f(3, lo=0.5, hi=2.0), "cond2": RNG.random((4, 5)) > 0.5,
     "special": np.tile(np.array([[0.0, np.nan, np.inf, -np.inf, -1.5]], np.float32), (4, 9)),
@@ -71,6 +72,35 @@ def _pool(x, k, s, pad, kind, include_pad=True):
                     (min(y0 + k, h) - max(y0, 0)) * (min(x0 + k, w) - max(x0, 0))
                 out[:, :, i, j] = win.sum(axis=(2, 3)) / cnt
     return out
+
+
+def _wino_in(xp, m):
+    """B^T d B of every m x m tile's (m+2)^2 patch of a padded NHWC input."""
+    bt, a = winograd_matrices(m)[2], m + 2
+    n, hp, wp, c = xp.shape
+    th, tw = (hp - 2) // m, (wp - 2) // m
+    out = np.zeros((a * a, n, th, tw, c))
+    for i in range(th):
+        for j in range(tw):
+            for e1 in range(a):
+                for e2 in range(a):
+                    patch = xp[:, i * m:i * m + a, j * m:j * m + a, :]
+                    out[e1 * a + e2, :, i, j] = np.einsum("a,nabc,b->nc", bt[e1], patch, bt[e2])
+    return out.reshape(a * a, n * th * tw, c)
+
+
+def _wino_out(mt, m, shape):
+    """A^T M A of every tile, NCHW, cut to shape."""
+    at, a = winograd_matrices(m)[0], m + 2
+    n, oc, h, w = shape
+    th, tw = -(-h // m), -(-w // m)
+    y = np.zeros((n, oc, th * m, tw * m))
+    for p in range(n * th * tw):
+        b, i, j = p // (th * tw), p // tw % th, p % tw
+        tile = mt[:, p, :].reshape(a, a, oc)
+        y[b, :, i * m:(i + 1) * m, j * m:(j + 1) * m] = np.einsum(
+            "ie,efo,jf->oij", at, tile, at)
+    return y[:, :, :h, :w]
 
 
 def _ln(v, g, b):
@@ -185,6 +215,9 @@ CASES = [
     ("pad", "pad", ["row"], {"pad_width": [[1, 0], [2, 3]], "pad_value": 0.5},
      lambda v: np.pad(v, [(1, 0), (2, 3)], constant_values=0.5)),
     ("dilate", "dilate", ["row"], {"strides": [3, 2]}, lambda v: _dilate(v, (3, 2))),
+    ("winograd_input", "winograd_input", ["wxp"], {"tile": 4}, lambda v: _wino_in(v, 4)),
+    ("winograd_output", "winograd_output", ["wmt"], {"tile": 2, "shape": [1, 5, 3, 4]},
+     lambda v: _wino_out(v, 2, (1, 5, 3, 4))),
 ]
 
 

@@ -11,7 +11,9 @@
   7. combine    parallel dense ops sharing an input -> one dense + slices (only if asked)
   8. conv_gemm  1x1 convolutions over a multiple of `conv_gemm_lanes` pixels -> products
                 over the pixels (only if asked: CPU builds), then simplify
-  9. verify
+  9. winograd   3x3 stride-1 convolutions whose channels are multiples of `winograd_lanes`
+                -> Winograd F(m x m, 3 x 3) transforms around products (only if asked: CPU)
+ 10. verify
 Fusion and layout passes (graph/passes/fuse.py, layout.py) run after this pipeline.
 """
 
@@ -26,6 +28,7 @@ from .patterns import recognize_norm_act, recognize_patterns
 from .patterns_linear import recognize_linear
 from .rewrite import clone, op_histogram, rewrite
 from .simplify import simplify
+from .winograd import conv3x3_winograd
 
 
 def infer_types(g: Graph) -> Graph:
@@ -34,7 +37,7 @@ def infer_types(g: Graph) -> Graph:
 
 
 def default_pipeline(graph: Graph, combine_dense: bool = False,
-                     conv_gemm_lanes: int = 0) -> Graph:
+                     conv_gemm_lanes: int = 0, winograd_lanes: int = 0) -> Graph:
     """The frontend-side optimisation pipeline (see the module docstring for the order)."""
     g = infer_types(graph)
     g = simplify(fold_constants(g))
@@ -44,13 +47,16 @@ def default_pipeline(graph: Graph, combine_dense: bool = False,
         g = combine_parallel_dense(g)
     if conv_gemm_lanes:
         g = simplify(conv1x1_as_matmul(g, conv_gemm_lanes))
+    if winograd_lanes:
+        g = conv3x3_winograd(g, winograd_lanes)
     g = dead_code_elimination(g)
     verify(g)
     return g
 
 
 __all__ = [
-    "clone", "combine_parallel_dense", "conv1x1_as_matmul", "dead_code_elimination",
+    "clone", "combine_parallel_dense", "conv1x1_as_matmul", "conv3x3_winograd",
+    "dead_code_elimination",
     "default_pipeline", "evaluate", "fold_constants", "infer_graph", "infer_node",
     "infer_types", "op_histogram",
     "recognize_linear", "recognize_norm_act", "recognize_patterns", "rewrite", "simplify",

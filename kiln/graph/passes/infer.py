@@ -314,6 +314,23 @@ def _dims(n: Node) -> tuple:
     return tuple(d + lo + hi for d, (lo, hi) in zip(shape, widths)), x.dtype
 
 
+def _winograd(n: Node) -> tuple:
+    _arity(n, 1)
+    x, m = n.inputs[0], int(n.attrs["tile"])
+    if n.op == "winograd_input":
+        if len(x.shape) == 4 and m >= 1:
+            b, hp, wp, c = x.shape
+            th, tw = (hp - 2) // m, (wp - 2) // m
+            if th >= 1 and tw >= 1 and (th * m + 2, tw * m + 2) == (hp, wp):
+                return ((m + 2) ** 2, b * th * tw, c), x.dtype
+        raise _fail(n, f"padded input {list(x.shape)} is not [N, m*TH + 2, m*TW + 2, C], m={m}")
+    shape = tuple(int(d) for d in n.attrs["shape"])
+    if len(shape) != 4 or m < 1 or tuple(x.shape) != (
+            (m + 2) ** 2, shape[0] * -(-shape[2] // m) * -(-shape[3] // m), shape[1]):
+        raise _fail(n, f"products {list(x.shape)} do not give {list(shape)} with m={m}")
+    return shape, x.dtype
+
+
 _RULES = {}
 for _names, _fn in (((*_BINARY, *_COMPARE, *_LOGIC, *_UNARY, "power", "where", "not", "cast",
                       "isnan", "isinf", "cumsum"), _elementwise),
@@ -323,7 +340,8 @@ for _names, _fn in (((*_BINARY, *_COMPARE, *_LOGIC, *_UNARY, "power", "where", "
                     (("layer_norm", "batch_norm"), _norm), (("reshape", "flatten"), _reshape),
                     (("transpose",), _transpose), (("take",), _take),
                     (("concatenate",), _concat), (("strided_slice",), _slice),
-                    (("expand_dims", "squeeze", "broadcast_to", "pad", "dilate"), _dims)):
+                    (("expand_dims", "squeeze", "broadcast_to", "pad", "dilate"), _dims),
+                    (("winograd_input", "winograd_output"), _winograd)):
     _RULES.update(dict.fromkeys(_names, _fn))
 
 

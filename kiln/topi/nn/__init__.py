@@ -7,6 +7,7 @@ from .dense import batch_matmul, dense, matmul
 from .pad import dilate, pad
 from .pooling import avg_pool2d, global_pool, max_pool2d, pool2d
 from .softmax import layer_norm, log_softmax, softmax
+from .winograd import winograd_input, winograd_matrices, winograd_output, winograd_weight
 
 
 def flatten(data: Tensor) -> Tensor:
@@ -20,5 +21,6 @@ __all__ = [
     "flatten",
     "gelu", "gelu_tanh", "global_pool", "group_conv2d_nchw", "hard_sigmoid", "hard_swish",
     "layer_norm", "leaky_relu", "log_softmax", "matmul", "max_pool2d", "pad", "pool2d", "relu",
-    "silu", "softmax",
+    "silu", "softmax", "winograd_input", "winograd_matrices", "winograd_output",
+    "winograd_weight",
 ]

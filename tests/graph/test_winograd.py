@@ -1,0 +1,105 @@
+"""Winograd F(m x m, 3 x 3) convolutions: the transform matrices, the graph rewrite
+(graph/passes/winograd.py), the transforms' schedules (graph/default_winograd.py) and built
+models against the NumPy interpreter of the original convolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from graph_interp import run_graph
+
+import kiln
+from kiln import te
+from kiln.graph.frontend.common import GraphBuilder
+from kiln.graph.passes import default_pipeline, op_histogram
+from kiln.topi import nn
+
+RNG = np.random.default_rng(7)
+
+
+def _rand(*shape, scale=1.0):
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6])
+def test_matrices_compute_a_three_tap_correlation(m):
+    """y = A^T ((G g) * (B^T d)) is the correlation of d with g, for any data."""
+    at, g, bt = nn.winograd_matrices(m)
+    for _ in range(5):
+        d, w = RNG.standard_normal(m + 2), RNG.standard_normal(3)
+        want = np.array([w @ d[i:i + 3] for i in range(m)])
+        np.testing.assert_allclose(at @ ((g @ w) * (bt @ d)), want, rtol=1e-10, atol=1e-10)
+    with pytest.raises(kiln.errors.ShapeError, match="tile size"):
+        nn.winograd_matrices(9)
+
+
+def _conv_graph(shape, oc, stride=1, padding=1, then_pointwise=0):
+    """relu(conv3x3(x) + bias) [then a 1x1 conv reading it]."""
+    b = GraphBuilder("wino")
+    x = b.input("x", shape, "float32")
+    ic = shape[1]
+    y = b.op("conv2d", [x, b.const(_rand(oc, ic, 3, 3, scale=0.2), "w"),
+                        b.const(_rand(oc), "bias")],
+             strides=[stride, stride], padding=[padding] * 4, dilation=[1, 1], groups=1)
+    y = b.op("relu", [y])
+    if then_pointwise:
+        y = b.op("conv2d", [y, b.const(_rand(then_pointwise, oc, 1, 1, scale=0.2), "w1")],
+                 strides=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1], groups=1)
+    return b.finish([y])
+
+
+def _ops(g) -> dict:
+    return {k: v for k, v in op_histogram(g).items() if k not in ("input", "const")}
+
+
+def test_pass_rewrites_eligible_convs_with_the_same_results():
+    """A 3x3 stride-1 conv with 16-multiple channels over >= 16 tiles becomes the four
+    Winograd steps; the interpreter gives the same results. Stride 2, no padding, 8
+    channels and a 7x7 image (4 tiles) stay convolutions."""
+    g = _conv_graph((2, 16, 14, 14), 32)
+    r = default_pipeline(g, winograd_lanes=16)
+    ops = _ops(r)
+    assert "conv2d" not in ops and ops["winograd_input"] == ops["winograd_output"] == 1
+    assert ops["batch_matmul"] == 1 and ops["transpose"] == 1 and ops["pad"] == 1
+    x = _rand(2, 16, 14, 14)
+    for a, b in zip(run_graph(g, {"x": x}), run_graph(r, {"x": x})):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for case in (_conv_graph((1, 16, 16, 16), 16, stride=2),
+                 _conv_graph((1, 16, 16, 16), 16, padding=0),
+                 _conv_graph((1, 8, 16, 16), 16), _conv_graph((1, 16, 7, 7), 16)):
+        assert _ops(default_pipeline(case, winograd_lanes=16)) == _ops(default_pipeline(case))
+
+
+def test_transform_schedules_unroll_positions_into_vector_sums():
+    """Both transforms get the rule-based schedule: the position loops are unrolled, so
+    the C has no per-element Select chain (no `==` position tests, no ternaries) and reads
+    whole channel vectors."""
+    from kiln.graph.default_winograd import winograd_schedule
+    from kiln.target import Target
+    xp = te.placeholder((1, 18, 18, 16), name="xp")
+    mt = te.placeholder((36, 16, 16), name="mt")
+    outs = [(nn.winograd_input(xp, 4), [xp]), (nn.winograd_output(mt, 4, (1, 16, 14, 14)), [mt])]
+    for out, ins in outs:
+        dag = kiln.auto_scheduler.ComputeDAG(ins + [out])
+        state = winograd_schedule(dag, Target("cpu"))
+        assert state is not None
+        sched, args = dag.apply_steps_from_state(state)
+        src = kiln.build(sched, args, target="cpu").source
+        body = src[src.index("#pragma omp parallel"):]
+        assert "kiln_load_f32x16" in body and "==" not in body and " ? " not in body
+
+
+@pytest.mark.parametrize("shape,oc,pointwise", [((1, 16, 14, 14), 32, 0),
+                                                ((2, 32, 16, 16), 16, 16)])
+def test_built_winograd_convs_match_numpy(shape, oc, pointwise):
+    """Built for the CPU: edge tiles (14 = 3 * 4 + 2), a batch of 2, and the [N, C, H*W]
+    view a following pointwise product reads (fused into the output transform) all match
+    the direct convolution."""
+    g = _conv_graph(shape, oc, then_pointwise=pointwise)
+    lib = kiln.graph.build(g, dict(g.params), target="cpu")
+    x = _rand(*shape)
+    names = [row[0] for row in lib.profile(number=1, x=x)]
+    assert sum("winograd" in n for n in names) == 2 and not any("conv2d" in n for n in names
+                                                                if "winograd" not in n)
+    for got, want in zip(lib.run(x=x).values(), run_graph(g, {"x": x})):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
