@@ -103,3 +103,23 @@ def test_built_winograd_convs_match_numpy(shape, oc, pointwise):
                                                                 if "winograd" not in n)
     for got, want in zip(lib.run(x=x).values(), run_graph(g, {"x": x})):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_products_are_tuning_tasks_and_tuned_builds_match(tmp_path):
+    """extract_tasks offers the 36 products (not the transforms, whose schedule is fixed);
+    records from a short tune are applied and the build still matches."""
+    from kiln import auto_scheduler
+    g = _conv_graph((1, 16, 16, 16), 16)
+    tasks, _ = auto_scheduler.extract_tasks(g, dict(g.params), target="cpu")
+    assert not any("winograd" in t.desc for t in tasks)
+    (task,) = [t for t in tasks if "batch_matmul" in t.desc]
+    log = str(tmp_path / "wino.json")
+    task.tune(auto_scheduler.TuningOptions(
+        num_measure_trials=4, num_measures_per_round=4, verbose=0, seed=0,
+        measure_callbacks=[auto_scheduler.RecordToFile(log)]))
+    with auto_scheduler.ApplyHistoryBest(log):
+        lib = kiln.graph.build(g, dict(g.params), target="cpu")
+    assert any(k["tuned"] for k in lib.meta["kernels"])
+    x = _rand(1, 16, 16, 16)
+    for got, want in zip(lib.run(x=x).values(), run_graph(g, {"x": x})):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
