@@ -94,13 +94,15 @@ def torch_linear(a: np.ndarray, b: np.ndarray, threads: int, hard_swish: bool = 
 
 
 def interleaved(fns: dict[str, Callable], rounds: int, sittings: int,
-                gap_s: float = 0.0) -> dict[str, list]:
+                gap_s: float = 0.0, warm: int = 0) -> dict[str, list]:
     """Seconds per call of every function, {name: samples}. Each sitting warms every row up
     once, then runs `rounds` rounds; a round calls every row once, in turn, starting one row
     later each round. Interleaving spreads a busy neighbour, thermal drift or a frequency
     change over all rows instead of charging it to whichever row ran at that moment. `gap_s`
     of sleep before each call lets the previous row's thread pool (OpenMP, ORT) stop
-    spinning, so it does not steal the cores of the next row."""
+    spinning, so it does not steal the cores of the next row; `warm` untimed calls after
+    the sleep wake the row's own pool first (waking a sleeping pool here cost up to a few
+    ms, which only matters for models of a few ms)."""
     names = list(fns)
     out: dict = {n: [] for n in names}
     for s in range(sittings):
@@ -111,6 +113,8 @@ def interleaved(fns: dict[str, Callable], rounds: int, sittings: int,
             for n in names[k:] + names[:k]:
                 if gap_s > 0:
                     time.sleep(gap_s)
+                for _ in range(warm):
+                    fns[n]()
                 t0 = time.perf_counter()
                 fns[n]()
                 out[n].append(time.perf_counter() - t0)

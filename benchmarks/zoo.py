@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers  # noqa: E402
 
 import kiln  # noqa: E402
 
@@ -116,17 +119,8 @@ def _export(model, inputs: dict, path: str, dynamo: bool) -> None:
                           output_names=["output"])
 
 
-def _time(fn, repeat: int) -> list:
-    fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int) -> dict:
+def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
+         gap_s: float = 0.2) -> dict:
     import onnx
     import onnxruntime as ort
     import torch
@@ -166,12 +160,13 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int) -> d
         timers["ort"] = lambda: sess.run(None, feeds)
     with torch.no_grad():
         timers["torch"] = lambda: model(*inputs.values())
-        samples = {k: [] for k in timers}
-        for _ in range(repeat):  # interleaved
-            for k, fn in timers.items():
-                samples[k] += _time(fn, 1)
+        # the gap lets the previous row's thread pool stop spinning (without it, kiln's
+        # OpenMP pool spinning after each call read ORT's MobileNetV2 at 7.4 ms instead of
+        # 3.8), then one untimed call wakes the row's own pool
+        samples = peers.interleaved(timers, repeat, 1, gap_s, warm=1)
     for k, v in samples.items():
         row[f"{k}_ms"] = statistics.median(v) * 1e3
+        row[f"{k}_range_ms"] = [min(v) * 1e3, max(v) * 1e3]
     return row
 
 
@@ -180,6 +175,8 @@ def main() -> None:
     p.add_argument("--models", default=",".join(models()))
     p.add_argument("--routes", default=",".join(ROUTES))
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--gap-ms", type=float, default=200.0,
+                   help="sleep before each timed call (idle thread pools between rows)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "zoo"))
     args = p.parse_args()
     table = models()
@@ -188,7 +185,7 @@ def main() -> None:
         for name in args.models.split(","):
             model, inputs = table[name]()
             for route in args.routes.split(","):
-                row = cell(name, model, inputs, route, tmp, args.repeat)
+                row = cell(name, model, inputs, route, tmp, args.repeat, args.gap_ms / 1e3)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 write(Path(args.out), rows)
@@ -202,15 +199,20 @@ def write(out: Path, rows: list) -> None:
     lines = ["# Model zoo: every import route, untuned kiln vs ONNX Runtime and PyTorch", "",
              f"{meta['date']}, target `{meta['target']}`, {meta['cores']} cores, load average "
              f"{meta['loadavg']:.2f}; batch 1, text models seq {SEQ} with a padded attention "
-             "mask; latency medians of interleaved runs.", "",
+             "mask; latency medians (min-max) of interleaved runs; before each timed call 200 "
+             "ms of sleep (the previous row's thread pool idle) and one untimed call.", "",
              "| model | route | status | max abs err | build s | kiln ms | ORT ms | PyTorch ms |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         def f(k, fmt, r=r):
             return format(r[k], fmt) if k in r else ""
+
+        def ms(k, r=r):
+            lo, hi = r.get(f"{k}_range_ms", (None, None))
+            return "" if k + "_ms" not in r else f"{r[k + '_ms']:.1f}" + (
+                f" ({lo:.1f}–{hi:.1f})" if lo is not None else "")
         lines.append(f"| {r['model']} | {r['route']} | {r['status']} | {f('max_abs_err', '.1e')}"
-                     f" | {f('build_s', '.1f')} | {f('kiln_ms', '.1f')} | {f('ort_ms', '.1f')} |"
-                     f" {f('torch_ms', '.1f')} |")
+                     f" | {f('build_s', '.1f')} | {ms('kiln')} | {ms('ort')} | {ms('torch')} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
