@@ -470,3 +470,22 @@ def test_name_clashes_are_renamed():
                                                                 ld(A, i1 * 2 + i2))))
     src = render(S.PrimFunc("clash", [A, B], body))
     assert "exp_[" in src and "int32_t i_1 = 0" in src
+
+
+def test_stride_two_loads_are_two_vector_loads_and_a_shuffle():
+    """y[i] = x[2i] + x[2i + 1] over 16 lanes: each stride-2 read is two vector loads that
+    end at the last element the lanes read (x[15 + 15] = x[30] and x[31]: nothing past
+    x's 32 elements) and one shuffle, not 16 scalar loads; the values match."""
+    import kiln
+    from kiln import te
+    x = te.placeholder((32,), name="x")
+    y = te.compute((16,), lambda i: x[2 * i] + x[2 * i + 1], name="y")
+    s = te.create_schedule(y.op)
+    s[y].vectorize(y.op.axis[0])
+    f = kiln.build(s, [x, y], target="cpu")
+    assert f.source.count("__builtin_shuffle") == 2
+    assert "&x[15]" in f.source and "&x[16]" in f.source and "&x[17]" not in f.source
+    xn = np.arange(32, dtype=np.float32)
+    out = np.empty(16, np.float32)
+    f(xn, out)
+    np.testing.assert_array_equal(out, xn[0::2] + xn[1::2])

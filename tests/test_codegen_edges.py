@@ -93,7 +93,7 @@ def test_edge_splits_are_bounded_per_nest(rng):
 
 
 def test_edge_tile_keeps_the_full_tiles_accumulators_in_vector_registers(rng):
-    """q @ k^T over 40 keys: 32-column register tiles and an 8-column edge tile. The edge
+    """q @ k^T over 264 keys: 32-column register tiles and an 8-column edge tile. The edge
     copy allocates its own accumulator, so the full tiles' one (read only as 16-lane
     vectors) is still declared as vector registers; the 8-lane edge keeps a plain array."""
     import kiln
@@ -101,15 +101,15 @@ def test_edge_tile_keeps_the_full_tiles_accumulators_in_vector_registers(rng):
     from kiln.graph.default_schedule import default_schedule
     from kiln.schedule import ComputeDAG
     q = te.placeholder((2, 24, 16), name="q")
-    k = te.placeholder((2, 40, 16), name="k")
+    k = te.placeholder((2, 264, 16), name="k")
     r = te.reduce_axis((0, 16), name="r")
-    s = te.compute((2, 24, 40), lambda h, i, j: te.sum(q[h, i, r] * k[h, j, r], axis=r),
+    s = te.compute((2, 24, 264), lambda h, i, j: te.sum(q[h, i, r] * k[h, j, r], axis=r),
                    name="scores")
     f = kiln.build(default_schedule(ComputeDAG([q, k, s]), (), "cpu"), [q, k, s], target="cpu")
     lanes = kiln.target.Target("cpu").vector_lanes("float32")
     assert f"kiln_f32x{lanes} scores_local[" in f.source  # in vector registers
-    qn, kn = rng.standard_normal((2, 24, 16), "float32"), rng.standard_normal((2, 40, 16),
+    qn, kn = rng.standard_normal((2, 24, 16), "float32"), rng.standard_normal((2, 264, 16),
                                                                                "float32")
-    out = np.empty((2, 24, 40), "float32")
+    out = np.empty((2, 24, 264), "float32")
     f(qn, kn, out)
     np.testing.assert_allclose(out, qn @ kn.transpose(0, 2, 1), rtol=1e-5, atol=1e-5)

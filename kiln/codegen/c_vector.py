@@ -5,6 +5,7 @@ and the set of stack buffers currently held as arrays of vectors ("vector regist
 Out: C lines. Each subexpression is classified against the lane variable:
   invariant         -> scalar C, broadcast explicitly with kiln_splat_*;
   stride-1 load     -> one unaligned vector load (or a vector register of a local tile);
+  stride-2 load     -> two vector loads ending at the last element read, one shuffle;
   anything else     -> built lane by lane from scalar expressions (gather);
 comparisons give integer masks, Select blends masks (lane by lane with scalar ternaries when
 a branch may read out of its buffer, so out-of-range padding reads never happen), float32
@@ -94,8 +95,9 @@ class VectorPrinter:
             self.lines.extend(f"{name}[{idx}] = {t}[{lane}];" for lane, idx in enumerate(info))
 
     # ------------------------------------------------------------ memory access
-    def access(self, buf: S.Buffer, index: E.Expr):
-        """('vreg', k) | ('contig', base text) | ('lanes', [index text per lane])."""
+    def access(self, buf: S.Buffer, index: E.Expr, load: bool = False):
+        """('vreg', k) | ('contig', base text) | ('pairs', (first, second) load texts of
+        every second element) | ('lanes', [index text per lane])."""
         sim = self.simplifier()
         stride, rest = var_stride(sim.to_lin(index), self.lane, self.varies)
         if stride == 1:
@@ -104,6 +106,10 @@ class VectorPrinter:
             return "contig", self.scalar.expr(sim.from_lin(rest))
         if buf.uid in self.vregs:
             self.report(buf)
+        elif stride == 2 and load and self.w >= 4 and BITS.get(buf.dtype) == 32:
+            second = rest.copy()
+            second.const += self.w - 1
+            return "pairs", tuple(self.scalar.expr(sim.from_lin(b)) for b in (rest, second))
         return "lanes", [self.scalar.expr(self.at_lane(index, i)) for i in range(self.w)]
 
     def vreg_index(self, buf: S.Buffer, base: Lin):
@@ -120,13 +126,15 @@ class VectorPrinter:
     def load(self, e: S.BufferLoad) -> VVal:
         dt = e.buffer.dtype
         name = self.scope.name(e.buffer)
-        kind, info = self.access(e.buffer, e.index)
+        kind, info = self.access(e.buffer, e.index, load=True)
         vt = vtype_name(_storage(dt), self.w)
         if kind == "vreg":
             code = f"{name}[{info}]"
         elif kind == "contig":
             fn = self.scope.lib.need("load", _storage(dt), self.w)
             code = self.tmp(f"{fn}(&{name}[{info}])", vt)
+        elif kind == "pairs":
+            code = self.tmp(self.pairs(name, *info, dt), vt)
         else:
             self.scope.lib.need("vtype", _storage(dt), self.w)
             elems = ", ".join(f"{name}[{idx}]" for idx in info)
@@ -134,6 +142,20 @@ class VectorPrinter:
         if dt == "bool":
             return VVal(f"({code} != 0)", "bool", True, 8)
         return VVal(code, dt, True)
+
+    def pairs(self, name: str, first: str, second: str, dt: str) -> str:
+        """Lanes base[0], base[2], ..., base[2w - 2] (a stride-2 window: pooling, a stride-2
+        convolution): two vector loads at `first` = base and `second` = base + w - 1, which
+        end exactly at the last element read, so nothing
+        outside what the lanes read is touched, and one two-source shuffle (vpermt2ps).
+        Lane i < w/2 is element 2i of the first load, lane i >= w/2 element 2i - (w - 1) of
+        the second (element 2i + 1 of the pair)."""
+        w = self.w
+        fn = self.scope.lib.need("load", _storage(dt), w)
+        mt = self.scope.lib.need("vtype", MASK_DTYPE[32], w)
+        idx = ", ".join(str(2 * i if i < w // 2 else 2 * i + 1) for i in range(w))
+        return (f"__builtin_shuffle({fn}(&{name}[{first}]), {fn}(&{name}[{second}]), "
+                f"({mt}){{{idx}}})")
 
     # ------------------------------------------------------------ expressions
     def expr(self, e: E.Expr) -> VVal:
