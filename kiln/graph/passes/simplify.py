@@ -6,7 +6,9 @@ In: a Graph. Out: a new Graph where
   * a chain of reshape-like ops (reshape, flatten, squeeze, expand_dims) is one reshape,
   * x + 0, x - 0, x * 1 and x / 1 (constants that do not widen the result) are x,
   * (x + c1) + c2 is x + (c1 + c2), and likewise for multiply (BERT's embedding sums),
-  * where(c, x, y) with a constant all-true (all-false) c is x (y): folded attention masks.
+  * where(c, x, y) with a constant all-true (all-false) c is x (y): folded attention masks,
+  * conv2d(pad(x)) with zeros around H and W is conv2d(x) with that padding (models that
+    pad explicitly, as TF-style "same" convolutions do: one copy kernel less per conv).
 Exported models are full of these (shape-preserving views, masks that fold to zeros); each
 one removed is a kernel launch and a memory round trip the compiled model never pays.
 """
@@ -91,9 +93,24 @@ def _where(n: Node, rw: Rewriter) -> Node | None:
     return pick if pick is not None and _same_type(pick, n) else None
 
 
+def _conv_pad(n: Node, rw: Rewriter) -> Node | None:
+    """conv2d(pad(x) with zeros around H and W) -> conv2d(x) with that padding added."""
+    pad = n.inputs[0]
+    widths = [tuple(int(v) for v in w) for w in pad.attrs.get("pad_width", ())]
+    if len(widths) != 4 or any(widths[0]) or any(widths[1]) or \
+            min(min(w) for w in widths) < 0 or float(pad.attrs.get("pad_value", 0.0)) != 0.0:
+        return None
+    t, left, b, r = (int(v) for v in n.attrs.get("padding", (0, 0, 0, 0)))
+    (pt, pb), (pl, pr) = widths[2], widths[3]
+    attrs = {**n.attrs, "padding": [t + pt, left + pl, b + pb, r + pr]}
+    return rw.op("conv2d", [pad.inputs[0], *n.inputs[1:]], n.name, **attrs)
+
+
 def _simplify_rule(n: Node, rw: Rewriter) -> Node | None:
     if n.op in _SHAPE_NOOPS and _same_type(n.inputs[0], n):
         return n.inputs[0]
+    if n.op == "conv2d" and n.inputs[0].op == "pad":
+        return _conv_pad(n, rw)
     if n.op == "transpose":
         return _transpose(n, rw)
     if n.op in _RESHAPE_LIKE:
