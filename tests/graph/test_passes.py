@@ -194,6 +194,25 @@ def test_simplify_constant_where():
     assert _ops(s) == {"where": 1}
 
 
+def test_simplify_folds_zero_spatial_padding_into_convolutions():
+    """pad(x, zeros around H and W) -> conv2d becomes one conv2d with the pad added to its
+    own (asymmetric) padding; a non-zero fill stays a pad."""
+    def graph(widths, value=0.0):
+        b = GraphBuilder("test")
+        x = b.input("x", (1, 4, 9, 9), "float32")
+        p = b.op("pad", [x], pad_width=widths, pad_value=value)
+        w = b.const(_rand(4 + sum(widths[1]), 1, 3, 3), "w")
+        y = b.op("conv2d", [p, w], strides=[2, 2], padding=[1, 0, 0, 1], dilation=[1, 1],
+                 groups=4 + sum(widths[1]))
+        return b.finish([y])
+    g = graph([[0, 0], [0, 0], [0, 1], [1, 1]])
+    s = simplify(g)
+    (conv,) = [n for n in s.nodes() if n.op == "conv2d"]
+    assert "pad" not in _ops(s) and list(conv.attrs["padding"]) == [1, 1, 1, 2]
+    _same_results(g, s, {"x": _rand(1, 4, 9, 9)})
+    assert "pad" in _ops(simplify(graph([[0, 0], [0, 0], [1, 1], [1, 1]], value=1.0)))
+
+
 # --------------------------------------------------------------------------- patterns
 
 def _layer_norm_graph(style: str):
