@@ -123,3 +123,28 @@ def test_products_are_tuning_tasks_and_tuned_builds_match(tmp_path):
     x = _rand(1, 16, 16, 16)
     for got, want in zip(lib.run(x=x).values(), run_graph(g, {"x": x})):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_winograd_convs_match_the_direct_sum(seed):
+    """Random eligible shapes (batch, odd and non-square images, with or without a bias,
+    a residual add after it): the rewritten graph computes what the convolution does."""
+    rng = np.random.default_rng(100 + seed)
+    batch = int(rng.integers(1, 4))
+    h, w = (int(v) for v in rng.integers(9, 23, 2))
+    ic, oc = (16 * int(v) for v in rng.integers(1, 3, 2))
+    b = GraphBuilder("rand")
+    x = b.input("x", (batch, ic, h, w), "float32")
+    ins = [x, b.const(_rand(oc, ic, 3, 3, scale=0.2), "w")]
+    if rng.random() < 0.5:
+        ins.append(b.const(_rand(oc), "bias"))
+    y = b.op("conv2d", ins, strides=[1, 1], padding=[1, 1, 1, 1], dilation=[1, 1], groups=1)
+    y = b.op("add", [y, b.input("r", (batch, oc, h, w), "float32")])
+    g = b.finish([y])
+    r = default_pipeline(g, winograd_lanes=16)
+    assert "conv2d" not in _ops(r)
+    feeds = {"x": _rand(batch, ic, h, w), "r": _rand(batch, oc, h, w)}
+    lib = kiln.graph.build(g, dict(g.params), target="cpu")
+    want = run_graph(g, feeds)[0]
+    np.testing.assert_allclose(run_graph(r, feeds)[0], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(list(lib.run(**feeds).values())[0], want, rtol=1e-4, atol=1e-4)
