@@ -118,6 +118,9 @@ def parse(argv=None) -> argparse.Namespace:
                    help="comma list of minutes, e.g. 5,15: also bench the first N minutes of "
                    "tuning of the last --log (cut by record timestamps)")
     p.add_argument("--bf16", action="store_true", help="also kiln bf16, untuned")
+    p.add_argument("--check-records", action="store_true",
+                   help="also each tuned row built with kiln.graph.build_checked (a record kept "
+                   "only where its kernel beats the default inside the network)")
     p.add_argument("--bf16-log", action="append", default=[],
                    help="kiln bf16 tuned with this log (LABEL=path or path; repeatable)")
     p.add_argument("--repeat", type=int, default=10, help="rounds per sitting")
@@ -158,13 +161,15 @@ def kiln_specs(args) -> list[tuple[str, str, str | None]]:
     return specs
 
 
-def build_kiln(model, name: str, precision: str, log: str | None, target: str):
+def build_kiln(model, name: str, precision: str, log: str | None, target: str,
+               check: bool = False):
     """(fn, note) of one kiln row, or None when this kiln cannot build it (bf16 before
     kiln.cli._build takes dtype=)."""
     t0 = time.time()
     kw = {"dtype": "bfloat16"} if precision == "bf16" else {}
     try:
-        lib = _build(model, log, target, **kw)
+        lib = _build(model, log, target, check=check, **kw) if check else \
+            _build(model, log, target, **kw)
     except TypeError as e:
         if not kw or "dtype" not in str(e):
             raise
@@ -202,6 +207,11 @@ def collect_rows(model, args) -> tuple[dict, list, list]:
             continue
         fns[name] = built[0]
         rows.append({"name": name, "precision": prec, "note": built[1], "log": log or ""})
+        if log and args.check_records:
+            label = name + ", records checked"
+            checked = build_kiln(model, label, prec, log, args.target, check=True)
+            fns[label] = checked[0]
+            rows.append({"name": label, "precision": prec, "note": checked[1], "log": log})
     for name, (prec, fn) in peers.bert_peers(model, args.threads, not args.no_torch).items():
         fns[name] = fn
         rows.append({"name": name, "precision": prec, "note": f"{args.threads} threads"})

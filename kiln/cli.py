@@ -188,18 +188,30 @@ def _report_log(log: str | None, tasks, target) -> None:
         print(f"[kiln] {msg}", file=sys.stderr)
 
 
-def _build(model, log, target, dtype: str = "float32"):
+def _build(model, log, target, dtype: str = "float32", check: bool = False):
     from . import auto_scheduler, graph
     if not log:
         return graph.build(model.graph, model.params, target=target, dtype=dtype)
     if not os.path.exists(log):
         raise KilnError(f"no such log file: {log}")
     with auto_scheduler.ApplyHistoryBest(log) as ctx:
-        lib = graph.build(model.graph, model.params, target=target, dtype=dtype)
+        if check:
+            lib = graph.build_checked(model.graph, model.params, target, dtype, model.inputs)
+            _report_check(lib.meta["record_check"])
+        else:
+            lib = graph.build(model.graph, model.params, target=target, dtype=dtype)
     msg = ctx.coverage(log, target).message()  # records of kernels this model does not have
     if msg:
         print(f"[kiln] {msg}", file=sys.stderr)
     return lib
+
+
+def _report_check(report: dict) -> None:
+    dropped = [r for r in report.values() if not r["kept"]]
+    print(f"[kiln] records checked in the network: {len(report) - len(dropped)} kept, "
+          f"{len(dropped)} dropped (default faster there)" + "".join(
+              f"; {r['kernel']} {r['tuned_s'] * 1e3:.3f} -> {r['default_s'] * 1e3:.3f} ms"
+              for r in dropped), file=sys.stderr)
 
 
 def _median_ms(fn, repeat: int) -> float:
@@ -261,7 +273,7 @@ def cmd_bench(args) -> int:
     variants = [("kiln untuned", None)] + ([("kiln tuned", args.log)] if args.log else [])
     for label, log in variants:
         t0 = time.time()
-        lib = _build(model, log, args.target, args.dtype)
+        lib = _build(model, log, args.target, args.dtype, args.check_records)
         build_s = time.time() - t0
         run = lambda lib=lib: list(lib.run(**model.inputs).values())[0]
         err = float(np.abs(run() - ref).max())
@@ -311,7 +323,7 @@ def cmd_compile(args) -> int:
     if not os.path.isdir(folder):
         raise KilnError(f"-o {args.output}: the folder {folder} does not exist")
     model = Model(args)
-    lib = _build(model, args.log, args.target, args.dtype)
+    lib = _build(model, args.log, args.target, args.dtype, args.check_records)
     path = lib.export_library(args.output)
     print(f"[kiln] wrote {path or args.output}")
     return 0
@@ -348,6 +360,12 @@ def _model_args(p) -> None:
                    "stored in bfloat16; CPUs with AVX512-BF16)")
 
 
+def _check_arg(p) -> None:
+    p.add_argument("--check-records", action="store_true",
+                   help="keep a tuning record only where its kernel is faster inside the "
+                   "network than the untuned default (builds the model two or three times)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kiln", description="kiln: an auto-scheduling tensor "
                                 "compiler. Tune, benchmark and compile models.")
@@ -369,6 +387,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="latency of kiln vs ONNX Runtime and PyTorch, one table")
     _model_args(b)
     b.add_argument("--log")
+    _check_arg(b)
     b.add_argument("--repeat", type=int, default=30)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--no-torch", action="store_true")
@@ -379,6 +398,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="build a deployable library")
     _model_args(c)
     c.add_argument("--log")
+    _check_arg(c)
     c.add_argument("-o", "--output", required=True)
     s = sub.add_parser("show", help="summarise a tuning log")
     s.add_argument("log")

@@ -62,6 +62,19 @@ def test_compile_and_load(model_path, tuned_log, tmp_path):
     assert res.shape == (1, 16, 64) and np.isfinite(res).all()
 
 
+def test_compile_with_records_checked_in_the_network(model_path, tuned_log, tmp_path,
+                                                     capsys):
+    """--check-records: the records are timed inside the network against the defaults and
+    the summary line says how many were kept; the library still loads and runs."""
+    import kiln
+    out = str(tmp_path / "tiny_checked.so")
+    assert main(["compile", model_path, "--log", tuned_log, "--check-records", "-o", out]) == 0
+    assert "records checked in the network:" in capsys.readouterr().err
+    ids = np.zeros((1, 16), np.int64)
+    (res,) = kiln.graph.load(out).run(input_ids=ids).values()
+    assert res.shape == (1, 16, 64) and np.isfinite(res).all()
+
+
 def test_errors_and_usage(tmp_path, capsys):
     assert main(["bench", str(tmp_path / "missing.onnx"), "--no-torch"]) == 2
     assert "no such model file" in capsys.readouterr().err

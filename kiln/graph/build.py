@@ -114,7 +114,8 @@ def _kernels(workloads: list, target: Target, kernels: dict | None = None) -> di
 
 def _warn_untuned(workloads: list, kernels: dict) -> None:
     from ..auto_scheduler.measure.record import ApplyHistoryBest
-    if ApplyHistoryBest.current() is None:
+    ctx = ApplyHistoryBest.current()
+    if ctx is None or not ctx.counts:  # no context, or an empty one: defaults on purpose
         return
     missing = [wl for wl in workloads if not kernels[wl.key].tuned]
     if missing:

@@ -242,3 +242,26 @@ def test_pointwise_convs_built_as_products_match_numpy():
     x = _rand(1, 8, 16, 16)
     for got, want in zip(lib.run(x=x).values(), run_graph(g, {"x": x})):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_build_checked_drops_a_record_that_loses_inside_the_network():
+    """A record claiming 1 ns for a naive schedule (no vectors, no threads) of a 64 x 256 x 256
+    dense: build_checked times it inside the network against the default, drops it, and
+    builds without it; the report names the kernel and the result still matches."""
+    from kiln.graph import build_checked
+    g, layers = mlp(widths=(256, 256, 16), batch=64)
+    graph, groups = prepare_graph(g)
+    wl = group_workload(groups[0], graph.params)
+    naive = wl.dag.init_state()
+    rec = Record(wl.key, str(Target("cpu")), [s.to_record() for s in naive.steps], [1e-9], "ok")
+    with ApplyHistoryBest([rec]):
+        assert build(g, target="cpu").meta["kernels"][0]["tuned"] is True
+        mod = build_checked(g, target="cpu")
+    report = mod.meta["record_check"]
+    assert list(report) == [wl.key] and report[wl.key]["kept"] is False
+    assert report[wl.key]["default_s"] < report[wl.key]["tuned_s"]
+    assert not any(k["tuned"] for k in mod.meta["kernels"])
+    x = RNG.standard_normal((64, 256)).astype(np.float32)
+    np.testing.assert_allclose(mod.run(x=x)["probs"], mlp_ref(x, layers), rtol=1e-4,
+                               atol=1e-5)
+    assert build_checked(g, target="cpu").meta["record_check"] == {}  # no context: no check
