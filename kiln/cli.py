@@ -207,11 +207,15 @@ def _build(model, log, target, dtype: str = "float32", check: bool = False):
 
 
 def _report_check(report: dict) -> None:
-    dropped = [r for r in report.values() if not r["kept"]]
-    print(f"[kiln] records checked in the network: {len(report) - len(dropped)} kept, "
-          f"{len(dropped)} dropped (default faster there)" + "".join(
-              f"; {r['kernel']} {r['tuned_s'] * 1e3:.3f} -> {r['default_s'] * 1e3:.3f} ms"
-              for r in dropped), file=sys.stderr)
+    if not report:
+        print("[kiln] records checked in the network: no record applies", file=sys.stderr)
+        return
+    lost = [r for r in report["kernels"].values() if not r["wins"]]
+    times = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in report["network_s"].items())
+    print(f"[kiln] records checked in the network: {len(lost)} of {len(report['kernels'])} "
+          f"lose there" + "".join(f" ({r['kernel']} {r['tuned_s'] * 1e3:.3f} -> "
+                                   f"{r['default_s'] * 1e3:.3f} ms)" for r in lost)
+          + f"; networks: {times}; built with {report['choice']}", file=sys.stderr)
 
 
 def _median_ms(fn, repeat: int) -> float:
