@@ -16,7 +16,7 @@ from .annotate import Genome, SketchInfo, divisors
 
 MAX_VECTOR = 64
 UNROLL = 64
-EDGE_TILES = 8  # an axis needs this many two-vector tiles before an edge tile is worth it
+EDGE_SHARE = 8  # an edge tile is worth it when it is at most 1 / EDGE_SHARE of the axis
 
 
 def _largest_divisor(n: int, limit: int) -> int:
@@ -49,12 +49,14 @@ class _TilePlan:
                 # guard (the C printer peels it: only the last tile runs scalar) beats
                 # scalar columns everywhere
                 cols = lanes
-            elif cols % lanes and cext >= EDGE_TILES * 2 * lanes:
+            elif cols % lanes and cext > 2 * lanes and \
+                    (cext % (2 * lanes)) * EDGE_SHARE <= cext:
                 # no vector multiple divides (Whisper's 1500 keys: 30 = 16 + 8 + 4 + 2 lanes,
-                # half the FMA slots empty): two full vectors and an edge tile. Only on a
-                # long axis: where the tile loop is fused into the parallel loop the C printer
-                # cannot split the edge off and it runs lane by lane (a depthwise conv's 56
-                # columns as 32 + 24: 0.75 ms against 0.2 as 2 x 28 = 16 + 8 + 4 lanes)
+                # half the FMA slots empty): two full vectors and an edge tile. Only where
+                # the edge is a small share of the axis: where the tile loop is fused into the
+                # parallel loop the C printer cannot split the edge off and it runs lane by
+                # lane (a depthwise conv's 56 columns as 32 + 24: 0.75 ms against 0.2 as
+                # 2 x 28 = 16 + 8 + 4 lanes; 196 pixels as 6 x 32 + 4 lose 2% to the edge)
                 cols = 2 * lanes
             self.inner[cname] = cols
             if len(big) > 1:
