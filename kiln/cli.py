@@ -86,6 +86,7 @@ class Model:
 
     def __init__(self, args):
         from .graph.frontend import from_onnx
+        from .graph.record_check import random_inputs
         self.torch_module = None
         if args.builtin:
             from .models import builtin
@@ -99,19 +100,7 @@ class Model:
             raise KilnError("give a model file (model.onnx) or --builtin NAME")
         self.graph, self.params = from_onnx(self.proto, shape=_shapes(args.shape) or None)
         if self.inputs is None:
-            self.inputs = _random_inputs(self.graph)
-
-
-def _random_inputs(graph) -> dict:
-    rng = np.random.default_rng(0)
-    out = {}
-    for n in graph.inputs:
-        shape, dt = tuple(n.shape), n.dtype
-        if dt.startswith("int"):
-            out[n.attrs["name"]] = rng.integers(0, 2, shape).astype(dt)
-        else:
-            out[n.attrs["name"]] = rng.standard_normal(shape).astype(dt)
-    return out
+            self.inputs = random_inputs(self.graph)
 
 
 def cmd_tune(args) -> int:

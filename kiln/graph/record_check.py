@@ -32,16 +32,18 @@ QUORUM = 0.75  # a kernel's record loses when its default wins in at least this 
 
 
 def random_inputs(graph: Graph, seed: int = 0) -> dict:
-    """Inputs for timing: standard normal floats, zeros for integers (valid token ids, masks
-    and positions) and False for booleans."""
+    """Inputs for timing: standard normal floats, integers in {0, 1} (valid token ids, masks
+    and positions) and random booleans."""
     rng = np.random.default_rng(seed)
     out = {}
     for n in graph.inputs:
         shape, dt = tuple(int(d) for d in n.shape), str(n.dtype)
         if dt.startswith(("float", "bfloat")):
             out[n.attrs["name"]] = rng.standard_normal(shape).astype(np.float32)
+        elif dt == "bool":
+            out[n.attrs["name"]] = rng.integers(0, 2, shape).astype(np.bool_)
         else:
-            out[n.attrs["name"]] = np.zeros(shape, np.bool_ if dt == "bool" else dt)
+            out[n.attrs["name"]] = rng.integers(0, 2, shape).astype(dt)
     return out
 
 
