@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from ..auto_scheduler.measure.record import ApplyHistoryBest
+from .executable import GraphModule
 from .ir import Graph
 
 __all__ = ["build_checked", "random_inputs"]
@@ -49,7 +50,7 @@ def random_inputs(graph: Graph, seed: int = 0) -> dict:
 
 def build_checked(graph: Graph, params: dict | None = None, target="cpu",
                   dtype: str = "float32", inputs: dict | None = None, rounds: int = 9,
-                  margin: float = 0.03):
+                  margin: float = 0.03) -> GraphModule:
     """kiln.graph.build under the active ApplyHistoryBest, with the records that make the
     network fastest among: all of them, none, and those whose kernels win inside the
     network (module docstring)."""
