@@ -93,8 +93,9 @@ def _verdicts(keys: dict, with_records: dict, without: dict, margin: float) -> d
         if not t or not d:
             out[key] = {"kernel": name, "tuned_s": None, "default_s": None, "wins": True}
             continue
-        rounds = sum(b < a * (1.0 - margin) for a, b in zip(t, d))
-        loses = rounds >= QUORUM * len(t) and np.median(d) < np.median(t) * (1.0 - margin)
+        default_wins = sum(b < a * (1.0 - margin) for a, b in zip(t, d))
+        loses = default_wins >= QUORUM * len(t) and \
+            np.median(d) < np.median(t) * (1.0 - margin)
         out[key] = {"kernel": name, "tuned_s": float(np.median(t)),
                     "default_s": float(np.median(d)), "wins": not loses}
     return out

@@ -23,7 +23,7 @@ from ..ir import Graph, Node
 from ..ops import OpPattern, pattern
 from .rewrite import Rewriter, rewrite
 
-__all__ = ["conv1x1_as_matmul"]
+__all__ = ["conv1x1_as_matmul", "plain_conv"]
 
 
 def conv1x1_as_matmul(g: Graph, lanes: int = 16) -> Graph:
@@ -39,15 +39,24 @@ def conv1x1_as_matmul(g: Graph, lanes: int = 16) -> Graph:
     return rewrite(g, rule)
 
 
-def _is_pointwise(n: Node, lanes: int) -> bool:
+def plain_conv(n: Node, kernel: int, padding: tuple) -> bool:
+    """Whether n is a float32 NCHW conv2d with a constant kernel x kernel weight, stride 1,
+    dilation 1, one group and this [t, l, b, r] padding, whose image keeps its size (the
+    convolutions the CPU rewrites here and in winograd.py replace)."""
     a = n.attrs
-    if len(n.inputs) < 2 or n.dtype != "float32" or len(n.shape) != 4:
+    if n.op != "conv2d" or len(n.inputs) < 2 or n.dtype != "float32" or len(n.shape) != 4:
         return False
     x, w = n.inputs[0], n.inputs[1]
-    return w.op == "const" and tuple(w.shape[2:]) == (1, 1) and \
-        tuple(a.get("strides", (1, 1))) == (1, 1) and not any(a.get("padding", (0,))) and \
+    pad = tuple(int(v) for v in a.get("padding", (0, 0, 0, 0)))
+    pad = pad * (4 // len(pad)) if len(pad) in (1, 2) else pad  # [p] / [ph, pw] spellings
+    return w.op == "const" and tuple(w.shape[2:]) == (kernel, kernel) and \
+        tuple(a.get("strides", (1, 1))) == (1, 1) and pad == tuple(padding) and \
         tuple(a.get("dilation", (1, 1))) == (1, 1) and int(a.get("groups", 1)) == 1 and \
-        tuple(x.shape[2:]) == tuple(n.shape[2:]) and (n.shape[2] * n.shape[3]) % lanes == 0
+        tuple(x.shape[2:]) == tuple(n.shape[2:])
+
+
+def _is_pointwise(n: Node, lanes: int) -> bool:
+    return plain_conv(n, 1, (0, 0, 0, 0)) and (n.shape[2] * n.shape[3]) % lanes == 0
 
 
 def _as_matmul(n: Node, rw: Rewriter, lanes: int, made: set) -> Node | None:

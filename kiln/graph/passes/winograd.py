@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ...topi.nn.winograd import winograd_weight
 from ..ir import Graph, Node
+from .conv_gemm import plain_conv
 from .rewrite import Rewriter, rewrite
 
 __all__ = ["conv3x3_winograd"]
@@ -31,27 +32,16 @@ __all__ = ["conv3x3_winograd"]
 def conv3x3_winograd(g: Graph, lanes: int = 16) -> Graph:
     """The rewrite in the module docstring (`lanes`: channel counts must be multiples)."""
     def rule(n: Node, rw: Rewriter) -> Node | None:
-        if n.op == "conv2d" and _fits(n, lanes) and tile_size(*_bhw(n), lanes):
-            return _winograd(n, rw, tile_size(*_bhw(n), lanes))
-        return None
+        if not _fits(n, lanes):
+            return None
+        m = tile_size(int(n.shape[0]), int(n.shape[2]), int(n.shape[3]), lanes)
+        return _winograd(n, rw, m) if m else None
     return rewrite(g, rule)
 
 
-def _bhw(n: Node) -> tuple:
-    return int(n.shape[0]), int(n.shape[2]), int(n.shape[3])
-
-
 def _fits(n: Node, lanes: int) -> bool:
-    a = n.attrs
-    if len(n.inputs) < 2 or n.dtype != "float32" or len(n.shape) != 4:
-        return False
-    x, w = n.inputs[0], n.inputs[1]
-    return w.op == "const" and tuple(w.shape[2:]) == (3, 3) and \
-        tuple(a.get("strides", (1, 1))) == (1, 1) and \
-        tuple(a.get("padding", (0,))) == (1, 1, 1, 1) and \
-        tuple(a.get("dilation", (1, 1))) == (1, 1) and int(a.get("groups", 1)) == 1 and \
-        tuple(x.shape[2:]) == tuple(n.shape[2:]) and \
-        int(x.shape[1]) % lanes == 0 and int(n.shape[1]) % lanes == 0
+    return plain_conv(n, 3, (1, 1, 1, 1)) and \
+        int(n.inputs[0].shape[1]) % lanes == 0 and int(n.shape[1]) % lanes == 0
 
 
 def tile_size(batch: int, h: int, w: int, lanes: int) -> int:
