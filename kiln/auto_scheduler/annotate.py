@@ -171,22 +171,23 @@ def rewrite_layout(state, name: str):
                 f = inner.get(getattr(idx, "name", None)) if is_axis else None
                 if f and f > 1 and shape[d] % f == 0 and d not in dict(pairs):
                     pairs.append((d, f))
-            pairs += _bf16_pair_dims(n, pairs)
+            pairs += _dot_group_dims(n, pairs)
             break
     return state.layout_rewrite(state.stages[pi].op, pairs) if pairs else state
 
 
-def _bf16_pair_dims(load, pairs: list) -> list:
-    """[(d, 2)] for the dim a bfloat16 pair dot product reads as 2*kk (te/bf16_pairs.py):
-    packed innermost, each lane's pair is adjacent and a tile row is one contiguous load
-    (vdpbf16ps takes it as is, no shuffle)."""
+def _dot_group_dims(load, pairs: list) -> list:
+    """[(d, g)] for the dim a grouped dot product (te/dot_groups.py: bfloat16 pairs, int8
+    quads) reads as g*kk: packed innermost, each lane's group is adjacent and a tile row is
+    one contiguous load (vdpbf16ps / vpdpbusd take it as is, no shuffle)."""
     from ..te import expr as E
-    if load.dtype != "bfloat16" or not pairs:
+    g = {"bfloat16": 2, "int8": 4, "uint8": 4}.get(load.dtype)
+    if g is None or not pairs:
         return []
     for d, idx in enumerate(load.indices):
         if isinstance(idx, E.BinOp) and idx.op == "mul" and d not in dict(pairs) and \
-                any(isinstance(x, E.IntImm) and x.value == 2 for x in (idx.a, idx.b)):
-            return [(d, 2)]
+                any(isinstance(x, E.IntImm) and x.value == g for x in (idx.a, idx.b)):
+            return [(d, g)]
     return []
 
 

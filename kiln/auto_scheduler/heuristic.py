@@ -34,7 +34,7 @@ class _TilePlan:
     """Tile sizes for the spatial/reduce axes of one multi-level-tiled stage."""
 
     def __init__(self, stage, target: Target, dtype: str, innermost: str | None = None):
-        lanes = target.vector_lanes(dtype) if dtype in ("float32", "float64") else 4
+        lanes = target.vector_lanes(dtype) if dtype in ("float32", "float64", "int32") else 4
         regs = 32 if target.vector_bytes == 64 else 16
         axes = [(a.name, int(a.extent.value)) for a in stage.compute.axis]
         big = [(n, e) for n, e in axes if e > 1]

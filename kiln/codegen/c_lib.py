@@ -53,8 +53,9 @@ class CLib:
             return self._names[key]
         builder = _BUILDERS.get(kind)
         if builder is None:
-            from . import c_bf16, c_math
-            builder = c_bf16.BUILDERS.get(kind) or c_math.BUILDERS[kind]
+            from . import c_bf16, c_int8, c_math
+            builder = c_bf16.BUILDERS.get(kind) or c_int8.BUILDERS.get(kind) or \
+                c_math.BUILDERS[kind]
         name, deps, code = builder(*args)
         for dep in deps:
             self.need(*dep)

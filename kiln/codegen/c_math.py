@@ -171,6 +171,17 @@ static inline $V kiln_sigmoid_$S($V x) {
 }
 """)
 
+_ROUND = Template("""\
+/* To the nearest integer, ties to even: adding and subtracting 2^23 rounds |x| < 2^23 in the
+   FPU's default mode (larger values are integers already; NaN and inf pass through). */
+static inline $V kiln_round_$S($V x) {
+  $V ax = ($V)(($I)x & 2147483647);
+  $V r = (ax + 8388608.0f) - 8388608.0f;
+  r = ($V)(($I)r | (($I)x & (-2147483647 - 1)));
+  return kiln_sel_$S(ax < 8388608.0f, r, x);
+}
+""")
+
 _LOG2 = Template("""\
 /* log2(x) = log(x) / ln 2. */
 static inline $V kiln_log2_$S($V x) {
@@ -183,7 +194,8 @@ _TEMPLATES = {"exp": (_EXP, ("vmin", "vmax", "splat", "sel")),
               "tanh": (_TANH, ("sel", "vexp")),
               "erf": (_ERF, ("sel", "splat", "vexp")),
               "sigmoid": (_SIGMOID, ("sel", "vexp")),
-              "log2": (_LOG2, ("vlog",))}
+              "log2": (_LOG2, ("vlog",)),
+              "round": (_ROUND, ("sel",))}
 
 # Lane-by-lane bodies (a[i] is the argument); F is "f" for float32, "" for float64.
 _LANEWISE = {

@@ -23,6 +23,7 @@ from ..tir import stmt as S
 from ..tir.simplify import Lin, simplify, var_stride
 from .c_bf16 import dot2_operands, split_dot2
 from .c_expr import ScalarPrinter, Scope
+from .c_int8 import dot4_operands, split_dot4
 from .c_lib import BITS, MASK_DTYPE, VECTOR_DTYPES, ctype, mask_dtype, vtype_name
 from .c_math import VECTOR_CALLS
 from .c_prep import VecBlock
@@ -201,7 +202,7 @@ class VectorPrinter:
         if dt == "bool":
             return self.lanes(e)
         if op == "add":
-            dot = self.dot2(e)
+            dot = self.dot2(e) if dt == "float32" else self.dot4(e)
             if dot is not None:
                 return dot
         a, b = self.vec(self.expr(e.a), dt), self.vec(self.expr(e.b), dt)
@@ -230,6 +231,18 @@ class VectorPrinter:
         acc = self.vec(self.expr(hit[0]), "float32")
         fn = self.scope.lib.need("dot2_bf16", self.w)
         return VVal(f"{fn}({acc}, {ops[0]}, {ops[1]})", "float32", True)
+
+    def dot4(self, e: E.BinOp) -> VVal | None:
+        """acc + four uint8 x int8 products as one byte dot product (vpdpbusd)."""
+        hit = split_dot4(e)
+        if hit is None:
+            return None
+        ops = dot4_operands(self, hit[1])
+        if ops is None:
+            return None
+        acc = self.vec(self.expr(hit[0]), "int32")
+        fn = self.scope.lib.need("dot4_u8i8", self.w)
+        return VVal(f"{fn}({acc}, {ops[0]}, {ops[1]})", "int32", True)
 
     def select(self, e: E.Select) -> VVal:
         dt = e.dtype
@@ -262,7 +275,13 @@ class VectorPrinter:
         if "bfloat16" in (dt, src.dtype):
             return self.cast_bf16(src, dt)
         vt = self.scope.lib.need("vtype", dt, self.w)
-        return VVal(f"__builtin_convertvector({self.vec(src, src.dtype)}, {vt})", dt, True)
+        code = self.vec(src, src.dtype)
+        if E.is_float(src.dtype) and dt in ("int8", "uint8"):
+            # through int32: GCC 12 converts float vectors to narrow integers lane by lane
+            # (16 scalar cvttss2si); to int32 and then narrowed it is two instructions
+            i32 = self.scope.lib.need("vtype", "int32", self.w)
+            code = f"__builtin_convertvector({code}, {i32})"
+        return VVal(f"__builtin_convertvector({code}, {vt})", dt, True)
 
     def cast_bf16(self, src: VVal, dt: str) -> VVal:
         """Conversions to and from bfloat16 go through float32 (c_bf16 helpers)."""

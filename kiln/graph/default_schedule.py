@@ -65,21 +65,22 @@ def _simple_stage(state, si: int, lanes: int):
     return state
 
 
-def lane_rfactor(state, si: int, lanes: int):
+def lane_rfactor(state, si: int, lanes: int, multi: bool = False):
     """A row reduction (one reduce loop, no tiling) reduces `lanes` partial results at once:
     rfactor by the SIMD width into a per-row vector of partials computed inside the row loop
     (the reduce loop outside, the lanes innermost and vectorized, so an exp inside the sum,
     as in softmax, runs as a vector polynomial), then sum the lanes. A root reduction's rows
-    are fused and parallel; one already computed inside a row loop keeps its place."""
+    are fused and parallel; one already computed inside a row loop keeps its place. With
+    multi, a reduction over several loops splits its innermost one."""
     st = state.stages[si]
     red = [it for it in st.iters if it.kind == "reduce"]
     n_sp = len(st.compute.axis)
     width = lanes
-    if len(red) != 1 or red[0].extent < 2 * lanes or st.relations or n_sp == 0 or \
-            any(it.annotation != "none" for it in st.iters):
+    if not red or (len(red) > 1 and not multi) or red[-1].extent < 2 * lanes or \
+            st.relations or n_sp == 0 or any(it.annotation != "none" for it in st.iters):
         return state
     op = st.op
-    state = state.split(op, red[0].name, [min(width, red[0].extent // 2)])
+    state = state.split(op, red[-1].name, [min(width, red[-1].extent // 2)])
     state = state.rfactor(op, state.stages[si].relations[-1].outs[1], factor_axis=n_sp)
     rf = state.stages[si]
     lane = rf.compute.axis[-1].name
@@ -94,15 +95,44 @@ def lane_rfactor(state, si: int, lanes: int):
     return state.vectorize(rf.op, len(state.stages[si].iters) - 1)
 
 
+WHOLE_PARTS = (16, 8, 4, 2)
+
+
+def whole_rfactor(state, si: int, lanes: int):
+    """A reduction of a whole tensor to one value (ONNX's ReduceMax without axes, the range of
+    DynamicQuantizeLinear) has no row loop to run in parallel: its outermost reduce loop is
+    split into chunks, rfactor makes one partial result per chunk (a row reduction that
+    lane_rfactor runs in parallel and in SIMD lanes), and the few partials are combined
+    last. Unchanged when the tensor is too small to share."""
+    st = state.stages[si]
+    sp = st.compute.axis
+    red = [it for it in st.iters if it.kind == "reduce"]
+    if not red or st.relations or any(int(a.extent.value) != 1 for a in sp) or \
+            any(it.annotation != "none" for it in st.iters):
+        return state
+    total = 1
+    for it in red:
+        total *= it.extent
+    outer = next((it for it in red if it.extent > 1), red[0])  # [1, 128, 3072]: the 128
+    parts = next((p for p in WHOLE_PARTS if outer.extent % p == 0 and
+                  total // p >= 4 * lanes and red[-1].extent >= 2 * lanes), 0)
+    if not parts or outer is red[-1]:
+        return state
+    op = st.op
+    state = state.split(op, outer.name, [outer.extent // parts])
+    state = state.rfactor(op, state.stages[si].relations[-1].outs[0], factor_axis=len(sp))
+    return lane_rfactor(state, si, lanes, multi=True)
+
+
 def _vectorize_reductions(state, lanes: int):
-    """lane_rfactor on every plain root reduction (they sit before their consumers, so
-    indices of later stages shift by one per rfactor: walk from the end)."""
+    """lane_rfactor (or whole_rfactor) on every plain root reduction (they sit before their
+    consumers, so indices of later stages shift by one per rfactor: walk from the end)."""
     for si in reversed(range(len(state.stages))):
         st = state.stages[si]
         if not st.is_placeholder and st.attach[0] == "root" and st.compute.reduce_axis \
                 and not any(s.attach[0] == "at" and s.attach[1] is st.op
                             for s in state.stages):
-            state = lane_rfactor(state, si, lanes)
+            state = lane_rfactor(whole_rfactor(state, si, lanes), si, lanes)
     return state
 
 

@@ -177,7 +177,8 @@ class GraphModule:
             raise ArgumentError(f"input {name!r} expects shape {want} {spec['dtype']}, got "
                                 f"shape {tuple(arr.shape)} {_dtype_name(arr)}{hint}")
         check_index_ranges(name, arr, self.meta.get("index_ranges", {}))
-        return np.ascontiguousarray(arr)
+        # not np.ascontiguousarray: it makes a 0-d input (a scalar scale) 1-d
+        return arr if arr.flags.c_contiguous else np.array(arr, order="C")
 
     def _require_inputs(self) -> None:
         """ArgumentError naming every input that neither run() nor set_input() gave."""

@@ -29,7 +29,8 @@ OP_SPECS = {
     "negative": "", "exp": "", "log": "", "sqrt": "", "rsqrt": "", "tanh": "", "erf": "",
     "sigmoid": "", "abs": "", "relu": "", "gelu": "approximate ('none'|'tanh')",
     "hard_swish": "", "hard_sigmoid": "alpha, beta", "leaky_relu": "alpha",
-    "clip": "a_min, a_max", "cast": "dtype", "floor": "", "ceil": "", "not": "",
+    "clip": "a_min, a_max", "cast": "dtype", "floor": "", "ceil": "",
+    "round": "(to nearest, ties to even)", "not": "",
     # logic on bool tensors, float classification (-> bool)
     "logical_and": "", "logical_or": "", "logical_xor": "", "isnan": "", "isinf": "",
     # reductions

@@ -44,7 +44,7 @@ _UNARY: dict[str, Callable] = {
     "negative": topi.negative, "exp": topi.exp, "log": topi.log, "sqrt": topi.sqrt,
     "rsqrt": topi.rsqrt, "tanh": topi.tanh, "erf": topi.erf, "sigmoid": topi.sigmoid,
     "abs": topi.abs, "relu": topi.relu, "hard_swish": topi.hard_swish, "floor": topi.floor,
-    "ceil": topi.ceil,
+    "ceil": topi.ceil, "round": topi.round,
 }
 _BINARY: dict[str, Callable] = {
     "add": lambda a, b: a + b, "subtract": lambda a, b: a - b, "multiply": lambda a, b: a * b,
@@ -202,8 +202,11 @@ def _argmax(node, x):
 
 
 def _acc_dtype(x) -> str | None:
-    """bfloat16 products accumulate in float32 (graph/passes/bf16.py)."""
-    return "float32" if any(t.dtype == "bfloat16" for t in x[:2]) else None
+    """bfloat16 products accumulate in float32 (graph/passes/bf16.py), 8-bit integer ones in
+    int32 (ONNX MatMulInteger)."""
+    if any(t.dtype == "bfloat16" for t in x[:2]):
+        return "float32"
+    return "int32" if all(t.dtype in ("int8", "uint8") for t in x[:2]) else None
 
 
 def _dense(node, x):

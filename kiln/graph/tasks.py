@@ -117,8 +117,11 @@ def _default_pipeline():
 
 def _scalar_const(node, consumer, params: dict):
     """A te immediate for a size-1 constant read by a broadcasting op, when the constant does
-    not change the consumer's output shape; else None."""
-    if node.op != "const" or consumer.op not in _SCALAR_OK or int(np.prod(node.shape)) != 1:
+    not change the consumer's output shape; else None. Not where the consumer is a scalar
+    too: a quantized model multiplies each activation scale by its layer's own weight scale,
+    and as immediates those would make every layer's product a different workload."""
+    if node.op != "const" or consumer.op not in _SCALAR_OK or int(np.prod(node.shape)) != 1 \
+            or int(np.prod(consumer.shape)) == 1:
         return None
     others = [tuple(i.shape) for i in consumer.inputs if i is not node]
     if not others or np.broadcast_shapes(*others) != tuple(consumer.shape):

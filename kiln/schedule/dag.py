@@ -12,7 +12,7 @@ import json
 
 from ..errors import ScheduleError
 from ..te import expr as E
-from ..te.bf16_pairs import pair_bf16_reductions
+from ..te.dot_groups import group_dot_reductions
 from ..te.tensor import ComputeOp, Operation, PlaceholderOp, Tensor
 
 
@@ -59,8 +59,8 @@ class ComputeDAG:
     def __init__(self, tensors):
         self.tensors = list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
         if all(isinstance(t, Tensor) for t in self.tensors):
-            # bfloat16 dot products reduce in pairs (vdpbf16ps); see te/bf16_pairs.py
-            self.tensors = pair_bf16_reductions(self.tensors)
+            # narrow dot products reduce in groups (vdpbf16ps, vpdpbusd); te/dot_groups.py
+            self.tensors = group_dot_reductions(self.tensors)
         ops = _as_ops(self.tensors)
         consumed = {id(t.op) for op in topo_ops(ops) for t in op.input_tensors}
         self.outputs = [op for op in ops if isinstance(op, ComputeOp) and id(op) not in consumed]

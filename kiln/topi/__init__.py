@@ -31,6 +31,7 @@ from .math import (
     not_equal,
     power,
     relu,
+    round,
     rsqrt,
     sigmoid,
     silu,
@@ -60,6 +61,6 @@ __all__ = [
     "hard_sigmoid", "hard_swish", "layer_norm", "leaky_relu", "less", "less_equal", "log",
     "log_softmax", "math", "matmul", "max", "maximum", "mean", "min", "minimum", "multiply",
     "negative", "nn", "not_equal", "pad", "power", "prod", "reduction", "relu", "reshape",
-    "rsqrt", "sigmoid", "silu", "softmax", "split", "sqrt", "squeeze", "strided_slice",
+    "round", "rsqrt", "sigmoid", "silu", "softmax", "split", "sqrt", "squeeze", "strided_slice",
     "subtract", "sum", "take", "tanh", "transform", "transpose", "where",
 ]

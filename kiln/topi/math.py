@@ -18,7 +18,7 @@ from ..te.tensor import Tensor
 from .utils import Operand, broadcast_index, broadcast_shape, check_tensor, get_const_tuple
 
 __all__ = [
-    "abs", "add", "cast", "ceil", "clip", "divide", "equal", "erf", "exp", "floor",
+    "abs", "add", "cast", "ceil", "clip", "divide", "equal", "erf", "exp", "floor", "round",
     "floor_divide", "floor_mod", "gelu", "gelu_tanh", "greater", "greater_equal", "hard_sigmoid",
     "hard_swish", "leaky_relu", "less", "less_equal", "log", "maximum", "minimum", "multiply",
     "negative", "not_equal", "power", "relu", "rsqrt", "sigmoid", "silu", "sqrt", "subtract",
@@ -166,6 +166,11 @@ def erf(x: Tensor) -> Tensor:
 
 def floor(x: Tensor) -> Tensor:
     return elemwise(x, intrin.floor, "floor")
+
+
+def round(x: Tensor) -> Tensor:  # noqa: A001 - TVM name
+    """To the nearest integer, ties to even (ONNX Round, NumPy's round)."""
+    return elemwise(x, intrin.round, "round")
 
 
 def ceil(x: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ _SIMPLE = {
     "rsqrt": lambda x: 1 / np.sqrt(x), "tanh": np.tanh, "erf": lambda x: _erf(x),
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "abs": np.abs, "relu": lambda x: np.maximum(x, 0),
     "hard_swish": lambda x: x * np.clip(x + 3, 0, 6) / 6, "floor": np.floor, "ceil": np.ceil,
+    "round": np.round,
     "not": np.logical_not, "matmul": np.matmul, "logical_and": np.logical_and,
     "logical_or": np.logical_or, "logical_xor": lambda a, b: a != b, "isnan": np.isnan,
     "isinf": lambda x: np.abs(x) == np.inf,

@@ -31,6 +31,11 @@ DATA = {
     "ch": _f(3), "chpos": _f(3, lo=0.5, hi=2.0), "cond2": RNG.random((4, 5)) > 0.5,
     "special": np.tile(np.array([[0.0, np.nan, np.inf, -np.inf, -1.5]], np.float32), (4, 9)),
     "ivals": RNG.integers(-5, 5, (3, 4)).astype(np.int64),
+    "halves": (np.arange(-60, 60, dtype=np.float32) / 2 + np.float32(2 ** 22)
+               * (np.arange(120) % 7 == 3)).reshape(2, 3, 4, 5),
+    "u8": RNG.integers(0, 256, (6, 32)).astype(np.uint8),
+    "s8": RNG.integers(-128, 128, (5, 32)).astype(np.int8),
+    "s8t": RNG.integers(-128, 128, (32, 20)).astype(np.int8),
 }
 
 
@@ -156,6 +161,7 @@ CASES = [
     ("cast", "cast", ["x"], {"dtype": "int32"}, lambda v: v.astype(np.int32)),
     ("floor", "floor", ["x"], {}, np.floor),
     ("ceil", "ceil", ["x"], {}, np.ceil),
+    ("round", "round", ["halves"], {}, np.round),  # ties to even, as NumPy and ONNX
     ("not", "not", ["cond"], {}, np.logical_not),
     ("logical_and", "logical_and", ["cond", "cond2"], {}, np.logical_and),
     ("logical_or", "logical_or", ["cond", "cond2"], {}, np.logical_or),
@@ -176,6 +182,11 @@ CASES = [
      lambda v: v.argmax(1).astype(np.int64)),
     ("dense", "dense", ["m", "w", "bias5"], {}, lambda a, b, c: a @ b.T + c),
     ("matmul", "matmul", ["a3", "b3"], {}, np.matmul),
+    # 8-bit products accumulate in int32 (ONNX MatMulInteger)
+    ("dense_u8s8", "dense", ["u8", "s8"], {},
+     lambda a, b: a.astype(np.int32) @ b.astype(np.int32).T),
+    ("matmul_u8s8", "matmul", ["u8", "s8t"], {},
+     lambda a, b: a.astype(np.int32) @ b.astype(np.int32)),
     ("batch_matmul", "batch_matmul", ["a3", "bt3"], {"transpose_b": True},
      lambda a, b: a @ b.transpose(0, 2, 1)),
     ("conv2d", "conv2d", ["img", "ker", "cb"],

@@ -22,9 +22,10 @@ from .onnx_logic import HANDLERS as _LOGIC
 from .onnx_math import HANDLERS as _MATH
 from .onnx_math import onnx_dtype
 from .onnx_nn import HANDLERS as _NN
+from .onnx_quant import HANDLERS as _QUANT
 from .onnx_tensor import HANDLERS as _TENSOR
 
-HANDLERS = {**_MATH, **_LOGIC, **_NN, **_TENSOR}
+HANDLERS = {**_MATH, **_LOGIC, **_NN, **_TENSOR, **_QUANT}
 
 
 class ModelFileError(KilnError, ValueError):

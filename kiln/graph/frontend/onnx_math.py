@@ -17,7 +17,8 @@ _BINARY = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Div": "divide",
            "Pow": "power", "Equal": "equal", "Less": "less", "Greater": "greater"}
 _UNARY = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Erf": "erf", "Tanh": "tanh",
           "Sigmoid": "sigmoid", "Relu": "relu", "Neg": "negative", "Abs": "abs",
-          "Floor": "floor", "Ceil": "ceil", "Not": "not", "HardSwish": "hard_swish"}
+          "Floor": "floor", "Ceil": "ceil", "Round": "round", "Not": "not",
+          "HardSwish": "hard_swish"}
 
 
 def onnx_dtype(elem_type: int) -> str:

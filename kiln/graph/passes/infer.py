@@ -24,7 +24,7 @@ _BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
 _COMPARE = ("equal", "less", "greater")
 _LOGIC = ("logical_and", "logical_or", "logical_xor")
 _UNARY = ("negative", "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "abs", "relu",
-          "gelu", "hard_swish", "hard_sigmoid", "leaky_relu", "clip", "floor", "ceil",
+          "gelu", "hard_swish", "hard_sigmoid", "leaky_relu", "clip", "floor", "ceil", "round",
           "softmax", "log_softmax")
 _REDUCE = ("sum", "mean", "max", "min")
 
@@ -70,6 +70,18 @@ def _same_dtype(n: Node, nodes: list) -> str:
     if len(dtypes) != 1:
         raise _fail(n, f"operand dtypes differ: {sorted(dtypes)}")
     return nodes[0].dtype
+
+
+INT8 = ("int8", "uint8")
+
+
+def product_dtype(operands: list) -> str | None:
+    """The accumulator dtype of a product whose operands are narrower than it: float32 for
+    bfloat16, int32 for 8-bit integers (ONNX MatMulInteger); None = the operands' own."""
+    dts = {i.dtype for i in operands}
+    if dts == {"bfloat16"}:
+        return "float32"
+    return "int32" if dts and dts <= set(INT8) else None
 
 
 def _bf16_out(bias: list) -> str:
@@ -139,8 +151,12 @@ def _dense(n: Node) -> tuple:
         raise _fail(n, "needs x [..., K] and weight [N, K]")
     if len(n.inputs) == 3 and tuple(n.inputs[2].shape) != (w.shape[0],):
         raise _fail(n, f"bias must have shape ({w.shape[0]},)")
-    if x.dtype == w.dtype == "bfloat16":  # bfloat16 products accumulate in float32
+    acc = product_dtype([x, w])
+    if acc == "float32":  # bfloat16 products accumulate in float32
         return tuple(x.shape[:-1]) + (w.shape[0],), _bf16_out(n.inputs[2:])
+    if acc is not None:
+        return tuple(x.shape[:-1]) + (w.shape[0],), _same_dtype(n, [n.inputs[2]]) \
+            if len(n.inputs) > 2 else acc
     return tuple(x.shape[:-1]) + (w.shape[0],), _same_dtype(n, n.inputs)
 
 
@@ -166,9 +182,8 @@ def _matmul(n: Node) -> tuple:
         out.pop(-1)
     if squeeze_a:
         out.pop(-2 if not squeeze_b else -1)
-    if all(i.dtype == "bfloat16" for i in n.inputs):
-        return tuple(out), "float32"
-    return tuple(out), _same_dtype(n, n.inputs)
+    acc = product_dtype(n.inputs)
+    return tuple(out), acc or _same_dtype(n, n.inputs)
 
 
 def _window(n: Node, size: int, k: int, s: int, lo: int, hi: int, d: int, ceil: bool) -> int:

@@ -31,7 +31,7 @@ _UNARY = {
     "negative": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
     "rsqrt": lambda x: 1.0 / np.sqrt(x), "tanh": np.tanh, "abs": np.abs,
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "relu": lambda x: np.maximum(x, 0),
-    "floor": np.floor, "ceil": np.ceil, "not": np.logical_not, "isnan": np.isnan,
+    "floor": np.floor, "ceil": np.ceil, "round": np.round, "not": np.logical_not, "isnan": np.isnan,
     "isinf": np.isinf,
 }
 
