@@ -2,7 +2,8 @@
 
 All rows in one run, timed interleaved: each of --sittings sittings warms every row up, then
 runs --repeat rounds, a round calling every row once in turn (kiln untuned, kiln tuned with
-each --log, kiln bf16 with --bf16 / --bf16-log, ONNX Runtime fp32 and int8 (dynamic
+each --log, kiln bf16 with --bf16 / --bf16-log, kiln int8 with --int8 / --int8-log: the
+very model ONNX Runtime's int8 row runs, imported by kiln; ONNX Runtime fp32 and int8 (dynamic
 quantization), PyTorch eager, PyTorch bf16, torch.compile). Per row: median and min-max over
 all samples, the ratio to ONNX Runtime and to the fastest peer of the same precision, max abs
 error and cosine similarity against ONNX Runtime fp32. The meta records the target string
@@ -14,6 +15,7 @@ as a whole; a goals table closes the report. Writes benchmarks/results/bert_cpu.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -41,6 +43,7 @@ GOALS = [  # (text, row value key, goal, higher is better)
     ("bf16 <= 0.6x kiln fp32", "bf16_vs_fp32", 0.6, False),
     ("bf16 >= 1.3x PyTorch bf16", "bf16_vs_torch_bf16", 1.3, True),
     ("bf16 cosine >= 0.999", "bf16_cosine", 0.999, True),
+    ("int8 >= 1.0x ORT int8 (same quantized model)", "int8_vs_ort_int8", 1.0, True),
 ]
 
 
@@ -123,6 +126,12 @@ def parse(argv=None) -> argparse.Namespace:
                    "only where its kernel beats the default inside the network)")
     p.add_argument("--bf16-log", action="append", default=[],
                    help="kiln bf16 tuned with this log (LABEL=path or path; repeatable)")
+    p.add_argument("--int8", action="store_true",
+                   help="also kiln on ORT's dynamically quantized model (the ORT int8 row's "
+                   "model), untuned")
+    p.add_argument("--int8-log", action="append", default=[],
+                   help="kiln int8 tuned with this log (LABEL=path or path; repeatable; tune "
+                   "with kiln tune on the quantized model file)")
     p.add_argument("--repeat", type=int, default=10, help="rounds per sitting")
     p.add_argument("--sittings", type=int, default=3)
     p.add_argument("--gap-ms", type=float, default=200.0,
@@ -158,7 +167,22 @@ def kiln_specs(args) -> list[tuple[str, str, str | None]]:
         specs.append(("kiln bf16 untuned", "bf16", None))
     specs += [(name, "bf16", path) for name, path in
               (_label(x, "kiln bf16 tuned") for x in args.bf16_log)]
+    if args.int8:
+        specs.append(("kiln int8 untuned", "int8", None))
+    specs += [(name, "int8", path) for name, path in
+              (_label(x, "kiln int8 tuned") for x in args.int8_log)]
     return specs
+
+
+def int8_model(model):
+    """`model` as ONNX Runtime's int8 recipe leaves it (peers.quantized_bytes), imported."""
+    import onnx
+
+    from kiln.graph.frontend import from_onnx
+    q = copy.copy(model)
+    q.proto = onnx.load_from_string(peers.quantized_bytes(model.proto))
+    q.graph, q.params = from_onnx(q.proto)
+    return q
 
 
 def build_kiln(model, name: str, precision: str, log: str | None, target: str,
@@ -200,8 +224,10 @@ def collect_rows(model, args) -> tuple[dict, list, list]:
     """({name: fn}, row dicts without timings, names of skipped rows)."""
     fns: dict[str, Callable] = {}
     rows, skipped = [], []
-    for name, prec, log in kiln_specs(args):
-        built = build_kiln(model, name, prec, log, args.target)
+    specs = kiln_specs(args)
+    q8 = int8_model(model) if any(p == "int8" for _, p, _ in specs) else None
+    for name, prec, log in specs:
+        built = build_kiln(q8 if prec == "int8" else model, name, prec, log, args.target)
         if built is None:
             skipped.append(name)
             continue
@@ -288,11 +314,14 @@ def goal_values(rows: list, gap: float) -> dict:
     torch_bf16 = best(lambda r: r["name"] == "PyTorch bf16")
     untuned = best(lambda r: r["name"] == "kiln untuned")
     cos = [r["cosine"] for r in rows if r["precision"] == "bf16" and r["name"].startswith("kiln")]
+    int8 = best(lambda r: r["precision"] == "int8" and r["name"].startswith("kiln"))
+    ort_int8 = best(lambda r: r["precision"] == "int8" and r["name"].startswith("ONNX"))
     return {"tuned_vs_ort": (tuned or nan)["vs_ort"],
             "untuned_vs_ort": (untuned or nan)["vs_ort"], "abs_gap": abs(gap),
             "bf16_vs_fp32": (bf16 or nan)["median_ms"] / (fp32 or nan)["median_ms"],
             "bf16_vs_torch_bf16": (torch_bf16 or nan)["median_ms"] / (bf16 or nan)["median_ms"],
-            "bf16_cosine": min(cos) if cos else math.nan}
+            "bf16_cosine": min(cos) if cos else math.nan,
+            "int8_vs_ort_int8": (ort_int8 or nan)["median_ms"] / (int8 or nan)["median_ms"]}
 
 
 def goals_text(values: dict) -> str:

@@ -4,14 +4,18 @@ Models (random weights from transformers configs; nothing is downloaded): BERT-b
 DistilBERT, RoBERTa-base, GPT-2 small, ViT-B/16, ResNet-50, MobileNetV2 and the Whisper-tiny
 encoder; text models get the attention mask a tokenizer makes for a padded batch.
 Routes: ONNX from torch.onnx.export(dynamo=False), ONNX from the default dynamo exporter, and
-kiln.frontend.from_pytorch (torch.export). Per cell: status (exporter failed / import failed /
-ok), max abs error against ONNX Runtime (ONNX routes) or PyTorch (torch.export), build
-seconds, and latency of kiln's untuned build vs ONNX Runtime and PyTorch eager on the same
-inputs (rows interleaved, medians of --repeat, all threads of this machine).
+kiln.frontend.from_pytorch (torch.export); --routes int8 adds the first one after ONNX
+Runtime's int8 recipe (quant_pre_process + quantize_dynamic, peers.quantized_bytes), compared
+with ONNX Runtime on the same quantized model (its error column: kiln against ORT int8, and
+both against ORT fp32: quantization noise differs by rounding, so "ok" means kiln's error
+against fp32 is at most twice ORT int8's plus 1e-4). Per cell: status (exporter failed /
+import failed / ok), max abs error against ONNX Runtime (ONNX routes) or PyTorch
+(torch.export), build seconds, and latency of kiln's untuned build vs ONNX Runtime and
+PyTorch eager on the same inputs (rows interleaved, medians of --repeat, all threads).
 
-    python benchmarks/zoo.py [--models bert,gpt2] [--routes onnx,dynamo,torch] [--repeat 5]
+    python benchmarks/zoo.py [--models bert,gpt2] [--routes onnx,dynamo,torch,int8] [--repeat 5]
 
-Writes benchmarks/results/zoo.{json,md}.
+Writes benchmarks/results/zoo.{json,md} (--out zoo_int8 for the int8 table).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import kiln  # noqa: E402
 
 SEQ = 128
 ROUTES = ("onnx", "dynamo", "torch")
+INT8 = "int8"  # the onnx route's model after ONNX Runtime's dynamic quantization
 
 
 def _text(model_cls, cfg, vocab: int, with_mask: bool = True, output="last_hidden_state"):
@@ -139,10 +144,16 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
                 _export(model, inputs, path, route == "dynamo")
             except Exception as err:  # noqa: BLE001 - the exporter's failure is a result
                 return {**row, "status": f"exporter failed: {str(err).splitlines()[0][:120]}"}
-            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            proto = onnx.load(path)
+            if route == INT8:
+                fp32 = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+                fp32_ref = fp32.run(None, feeds)[0]
+                proto = onnx.load_from_string(peers.quantized_bytes(proto))
+            sess = ort.InferenceSession(proto.SerializeToString(),
+                                        providers=["CPUExecutionProvider"])
             ref = sess.run(None, feeds)[0]
             t0 = time.perf_counter()
-            graph, params = kiln.frontend.from_onnx(onnx.load(path))
+            graph, params = kiln.frontend.from_onnx(proto)
         lib = kiln.graph.build(graph, params, target="cpu")
         row["build_s"] = time.perf_counter() - t0
         names = lib.input_names
@@ -157,13 +168,20 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
     except Exception as err:  # noqa: BLE001 - a crash is reported in the table, not fatal
         traceback.print_exc()
         return {**row, "status": f"crash: {type(err).__name__}: {str(err)[:120]}"}
-    row["status"] = "ok" if row["max_abs_err"] <= 1e-4 and row["max_rel_err"] <= 1e-3 else \
-        "wrong (abs error > 1e-4 or error > 1e-3 of the output's max)"
+    if route == INT8:
+        row["kiln_vs_fp32"] = float(np.abs(out - fp32_ref).max())
+        row["ort_int8_vs_fp32"] = float(np.abs(ref - fp32_ref).max())
+        row["status"] = "ok" if row["kiln_vs_fp32"] <= 2 * row["ort_int8_vs_fp32"] + 1e-4 \
+            else "wrong (error against fp32 > 2x ORT int8's)"
+    else:
+        row["status"] = "ok" if row["max_abs_err"] <= 1e-4 and row["max_rel_err"] <= 1e-3 \
+            else "wrong (abs error > 1e-4 or error > 1e-3 of the output's max)"
     timers = {"kiln": run}
     if sess is not None:
         timers["ort"] = lambda: sess.run(None, feeds)
     with torch.no_grad():
-        timers["torch"] = lambda: model(*inputs.values())
+        if route != INT8:  # PyTorch runs the float model: no int8 peer there
+            timers["torch"] = lambda: model(*inputs.values())
         # the gap lets the previous row's thread pool stop spinning (without it, kiln's
         # OpenMP pool spinning after each call read ORT's MobileNetV2 at 7.4 ms instead of
         # 3.8), then one untimed call wakes the row's own pool
@@ -216,7 +234,10 @@ def write(out: Path, rows: list) -> None:
             lo, hi = r.get(f"{k}_range_ms", (None, None))
             return "" if k + "_ms" not in r else f"{r[k + '_ms']:.1f}" + (
                 f" ({lo:.1f}–{hi:.1f})" if lo is not None else "")
-        lines.append(f"| {r['model']} | {r['route']} | {r['status']} | {f('max_abs_err', '.1e')}"
+        err = f('max_abs_err', '.1e') + ("" if "kiln_vs_fp32" not in r else
+                                          f" (vs fp32: {r['kiln_vs_fp32']:.2f}; ORT int8 "
+                                          f"{r['ort_int8_vs_fp32']:.2f})")
+        lines.append(f"| {r['model']} | {r['route']} | {r['status']} | {err}"
                      f" | {f('max_rel_err', '.1e')} | {f('build_s', '.1f')} | {ms('kiln')} |"
                      f" {ms('ort')} | {ms('torch')} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

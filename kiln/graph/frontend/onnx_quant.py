@@ -1,8 +1,9 @@
 """ONNX handlers for quantized models: what `onnxruntime.quantization` writes.
 
 In: the converting context, the node's input graph nodes and attributes. Out: graph nodes.
-Dynamic quantization (`quantize_dynamic`) writes DynamicQuantizeLinear + MatMulInteger +
-Cast + Mul for every MatMul, and DequantizeLinear after gathers of quantized embeddings;
+Dynamic quantization (`quantize_dynamic`) writes DynamicQuantizeLinear + MatMulInteger (or
+ConvInteger) + Cast + Mul for every MatMul (Conv), and DequantizeLinear after gathers of
+quantized embeddings;
 static QDQ models write QuantizeLinear / DequantizeLinear pairs around float ops.
 
 MatMulInteger with constant int8 weights becomes a product of uint8 activations and int8
@@ -161,7 +162,39 @@ def _matmul_int32(cx, a, b, za, zb):
     return cx.op("matmul", [shifted(a, za, False), shifted(b, zb, True)])
 
 
+def _conv_integer(cx, ins, attrs):
+    """ConvInteger (quantize_dynamic's convolutions): the int32 convolution of the operands
+    minus their zero points. Zero padding after the shift is ONNX's padding with the zero
+    point. Exact, without VNNI (the channel reduction is not the weight's last axis)."""
+    from .onnx_nn import HANDLERS as NN
+    x, w = ins[0], ins[1]
+    zx = ins[2] if len(ins) > 2 else None
+    zw = ins[3] if len(ins) > 3 else None
+    if {x.dtype, w.dtype} - set(_RANGE):
+        raise cx.fail(f"operands must be uint8 / int8, got {x.dtype} and {w.dtype}")
+    x32 = cx.b.cast(x, "int32", cx.name)
+    if zx is not None:
+        x32 = cx.op("subtract", [x32, cx.b.cast(zx, "int32", cx.name)])
+    wv = cx.b.value(w)
+    if wv is not None:
+        zwv = _zero_point(cx, zw, "weight")
+        w32 = wv.astype(np.int32)
+        if zwv is not None:  # per output channel: [OC] -> [OC, 1, 1, 1]
+            zwv = zwv.astype(np.int32)
+            w32 = w32 - (zwv.reshape((-1,) + (1,) * (w32.ndim - 1)) if zwv.ndim else zwv)
+        w32 = cx.b.const(w32, f"{cx.name}_weight")
+    else:
+        w32 = cx.b.cast(w, "int32", cx.name)
+        if zw is not None:
+            z = cx.b.cast(zw, "int32", cx.name)
+            if len(zw.shape) == 1 and zw.shape[0] > 1:
+                z = cx.b.reshape(z, (zw.shape[0],) + (1,) * (len(w.shape) - 1), cx.name)
+            w32 = cx.op("subtract", [w32, z])
+    return NN["Conv"](cx, [x32, w32], attrs)
+
+
 HANDLERS = {
+    "ConvInteger": _conv_integer,
     "QuantizeLinear": _quantize_linear,
     "DequantizeLinear": _dequantize_linear,
     "DynamicQuantizeLinear": _dynamic_quantize_linear,

@@ -1,0 +1,214 @@
+"""Quantized ONNX models as onnxruntime.quantization writes them, against ONNX Runtime.
+
+DynamicQuantizeLinear + MatMulInteger chains are bit-exact (quantized activations, scale,
+zero point, int32 products and the float result), over many input ranges; QuantizeLinear /
+DequantizeLinear per tensor and per axis; MatMulInteger with weight zero points (shifted into
+int8 at import), with run-time weights and with int8 activations (the plain int32 product);
+ConvInteger with zero points, strides and groups;
+a model quantized by quantize_dynamic matches ONNX Runtime within quantization noise and
+its products print as AVX512-VNNI dot products; the byte dot product is exact with and
+without VNNI; whole-tensor reductions (the range DynamicQuantizeLinear needs) run in
+parallel SIMD chunks and match NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+import kiln
+from kiln import te, topi
+from kiln.graph.default_schedule import default_schedule
+from kiln.graph.frontend import ConversionError, from_onnx
+from kiln.schedule import ComputeDAG
+from kiln.schedule.layout import pack_inputs
+
+RNG = np.random.RandomState(3)
+
+
+def _model(nodes, inputs: dict, outputs: list, inits: dict, opset: int = 19):
+    g = h.make_graph(nodes, "q",
+                     [h.make_tensor_value_info(k, h.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                      for k, v in inputs.items()],
+                     [h.make_empty_tensor_value_info(o) for o in outputs],
+                     [nh.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+
+
+def _ort(model, feeds: dict) -> list:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _kiln(model):
+    graph, params = from_onnx(model)
+    return kiln.graph.build(graph, params, target="cpu")
+
+
+def _dynamic_mm(k: int = 64, n: int = 32, weights: np.ndarray | None = None):
+    w = RNG.randint(-128, 128, (k, n)).astype(np.int8) if weights is None else weights
+    nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             h.make_node("MatMulInteger", ["xq", "W", "xz", "wz"], ["acc"]),
+             h.make_node("Cast", ["acc"], ["accf"], to=T.FLOAT),
+             h.make_node("Mul", ["xs", "ws"], ["s"]),
+             h.make_node("Mul", ["accf", "s"], ["y"])]
+    inits = {"W": w, "wz": np.array(0, w.dtype), "ws": np.array(0.0123, np.float32)}
+    return _model(nodes, {"x": np.zeros((16, k), np.float32)},
+                  ["y", "xq", "xs", "xz", "acc"], inits)
+
+
+def test_dynamic_quantized_matmul_is_bit_exact():
+    model = _dynamic_mm()
+    lib = _kiln(model)
+    names = ["y", "xq", "xs", "xz", "acc"]
+    for trial in range(60):
+        scale, shift = RNG.uniform(0.01, 20), RNG.uniform(-3, 3)
+        x = (RNG.randn(16, 64) * scale + shift).astype(np.float32)
+        if trial == 0:
+            x[:] = 0  # an all-zero input: the range is empty
+        if trial == 1:
+            x = np.abs(x)  # no negative value: zero point 0
+        ref = _ort(model, {"x": x})
+        out = lib.run(x=x)
+        for name, want in zip(names, ref):
+            got = np.asarray(out[name]).reshape(np.shape(want))
+            assert got.dtype == want.dtype, name
+            np.testing.assert_array_equal(got, want, err_msg=f"{name}, trial {trial}")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_quantize_dequantize_linear(dtype, per_axis):
+    x = (RNG.randn(3, 4, 5) * 40).astype(np.float32)
+    x[0, 0, :3] = [0.5, 1.5, -2.5]  # ties round to even
+    if per_axis:
+        scale = RNG.uniform(0.1, 1.0, 4).astype(np.float32)
+        zp = RNG.randint(-20, 20, 4).astype(dtype) if dtype == np.int8 else \
+            RNG.randint(100, 150, 4).astype(dtype)
+    else:
+        scale, zp = np.array(0.37, np.float32), np.array(3 if dtype == np.int8 else 128, dtype)
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)]
+    model = _model(nodes, {"x": x}, ["q", "y"], {"s": scale, "z": zp})
+    ref = _ort(model, {"x": x})
+    out = _kiln(model).run(x=x)
+    np.testing.assert_array_equal(out["q"], ref[0])
+    np.testing.assert_array_equal(out["y"], ref[1])
+
+
+@pytest.mark.parametrize("case", ["uint8_weights_zp", "runtime_weights", "int8_activations",
+                                  "per_column_zp"])
+def test_matmul_integer_variants(case):
+    a = RNG.randint(0, 256, (8, 24)).astype(np.uint8)
+    za = np.array(7, np.uint8)
+    if case == "uint8_weights_zp":  # QUInt8 weights: shifted into int8 at import
+        w, zw = RNG.randint(0, 256, (24, 12)).astype(np.uint8), np.array(128, np.uint8)
+    elif case == "per_column_zp":
+        w = RNG.randint(-100, 100, (24, 12)).astype(np.int8)
+        zw = RNG.randint(-20, 20, 12).astype(np.int8)
+    else:
+        w, zw = RNG.randint(-128, 128, (24, 12)).astype(np.int8), np.array(3, np.int8)
+    if case == "int8_activations":
+        a, za = RNG.randint(-128, 128, (8, 24)).astype(np.int8), np.array(-5, np.int8)
+    inputs = {"a": a}
+    inits = {"za": za, "zw": zw}
+    if case == "runtime_weights":
+        inputs["w"] = w
+    else:
+        inits["w"] = w
+    node = h.make_node("MatMulInteger", ["a", "w", "za", "zw"], ["y"])
+    model = _model([node], inputs, ["y"], inits)
+    ref = _ort(model, inputs)[0]
+    np.testing.assert_array_equal(_kiln(model).run(**inputs)["y"], ref)
+
+
+@pytest.mark.parametrize("group,stride", [(1, 1), (1, 2), (4, 1)])
+def test_conv_integer(group, stride):
+    x = RNG.randint(0, 256, (1, 8, 9, 9)).astype(np.uint8)
+    w = RNG.randint(-128, 128, (8, 8 // group, 3, 3)).astype(np.int8)
+    inits = {"w": w, "zx": np.array(9, np.uint8), "zw": np.array(-3, np.int8)}
+    node = h.make_node("ConvInteger", ["x", "w", "zx", "zw"], ["y"], pads=[1, 1, 1, 1],
+                       strides=[stride, stride], group=group)
+    model = _model([node], {"x": x}, ["y"], inits)
+    np.testing.assert_array_equal(_kiln(model).run(x=x)["y"], _ort(model, {"x": x})[0])
+
+
+def test_blocked_quantization_is_refused_by_name():
+    node = h.make_node("DequantizeLinear", ["q", "s"], ["y"], axis=1, block_size=2)
+    model = _model([node], {"q": np.zeros((2, 4), np.uint8)}, ["y"],
+                   {"s": np.ones((2, 2), np.float32)}, opset=21)
+    with pytest.raises(ConversionError, match="block_size"):
+        from_onnx(model)
+
+
+def _mlp(path: str) -> None:
+    rng = np.random.RandomState(0)
+    w1, w2 = (rng.randn(64, 128) * 0.2).astype(np.float32), \
+        (rng.randn(128, 32) * 0.2).astype(np.float32)
+    nodes = [h.make_node("MatMul", ["x", "w1"], ["h0"]), h.make_node("Add", ["h0", "b1"], ["h1"]),
+             h.make_node("Relu", ["h1"], ["h2"]), h.make_node("MatMul", ["h2", "w2"], ["y"])]
+    model = _model(nodes, {"x": np.zeros((1, 16, 64), np.float32)}, ["y"],
+                   {"w1": w1, "w2": w2, "b1": (rng.randn(128) * 0.1).astype(np.float32)},
+                   opset=17)
+    onnx.save(model, path)
+
+
+def test_a_quantize_dynamic_model_matches_onnxruntime(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    fp32, int8 = str(tmp_path / "mlp.onnx"), str(tmp_path / "mlp-int8.onnx")
+    _mlp(fp32)
+    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+    model = onnx.load(int8)
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in model.graph.node}
+    x = RNG.randn(1, 16, 64).astype(np.float32)
+    lib = _kiln(model)
+    got = lib.run(x=x)["y"]
+    ref = _ort(model, {"x": x})[0]
+    exact = _ort(onnx.load(fp32), {"x": x})[0]
+    # the same integer arithmetic; float rounding in the epilogue may move an element of the
+    # second layer's quantized input by one step, far below the quantization error itself
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(exact - ref).max() + 1e-5
+    if "avx512vnni" in kiln.target.Target("cpu").features:
+        assert "kiln_dot4_u8i8_i32x16" in lib.source and "_mm512_dpbusd_epi32" in lib.source
+
+
+@pytest.mark.parametrize("mattr", [None, "+avx2,+fma"])
+def test_byte_dot_products_are_exact_with_and_without_vnni(mattr):
+    m, k, n = 8, 64, 48
+    a = te.placeholder((m, k), "uint8", name="a")
+    b = te.placeholder((n, k), "int8", name="b")
+    out = topi.dense(a, b, out_dtype="int32")
+    target = "cpu" if mattr is None else f"cpu -mattr={mattr}"
+    dag = ComputeDAG([a, b, out])  # the product regrouped by four (te/dot_groups.py)
+    args = dag.tensors
+    state = default_schedule(dag, ("b",), target)
+    f = kiln.build(state, args, target=target)
+    assert "kiln_dot4_u8i8" in f.source
+    av = RNG.randint(0, 256, (m, k)).astype(np.uint8)
+    bv = RNG.randint(-128, 128, (n, k)).astype(np.int8)
+    c = np.zeros((m, n), np.int32)
+    f(*pack_inputs(state, args, [av, bv, c]))
+    np.testing.assert_array_equal(c, av.astype(np.int32) @ bv.astype(np.int32).T)
+
+
+@pytest.mark.parametrize("shape,op", [((1, 128, 3072), "max"), ((128, 768), "min"),
+                                      ((64, 96), "sum"), ((2, 3, 5), "max")])
+def test_whole_tensor_reductions_run_in_parallel_chunks(shape, op):
+    x = te.placeholder(shape, name="x")
+    y = getattr(topi, op)(x)
+    state = default_schedule(ComputeDAG([x, y]), (), "cpu")
+    f = kiln.build(state, [x, y], target="cpu")
+    xv = RNG.randn(*shape).astype(np.float32)
+    yv = np.zeros((), np.float32)
+    f(xv, yv)
+    np.testing.assert_allclose(yv, getattr(np, op)(xv), rtol=1e-5)
+    if np.prod(shape) >= 4096:  # big enough to share: chunks in parallel, lanes vectorized
+        assert "#pragma omp parallel" in f.source and "x16" in f.source
