@@ -3,8 +3,10 @@
 All rows in one run, timed interleaved: each of --sittings sittings warms every row up, then
 runs --repeat rounds, a round calling every row once in turn (kiln untuned, kiln tuned with
 each --log, kiln bf16 with --bf16 / --bf16-log, kiln int8 with --int8 / --int8-log: the
-very model ONNX Runtime's int8 row runs, imported by kiln; ONNX Runtime fp32 and int8 (dynamic
-quantization), PyTorch eager, PyTorch bf16, torch.compile). Per row: median and min-max over
+very model ONNX Runtime's int8 row runs, imported by kiln, and the float model built with
+kiln's own dynamic quantization (dtype="int8": per-channel weights, per-row activations);
+ONNX Runtime fp32 and int8 (dynamic quantization), PyTorch eager, PyTorch bf16,
+torch.compile). Per row: median and min-max over
 all samples, the ratio to ONNX Runtime and to the fastest peer of the same precision, max abs
 error and cosine similarity against ONNX Runtime fp32. The meta records the target string
 and the load average before and after. With a log, also the per-task breakdown (each task's
@@ -169,9 +171,13 @@ def kiln_specs(args) -> list[tuple[str, str, str | None]]:
               (_label(x, "kiln bf16 tuned") for x in args.bf16_log)]
     if args.int8:
         specs.append(("kiln int8 untuned", "int8", None))
+        specs.append((OWN_INT8, "int8", None))
     specs += [(name, "int8", path) for name, path in
               (_label(x, "kiln int8 tuned") for x in args.int8_log)]
     return specs
+
+
+OWN_INT8 = "kiln int8 untuned (kiln's quantization)"  # the fp32 model, build(dtype="int8")
 
 
 def int8_model(model):
@@ -190,7 +196,8 @@ def build_kiln(model, name: str, precision: str, log: str | None, target: str,
     """(fn, note) of one kiln row, or None when this kiln cannot build it (bf16 before
     kiln.cli._build takes dtype=)."""
     t0 = time.time()
-    kw = {"dtype": "bfloat16"} if precision == "bf16" else {}
+    kw = {"dtype": "bfloat16"} if precision == "bf16" else \
+        {"dtype": "int8"} if name == OWN_INT8 else {}
     try:
         lib = _build(model, log, target, check=check, **kw) if check else \
             _build(model, log, target, **kw)
@@ -227,7 +234,8 @@ def collect_rows(model, args) -> tuple[dict, list, list]:
     specs = kiln_specs(args)
     q8 = int8_model(model) if any(p == "int8" for _, p, _ in specs) else None
     for name, prec, log in specs:
-        built = build_kiln(q8 if prec == "int8" else model, name, prec, log, args.target)
+        src = q8 if prec == "int8" and name != OWN_INT8 else model
+        built = build_kiln(src, name, prec, log, args.target)
         if built is None:
             skipped.append(name)
             continue

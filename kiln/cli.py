@@ -348,9 +348,12 @@ def _model_args(p) -> None:
                    help="sequence length of builtins (default 128, at most the model's positions)")
     p.add_argument("--shape", action="append", help="input shape, e.g. input_ids=1,128")
     p.add_argument("--target", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=("float32", "fp32", "bfloat16", "bf16"),
+    p.add_argument("--dtype", default="float32",
+                   choices=("float32", "fp32", "bfloat16", "bf16", "int8"),
                    help="bf16: dense products in bfloat16 with float32 accumulation (weights "
-                   "stored in bfloat16; CPUs with AVX512-BF16)")
+                   "stored in bfloat16; CPUs with AVX512-BF16); int8: dense products "
+                   "quantized dynamically (int8 weights, uint8 activations, int32 sums; CPUs "
+                   "with AVX512-VNNI)")
 
 
 def _check_arg(p) -> None:

@@ -6,8 +6,8 @@
 #   4. the same in bfloat16 where the CPU has AVX512-BF16: the bf16 GEMMs (gemm_bf16.py) and
 #      BERT-base's bf16 build tuned for the same budget
 #   5. BERT-base latency: kiln untuned / tuned / tuned with its records checked in the
-#      network (fp32, bf16) vs ORT (fp32, int8), PyTorch
-#      (eager, bf16), torch.compile
+#      network (fp32, bf16), kiln int8 (the model ORT's int8 row runs), vs ORT (fp32, int8),
+#      PyTorch (eager, bf16), torch.compile
 # Results: benchmarks/results/*.{json,md,png}. Logs are resumed, so a second run tunes further.
 # Knobs: GEMM_TRIALS (default 128), BERT_BUDGET (default 15m).
 set -euo pipefail
@@ -27,4 +27,4 @@ if python -c "import kiln, sys; sys.exit(not kiln.target.Target('cpu').has('avx5
   bf16=(--bf16 --bf16-log "bf16 ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base_bf16.json")
 fi
 python benchmarks/bert.py --log "tuned ${BERT_BUDGET:-15m}=benchmarks/results/logs/bert_base_flushed.json" \
-  --budgets 5 --check-records "${bf16[@]}"
+  --budgets 5 --check-records --int8 "${bf16[@]}"

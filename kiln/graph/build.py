@@ -231,6 +231,8 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     shapes: one library then serves them all (build_variants.py).
     dtype="bfloat16" (or "bf16") runs the dense products in bfloat16 with float32
     accumulation (weights stored in bfloat16; needs AVX512-BF16); the rest stays float32.
+    dtype="int8" quantizes the dense products dynamically (int8 weights per channel, uint8
+    activations per row at run time, int32 sums; needs AVX512-VNNI; passes/int8.py).
     tensor_cores=True (CUDA, sm_80 and newer): untuned matmuls run on the tensor cores in
     float32 accuracy (3xTF32) where their tiles fit; tuning records still take precedence.
     """
@@ -245,7 +247,7 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     if target.kind == "cuda":
         if check_compute_dtype(dtype) != "float32":
             raise DTypeError("the CUDA build runs models in float32 only (dtype='bfloat16' "
-                             "is a CPU feature for now)")
+                             "and 'int8' are CPU features for now)")
         from .build_cuda import build_cuda
         return build_cuda(graph, params, target, run_passes, tensor_cores)
     output_names = getattr(graph, "output_names", None)

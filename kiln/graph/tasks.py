@@ -72,6 +72,9 @@ def prepare_graph(graph: Graph, params: dict | None = None,
     if check_compute_dtype(dtype) == "bfloat16":
         from .passes.bf16 import to_bfloat16_graph
         graph = to_bfloat16_graph(graph)
+    elif check_compute_dtype(dtype) == "int8":
+        from .passes.int8 import to_int8_graph
+        graph = to_int8_graph(graph)
     verify(graph)
     if gpu:
         return graph, fuse(graph, staged_operands=True)
@@ -80,7 +83,8 @@ def prepare_graph(graph: Graph, params: dict | None = None,
 
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
-                  "bf16": "bfloat16"}
+                  "bf16": "bfloat16", "int8": "int8"}
+_NEEDS = {"bfloat16": ("avx512bf16", "AVX512-BF16"), "int8": ("avx512vnni", "AVX512-VNNI")}
 
 
 def check_compute_dtype(dtype: str) -> str:
@@ -88,19 +92,20 @@ def check_compute_dtype(dtype: str) -> str:
     try:
         return _DTYPE_ALIASES[str(dtype)]
     except KeyError:
-        raise DTypeError(f"model dtype {dtype!r} is not supported; use 'float32' or "
-                         "'bfloat16' (alias 'bf16')") from None
+        raise DTypeError(f"model dtype {dtype!r} is not supported; use 'float32', "
+                         "'bfloat16' (alias 'bf16') or 'int8'") from None
 
 
 def check_bf16_target(dtype: str, target) -> None:
-    """bfloat16 models need AVX512-BF16 on CPUs (else they would run slower than float32)."""
+    """bfloat16 models need AVX512-BF16 on CPUs, int8 models AVX512-VNNI (else they would
+    run slower than float32)."""
     from ..target import as_target
     t = as_target(target)
-    if check_compute_dtype(dtype) == "bfloat16" and t.kind == "cpu" and \
-            not t.has("avx512bf16"):
-        raise TargetError(f"dtype='bfloat16' needs a CPU with AVX512-BF16; target '{t}' "
-                          "lacks it (build in float32, or name a target with "
-                          "-mattr=+avx512bf16)")
+    dt = check_compute_dtype(dtype)
+    feature, shown = _NEEDS.get(dt, (None, None))
+    if feature and t.kind == "cpu" and not t.has(feature):
+        raise TargetError(f"dtype={dt!r} needs a CPU with {shown}; target '{t}' lacks it "
+                          f"(build in float32, or name a target with -mattr=+{feature})")
 
 
 def _is_gpu(target) -> bool:

@@ -141,6 +141,29 @@ def test_conv_integer(group, stride):
     np.testing.assert_array_equal(_kiln(model).run(x=x)["y"], _ort(model, {"x": x})[0])
 
 
+def test_layers_with_their_own_weight_scales_share_one_task():
+    """Each layer multiplies its activation scale by its own constant weight scale (a scalar
+    times a scalar): kept a parameter, not an immediate, so the layers are one workload."""
+    nodes, inits, x = [], {}, "x"
+    for i in range(3):
+        nodes += [h.make_node("DynamicQuantizeLinear", [x], [f"q{i}", f"s{i}", f"z{i}"]),
+                  h.make_node("MatMulInteger", [f"q{i}", f"W{i}", f"z{i}"], [f"a{i}"]),
+                  h.make_node("Cast", [f"a{i}"], [f"f{i}"], to=T.FLOAT),
+                  h.make_node("Mul", [f"s{i}", f"ws{i}"], [f"m{i}"]),
+                  h.make_node("Mul", [f"f{i}", f"m{i}"], [f"y{i}"])]
+        inits[f"W{i}"] = RNG.randint(-128, 128, (32, 32)).astype(np.int8)
+        inits[f"ws{i}"] = np.array(0.01 * (i + 1), np.float32)
+        x = f"y{i}"
+    model = _model(nodes, {"x": np.zeros((4, 32), np.float32)}, [x], inits)
+    graph, params = from_onnx(model)
+    tasks, weights = kiln.auto_scheduler.extract_tasks(graph, params, target="cpu")
+    dense = [w for t, w in zip(tasks, weights) if "dense" in t.desc or "matmul" in t.desc]
+    assert dense == [3]
+    xv = RNG.randn(4, 32).astype(np.float32)
+    np.testing.assert_array_equal(kiln.graph.build(graph, params, target="cpu").run(x=xv)[x],
+                                  _ort(model, {"x": xv})[0])
+
+
 def test_blocked_quantization_is_refused_by_name():
     node = h.make_node("DequantizeLinear", ["q", "s"], ["y"], axis=1, block_size=2)
     model = _model([node], {"q": np.zeros((2, 4), np.uint8)}, ["y"],
@@ -180,7 +203,7 @@ def test_a_quantize_dynamic_model_matches_onnxruntime(tmp_path):
         assert "kiln_dot4_u8i8_i32x16" in lib.source and "_mm512_dpbusd_epi32" in lib.source
 
 
-@pytest.mark.parametrize("mattr", [None, "+avx2,+fma"])
+@pytest.mark.parametrize("mattr", [None, "-avx512vnni"])
 def test_byte_dot_products_are_exact_with_and_without_vnni(mattr):
     m, k, n = 8, 64, 48
     a = te.placeholder((m, k), "uint8", name="a")
@@ -191,7 +214,7 @@ def test_byte_dot_products_are_exact_with_and_without_vnni(mattr):
     args = dag.tensors
     state = default_schedule(dag, ("b",), target)
     f = kiln.build(state, args, target=target)
-    assert "kiln_dot4_u8i8" in f.source
+    assert "kiln_dot4_u8i8" in f.source  # vpdpbusd where __AVX512VNNI__, else lane sums
     av = RNG.randint(0, 256, (m, k)).astype(np.uint8)
     bv = RNG.randint(-128, 128, (n, k)).astype(np.int8)
     c = np.zeros((m, n), np.int32)
@@ -212,3 +235,56 @@ def test_whole_tensor_reductions_run_in_parallel_chunks(shape, op):
     np.testing.assert_allclose(yv, getattr(np, op)(xv), rtol=1e-5)
     if np.prod(shape) >= 4096:  # big enough to share: chunks in parallel, lanes vectorized
         assert "#pragma omp parallel" in f.source and "x16" in f.source
+
+
+def _tiny_model():
+    from kiln.cli import Model
+
+    class Args:
+        builtin, seq_len, model, shape = "bert-tiny", 16, None, None
+    return Model(Args())
+
+
+HAS_VNNI = kiln.target.Target("cpu").has("avx512vnni")
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="needs AVX512-VNNI")
+def test_int8_build_of_a_float_model():
+    m = _tiny_model()
+    lib32 = kiln.graph.build(m.graph, m.params, "cpu")
+    lib8 = kiln.graph.build(m.graph, m.params, "cpu", dtype="int8")
+    o32 = list(lib32.run(**m.inputs).values())[0]
+    o8 = list(lib8.run(**m.inputs).values())[0]
+    cos = float((o32 * o8).sum() / np.linalg.norm(o32) / np.linalg.norm(o8))
+    assert o8.dtype == np.float32 and cos > 0.999
+    assert "_mm512_dpbusd_epi32" in lib8.source and "kiln_dot4" not in lib32.source
+    tasks, _ = kiln.auto_scheduler.extract_tasks(m.graph, m.params, "cpu", dtype="int8")
+    dense = [t for t in tasks if "dense" in t.desc]
+    assert dense and all("uint8" in str(t.compute_dag) and "int8" in str(t.compute_dag)
+                         for t in dense)
+
+
+def test_int8_pass_quantizes_each_activation_once_per_row():
+    from kiln.graph.passes.int8 import to_int8_graph
+    from kiln.graph.tasks import prepare_graph
+    m = _tiny_model()
+    g, _ = prepare_graph(m.graph, m.params)
+    n_dense = sum(n.op == "dense" for n in g.nodes())
+    g8 = to_int8_graph(g)
+    dense = [n for n in g8.nodes() if n.op == "dense"]
+    assert len(dense) == n_dense
+    assert all(n.inputs[0].dtype == "uint8" and n.inputs[1].dtype == "int8" for n in dense)
+    # Q, K and V read one quantized activation: fewer quantizations than products
+    quantized = {n.inputs[0].uid for n in dense}
+    assert len(quantized) < len(dense)
+    rows = [n for n in g8.nodes() if n.op in ("min", "max")]
+    assert rows and all(n.attrs["keepdims"] and n.shape[-1] == 1 for n in rows)
+
+
+def test_int8_errors():
+    from kiln.errors import DTypeError, TargetError
+    m = _tiny_model()
+    with pytest.raises(TargetError, match="AVX512-VNNI"):
+        kiln.graph.build(m.graph, m.params, "cpu -mattr=-avx512vnni", dtype="int8")
+    with pytest.raises(DTypeError, match="int8"):
+        kiln.graph.build(m.graph, m.params, "cuda -arch=sm_90", dtype="int8")
