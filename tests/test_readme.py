@@ -60,6 +60,12 @@ TABLE = [
                                 ("bf16 bert.onnx --", "bf16 bert.onnx --shape input_ids=1,16 --")],
      ""),
     ('onnx.load("bert-int8.onnx")', [('(1, 128)', "(1, 16)")], ""),
+    ("kiln tune --dtype int8", [("--trials 3000", "--trials 2 --per-round 2"),
+                                ("bench --dtype int8 bert.onnx --log bert_q.json",
+                                 "bench --dtype int8 bert.onnx --log bert_q.json "
+                                 "--repeat 1 --no-torch"),
+                                ("int8 bert.onnx --", "int8 bert.onnx --shape input_ids=1,16 --")],
+     ""),
     ("kiln tune bert-int8.onnx", [("--trials 2000", "--trials 2 --per-round 2"),
                                   ("kiln bench bert-int8.onnx --log bert_int8.json",
                                    "kiln bench bert-int8.onnx --log bert_int8.json --repeat 1 "
@@ -72,6 +78,7 @@ TABLE = [
      ""),
 ]
 HAS_BF16 = Target("cpu").has("avx512bf16")
+HAS_VNNI = Target("cpu").has("avx512vnni")
 
 
 def readme_blocks() -> list:
@@ -129,8 +136,8 @@ def test_every_readme_block_runs(workdir, monkeypatch, capsys):
         if section in SKIP_SECTIONS:
             continue
         pre, code = prepared(code)
-        if "--dtype bf16" in code and not HAS_BF16:
-            continue  # a TargetError on CPUs without AVX512-BF16, as documented
+        if "--dtype bf16" in code and not HAS_BF16 or "--dtype int8" in code and not HAS_VNNI:
+            continue  # a TargetError on CPUs without AVX512-BF16 / -VNNI, as documented
         if lang == "bash":
             _run_bash(code, workdir)
         else:
