@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from util import tiny_cli_model
 
 import kiln
 from kiln import auto_scheduler, te
@@ -161,11 +162,7 @@ def test_packed_weight_layout_has_pair_dim():
 
 
 def _tiny_model():
-    from kiln.cli import Model
-
-    class Args:
-        builtin, seq_len, model, shape = "bert-tiny", 16, None, None
-    return Model(Args())
+    return tiny_cli_model()
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="needs AVX512-BF16")

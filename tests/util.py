@@ -102,3 +102,12 @@ def loop(v, n, kind, body, **pragmas):
     from kiln.te import expr as E
     from kiln.tir import stmt as S
     return S.For(v, E.convert(n), kind, body, pragmas)
+
+
+def tiny_cli_model():
+    """kiln.cli's Model of the builtin bert-tiny at sequence length 16 (graph, params, inputs)."""
+    from kiln.cli import Model
+
+    class Args:
+        builtin, seq_len, model, shape = "bert-tiny", 16, None, None
+    return Model(Args())

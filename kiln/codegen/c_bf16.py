@@ -123,18 +123,6 @@ def _vcvt_to(lanes: int):
     return name, [("vtype", BF16, lanes), ("vtype", "float32", lanes), ("u32type", lanes)], code
 
 
-def _bcast2(lanes: int):
-    """The 32 bits at p (two adjacent bfloat16) repeated over `lanes` 32-bit lanes."""
-    v = vtype_name(BF16, 2 * lanes)
-    name = f"kiln_bcast2_bf16x{2 * lanes}"
-    u = f"kiln_u32x{lanes}_"
-    code = (f"static inline {v} {name}(const uint16_t* p) {{\n"
-            f"  uint32_t s;\n  __builtin_memcpy(&s, p, 4);\n"
-            f"  {u} w = ({u}){{{', '.join(['s'] * lanes)}}};\n"
-            f"  {v} r;\n  __builtin_memcpy(&r, &w, sizeof r);\n  return r;\n}}\n")
-    return name, [("vtype", BF16, 2 * lanes), ("u32type", lanes)], code
-
-
 def _zip(lanes: int):
     """Interleave two bfloat16 rows lane by lane: (lo0, hi0, lo1, hi1, ...)."""
     v, v2 = vtype_name(BF16, lanes), vtype_name(BF16, 2 * lanes)
@@ -178,7 +166,6 @@ BUILDERS = {
     "u32type": lambda lanes: (f"kiln_u32x{lanes}_", [], _u32_type(lanes)),
     "vcvt_from_bf16": _vcvt_from,
     "vcvt_to_bf16": _vcvt_to,
-    "bcast2_bf16": _bcast2,
     "zip_bf16": _zip,
     "dot2_bf16": _dot2,
 }
@@ -242,7 +229,7 @@ def dot2_operands(vp, pair):
     if b is None:
         return None
     a_base = vp.scalar.expr(x0.index)
-    a = f"{vp.scope.lib.need('bcast2_bf16', vp.w)}(&{vp.scope.name(x0.buffer)}[{a_base}])"
+    a = f"{vp.scope.lib.need('bcast_word', BF16, vp.w)}(&{vp.scope.name(x0.buffer)}[{a_base}])"
     return a, b
 
 

@@ -107,7 +107,7 @@ def dot4_operands(vp, quad):
             var_stride(sim.to_lin(moving[0].index), vp.lane, vp.varies)[0] != 4:
         return None
     dt_f, dt_m = fixed[0].dtype, moving[0].dtype
-    bcast = vp.scope.lib.need("bcast4_byte", dt_f, vp.w)
+    bcast = vp.scope.lib.need("bcast_word", dt_f, vp.w)
     f_text = f"{bcast}(&{vp.scope.name(fixed[0].buffer)}[{vp.scalar.expr(fixed[0].index)}])"
     load = vp.scope.lib.need("load", dt_m, 4 * vp.w)
     base = vp.scalar.expr(vp.at_lane(moving[0].index, 0))
@@ -117,19 +117,6 @@ def dot4_operands(vp, quad):
 
 
 # ---------------------------------------------------------------- helpers (CLib builders)
-
-def _bcast4(dtype: str, lanes: int):
-    """The 32 bits at p (four adjacent bytes) repeated over `lanes` 32-bit lanes."""
-    v = vtype_name(dtype, 4 * lanes)
-    name = f"kiln_bcast4_{dtype}x{4 * lanes}"
-    u = f"kiln_u32x{lanes}_"
-    ct = "uint8_t" if dtype == "uint8" else "int8_t"
-    code = (f"static inline {v} {name}(const {ct}* p) {{\n"
-            f"  uint32_t s;\n  __builtin_memcpy(&s, p, 4);\n"
-            f"  {u} w = ({u}){{{', '.join(['s'] * lanes)}}};\n"
-            f"  {v} r;\n  __builtin_memcpy(&r, &w, sizeof r);\n  return r;\n}}\n")
-    return name, [("vtype", dtype, 4 * lanes), ("u32type", lanes)], code
-
 
 def _dot4(lanes: int):
     """acc[i] + sum_j u[4i+j] * s[4i+j]: vpdpbusd where the flags allow it."""
@@ -154,7 +141,6 @@ def _dot4(lanes: int):
 
 
 BUILDERS = {
-    "bcast4_byte": _bcast4,
     "dot4_u8i8": _dot4,
 }
 

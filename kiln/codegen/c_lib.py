@@ -135,6 +135,20 @@ def _load(dtype, lanes):
     return name, [("vtype", dtype, lanes)], code
 
 
+def _bcast_word(dtype, lanes):
+    """The 32 bits at p (two bfloat16, four bytes) repeated over `lanes` 32-bit lanes: the
+    lane-invariant operand of a pair / quad dot product (vdpbf16ps, vpdpbusd)."""
+    n = 4 // (BITS[dtype] // 8) * lanes
+    v = vtype_name(dtype, n)
+    name = f"kiln_bcast_word_{SUFFIX[dtype]}x{n}"
+    u = f"kiln_u32x{lanes}_"
+    code = (f"static inline {v} {name}(const {ctype(dtype)}* p) {{\n"
+            f"  uint32_t s;\n  __builtin_memcpy(&s, p, 4);\n"
+            f"  {u} w = ({u}){{{', '.join(['s'] * lanes)}}};\n"
+            f"  {v} r;\n  __builtin_memcpy(&r, &w, sizeof r);\n  return r;\n}}\n")
+    return name, [("vtype", dtype, n), ("u32type", lanes)], code
+
+
 def _store(dtype, lanes):
     v = vtype_name(dtype, lanes)
     name = f"kiln_store_{SUFFIX[dtype]}x{lanes}"
@@ -223,6 +237,7 @@ _BUILDERS = {
     "vtype": _vtype,
     "splat": _splat,
     "load": _load,
+    "bcast_word": _bcast_word,
     "store": _store,
     "sel": _sel,
     "vmin": lambda dtype, lanes: _vminmax("min", dtype, lanes),

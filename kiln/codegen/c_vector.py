@@ -222,27 +222,22 @@ class VectorPrinter:
 
     def dot2(self, e: E.BinOp) -> VVal | None:
         """acc + a0*b0 + a1*b1 over bfloat16 pairs as one pair dot product (vdpbf16ps)."""
-        hit = split_dot2(e)
-        if hit is None:
-            return None
-        ops = dot2_operands(self, hit[1])
-        if ops is None:
-            return None
-        acc = self.vec(self.expr(hit[0]), "float32")
-        fn = self.scope.lib.need("dot2_bf16", self.w)
-        return VVal(f"{fn}({acc}, {ops[0]}, {ops[1]})", "float32", True)
+        return self._dot(e, split_dot2, dot2_operands, "dot2_bf16", "float32")
 
     def dot4(self, e: E.BinOp) -> VVal | None:
         """acc + four uint8 x int8 products as one byte dot product (vpdpbusd)."""
-        hit = split_dot4(e)
+        return self._dot(e, split_dot4, dot4_operands, "dot4_u8i8", "int32")
+
+    def _dot(self, e: E.BinOp, split, operands, helper: str, acc_dtype: str) -> VVal | None:
+        hit = split(e)
         if hit is None:
             return None
-        ops = dot4_operands(self, hit[1])
+        ops = operands(self, hit[1])
         if ops is None:
             return None
-        acc = self.vec(self.expr(hit[0]), "int32")
-        fn = self.scope.lib.need("dot4_u8i8", self.w)
-        return VVal(f"{fn}({acc}, {ops[0]}, {ops[1]})", "int32", True)
+        acc = self.vec(self.expr(hit[0]), acc_dtype)
+        fn = self.scope.lib.need(helper, self.w)
+        return VVal(f"{fn}({acc}, {ops[0]}, {ops[1]})", acc_dtype, True)
 
     def select(self, e: E.Select) -> VVal:
         dt = e.dtype

@@ -20,6 +20,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
+from util import tiny_cli_model
 
 import kiln
 from kiln import te, topi
@@ -238,11 +239,7 @@ def test_whole_tensor_reductions_run_in_parallel_chunks(shape, op):
 
 
 def _tiny_model():
-    from kiln.cli import Model
-
-    class Args:
-        builtin, seq_len, model, shape = "bert-tiny", 16, None, None
-    return Model(Args())
+    return tiny_cli_model()
 
 
 HAS_VNNI = kiln.target.Target("cpu").has("avx512vnni")
