@@ -100,10 +100,10 @@ WHOLE_PARTS = (16, 8, 4, 2)
 
 def whole_rfactor(state, si: int, lanes: int):
     """A reduction of a whole tensor to one value (ONNX's ReduceMax without axes, the range of
-    DynamicQuantizeLinear) has no row loop to run in parallel: its outermost reduce loop is
-    split into chunks, rfactor makes one partial result per chunk (a row reduction that
-    lane_rfactor runs in parallel and in SIMD lanes), and the few partials are combined
-    last. Unchanged when the tensor is too small to share."""
+    DynamicQuantizeLinear) has no row loop to run in parallel: its outermost reduce loop that
+    splits evenly is cut into chunks, rfactor makes one partial result per chunk (a row
+    reduction that lane_rfactor runs in parallel and in SIMD lanes), and the few partials
+    are combined last. Unchanged when the tensor is too small to share."""
     st = state.stages[si]
     sp = st.compute.axis
     red = [it for it in st.iters if it.kind == "reduce"]
@@ -113,11 +113,15 @@ def whole_rfactor(state, si: int, lanes: int):
     total = 1
     for it in red:
         total *= it.extent
-    outer = next((it for it in red if it.extent > 1), red[0])  # [1, 128, 3072]: the 128
-    parts = next((p for p in WHOLE_PARTS if outer.extent % p == 0 and
-                  total // p >= 4 * lanes and red[-1].extent >= 2 * lanes), 0)
-    if not parts or outer is red[-1]:
+    # chunk the outermost loop that some part count divides ([1, 128, 3072]: the 128; ViT's
+    # [1, 197, 3072]: the 3072, whose chunks must still fill the lanes twice)
+    pick = next(((it, p) for it in red if it.extent > 1 for p in WHOLE_PARTS
+                 if it.extent % p == 0 and total // p >= 4 * lanes and
+                 (red[-1].extent >= 2 * lanes if it is not red[-1] else
+                  it.extent // p >= 2 * lanes)), None)
+    if pick is None:
         return state
+    outer, parts = pick
     op = st.op
     state = state.split(op, outer.name, [outer.extent // parts])
     state = state.rfactor(op, state.stages[si].relations[-1].outs[0], factor_axis=len(sp))

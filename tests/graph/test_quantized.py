@@ -224,7 +224,8 @@ def test_byte_dot_products_are_exact_with_and_without_vnni(mattr):
 
 
 @pytest.mark.parametrize("shape,op", [((1, 128, 3072), "max"), ((128, 768), "min"),
-                                      ((64, 96), "sum"), ((2, 3, 5), "max")])
+                                      ((64, 96), "sum"), ((2, 3, 5), "max"),
+                                      ((1, 197, 3072), "min"), ((12288,), "max")])
 def test_whole_tensor_reductions_run_in_parallel_chunks(shape, op):
     x = te.placeholder(shape, name="x")
     y = getattr(topi, op)(x)
