@@ -124,7 +124,12 @@ def whole_rfactor(state, si: int, lanes: int):
     outer, parts = pick
     op = st.op
     state = state.split(op, outer.name, [outer.extent // parts])
+    inner = state.stages[si].relations[-1].outs[1].replace(".", "_")  # its name after rfactor
     state = state.rfactor(op, state.stages[si].relations[-1].outs[0], factor_axis=len(sp))
+    rf = state.stages[si]
+    names = [it.name for it in rf.iters]
+    if outer is red[-1] and inner in names:  # the contiguous part innermost, for the lanes
+        state = state.reorder(rf.op, [n for n in names if n != inner] + [inner])
     return lane_rfactor(state, si, lanes, multi=True)
 
 

@@ -236,7 +236,8 @@ def test_whole_tensor_reductions_run_in_parallel_chunks(shape, op):
     f(xv, yv)
     np.testing.assert_allclose(yv, getattr(np, op)(xv), rtol=1e-5)
     if np.prod(shape) >= 4096:  # big enough to share: chunks in parallel, lanes vectorized
-        assert "#pragma omp parallel" in f.source and "x16" in f.source
+        assert "#pragma omp parallel" in f.source and "kiln_load_f32x16(&x[" in f.source
+        assert "(kiln_f32x16){x[" not in f.source  # contiguous lanes, not a gather
 
 
 def _tiny_model():
