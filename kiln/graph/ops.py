@@ -240,7 +240,8 @@ def _conv2d(node, x):
     a = node.attrs
     out = topi.conv2d_nchw(x[0], x[1], tuple(a.get("strides", (1, 1))),
                            tuple(a.get("padding", (0, 0, 0, 0))),
-                           tuple(a.get("dilation", (1, 1))), int(a.get("groups", 1)))
+                           tuple(a.get("dilation", (1, 1))), int(a.get("groups", 1)),
+                           out_dtype=_acc_dtype(x))
     if len(x) < 3:
         return out
     bias = x[2]

@@ -36,6 +36,8 @@ DATA = {
     "u8": RNG.integers(0, 256, (6, 32)).astype(np.uint8),
     "s8": RNG.integers(-128, 128, (5, 32)).astype(np.int8),
     "s8t": RNG.integers(-128, 128, (32, 20)).astype(np.int8),
+    "u8img": RNG.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8),
+    "s8ker": RNG.integers(-128, 128, (5, 3, 4, 4)).astype(np.int8),
 }
 
 
@@ -187,6 +189,8 @@ CASES = [
      lambda a, b: a.astype(np.int32) @ b.astype(np.int32).T),
     ("matmul_u8s8", "matmul", ["u8", "s8t"], {},
      lambda a, b: a.astype(np.int32) @ b.astype(np.int32)),
+    ("conv2d_u8s8", "conv2d", ["u8img", "s8ker"], {"strides": (4, 4)},
+     lambda x, w: _conv(x.astype(np.int64), w.astype(np.int64), 4).astype(np.int32)),
     ("batch_matmul", "batch_matmul", ["a3", "bt3"], {"transpose_b": True},
      lambda a, b: a @ b.transpose(0, 2, 1)),
     ("conv2d", "conv2d", ["img", "ker", "cb"],

@@ -30,6 +30,7 @@ from kiln.schedule import ComputeDAG
 from kiln.schedule.layout import pack_inputs
 
 RNG = np.random.RandomState(3)
+HAS_VNNI = kiln.target.Target("cpu").has("avx512vnni")
 
 
 def _model(nodes, inputs: dict, outputs: list, inits: dict, opset: int = 19):
@@ -131,12 +132,14 @@ def test_matmul_integer_variants(case):
     np.testing.assert_array_equal(_kiln(model).run(**inputs)["y"], ref)
 
 
-@pytest.mark.parametrize("group,stride", [(1, 1), (1, 2), (4, 1)])
-def test_conv_integer(group, stride):
-    x = RNG.randint(0, 256, (1, 8, 9, 9)).astype(np.uint8)
-    w = RNG.randint(-128, 128, (8, 8 // group, 3, 3)).astype(np.int8)
+@pytest.mark.parametrize("group,stride,pad,k", [(1, 1, 1, 3), (1, 2, 1, 3), (4, 1, 1, 3),
+                                                (1, 4, 0, 4), (1, 1, 0, 1)])
+def test_conv_integer(group, stride, pad, k):
+    """The int32 convolution of the shifted operands, padded or not (a 4 x 4 patchify)."""
+    x = RNG.randint(0, 256, (1, 8, 12, 12)).astype(np.uint8)
+    w = RNG.randint(-120, 120, (16, 8 // group, k, k)).astype(np.int8)
     inits = {"w": w, "zx": np.array(9, np.uint8), "zw": np.array(-3, np.int8)}
-    node = h.make_node("ConvInteger", ["x", "w", "zx", "zw"], ["y"], pads=[1, 1, 1, 1],
+    node = h.make_node("ConvInteger", ["x", "w", "zx", "zw"], ["y"], pads=[pad] * 4,
                        strides=[stride, stride], group=group)
     model = _model([node], {"x": x}, ["y"], inits)
     np.testing.assert_array_equal(_kiln(model).run(x=x)["y"], _ort(model, {"x": x})[0])
@@ -242,9 +245,6 @@ def test_whole_tensor_reductions_run_in_parallel_chunks(shape, op):
 
 def _tiny_model():
     return tiny_cli_model()
-
-
-HAS_VNNI = kiln.target.Target("cpu").has("avx512vnni")
 
 
 @pytest.mark.skipif(not HAS_VNNI, reason="needs AVX512-VNNI")

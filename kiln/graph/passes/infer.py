@@ -216,7 +216,7 @@ def _conv_pool(n: Node) -> tuple:
         if len(n.inputs) == 3 and tuple(n.inputs[2].shape) != (wt.shape[0],):
             raise _fail(n, f"bias must have shape ({wt.shape[0]},)")
         kh, kw, co, ceil = wt.shape[2], wt.shape[3], wt.shape[0], False
-        dtype = _same_dtype(n, n.inputs)
+        dtype = product_dtype(n.inputs[:2]) or _same_dtype(n, n.inputs)
     else:
         _arity(n, 1)
         (kh, kw), co, ceil, dtype = n.attrs["pool_size"], c, n.attrs.get("ceil_mode"), x.dtype
