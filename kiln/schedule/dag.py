@@ -145,6 +145,9 @@ def _op_flops(op: ComputeOp) -> int:
         points *= int(a.extent.value) if isinstance(a.extent, E.IntImm) else 1
     per = 0
     for b in op.body:
+        if isinstance(b, E.Reduce) and not E.is_float(b.dtype):
+            per += 1 + _value_ops(b.source)  # an integer dot product's work is integer
+            continue
         for n in E.walk(b):
             if isinstance(n, E.BinOp) and E.is_float(n.dtype):
                 per += 1
@@ -153,3 +156,14 @@ def _op_flops(op: ComputeOp) -> int:
             elif isinstance(n, E.Reduce) and E.is_float(n.dtype):
                 per += 1
     return points * max(per, 1 if op.reduce_axis else 0)
+
+
+def _value_ops(e) -> int:
+    """Arithmetic on values in e (loads' index math excluded): an int8 quad's 4 mul + 3 add."""
+    if isinstance(e, E.TensorLoad):
+        return 0
+    if isinstance(e, E.BinOp):
+        return 1 + _value_ops(e.a) + _value_ops(e.b)
+    if isinstance(e, E.Cast):
+        return _value_ops(e.value)
+    return 0

@@ -215,6 +215,7 @@ def test_byte_dot_products_are_exact_with_and_without_vnni(mattr):
     out = topi.dense(a, b, out_dtype="int32")
     target = "cpu" if mattr is None else f"cpu -mattr={mattr}"
     dag = ComputeDAG([a, b, out])  # the product regrouped by four (te/dot_groups.py)
+    assert dag.flop_ct == 2 * m * k * n  # integer multiply-adds count (tuner's throughput)
     args = dag.tensors
     state = default_schedule(dag, ("b",), target)
     f = kiln.build(state, args, target=target)
