@@ -135,7 +135,8 @@ def test_matmul_integer_variants(case):
 @pytest.mark.parametrize("group,stride,pad,k", [(1, 1, 1, 3), (1, 2, 1, 3), (4, 1, 1, 3),
                                                 (1, 4, 0, 4), (1, 1, 0, 1)])
 def test_conv_integer(group, stride, pad, k):
-    """The int32 convolution of the shifted operands, padded or not (a 4 x 4 patchify)."""
+    """The int32 convolution of the shifted operands; a patchify (stride = kernel) as a
+    uint8 x int8 product over patches (ORT takes only a scalar weight zero point here)."""
     x = RNG.randint(0, 256, (1, 8, 12, 12)).astype(np.uint8)
     w = RNG.randint(-120, 120, (16, 8 // group, k, k)).astype(np.int8)
     inits = {"w": w, "zx": np.array(9, np.uint8), "zw": np.array(-3, np.int8)}
