@@ -181,7 +181,8 @@ def _dot_group_dims(load, pairs: list) -> list:
     quads) reads as g*kk: packed innermost, each lane's group is adjacent and a tile row is
     one contiguous load (vdpbf16ps / vpdpbusd take it as is, no shuffle)."""
     from ..te import expr as E
-    g = {"bfloat16": 2, "int8": 4, "uint8": 4}.get(load.dtype)
+    from ..te.dot_groups import GROUP
+    g = GROUP.get(load.dtype)
     if g is None or not pairs:
         return []
     for d, idx in enumerate(load.indices):

@@ -23,7 +23,7 @@ from ..tir import stmt as S
 from ..tir.simplify import var_stride
 from .c_lib import vtype_name
 
-_SIGNED = {"uint8": False, "int8": True}
+_BYTES = ("uint8", "int8")
 _INTRIN = {16: ("_mm512_dpbusd_epi32", "__m512i", "defined(__AVX512VNNI__)"),
            8: ("_mm256_dpbusd_epi32", "__m256i",
                "defined(__AVX512VNNI__) && defined(__AVX512VL__)"),
@@ -36,7 +36,7 @@ _INTRIN = {16: ("_mm512_dpbusd_epi32", "__m512i", "defined(__AVX512VNNI__)"),
 def _byte_factor(e: E.Expr):
     """The 8-bit load under int32(load), else None."""
     if isinstance(e, E.Cast) and e.dtype == "int32" and isinstance(e.value, S.BufferLoad) \
-            and e.value.dtype in _SIGNED:
+            and e.value.dtype in _BYTES:
         return e.value
     return None
 
@@ -65,9 +65,9 @@ def split_dot4(e: E.Expr):
     """(acc, four (unsigned, signed) load pairs) when e is acc plus four u8 x s8 products."""
     if not (isinstance(e, E.BinOp) and e.op == "add" and e.dtype == "int32"):
         return None
-    terms = _addends(e, [])
-    prods = [p for p in (_product(t) for t in terms) if p is not None]
-    rest = [t for t in terms if _product(t) is None]
+    terms = [(t, _product(t)) for t in _addends(e, [])]
+    prods = [p for _, p in terms if p is not None]
+    rest = [t for t, p in terms if p is None]
     if len(prods) != 4 or len(rest) != 1:
         return None
     return rest[0], prods

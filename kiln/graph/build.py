@@ -31,8 +31,8 @@ from .memplan import Buffer, plan_memory
 from .passes.layout import ParamTable
 from .tasks import (
     GroupWorkload,
-    check_bf16_target,
     check_compute_dtype,
+    check_dtype_target,
     group_workload,
     prepare_graph,
 )
@@ -237,7 +237,7 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     float32 accuracy (3xTF32) where their tiles fit; tuning records still take precedence.
     """
     target = as_target(target)
-    check_bf16_target(dtype, target)
+    check_dtype_target(dtype, target)
     if isinstance(graph, list):
         from .build_variants import build_variants
         return build_variants(graph, target, run_passes, dtype)

@@ -289,15 +289,20 @@ def gpu_schedules(dag, target, tensor_cores: bool = False) -> list:
     return found
 
 
-def _is_row_normalization(dag) -> bool:
-    """No stage with data reuse, and some reduction a row loop can hold (softmax, layer norm):
-    _fuse_rows schedules it whole, so the sketches (whose rfactor variants crowd out the
-    plain ones for few rows) have nothing to add."""
+def _reductions(dag) -> tuple:
+    """(the initial state with its strictly inlinable stages inlined, its reduce stages)."""
     state = dag.init_state()
     for si in range(len(state.stages)):
         if A.is_strict_inlinable(state, si):
             state = state.compute_inline(state.stages[si].op)
-    reds = [si for si, st in enumerate(state.stages) if A.has_reduce(state, si)]
+    return state, [si for si, st in enumerate(state.stages) if A.has_reduce(state, si)]
+
+
+def _is_row_normalization(dag) -> bool:
+    """No stage with data reuse, and some reduction a row loop can hold (softmax, layer norm):
+    _fuse_rows schedules it whole, so the sketches (whose rfactor variants crowd out the
+    plain ones for few rows) have nothing to add."""
+    state, reds = _reductions(dag)
     return bool(reds) and not any(A.needs_multi_level_tiling(state, si) for si in reds) and \
         any(A.row_target(state, si) is not None for si in reds)
 
@@ -309,11 +314,7 @@ def _is_row_reduction(dag) -> bool:
     operands each miss an output axis): simple_schedule runs it as one parallel
     pass in SIMD lanes (lane_rfactor), where the sketches' tiles leave its loop scalar
     (0.48 ms against 0.03 for 128 x 3072)."""
-    state = dag.init_state()
-    for si in range(len(state.stages)):
-        if A.is_strict_inlinable(state, si):
-            state = state.compute_inline(state.stages[si].op)
-    reds = [si for si, st in enumerate(state.stages) if A.has_reduce(state, si)]
+    state, reds = _reductions(dag)
     if len(reds) != 1:
         return False
     comp = state.stages[reds[0]].compute

@@ -96,7 +96,7 @@ def check_compute_dtype(dtype: str) -> str:
                          "'bfloat16' (alias 'bf16') or 'int8'") from None
 
 
-def check_bf16_target(dtype: str, target) -> None:
+def check_dtype_target(dtype: str, target) -> None:
     """bfloat16 models need AVX512-BF16 on CPUs, int8 models AVX512-VNNI (else they would
     run slower than float32)."""
     from ..target import as_target
@@ -250,7 +250,7 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
     (graph.default_winograd) is not a task: the build always gives it its rule-based
     schedule.
     """
-    check_bf16_target(dtype, target)
+    check_dtype_target(dtype, target)
     variants = list(graph_or_mod) if isinstance(graph_or_mod, list) else \
         [(graph_or_mod, params)]  # a list of (graph, params): one model at several shapes
     tasks: dict = {}

@@ -58,12 +58,14 @@ def _reread(n: E.Expr, new_of: dict):
     return None
 
 
+GROUP = {BF16: 2, "uint8": 4, "int8": 4}  # elements per step, by operand dtype
+
+
 def group_size(dtypes) -> int | None:
     """Elements per step of a dot product of loads of these two dtypes (None: no group)."""
     dtypes = sorted(dtypes)
-    if dtypes == [BF16, BF16]:
-        return 2
-    return 4 if dtypes == sorted(INT8) else None
+    return GROUP[BF16] if dtypes == [BF16, BF16] else \
+        GROUP["int8"] if dtypes == sorted(INT8) else None
 
 
 def _factors(src: E.Expr):
@@ -132,4 +134,4 @@ def _grouped(red: E.Reduce, k: E.IterVar, g: int) -> E.Reduce:
     return E.Reduce(red.combiner, total, axis)
 
 
-__all__ = ["group_dot_reductions", "group_size"]
+__all__ = ["GROUP", "group_dot_reductions", "group_size"]

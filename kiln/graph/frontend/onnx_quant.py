@@ -7,26 +7,23 @@ quantized embeddings;
 static QDQ models write QuantizeLinear / DequantizeLinear pairs around float ops.
 
 MatMulInteger with constant int8 weights becomes a product of uint8 activations and int8
-weights accumulated in int32 (the vpdpbusd shape, te/int8_quads.py) minus the activations'
+weights accumulated in int32 (the vpdpbusd shape, te/dot_groups.py) minus the activations'
 zero point times each weight column's sum, folded at import:
     sum_k (a[k] - za) * w[k, n] = sum_k a[k] * w[k, n] - za * sum_k w[k, n].
 Constant weights with a zero point are shifted into int8 at import when they fit; anything
 else (int8 activations, non-constant weights) is the plain int32 product, exact but slower.
 All arithmetic follows ONNX Runtime's CPU kernels: x / scale (not x * (1 / scale)), rounding
-to nearest even, saturation to the output type.
+to nearest even, saturation to the output type (the formulas shared with kiln's own
+quantization, graph/passes/int8.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..passes.int8 import RANGE as _RANGE
+from ..passes.int8 import dynamic_uint8, quantize
 from .onnx_math import onnx_dtype
-
-_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
-
-
-def _scalar(cx, value, dtype: str):
-    return cx.b.const(np.array(value, dtype=dtype), f"{cx.name}_scalar")
 
 
 def _per_axis(cx, v, x, axis: int):
@@ -40,15 +37,6 @@ def _per_axis(cx, v, x, axis: int):
                       f"{axis} of the input {list(x.shape)} (blocked quantization is not "
                       "supported)")
     return cx.b.reshape(v, (v.shape[0],) + (1,) * (rank - 1 - axis), cx.name)
-
-
-def _quantize(cx, x, scale, zp_float, dtype: str):
-    """saturate(round(x / scale) + zp) as `dtype` (zp_float: the zero point as float32)."""
-    lo, hi = _RANGE[dtype]
-    q = cx.op("round", [cx.op("divide", [x, scale])])
-    if zp_float is not None:
-        q = cx.op("add", [q, zp_float])
-    return cx.b.cast(cx.op("clip", [q], a_min=float(lo), a_max=float(hi)), dtype, cx.name)
 
 
 def _check_attrs(cx, attrs) -> None:
@@ -68,7 +56,7 @@ def _quantize_linear(cx, ins, attrs):
     scale = _per_axis(cx, scale, x, axis)
     zpf = None if zp is None else \
         cx.b.cast(_per_axis(cx, zp, x, axis), "float32", cx.name)
-    return _quantize(cx, x, scale, zpf, dtype)
+    return quantize(cx.op, x, scale, zpf, dtype)
 
 
 def _dequantize_linear(cx, ins, attrs):
@@ -89,16 +77,9 @@ def _dynamic_quantize_linear(cx, ins, attrs):
     x = ins[0]
     if x.dtype != "float32":
         raise cx.fail(f"input must be float32, got {x.dtype}")
-    axes = list(range(len(x.shape)))
-    zero = _scalar(cx, 0.0, "float32")
-    lo = cx.op("minimum", [cx.op("min", [x], axis=axes, keepdims=False), zero])
-    hi = cx.op("maximum", [cx.op("max", [x], axis=axes, keepdims=False), zero])
-    span = cx.op("subtract", [hi, lo])
-    scale = cx.op("where", [cx.op("equal", [span, zero]), _scalar(cx, 1.0, "float32"),
-                            cx.op("divide", [span, _scalar(cx, 255.0, "float32")])])
-    zpf = cx.op("round", [cx.op("clip", [cx.op("negative", [cx.op("divide", [lo, scale])])],
-                                a_min=0.0, a_max=255.0)])
-    y = _quantize(cx, x, scale, zpf, "uint8")
+    def const(v):
+        return cx.b.const(np.array(v, np.float32), f"{cx.name}_scalar")
+    y, scale, zpf = dynamic_uint8(cx.op, const, x, list(range(len(x.shape))), False)
     return [y, scale, cx.b.cast(zpf, "uint8", cx.name)]
 
 
@@ -123,11 +104,10 @@ def _matmul_integer(cx, ins, attrs):
 def _product_minus_zero_point(cx, a, fast: np.ndarray, za):
     """a (uint8) @ fast (int8 [K, N]) in int32, minus za times each column's sum."""
     out = cx.op("matmul", [a, cx.b.const(fast, f"{cx.name}_weight")])
-    if za is None:
+    zv = None if za is None else cx.b.value(za)
+    if za is None or (zv is not None and not zv.any()):
         return out
     colsum = fast.astype(np.int64).sum(axis=0).astype(np.int32)
-    if isinstance(cx.b.value(za), np.ndarray) and not cx.b.value(za).any():
-        return out
     za32 = cx.b.cast(_row_zero_point(cx, za, a), "int32", cx.name)
     return cx.op("subtract", [out, cx.op("multiply", [za32, cx.b.const(colsum,
                                                                          f"{cx.name}_colsum")])])
@@ -161,15 +141,23 @@ def _patchify(cx, x, w, zx, zw, attrs):
     return cx.op("transpose", [out], axes=(0, 3, 1, 2))
 
 
+def _shifted(cx, w: np.ndarray, zw, axis: int) -> np.ndarray:
+    """Constant weights minus their zero point (a scalar, or one per index of `axis`), int32."""
+    zv = _zero_point(cx, zw, "weight")
+    if zv is None:
+        return w.astype(np.int32)
+    zv = zv.astype(np.int32)
+    if zv.ndim:
+        zv = np.expand_dims(zv.reshape(-1), [d for d in range(w.ndim) if d != axis % w.ndim])
+    return w.astype(np.int32) - zv
+
+
 def _int8_weights(cx, w, zb) -> np.ndarray | None:
-    """Constant weights minus their zero point as int8, or None when that does not fit."""
+    """Constant [K, N] weights minus their zero point (per column) as int8, or None when they
+    are not constant or do not fit."""
     if w is None:
         return None
-    zbv = _zero_point(cx, zb, "weight")
-    shifted = w.astype(np.int32)
-    if zbv is not None:
-        zbv = zbv.astype(np.int32)
-        shifted = shifted - (zbv.reshape(1, -1) if zbv.ndim == 1 else zbv)
+    shifted = _shifted(cx, w, zb, 1)
     if shifted.min(initial=0) < -128 or shifted.max(initial=0) > 127:
         return None
     return shifted.astype(np.int8)
@@ -213,13 +201,8 @@ def _conv_integer(cx, ins, attrs):
     if zx is not None:
         x32 = cx.op("subtract", [x32, cx.b.cast(zx, "int32", cx.name)])
     wv = cx.b.value(w)
-    if wv is not None:
-        zwv = _zero_point(cx, zw, "weight")
-        w32 = wv.astype(np.int32)
-        if zwv is not None:  # per output channel: [OC] -> [OC, 1, 1, 1]
-            zwv = zwv.astype(np.int32)
-            w32 = w32 - (zwv.reshape((-1,) + (1,) * (w32.ndim - 1)) if zwv.ndim else zwv)
-        w32 = cx.b.const(w32, f"{cx.name}_weight")
+    if wv is not None:  # a zero point per output channel: axis 0
+        w32 = cx.b.const(_shifted(cx, wv, zw, 0), f"{cx.name}_weight")
     else:
         w32 = cx.b.cast(w, "int32", cx.name)
         if zw is not None:

@@ -38,7 +38,10 @@ def to_int8_graph(graph: Graph) -> Graph:
             return None
         x = n.inputs[0]
         if x.uid not in quantized:  # one quantization per activation (Q, K, V share it)
-            quantized[x.uid] = _quantize_rows(rw, x)
+            def const(v):
+                return rw.const(np.asarray(v, np.float32), "int8_q")
+            xq, scale, zpf = dynamic_uint8(rw.op, const, x, [len(x.shape) - 1], True)
+            quantized[x.uid] = xq, scale, rw.op("cast", [zpf], dtype="uint8")
         xq, scale, zp = quantized[x.uid]
         wq, w_scale, colsum = _weight(rw, n.inputs[1])
         acc = rw.op("dense", [xq, wq], f"{n.name}_int8")
@@ -58,26 +61,34 @@ def _eligible(n: Node, rw: Rewriter) -> bool:
         len(w.shape) == 2 and w.shape[1] % 4 == 0 and w.shape[1] >= 16
 
 
-def _scalar(rw: Rewriter, value: float, hint: str) -> Node:
-    return rw.const(np.array(value, np.float32), hint)
+RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 
 
-def _quantize_rows(rw: Rewriter, x: Node) -> tuple:
-    """(xq uint8, scale [.., 1] float32, zero point [.., 1] uint8) of x, per row."""
-    last = len(x.shape) - 1
-    base = x.name or f"n{x.uid}"
-    zero = _scalar(rw, 0.0, "int8_zero")
-    lo = rw.op("minimum", [rw.op("min", [x], axis=[last], keepdims=True), zero])
-    hi = rw.op("maximum", [rw.op("max", [x], axis=[last], keepdims=True), zero])
-    span = rw.op("subtract", [hi, lo])
-    scale = rw.op("where", [rw.op("equal", [span, zero]), _scalar(rw, 1.0, "int8_one"),
-                            rw.op("divide", [span, _scalar(rw, 255.0, "int8_255")])])
-    zpf = rw.op("round", [rw.op("clip", [rw.op("negative", [rw.op("divide", [lo, scale])])],
-                                a_min=0.0, a_max=255.0)])
-    q = rw.op("round", [rw.op("divide", [x, scale])])
-    q = rw.op("clip", [rw.op("add", [q, zpf])], a_min=0.0, a_max=255.0)
-    xq = rw.op("cast", [q], f"{base}_u8", dtype="uint8")
-    return xq, scale, rw.op("cast", [zpf], dtype="uint8")
+def quantize(op, x: Node, scale: Node, zpf: Node | None, dtype: str) -> Node:
+    """saturate(round(x / scale) + zp) as `dtype`, as ONNX Runtime computes it (x / scale,
+    ties to even); zpf is the zero point as float32. `op(name, inputs, **attrs)` makes a node
+    (a Rewriter's or an importer's)."""
+    lo, hi = RANGE[dtype]
+    q = op("round", [op("divide", [x, scale])])
+    if zpf is not None:
+        q = op("add", [q, zpf])
+    return op("cast", [op("clip", [q], a_min=float(lo), a_max=float(hi))], dtype=dtype)
+
+
+def dynamic_uint8(op, const, x: Node, axes: list, keepdims: bool) -> tuple:
+    """(xq uint8, scale, zero point as float32) from the range of x over `axes` widened to
+    include 0 (ONNX's DynamicQuantizeLinear over all axes; the pass above per row):
+    scale = (hi - lo) / 255 (1 for an all-zero range), zp = round(clip(-lo / scale, 0, 255)).
+    `const(value)` makes a float32 constant node."""
+    zero = const(0.0)
+    lo = op("minimum", [op("min", [x], axis=axes, keepdims=keepdims), zero])
+    hi = op("maximum", [op("max", [x], axis=axes, keepdims=keepdims), zero])
+    span = op("subtract", [hi, lo])
+    scale = op("where", [op("equal", [span, zero]), const(1.0),
+                         op("divide", [span, const(255.0)])])
+    zpf = op("round", [op("clip", [op("negative", [op("divide", [lo, scale])])],
+                          a_min=0.0, a_max=255.0)])
+    return quantize(op, x, scale, zpf, "uint8"), scale, zpf
 
 
 def _weight(rw: Rewriter, w: Node) -> tuple:
@@ -92,4 +103,4 @@ def _weight(rw: Rewriter, w: Node) -> tuple:
             rw.const(colsum, f"{name}.int8_colsum"))
 
 
-__all__ = ["to_int8_graph"]
+__all__ = ["RANGE", "dynamic_uint8", "quantize", "to_int8_graph"]
