@@ -339,8 +339,9 @@ def default_schedule(dag, layout_free: tuple = (), target=None):
             raise KilnError(f"no GPU schedule applies to {dag.outputs[0].name}")
         return states[0]
     from .default_attention import attention_schedule
+    from .default_im2col import im2col_schedule
     from .default_winograd import winograd_schedule
-    for rule in (attention_schedule, winograd_schedule):
+    for rule in (attention_schedule, winograd_schedule, im2col_schedule):
         state = rule(dag, target)
         if state is not None:
             return state

@@ -54,6 +54,7 @@ OP_SPECS = {
     "squeeze": "axis", "broadcast_to": "shape", "flatten": "",
     "pad": "pad_width [[lo, hi], ...], pad_value",
     "dilate": "strides (per axis; inserts strides-1 zeros between elements)",
+    "im2col": "kernel, strides, dilation (input NHWC padded; out [N*OH*OW, KH*KW*C])",
     # 3x3 convolutions as Winograd F(m x m, 3 x 3) (graph/passes/winograd.py)
     "winograd_input": "tile m (input NHWC padded to m*T + 2; out [(m+2)^2, N*TH*TW, C])",
     "winograd_output": "tile m, shape [N, OC, H, W] (input [(m+2)^2, N*TH*TW, OC])",

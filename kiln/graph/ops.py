@@ -6,7 +6,7 @@ Out: `to_te(node, inputs) -> te.Tensor`, built from kiln.topi or plain te comput
 hand-written kernel), checked against the node's shape and dtype; and `pattern(node)`, the
 OpPattern the fuser reads: elemwise < broadcast < injective < comm_reduce <
 out_elemwise_fusable (dense, matmul, batch_matmul, conv2d) < opaque (cumsum,
-winograd_input: its channels-last producer stays a kernel of its own).
+winograd_input, im2col: their channels-last producer stays a kernel of its own).
 Why: the one table that ties the graph vocabulary to tensor expressions, so fusion, task
 extraction and the executable builder agree on what every op computes.
 """
@@ -320,6 +320,8 @@ _BUILDERS: dict[str, Callable] = {
     "pad": _pad,
     "dilate": lambda n, x: nn.dilate(x[0], [int(s) for s in n.attrs["strides"]]),
     "winograd_input": lambda n, x: nn.winograd_input(x[0], int(n.attrs["tile"])),
+    "im2col": lambda n, x: nn.im2col(x[0], n.attrs["kernel"], n.attrs.get("strides", (1, 1)),
+                                     n.attrs.get("dilation", (1, 1))),
     "winograd_output": lambda n, x: nn.winograd_output(x[0], int(n.attrs["tile"]),
                                                        n.attrs["shape"]),
     "cumsum": lambda n, x: topi.cumsum(x[0], int(n.attrs.get("axis", 0)),

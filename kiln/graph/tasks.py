@@ -25,6 +25,7 @@ from ..schedule import ComputeDAG
 from ..target import as_target
 from ..te.tensor import PlaceholderOp
 from .default_attention import is_attention
+from .default_im2col import is_im2col
 from .default_winograd import is_winograd
 from .ir import Graph, verify
 from .ops import ANCHOR_TAGS, OpPattern, to_te
@@ -246,9 +247,9 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
     (graph, params) pairs (one model imported at several shapes) gives the union of their
     tasks: a kernel shared by the shapes is one task, its weight summed over them.
     dtype="bfloat16" gives the tasks of the mixed-precision build (build(..., dtype=...)).
-    A fused attention group (graph.default_attention) or a Winograd transform
-    (graph.default_winograd) is not a task: the build always gives it its rule-based
-    schedule.
+    A fused attention group (graph.default_attention), a Winograd transform
+    (graph.default_winograd) or an im2col copy (graph.default_im2col) is not a task: the
+    build always gives it its rule-based schedule.
     """
     check_dtype_target(dtype, target)
     variants = list(graph_or_mod) if isinstance(graph_or_mod, list) else \
@@ -262,7 +263,7 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
             if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
                 continue
             wl = group_workload(g, graph.params)
-            if is_attention(wl.dag) or is_winograd(wl.dag):
+            if is_attention(wl.dag) or is_winograd(wl.dag) or is_im2col(wl.dag):
                 continue  # no sketch rule covers it: its rule-based schedule always runs
             if wl.key not in tasks:
                 tasks[wl.key] = make_task(wl, target)

@@ -23,6 +23,7 @@ from .onnx_math import HANDLERS as _MATH
 from .onnx_math import onnx_dtype
 from .onnx_nn import HANDLERS as _NN
 from .onnx_quant import HANDLERS as _QUANT
+from .onnx_quant import QDQ_PRODUCTS
 from .onnx_tensor import HANDLERS as _TENSOR
 
 HANDLERS = {**_MATH, **_LOGIC, **_NN, **_TENSOR, **_QUANT}
@@ -57,6 +58,7 @@ class OnnxContext:
         self.b = builder
         self.opset = opset
         self.node = None
+        self.dequantized: dict = {}  # node uid -> onnx_quant.Dequantized (QDQ products)
 
     @property
     def name(self) -> str:
@@ -135,7 +137,11 @@ def _make_inputs(b: GraphBuilder, graph, shape: dict, env: dict) -> None:
 def _convert_node(cx: OnnxContext, node, env: dict) -> None:
     cx.node = node
     ins = [env[i] if i else None for i in node.input]
-    out = HANDLERS[node.op_type](cx, ins, _attrs(node))
+    attrs = _attrs(node)
+    fused = QDQ_PRODUCTS.get(node.op_type)
+    out = fused(cx, ins, attrs) if fused is not None else None
+    if out is None:
+        out = HANDLERS[node.op_type](cx, ins, attrs)
     outs = out if isinstance(out, (list, tuple)) else [out]
     for k, name in enumerate(node.output):
         if not name:

@@ -4,7 +4,24 @@ In: the converting context, the node's input graph nodes and attributes. Out: gr
 Dynamic quantization (`quantize_dynamic`) writes DynamicQuantizeLinear + MatMulInteger (or
 ConvInteger) + Cast + Mul for every MatMul (Conv), and DequantizeLinear after gathers of
 quantized embeddings;
-static QDQ models write QuantizeLinear / DequantizeLinear pairs around float ops.
+static quantization (`quantize_static`, QDQ format: its default) writes QuantizeLinear /
+DequantizeLinear pairs around float ops; its QOperator format writes QLinearMatMul /
+QLinearConv (and Microsoft-domain ops kiln does not import).
+
+A MatMul / Gemm (QDQ_PRODUCTS) whose operands are both DequantizeLinear outputs, the weight
+a constant, is imported as the integer product it stands for, scaled once:
+    (qa - za) sa @ (qw - zw) sw = sa sw[n] * (qa @ (qw - zw) - za colsum(qw - zw)),
+int8 activations moved to uint8 by adding 128 to them and to their zero point. The float
+dequantized tensors are then dead (a QDQ pair's float copy costs nothing).
+A Conv of that kind (2-d, one group, input channels a multiple of 16) becomes the same
+product over its windows, channels-last: rows = im2col(pad(transpose(q, NHWC), zero
+point)) (a 1x1 stride-1 window is the transposed input itself), the weight [KH*KW*C, OC]
+in int8, the scale and bias applied on the [pixels, OC] result, which is then viewed NCHW.
+The transposes cancel between consecutive quantized convolutions (graph/passes/simplify.py
+pulls them through the elementwise QuantizeLinear / DequantizeLinear / ReLU / Add between
+them), so a quantized network runs channels-last from its first such convolution to its
+pooling. Other convolutions (depthwise, a 3-channel stem) run in float32 on the
+dequantized operands, exactly as the model says.
 
 MatMulInteger with constant int8 weights becomes a product of uint8 activations and int8
 weights accumulated in int32 (the vpdpbusd shape, te/dot_groups.py) minus the activations'
@@ -19,8 +36,11 @@ quantization, graph/passes/int8.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..ir import Node
 from ..passes.int8 import RANGE as _RANGE
 from ..passes.int8 import dynamic_uint8, quantize
 from .onnx_math import onnx_dtype
@@ -59,17 +79,36 @@ def _quantize_linear(cx, ins, attrs):
     return quantize(cx.op, x, scale, zpf, dtype)
 
 
+@dataclass(frozen=True)
+class Dequantized:
+    """What a DequantizeLinear reads: the quantized tensor, its scale and zero point (scalars,
+    or one per index of `axis`)."""
+
+    q: Node
+    scale: Node
+    zero: Node | None
+    axis: int
+
+
 def _dequantize_linear(cx, ins, attrs):
     _check_attrs(cx, attrs)
-    x, scale = ins[0], ins[1]
-    zp = ins[2] if len(ins) > 2 else None
+    d = Dequantized(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
+                    int(attrs.get("axis", 1)))
+    y = _dequantize(cx, d)
+    cx.dequantized[y.uid] = d
+    return y
+
+
+def _dequantize(cx, d: Dequantized):
+    x = d.q
     if x.dtype not in (*_RANGE, "int32"):
         raise cx.fail(f"dequantizing {x.dtype} is not supported (uint8, int8, int32 are)")
-    axis = int(attrs.get("axis", 1))
     xi = cx.b.cast(x, "int32", cx.name)
-    if zp is not None:
-        xi = cx.op("subtract", [xi, cx.b.cast(_per_axis(cx, zp, x, axis), "int32", cx.name)])
-    return cx.op("multiply", [cx.b.cast(xi, "float32", cx.name), _per_axis(cx, scale, x, axis)])
+    if d.zero is not None:
+        xi = cx.op("subtract", [xi, cx.b.cast(_per_axis(cx, d.zero, x, d.axis), "int32",
+                                              cx.name)])
+    return cx.op("multiply", [cx.b.cast(xi, "float32", cx.name),
+                              _per_axis(cx, d.scale, x, d.axis)])
 
 
 def _dynamic_quantize_linear(cx, ins, attrs):
@@ -213,7 +252,143 @@ def _conv_integer(cx, ins, attrs):
     return NN["Conv"](cx, [x32, w32], attrs)
 
 
+def _is_scalar(v) -> bool:
+    return v is None or int(np.prod(v.shape)) == 1
+
+
+def _as_uint8(cx, q, z):
+    """(q, zero point) with int8 q moved to uint8 (q + 128, zero point + 128, as int32)."""
+    if q.dtype == "uint8":
+        return q, z
+    def plus128(v):
+        return cx.op("add", [cx.b.cast(v, "int32", cx.name),
+                             cx.b.const(np.array(128, np.int32), f"{cx.name}_128")])
+    zero = plus128(cx.b.reshape(z, (), cx.name)) if z is not None else \
+        cx.b.const(np.array(128, np.int32), f"{cx.name}_128")
+    return cx.b.cast(plus128(q), "uint8", cx.name), zero
+
+
+def _int8_linear(cx, a: Dequantized, w: Dequantized, n_axis: int):
+    """a @ w for dequantized operands as the uint8 x int8 product (module docstring), w a
+    constant [K, N] (n_axis 1) or [N, K] (n_axis 0, Gemm's transB); None when the operands
+    do not allow it (a scale or zero point per row of a, a weight scale per K, a constant
+    that does not fit int8 after its zero point)."""
+    wv = cx.b.value(w.q)
+    if wv is None or wv.ndim != 2 or a.q.dtype not in _RANGE or w.q.dtype not in _RANGE or \
+            not _is_scalar(a.scale) or not _is_scalar(a.zero):
+        return None
+    if not (_is_scalar(w.scale) and _is_scalar(w.zero)) and w.axis % 2 != n_axis:
+        return None
+    fast = _int8_weights(cx, wv if n_axis == 1 else wv.T, w.zero)
+    if fast is None:
+        return None
+    qa, za = _as_uint8(cx, a.q, a.zero)
+    acc = _product_minus_zero_point(cx, qa, fast, za)
+    scale = cx.op("multiply", [cx.b.reshape(a.scale, (), cx.name),
+                               cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)])
+    return cx.op("multiply", [cx.b.cast(acc, "float32", cx.name), scale])
+
+
+def _dequantized(cx, ins, count: int) -> list | None:
+    got = [cx.dequantized.get(x.uid) if x is not None else None for x in ins[:count]]
+    return None if any(d is None for d in got) else got
+
+
+def _qdq_matmul(cx, ins, attrs):
+    d = _dequantized(cx, ins, 2)
+    return None if d is None else _int8_linear(cx, d[0], d[1], 1)
+
+
+def _qdq_gemm(cx, ins, attrs):
+    d = _dequantized(cx, ins, 2)
+    if d is None or attrs.get("transA", 0):
+        return None
+    y = _int8_linear(cx, d[0], d[1], 0 if attrs.get("transB", 0) else 1)
+    if y is None:
+        return None
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    if alpha != 1.0:
+        y = cx.op("multiply", [y, cx.b.const(np.array(alpha, np.float32), "alpha")])
+    c = ins[2] if len(ins) > 2 else None
+    if c is None or beta == 0.0:
+        return y
+    if beta != 1.0:
+        c = cx.op("multiply", [c, cx.b.const(np.array(beta, np.float32), "beta")])
+    return cx.op("add", [y, c])
+
+
+def _requantize(cx, y, scale, zero):
+    """QuantizeLinear of y with the QLinear ops' output scale and zero point."""
+    return _quantize_linear(cx, [y, scale] + ([zero] if zero is not None else []), {})
+
+
+def _qlinear_matmul(cx, ins, attrs):
+    """QLinearMatMul: a per tensor or per row, b per tensor or per column, requantized."""
+    a = Dequantized(ins[0], ins[1], ins[2], 0)
+    b = Dequantized(ins[3], ins[4], ins[5], -1)
+    y = _int8_linear(cx, a, b, 1)
+    if y is None:
+        y = cx.op("matmul", [_dequantize(cx, a), _dequantize(cx, b)])
+    return _requantize(cx, y, ins[6], ins[7] if len(ins) > 7 else None)
+
+
+def _window_rows(cx, q, zero, kernel, geo):
+    """(rows [N*OH*OW, KH*KW*C] uint8, (N, OH, OW)) of the uint8 NCHW input q, padded with
+    its zero point (a scalar constant), or None when padding needs an unknown zero point."""
+    n, c, h, w = q.shape
+    (t, left, b, r), (sh, sw), (dh, dw) = geo["padding"], geo["strides"], geo["dilation"]
+    xt = cx.op("transpose", [q], axes=(0, 2, 3, 1))
+    if t or left or b or r:
+        zv = None if zero is None else cx.b.value(zero)
+        if zero is not None and zv is None:
+            return None
+        xt = cx.op("pad", [xt], pad_width=((0, 0), (t, b), (left, r), (0, 0)),
+                   pad_value=float(0 if zv is None else np.asarray(zv).reshape(())))
+    kh, kw = kernel
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):
+        return cx.b.reshape(xt, (n * h * w, c), cx.name), (n, h, w)
+    rows = cx.op("im2col", [xt], kernel=[kh, kw], strides=[sh, sw], dilation=[dh, dw])
+    oh = (xt.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    return rows, (n, oh, rows.shape[0] // (n * oh))
+
+
+def _qdq_conv(cx, ins, attrs):
+    """A Conv of dequantized operands as the channels-last uint8 x int8 product (module
+    docstring), or None."""
+    from .onnx_nn import _spatial
+    d = _dequantized(cx, ins, 2)
+    if d is None:
+        return None
+    x, w = d
+    wv = cx.b.value(w.q)
+    if wv is None or wv.ndim != 4 or len(x.q.shape) != 4 or int(attrs.get("group", 1)) != 1 \
+            or x.q.dtype not in _RANGE or w.q.dtype not in _RANGE or x.q.shape[1] % 16 or \
+            not _is_scalar(x.scale) or not _is_scalar(x.zero) or \
+            (not (_is_scalar(w.scale) and _is_scalar(w.zero)) and w.axis % 4 != 0):
+        return None
+    oc = wv.shape[0]
+    fast = _int8_weights(cx, wv.transpose(2, 3, 1, 0).reshape(-1, oc), w.zero)
+    if fast is None:
+        return None
+    qx, zx = _as_uint8(cx, x.q, x.zero)
+    found = _window_rows(cx, qx, zx, wv.shape[2:], _spatial(cx, ins, attrs, wv.shape[2:]))
+    if found is None:
+        return None
+    rows, (n, oh, ow) = found
+    acc = _product_minus_zero_point(cx, rows, fast, zx)
+    scale = cx.op("multiply", [cx.b.reshape(x.scale, (), cx.name),
+                               cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)])
+    y = cx.op("multiply", [cx.b.cast(acc, "float32", cx.name), scale])
+    if len(ins) > 2 and ins[2] is not None:
+        y = cx.op("add", [y, ins[2]])
+    y = cx.b.reshape(y, (n, oh, ow, oc), cx.name)
+    return cx.op("transpose", [y], axes=(0, 3, 1, 2))
+
+
+QDQ_PRODUCTS = {"MatMul": _qdq_matmul, "Gemm": _qdq_gemm, "Conv": _qdq_conv}
+
 HANDLERS = {
+    "QLinearMatMul": _qlinear_matmul,
     "ConvInteger": _conv_integer,
     "QuantizeLinear": _quantize_linear,
     "DequantizeLinear": _dequantize_linear,

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from ...errors import ShapeError
+from ...topi.nn.im2col import im2col_shape
 from ..ir import Graph, GraphError, Node
 
 _BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
@@ -346,6 +348,19 @@ def _winograd(n: Node) -> tuple:
     return shape, x.dtype
 
 
+def _im2col(n: Node) -> tuple:
+    _arity(n, 1)
+    x = n.inputs[0]
+    if len(x.shape) != 4:
+        raise _fail(n, "needs a padded channels-last [N, H, W, C] input")
+    try:
+        oh, ow, cols = im2col_shape(x.shape, n.attrs["kernel"], n.attrs.get("strides", (1, 1)),
+                                    n.attrs.get("dilation", (1, 1)))
+    except ShapeError as e:
+        raise _fail(n, str(e)) from None
+    return (int(x.shape[0]) * oh * ow, cols), x.dtype
+
+
 _RULES = {}
 for _names, _fn in (((*_BINARY, *_COMPARE, *_LOGIC, *_UNARY, "power", "where", "not", "cast",
                       "isnan", "isinf", "cumsum"), _elementwise),
@@ -356,7 +371,8 @@ for _names, _fn in (((*_BINARY, *_COMPARE, *_LOGIC, *_UNARY, "power", "where", "
                     (("transpose",), _transpose), (("take",), _take),
                     (("concatenate",), _concat), (("strided_slice",), _slice),
                     (("expand_dims", "squeeze", "broadcast_to", "pad", "dilate"), _dims),
-                    (("winograd_input", "winograd_output"), _winograd)):
+                    (("winograd_input", "winograd_output"), _winograd),
+                    (("im2col",), _im2col)):
     _RULES.update(dict.fromkeys(_names, _fn))
 
 

@@ -47,6 +47,7 @@ class Rewriter:
     def __init__(self, g: Graph):
         self.graph = clone(g)
         self.uses = use_counts(self.graph)
+        self.memo: dict = {}  # for rules that build on what they made for earlier nodes
 
     def param(self, node: Node) -> np.ndarray | None:
         """The value of a const node, else None."""

@@ -106,13 +106,121 @@ def _conv_pad(n: Node, rw: Rewriter) -> Node | None:
     return rw.op("conv2d", [pad.inputs[0], *n.inputs[1:]], n.name, **attrs)
 
 
+_NARROW = {"int8": (-128, 127), "uint8": (0, 255)}
+_WIDE_INT = ("int16", "int32", "int64")
+
+
+def _cast_round_trip(n: Node, rw: Rewriter) -> Node | None:
+    """cast(cast(clip(x), narrow), wide int) -> the clip's value cast to the wide type
+    directly, when the clip bounds lie inside the narrow type (module docstring)."""
+    mid = n.inputs[0]
+    if n.dtype not in _WIDE_INT or mid.op != "cast" or mid.dtype not in _NARROW:
+        return None
+    clip = mid.inputs[0]
+    lo, hi = _NARROW[mid.dtype]
+    if clip.op != "clip" or float(clip.attrs.get("a_min", -np.inf)) < lo or \
+            float(clip.attrs.get("a_max", np.inf)) > hi:
+        return None
+    return rw.op("cast", [clip], n.name, dtype=n.dtype)
+
+
+def _perm(n: Node) -> list:
+    return [int(a) for a in (n.attrs.get("axes") or range(len(n.shape) - 1, -1, -1))]
+
+
+def _pull_transpose(n: Node, rw: Rewriter) -> Node | None:
+    """transpose(f(transpose(x))) -> f(x) (module docstring), or None."""
+    return _pulled(n.inputs[0], _perm(n), rw)
+
+
+def _transpose_leaf(m: Node, depth: int = 0) -> Node | None:
+    """A transpose among the operands of the pointwise tree rooted at m, or None."""
+    if m.op == "transpose":
+        return m
+    if depth >= 64 or not _pointwise(m):
+        return None
+    for i in m.inputs:
+        found = _transpose_leaf(i, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _reduce_transposed(n: Node, rw: Rewriter) -> Node | None:
+    """reduce(f(transpose(x)), axes) -> transpose(reduce(f(x), the axes x calls them)): the
+    reduction reads x in its own layout (a channels-last network's global pooling) and only
+    its small result is transposed. None when f cannot be pulled (module docstring)."""
+    leaf = _transpose_leaf(n.inputs[0])
+    pool = n.op == "global_avg_pool2d"  # the mean over H and W of NCHW, dims kept
+    if leaf is None or (n.attrs.get("axis") is None and not pool):
+        return None
+    inner = _perm(leaf)
+    perm = [inner.index(k) for k in range(len(inner))]  # undoes the leaf's transpose
+    src = _pulled(n.inputs[0], perm, rw)
+    if src is None:
+        return None
+    rank = len(perm)
+    axis = [2, 3] if pool else n.attrs["axis"]
+    axes = {int(a) % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])}
+    new_axes = [k for k in range(rank) if perm[k] in axes]
+    keep = pool or bool(n.attrs.get("keepdims", False))
+    red = rw.op("mean" if pool else n.op, [src], n.name,
+                **{**({} if pool else n.attrs), "axis": new_axes, "keepdims": keep})
+    kept = [k for k in range(rank) if keep or k not in new_axes]
+    order = [int(i) for i in np.argsort([perm[k] for k in kept])]
+    return red if order == list(range(len(order))) else \
+        rw.op("transpose", [red], n.name, axes=order)
+
+
+def _pulled(root: Node, perm: list, rw: Rewriter) -> Node | None:
+    """transpose(root, perm) computed without a transpose: root's pointwise tree rebuilt over
+    the sources of the transposes that perm undoes (None when a leaf is anything else)."""
+    n = root
+    memo = rw.memo.setdefault(("pull_transpose", tuple(perm)), {})
+
+    def pulled(m: Node, depth: int) -> Node | None:
+        if m.uid in memo:  # shared with earlier pulls: one channels-last twin per node
+            return memo[m.uid]
+        out = None
+        if m.op == "transpose" and [_perm(m)[p] for p in perm] == list(range(len(perm))):
+            out = m.inputs[0]
+        elif rw.param(m) is not None:
+            v = np.asarray(rw.param(m))
+            if v.ndim == 0:
+                out = m
+            elif v.ndim <= len(perm):
+                full = v.reshape((1,) * (len(perm) - v.ndim) + v.shape)
+                out = rw.const(np.ascontiguousarray(np.transpose(full, perm)),
+                               f"{m.attrs.get('name', 'const')}_t")
+        elif len(m.shape) == 0:
+            out = m
+        elif depth < 64 and _pointwise(m) and tuple(m.shape) == tuple(n.shape):
+            ins = [pulled(i, depth + 1) for i in m.inputs]
+            if all(i is not None for i in ins):
+                out = rw.op(m.op, ins, m.name, **m.attrs)
+        memo[m.uid] = out
+        return out
+    return pulled(n, 0) if _pointwise(n) else None
+
+
+def _pointwise(m: Node) -> bool:
+    """An elementwise op whose attributes say nothing about axes."""
+    from ..ops import OpPattern, pattern
+    return m.op not in ("input", "const", "batch_norm", "broadcast_to") and \
+        pattern(m) in (OpPattern.ELEMWISE, OpPattern.BROADCAST)
+
+
 def _simplify_rule(n: Node, rw: Rewriter) -> Node | None:
     if n.op in _SHAPE_NOOPS and _same_type(n.inputs[0], n):
         return n.inputs[0]
+    if n.op == "cast":
+        return _cast_round_trip(n, rw)
+    if n.op in ("sum", "mean", "max", "min", "global_avg_pool2d"):
+        return _reduce_transposed(n, rw)
     if n.op == "conv2d" and n.inputs[0].op == "pad":
         return _conv_pad(n, rw)
     if n.op == "transpose":
-        return _transpose(n, rw)
+        return _transpose(n, rw) or _pull_transpose(n, rw)
     if n.op in _RESHAPE_LIKE:
         return _reshape_chain(n, rw)
     if n.op == "where":
