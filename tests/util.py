@@ -111,3 +111,27 @@ def tiny_cli_model():
     class Args:
         builtin, seq_len, model, shape = "bert-tiny", 16, None, None
     return Model(Args())
+
+
+def onnx_model(nodes, inputs: dict, outputs: list, inits: dict, opset: int = 19):
+    """An ONNX model of `nodes` with inputs typed after the arrays in `inputs`, untyped
+    outputs and initializers `inits`."""
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+    g = h.make_graph(nodes, "model",
+                     [h.make_tensor_value_info(k, h.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                      for k, v in inputs.items()],
+                     [h.make_empty_tensor_value_info(o) for o in outputs],
+                     [nh.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+
+
+def ort_run(model, feeds: dict) -> list:
+    """ONNX Runtime's outputs for `model`, its graph optimizations off (the reference
+    semantics of every node as written)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)

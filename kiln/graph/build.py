@@ -33,7 +33,7 @@ from .tasks import (
     GroupWorkload,
     check_compute_dtype,
     check_dtype_target,
-    group_workload,
+    group_workloads,
     prepare_graph,
 )
 
@@ -252,7 +252,7 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
         return build_cuda(graph, params, target, run_passes, tensor_cores)
     output_names = getattr(graph, "output_names", None)
     graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
-    workloads = [group_workload(g, graph.params) for g in groups]
+    workloads = group_workloads(groups, graph.params)
     kernels = _kernels(workloads, target)
     _warn_untuned(workloads, kernels)
     prog = _Program(graph, workloads, kernels)

@@ -25,7 +25,7 @@ from .build import Kernel, _meta, _Program, _warn_untuned, first_lowering, recor
 from .csource import Arg, Call, Copy
 from .default_schedule import gpu_schedules
 from .executable_cuda import CudaGraphModule
-from .tasks import GroupWorkload, group_workload, prepare_graph
+from .tasks import GroupWorkload, group_workloads, prepare_graph
 
 __all__ = ["build_cuda"]
 
@@ -85,7 +85,7 @@ def build_cuda(graph, params, target: Target, run_passes: bool = True,
     (topi.cuda.schedule_auto(mma=True))."""
     output_names = getattr(graph, "output_names", None)
     graph, groups = prepare_graph(graph, params, run_passes, target=target)
-    workloads = [group_workload(g, graph.params) for g in groups]
+    workloads = group_workloads(groups, graph.params)
     kernels: dict = {}
     funcs: dict = {}
     for wl in workloads:

@@ -29,7 +29,7 @@ from .build import _kernels, _meta, _Program, _warn_untuned
 from .csource import ENTRY, program_source
 from .executable import GraphModule
 from .passes.layout import ParamTable, aligned_copy, param_value
-from .tasks import group_workload, prepare_graph
+from .tasks import group_workloads, prepare_graph
 
 __all__ = ["build_variants"]
 
@@ -83,7 +83,7 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True,
         graph, params = item
         output_names = getattr(graph, "output_names", None)
         graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
-        workloads = [group_workload(g, graph.params) for g in groups]
+        workloads = group_workloads(groups, graph.params)
         _kernels(workloads, target, kernels)
         _warn_untuned(workloads, kernels)
         prog = _Program(graph, workloads, kernels)

@@ -4,8 +4,8 @@ convolutions, frontend/onnx_quant.py).
 In: a ComputeDAG whose output stage is an `im2col` compute, and a CPU Target.
 Out: a complete State, or None for another kind of DAG:
     rows[p, q] with p = (image row, ow) split by the output width and q = (window position,
-    c) split by the channels, then the channels by the vector lanes: parallel over image
-    rows, a vector copy per run of lanes channels.
+    c) split by the channels, then the channels by a power-of-two vector width that divides
+    them: parallel over image rows, a vector copy per run of channels.
 Why a rule: the split points are the compute's own divisors, so every div / mod in its
 indices simplifies away and each vector is one contiguous load and store; the default
 injective schedule fuses p and q and splits the fused index by the lanes, which leaves the
@@ -44,13 +44,15 @@ def im2col_schedule(dag, target: Target):
     try:
         state = state.split(out, p, [width]).split(out, q, [channels])
         order = [p + ".0", p + ".1", q + ".0"]
-        if channels % lanes == 0 and channels > lanes:
-            state = state.split(out, q + ".1", [lanes])
+        width = max([w for w in (lanes, lanes // 2, lanes // 4) if w and channels % w == 0],
+                    default=0)  # whole vectors of a power-of-two width
+        if width and channels > width:
+            state = state.split(out, q + ".1", [width])
             order += [q + ".1.0", q + ".1.1"]
             vec = q + ".1.1"
         else:
             order.append(q + ".1")
-            vec = q + ".1" if channels <= lanes else None
+            vec = q + ".1" if width else None
         state = state.reorder(out, order).parallel(out, p + ".0")
         return state.vectorize(out, vec) if vec else state
     except KilnError:

@@ -136,7 +136,8 @@ def _scalar_const(node, consumer, params: dict):
     return te.const(value, node.dtype)
 
 
-def _build_computes(group: FusedGroup, params: dict) -> tuple[dict, te.Tensor]:
+def _build_computes(group: FusedGroup, params: dict,
+                    inline_scalars: bool = True) -> tuple[dict, te.Tensor]:
     """Placeholders by input uid, and the group's output tensor."""
     holders: dict = {}
     values: dict = {}
@@ -146,7 +147,7 @@ def _build_computes(group: FusedGroup, params: dict) -> tuple[dict, te.Tensor]:
             if i.uid in values:
                 args.append(values[i.uid])
                 continue
-            scalar = _scalar_const(i, n, params)
+            scalar = _scalar_const(i, n, params) if inline_scalars else None
             if scalar is not None:
                 args.append(scalar)
                 continue
@@ -186,9 +187,33 @@ def _mark_layout_free(dag: ComputeDAG, const_ops: set) -> tuple:
     return tuple(names)
 
 
-def group_workload(group: FusedGroup, params: dict) -> GroupWorkload:
-    """The te workload of one fused group (params give the values of scalar constants)."""
-    holders, out = _build_computes(group, params)
+def group_workloads(groups: list, params: dict) -> list:
+    """The te workloads of a graph's fused groups. A size-1 constant is a te immediate (the C
+    compiler folds it into the arithmetic), except in groups that would then differ from
+    another group of the graph only in such constants: there it is a kernel argument, and
+    the groups share one kernel (a statically quantized model has a scale and a zero point
+    per tensor: as immediates every layer's quantize step was a kernel of its own, 200
+    compilations for BERT-base instead of 20)."""
+    inline = [group_workload(g, params) for g in groups]
+    plain: list = [group_workload(g, params, False) if _inlines_scalars(g, params) else None
+                   for g in groups]
+    variants: dict = {}
+    for a, b in zip(inline, plain):
+        if b is not None:
+            variants.setdefault(b.key, set()).add(a.key)
+    return [b if b is not None and len(variants[b.key]) > 1 else a
+            for a, b in zip(inline, plain)]
+
+
+def _inlines_scalars(group: FusedGroup, params: dict) -> bool:
+    return any(_scalar_const(i, n, params) is not None for n in group.nodes for i in n.inputs)
+
+
+def group_workload(group: FusedGroup, params: dict, inline_scalars: bool = True
+                   ) -> GroupWorkload:
+    """The te workload of one fused group (params give the values of scalar constants, te
+    immediates unless inline_scalars is False)."""
+    holders, out = _build_computes(group, params, inline_scalars)
     by_op = {id(t.op): uid for uid, t in holders.items()}
     node_of = {n.uid: n for n in group.inputs}
     dag = ComputeDAG([*holders.values(), out])
@@ -259,10 +284,9 @@ def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",
     for mod, prm in variants:
         graph = _as_graph(mod, prm)
         graph, groups = prepare_graph(graph, prm, run_passes, dtype, target)
-        for g in groups:
+        for g, wl in zip(groups, group_workloads(groups, graph.params)):
             if not include_simple_tasks and g.pattern < OpPattern.COMM_REDUCE:
                 continue
-            wl = group_workload(g, graph.params)
             if is_attention(wl.dag) or is_winograd(wl.dag) or is_im2col(wl.dag):
                 continue  # no sketch rule covers it: its rule-based schedule always runs
             if wl.key not in tasks:

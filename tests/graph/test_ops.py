@@ -37,6 +37,7 @@ DATA = {
     "s8": RNG.integers(-128, 128, (5, 32)).astype(np.int8),
     "s8t": RNG.integers(-128, 128, (32, 20)).astype(np.int8),
     "u8img": RNG.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8),
+    "u8nhwc": RNG.integers(0, 256, (2, 9, 8, 48)).astype(np.uint8),
     "s8ker": RNG.integers(-128, 128, (5, 3, 4, 4)).astype(np.int8),
 }
 
@@ -80,6 +81,16 @@ def _pool(x, k, s, pad, kind, include_pad=True):
                     (min(y0 + k, h) - max(y0, 0)) * (min(x0 + k, w) - max(x0, 0))
                 out[:, :, i, j] = win.sum(axis=(2, 3)) / cnt
     return out
+
+
+def _im2col(xp, kernel, strides, dilation):
+    """Rows of every window, (kh, kw, c) order, by plain loops."""
+    n, hp, wp, c = xp.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilation
+    oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    rows = [xp[b, y * sh: y * sh + (kh - 1) * dh + 1: dh, x * sw: x * sw + (kw - 1) * dw + 1: dw]
+            .reshape(-1) for b in range(n) for y in range(oh) for x in range(ow)]
+    return np.stack(rows)
 
 
 def _wino_in(xp, m):
@@ -232,6 +243,10 @@ CASES = [
      lambda v: np.pad(v, [(1, 0), (2, 3)], constant_values=0.5)),
     ("dilate", "dilate", ["row"], {"strides": [3, 2]}, lambda v: _dilate(v, (3, 2))),
     ("winograd_input", "winograd_input", ["wxp"], {"tile": 4}, lambda v: _wino_in(v, 4)),
+    ("im2col", "im2col", ["u8nhwc"], {"kernel": [3, 2], "strides": [2, 1], "dilation": [1, 2]},
+     lambda v: _im2col(v, (3, 2), (2, 1), (1, 2))),
+    ("im2col_1x1_s2", "im2col", ["u8nhwc"], {"kernel": [1, 1], "strides": [2, 2]},
+     lambda v: _im2col(v, (1, 1), (2, 2), (1, 1))),
     ("winograd_output", "winograd_output", ["wmt"], {"tile": 2, "shape": [1, 5, 3, 4]},
      lambda v: _wino_out(v, 2, (1, 5, 3, 4))),
 ]

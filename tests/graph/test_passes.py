@@ -194,6 +194,59 @@ def test_simplify_constant_where():
     assert _ops(s) == {"where": 1}
 
 
+def test_simplify_drops_int8_round_trips_after_a_clip():
+    """cast(cast(clip(x) in int8 range, int8), int32) -> cast(clip(x), int32); a clip wider
+    than int8 (the cast wraps) keeps both casts."""
+    b = GraphBuilder("test")
+    x = _x(b)
+    def chain(lo, hi, narrow):
+        clip = b.op("clip", [b.op("round", [x])], a_min=lo, a_max=hi)
+        return b.op("cast", [b.op("cast", [clip], dtype=narrow)], dtype="int32")
+    g = b.finish([chain(-128.0, 127.0, "int8"), chain(0.0, 255.0, "uint8"),
+                  chain(-300.0, 300.0, "int8")])
+    s = simplify(g)
+    assert [o.inputs[0].op for o in s.outputs] == ["clip", "clip", "cast"]
+    _same_results(g, s, {"x": _rand(2, 4, 8) * 200})
+
+
+def test_simplify_pulls_transposes_through_elementwise_trees():
+    """transpose(f(transpose(x))) -> f(x) for an elementwise f over constants and scalars
+    (each node copied once however many pulls reach it); f over a non-transposed input, or
+    a permutation that does not undo the inner one, stays."""
+    b = GraphBuilder("test")
+    x = b.input("x", (2, 3, 4, 5), "float32")
+    y = b.input("y", (2, 5, 3, 4), "float32")
+    t = b.op("transpose", [x], axes=[0, 3, 1, 2])  # NHWC -> NCHW
+    chan = b.const(_rand(5, 1, 1), "per_channel")
+    shared = b.op("relu", [b.op("add", [b.op("multiply", [t, chan]),
+                                        b.const(np.float32(0.5), "half")])])
+    back1 = b.op("transpose", [b.op("exp", [shared])], axes=[0, 2, 3, 1])
+    back2 = b.op("transpose", [b.op("negative", [shared])], axes=[0, 2, 3, 1])
+    mixed = b.op("transpose", [b.op("add", [shared, y])], axes=[0, 2, 3, 1])
+    wrong = b.op("transpose", [b.op("exp", [shared])], axes=[0, 3, 2, 1])
+    g = b.finish([back1, back2, mixed, wrong, shared])
+    s = simplify(g)
+    assert [o.op for o in s.outputs[:2]] == ["exp", "negative"]
+    assert s.outputs[0].inputs[0] is s.outputs[1].inputs[0]  # one copy of the shared tree
+    assert s.outputs[2].op == "transpose" and s.outputs[3].op == "transpose"
+    _same_results(g, s, {"x": _rand(2, 3, 4, 5), "y": _rand(2, 5, 3, 4)})
+
+
+@pytest.mark.parametrize("op, attrs", [("mean", {"axis": [2, 3], "keepdims": True}),
+                                       ("sum", {"axis": [1], "keepdims": False}),
+                                       ("max", {"axis": [3, 1], "keepdims": False}),
+                                       ("global_avg_pool2d", {})])
+def test_simplify_reduces_in_the_layout_below_a_transpose(op, attrs):
+    b = GraphBuilder("test")
+    x = b.input("x", (2, 3, 4, 5), "float32")
+    t = b.op("relu", [b.op("transpose", [x], axes=[0, 3, 1, 2])])
+    g = b.finish([b.op(op, [t], **attrs)])
+    s = simplify(g)
+    red = s.outputs[0] if s.outputs[0].op != "transpose" else s.outputs[0].inputs[0]
+    assert red.inputs[0].op == "relu" and red.inputs[0].inputs[0] is s.inputs[0]
+    _same_results(g, s, {"x": _rand(2, 3, 4, 5)})
+
+
 def test_simplify_folds_zero_spatial_padding_into_convolutions():
     """pad(x, zeros around H and W) -> conv2d becomes one conv2d with the pad added to its
     own (asymmetric) padding; a non-zero fill stays a pad."""

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
-from onnx import numpy_helper as nh
+from util import onnx_model as _model
+from util import ort_run as _ort
 from util import tiny_cli_model
 
 import kiln
@@ -31,23 +31,6 @@ from kiln.schedule.layout import pack_inputs
 
 RNG = np.random.RandomState(3)
 HAS_VNNI = kiln.target.Target("cpu").has("avx512vnni")
-
-
-def _model(nodes, inputs: dict, outputs: list, inits: dict, opset: int = 19):
-    g = h.make_graph(nodes, "q",
-                     [h.make_tensor_value_info(k, h.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-                      for k, v in inputs.items()],
-                     [h.make_empty_tensor_value_info(o) for o in outputs],
-                     [nh.from_array(np.asarray(v), k) for k, v in inits.items()])
-    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
-
-
-def _ort(model, feeds: dict) -> list:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
 
 
 def _kiln(model):

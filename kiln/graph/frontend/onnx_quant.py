@@ -355,11 +355,16 @@ def _window_rows(cx, q, zero, kernel, geo):
 def _qdq_conv(cx, ins, attrs):
     """A Conv of dequantized operands as the channels-last uint8 x int8 product (module
     docstring), or None."""
-    from .onnx_nn import _spatial
     d = _dequantized(cx, ins, 2)
     if d is None:
         return None
-    x, w = d
+    return _int8_conv(cx, d[0], d[1], ins[2] if len(ins) > 2 else None, attrs)
+
+
+def _int8_conv(cx, x: Dequantized, w: Dequantized, bias, attrs):
+    """conv(x, w) + bias (float32 [OC] or None) for dequantized operands as the
+    channels-last uint8 x int8 product, or None when they do not allow it."""
+    from .onnx_nn import _spatial
     wv = cx.b.value(w.q)
     if wv is None or wv.ndim != 4 or len(x.q.shape) != 4 or int(attrs.get("group", 1)) != 1 \
             or x.q.dtype not in _RANGE or w.q.dtype not in _RANGE or x.q.shape[1] % 16 or \
@@ -371,7 +376,7 @@ def _qdq_conv(cx, ins, attrs):
     if fast is None:
         return None
     qx, zx = _as_uint8(cx, x.q, x.zero)
-    found = _window_rows(cx, qx, zx, wv.shape[2:], _spatial(cx, ins, attrs, wv.shape[2:]))
+    found = _window_rows(cx, qx, zx, wv.shape[2:], _spatial(cx, [x.q], attrs, wv.shape[2:]))
     if found is None:
         return None
     rows, (n, oh, ow) = found
@@ -379,15 +384,33 @@ def _qdq_conv(cx, ins, attrs):
     scale = cx.op("multiply", [cx.b.reshape(x.scale, (), cx.name),
                                cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)])
     y = cx.op("multiply", [cx.b.cast(acc, "float32", cx.name), scale])
-    if len(ins) > 2 and ins[2] is not None:
-        y = cx.op("add", [y, ins[2]])
+    if bias is not None:
+        y = cx.op("add", [y, bias])
     y = cx.b.reshape(y, (n, oh, ow, oc), cx.name)
     return cx.op("transpose", [y], axes=(0, 3, 1, 2))
+
+
+def _qlinear_conv(cx, ins, attrs):
+    """QLinearConv: the int32 bias has the scale x_scale * w_scale and no zero point."""
+    from .onnx_nn import HANDLERS as NN
+    x = Dequantized(ins[0], ins[1], ins[2], 1)
+    w = Dequantized(ins[3], ins[4], ins[5], 0)
+    bias = ins[8] if len(ins) > 8 else None
+    if bias is not None:
+        bias = _dequantize(cx, Dequantized(bias, cx.op("multiply", [
+            cx.b.reshape(x.scale, (), cx.name),
+            cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)]), None, 0))
+    y = _int8_conv(cx, x, w, bias, attrs)
+    if y is None:
+        y = NN["Conv"](cx, [_dequantize(cx, x), _dequantize(cx, w)] +
+                       ([bias] if bias is not None else []), attrs)
+    return _requantize(cx, y, ins[6], ins[7] if len(ins) > 7 else None)
 
 
 QDQ_PRODUCTS = {"MatMul": _qdq_matmul, "Gemm": _qdq_gemm, "Conv": _qdq_conv}
 
 HANDLERS = {
+    "QLinearConv": _qlinear_conv,
     "QLinearMatMul": _qlinear_matmul,
     "ConvInteger": _conv_integer,
     "QuantizeLinear": _quantize_linear,
