@@ -5,7 +5,9 @@ DistilBERT, RoBERTa-base, GPT-2 small, ViT-B/16, ResNet-50, MobileNetV2 and the 
 encoder; text models get the attention mask a tokenizer makes for a padded batch.
 Routes: ONNX from torch.onnx.export(dynamo=False), ONNX from the default dynamo exporter, and
 kiln.frontend.from_pytorch (torch.export); --routes int8 adds the first one after ONNX
-Runtime's int8 recipe (quant_pre_process + quantize_dynamic, peers.quantized_bytes), compared
+Runtime's int8 recipe (quant_pre_process + quantize_dynamic, peers.quantized_bytes) and
+--routes qdq after its static one (quantize_static, QDQ format, int8 activations calibrated
+on four random inputs, per-channel weights; peers.static_quantized_bytes), each compared
 with ONNX Runtime on the same quantized model (its error column: kiln against ORT int8, and
 both against ORT fp32: quantization noise differs by rounding, so "ok" means kiln's error
 against fp32 is at most twice ORT int8's plus 1e-4). Per cell: status (exporter failed /
@@ -13,9 +15,10 @@ import failed / ok), max abs error against ONNX Runtime (ONNX routes) or PyTorch
 (torch.export), build seconds, and latency of kiln's untuned build vs ONNX Runtime and
 PyTorch eager on the same inputs (rows interleaved, medians of --repeat, all threads).
 
-    python benchmarks/zoo.py [--models bert,gpt2] [--routes onnx,dynamo,torch,int8] [--repeat 5]
+    python benchmarks/zoo.py [--models bert,gpt2] [--routes onnx,dynamo,torch,int8,qdq]
+                             [--repeat 5]
 
-Writes benchmarks/results/zoo.{json,md} (--out zoo_int8 for the int8 table).
+Writes benchmarks/results/zoo.{json,md} (--out zoo_int8 for the int8 and qdq tables).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ import kiln  # noqa: E402
 SEQ = 128
 ROUTES = ("onnx", "dynamo", "torch")
 INT8 = "int8"  # the onnx route's model after ONNX Runtime's dynamic quantization
+QDQ = "qdq"  # ... after its static quantization (QDQ format, calibrated on random inputs)
+QUANTIZED = (INT8, QDQ)
 
 
 def _text(model_cls, cfg, vocab: int, with_mask: bool = True, output="last_hidden_state"):
@@ -145,10 +150,12 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
             except Exception as err:  # noqa: BLE001 - the exporter's failure is a result
                 return {**row, "status": f"exporter failed: {str(err).splitlines()[0][:120]}"}
             proto = onnx.load(path)
-            if route == INT8:
+            if route in QUANTIZED:
                 fp32 = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
                 fp32_ref = fp32.run(None, feeds)[0]
-                proto = onnx.load_from_string(peers.quantized_bytes(proto))
+                proto = onnx.load_from_string(
+                    peers.quantized_bytes(proto) if route == INT8 else
+                    peers.static_quantized_bytes(proto, _calibration(feeds)))
             sess = ort.InferenceSession(proto.SerializeToString(),
                                         providers=["CPUExecutionProvider"])
             ref = sess.run(None, feeds)[0]
@@ -168,7 +175,7 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
     except Exception as err:  # noqa: BLE001 - a crash is reported in the table, not fatal
         traceback.print_exc()
         return {**row, "status": f"crash: {type(err).__name__}: {str(err)[:120]}"}
-    if route == INT8:
+    if route in QUANTIZED:
         row["kiln_vs_fp32"] = float(np.abs(out - fp32_ref).max())
         row["ort_int8_vs_fp32"] = float(np.abs(ref - fp32_ref).max())
         row["status"] = "ok" if row["kiln_vs_fp32"] <= 2 * row["ort_int8_vs_fp32"] + 1e-4 \
@@ -180,7 +187,7 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
     if sess is not None:
         timers["ort"] = lambda: sess.run(None, feeds)
     with torch.no_grad():
-        if route != INT8:  # PyTorch runs the float model: no int8 peer there
+        if route not in QUANTIZED:  # PyTorch runs the float model: no int8 peer there
             timers["torch"] = lambda: model(*inputs.values())
         # the gap lets the previous row's thread pool stop spinning (without it, kiln's
         # OpenMP pool spinning after each call read ORT's MobileNetV2 at 7.4 ms instead of
@@ -190,6 +197,24 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
         row[f"{k}_ms"] = statistics.median(v) * 1e3
         row[f"{k}_range_ms"] = [min(v) * 1e3, max(v) * 1e3]
     return row
+
+
+def _calibration(feeds: dict, count: int = 4) -> list:
+    """Inputs for static quantization's calibration: token ids drawn again (the mask kept),
+    images and spectrograms redrawn from the same normal distribution."""
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(count):
+        batch = {}
+        for k, v in feeds.items():
+            if k == "input_ids":
+                batch[k] = rng.integers(0, 1000, v.shape).astype(v.dtype)
+            elif v.dtype.kind == "f":
+                batch[k] = rng.standard_normal(v.shape).astype(v.dtype)
+            else:
+                batch[k] = v
+        out.append(batch)
+    return out
 
 
 def main() -> None:

@@ -60,6 +60,7 @@ TABLE = [
                                 ("bf16 bert.onnx --", "bf16 bert.onnx --shape input_ids=1,16 --")],
      ""),
     ('onnx.load("bert-int8.onnx")', [('(1, 128)', "(1, 16)")], ""),
+    ('"bert-static.onnx"', [('(1, 128)', "(1, 16)")], ""),
     ("kiln tune --dtype int8", [("--trials 3000", "--trials 2 --per-round 2"),
                                 ("bench --dtype int8 bert.onnx --log bert_q.json",
                                  "bench --dtype int8 bert.onnx --log bert_q.json "

@@ -105,7 +105,22 @@ class TaskScheduler:
             self.interrupted = True
             self._say("interrupted: stopping, every measured record is kept")
             self._print(sum(self.trials), options.num_measure_trials, time.time() - t0)
+        finally:
+            self._close_gpu_workers()
         return self.estimated_latency()
+
+    def _close_gpu_workers(self) -> None:
+        """Stop the NVRTC pool and the measurement worker the GPU policies share (both start
+        again on demand): left running, the pool's shutdown at interpreter exit races its
+        wakeup pipe on Python 3.12 ("Bad file descriptor" printed after a finished tune)."""
+        if not self.gpu:
+            return
+        seen: set = set()
+        for p in self.policies:
+            for w in (p.builder, p.runner):
+                if id(w) not in seen and hasattr(w, "close"):
+                    seen.add(id(w))
+                    w.close()
 
     def _round(self, i: int, n: int, early_stopping, measurer) -> int:
         """One round of task i; returns how many candidates were measured. Raises

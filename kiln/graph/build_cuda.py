@@ -109,4 +109,7 @@ def build_cuda(graph, params, target: Target, run_passes: bool = True,
              sum(1 for x in meta["launches"] if x[0] == "kernel"))
     module = CudaGraphModule(cubin, meta, prog.table.arrays, source)
     module.functions = {f.name: f for f, _ in funcs.values()}  # the loop IR, to inspect
+    # (groups whose kernel came from a tuning record, groups): a log tuned on another
+    # frontend's graph may match none of them
+    module.tuned_groups = (sum(kernels[wl.key].tuned for wl in workloads), len(workloads))
     return module

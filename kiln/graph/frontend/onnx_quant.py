@@ -16,7 +16,8 @@ dequantized tensors are then dead (a QDQ pair's float copy costs nothing).
 A Conv of that kind (2-d, one group, input channels a multiple of 16) becomes the same
 product over its windows, channels-last: rows = im2col(pad(transpose(q, NHWC), zero
 point)) (a 1x1 stride-1 window is the transposed input itself), the weight [KH*KW*C, OC]
-in int8, the scale and bias applied on the [pixels, OC] result, which is then viewed NCHW.
+in int8, the scale and bias applied on the [pixels, OC] result, which is then viewed NCHW;
+a patch embedding (stride = kernel, any channel count) is the product over its patches.
 The transposes cancel between consecutive quantized convolutions (graph/passes/simplify.py
 pulls them through the elementwise QuantizeLinear / DequantizeLinear / ReLU / Add between
 them), so a quantized network runs channels-last from its first such convolution to its
@@ -367,23 +368,31 @@ def _int8_conv(cx, x: Dequantized, w: Dequantized, bias, attrs):
     from .onnx_nn import _spatial
     wv = cx.b.value(w.q)
     if wv is None or wv.ndim != 4 or len(x.q.shape) != 4 or int(attrs.get("group", 1)) != 1 \
-            or x.q.dtype not in _RANGE or w.q.dtype not in _RANGE or x.q.shape[1] % 16 or \
+            or x.q.dtype not in _RANGE or w.q.dtype not in _RANGE or \
             not _is_scalar(x.scale) or not _is_scalar(x.zero) or \
             (not (_is_scalar(w.scale) and _is_scalar(w.zero)) and w.axis % 4 != 0):
         return None
     oc = wv.shape[0]
+    scale = cx.op("multiply", [cx.b.reshape(x.scale, (), cx.name),
+                               cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)])
+    qx, zx = _as_uint8(cx, x.q, x.zero)
+    if x.q.shape[1] % 16:  # a patch embedding still is a product over whole patches
+        acc = _patchify(cx, qx, w.q, zx, w.zero, attrs)
+        if acc is None:
+            return None
+        y = cx.op("multiply", [cx.b.cast(acc, "float32", cx.name),
+                               cx.b.reshape(scale, scale.shape + (1, 1), cx.name)])
+        return y if bias is None else \
+            cx.op("add", [y, cx.b.reshape(bias, (oc, 1, 1), cx.name)])
     fast = _int8_weights(cx, wv.transpose(2, 3, 1, 0).reshape(-1, oc), w.zero)
     if fast is None:
         return None
-    qx, zx = _as_uint8(cx, x.q, x.zero)
     found = _window_rows(cx, qx, zx, wv.shape[2:], _spatial(cx, [x.q], attrs, wv.shape[2:]))
     if found is None:
         return None
     rows, (n, oh, ow) = found
-    acc = _product_minus_zero_point(cx, rows, fast, zx)
-    scale = cx.op("multiply", [cx.b.reshape(x.scale, (), cx.name),
-                               cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)])
-    y = cx.op("multiply", [cx.b.cast(acc, "float32", cx.name), scale])
+    y = cx.op("multiply", [cx.b.cast(_product_minus_zero_point(cx, rows, fast, zx), "float32",
+                                     cx.name), scale])
     if bias is not None:
         y = cx.op("add", [y, bias])
     y = cx.b.reshape(y, (n, oh, ow, oc), cx.name)
