@@ -136,19 +136,30 @@ def _scalar_const(node, consumer, params: dict):
     return te.const(value, node.dtype)
 
 
+def _scalar_slots(group: FusedGroup, params: dict) -> list:
+    """The value of each size-1 constant the group's computes would take as an immediate,
+    in the order _build_computes meets them (its slots)."""
+    return [_scalar_const(i, n, params).value for n in group.nodes for i in n.inputs
+            if _scalar_const(i, n, params) is not None]
+
+
 def _build_computes(group: FusedGroup, params: dict,
-                    inline_scalars: bool = True) -> tuple[dict, te.Tensor]:
-    """Placeholders by input uid, and the group's output tensor."""
+                    as_args: frozenset = frozenset()) -> tuple[dict, te.Tensor]:
+    """Placeholders by input uid, and the group's output tensor; the scalar slots in
+    `as_args` are kernel arguments, the others immediates."""
     holders: dict = {}
     values: dict = {}
+    slot = 0
     for n in group.nodes:
         args = []
         for i in n.inputs:
             if i.uid in values:
                 args.append(values[i.uid])
                 continue
-            scalar = _scalar_const(i, n, params) if inline_scalars else None
+            scalar = _scalar_const(i, n, params)
             if scalar is not None:
+                slot += 1
+            if scalar is not None and slot - 1 not in as_args:
                 args.append(scalar)
                 continue
             if i.uid not in holders:
@@ -190,30 +201,34 @@ def _mark_layout_free(dag: ComputeDAG, const_ops: set) -> tuple:
 def group_workloads(groups: list, params: dict) -> list:
     """The te workloads of a graph's fused groups. A size-1 constant is a te immediate (the C
     compiler folds it into the arithmetic), except in groups that would then differ from
-    another group of the graph only in such constants: there it is a kernel argument, and
-    the groups share one kernel (a statically quantized model has a scale and a zero point
-    per tensor: as immediates every layer's quantize step was a kernel of its own, 200
-    compilations for BERT-base instead of 20)."""
-    inline = [group_workload(g, params) for g in groups]
-    plain: list = [group_workload(g, params, False) if _inlines_scalars(g, params) else None
-                   for g in groups]
-    variants: dict = {}
-    for a, b in zip(inline, plain):
-        if b is not None:
-            variants.setdefault(b.key, set()).add(a.key)
-    return [b if b is not None and len(variants[b.key]) > 1 else a
-            for a, b in zip(inline, plain)]
+    another group of the graph only in such constants: there each constant whose value
+    differs among them is a kernel argument, and the groups share one kernel (a statically
+    quantized model has a scale and a zero point per tensor: as immediates every layer's
+    quantize step was a kernel of its own, 200 compilations for BERT-base instead of 31)."""
+    out = [group_workload(g, params) for g in groups]
+    classes: dict = {}  # structure (every scalar an argument) -> [(group index, slots)]
+    for k, g in enumerate(groups):
+        slots = _scalar_slots(g, params)
+        if slots:
+            key = group_workload(g, params, frozenset(range(len(slots)))).key
+            classes.setdefault(key, []).append((k, slots))
+    for members in classes.values():
+        if len({out[k].key for k, _ in members}) < 2:
+            continue
+        # only the slots whose values differ become arguments: an exponent of 3 or GELU's
+        # constants stay immediates the computes can specialize on
+        differ = frozenset(j for j in range(len(members[0][1]))
+                           if len({repr(s[j]) for _, s in members}) > 1)
+        for k, _ in members:
+            out[k] = group_workload(groups[k], params, differ)
+    return out
 
 
-def _inlines_scalars(group: FusedGroup, params: dict) -> bool:
-    return any(_scalar_const(i, n, params) is not None for n in group.nodes for i in n.inputs)
-
-
-def group_workload(group: FusedGroup, params: dict, inline_scalars: bool = True
+def group_workload(group: FusedGroup, params: dict, as_args: frozenset = frozenset()
                    ) -> GroupWorkload:
-    """The te workload of one fused group (params give the values of scalar constants, te
-    immediates unless inline_scalars is False)."""
-    holders, out = _build_computes(group, params, inline_scalars)
+    """The te workload of one fused group (params give the values of scalar constants: te
+    immediates, except the slots in `as_args`, see group_workloads)."""
+    holders, out = _build_computes(group, params, as_args)
     by_op = {id(t.op): uid for uid, t in holders.items()}
     node_of = {n.uid: n for n in group.inputs}
     dag = ComputeDAG([*holders.values(), out])

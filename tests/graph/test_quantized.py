@@ -26,6 +26,7 @@ import kiln
 from kiln import te, topi
 from kiln.graph.default_schedule import default_schedule
 from kiln.graph.frontend import ConversionError, from_onnx
+from kiln.graph.passes import default_pipeline
 from kiln.schedule import ComputeDAG
 from kiln.schedule.layout import pack_inputs
 
@@ -127,6 +128,27 @@ def test_conv_integer(group, stride, pad, k):
                        strides=[stride, stride], group=group)
     model = _model([node], {"x": x}, ["y"], inits)
     np.testing.assert_array_equal(_kiln(model).run(x=x)["y"], _ort(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("runtime_zero", [False, True])
+@pytest.mark.parametrize("stride,pad,k", [(1, 1, 3), (2, 1, 3), (1, 0, 1)])
+def test_conv_integer_over_16_channels_runs_on_windows(runtime_zero, stride, pad, k):
+    """16 input channels: the channels-last uint8 x int8 product over the windows, padded
+    with the zero point, a constant or DynamicQuantizeLinear's (known at run time only)."""
+    w = RNG.randint(-120, 120, (24, 16, k, k)).astype(np.int8)
+    conv = h.make_node("ConvInteger", ["q", "w", "z"], ["y"], pads=[pad] * 4,
+                       strides=[stride, stride])
+    if runtime_zero:
+        x = (RNG.randn(1, 16, 9, 9) * 3 + 1).astype(np.float32)
+        nodes, inits = [h.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]), conv], {}
+    else:
+        x = RNG.randint(0, 256, (1, 16, 9, 9)).astype(np.uint8)
+        nodes = [h.make_node("Identity", ["x"], ["q"]), conv]
+        inits = {"z": np.array(131, np.uint8)}
+    model = _model(nodes, {"x": x}, ["y"], {"w": w, **inits})
+    np.testing.assert_array_equal(_kiln(model).run(x=x)["y"], _ort(model, {"x": x})[0])
+    g, _ = from_onnx(model)
+    assert any(n.op == "im2col" for n in default_pipeline(g).nodes()) == (k > 1)
 
 
 def test_layers_with_their_own_weight_scales_share_one_task():

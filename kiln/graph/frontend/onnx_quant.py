@@ -225,9 +225,11 @@ def _matmul_int32(cx, a, b, za, zb):
 
 def _conv_integer(cx, ins, attrs):
     """ConvInteger (quantize_dynamic's convolutions): a patch embedding as a uint8 x int8
-    product (_patchify); otherwise the int32 convolution of the operands minus their zero
-    points (zero padding after the shift is ONNX's padding with the zero point), exact but
-    without VNNI (the channel reduction is not the weight's last axis)."""
+    product (_patchify); one group over channels a multiple of 16 as the channels-last
+    product over the windows (_window_product, as the QDQ convolutions); otherwise the int32
+    convolution of the operands minus their zero points (zero padding after the shift is
+    ONNX's padding with the zero point), exact but without VNNI (the channel reduction is
+    not the weight's last axis)."""
     from .onnx_nn import HANDLERS as NN
     x, w = ins[0], ins[1]
     zx = ins[2] if len(ins) > 2 else None
@@ -237,6 +239,13 @@ def _conv_integer(cx, ins, attrs):
     patches = _patchify(cx, x, w, zx, zw, attrs)
     if patches is not None:
         return patches
+    wv = cx.b.value(w)
+    if wv is not None:
+        qx, zq = _as_uint8(cx, x, zx)
+        found = _window_product(cx, qx, zq, wv, zw, attrs)
+        if found is not None:
+            acc, nhwc = found
+            return cx.op("transpose", [cx.b.reshape(acc, nhwc, cx.name)], axes=(0, 3, 1, 2))
     x32 = cx.b.cast(x, "int32", cx.name)
     if zx is not None:
         x32 = cx.op("subtract", [x32, cx.b.cast(zx, "int32", cx.name)])
@@ -335,16 +344,20 @@ def _qlinear_matmul(cx, ins, attrs):
 
 def _window_rows(cx, q, zero, kernel, geo):
     """(rows [N*OH*OW, KH*KW*C] uint8, (N, OH, OW)) of the uint8 NCHW input q, padded with
-    its zero point (a scalar constant), or None when padding needs an unknown zero point."""
+    its zero point (a scalar; one known at run time only, DynamicQuantizeLinear's, is put
+    where a constant mask says the padding is)."""
     n, c, h, w = q.shape
     (t, left, b, r), (sh, sw), (dh, dw) = geo["padding"], geo["strides"], geo["dilation"]
     xt = cx.op("transpose", [q], axes=(0, 2, 3, 1))
     if t or left or b or r:
         zv = None if zero is None else cx.b.value(zero)
-        if zero is not None and zv is None:
-            return None
         xt = cx.op("pad", [xt], pad_width=((0, 0), (t, b), (left, r), (0, 0)),
                    pad_value=float(0 if zv is None else np.asarray(zv).reshape(())))
+        if zero is not None and zv is None:
+            inside = np.zeros((1, h + t + b, w + left + r, 1), bool)
+            inside[:, t:t + h, left:left + w] = True
+            fill = cx.b.cast(cx.b.reshape(zero, (), cx.name), "uint8", cx.name)
+            xt = cx.op("where", [cx.b.const(inside, f"{cx.name}_inside"), xt, fill])
     kh, kw = kernel
     if (kh, kw, sh, sw) == (1, 1, 1, 1):
         return cx.b.reshape(xt, (n * h * w, c), cx.name), (n, h, w)
@@ -365,10 +378,8 @@ def _qdq_conv(cx, ins, attrs):
 def _int8_conv(cx, x: Dequantized, w: Dequantized, bias, attrs):
     """conv(x, w) + bias (float32 [OC] or None) for dequantized operands as the
     channels-last uint8 x int8 product, or None when they do not allow it."""
-    from .onnx_nn import _spatial
     wv = cx.b.value(w.q)
-    if wv is None or wv.ndim != 4 or len(x.q.shape) != 4 or int(attrs.get("group", 1)) != 1 \
-            or x.q.dtype not in _RANGE or w.q.dtype not in _RANGE or \
+    if wv is None or wv.ndim != 4 or x.q.dtype not in _RANGE or w.q.dtype not in _RANGE or \
             not _is_scalar(x.scale) or not _is_scalar(x.zero) or \
             (not (_is_scalar(w.scale) and _is_scalar(w.zero)) and w.axis % 4 != 0):
         return None
@@ -384,19 +395,31 @@ def _int8_conv(cx, x: Dequantized, w: Dequantized, bias, attrs):
                                cx.b.reshape(scale, scale.shape + (1, 1), cx.name)])
         return y if bias is None else \
             cx.op("add", [y, cx.b.reshape(bias, (oc, 1, 1), cx.name)])
-    fast = _int8_weights(cx, wv.transpose(2, 3, 1, 0).reshape(-1, oc), w.zero)
-    if fast is None:
-        return None
-    found = _window_rows(cx, qx, zx, wv.shape[2:], _spatial(cx, [x.q], attrs, wv.shape[2:]))
+    found = _window_product(cx, qx, zx, wv, w.zero, attrs)
     if found is None:
         return None
-    rows, (n, oh, ow) = found
-    y = cx.op("multiply", [cx.b.cast(_product_minus_zero_point(cx, rows, fast, zx), "float32",
-                                     cx.name), scale])
+    acc, nhwc = found
+    y = cx.op("multiply", [cx.b.cast(acc, "float32", cx.name), scale])
     if bias is not None:
         y = cx.op("add", [y, bias])
-    y = cx.b.reshape(y, (n, oh, ow, oc), cx.name)
-    return cx.op("transpose", [y], axes=(0, 3, 1, 2))
+    return cx.op("transpose", [cx.b.reshape(y, nhwc, cx.name)], axes=(0, 3, 1, 2))
+
+
+def _window_product(cx, qx, zx, wv: np.ndarray, zw, attrs):
+    """(int32 [N*OH*OW, OC] = windows of the uint8 NCHW qx times the constant weight wv
+    [OC, C, KH, KW] less its zero points zw, minus zx times the column sums; (N, OH, OW, OC))
+    for a 2-d convolution of one group over channels a multiple of 16, else None."""
+    from .onnx_nn import _spatial
+    if len(qx.shape) != 4 or wv.ndim != 4 or int(attrs.get("group", 1)) != 1 or \
+            qx.shape[1] % 16 or qx.shape[1] != wv.shape[1]:
+        return None
+    oc = wv.shape[0]
+    fast = _int8_weights(cx, wv.transpose(2, 3, 1, 0).reshape(-1, oc), zw)
+    if fast is None:
+        return None
+    rows, (n, oh, ow) = _window_rows(cx, qx, zx, wv.shape[2:],
+                                     _spatial(cx, [qx], attrs, wv.shape[2:]))
+    return _product_minus_zero_point(cx, rows, fast, zx), (n, oh, ow, oc)
 
 
 def _qlinear_conv(cx, ins, attrs):
