@@ -3,7 +3,8 @@
 DynamicQuantizeLinear + MatMulInteger chains are bit-exact (quantized activations, scale,
 zero point, int32 products and the float result), over many input ranges; QuantizeLinear /
 DequantizeLinear per tensor and per axis; MatMulInteger with weight zero points (shifted into
-int8 at import), with run-time weights and with int8 activations (the plain int32 product);
+int8 at import), with run-time weights (the plain int32 product) and with int8 activations
+(moved to uint8);
 ConvInteger with zero points, strides and groups;
 a model quantized by quantize_dynamic matches ONNX Runtime within quantization noise and
 its products print as AVX512-VNNI dot products; the byte dot product is exact with and
@@ -91,7 +92,7 @@ def test_quantize_dequantize_linear(dtype, per_axis):
 
 
 @pytest.mark.parametrize("case", ["uint8_weights_zp", "runtime_weights", "int8_activations",
-                                  "per_column_zp"])
+                                  "int8_activations_int32", "per_column_zp"])
 def test_matmul_integer_variants(case):
     a = RNG.randint(0, 256, (8, 24)).astype(np.uint8)
     za = np.array(7, np.uint8)
@@ -100,9 +101,11 @@ def test_matmul_integer_variants(case):
     elif case == "per_column_zp":
         w = RNG.randint(-100, 100, (24, 12)).astype(np.int8)
         zw = RNG.randint(-20, 20, 12).astype(np.int8)
-    else:
+    elif case == "int8_activations":  # moved to uint8 (+128): the uint8 x int8 product
+        w, zw = RNG.randint(-128, 128, (24, 12)).astype(np.int8), np.array(0, np.int8)
+    else:  # shifted by their zero point the weights leave int8: the int32 product
         w, zw = RNG.randint(-128, 128, (24, 12)).astype(np.int8), np.array(3, np.int8)
-    if case == "int8_activations":
+    if case.startswith("int8_activations"):
         a, za = RNG.randint(-128, 128, (8, 24)).astype(np.int8), np.array(-5, np.int8)
     inputs = {"a": a}
     inits = {"za": za, "zw": zw}
@@ -114,6 +117,10 @@ def test_matmul_integer_variants(case):
     model = _model([node], inputs, ["y"], inits)
     ref = _ort(model, inputs)[0]
     np.testing.assert_array_equal(_kiln(model).run(**inputs)["y"], ref)
+    g, _ = from_onnx(model)
+    u8 = [n for n in default_pipeline(g).nodes() if n.op in ("dense", "matmul")
+          and n.inputs[0].dtype == "uint8"]
+    assert bool(u8) == (case in ("uint8_weights_zp", "int8_activations", "per_column_zp"))
 
 
 @pytest.mark.parametrize("group,stride,pad,k", [(1, 1, 1, 3), (1, 2, 1, 3), (4, 1, 1, 3),

@@ -28,8 +28,9 @@ MatMulInteger with constant int8 weights becomes a product of uint8 activations 
 weights accumulated in int32 (the vpdpbusd shape, te/dot_groups.py) minus the activations'
 zero point times each weight column's sum, folded at import:
     sum_k (a[k] - za) * w[k, n] = sum_k a[k] * w[k, n] - za * sum_k w[k, n].
-Constant weights with a zero point are shifted into int8 at import when they fit; anything
-else (int8 activations, non-constant weights) is the plain int32 product, exact but slower.
+Constant weights with a zero point are shifted into int8 at import when they fit, int8
+activations into uint8 (plus 128, and their zero point too); anything else (non-constant
+weights) is the plain int32 product, exact but slower.
 All arithmetic follows ONNX Runtime's CPU kernels: x / scale (not x * (1 / scale)), rounding
 to nearest even, saturation to the output type (the formulas shared with kiln's own
 quantization, graph/passes/int8.py).
@@ -134,11 +135,11 @@ def _matmul_integer(cx, ins, attrs):
     zb = ins[3] if len(ins) > 3 else None
     if {a.dtype, b.dtype} - set(_RANGE):
         raise cx.fail(f"operands must be uint8 / int8, got {a.dtype} and {b.dtype}")
-    w = cx.b.value(b)
-    fast = _int8_weights(cx, w, zb) if a.dtype == "uint8" and len(b.shape) == 2 else None
+    fast = _int8_weights(cx, cx.b.value(b), zb) if len(b.shape) == 2 else None
     if fast is None:
         return _matmul_int32(cx, a, b, za, zb)
-    return _product_minus_zero_point(cx, a, fast, za)
+    qa, za = _as_uint8(cx, a, za)
+    return _product_minus_zero_point(cx, qa, fast, za)
 
 
 def _product_minus_zero_point(cx, a, fast: np.ndarray, za):
