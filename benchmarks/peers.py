@@ -153,10 +153,10 @@ def quantized_bytes(proto) -> bytes:
     return _quantized(proto.SerializeToString())
 
 
-def static_quantized_bytes(proto, feeds: list) -> bytes:
+def static_quantized_bytes(proto, feeds: list, activations: str = "QInt8") -> bytes:
     """The model after ORT's static int8 recipe (quant_pre_process, then quantize_static in
-    its default QDQ format: int8 activations with scales calibrated on `feeds`, a list of
-    input dicts; int8 weights per channel), serialized."""
+    its default QDQ format: int8 activations (or `activations` = "QUInt8") with scales
+    calibrated on `feeds`, a list of input dicts; int8 weights per channel), serialized."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -176,7 +176,8 @@ def static_quantized_bytes(proto, feeds: list) -> bytes:
         onnx.save(proto, src)
         src = _quant_preprocess(src, os.path.join(d, "pre.onnx"))
         quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                        activation_type=getattr(QuantType, activations),
+                        weight_type=QuantType.QInt8)
         return Path(dst).read_bytes()
 
 

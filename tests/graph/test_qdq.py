@@ -13,6 +13,9 @@ run channels-last between their convolutions.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -174,25 +177,11 @@ def _cnn() -> onnx.ModelProto:
     return onnx_model(nodes, {"x": np.zeros((1, 3, 16, 16), np.float32)}, ["y"], inits, 17)
 
 
-def _quantize_static(model, path, feeds: list, act) -> onnx.ModelProto:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
-    fp32, q = str(path / "model.onnx"), str(path / "model-int8.onnx")
-    onnx.save(model, fp32)
-    quantize_static(fp32, q, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=act, weight_type=QuantType.QInt8)
-    return onnx.load(q)
+def _quantize_static(model, feeds: list, act: str) -> onnx.ModelProto:
+    """ORT's static recipe, as the benchmarks run it (benchmarks/peers.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import peers
+    return onnx.load_from_string(peers.static_quantized_bytes(model, feeds, act))
 
 
 def _close_to_onnxruntime(model, fp32, feeds: dict) -> None:
@@ -209,11 +198,10 @@ def _close_to_onnxruntime(model, fp32, feeds: dict) -> None:
 
 
 @pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
-def test_a_quantize_static_cnn_matches_onnxruntime_and_runs_channels_last(tmp_path, act):
-    from onnxruntime.quantization import QuantType
+def test_a_quantize_static_cnn_matches_onnxruntime_and_runs_channels_last(act):
     fp32 = _cnn()
     feeds = [{"x": RNG.randn(1, 3, 16, 16).astype(np.float32)} for _ in range(4)]
-    model = _quantize_static(fp32, tmp_path, feeds, getattr(QuantType, act))
+    model = _quantize_static(fp32, feeds, act)
     _close_to_onnxruntime(model, fp32, {"x": RNG.randn(1, 3, 16, 16).astype(np.float32)})
     g, _ = from_onnx(model)
     g = default_pipeline(g)
@@ -222,11 +210,10 @@ def test_a_quantize_static_cnn_matches_onnxruntime_and_runs_channels_last(tmp_pa
     assert len(moved) <= 2 and sorted(moved)[0] <= 32
 
 
-def test_a_quantize_static_bert_matches_onnxruntime(tmp_path):
-    from onnxruntime.quantization import QuantType
+def test_a_quantize_static_bert_matches_onnxruntime():
     m = tiny_cli_model()
     feeds = [{k: RNG.randint(0, 100, v.shape).astype(v.dtype) for k, v in m.inputs.items()}
              for _ in range(3)]
-    model = _quantize_static(m.proto, tmp_path, feeds, QuantType.QInt8)
+    model = _quantize_static(m.proto, feeds, "QInt8")
     assert _int8_products(model)[0] >= 6  # q, k, v, out, two FFN layers per block
     _close_to_onnxruntime(model, m.proto, feeds[0])
