@@ -42,6 +42,8 @@ OP_SPECS = {
     "matmul": "numpy matmul semantics (batch broadcast)",
     "batch_matmul": "transpose_a, transpose_b",
     "conv2d": "strides, padding [t, l, b, r], dilation, groups (NCHW, OIHW; optional bias)",
+    "depthwise_conv2d_nhwc": "strides, padding [t, l, b, r], dilation (x NHWC, weight "
+                             "[KH, KW, C]; optional bias [C])",
     "max_pool2d": "pool_size, strides, padding [t, l, b, r], ceil_mode",
     "avg_pool2d": "pool_size, strides, padding, ceil_mode, count_include_pad",
     "global_avg_pool2d": "", "softmax": "axis", "log_softmax": "axis",

@@ -5,7 +5,7 @@ values of its inputs (te Tensors; a size-1 constant may arrive as a te scalar Ex
 Out: `to_te(node, inputs) -> te.Tensor`, built from kiln.topi or plain te computes (never a
 hand-written kernel), checked against the node's shape and dtype; and `pattern(node)`, the
 OpPattern the fuser reads: elemwise < broadcast < injective < comm_reduce <
-out_elemwise_fusable (dense, matmul, batch_matmul, conv2d) < opaque (cumsum,
+out_elemwise_fusable (dense, matmul, batch_matmul, conv2d, depthwise_conv2d_nhwc) < opaque (cumsum,
 winograd_input, im2col: their channels-last producer stays a kernel of its own).
 Why: the one table that ties the graph vocabulary to tensor expressions, so fusion, task
 extraction and the executable builder agree on what every op computes.
@@ -26,7 +26,7 @@ __all__ = ["ANCHOR_TAGS", "OpPattern", "pattern", "to_te"]
 
 # topi tags of the reductions an anchor op is built around (layout rewrite targets)
 ANCHOR_TAGS = ("dense", "matmul", "batch_matmul", "conv2d_nchw", "group_conv2d_nchw",
-               "depthwise_conv2d_nchw")
+               "depthwise_conv2d_nchw", "depthwise_conv2d_nhwc")
 
 
 class OpPattern(IntEnum):
@@ -58,7 +58,7 @@ _BINARY: dict[str, Callable] = {
 _ELEMWISE_ATTR = ("gelu", "hard_sigmoid", "leaky_relu", "clip", "cast", "not", "isnan", "isinf")
 _REDUCE = ("sum", "mean", "max", "min", "argmax", "softmax", "log_softmax", "layer_norm",
            "max_pool2d", "avg_pool2d", "global_avg_pool2d")
-_ANCHOR = ("dense", "matmul", "batch_matmul", "conv2d")
+_ANCHOR = ("dense", "matmul", "batch_matmul", "conv2d", "depthwise_conv2d_nhwc")
 _INJECTIVE = ("reshape", "transpose", "take", "concatenate", "strided_slice", "expand_dims",
               "squeeze", "flatten", "pad", "dilate", "winograd_output")
 _LEAVES = ("input", "const")
@@ -284,6 +284,18 @@ def _strided_slice(node, x):
                               None if axes is None else list(axes))
 
 
+def _depthwise_nhwc(node, x):
+    a = node.attrs
+    out = nn.depthwise_conv2d_nhwc(x[0], x[1], tuple(a.get("strides", (1, 1))),
+                                   tuple(a.get("padding", (0, 0, 0, 0))),
+                                   tuple(a.get("dilation", (1, 1))), node.dtype)
+    if len(x) < 3:
+        return out
+    b = x[2]
+    return te.compute(out.shape, lambda n, y, w, c: out[n, y, w, c] + b[c], name="bias_add",
+                      tag="broadcast")
+
+
 def _pad(node, x):
     width = [tuple(int(v) for v in p) for p in node.attrs["pad_width"]]
     return nn.pad(x[0], [p[0] for p in width], [p[1] for p in width],
@@ -302,6 +314,7 @@ _BUILDERS: dict[str, Callable] = {
     "sum": _reduce(topi.sum), "mean": _reduce(topi.mean), "max": _reduce(topi.max),
     "min": _reduce(topi.min), "argmax": _argmax,
     "dense": _dense, "matmul": _matmul, "batch_matmul": _batch_matmul, "conv2d": _conv2d,
+    "depthwise_conv2d_nhwc": _depthwise_nhwc,
     "max_pool2d": _max_pool, "avg_pool2d": _avg_pool,
     "global_avg_pool2d": lambda n, x: nn.global_pool(x[0], "avg"),
     "softmax": lambda n, x: topi.softmax(x[0], int(n.attrs.get("axis", -1))),

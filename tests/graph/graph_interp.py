@@ -208,6 +208,10 @@ def _eval(n: Node, xs: list) -> np.ndarray:
         "dense": lambda: xs[0] @ xs[1].T + (xs[2] if len(xs) > 2 else 0),
         "batch_matmul": lambda: _batch_matmul(xs[0], xs[1], a),
         "conv2d": lambda: _conv2d(xs[0], xs[1], xs[2] if len(xs) > 2 else None, a),
+        "depthwise_conv2d_nhwc": lambda: _conv2d(
+            xs[0].transpose(0, 3, 1, 2), xs[1].transpose(2, 0, 1)[:, None],
+            xs[2] if len(xs) > 2 else None, {**a, "groups": xs[0].shape[3]}
+        ).transpose(0, 2, 3, 1),
         "max_pool2d": lambda: _pool(xs[0], a, "max"),
         "avg_pool2d": lambda: _pool(xs[0], a, "avg"),
         "global_avg_pool2d": lambda: xs[0].mean(axis=(2, 3), keepdims=True),

@@ -38,6 +38,7 @@ DATA = {
     "s8t": RNG.integers(-128, 128, (32, 20)).astype(np.int8),
     "u8img": RNG.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8),
     "u8nhwc": RNG.integers(0, 256, (2, 9, 8, 48)).astype(np.uint8),
+    "nhwc": _f(1, 7, 6, 32), "hwc": _f(3, 3, 32), "cb32": _f(32),
     "s8ker": RNG.integers(-128, 128, (5, 3, 4, 4)).astype(np.int8),
 }
 
@@ -45,6 +46,18 @@ DATA = {
 def _softmax(v, axis):
     e = np.exp(v - v.max(axis, keepdims=True))
     return e / e.sum(axis, keepdims=True)
+
+
+def _dw_nhwc(x, k, strides, pad=1):
+    """Depthwise convolution channels-last, as the NCHW reference on transposed operands."""
+    c = x.shape[3]
+    w = k.transpose(2, 0, 1)[:, None]  # [C, 1, KH, KW]
+    xp = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    taps = [xp[:, r:r + (xp.shape[1] - k.shape[0]) // strides[0] * strides[0] + 1:strides[0],
+               s:s + (xp.shape[2] - k.shape[1]) // strides[1] * strides[1] + 1:strides[1]]
+            * w[:, 0, r, s].reshape(1, 1, 1, c) for r in range(k.shape[0])
+            for s in range(k.shape[1])]
+    return np.sum(taps, axis=0).astype(np.float32)
 
 
 def _conv(x, w, stride=1, pad=0, groups=1):
@@ -210,6 +223,9 @@ CASES = [
     ("conv2d_dw", "conv2d", ["img", "dker"],
      {"strides": [2, 2], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 4},
      lambda x, k: _conv(x, k, 2, 0, 4)),
+    ("depthwise_nhwc", "depthwise_conv2d_nhwc", ["nhwc", "hwc", "cb32"],
+     {"strides": [2, 1], "padding": [1, 1, 1, 1]},
+     lambda x, k, b: _dw_nhwc(x, k, (2, 1)) + b),
     ("max_pool2d", "max_pool2d", ["img"],
      {"pool_size": [3, 3], "strides": [2, 2], "padding": [1, 1, 1, 1], "ceil_mode": False},
      lambda v: _pool(v, 3, 2, 1, "max")),

@@ -211,8 +211,8 @@ def test_simplify_drops_int8_round_trips_after_a_clip():
 
 def test_simplify_pulls_transposes_through_elementwise_trees():
     """transpose(f(transpose(x))) -> f(x) for an elementwise f over constants and scalars
-    (each node copied once however many pulls reach it); f over a non-transposed input, or
-    a permutation that does not undo the inner one, stays."""
+    (each node copied once however many pulls reach it); another operand of f is transposed
+    by itself; a permutation that does not undo the inner one stays."""
     b = GraphBuilder("test")
     x = b.input("x", (2, 3, 4, 5), "float32")
     y = b.input("y", (2, 5, 3, 4), "float32")
@@ -228,7 +228,9 @@ def test_simplify_pulls_transposes_through_elementwise_trees():
     s = simplify(g)
     assert [o.op for o in s.outputs[:2]] == ["exp", "negative"]
     assert s.outputs[0].inputs[0] is s.outputs[1].inputs[0]  # one copy of the shared tree
-    assert s.outputs[2].op == "transpose" and s.outputs[3].op == "transpose"
+    # y, read as is, is transposed by itself (the tree below it moves without a copy)
+    assert s.outputs[2].op == "add" and s.outputs[2].inputs[1].op == "transpose"
+    assert s.outputs[3].op == "transpose"
     _same_results(g, s, {"x": _rand(2, 3, 4, 5), "y": _rand(2, 5, 3, 4)})
 
 
@@ -245,6 +247,25 @@ def test_simplify_reduces_in_the_layout_below_a_transpose(op, attrs):
     red = s.outputs[0] if s.outputs[0].op != "transpose" else s.outputs[0].inputs[0]
     assert red.inputs[0].op == "relu" and red.inputs[0].inputs[0] is s.inputs[0]
     _same_results(g, s, {"x": _rand(2, 3, 4, 5)})
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_simplify_runs_a_depthwise_conv_channels_last_below_a_transpose(stride):
+    """conv2d depthwise of relu(transpose(x NHWC)) -> depthwise_conv2d_nhwc of relu(x),
+    transposed back; the same conv of a plain NCHW input stays."""
+    b = GraphBuilder("test")
+    x = b.input("x", (1, 6, 5, 16), "float32")
+    y = b.input("y", (1, 16, 6, 5), "float32")
+    w, bias = b.const(_rand(16, 1, 3, 3), "w"), b.const(_rand(16), "bias")
+    attrs = {"strides": [stride, stride], "padding": [1, 1, 1, 1], "groups": 16}
+    t = b.op("relu", [b.op("transpose", [x], axes=[0, 3, 1, 2])])
+    g = b.finish([b.op("conv2d", [t, w, bias], **attrs), b.op("conv2d", [y, w], **attrs)])
+    s = simplify(g)
+    assert s.outputs[0].op == "transpose"
+    dw = s.outputs[0].inputs[0]
+    assert dw.op == "depthwise_conv2d_nhwc" and dw.inputs[0].op == "relu"
+    assert dw.inputs[0].inputs[0] is s.inputs[0] and s.outputs[1].op == "conv2d"
+    _same_results(g, s, {"x": _rand(1, 6, 5, 16), "y": _rand(1, 16, 6, 5)}, tol=1e-4)
 
 
 def test_simplify_folds_zero_spatial_padding_into_convolutions():

@@ -7,8 +7,9 @@ tensor and per channel weights, padding, strides, dilation, 1x1 windows); the pr
 imports is the 8-bit one (im2col rows for the convolutions); the operands it cannot take that
 way (3 input channels, depthwise, a weight scale per K) stay float and correct. QLinear ops
 agree with ONNX Runtime's integer kernels within one quantization step. Whole models from
-onnxruntime.quantization.quantize_static (a small CNN, bert-tiny) match ONNX Runtime and
-run channels-last between their convolutions.
+onnxruntime.quantization.quantize_static (a small CNN, MobileNetV2's inverted residual
+blocks, bert-tiny) match ONNX Runtime and run channels-last between their convolutions,
+depthwise ones included.
 """
 
 from __future__ import annotations
@@ -197,17 +198,61 @@ def _close_to_onnxruntime(model, fp32, feeds: dict) -> None:
         assert "_mm512_dpbusd_epi32" in lib.source
 
 
+def _inverted_residual() -> onnx.ModelProto:
+    """MobileNetV2's block: 1x1 expand -> ReLU6 -> 3x3 depthwise -> ReLU6 -> 1x1 project,
+    plus the input; then the same block once more with a stride-2 depthwise."""
+    def w(*shape):
+        return (RNG.randn(*shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+    nodes, inits, x = [], {}, "x"
+    for i, stride in enumerate((1, 2)):
+        nodes += [h.make_node("Conv", [x, f"e{i}", f"eb{i}"], [f"e{i}o"]),
+                  h.make_node("Clip", [f"e{i}o", "lo", "hi"], [f"e{i}r"]),
+                  h.make_node("Conv", [f"e{i}r", f"d{i}", f"db{i}"], [f"d{i}o"], group=64,
+                              pads=[1, 1, 1, 1], strides=[stride, stride]),
+                  h.make_node("Clip", [f"d{i}o", "lo", "hi"], [f"d{i}r"]),
+                  h.make_node("Conv", [f"d{i}r", f"p{i}", f"pb{i}"], [f"p{i}o"])]
+        inits.update({f"e{i}": w(64, 16, 1, 1), f"eb{i}": w(64), f"d{i}": w(64, 1, 3, 3),
+                      f"db{i}": w(64), f"p{i}": w(16, 64, 1, 1), f"pb{i}": w(16)})
+        if stride == 1:
+            nodes.append(h.make_node("Add", [x, f"p{i}o"], [f"s{i}"]))
+            x = f"s{i}"
+        else:
+            x = f"p{i}o"
+    nodes.append(h.make_node("GlobalAveragePool", [x], ["y"]))
+    inits.update({"lo": np.float32(0), "hi": np.float32(6)})
+    return onnx_model(nodes, {"x": np.zeros((1, 16, 12, 12), np.float32)}, ["y"], inits, 17)
+
+
 @pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
-def test_a_quantize_static_cnn_matches_onnxruntime_and_runs_channels_last(act):
-    fp32 = _cnn()
-    feeds = [{"x": RNG.randn(1, 3, 16, 16).astype(np.float32)} for _ in range(4)]
+@pytest.mark.parametrize("net", ["cnn", "inverted_residual"])
+def test_a_quantize_static_cnn_matches_onnxruntime_and_runs_channels_last(net, act):
+    fp32, shape = (_cnn(), (1, 3, 16, 16)) if net == "cnn" else \
+        (_inverted_residual(), (1, 16, 12, 12))
+    feeds = [{"x": RNG.randn(*shape).astype(np.float32)} for _ in range(4)]
     model = _quantize_static(fp32, feeds, act)
-    _close_to_onnxruntime(model, fp32, {"x": RNG.randn(1, 3, 16, 16).astype(np.float32)})
+    _close_to_onnxruntime(model, fp32, {"x": RNG.randn(*shape).astype(np.float32)})
     g, _ = from_onnx(model)
     g = default_pipeline(g)
-    # NHWC once after the float stem, and the pooled [1, C, 1, 1] back: nothing between
-    moved = [int(np.prod(n.shape)) for n in g.nodes() if n.op == "transpose"]
-    assert len(moved) <= 2 and sorted(moved)[0] <= 32
+    # NHWC after the float stem (the CNN) or of the model's input, the pooled [1, C, 1, 1]
+    # back, and nothing between (depthwise convolutions run channels-last too)
+    moved = [n for n in g.nodes() if n.op == "transpose" and int(np.prod(n.shape)) > 32]
+    stem = [n for n in g.nodes() if n.op == "conv2d"] if net == "cnn" else g.inputs
+    assert moved and all(_reads_only(t, stem) for t in moved)
+    assert (net == "cnn") != any(n.op == "depthwise_conv2d_nhwc" for n in g.nodes())
+
+
+def _reads_only(node, sources: list) -> bool:
+    """Whether every non-constant value behind `node`'s elementwise producers is one of
+    `sources`."""
+    from kiln.graph.ops import OpPattern, pattern
+    if any(node is s for s in sources):
+        return True
+    if node.op == "const":
+        return True
+    if node.op != "transpose" and (node.op == "input" or pattern(node) not in (
+            OpPattern.ELEMWISE, OpPattern.BROADCAST)):
+        return False
+    return all(_reads_only(i, sources) for i in node.inputs)
 
 
 def test_a_quantize_static_bert_matches_onnxruntime():

@@ -227,6 +227,22 @@ def _conv_pool(n: Node) -> tuple:
     return (nb, co, oh, ow), dtype
 
 
+def _depthwise_nhwc(n: Node) -> tuple:
+    _arity(n, 2, 3)
+    x, wt = n.inputs[0], n.inputs[1]
+    if len(x.shape) != 4 or len(wt.shape) != 3 or wt.shape[2] != x.shape[3]:
+        raise _fail(n, "needs NHWC input and weight [KH, KW, C]")
+    if len(n.inputs) == 3 and tuple(n.inputs[2].shape) != (x.shape[3],):
+        raise _fail(n, f"bias must have shape ({x.shape[3]},)")
+    nb, h, w, c = x.shape
+    t, left, b, r = n.attrs.get("padding", (0, 0, 0, 0))
+    sh, sw = n.attrs.get("strides", (1, 1))
+    dh, dw = n.attrs.get("dilation", (1, 1))
+    oh = _window(n, h, wt.shape[0], sh, t, b, dh, False)
+    ow = _window(n, w, wt.shape[1], sw, left, r, dw, False)
+    return (nb, oh, ow, c), _same_dtype(n, n.inputs)
+
+
 def _norm(n: Node) -> tuple:
     x = n.inputs[0]
     if n.op == "batch_norm":
@@ -372,7 +388,7 @@ for _names, _fn in (((*_BINARY, *_COMPARE, *_LOGIC, *_UNARY, "power", "where", "
                     (("concatenate",), _concat), (("strided_slice",), _slice),
                     (("expand_dims", "squeeze", "broadcast_to", "pad", "dilate"), _dims),
                     (("winograd_input", "winograd_output"), _winograd),
-                    (("im2col",), _im2col)):
+                    (("im2col",), _im2col), (("depthwise_conv2d_nhwc",), _depthwise_nhwc)):
     _RULES.update(dict.fromkeys(_names, _fn))
 
 

@@ -8,7 +8,19 @@ In: a Graph. Out: a new Graph where
   * (x + c1) + c2 is x + (c1 + c2), and likewise for multiply (BERT's embedding sums),
   * where(c, x, y) with a constant all-true (all-false) c is x (y): folded attention masks,
   * conv2d(pad(x)) with zeros around H and W is conv2d(x) with that padding (models that
-    pad explicitly, as TF-style "same" convolutions do: one copy kernel less per conv).
+    pad explicitly, as TF-style "same" convolutions do: one copy kernel less per conv),
+  * cast(cast(clip(x) into int8 / uint8), int32) is cast(clip(x), int32) when the clip keeps
+    x inside the narrow type (a QuantizeLinear read by a DequantizeLinear: GCC turns the
+    narrowing and widening pair into a scalar sign extension of every lane),
+  * transpose(f(transpose(x))) with f elementwise (its other operands constants or scalars)
+    and the two permutations inverse is f(x): a transpose pulled up through the elementwise
+    ops cancels the one below (the channels-last int8 convolutions of a quantized CNN,
+    frontend/onnx_quant.py, read their input through such a pair). f is copied, not moved:
+    any other reader keeps the original, and each node gets one copy however many pulls
+    reach it (a residual sum read by the next block and by its convolution),
+  * a sum / mean / max / min / global average pool of such an f(transpose(x)) reduces f(x)
+    over the same axes and transposes its (small) result; a float32 depthwise conv2d of it
+    runs channels-last (depthwise_conv2d_nhwc) on f(x), its output transposed back.
 Exported models are full of these (shape-preserving views, masks that fold to zeros); each
 one removed is a kernel launch and a memory round trip the compiled model never pays.
 """
@@ -172,35 +184,70 @@ def _reduce_transposed(n: Node, rw: Rewriter) -> Node | None:
         rw.op("transpose", [red], n.name, axes=order)
 
 
+_NHWC, _NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def _depthwise_channels_last(n: Node, rw: Rewriter) -> Node | None:
+    """conv2d(f(transpose(x NHWC -> NCHW))) depthwise (one input channel per output channel,
+    a constant float32 weight) -> transpose(depthwise_conv2d_nhwc(f(x)) NHWC -> NCHW): the
+    input is read where it already lies channels-last (between the int8 1x1 convolutions of
+    a quantized MobileNet), and the transpose after it cancels against the next such
+    convolution's (module docstring). None when f cannot be pulled."""
+    x, w = n.inputs[0], n.inputs[1]
+    wv = rw.param(w)
+    c = int(x.shape[1]) if len(x.shape) == 4 else -1
+    if wv is None or wv.ndim != 4 or wv.shape[:2] != (c, 1) or n.dtype != "float32" or \
+            int(n.attrs.get("groups", 1)) != c or _transpose_leaf(x) is None:
+        return None
+    src = _pulled(x, _NHWC, rw)
+    if src is None:
+        return None
+    wt = rw.const(np.ascontiguousarray(wv[:, 0].transpose(1, 2, 0)),
+                  f"{w.attrs.get('name', 'weight')}_hwc")
+    attrs = {k: n.attrs[k] for k in ("strides", "padding", "dilation") if k in n.attrs}
+    out = rw.op("depthwise_conv2d_nhwc", [src, wt] + list(n.inputs[2:]), n.name, **attrs)
+    return rw.op("transpose", [out], n.name, axes=_NCHW)
+
+
 def _pulled(root: Node, perm: list, rw: Rewriter) -> Node | None:
-    """transpose(root, perm) computed without a transpose: root's pointwise tree rebuilt over
-    the sources of the transposes that perm undoes (None when a leaf is anything else)."""
-    n = root
+    """transpose(root, perm) computed without that transpose: root's pointwise tree rebuilt
+    over the sources of the transposes that perm undoes, constants transposed here, and any
+    other operand of root's full shape transposed on its own (the model's NCHW input meeting
+    a channels-last branch in a residual sum). None unless at least one transpose cancels."""
     memo = rw.memo.setdefault(("pull_transpose", tuple(perm)), {})
 
-    def pulled(m: Node, depth: int) -> Node | None:
+    def pulled(m: Node, depth: int) -> tuple:
+        """(m transposed by perm, whether a transpose cancelled in it) or (None, False)."""
         if m.uid in memo:  # shared with earlier pulls: one channels-last twin per node
             return memo[m.uid]
-        out = None
+        out: tuple = (None, False)
         if m.op == "transpose" and [_perm(m)[p] for p in perm] == list(range(len(perm))):
-            out = m.inputs[0]
+            out = (m.inputs[0], True)
         elif rw.param(m) is not None:
             v = np.asarray(rw.param(m))
             if v.ndim == 0:
-                out = m
+                out = (m, False)
             elif v.ndim <= len(perm):
                 full = v.reshape((1,) * (len(perm) - v.ndim) + v.shape)
-                out = rw.const(np.ascontiguousarray(np.transpose(full, perm)),
-                               f"{m.attrs.get('name', 'const')}_t")
+                out = (rw.const(np.ascontiguousarray(np.transpose(full, perm)),
+                                f"{m.attrs.get('name', 'const')}_t"), False)
         elif len(m.shape) == 0:
-            out = m
-        elif depth < 64 and _pointwise(m) and tuple(m.shape) == tuple(n.shape):
+            out = (m, False)
+        elif tuple(m.shape) != tuple(root.shape):
+            pass  # a broadcast operand computed at run time: not handled
+        elif depth < 64 and _pointwise(m):
             ins = [pulled(i, depth + 1) for i in m.inputs]
-            if all(i is not None for i in ins):
-                out = rw.op(m.op, ins, m.name, **m.attrs)
+            if all(i is not None for i, _ in ins):
+                out = (rw.op(m.op, [i for i, _ in ins], m.name, **m.attrs),
+                       any(c for _, c in ins))
+        else:
+            out = (rw.op("transpose", [m], m.name, axes=list(perm)), False)
         memo[m.uid] = out
         return out
-    return pulled(n, 0) if _pointwise(n) else None
+    if not _pointwise(root):
+        return None
+    node, cancels = pulled(root, 0)
+    return node if cancels else None
 
 
 def _pointwise(m: Node) -> bool:
@@ -217,6 +264,8 @@ def _simplify_rule(n: Node, rw: Rewriter) -> Node | None:
         return _cast_round_trip(n, rw)
     if n.op in ("sum", "mean", "max", "min", "global_avg_pool2d"):
         return _reduce_transposed(n, rw)
+    if n.op == "conv2d" and n.inputs[0].op != "pad":
+        return _depthwise_channels_last(n, rw)
     if n.op == "conv2d" and n.inputs[0].op == "pad":
         return _conv_pad(n, rw)
     if n.op == "transpose":

@@ -2,7 +2,12 @@
 
 from ...te.tensor import Tensor
 from ..math import gelu, gelu_tanh, hard_sigmoid, hard_swish, leaky_relu, relu, silu
-from .conv2d import conv2d_nchw, depthwise_conv2d_nchw, group_conv2d_nchw
+from .conv2d import (
+    conv2d_nchw,
+    depthwise_conv2d_nchw,
+    depthwise_conv2d_nhwc,
+    group_conv2d_nchw,
+)
 from .dense import batch_matmul, dense, matmul
 from .im2col import im2col
 from .pad import dilate, pad
@@ -18,7 +23,8 @@ def flatten(data: Tensor) -> Tensor:
 
 
 __all__ = [
-    "avg_pool2d", "batch_matmul", "conv2d_nchw", "dense", "depthwise_conv2d_nchw", "dilate",
+    "avg_pool2d", "batch_matmul", "conv2d_nchw", "dense", "depthwise_conv2d_nchw",
+    "depthwise_conv2d_nhwc", "dilate",
     "flatten",
     "gelu", "gelu_tanh", "global_pool", "group_conv2d_nchw", "hard_sigmoid", "hard_swish", "im2col",
     "layer_norm", "leaky_relu", "log_softmax", "matmul", "max_pool2d", "pad", "pool2d", "relu",

@@ -1,10 +1,14 @@
-"""2-d convolution in NCHW layout: plain, grouped and depthwise, each ONE reduction compute.
+"""2-d convolution in NCHW layout: plain, grouped and depthwise, each ONE reduction compute;
+and depthwise convolution channels-last (NHWC), for networks whose neighbouring layers
+already run channels-last (the int8 convolutions of quantized CNNs).
 
 In: data [N, C, H, W], a kernel ([O, C/groups, KH, KW], or [C, M, KH, KW] for
 depthwise_conv2d_nchw), stride, padding ((top, left, bottom, right), (h, w) or an int),
 dilation and groups. Out: [N, O, OH, OW]. Padding is a separate "pad" compute read by the
-convolution; the convolution compute is tagged "conv2d_nchw", "group_conv2d_nchw" or
-"depthwise_conv2d_nchw" so the graph layer can recognise it.
+convolution; the convolution compute is tagged "conv2d_nchw", "group_conv2d_nchw",
+"depthwise_conv2d_nchw" or "depthwise_conv2d_nhwc" so the graph layer can recognise it.
+depthwise_conv2d_nhwc: data [N, H, W, C], kernel [KH, KW, C], out [N, OH, OW, C]: every
+tap reads C contiguous values (one vector per lanes channels, no transpose of the tile).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from ...te.tensor import Tensor
 from ..utils import IntOrPair, check_tensor, const_shape
 from .pad import out_extent, pad, padding4, pair, window
 
-__all__ = ["conv2d_nchw", "depthwise_conv2d_nchw", "group_conv2d_nchw", "nchw_conv_operands"]
+__all__ = ["conv2d_nchw", "depthwise_conv2d_nchw", "depthwise_conv2d_nhwc", "group_conv2d_nchw",
+           "nchw_conv_operands"]
 
 
 def _geometry(data: Tensor, kshape: tuple, stride, padding, dilation, op: str):
@@ -104,6 +109,33 @@ def depthwise_conv2d_nchw(data: Tensor, kernel: Tensor, stride: IntOrPair = 1,
         return te.sum(prod, axis=[ry, rx])
     return te.compute((ds[0], ds[1] * m, oh, ow), body, name="depthwise_conv2d",
                       tag="depthwise_conv2d_nchw")
+
+
+def depthwise_conv2d_nhwc(data: Tensor, kernel: Tensor, stride: IntOrPair = 1,
+                          padding: IntOrPair = 0, dilation: IntOrPair = 1,
+                          out_dtype: str | None = None) -> Tensor:
+    """Depthwise convolution channels-last: data [N, H, W, C], kernel [KH, KW, C]."""
+    op = "depthwise_conv2d_nhwc"
+    check_tensor(data, op, "data")
+    check_tensor(kernel, op, "kernel")
+    ds, ks = const_shape(data, op), const_shape(kernel, op)
+    if len(ds) != 4 or len(ks) != 3 or ks[2] != ds[3]:
+        raise ShapeError(f"{op}: data [N, H, W, C] and kernel [KH, KW, C] expected, got {ds} "
+                         f"and {ks}")
+    sh, sw = pair(stride, "stride", op)
+    dh, dw = pair(dilation, "dilation", op)
+    pt, pl, pb, pr = padding4(padding, op)
+    oh = out_extent(ds[1], ks[0], sh, dh, pt, pb, op)
+    ow = out_extent(ds[2], ks[1], sw, dw, pl, pr, op)
+    src = pad(data, (0, pt, pl, 0), (0, pb, pr, 0)) if any((pt, pl, pb, pr)) else data
+    od = out_dtype or data.dtype
+    ry, rx = te.reduce_axis(ks[0], name="ry"), te.reduce_axis(ks[1], name="rx")
+
+    def body(n, y, x, c):
+        prod = src[n, window(y, sh, ry, dh), window(x, sw, rx, dw), c].astype(od) \
+            * kernel[ry, rx, c].astype(od)
+        return te.sum(prod, axis=[ry, rx])
+    return te.compute((ds[0], oh, ow, ds[3]), body, name="depthwise_conv2d", tag=op)
 
 
 def nchw_conv_operands(op):
