@@ -158,6 +158,25 @@ def test_conv_integer_over_16_channels_runs_on_windows(runtime_zero, stride, pad
     assert any(n.op == "im2col" for n in default_pipeline(g).nodes()) == (k > 1)
 
 
+def test_dynamic_depthwise_conv_integer_runs_channels_last_after_a_window_product():
+    """quantize_dynamic's MobileNet shape: a 1x1 ConvInteger (channels-last product), its
+    float result quantized again, then a depthwise ConvInteger: that one runs channels-last
+    too (int32, depthwise_conv2d_nhwc), exact against ONNX Runtime."""
+    nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["q0", "s0", "z0"]),
+             h.make_node("ConvInteger", ["q0", "w0", "z0"], ["a0"]),
+             h.make_node("Cast", ["a0"], ["f0"], to=T.FLOAT),
+             h.make_node("Mul", ["f0", "s0"], ["y0"]),
+             h.make_node("DynamicQuantizeLinear", ["y0"], ["q1", "s1", "z1"]),
+             h.make_node("ConvInteger", ["q1", "w1", "z1"], ["y"], group=32, pads=[1, 1, 1, 1])]
+    inits = {"w0": RNG.randint(-100, 100, (32, 16, 1, 1)).astype(np.int8),
+             "w1": RNG.randint(-100, 100, (32, 1, 3, 3)).astype(np.int8)}
+    x = RNG.randn(1, 16, 8, 8).astype(np.float32)
+    model = _model(nodes, {"x": x}, ["y"], inits)
+    np.testing.assert_array_equal(_kiln(model).run(x=x)["y"], _ort(model, {"x": x})[0])
+    g, _ = from_onnx(model)
+    assert any(n.op == "depthwise_conv2d_nhwc" for n in default_pipeline(g).nodes())
+
+
 def test_layers_with_their_own_weight_scales_share_one_task():
     """Each layer multiplies its activation scale by its own constant weight scale (a scalar
     times a scalar): kept a parameter, not an immediate, so the layers are one workload."""

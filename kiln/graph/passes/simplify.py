@@ -19,8 +19,8 @@ In: a Graph. Out: a new Graph where
     any other reader keeps the original, and each node gets one copy however many pulls
     reach it (a residual sum read by the next block and by its convolution),
   * a sum / mean / max / min / global average pool of such an f(transpose(x)) reduces f(x)
-    over the same axes and transposes its (small) result; a float32 depthwise conv2d of it
-    runs channels-last (depthwise_conv2d_nhwc) on f(x), its output transposed back.
+    over the same axes and transposes its (small) result; a depthwise conv2d of it (float32,
+    or int32) runs channels-last (depthwise_conv2d_nhwc) on f(x), its output transposed back.
 Exported models are full of these (shape-preserving views, masks that fold to zeros); each
 one removed is a kernel launch and a memory round trip the compiled model never pays.
 """
@@ -189,15 +189,17 @@ _NHWC, _NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
 def _depthwise_channels_last(n: Node, rw: Rewriter) -> Node | None:
     """conv2d(f(transpose(x NHWC -> NCHW))) depthwise (one input channel per output channel,
-    a constant float32 weight) -> transpose(depthwise_conv2d_nhwc(f(x)) NHWC -> NCHW): the
-    input is read where it already lies channels-last (between the int8 1x1 convolutions of
-    a quantized MobileNet), and the transpose after it cancels against the next such
-    convolution's (module docstring). None when f cannot be pulled."""
+    a constant weight; float32, or int32 as ConvInteger's) ->
+    transpose(depthwise_conv2d_nhwc(f(x)) NHWC -> NCHW): the input is read where it already
+    lies channels-last (between the int8 1x1 convolutions of a quantized MobileNet), and the
+    transpose after it cancels against the next such convolution's (module docstring).
+    None when f cannot be pulled."""
     x, w = n.inputs[0], n.inputs[1]
     wv = rw.param(w)
     c = int(x.shape[1]) if len(x.shape) == 4 else -1
-    if wv is None or wv.ndim != 4 or wv.shape[:2] != (c, 1) or n.dtype != "float32" or \
-            int(n.attrs.get("groups", 1)) != c or _transpose_leaf(x) is None:
+    if wv is None or wv.ndim != 4 or wv.shape[:2] != (c, 1) or \
+            n.dtype not in ("float32", "int32") or int(n.attrs.get("groups", 1)) != c or \
+            _transpose_leaf(x) is None:
         return None
     src = _pulled(x, _NHWC, rw)
     if src is None:
