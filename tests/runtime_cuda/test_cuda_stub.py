@@ -179,13 +179,13 @@ def test_a_gpu_sitting_runs_on_the_emulated_gpu(env, tmp_path):
         names
     assert "tensor cores (3xTF32)" in gemm["rows"][2]["name"]
     bert = json.loads((out / "bert_gpu.json").read_text())
-    assert [r["name"] for r in bert["rows"]] == ["kiln (onnx frontend, default schedules)",
-                                                  "kiln (onnx frontend, tuned)",
-                                                  "kiln (pytorch frontend, tuned)",
-                                                  "kiln (onnx frontend, default schedules, "
-                                                  "tensor cores)",
-                                                  "kiln (onnx frontend, default schedules, "
-                                                  "plain launches)"]
+    names = [r["name"] for r in bert["rows"]]
+    covered = [re.search(r"tuned: (\d+) of (\d+) groups", n) for n in names]
+    assert covered[1] and int(covered[1][1]) >= 1, names  # the log tuned some onnx groups
+    assert [re.sub(r"tuned: \d+ of \d+ groups", "tuned", n) for n in names] == [
+        "kiln (onnx frontend, default schedules)", "kiln (onnx frontend, tuned)",
+        "kiln (pytorch frontend, tuned)", "kiln (onnx frontend, default schedules, tensor cores)",
+        "kiln (onnx frontend, default schedules, plain launches)"]
     assert all(r["max_abs_err"] <= 1e-4 for r in bert["rows"]) and bert["profile"]
     assert (out / "bert_gpu_log.json").stat().st_size and (out / "gemm_gpu_log.json").exists()
     conv = json.loads((out / "conv_gpu.json").read_text())
