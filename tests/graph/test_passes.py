@@ -510,3 +510,34 @@ def test_pointwise_conv_becomes_a_product_over_pixels_with_its_epilogue():
             _same_results(before, after, {"x": _rand(*case.inputs[0].shape)})
         else:
             assert _ops(after) == _ops(before)
+
+
+def _inverted_residual(c: int = 16, hw: int = 8):
+    """MobileNetV2's block in float32: 1x1 expand, ReLU6, 3x3 depthwise, ReLU6, 1x1 project
+    plus the input, then a global pool."""
+    b = GraphBuilder("test")
+    x = b.input("x", (1, c, hw, hw), "float32")
+
+    def conv(v, w, **attrs):
+        return b.op("conv2d", [v, b.const(w, "w"), b.const(_rand(w.shape[0]), "bias")],
+                    **{"strides": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1],
+                       "groups": 1, **attrs})
+    e = b.op("clip", [conv(x, _rand(4 * c, c, 1, 1))], a_min=0.0, a_max=6.0)
+    d = b.op("clip", [conv(e, _rand(4 * c, 1, 3, 3), padding=[1, 1, 1, 1], groups=4 * c)],
+             a_min=0.0, a_max=6.0)
+    y = b.op("add", [conv(d, _rand(c, 4 * c, 1, 1)), x])
+    return b.finish([b.op("global_avg_pool2d", [y])])
+
+
+def test_a_network_with_depthwise_convs_runs_its_blocks_channels_last():
+    """With a depthwise convolution in the graph, 1x1 convolutions become channels-last
+    products, the depthwise one runs channels-last, and the only transposes left are the
+    input's and the pooled result's; a network without one keeps the NCHW products."""
+    src = _inverted_residual()
+    g, r = default_pipeline(src), default_pipeline(src, conv_gemm_lanes=16)
+    ops = _ops(r)
+    assert ops["dense"] == 2 and ops["depthwise_conv2d_nhwc"] == 1 and "conv2d" not in ops
+    moved = [n for n in r.nodes() if n.op == "transpose"]
+    assert all(t.inputs[0] is r.inputs[0] or int(np.prod(t.shape)) == 16 for t in moved)
+    _same_results(g, r, {"x": _rand(1, 16, 8, 8)}, tol=1e-4)
+    assert "batch_matmul" in _ops(default_pipeline(_bottleneck(8), conv_gemm_lanes=16))

@@ -10,7 +10,9 @@
   6. fold, simplify again (what the patterns exposed)
   7. combine    parallel dense ops sharing an input -> one dense + slices (only if asked)
   8. conv_gemm  1x1 convolutions over a multiple of `conv_gemm_lanes` pixels -> products
-                over the pixels (only if asked: CPU builds), then simplify
+                over the pixels (only if asked: CPU builds); in networks with depthwise
+                convolutions, channels-last products instead (conv1x1_channels_last: the
+                blocks then run channels-last), then simplify
   9. winograd   3x3 stride-1 convolutions whose channels are multiples of `winograd_lanes`
                 -> Winograd F(m x m, 3 x 3) transforms around products (only if asked: CPU)
  10. verify
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from ..ir import Graph, verify
 from .combine import combine_parallel_dense
-from .conv_gemm import conv1x1_as_matmul
+from .conv_gemm import conv1x1_as_matmul, conv1x1_channels_last, has_depthwise
 from .fold import dead_code_elimination, evaluate, fold_constants
 from .infer import infer_graph, infer_node
 from .patterns import recognize_norm_act, recognize_patterns
@@ -46,7 +48,8 @@ def default_pipeline(graph: Graph, combine_dense: bool = False,
     if combine_dense:
         g = combine_parallel_dense(g)
     if conv_gemm_lanes:
-        g = simplify(conv1x1_as_matmul(g, conv_gemm_lanes))
+        one_by_one = conv1x1_channels_last if has_depthwise(g) else conv1x1_as_matmul
+        g = simplify(one_by_one(g, conv_gemm_lanes))
     if winograd_lanes:
         g = conv3x3_winograd(g, winograd_lanes)
     g = dead_code_elimination(g)

@@ -23,7 +23,7 @@ from ..ir import Graph, Node
 from ..ops import OpPattern, pattern
 from .rewrite import Rewriter, rewrite
 
-__all__ = ["conv1x1_as_matmul", "plain_conv"]
+__all__ = ["conv1x1_as_matmul", "conv1x1_channels_last", "has_depthwise", "plain_conv"]
 
 
 def conv1x1_as_matmul(g: Graph, lanes: int = 16) -> Graph:
@@ -36,6 +36,40 @@ def conv1x1_as_matmul(g: Graph, lanes: int = 16) -> Graph:
         if pattern(n) <= OpPattern.BROADCAST and any(i.uid in made for i in n.inputs):
             return _sink(n, rw, made)
         return None
+    return rewrite(g, rule)
+
+
+def has_depthwise(g: Graph) -> bool:
+    """Whether g has a depthwise convolution (a MobileNet-like network)."""
+    return any(n.op == "conv2d" and int(n.attrs.get("groups", 1)) > 1 and
+               int(n.attrs.get("groups", 1)) == int(n.inputs[0].shape[1]) for n in g.nodes())
+
+
+def conv1x1_channels_last(g: Graph, lanes: int = 16) -> Graph:
+    """Every float32 1x1 stride-1 convolution (`lanes` unused: a product takes any width) as
+        transpose(reshape(dense(reshape(transpose(x, NHWC), [N*H*W, C]), W[OC, C]) + bias,
+                          [N, H, W, OC]), NCHW).
+    For networks with depthwise convolutions (graph/passes/__init__ picks this over
+    conv1x1_as_matmul there): simplify then cancels the transposes between a 1x1
+    convolution, the elementwise ops after it and the depthwise convolution that it feeds
+    (which runs channels-last, depthwise_conv2d_nhwc), so MobileNet's blocks run
+    channels-last: the 1x1 convolutions as products over the pixels with a packed weight,
+    the depthwise ones along contiguous channel vectors, nothing transposed between them."""
+    def rule(n: Node, rw: Rewriter) -> Node | None:
+        if not plain_conv(n, 1, (0, 0, 0, 0)):
+            return None
+        weight = rw.param(n.inputs[1])
+        bias = rw.param(n.inputs[2]) if len(n.inputs) > 2 else None
+        if weight is None or (len(n.inputs) > 2 and bias is None):
+            return None
+        batch, oc, h, w = (int(d) for d in n.shape)
+        xt = rw.op("transpose", [n.inputs[0]], axes=(0, 2, 3, 1))
+        rows = rw.op("reshape", [xt], newshape=(batch * h * w, int(xt.shape[3])))
+        ins = [rows, rw.const(weight.reshape(oc, -1), f"{n.inputs[1].attrs['name']}_2d")]
+        if bias is not None:
+            ins.append(n.inputs[2])
+        y = rw.op("reshape", [rw.op("dense", ins, n.name)], newshape=(batch, h, w, oc))
+        return rw.op("transpose", [y], n.name, axes=(0, 3, 1, 2))
     return rewrite(g, rule)
 
 
