@@ -224,13 +224,16 @@ def test_simplify_pulls_transposes_through_elementwise_trees():
     back2 = b.op("transpose", [b.op("negative", [shared])], axes=[0, 2, 3, 1])
     mixed = b.op("transpose", [b.op("add", [shared, y])], axes=[0, 2, 3, 1])
     wrong = b.op("transpose", [b.op("exp", [shared])], axes=[0, 3, 2, 1])
-    g = b.finish([back1, back2, mixed, wrong, shared])
+    # two operands to transpose for one transpose saved: not worth it, stays
+    costly = b.op("transpose", [b.op("add", [b.op("add", [t, y]), b.op("exp", [y])])],
+                  axes=[0, 2, 3, 1])
+    g = b.finish([back1, back2, mixed, wrong, shared, costly])
     s = simplify(g)
     assert [o.op for o in s.outputs[:2]] == ["exp", "negative"]
     assert s.outputs[0].inputs[0] is s.outputs[1].inputs[0]  # one copy of the shared tree
     # y, read as is, is transposed by itself (the tree below it moves without a copy)
     assert s.outputs[2].op == "add" and s.outputs[2].inputs[1].op == "transpose"
-    assert s.outputs[3].op == "transpose"
+    assert s.outputs[3].op == "transpose" and s.outputs[5].op == "transpose"
     _same_results(g, s, {"x": _rand(2, 3, 4, 5), "y": _rand(2, 5, 3, 4)})
 
 

@@ -215,41 +215,44 @@ def _pulled(root: Node, perm: list, rw: Rewriter) -> Node | None:
     """transpose(root, perm) computed without that transpose: root's pointwise tree rebuilt
     over the sources of the transposes that perm undoes, constants transposed here, and any
     other operand of root's full shape transposed on its own (the model's NCHW input meeting
-    a channels-last branch in a residual sum). None unless at least one transpose cancels."""
+    a channels-last branch in a residual sum). None unless at least one transpose cancels
+    and no more operands are transposed on their own than transposes cancel (the rewrite
+    never moves more data than it saves)."""
     memo = rw.memo.setdefault(("pull_transpose", tuple(perm)), {})
 
     def pulled(m: Node, depth: int) -> tuple:
-        """(m transposed by perm, whether a transpose cancelled in it) or (None, False)."""
+        """(m transposed by perm, transposes cancelled, operands transposed) in m's tree;
+        (None, 0, 0) when it cannot be."""
         if m.uid in memo:  # shared with earlier pulls: one channels-last twin per node
             return memo[m.uid]
-        out: tuple = (None, False)
+        out: tuple = (None, 0, 0)
         if m.op == "transpose" and [_perm(m)[p] for p in perm] == list(range(len(perm))):
-            out = (m.inputs[0], True)
+            out = (m.inputs[0], 1, 0)
         elif rw.param(m) is not None:
             v = np.asarray(rw.param(m))
             if v.ndim == 0:
-                out = (m, False)
+                out = (m, 0, 0)
             elif v.ndim <= len(perm):
                 full = v.reshape((1,) * (len(perm) - v.ndim) + v.shape)
                 out = (rw.const(np.ascontiguousarray(np.transpose(full, perm)),
-                                f"{m.attrs.get('name', 'const')}_t"), False)
+                                f"{m.attrs.get('name', 'const')}_t"), 0, 0)
         elif len(m.shape) == 0:
-            out = (m, False)
+            out = (m, 0, 0)
         elif tuple(m.shape) != tuple(root.shape):
             pass  # a broadcast operand computed at run time: not handled
         elif depth < 64 and _pointwise(m):
             ins = [pulled(i, depth + 1) for i in m.inputs]
-            if all(i is not None for i, _ in ins):
-                out = (rw.op(m.op, [i for i, _ in ins], m.name, **m.attrs),
-                       any(c for _, c in ins))
+            if all(i is not None for i, _, _ in ins):
+                out = (rw.op(m.op, [i for i, _, _ in ins], m.name, **m.attrs),
+                       sum(c for _, c, _ in ins), sum(t for _, _, t in ins))
         else:
-            out = (rw.op("transpose", [m], m.name, axes=list(perm)), False)
+            out = (rw.op("transpose", [m], m.name, axes=list(perm)), 0, 1)
         memo[m.uid] = out
         return out
     if not _pointwise(root):
         return None
-    node, cancels = pulled(root, 0)
-    return node if cancels else None
+    node, cancelled, moved = pulled(root, 0)
+    return node if cancelled and moved <= cancelled else None
 
 
 def _pointwise(m: Node) -> bool:
