@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from util import tiny_cli_model
+from util import cosine, tiny_cli_model
 
 import kiln
 from kiln import auto_scheduler, te
@@ -161,19 +161,15 @@ def test_packed_weight_layout_has_pair_dim():
         assert lay[-1] == (1, 2)
 
 
-def _tiny_model():
-    return tiny_cli_model()
-
-
 @pytest.mark.skipif(not HAS_BF16, reason="needs AVX512-BF16")
 def test_graph_bf16_matches_fp32():
-    m = _tiny_model()
+    m = tiny_cli_model()
     lib32 = kiln.graph.build(m.graph, m.params, "cpu")
     lib16 = kiln.graph.build(m.graph, m.params, "cpu", dtype="bf16")
     o32 = list(lib32.run(**m.inputs).values())[0]
     o16 = list(lib16.run(**m.inputs).values())[0]
     assert o16.dtype == np.float32
-    cos = float((o32 * o16).sum() / np.linalg.norm(o32) / np.linalg.norm(o16))
+    cos = cosine(o32, o16)
     assert cos > 0.999
     assert np.abs(o32 - o16).max() < 0.05
     assert "kiln_dot2_bf16" in lib16.source and "kiln_dot2_bf16" not in lib32.source
@@ -188,7 +184,7 @@ def test_graph_bf16_matches_fp32():
 def test_graph_bf16_without_activation_products():
     from kiln.graph.passes.bf16 import to_bfloat16_graph
     from kiln.graph.tasks import prepare_graph
-    m = _tiny_model()
+    m = tiny_cli_model()
     g, _ = prepare_graph(m.graph, m.params)
     g16 = to_bfloat16_graph(g, activations=False)
     mm = [n for n in g16.nodes() if n.op == "batch_matmul"]
@@ -198,7 +194,7 @@ def test_graph_bf16_without_activation_products():
 
 
 def test_bf16_errors():
-    m = _tiny_model()
+    m = tiny_cli_model()
     with pytest.raises(DTypeError, match="float32"):
         kiln.graph.build(m.graph, m.params, "cpu", dtype="float16")
     no_bf16 = "cpu -mattr=+avx,+avx2,+fma,+sse4.2,-avx512bf16"

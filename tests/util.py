@@ -113,6 +113,11 @@ def tiny_cli_model():
     return Model(Args())
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two arrays taken as flat vectors."""
+    return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
 def onnx_model(nodes, inputs: dict, outputs: list, inits: dict, opset: int = 19):
     """An ONNX model of `nodes` with inputs typed after the arrays in `inputs`, untyped
     outputs and initializers `inits`."""

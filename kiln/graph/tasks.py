@@ -139,8 +139,8 @@ def _scalar_const(node, consumer, params: dict):
 def _scalar_slots(group: FusedGroup, params: dict) -> list:
     """The value of each size-1 constant the group's computes would take as an immediate,
     in the order _build_computes meets them (its slots)."""
-    return [_scalar_const(i, n, params).value for n in group.nodes for i in n.inputs
-            if _scalar_const(i, n, params) is not None]
+    return [c.value for n in group.nodes for i in n.inputs
+            if (c := _scalar_const(i, n, params)) is not None]
 
 
 def _build_computes(group: FusedGroup, params: dict,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import DTypeError
-from .expr import Call, Expr, Var, binop, cast, convert, is_float
+from .expr import Call, Expr, FloatImm, IntImm, binop, cast, convert, is_float
 
 _FLOAT_ONLY = ("exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "floor", "ceil",
                "round", "sin", "cos", "log2", "exp2", "trunc")
@@ -47,7 +47,7 @@ def power(x, y) -> Expr:
     y = convert(y, x.dtype)
     if not is_float(x.dtype):
         raise DTypeError(f"te.power needs float operands, got {x.dtype}")
-    e = getattr(y, "value", None) if not isinstance(y, Var) else None
+    e = y.value if isinstance(y, (IntImm, FloatImm)) else None
     if e in (1, 2, 3, 4):  # GPT-2's x ** 3 outside its GELU pattern: products, not libm powf
         out = x
         for _ in range(int(e) - 1):

@@ -255,3 +255,16 @@ def run_graph(g: Graph, feeds: dict) -> list:
             raise AssertionError(f"%{n.uid} {n.op}: interpreter shape {v.shape} != {n.shape}")
         values[n.uid] = v
     return [values[o.uid] for o in g.outputs]
+
+
+def op_counts(g: Graph) -> dict:
+    """op name -> number of nodes, leaves (inputs, constants) left out."""
+    from kiln.graph.passes import op_histogram
+    return {k: v for k, v in op_histogram(g).items() if k not in ("input", "const")}
+
+
+def assert_same_results(before: Graph, after: Graph, feeds: dict, tol: float = 1e-5) -> None:
+    """The interpreter's outputs of two graphs agree (a rewrite kept the meaning)."""
+    for a, b in zip(run_graph(before, feeds), run_graph(after, feeds)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=tol, rtol=tol)

@@ -19,9 +19,9 @@ import onnx
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
+from util import cosine, tiny_cli_model
 from util import onnx_model as _model
 from util import ort_run as _ort
-from util import tiny_cli_model
 
 import kiln
 from kiln import te, topi
@@ -276,18 +276,14 @@ def test_whole_tensor_reductions_run_in_parallel_chunks(shape, op):
         assert "(kiln_f32x16){x[" not in f.source  # contiguous lanes, not a gather
 
 
-def _tiny_model():
-    return tiny_cli_model()
-
-
 @pytest.mark.skipif(not HAS_VNNI, reason="needs AVX512-VNNI")
 def test_int8_build_of_a_float_model():
-    m = _tiny_model()
+    m = tiny_cli_model()
     lib32 = kiln.graph.build(m.graph, m.params, "cpu")
     lib8 = kiln.graph.build(m.graph, m.params, "cpu", dtype="int8")
     o32 = list(lib32.run(**m.inputs).values())[0]
     o8 = list(lib8.run(**m.inputs).values())[0]
-    cos = float((o32 * o8).sum() / np.linalg.norm(o32) / np.linalg.norm(o8))
+    cos = cosine(o32, o8)
     assert o8.dtype == np.float32 and cos > 0.999
     assert "_mm512_dpbusd_epi32" in lib8.source and "kiln_dot4" not in lib32.source
     tasks, _ = kiln.auto_scheduler.extract_tasks(m.graph, m.params, "cpu", dtype="int8")
@@ -299,7 +295,7 @@ def test_int8_build_of_a_float_model():
 def test_int8_pass_quantizes_each_activation_once_per_row():
     from kiln.graph.passes.int8 import to_int8_graph
     from kiln.graph.tasks import prepare_graph
-    m = _tiny_model()
+    m = tiny_cli_model()
     g, _ = prepare_graph(m.graph, m.params)
     n_dense = sum(n.op == "dense" for n in g.nodes())
     g8 = to_int8_graph(g)
@@ -315,7 +311,7 @@ def test_int8_pass_quantizes_each_activation_once_per_row():
 
 def test_int8_errors():
     from kiln.errors import DTypeError, TargetError
-    m = _tiny_model()
+    m = tiny_cli_model()
     with pytest.raises(TargetError, match="AVX512-VNNI"):
         kiln.graph.build(m.graph, m.params, "cpu -mattr=-avx512vnni", dtype="int8")
     with pytest.raises(DTypeError, match="int8"):

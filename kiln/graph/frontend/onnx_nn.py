@@ -35,13 +35,16 @@ def _gemm(cx, ins, attrs):
             inputs.append(cx.b.const((bias * np.asarray(beta, bias.dtype)).reshape(-1),
                                      f"{cx.name}_bias"))
             c = None
-        out = cx.op("dense", inputs)
-    else:
-        if attrs.get("transB", 0):
-            bmat = cx.op("transpose", [bmat], axes=(1, 0))
-        out = cx.op("matmul", [a, bmat])
-        if alpha != 1.0:
-            out = cx.op("multiply", [out, cx.b.const(np.array(alpha, out.dtype), "alpha")])
+        return gemm_epilogue(cx, cx.op("dense", inputs), c, 1.0, beta)
+    if attrs.get("transB", 0):
+        bmat = cx.op("transpose", [bmat], axes=(1, 0))
+    return gemm_epilogue(cx, cx.op("matmul", [a, bmat]), c, alpha, beta)
+
+
+def gemm_epilogue(cx, out, c, alpha: float, beta: float):
+    """alpha * out + beta * c (c may be None) of a Gemm whose product is `out`."""
+    if alpha != 1.0:
+        out = cx.op("multiply", [out, cx.b.const(np.array(alpha, out.dtype), "alpha")])
     if c is None or beta == 0:
         return out
     if beta != 1.0:

@@ -42,10 +42,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...topi.nn.im2col import im2col_shape
 from ..ir import Node
 from ..passes.int8 import RANGE as _RANGE
 from ..passes.int8 import dynamic_uint8, quantize
 from .onnx_math import onnx_dtype
+from .onnx_nn import gemm_epilogue
 
 
 def _per_axis(cx, v, x, axis: int):
@@ -271,12 +273,18 @@ def _as_uint8(cx, q, z):
     """(q, zero point) with int8 q moved to uint8 (q + 128, zero point + 128, as int32)."""
     if q.dtype == "uint8":
         return q, z
+    shift = cx.b.const(np.array(128, np.int32), f"{cx.name}_128")
+
     def plus128(v):
-        return cx.op("add", [cx.b.cast(v, "int32", cx.name),
-                             cx.b.const(np.array(128, np.int32), f"{cx.name}_128")])
-    zero = plus128(cx.b.reshape(z, (), cx.name)) if z is not None else \
-        cx.b.const(np.array(128, np.int32), f"{cx.name}_128")
+        return cx.op("add", [cx.b.cast(v, "int32", cx.name), shift])
+    zero = plus128(cx.b.reshape(z, (), cx.name)) if z is not None else shift
     return cx.b.cast(plus128(q), "uint8", cx.name), zero
+
+
+def _product_scale(cx, x: Dequantized, w: Dequantized):
+    """x's scalar scale times w's (a scalar, or one per output channel: [OC])."""
+    return cx.op("multiply", [cx.b.reshape(x.scale, (), cx.name),
+                              cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)])
 
 
 def _int8_linear(cx, a: Dequantized, w: Dequantized, n_axis: int):
@@ -295,9 +303,7 @@ def _int8_linear(cx, a: Dequantized, w: Dequantized, n_axis: int):
         return None
     qa, za = _as_uint8(cx, a.q, a.zero)
     acc = _product_minus_zero_point(cx, qa, fast, za)
-    scale = cx.op("multiply", [cx.b.reshape(a.scale, (), cx.name),
-                               cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)])
-    return cx.op("multiply", [cx.b.cast(acc, "float32", cx.name), scale])
+    return cx.op("multiply", [cx.b.cast(acc, "float32", cx.name), _product_scale(cx, a, w)])
 
 
 def _dequantized(cx, ins, count: int) -> list | None:
@@ -317,15 +323,8 @@ def _qdq_gemm(cx, ins, attrs):
     y = _int8_linear(cx, d[0], d[1], 0 if attrs.get("transB", 0) else 1)
     if y is None:
         return None
-    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
-    if alpha != 1.0:
-        y = cx.op("multiply", [y, cx.b.const(np.array(alpha, np.float32), "alpha")])
-    c = ins[2] if len(ins) > 2 else None
-    if c is None or beta == 0.0:
-        return y
-    if beta != 1.0:
-        c = cx.op("multiply", [c, cx.b.const(np.array(beta, np.float32), "beta")])
-    return cx.op("add", [y, c])
+    return gemm_epilogue(cx, y, ins[2] if len(ins) > 2 else None,
+                         float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0)))
 
 
 def _requantize(cx, y, scale, zero):
@@ -362,9 +361,9 @@ def _window_rows(cx, q, zero, kernel, geo):
     kh, kw = kernel
     if (kh, kw, sh, sw) == (1, 1, 1, 1):
         return cx.b.reshape(xt, (n * h * w, c), cx.name), (n, h, w)
-    rows = cx.op("im2col", [xt], kernel=[kh, kw], strides=[sh, sw], dilation=[dh, dw])
-    oh = (xt.shape[1] - (kh - 1) * dh - 1) // sh + 1
-    return rows, (n, oh, rows.shape[0] // (n * oh))
+    oh, ow, _ = im2col_shape(xt.shape, (kh, kw), (sh, sw), (dh, dw))
+    return cx.op("im2col", [xt], kernel=[kh, kw], strides=[sh, sw], dilation=[dh, dw]), \
+        (n, oh, ow)
 
 
 def _qdq_conv(cx, ins, attrs):
@@ -385,8 +384,7 @@ def _int8_conv(cx, x: Dequantized, w: Dequantized, bias, attrs):
             (not (_is_scalar(w.scale) and _is_scalar(w.zero)) and w.axis % 4 != 0):
         return None
     oc = wv.shape[0]
-    scale = cx.op("multiply", [cx.b.reshape(x.scale, (), cx.name),
-                               cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)])
+    scale = _product_scale(cx, x, w)
     qx, zx = _as_uint8(cx, x.q, x.zero)
     if x.q.shape[1] % 16:  # a patch embedding still is a product over whole patches
         acc = _patchify(cx, qx, w.q, zx, w.zero, attrs)
@@ -430,9 +428,7 @@ def _qlinear_conv(cx, ins, attrs):
     w = Dequantized(ins[3], ins[4], ins[5], 0)
     bias = ins[8] if len(ins) > 8 else None
     if bias is not None:
-        bias = _dequantize(cx, Dequantized(bias, cx.op("multiply", [
-            cx.b.reshape(x.scale, (), cx.name),
-            cx.b.reshape(w.scale, (-1,) if w.scale.shape else (), cx.name)]), None, 0))
+        bias = _dequantize(cx, Dequantized(bias, _product_scale(cx, x, w), None, 0))
     y = _int8_conv(cx, x, w, bias, attrs)
     if y is None:
         y = NN["Conv"](cx, [_dequantize(cx, x), _dequantize(cx, w)] +
