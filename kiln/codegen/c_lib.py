@@ -228,6 +228,34 @@ def _vfloormod(dtype, lanes):
                     f"kiln_floormod_{SUFFIX[dtype]}(a[i], b[i])", [("floormod", dtype)])
 
 
+# hardware gathers by lane count: (ISA test, intrinsic prefix, index type, AVX-512 argument
+# order (index first) or AVX2's (base first))
+_GATHER = {16: ("defined(__AVX512F__)", "_mm512", "__m512i", True),
+           8: ("defined(__AVX2__)", "_mm256", "__m256i", False),
+           4: ("defined(__AVX2__)", "_mm", "__m128i", False)}
+
+
+def _gather(dtype, lanes):
+    """Lanes p[idx[k]] of a 32-bit table (a lookup's: the index computed as one vector):
+    one vgatherdps / vpgatherdd where the compiler targets the ISA (a preprocessor test in
+    the C), element by element otherwise."""
+    if BITS.get(dtype) != 32:
+        raise CodegenError(f"internal: gather of {dtype}")
+    v, iv = vtype_name(dtype, lanes), vtype_name("int32", lanes)
+    t, name = ctype(dtype), f"kiln_gather_{SUFFIX[dtype]}x{lanes}"
+    head = f"static inline {v} {name}(const {t}* p, {iv} idx) {{\n"
+    portable = (f"{head}  {v} x;\n  for (int k = 0; k < {lanes}; ++k) x[k] = p[idx[k]];\n"
+                "  return x;\n}\n")
+    if lanes not in _GATHER:
+        return name, [("vtype", dtype, lanes), ("vtype", "int32", lanes)], portable
+    test, mm, it, index_first = _GATHER[lanes]
+    fn = f"{mm}_i32gather_{'ps' if dtype == 'float32' else 'epi32'}"
+    args = f"({it})idx, p, 4" if index_first else f"p, ({it})idx, 4"
+    fast = f"{head}  return ({v}){fn}({args});\n}}\n"
+    code = f"#if {test}\n#include <immintrin.h>\n{fast}#else\n{portable}#endif\n"
+    return name, [("vtype", dtype, lanes), ("vtype", "int32", lanes)], code
+
+
 _BUILDERS = {
     "floordiv": _floordiv,
     "floormod": _floormod,
@@ -237,6 +265,7 @@ _BUILDERS = {
     "vtype": _vtype,
     "splat": _splat,
     "load": _load,
+    "gather": _gather,
     "bcast_word": _bcast_word,
     "store": _store,
     "sel": _sel,

@@ -6,6 +6,8 @@ Out: C lines. Each subexpression is classified against the lane variable:
   invariant         -> scalar C, broadcast explicitly with kiln_splat_*;
   stride-1 load     -> one unaligned vector load (or a vector register of a local tile);
   stride-2 load     -> two vector loads ending at the last element read, one shuffle;
+  a loaded index    -> the index computed as one vector, then read lane by lane (a table
+                       lookup: the index expression is not evaluated once per lane);
   anything else     -> built lane by lane from scalar expressions (gather);
 comparisons give integer masks, Select blends masks (lane by lane with scalar ternaries when
 a branch may read out of its buffer, so out-of-range padding reads never happen), float32
@@ -127,9 +129,13 @@ class VectorPrinter:
     def load(self, e: S.BufferLoad) -> VVal:
         dt = e.buffer.dtype
         name = self.scope.name(e.buffer)
-        kind, info = self.access(e.buffer, e.index, load=True)
         vt = vtype_name(_storage(dt), self.w)
-        if kind == "vreg":
+        kind, info = ("lookup", None) if e.buffer.uid not in self.vregs and \
+            self.loads_index(e.index) else \
+            self.access(e.buffer, e.index, load=True)
+        if kind == "lookup":
+            code = self.lookup(name, e.index, _storage(dt), vt)
+        elif kind == "vreg":
             code = f"{name}[{info}]"
         elif kind == "contig":
             fn = self.scope.lib.need("load", _storage(dt), self.w)
@@ -143,6 +149,17 @@ class VectorPrinter:
         if dt == "bool":
             return VVal(f"({code} != 0)", "bool", True, 8)
         return VVal(code, dt, True)
+
+    def lookup(self, name: str, index: E.Expr, dt: str, vt: str) -> str:
+        """Lanes name[index] where the index reads memory (a table lookup): the index is
+        computed once as a vector, then one hardware gather (32-bit elements) or lane reads."""
+        iv = self.tmp(self.vec(self.expr(index), "int32"), vtype_name("int32", self.w),
+                      force=True)
+        if BITS.get(dt) == 32:
+            return self.tmp(f"{self.scope.lib.need('gather', dt, self.w)}({name}, {iv})", vt)
+        self.scope.lib.need("vtype", dt, self.w)
+        elems = ", ".join(f"{name}[{iv}[{lane}]]" for lane in range(self.w))
+        return self.tmp(f"({vt}){{{elems}}}", vt)
 
     def pairs(self, name: str, first: str, second: str, dt: str) -> str:
         """Lanes base[0], base[2], ..., base[2w - 2] (a stride-2 window: pooling, a stride-2
@@ -359,6 +376,11 @@ class VectorPrinter:
         out = self.lane in E.free_vars(e)
         self._varies[id(e)] = (e, out)
         return out
+
+    def loads_index(self, index: E.Expr) -> bool:
+        """Whether a lane-varying index reads memory itself (a table lookup's index)."""
+        return index.dtype == "int32" and any(
+            isinstance(n, S.BufferLoad) and self.varies(n) for n in E.walk(index))
 
     def in_bounds(self, e: E.Expr) -> bool:
         """Whether every load in e stays inside its buffer on every lane, whatever a select's

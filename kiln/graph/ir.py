@@ -31,6 +31,7 @@ OP_SPECS = {
     "hard_swish": "", "hard_sigmoid": "alpha, beta", "leaky_relu": "alpha",
     "clip": "a_min, a_max", "cast": "dtype", "floor": "", "ceil": "",
     "round": "(to nearest, ties to even)", "not": "",
+    "lookup": "offset (table input 1, 1-d: out = table[clamp(int(x) - offset, 0, len - 1)])",
     # logic on bool tensors, float classification (-> bool)
     "logical_and": "", "logical_or": "", "logical_xor": "", "isnan": "", "isinf": "",
     # reductions

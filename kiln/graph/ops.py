@@ -55,7 +55,8 @@ _BINARY: dict[str, Callable] = {
     "logical_or": lambda a, b: E.binop("or", a, b),
     "logical_xor": lambda a, b: E.cmp("ne", E.as_bool(a), E.as_bool(b)),
 }
-_ELEMWISE_ATTR = ("gelu", "hard_sigmoid", "leaky_relu", "clip", "cast", "not", "isnan", "isinf")
+_ELEMWISE_ATTR = ("gelu", "hard_sigmoid", "leaky_relu", "clip", "cast", "not", "isnan", "isinf",
+                  "lookup")
 _REDUCE = ("sum", "mean", "max", "min", "argmax", "softmax", "log_softmax", "layer_norm",
            "max_pool2d", "avg_pool2d", "global_avg_pool2d")
 _ANCHOR = ("dense", "matmul", "batch_matmul", "conv2d", "depthwise_conv2d_nhwc")
@@ -145,6 +146,18 @@ def _isnan(node, x):
     # NaN is the one value unequal to itself (kiln never compiles with -ffinite-math-only)
     return te.compute(x[0].shape, lambda *i: E.cmp("ne", x[0][i], x[0][i]), name="isnan",
                       tag="elemwise")
+
+
+def _lookup(node, x):
+    # elementwise in x: the table is a small constant read at a data-dependent index,
+    # clamped so that no value of x (a NaN cast to int, say) reads outside it
+    data, table = x
+    last, offset = int(table.shape[0]) - 1, int(node.attrs.get("offset", 0))
+
+    def body(*i):
+        k = E.cast("int32", data[i]) - offset
+        return table[E.min(E.max(k, 0), last)]
+    return te.compute(data.shape, body, name="lookup", tag="elemwise")
 
 
 def _isinf(node, x):
@@ -309,7 +322,7 @@ _BUILDERS: dict[str, Callable] = {
     "leaky_relu": lambda n, x: topi.leaky_relu(x[0], float(n.attrs.get("alpha", 0.01))),
     "clip": _clip,
     "cast": lambda n, x: topi.cast(x[0], n.attrs.get("dtype", n.dtype)),
-    "not": _not, "isnan": _isnan, "isinf": _isinf,
+    "not": _not, "isnan": _isnan, "isinf": _isinf, "lookup": _lookup,
     "batch_norm": _batch_norm,
     "sum": _reduce(topi.sum), "mean": _reduce(topi.mean), "max": _reduce(topi.max),
     "min": _reduce(topi.min), "argmax": _argmax,

@@ -222,6 +222,8 @@ def _eval(n: Node, xs: list) -> np.ndarray:
         "reshape": lambda: xs[0].reshape(a["newshape"]),
         "transpose": lambda: np.transpose(xs[0], a["axes"]),
         "take": lambda: np.take(xs[0], xs[1], axis=a["axis"]),
+        "lookup": lambda: xs[1][np.clip(xs[0].astype(np.int64) - a.get("offset", 0), 0,
+                                        len(xs[1]) - 1)],
         "concatenate": lambda: np.concatenate(xs, axis=a["axis"]),
         "strided_slice": lambda: _strided_slice(xs[0], a),
         "expand_dims": lambda: xs[0].reshape(xs[0].shape[:a["axis"]] + (1,) * a["num_newaxis"]

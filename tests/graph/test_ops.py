@@ -40,7 +40,17 @@ DATA = {
     "u8nhwc": RNG.integers(0, 256, (2, 9, 8, 48)).astype(np.uint8),
     "nhwc": _f(1, 7, 6, 32), "hwc": _f(3, 3, 32), "cb32": _f(32),
     "s8ker": RNG.integers(-128, 128, (5, 3, 4, 4)).astype(np.int8),
+    # lookup indices: whole and fractional values inside and outside the table, and NaN
+    "lkx": np.concatenate([np.arange(-12, 12, 0.75, dtype=np.float32), [np.nan] * 8]
+                          ).reshape(4, 10),
+    "tab7": _f(7), "tab256": RNG.integers(-128, 128, 256).astype(np.int8),
 }
+
+
+def _lookup(v, table, offset):
+    """table[clamp(int(v) - offset)]: truncation toward zero, NaN as the lowest int32."""
+    k = np.where(np.isnan(v), -2 ** 31, v).astype(np.int64) - offset
+    return table[np.clip(k, 0, len(table) - 1)]
 
 
 def _softmax(v, axis):
@@ -244,6 +254,8 @@ CASES = [
     ("transpose", "transpose", ["x"], {"axes": [0, 2, 3, 1]},
      lambda v: v.transpose(0, 2, 3, 1)),
     ("take", "take", ["row", "ids"], {"axis": 0}, lambda v, i: np.take(v, i, axis=0)),
+    ("lookup_f32", "lookup", ["lkx", "tab7"], {"offset": -3}, lambda v, t: _lookup(v, t, -3)),
+    ("lookup_u8", "lookup", ["u8", "tab256"], {"offset": 0}, lambda v, t: _lookup(v, t, 0)),
     ("concatenate", "concatenate", ["x", "z"], {"axis": 2},
      lambda a, b: np.concatenate([a, b], 2)),
     ("strided_slice", "strided_slice", ["x"],

@@ -15,7 +15,9 @@
                 blocks then run channels-last), then simplify
   9. winograd   3x3 stride-1 convolutions whose channels are multiples of `winograd_lanes`
                 -> Winograd F(m x m, 3 x 3) transforms around products (only if asked: CPU)
- 10. verify
+ 10. lookup     elementwise chains of one 8-bit value (a QDQ model's GELU between its
+                QuantizeLinear / DequantizeLinear pairs) -> a lookup in a 256-entry table
+ 11. verify
 Fusion and layout passes (graph/passes/fuse.py, layout.py) run after this pipeline.
 """
 
@@ -26,6 +28,7 @@ from .combine import combine_parallel_dense
 from .conv_gemm import conv1x1_as_matmul, conv1x1_channels_last, has_depthwise
 from .fold import dead_code_elimination, evaluate, fold_constants
 from .infer import infer_graph, infer_node
+from .lookup import lookup_tables
 from .patterns import recognize_norm_act, recognize_patterns
 from .patterns_linear import recognize_linear
 from .rewrite import clone, op_histogram, rewrite
@@ -52,7 +55,7 @@ def default_pipeline(graph: Graph, combine_dense: bool = False,
         g = simplify(one_by_one(g, conv_gemm_lanes))
     if winograd_lanes:
         g = conv3x3_winograd(g, winograd_lanes)
-    g = dead_code_elimination(g)
+    g = dead_code_elimination(lookup_tables(g))
     verify(g)
     return g
 
@@ -61,6 +64,6 @@ __all__ = [
     "clone", "combine_parallel_dense", "conv1x1_as_matmul", "conv3x3_winograd",
     "dead_code_elimination",
     "default_pipeline", "evaluate", "fold_constants", "infer_graph", "infer_node",
-    "infer_types", "op_histogram",
+    "infer_types", "lookup_tables", "op_histogram",
     "recognize_linear", "recognize_norm_act", "recognize_patterns", "rewrite", "simplify",
 ]

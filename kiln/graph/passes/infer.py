@@ -280,6 +280,16 @@ def _transpose(n: Node) -> tuple:
     return tuple(x.shape[a] for a in axes), x.dtype
 
 
+def _lookup(n: Node) -> tuple:
+    _arity(n, 2)
+    x, table = n.inputs
+    if len(table.shape) != 1 or not table.shape[0]:
+        raise _fail(n, f"the table must be 1-d and not empty, got shape {list(table.shape)}")
+    if x.dtype == "bool":
+        raise _fail(n, "the index operand must be a number")
+    return tuple(x.shape), table.dtype
+
+
 def _take(n: Node) -> tuple:
     _arity(n, 2)
     data, idx = n.inputs
@@ -384,7 +394,7 @@ for _names, _fn in (((*_BINARY, *_COMPARE, *_LOGIC, *_UNARY, "power", "where", "
                     (("matmul", "batch_matmul"), _matmul),
                     (("conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d"), _conv_pool),
                     (("layer_norm", "batch_norm"), _norm), (("reshape", "flatten"), _reshape),
-                    (("transpose",), _transpose), (("take",), _take),
+                    (("transpose",), _transpose), (("take",), _take), (("lookup",), _lookup),
                     (("concatenate",), _concat), (("strided_slice",), _slice),
                     (("expand_dims", "squeeze", "broadcast_to", "pad", "dilate"), _dims),
                     (("winograd_input", "winograd_output"), _winograd),

@@ -10,6 +10,8 @@ compiled code".
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -18,6 +20,9 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         q = np.abs(a) // np.maximum(np.abs(b), 1)  # ONNX/C integer division truncates
         return np.where((a < 0) != (b < 0), -q, q)
     return a / b
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf; small tables only
 
 
 _BINARY = {
@@ -30,6 +35,7 @@ _BINARY = {
 _UNARY = {
     "negative": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
     "rsqrt": lambda x: 1.0 / np.sqrt(x), "tanh": np.tanh, "abs": np.abs,
+    "erf": lambda x: _erf(np.asarray(x, np.float64)),
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "relu": lambda x: np.maximum(x, 0),
     "floor": np.floor, "ceil": np.ceil, "round": np.round, "not": np.logical_not, "isnan": np.isnan,
     "isinf": np.isinf,
@@ -72,6 +78,9 @@ def _layout(op: str, xs: list, a: dict) -> np.ndarray:
         return x.reshape(x.shape[0], -1)
     if op == "transpose":
         return np.transpose(x, a.get("axes"))
+    if op == "lookup":
+        k = x.astype(np.int64) - int(a.get("offset", 0))
+        return xs[1][np.clip(k, 0, xs[1].shape[0] - 1)]
     if op == "take":
         idx = xs[1].astype(np.int64)
         n = x.shape[int(a.get("axis", 0))]
@@ -109,7 +118,7 @@ def cumsum(x: np.ndarray, axis: int, exclusive: bool = False, reverse: bool = Fa
     return np.flip(out, axis) if reverse else out
 
 
-_LAYOUT = ("reshape", "flatten", "transpose", "take", "concatenate", "strided_slice",
+_LAYOUT = ("reshape", "flatten", "transpose", "take", "lookup", "concatenate", "strided_slice",
            "expand_dims", "squeeze", "broadcast_to", "pad", "dilate", "cumsum")
 
 FOLDABLE = frozenset((*_BINARY, *_UNARY, *_REDUCE, *_LAYOUT, "argmax", "where", "cast",
