@@ -1,5 +1,6 @@
 """kiln: an auto-scheduling tensor compiler. Public face: te, topi, schedule, auto_scheduler,
-build / lower, target, runtime, nd, errors. `import kiln as tvm` runs classic TVM examples."""
+build / lower, target, runtime, nd, errors. `import kiln as tvm` runs classic TVM examples;
+relay, contrib.graph_executor and transform.PassContext run TVM's whole-model scripts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {"topi": ".topi", "runtime": ".runtime", "target": ".target", "tir": ".tir",
          "schedule": ".schedule", "auto_scheduler": ".auto_scheduler", "codegen": ".codegen",
          "nd": ".runtime.ndarray", "testing": ".testing", "graph": ".graph",
-         "frontend": ".graph.frontend"}
+         "frontend": ".graph.frontend", "relay": ".relay", "contrib": ".contrib",
+         "transform": ".transform"}
 
 
 def __getattr__(name: str):
@@ -21,9 +23,12 @@ def __getattr__(name: str):
         mod = importlib.import_module(_LAZY[name], __name__)
         globals()[name] = mod
         return mod
-    if name in ("cpu", "device"):
+    if name == "cpu":
         from .runtime.ndarray import cpu
         return cpu
+    if name == "device":
+        from .runtime.ndarray import device
+        return device
     if name in ("cuda", "gpu"):
         from .runtime.ndarray import cuda
         return cuda

@@ -129,7 +129,7 @@ def host_cores() -> int:
 
 # ---------------------------------------------------------------- Target
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Target:
     """A code-generation target. Build with `Target("cpu -num-cores=2")` or `Target.host()`."""
 
@@ -139,10 +139,26 @@ class Target:
     mattr: tuple = field(init=False)
     num_cores: int | None = field(init=False)
     arch: str | None = field(init=False)  # CUDA only: "sm_90"
+    # TVM's Target(target, host=...): the CPU target of host code (kiln's host side is the
+    # Python runtime and the C entry of a CPU model: any CPU target is accepted). Not
+    # `host`: Target.host() is this machine's CPU target.
+    host_target: Target | None = field(default=None)
+
+    def __init__(self, text: str = "cpu", host=None):
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "host_target", host)
+        self.__post_init__()
 
     def __post_init__(self):
         if isinstance(self.text, Target):
             object.__setattr__(self, "text", str(self.text))
+        if self.host_target is not None:
+            host = self.host_target if isinstance(self.host_target, Target) else \
+                Target(str(self.host_target))
+            if host.kind != "cpu":
+                raise TargetError(f"target host {str(self.host_target)!r} must be a CPU "
+                                  "target (e.g. 'llvm')")
+            object.__setattr__(self, "host_target", host)
         kind, mcpu, mattr, cores, arch = _parse(str(self.text))
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "mcpu", mcpu)

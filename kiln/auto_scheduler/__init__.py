@@ -7,6 +7,7 @@ from .cost_model import CostModel, RandomModel, XGBModel
 from .measure import (
                       ApplyHistoryBest,
                       LocalBuilder,
+                      LocalRPCMeasureContext,
                       LocalRunner,
                       MeasureInput,
                       MeasureResult,
@@ -17,7 +18,7 @@ from .measure import (
                       load_best_record,
                       load_records,
 )
-from .policy import SearchPolicyParams, SketchPolicy
+from .policy import PreloadMeasuredStates, SearchPolicyParams, SketchPolicy
 from .task import (
                       WORKLOAD_FUNCS,
                       LayoutRewriteOption,
@@ -30,7 +31,8 @@ from .task import (
 from .task_scheduler import TaskScheduler
 
 __all__ = ["ApplyHistoryBest", "ComputeDAG", "CostModel", "LayoutRewriteOption", "LocalBuilder",
-           "LocalRunner", "MeasureInput", "MeasureResult", "ProgramMeasurer", "RandomModel",
+           "LocalRPCMeasureContext", "LocalRunner", "MeasureInput", "MeasureResult",
+           "PreloadMeasuredStates", "ProgramMeasurer", "RandomModel",
            "RayBuilder", "RayRunner", "RecordToFile", "SearchPolicyParams", "SearchTask",
            "SketchPolicy", "TaskScheduler",
            "TuningOptions", "WORKLOAD_FUNCS", "XGBModel", "extract_tasks", "input_layouts",

@@ -48,6 +48,14 @@ class SearchPolicyParams:
     heuristic_seeds: bool = True
 
 
+class PreloadMeasuredStates:
+    """An init_search_callbacks entry (TVM's): the policy resumes from `filename`'s records of
+    its task (never measuring them again, the model warm) before searching."""
+
+    def __init__(self, filename: str):
+        self.filename = str(filename)
+
+
 class SketchPolicy:
     def __init__(self, task, program_cost_model=None, params: SearchPolicyParams | None = None,
                  seed: int | None = None, verbose: int = 1, init_search_callbacks=None):
@@ -57,6 +65,12 @@ class SketchPolicy:
         self.params = params or SearchPolicyParams()
         self.rng = random.Random(seed)
         self.verbose = verbose
+        # PreloadMeasuredStates(log): records resumed from besides the measure callbacks' logs
+        self.init_search_callbacks = list(init_search_callbacks or [])
+        for cb in self.init_search_callbacks:
+            if not isinstance(cb, PreloadMeasuredStates):
+                raise KilnError(f"init_search_callbacks: kiln knows PreloadMeasuredStates, got "
+                                f"{type(cb).__name__}")
         sketches = generate_sketches(task.compute_dag, self.params.max_sketches, task.layout_free,
                                      task.target)
         self.infos = [SketchInfo(task.compute_dag, s, i, task.layout_free)
@@ -181,7 +195,7 @@ class SketchPolicy:
     def tune(self, options):
         from .measure import make_measurer
         measurer = make_measurer(options)
-        self._resume(options.measure_callbacks)
+        self._resume(list(options.measure_callbacks or []) + self.init_search_callbacks)
         return self.search(options.num_measure_trials, options.early_stopping,
                            options.num_measures_per_round, measurer)
 

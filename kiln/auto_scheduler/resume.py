@@ -15,7 +15,7 @@ from .annotate import Genome
 
 
 def log_files(callbacks) -> list:
-    return [cb.filename for cb in callbacks or () if hasattr(cb, "filename")]
+    return list(dict.fromkeys(cb.filename for cb in callbacks or () if hasattr(cb, "filename")))
 
 
 def records_for_task(task, callbacks, infos):

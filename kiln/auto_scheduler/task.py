@@ -9,6 +9,7 @@ workload from (name, args) without pickling compute graphs.
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass, field
 
 from ..errors import KilnError
@@ -88,6 +89,16 @@ class TuningOptions:
     seed: int | None = None
 
 
+# (workload key, target) -> the task last made for it in this process: what a log's records
+# are replayed on when a cost model trains from a file (CostModel.update_from_file)
+_KNOWN: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def known_task(workload_key: str, target: str):
+    """The live SearchTask of this workload and target string, else None."""
+    return _KNOWN.get((workload_key, target))
+
+
 class SearchTask:
     """One workload on one target: what the search optimises."""
 
@@ -125,6 +136,7 @@ class SearchTask:
         if unknown:
             raise KilnError(f"cold_inputs {unknown} are not arguments of the task")
         self.cold_inputs = tuple(cold_inputs)
+        _KNOWN[(self.workload_key, str(self.target))] = self
 
     @property
     def flop_ct(self) -> int:
@@ -133,12 +145,11 @@ class SearchTask:
     def tune(self, tuning_options: TuningOptions, search_policy=None):
         """Search for fast schedules; measured records go to the options' callbacks."""
         if search_policy is None and self.target.kind == "cuda":
-            from .gpu import GpuSearchPolicy
-            builder, runner = tuning_options.builder, tuning_options.runner
+            from .gpu import GpuSearchPolicy, as_gpu_builder, as_gpu_runner
             search_policy = GpuSearchPolicy(
                 self, seed=tuning_options.seed or 0, verbose=tuning_options.verbose,
-                builder=None if isinstance(builder, str) else builder,
-                runner=None if isinstance(runner, str) else runner)
+                builder=as_gpu_builder(tuning_options.builder),
+                runner=as_gpu_runner(tuning_options.runner))
         from .policy import SketchPolicy
         policy = search_policy or SketchPolicy(self, seed=tuning_options.seed,
                                                verbose=tuning_options.verbose)

@@ -71,9 +71,11 @@ class TaskScheduler:
     def tune(self, options):
         from .measure import ProgramMeasurer, make_measurer
         if self.gpu:  # GPU policies measure with their own (or the options') GPU builder/runner
+            from .gpu import as_gpu_builder, as_gpu_runner
+            builder, runner = as_gpu_builder(options.builder), as_gpu_runner(options.runner)
             for p in self.policies:
-                p.builder = p.builder if isinstance(options.builder, str) else options.builder
-                p.runner = p.runner if isinstance(options.runner, str) else options.runner
+                p.builder = p.builder if builder is None else builder
+                p.runner = p.runner if runner is None else runner
             measurer = ProgramMeasurer(None, None, options.measure_callbacks, verbose=0)
         else:
             measurer = make_measurer(options)

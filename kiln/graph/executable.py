@@ -7,7 +7,9 @@ with every input checked (a missing, unknown, mis-shaped or mis-typed input rais
 ArgumentError naming it); `export_library(path)` writes path (the .so), path + ".params.npz",
 path + ".json" (and the C source as path + ".c"), each atomically, then path +
 ".manifest.json" with their hashes; `load(path)` verifies and reads them back without a
-compiler.
+compiler. `time_evaluator(number, repeat)` times the compiled entry on the current inputs.
+TVM's factory protocol: `lib["default"](dev)` checks the device against the target and
+returns the model itself (what kiln.contrib.graph_executor.GraphModule wraps).
 Why: inference is one ctypes call into generated code; NumPy only allocates the outputs.
 Threads: the generated code keeps no state between calls, so per-thread arenas make run()
 safe to call concurrently (ctypes releases the GIL during the call, so threads overlap).
@@ -19,6 +21,7 @@ import ctypes
 import json
 import os
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -153,6 +156,35 @@ class GraphModule:
         return (f"workspace arena {m['workspace_bytes']} bytes (naive: {m['naive_bytes']} "
                 f"bytes, one buffer per intermediate); parameters {params} bytes")
 
+    # values relay.build bound as weights (graph_executor accepts set_input of an unchanged one)
+    bound_params: dict | None = None
+
+    def __getitem__(self, name: str):
+        """TVM's factory protocol: lib["default"](dev) -> this model, run on `dev`."""
+        if name != "default":
+            raise ArgumentError(f"a compiled model has one module, 'default'; got {name!r}")
+        return self._on_device
+
+    def _on_device(self, dev=None) -> GraphModule:
+        from ..runtime.ndarray import as_device
+        kind = "cuda" if str(self.meta.get("target", "")).startswith("cuda") else "cpu"
+        if dev is not None and as_device(dev).device_type != kind:
+            raise ArgumentError(f"model {self.meta['name']!r} was built for target "
+                                f"{self.meta.get('target')!r}: run it on a {kind} device, not "
+                                f"{as_device(dev)}")
+        return self
+
+    def get_graph_json(self) -> str:
+        """The model's metadata (inputs, outputs, kernels, memory plan) as JSON."""
+        return json.dumps(self.meta)
+
+    def get_params(self) -> dict:
+        """The weights as stored in the library (after kiln's layout passes), by name."""
+        return {d["name"]: p for d, p in zip(self.meta["params"], self._params)}
+
+    def get_lib(self) -> GraphModule:
+        return self
+
     def __repr__(self) -> str:
         return (f"GraphModule({self.meta['name']!r}, {len(self.meta['groups'])} groups, "
                 f"{len(self.meta['kernels'])} kernels, target={self.meta['target']!r})")
@@ -227,6 +259,23 @@ class GraphModule:
             call(fn, stamps.ctypes.data)
             per_run.append(np.diff(stamps))
         return _profile_rows(var["step_kernels"], np.array(per_run))
+
+    def time_evaluator(self, number: int = 10, repeat: int = 3):
+        """A function() -> ProfileResult: seconds per run of the compiled entry on the current
+        inputs (set_input or run first), one entry per repeat of `number` runs."""
+        from ..runtime.module import ProfileResult
+
+        def evaluator() -> ProfileResult:
+            k, call = self._prepared({})
+            entry, n = self._entries[k], max(1, int(number))
+            results = []
+            for _ in range(max(1, int(repeat))):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    call(entry)
+                results.append((time.perf_counter() - t0) / n)
+            return ProfileResult(results)
+        return evaluator
 
     def _prepared(self, inputs: dict):
         """(variant index, call): call(entry, *extra) runs that entry of the variant matching

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import te
 from ..auto_scheduler.task import LayoutRewriteOption, SearchTask
-from ..errors import DTypeError, KilnError, TargetError
+from ..errors import ArgumentError, DTypeError, KilnError, TargetError
 from ..schedule import ComputeDAG
 from ..target import as_target
 from ..te.tensor import PlaceholderOp
@@ -53,6 +53,28 @@ class GroupWorkload:
         return self.group.name
 
 
+def with_params(graph: Graph, params: dict) -> Graph:
+    """The graph with `params` replacing the values of its constants of the same names
+    (values may be kiln NDArrays: TVM scripts pass relay's params around; names the graph
+    does not have are ignored, as relay.build ignores them). A value whose shape or dtype
+    differs from the constant's is an ArgumentError: it would change the model silently."""
+    merged = dict(graph.params)
+    for name, value in params.items():
+        arr = np.asarray(value)
+        old = merged.get(name)
+        if old is None:
+            continue
+        if arr.shape != old.shape or arr.dtype != old.dtype:
+            raise ArgumentError(f"param {name!r}: the model's constant is {old.dtype}"
+                                f"{list(old.shape)}, the value given is {arr.dtype}"
+                                f"{list(arr.shape)}")
+        merged[name] = arr
+    out = Graph(graph.inputs, graph.outputs, merged, graph.name)
+    if hasattr(graph, "output_names"):
+        out.output_names = graph.output_names
+    return out
+
+
 def prepare_graph(graph: Graph, params: dict | None = None,
                   run_passes: bool = True, dtype: str = "float32",
                   target=None) -> tuple[Graph, list]:
@@ -63,7 +85,7 @@ def prepare_graph(graph: Graph, params: dict | None = None,
     GPU's time goes to launches and to grids too small to fill it, a CPU's to arithmetic.
     For the same reason K's head split folds into Q.K^T there (fuse's staged_operands)."""
     if params:
-        graph = Graph(graph.inputs, graph.outputs, {**graph.params, **params}, graph.name)
+        graph = with_params(graph, params)
     gpu = _is_gpu(target)
     lanes = 0 if gpu else as_target(target).vector_lanes("float32")
     pipeline = _default_pipeline() if run_passes else None
@@ -266,14 +288,18 @@ def make_task(wl: GroupWorkload, target="cpu") -> SearchTask:
 def _as_graph(graph_or_mod, params):
     if isinstance(graph_or_mod, Graph):
         return graph_or_mod
+    functions = getattr(graph_or_mod, "functions", None)  # kiln.relay.IRModule: {"main": Graph}
+    if isinstance(functions, dict) and isinstance(functions.get("main"), Graph):
+        return functions["main"]
     try:
         from .frontend import from_onnx
     except ImportError:
         from_onnx = None
     if from_onnx is not None and type(graph_or_mod).__name__ == "ModelProto":
         return from_onnx(graph_or_mod)
-    raise TypeError(f"extract_tasks takes a kiln Graph (or an ONNX ModelProto when the ONNX "
-                    f"frontend is installed), got {type(graph_or_mod).__name__}")
+    raise TypeError(f"extract_tasks takes a kiln Graph or a kiln.relay IRModule (or an ONNX "
+                    f"ModelProto when the ONNX frontend is installed), got "
+                    f"{type(graph_or_mod).__name__}")
 
 
 def extract_tasks(graph_or_mod, params: dict | None = None, target="cpu",

@@ -285,7 +285,8 @@ class Module(KernelTable):
 
 def load_module(path: str) -> Module:
     """Load a library built by kiln (e.g. one written by `Module.export_library`); a CUDA
-    module file (JSON starting with {"kiln_cuda_module") loads as a CudaModule."""
+    module file (JSON starting with {"kiln_cuda_module") loads as a CudaModule, a whole model
+    exported by kiln.graph (relay.build) as its GraphModule (`lib["default"](dev)`)."""
     if not os.path.exists(path):
         raise BuildError(f"no library at {path}")
     with open(path, "rb") as f:
@@ -293,6 +294,11 @@ def load_module(path: str) -> Module:
     if head.startswith(b'{"kiln_cuda_module"'):
         from .cuda_module import load_cuda_module
         return load_cuda_module(path)
+    if os.path.exists(path + ".params.npz") and os.path.exists(path + ".json"):
+        # a whole model exported by kiln.graph (TVM's load_module of a relay.build library);
+        # imported here, not above, because kiln.graph builds on this runtime
+        from ..graph.executable import load as load_model
+        return load_model(path)
     from .files import manifest_path, verify_manifest
     if os.path.exists(manifest_path(path)):  # exported: refuse a damaged or swapped file
         verify_manifest(path)

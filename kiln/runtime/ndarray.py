@@ -73,7 +73,9 @@ gpu = cuda
 
 
 def device(dev_type: str = "cpu", dev_id: int = 0) -> Device:
-    return as_device(dev_type) if dev_id == 0 else Device(dev_type, dev_id)
+    """A Device by name ("cpu", "llvm", "cuda", or a target string such as str(target))."""
+    dev = as_device(dev_type)
+    return dev if dev_id == 0 else Device(dev.device_type, dev_id)
 
 
 def as_device(dev) -> Device:
@@ -83,7 +85,8 @@ def as_device(dev) -> Device:
     if isinstance(dev, Device):
         return dev
     if isinstance(dev, str):
-        kind, _, index = dev.strip().partition(":")
+        # a target string names its device by its first word: tvm.device(str(target), 0)
+        kind, _, index = (dev.split() or [""])[0].partition(":")
         if index and not index.isdigit():
             raise ArgumentError(f"device {dev!r}: expected 'cuda' or 'cuda:<index>'")
         return Device(kind.lower(), int(index or 0))
@@ -101,7 +104,9 @@ class NDArray:
         return super().__new__(cls)
 
     def __init__(self, data: np.ndarray, device: Device | None = None):
-        self._data = np.ascontiguousarray(data)
+        data = np.asarray(data)
+        # not np.ascontiguousarray: it makes a 0-d array (a scalar constant) 1-d
+        self._data = data if data.flags.c_contiguous else np.array(data, order="C")
         self.device = as_device(device)
 
     @property

@@ -25,6 +25,14 @@ class CostModel:
     def predict(self, features: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    def update_from_file(self, file_name: str, n_lines: int | None = None) -> None:
+        """Learn from a tuning log (TVM's XGBModel.update_from_file): the records of the
+        tasks made in this process (create the SearchTask first); the first n_lines only
+        when given."""
+        feats, tputs, ids = records_as_samples(file_name, n_lines)
+        if feats:
+            self.update(feats, tputs, ids)
+
     def update_from_records(self, records: Iterable[tuple[np.ndarray, float, str]]) -> None:
         """Hook for the measurement layer: (features, throughput, task id) triples."""
         feats, tps, tasks = [], [], []
@@ -34,6 +42,34 @@ class CostModel:
             tasks.append(str(task))
         if feats:
             self.update(feats, tps, tasks)
+
+
+def records_as_samples(file_name: str, n_lines: int | None = None) -> tuple:
+    """(features, throughputs, task ids) of a log's records whose task exists in this
+    process (a task made from the workload: the records replay on it); others are skipped."""
+    from ..measure.record import load_records, record_target
+    from ..task import known_task
+    from .features import get_per_store_features_from_states
+    by_task: dict = {}
+    for i, rec in enumerate(load_records(file_name)):
+        if n_lines is not None and i >= n_lines:
+            break
+        task = known_task(rec.workload_key, record_target(rec.target))
+        if task is None:
+            continue
+        try:
+            state = task.replay(rec.steps)
+        except Exception:  # noqa: BLE001 - a record this kiln cannot replay teaches nothing
+            continue
+        ok = rec.error == "ok" and rec.costs
+        tput = task.flop_ct / (sum(rec.costs) / len(rec.costs)) if ok else 0.0
+        by_task.setdefault(task, []).append((state, tput))
+    feats, tputs, ids = [], [], []
+    for task, items in by_task.items():
+        feats += get_per_store_features_from_states([s for s, _ in items], task.args)
+        tputs += [t for _, t in items]
+        ids += [task.workload_key] * len(items)
+    return feats, tputs, ids
 
 
 def check_update_args(features: list, throughputs: list, task_ids: list | None) -> list[str]:

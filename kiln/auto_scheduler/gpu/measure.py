@@ -250,3 +250,28 @@ class GpuRunner:
             if self._proc.is_alive():
                 self._proc.kill()
         self._proc = self._conn = None
+
+
+def as_gpu_builder(builder):
+    """The GPU builder for TuningOptions' builder: None or "local" -> None (the policy's
+    default); a CPU LocalBuilder (what TVM's scripts pass) -> a GpuBuilder with its timeout
+    and parallelism; a GPU builder (or a test's fake) as it is."""
+    from ..measure import LocalBuilder
+    if builder is None or isinstance(builder, str):
+        return None
+    if isinstance(builder, LocalBuilder):
+        return GpuBuilder(n_parallel=builder.n_parallel, timeout=max(60.0, builder.timeout))
+    return builder
+
+
+def as_gpu_runner(runner):
+    """The GPU runner for TuningOptions' runner: a CPU LocalRunner (e.g. TVM's
+    LocalRPCMeasureContext().runner) -> a GpuRunner with its repeat, min_repeat_ms and
+    timeout; None / "local" -> None; a GPU runner (or a fake) as it is."""
+    from ..measure import LocalRunner
+    if runner is None or isinstance(runner, str):
+        return None
+    if isinstance(runner, LocalRunner):
+        return GpuRunner(repeat=runner.repeat, min_repeat_ms=max(1.0, runner.min_repeat_ms),
+                         timeout=runner.timeout)
+    return runner

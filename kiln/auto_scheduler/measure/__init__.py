@@ -15,10 +15,11 @@ from .record import (
     load_best_record,
     load_records,
 )
-from .runner import LocalRunner, MeasureExecutor
+from .runner import LocalRPCMeasureContext, LocalRunner, MeasureExecutor
 
 __all__ = ["RECORD_VERSION", "ApplyHistoryBest", "BuildResult", "Builder", "ErrorNo",
-           "KeySummary", "LocalBuilder", "LocalRunner", "MeasureExecutor", "MeasureInput",
+           "KeySummary", "LocalBuilder", "LocalRPCMeasureContext", "LocalRunner",
+           "MeasureExecutor", "MeasureInput",
            "MeasureResult", "ProgramMeasurer", "RayBuilder", "RayRunner", "Record",
            "RecordToFile", "Runner", "best_by_key", "load_best_record", "load_records",
            "make_builder", "make_measurer", "make_runner"]

@@ -380,3 +380,20 @@ def flush_args(task, mode: bool | str) -> list[int]:
         return [i for i, t in enumerate(task.args) if t.name in cold]
     return list(range(1, len(task.args))) if check_flush_mode(mode) else []  # TVM's
     # cache_flush_cpu_non_first_arg when True
+
+
+class LocalRPCMeasureContext:
+    """TVM's LocalRPCMeasureContext: `.runner` measures candidates in a local worker process.
+    kiln's LocalRunner already isolates every measurement in a worker (a crash or hang is a
+    recorded error, never the tuner's end), so no RPC tracker or server is started; the same
+    runner serves CUDA tasks (their GPU runner takes its repeat, min_repeat_ms and timeout).
+    """
+
+    def __init__(self, priority: int = 1, n_parallel: int = 1, timeout: float = 10,
+                 number: int = 3, repeat: int = 1, min_repeat_ms: float = 0,
+                 cooldown_interval: float = 0.0, enable_cpu_cache_flush: bool | str = "auto",
+                 device: int = 0):
+        self.runner = LocalRunner(timeout=timeout, number=number, repeat=repeat,
+                                  min_repeat_ms=min_repeat_ms,
+                                  cooldown_interval=cooldown_interval,
+                                  enable_cpu_cache_flush=enable_cpu_cache_flush)
