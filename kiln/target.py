@@ -438,6 +438,12 @@ def _parse_cores(value: str) -> int:
     return int(value)
 
 
+def cuda(model: str = "unknown", arch: str | None = None, options=None) -> Target:
+    """tvm.target.cuda(): this machine's GPU, or the named `arch` ("sm_90") to build without
+    one. `model` and `options` are accepted for TVM's signature."""
+    return Target(f"cuda -arch={arch}" if arch else "cuda")
+
+
 def missing_features(target_text: str) -> list:
     """ISA features a CPU target string names that this machine lacks ([] for other kinds,
     for this host, and for bare legacy strings that name none)."""

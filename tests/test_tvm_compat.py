@@ -304,3 +304,71 @@ def test_params_dict_of_ndarrays_is_accepted_by_kiln_graph_build(traced, cnn):
     lib = tvm.graph.build(mod["main"], params, target="cpu")
     np.testing.assert_allclose(next(iter(lib.run(input0=img).values())), ref, rtol=1e-4,
                                atol=1e-5)
+
+
+# ---------------------------------------------------------------- relay.testing networks
+
+def _n_params(params: dict) -> int:
+    return sum(int(np.prod(v.shape)) for v in params.values())
+
+
+@pytest.mark.parametrize("net, kwargs, millions", [
+    ("resnet", {"num_layers": 18}, 11.69), ("resnet", {"num_layers": 50}, 25.56),
+    ("mobilenet", {}, 4.23), ("mlp", {}, 0.109)])
+def test_relay_testing_networks_have_their_published_sizes(net, kwargs, millions):
+    """Weights (batch norm statistics included) within 1.5% of the published counts: the
+    layer structure is the named network's."""
+    mod, params = getattr(relay.testing, net).get_workload(batch_size=1, **kwargs)
+    assert abs(_n_params(params) / 1e6 / millions - 1) < 0.015
+    assert mod["main"].inputs[0].name == "data"
+
+
+def test_relay_quick_start_tutorial_on_resnet():
+    """TVM's quick start: resnet-18 from relay.testing, built, run, saved and loaded; checked
+    against the NumPy graph interpreter, and NHWC input gives the NCHW result."""
+    from graph.graph_interp import run_graph
+
+    from kiln.contrib import utils
+    batch_size, num_class = 1, 1000
+    image_shape = (3, 64, 64)
+    data_shape = (batch_size, *image_shape)
+    out_shape = (batch_size, num_class)
+    mod, params = relay.testing.resnet.get_workload(
+        num_layers=18, batch_size=batch_size, image_shape=image_shape)
+    assert "conv2d" in mod.astext(show_meta_data=False)
+    with tvm.transform.PassContext(opt_level=3):
+        lib = relay.build(mod, tvm.target.Target("llvm"), params=params)
+    dev = tvm.cpu()
+    data = np.random.default_rng(1).uniform(-1, 1, size=data_shape).astype("float32")
+    module = graph_executor.GraphModule(lib["default"](dev))
+    module.set_input("data", data)
+    module.run()
+    out = module.get_output(0, tvm.nd.empty(out_shape)).numpy()
+    ref = run_graph(mod["main"], {"data": data})[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6)
+    assert abs(out.sum() - 1) < 1e-4
+
+    temp = utils.tempdir()
+    path_lib = temp.relpath("deploy_lib.tar")
+    lib.export_library(path_lib)
+    loaded_lib = tvm.runtime.load_module(path_lib)
+    module = graph_executor.GraphModule(loaded_lib["default"](dev))
+    module.run(data=tvm.nd.array(data))
+    np.testing.assert_array_equal(module.get_output(0).numpy(), out)
+    temp.remove()
+
+    mod2, params2 = relay.testing.resnet.get_workload(
+        num_layers=18, batch_size=batch_size, image_shape=(64, 64, 3), layout="NHWC")
+    again = graph_executor.GraphModule(relay.build(mod2, "llvm", params=params2)["default"](dev))
+    again.run(data=data.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(again.get_output(0).numpy(), out, rtol=1e-5, atol=1e-7)
+
+
+def test_relay_testing_bad_arguments():
+    with pytest.raises(ArgumentError, match="layout"):
+        relay.testing.resnet.get_workload(layout="NCHW4c")
+    with pytest.raises(ArgumentError, match="float32"):
+        relay.testing.mobilenet.get_workload(dtype="float16")
+    with pytest.raises(ArgumentError, match="num_layers"):
+        relay.testing.resnet.get_workload(num_layers=20)
+    assert tvm.target.cuda(arch="sm_80").arch == "sm_80"

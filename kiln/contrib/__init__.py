@@ -1,5 +1,6 @@
-"""TVM's contrib modules kiln provides: graph_executor (running a built whole model)."""
+"""TVM's contrib modules kiln provides: graph_executor (running a built whole model) and
+utils (tempdir)."""
 
-from . import graph_executor
+from . import graph_executor, utils
 
-__all__ = ["graph_executor"]
+__all__ = ["graph_executor", "utils"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..codegen import toolchain
 from ..codegen.c import c_name, render
-from ..errors import DTypeError, KilnError, TargetError
+from ..errors import ArgumentError, DTypeError, KilnError, TargetError
 from ..schedule.layout import input_layouts
 from ..target import Target, as_target
 from ..tir.lower import lower
@@ -26,7 +26,7 @@ from .checks import index_ranges
 from .csource import ENTRY, Arg, Call, Copy, program_source
 from .default_schedule import default_schedule, simple_schedule
 from .executable import META_VERSION, GraphModule
-from .ir import Graph
+from .ir import Graph, main_graph
 from .memplan import Buffer, plan_memory
 from .passes.layout import ParamTable
 from .tasks import (
@@ -219,6 +219,19 @@ def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: di
     }
 
 
+def _main(graph):
+    """A Graph (or list of (graph, params)) from what build accepts: graphs or kiln.relay
+    IRModules of them."""
+    if isinstance(graph, list):
+        return [(_main(i[0]), i[1]) if isinstance(i, tuple) and len(i) == 2 else i
+                for i in graph]
+    main = main_graph(graph)
+    if main is None:
+        raise ArgumentError(f"build takes a kiln Graph, a kiln.relay IRModule or a list of "
+                            f"(graph, params) pairs, got {type(graph).__name__}")
+    return main
+
+
 def build(graph: Graph, params: dict | None = None, target="cpu",
           run_passes: bool = True, dtype: str = "float32",
           tensor_cores: bool = False) -> GraphModule:
@@ -238,6 +251,7 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     """
     target = as_target(target)
     check_dtype_target(dtype, target)
+    graph = _main(graph)
     if isinstance(graph, list):
         from .build_variants import build_variants
         return build_variants(graph, target, run_passes, dtype)

@@ -120,6 +120,17 @@ class Graph:
         return structural_hash(self.outputs)
 
 
+def main_graph(obj):
+    """The Graph of `obj`: a Graph itself, or an IRModule-like object (kiln.relay.IRModule)
+    whose `functions["main"]` is one; None otherwise."""
+    if isinstance(obj, Graph):
+        return obj
+    functions = getattr(obj, "functions", None)
+    if isinstance(functions, dict) and isinstance(functions.get("main"), Graph):
+        return functions["main"]
+    return None
+
+
 def _fmt_attrs(attrs: dict) -> str:
     if not attrs:
         return ""

@@ -27,7 +27,7 @@ from ..te.tensor import PlaceholderOp
 from .default_attention import is_attention
 from .default_im2col import is_im2col
 from .default_winograd import is_winograd
-from .ir import Graph, verify
+from .ir import Graph, main_graph, verify
 from .ops import ANCHOR_TAGS, OpPattern, to_te
 from .passes.fuse import FusedGroup, fuse
 
@@ -286,11 +286,9 @@ def make_task(wl: GroupWorkload, target="cpu") -> SearchTask:
 
 
 def _as_graph(graph_or_mod, params):
-    if isinstance(graph_or_mod, Graph):
-        return graph_or_mod
-    functions = getattr(graph_or_mod, "functions", None)  # kiln.relay.IRModule: {"main": Graph}
-    if isinstance(functions, dict) and isinstance(functions.get("main"), Graph):
-        return functions["main"]
+    graph = main_graph(graph_or_mod)  # a Graph, or kiln.relay's IRModule of one
+    if graph is not None:
+        return graph
     try:
         from .frontend import from_onnx
     except ImportError:
