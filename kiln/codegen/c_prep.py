@@ -141,7 +141,7 @@ def instantiate(s: S.Stmt, mapping: dict, ranges: dict) -> S.Stmt:
     """A copy of s with Vars replaced per `mapping`, every expression re-simplified, and
     let-bound variables renamed (each copy binds its own)."""
     def fix(e):
-        return simplify(E.substitute(e, mapping), ranges)
+        return simplify(specialize(e, mapping, ranges), ranges)
 
     if isinstance(s, S.For):
         inner = {**ranges, s.var: loop_range(fix(s.extent))}
@@ -166,6 +166,24 @@ def instantiate(s: S.Stmt, mapping: dict, ranges: dict) -> S.Stmt:
     if isinstance(s, S.SeqStmt):
         return S.seq([instantiate(x, mapping, ranges) for x in s.stmts])
     return s
+
+
+def specialize(e: E.Expr, mapping: dict, ranges: dict) -> E.Expr:
+    """E.substitute(e, mapping), keeping only the taken branch of each Select whose condition
+    the substitution decides: an unrolled position index picks one branch of a long Select
+    chain (a Winograd transform's 36), and simplifying the dead ones was most of the time."""
+    if isinstance(e, E.Var):
+        return mapping.get(e, e)
+    if isinstance(e, E.Select):
+        cond = simplify(specialize(e.cond, mapping, ranges), ranges)
+        if isinstance(cond, E.IntImm):
+            return specialize(e.t if cond.value else e.f, mapping, ranges)
+        return E.Select(cond, specialize(e.t, mapping, ranges), specialize(e.f, mapping, ranges))
+    kids = E.children(e)
+    if not kids:
+        return e
+    new = [specialize(k, mapping, ranges) for k in kids]
+    return E.rebuild(e, new) if E.any_changed(new, kids) else e
 
 
 # ---------------------------------------------------------------- vector plans

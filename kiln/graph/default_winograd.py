@@ -7,9 +7,11 @@ Out: a complete State, or None for another kind of DAG.
           position e unrolled (its Select branch becomes a straight-line sum of contiguous
           vector loads of the channels-last patch).
   output  Y[n, oc, h, w] with its epilogue inlined (and the [N, C, H*W] view a following
-          product reads, its pixel axis split back into rows): parallel over tile rows; per tile and
-          vector of output channels, the m x m positions unrolled, each a sum of contiguous
-          vector loads of the products, stored along oc (a scatter into NCHW).
+          product reads, its pixel axis split back into rows; or the channels-last padded copy
+          the next Winograd convolution reads, its axes found through the transposes'
+          `axes`): parallel over tile rows; per tile and vector of output channels, the m x m
+          positions unrolled, each a sum of contiguous vector loads of the products, stored
+          along oc (a scatter into NCHW, contiguous into NHWC).
 Why a rule-based schedule: the default injective schedule vectorizes the innermost axis and
 leaves the transform positions as loop variables, so every element would evaluate its
 Select chain lane by lane; graph.tasks does not offer these groups for tuning either.
@@ -51,7 +53,7 @@ def winograd_schedule(dag, target: Target):
     try:
         if op.tag == "winograd_input":
             return _input(state, out.op, lanes)
-        return _output(state, out.op, int(op.attrs["tile"]), int(op.axis[3].extent.value),
+        return _output(state, op, int(op.attrs["tile"]), int(op.axis[3].extent.value),
                        lanes)
     except KilnError:
         return None
@@ -64,14 +66,29 @@ def _input(state, out, lanes: int):
     return state.parallel(out, tile).unroll(out, e).vectorize(out, c + ".1")
 
 
-def _output(state, out, m: int, width: int, lanes: int):
+def _axis_roles(state, op) -> list:
+    """Per axis of the group's output, the axis of Y (0..3 = n, oc, h, w) it runs along:
+    elementwise ops and pads keep the axes, a transpose on the chain permutes them."""
+    roles, cur = [0, 1, 2, 3], op
+    while True:
+        users = state.dag.consumers(cur)
+        if len(users) != 1:
+            return roles
+        cur = users[0]
+        axes = cur.attrs.get("axes")
+        if axes is not None:
+            roles = [roles[p] for p in axes]
+
+
+def _output(state, op, m: int, width: int, lanes: int):
+    out = state.stages[-1].op
     names = [it.name for it in state.stage(out).iters]
     if len(names) == 3:  # ends in the [N, C, H*W] view a product reads: rows of width
         state = state.split(out, names[2], [width])
         names = [it.name for it in state.stage(out).iters]
     if len(names) != 4:
         raise KilnError("winograd output: neither NCHW nor [N, C, H*W]")
-    n, oc, h, w = names
+    n, oc, h, w = (names[_axis_roles(state, op).index(r)] for r in range(4))
     for axis, f in ((h, m), (w, m), (oc, lanes)):
         state = state.split(out, axis, [f])
     state = state.reorder(out, [n, h + ".0", w + ".0", oc + ".0", h + ".1", w + ".1",

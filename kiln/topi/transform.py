@@ -30,8 +30,8 @@ __all__ = ["broadcast_to", "concatenate", "expand_dims", "reshape", "split", "sq
            "strided_slice", "take", "transpose"]
 
 
-def _injective(shape, fcompute, name: str) -> Tensor:
-    return te.compute(tuple(shape), fcompute, name=name, tag="injective")
+def _injective(shape, fcompute, name: str, attrs: dict | None = None) -> Tensor:
+    return te.compute(tuple(shape), fcompute, name=name, tag="injective", attrs=attrs)
 
 
 def unravel(flat: E.Expr, shape: tuple) -> tuple:
@@ -126,7 +126,8 @@ def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
         for k, p in enumerate(perm):
             idx[p] = i[k]
         return a[tuple(idx)]
-    return _injective([shape[p] for p in perm], f, "transpose")
+    # the permutation travels with the op: schedules of fused groups (default_winograd) read it
+    return _injective([shape[p] for p in perm], f, "transpose", {"axes": tuple(perm)})
 
 
 def _fix_index(idx, n: int, mode: str):

@@ -79,6 +79,7 @@ def test_transform_schedules_unroll_positions_into_vector_sums():
     xp = te.placeholder((1, 18, 18, 16), name="xp")
     mt = te.placeholder((36, 16, 16), name="mt")
     outs = [(nn.winograd_input(xp, 4), [xp]), (nn.winograd_output(mt, 4, (1, 16, 14, 14)), [mt])]
+    lanes = Target("cpu").vector_lanes("float32")  # 16 with AVX-512, 8 with AVX2
     for out, ins in outs:
         dag = kiln.auto_scheduler.ComputeDAG(ins + [out])
         state = winograd_schedule(dag, Target("cpu"))
@@ -86,7 +87,7 @@ def test_transform_schedules_unroll_positions_into_vector_sums():
         sched, args = dag.apply_steps_from_state(state)
         src = kiln.build(sched, args, target="cpu").source
         body = src[src.index("#pragma omp parallel"):]
-        assert "kiln_load_f32x16" in body and "==" not in body and " ? " not in body
+        assert f"kiln_load_f32x{lanes}" in body and "==" not in body and " ? " not in body
 
 
 @pytest.mark.parametrize("shape,oc,pointwise", [((1, 16, 14, 14), 32, 0),
@@ -148,3 +149,25 @@ def test_random_winograd_convs_match_the_direct_sum(seed):
     want = run_graph(g, feeds)[0]
     np.testing.assert_allclose(run_graph(r, feeds)[0], want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(list(lib.run(**feeds).values())[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_chained_convs_store_the_next_input_channels_last():
+    """conv -> relu -> conv: the first output transform's epilogue ends in the transpose and
+    pad the second reads. Its schedule follows the transpose (vector of channels stored
+    contiguously, positions unrolled: no per-lane `==` position tests) and the model matches."""
+    b = GraphBuilder("chain")
+    x = b.input("x", (1, 16, 16, 16), "float32")
+    y = x
+    for i in range(2):
+        y = b.op("conv2d", [y, b.const(_rand(16, 16, 3, 3, scale=0.2), f"w{i}")],
+                 strides=[1, 1], padding=[1] * 4, dilation=[1, 1], groups=1)
+        y = b.op("relu", [y])
+    g = b.finish([y])
+    lib = kiln.graph.build(g, dict(g.params), target="cpu")
+    src = lib.source
+    start = src.index("winograd_output_relu_transpose_pad")
+    kernel = src[src.index("#pragma omp parallel", start):src.index("\n}\n", start)]
+    assert "kiln_store_f32x" in kernel and "==" not in kernel
+    xv = _rand(1, 16, 16, 16)
+    np.testing.assert_allclose(list(lib.run(x=xv).values())[0], run_graph(g, {"x": xv})[0],
+                               rtol=1e-4, atol=1e-4)
