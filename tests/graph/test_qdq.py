@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper as h
-from util import onnx_model, ort_run, tiny_cli_model
+from util import needs_exact_ort_u8s8, onnx_model, ort_run, tiny_cli_model
 
 import kiln
 from kiln.graph.frontend import from_onnx
@@ -144,6 +144,7 @@ def _qlinear(node, x_shape, inits) -> np.ndarray:
     return got
 
 
+@needs_exact_ort_u8s8
 def test_qlinear_matmul_and_conv_match_onnxruntime():
     w = RNG.randn(32, 64).astype(np.float32)
     inits = _qlinear_inits(w, 120)
