@@ -492,21 +492,3 @@ def test_stride_two_loads_are_two_vector_loads_and_a_shuffle():
     f(xn, out)
     np.testing.assert_array_equal(out, xn[0::2] + xn[1::2])
 
-
-def test_unroll_specialization_keeps_only_decided_select_branches():
-    """Expanding an unrolled loop substitutes its index and keeps just the taken branch of
-    each Select the index decides (c_prep.specialize); the value is what plain substitution
-    gives for every value of the other, free variable."""
-    from kiln.codegen.c_prep import specialize
-    from kiln.tir.simplify import simplify
-    x, y = E.Var("x"), E.Var("y")
-    e = E.Select(x == 0, y * 3, E.Select(x == 1, y + 7, E.Select(
-        x % 2 == 0, y // 2, E.Select(y < 4, y - x, y * x))))
-    for xv in range(6):
-        got = simplify(specialize(e, {x: E.IntImm(xv)}, {}), {})
-        selects = sum(isinstance(n, E.Select) for n in E.walk(got))
-        assert selects == (0 if xv in (0, 1) or xv % 2 == 0 else 1)
-        for yv in range(-3, 9):
-            want = simplify(E.substitute(e, {x: E.IntImm(xv), y: E.IntImm(yv)}), {})
-            val = simplify(E.substitute(got, {y: E.IntImm(yv)}), {})
-            assert isinstance(val, E.IntImm) and val.value == want.value, (xv, yv)

@@ -1,6 +1,7 @@
 """Edge tiles in generated C (codegen/c_edges.py and the peel in c_prep): a tile that does not
 divide its axis keeps vector code for its full tiles, the edge is split off its loop or its
-guard hoisted out of the reduction loop, and the copies this makes stay bounded."""
+guard hoisted out of the reduction loop, and the copies this makes stay bounded; unroll
+expansion keeps only the Select branches its index decides (c_prep.specialize)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,22 @@ def test_edge_tile_keeps_the_full_tiles_accumulators_in_vector_registers(rng):
     out = np.empty((2, 24, 264), "float32")
     f(qn, kn, out)
     np.testing.assert_allclose(out, qn @ kn.transpose(0, 2, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_unroll_specialization_keeps_only_decided_select_branches():
+    """Expanding an unrolled loop substitutes its index and keeps just the taken branch of
+    each Select the index decides (c_prep.specialize); the value is what plain substitution
+    gives for every value of the other, free variable."""
+    from kiln.codegen.c_prep import specialize
+    from kiln.tir.simplify import simplify
+    x, y = E.Var("x"), E.Var("y")
+    e = E.Select(x == 0, y * 3, E.Select(x == 1, y + 7, E.Select(
+        x % 2 == 0, y // 2, E.Select(y < 4, y - x, y * x))))
+    for xv in range(6):
+        got = simplify(specialize(e, {x: E.IntImm(xv)}, {}), {})
+        selects = sum(isinstance(n, E.Select) for n in E.walk(got))
+        assert selects == (0 if xv in (0, 1) or xv % 2 == 0 else 1)
+        for yv in range(-3, 9):
+            want = simplify(E.substitute(e, {x: E.IntImm(xv), y: E.IntImm(yv)}), {})
+            val = simplify(E.substitute(got, {y: E.IntImm(yv)}), {})
+            assert isinstance(val, E.IntImm) and val.value == want.value, (xv, yv)
