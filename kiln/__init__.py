@@ -35,15 +35,16 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'kiln' has no attribute {name!r}")
 
 
-def build(sch, args=None, target="cpu", name: str = "default_function"):
-    """Compile a schedule (or a lowered PrimFunc) for the target; returns a runtime Module."""
+def build(sch, args=None, target="cpu", target_host=None, name: str = "default_function"):
+    """Compile a schedule (or a lowered PrimFunc) for the target; returns a runtime Module
+    (TVM's argument order; a schedule over te.var sizes compiles once per shape called)."""
     from .build_module import build as _build
-    return _build(sch, args, target=target, name=name)
+    return _build(sch, args, target=target, name=name, target_host=target_host)
 
 
 def lower(sch, args=None, name: str = "default_function", simple_mode: bool = False):
     """The loop IR (PrimFunc) of a schedule; print it to read the loop nest."""
-    from .tir.lower import lower as _lower
+    from .build_module import lower as _lower
     return _lower(sch, args, name=name)
 
 

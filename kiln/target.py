@@ -144,7 +144,12 @@ class Target:
     # `host`: Target.host() is this machine's CPU target.
     host_target: Target | None = field(default=None)
 
-    def __init__(self, text: str = "cpu", host=None):
+    def __init__(self, text: str = "cpu", host=None, *, target=None):
+        if target is not None:  # TVM's Target(target="llvm", host="llvm")
+            text = target
+        if isinstance(text, dict):
+            raise TargetError(f"kiln takes a target string such as 'llvm' or 'cuda', not the "
+                              f"dict {text!r}")
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "host_target", host)
         self.__post_init__()
@@ -160,7 +165,7 @@ class Target:
                                   "target (e.g. 'llvm')")
             object.__setattr__(self, "host_target", host)
         kind, mcpu, mattr, cores, arch = _parse(str(self.text))
-        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "kind", TargetKind(kind))
         object.__setattr__(self, "mcpu", mcpu)
         object.__setattr__(self, "mattr", mattr)
         object.__setattr__(self, "num_cores", cores)
@@ -341,6 +346,14 @@ class Target:
 
 
 _STACK: list = []
+
+
+class TargetKind(str):
+    """The kind of a target ("cpu" or "cuda"): a string, with TVM's `target.kind.name`."""
+
+    @property
+    def name(self) -> str:
+        return str(self)
 
 
 def _parse(text: str):

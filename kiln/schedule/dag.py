@@ -83,6 +83,12 @@ class ComputeDAG:
     def normalized(self) -> list:
         """The compute as nested lists with vars and ops numbered by position, not by name."""
         names = {id(op): i for i, op in enumerate(self.ops)}
+        from .specialize import shape_vars
+        if shape_vars(self.ops):
+            raise ScheduleError(
+                f"the workload has symbolic sizes {[v.name for v in shape_vars(self.ops)]}; "
+                "tuning and tuning records need constant shapes (kiln.build compiles a "
+                "symbolic schedule once per shape it is called with)")
         out = []
         for op in self.ops:
             if isinstance(op, PlaceholderOp):

@@ -13,6 +13,7 @@ from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.tensor import Tensor
 from .dag import ComputeDAG
+from .state import ceildiv
 
 
 class LoopVar:
@@ -81,7 +82,7 @@ class ScheduleStage:
                                 "nparts")
         factor = _pos_int(factor if factor is not None else nparts, f"split of {name}")
         if nparts is not None:
-            factor = -(-ext // factor)
+            factor = ceildiv(ext, factor)
         self._apply(self._state.split, name, [factor])
         st = self._state.stage(self._op)
         rel = st.relations[-1]

@@ -8,12 +8,10 @@ reductions with little spatial parallelism.
 
 from __future__ import annotations
 
-import math
-
 from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.tensor import ComputeOp
-from .state import ComputeDef, Iterator, Split, Stage, root_iters
+from .state import ComputeDef, Iterator, Split, Stage, ceildiv, extent_of, product, root_iters
 
 
 def _find_parts(st: Stage, it: Iterator):
@@ -21,13 +19,12 @@ def _find_parts(st: Stage, it: Iterator):
     roots = {a.name: a for a in st.compute.reduce_axis}
     if it.name in roots:
         a = roots[it.name]
-        return a, (it.name,), (int(a.extent.value),), (1,), 0
+        return a, (it.name,), (extent_of(a.extent),), (1,), 0
     for rel in st.relations:
         if isinstance(rel, Split) and it.name in rel.outs and rel.parent in roots:
             a = roots[rel.parent]
-            ext = int(a.extent.value)
-            exts = (math.ceil(ext / math.prod(rel.lengths)),) + tuple(rel.lengths)
-            strides = tuple(math.prod(rel.lengths[j:]) for j in range(len(exts)))
+            exts = (ceildiv(a.extent, product(rel.lengths)),) + tuple(rel.lengths)
+            strides = tuple(product(rel.lengths[j:]) for j in range(len(exts)))
             return a, rel.outs, exts, strides, rel.outs.index(it.name)
     raise ScheduleError(f"rfactor on {st.name}.{it.name}: the loop must be a reduction axis or a "
                         "part of one split of a reduction axis")
@@ -57,7 +54,8 @@ def rfactor_stage(st: Stage, it: Iterator, factor_axis: int):
     mapping[kv] = kval
     src = E.substitute(body.source, mapping)
     cond = None if body.condition is None else E.substitute(body.condition, mapping)
-    if math.prod(exts) != int(kv.extent.value):
+    whole, ext = product(exts), extent_of(kv.extent)
+    if not (isinstance(whole, int) and isinstance(ext, int) and whole == ext):
         guard = kval < kv.extent
         cond = guard if cond is None else E.all(cond, guard)
     red = [v for j, v in enumerate(parts) if j != p] + others

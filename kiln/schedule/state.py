@@ -18,10 +18,34 @@ from ..te.tensor import ComputeOp, PlaceholderOp
 SCOPES = ("global", "shared", "local")  # memory scopes of cache_read / cache_write stages
 
 
+def extent_of(e):
+    """An axis extent as an int, or the symbolic expression itself (te.var sizes: such a
+    State is scheduled and printed, then built once per shape by specialize.py)."""
+    if isinstance(e, E.IntImm):
+        return e.value
+    return e if isinstance(e, E.Expr) else int(e)
+
+
+def ceildiv(a, b):
+    """ceil(a / b) for ints or symbolic extents."""
+    a, b = extent_of(a), extent_of(b)
+    if isinstance(a, int) and isinstance(b, int):
+        return -(-a // b)
+    return (a + (b - 1)) // b
+
+
+def product(extents):
+    out = 1
+    for e in extents:
+        e = extent_of(e)
+        out = out * e if not (isinstance(out, int) and out == 1) else e
+    return out
+
+
 @dataclass(frozen=True)
 class Iterator:
     name: str
-    extent: int
+    extent: int  # an E.Expr where the size is symbolic (te.var)
     kind: str  # "spatial" | "reduce"
     annotation: str = "none"  # none | parallel | vectorize | unroll | a GPU thread tag
     pragmas: tuple = ()  # ((name, value), ...)
@@ -88,15 +112,11 @@ class Stage:
 
 
 def root_iters(compute: ComputeDef) -> tuple:
-    for a in tuple(compute.axis) + tuple(compute.reduce_axis):
-        if not isinstance(a.extent, E.IntImm):
-            raise ScheduleError(f"axis {a.name} has the symbolic extent {a.extent}; kiln "
-                                "schedules constant shapes only (build one kernel per shape)")
     out = []
     for a in compute.axis:
-        out.append(Iterator(a.name, int(a.extent.value), "spatial"))
+        out.append(Iterator(a.name, extent_of(a.extent), "spatial"))
     for a in compute.reduce_axis:
-        out.append(Iterator(a.name, int(a.extent.value), "reduce"))
+        out.append(Iterator(a.name, extent_of(a.extent), "reduce"))
     return tuple(out)
 
 
@@ -202,7 +222,7 @@ class State:
     def split(self, stage, it, lengths, inner_to_outer: bool = True) -> State:
         from .steps import SplitStep
         si = self.stage_index(stage)
-        return self.apply(SplitStep(si, self._iter(si, it), tuple(int(x) for x in lengths)))
+        return self.apply(SplitStep(si, self._iter(si, it), tuple(extent_of(x) for x in lengths)))
 
     def follow_split(self, stage, it, src_step_id: int, n_split: int) -> State:
         from .steps import FollowSplitStep

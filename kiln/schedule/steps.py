@@ -28,7 +28,10 @@ class SplitStep:
         return T.split(state, self.stage_id, self.iter_id, self.lengths)
 
     def to_record(self) -> list:
-        return [self.code, self.stage_id, self.iter_id, list(self.lengths)]
+        # a symbolic length (split by nparts of a te.var size) is written as text: such a
+        # State is never recorded, but its identity (State.record_key) is still needed
+        return [self.code, self.stage_id, self.iter_id,
+                [x if isinstance(x, int) else str(x) for x in self.lengths]]
 
     @classmethod
     def from_record(cls, r):

@@ -6,13 +6,23 @@ the transformations, which share helpers, live in one place.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..te import expr as E
 from ..te.tensor import THREAD_TAGS, ComputeOp
-from .state import SCOPES, ComputeDef, Fuse, Iterator, Split, Stage, root_iters
+from .state import (
+    SCOPES,
+    ComputeDef,
+    Fuse,
+    Iterator,
+    Split,
+    Stage,
+    ceildiv,
+    extent_of,
+    product,
+    root_iters,
+)
 
 
 def _stage(state, si: int) -> Stage:
@@ -48,15 +58,15 @@ def _rel_names(r) -> tuple:
 def split(state, si: int, ii: int, lengths: tuple):
     st = _stage(state, si)
     it = _iter(st, ii)
-    if not lengths or any(int(x) < 1 for x in lengths):
+    lengths = tuple(extent_of(x) for x in lengths)
+    if not lengths or any(isinstance(x, int) and x < 1 for x in lengths):
         raise ScheduleError(f"split of {st.name}.{it.name}: factors must be positive, got "
                             f"{list(lengths)}")
-    outer = math.ceil(it.extent / math.prod(lengths))
-    exts = (outer,) + tuple(int(x) for x in lengths)
+    exts = (ceildiv(it.extent, product(lengths)),) + lengths
     names = [_fresh_name(st, f"{it.name}.{k}") for k in range(len(exts))]
     parts = tuple(Iterator(n, e, it.kind, "none") for n, e in zip(names, exts))
     iters = st.iters[:ii] + parts + st.iters[ii + 1:]
-    rel = Split(it.name, tuple(names), tuple(int(x) for x in lengths))
+    rel = Split(it.name, tuple(names), lengths)
     st2 = replace(st, iters=iters, relations=st.relations + (rel,))
     # a stage computed at the split loop now sits at its innermost part
     return _retarget_attached(state.with_stage(si, st2), st.op, {it.name}, names[-1])
@@ -78,7 +88,7 @@ def fuse(state, si: int, ids: tuple):
         raise ScheduleError(f"fuse on {st.name}: cannot fuse spatial and reduction loops "
                             f"{[it.name for it in its]}")
     name = _fresh_name(st, "@".join(it.name for it in its) + "@")
-    fused = Iterator(name, math.prod(it.extent for it in its), its[0].kind)
+    fused = Iterator(name, product(it.extent for it in its), its[0].kind)
     iters = st.iters[:ids[0]] + (fused,) + st.iters[ids[-1] + 1:]
     rel = Fuse(tuple(it.name for it in its), name)
     st2 = replace(st, iters=iters, relations=st.relations + (rel,))

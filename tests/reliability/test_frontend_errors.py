@@ -45,12 +45,19 @@ def test_nodes_out_of_order_are_sorted_and_missing_outputs_named():
         kiln.frontend.from_onnx(_model([helper.make_node("Add", ["x", "nowhere"], ["y"])]))
 
 
-def test_symbolic_shapes_are_a_clear_error():
+def test_symbolic_shapes_compile_per_shape_and_check_their_arguments():
     n = te.var("n")
     a = te.placeholder((n, 4), name="a")
     b = te.compute((n, 4), lambda i, j: a[i, j] * 2.0, name="b")
-    with pytest.raises(KilnError, match="symbolic"):
-        kiln.build(te.create_schedule(b.op), [a, b], target="cpu")
+    f = kiln.build(te.create_schedule(b.op), [a, b], target="cpu")
+    x = np.ones((3, 4), "float32")
+    out = np.zeros((3, 4), "float32")
+    f(x, out)
+    np.testing.assert_array_equal(out, 2.0)
+    with pytest.raises(KilnError, match="expects 2 dimensions"):
+        f(np.ones(12, "float32"), out)
+    with pytest.raises(KilnError, match="symbolic"):  # tuning needs constant shapes
+        kiln.auto_scheduler.SearchTask(func=lambda: [a, b], args=(), target="cpu")
 
 
 def test_very_deep_expressions_are_a_clear_error_or_work():
