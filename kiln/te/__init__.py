@@ -12,7 +12,11 @@ from .expr import (
     all,
     any,
     const,
+    floordiv,
+    floormod,
     if_then_else,
+    indexdiv,
+    indexmod,
     max_value,
     min_value,
     select,
@@ -21,6 +25,8 @@ from .expr import (
 )
 from .intrin import (
     abs,
+    call_extern,
+    call_pure_extern,
     ceil,
     cos,
     erf,
@@ -65,9 +71,10 @@ def create_schedule(ops):
 
 __all__ = [
     "Cast", "ComputeOp", "Expr", "FloatImm", "IntImm", "IterVar", "Operation", "PlaceholderOp",
-    "Reduce", "Select", "Tensor", "Var", "abs", "all", "any", "ceil", "comm_reducer", "compute",
-    "const", "cos", "create_schedule", "erf", "exp", "exp2", "floor", "fmod", "if_then_else",
-    "log", "log2", "max", "max_value", "min", "min_value", "placeholder", "pow", "power", "prod",
+    "Reduce", "Select", "Tensor", "Var", "abs", "all", "any", "call_extern", "call_pure_extern",
+    "ceil", "comm_reducer", "compute", "const", "cos", "create_schedule", "erf", "exp", "exp2",
+    "floor", "floordiv", "floormod", "fmod", "if_then_else", "indexdiv", "indexmod", "log",
+    "log2", "max", "max_value", "min", "min_value", "placeholder", "pow", "power", "prod",
     "reduce_axis", "round", "rsqrt", "select", "sigmoid", "sin", "size_var", "sqrt", "sum", "tanh",
     "thread_axis", "trunc", "var",
 ]

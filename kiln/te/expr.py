@@ -313,6 +313,19 @@ def binop(op: str, a, b) -> Expr:
     return BinOp(op, a, b, a.dtype)
 
 
+def floordiv(a, b) -> Expr:
+    """a // b rounded toward minus infinity (TVM's floordiv / indexdiv)."""
+    return binop("floordiv", a, b)
+
+
+def floormod(a, b) -> Expr:
+    """a - floordiv(a, b) * b (TVM's floormod / indexmod)."""
+    return binop("floormod", a, b)
+
+
+indexdiv, indexmod = floordiv, floormod
+
+
 def cmp(op: str, a, b) -> Expr:
     a, b = _unify(a, b)
     return Cmp(op, a, b)

@@ -66,3 +66,40 @@ def fmod(x, y) -> Expr:
 
 
 INTRINSICS = _FLOAT_ONLY + ("abs", "pow")
+
+# C / CUDA math library names that TVM programs call through call_pure_extern, as kiln's own
+# intrinsics (so they vectorize and get kiln's polynomial exp): libm's float ("expf") and
+# double ("exp") names and CUDA's fast forms ("__expf")
+_EXTERN_ALIASES = {"fabs": "abs", "pow": "pow", "fmod": "fmod"}
+
+
+def call_pure_extern(dtype: str, func_name: str, *args) -> Expr:
+    """TVM's tir.call_pure_extern for math library functions ("expf", "sqrtf", "tanh",
+    "__expf", "powf", ...): the matching kiln intrinsic in `dtype`. Other external functions
+    are an ExprError: kiln's generated code links nothing but its own kernels."""
+    from ..errors import ExprError
+    name = _extern_intrinsic(func_name)
+    if name is None:
+        known = sorted(set(INTRINSICS) | set(_EXTERN_ALIASES))
+        raise ExprError(f"call_pure_extern({func_name!r}): kiln calls no external functions; "
+                        f"it maps the math library's {', '.join(known)} (and their 'f' / "
+                        "'__' forms) to its intrinsics")
+    vals = []
+    for a in args:
+        v = convert(a, dtype)
+        vals.append(v if v.dtype == dtype else cast(dtype, v))
+    fn = {"abs": abs, "pow": power, "fmod": fmod}.get(name) or globals()[name]
+    return fn(*vals)
+
+
+call_extern = call_pure_extern
+
+
+def _extern_intrinsic(func_name: str) -> str | None:
+    base = str(func_name).lstrip("_")
+    for cand in (base, base[:-1] if base.endswith("f") else None):
+        if cand in _EXTERN_ALIASES:
+            return _EXTERN_ALIASES[cand]
+        if cand in INTRINSICS and cand != "pow":
+            return cand
+    return None

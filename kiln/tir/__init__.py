@@ -1,5 +1,47 @@
-"""The loop IR (PrimFunc, Buffer, For, Store...), lowering from schedules, and its passes."""
+"""The loop IR (PrimFunc, Buffer, For, Store...), lowering from schedules, and its passes.
 
+TVM's `tvm.tir` also holds the scalar expression language; its names that TVM programs use
+inside te.compute (Select, const, call_pure_extern, floordiv, exp...) are the te ones,
+re-exported here so that `tvm.tir.X` works after changing the import.
+"""
+
+from ..te.expr import (
+    Cast,
+    FloatImm,
+    IntImm,
+    Select,
+    Var,
+    all,
+    any,
+    const,
+    floordiv,
+    floormod,
+    if_then_else,
+    indexdiv,
+    indexmod,
+    max_value,
+    min_value,
+)
+from ..te.intrin import (
+    call_extern,
+    call_pure_extern,
+    ceil,
+    cos,
+    erf,
+    exp,
+    exp2,
+    floor,
+    log,
+    log2,
+    power,
+    round,
+    rsqrt,
+    sigmoid,
+    sin,
+    sqrt,
+    tanh,
+    trunc,
+)
 from .lower import lower
 from .simplify import simplify
 from .stmt import (
@@ -15,5 +57,9 @@ from .stmt import (
                    Store,
 )
 
-__all__ = ["Allocate", "Buffer", "BufferLoad", "For", "IfThenElse", "LetStmt", "PrimFunc",
-           "SeqStmt", "Stmt", "Store", "lower", "simplify"]
+__all__ = ["Allocate", "Buffer", "BufferLoad", "Cast", "FloatImm", "For", "IfThenElse",
+           "IntImm", "LetStmt", "PrimFunc", "Select", "SeqStmt", "Stmt", "Store", "Var", "all",
+           "any", "call_extern", "call_pure_extern", "ceil", "const", "cos", "erf", "exp",
+           "exp2", "floor", "floordiv", "floormod", "if_then_else", "indexdiv", "indexmod",
+           "log", "log2", "lower", "max_value", "min_value", "power", "round", "rsqrt",
+           "sigmoid", "simplify", "sin", "sqrt", "tanh", "trunc"]
