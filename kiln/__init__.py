@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {"topi": ".topi", "runtime": ".runtime", "target": ".target", "tir": ".tir",
          "schedule": ".schedule", "auto_scheduler": ".auto_scheduler", "codegen": ".codegen",
+         "autotvm": ".autotvm",
          "nd": ".runtime.ndarray", "testing": ".testing", "graph": ".graph",
          "frontend": ".graph.frontend", "relay": ".relay", "contrib": ".contrib",
          "transform": ".transform"}

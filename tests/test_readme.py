@@ -35,6 +35,10 @@ TUNE_FAST = [("bert-base", "bert-tiny"), ("--time-budget 15m", "--trials 2 --per
 
 # (a text that identifies the block, [(old, new), ...], prelude run before the block)
 TABLE = [
+    ('@autotvm.template("tutorial/matmul")', [("(512, 512, 512,", "(32, 32, 32,"),
+                                              ("n_trial=20", "n_trial=4"),
+                                              ("XGBTuner(task)", "XGBTuner(task, plan_size=2)"),
+                                              ("number=5", "number=1")], ""),
     ("def swish_mm", SMALL_MM + [("number=10, repeat=5", "number=1, repeat=1")], ""),
     ("s[relu6_stage].compute_inline()", [], ""),
     ("M, N, K = 128, 3072, 768", [("128, 3072, 768", "32, 64, 32"),
