@@ -21,8 +21,6 @@ from .space import (
     SplitEntity,
     SplitSpace,
     VirtualAxis,
-    code_of,
-    entity_value,
 )
 
 
@@ -160,7 +158,7 @@ class ConfigEntity(_Knobs):
 
     def to_json_dict(self) -> dict:
         return {"index": self.index, "code_hash": self.code_hash,
-                "entity": [[name, code_of(e), getattr(e, entity_value(e))]
+                "entity": [[name, e.code, getattr(e, e.field)]
                            for name, e in self._entity_map.items()]}
 
     @staticmethod
@@ -173,7 +171,7 @@ class ConfigEntity(_Knobs):
         return ConfigEntity(int(obj["index"]), obj.get("code_hash"), ents)
 
     def __repr__(self) -> str:
-        items = ", ".join(f"('{n}', {getattr(e, entity_value(e))!r})"
+        items = ", ".join(f"('{n}', {getattr(e, e.field)!r})"
                           for n, e in self._entity_map.items())
         return f"[{items}],{self.code_hash},{self.index}"
 

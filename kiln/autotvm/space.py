@@ -51,9 +51,30 @@ def _divisors(n: int) -> list:
     return sorted(set(small + [n // d for d in small]))
 
 
+class _Entity:
+    """A knob's value; entities compare, hash and print by it (`field` names it)."""
+
+    field, code = "", ""
+
+    def _key(self):
+        v = getattr(self, self.field)
+        return tuple(v) if isinstance(v, list) else repr(v)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"{self.code}{getattr(self, self.field)!r}"
+
+
 # ------------------------------------------------------------------ split
-class SplitEntity:
+class SplitEntity(_Entity):
     """One way to split an axis: `size` outer to inner, the outermost -1 (the rest)."""
+
+    field, code = "size", "sp"
 
     def __init__(self, size):
         self.size = [int(x) for x in size]
@@ -67,14 +88,6 @@ class SplitEntity:
             out.append(outer)
         return out + [axis]
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, SplitEntity) and self.size == other.size
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.size))
-
-    def __repr__(self) -> str:
-        return f"sp{self.size}"
 
 
 class SplitSpace:
@@ -131,8 +144,10 @@ class SplitSpace:
 
 
 # ------------------------------------------------------------------ reorder
-class ReorderEntity:
+class ReorderEntity(_Entity):
     """A permutation of some axes: apply() reorders them and returns the new order."""
+
+    field, code = "perm", "re"
 
     def __init__(self, perm):
         self.perm = [int(x) for x in perm]
@@ -142,14 +157,6 @@ class ReorderEntity:
         sch[op].reorder(*order)
         return order
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, ReorderEntity) and self.perm == other.perm
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.perm))
-
-    def __repr__(self) -> str:
-        return f"re{self.perm}"
 
 
 class ReorderSpace:
@@ -194,8 +201,10 @@ def _index_of(axes, a) -> int:
 
 
 # ------------------------------------------------------------------ annotate
-class AnnotateEntity:
+class AnnotateEntity(_Entity):
     """One annotation per axis: "none", "unroll", "vec", or a GPU thread tag to bind."""
+
+    field, code = "anns", "an"
 
     def __init__(self, anns):
         self.anns = list(anns)
@@ -215,14 +224,6 @@ class AnnotateEntity:
                 stage.bind(ax, thread_axis(ann))
         return list(axes)
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, AnnotateEntity) and self.anns == other.anns
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.anns))
-
-    def __repr__(self) -> str:
-        return f"an{self.anns}"
 
 
 _ANN_POLICIES = {"unroll": ["unroll"], "try_unroll": ["none", "unroll"],
@@ -257,20 +258,14 @@ class AnnotateSpace:
 
 
 # ------------------------------------------------------------------ other
-class OtherOptionEntity:
+class OtherOptionEntity(_Entity):
     """A plain knob value: `cfg["unroll"].val`."""
+
+    field, code = "val", "ot"
 
     def __init__(self, val):
         self.val = val
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, OtherOptionEntity) and self.val == other.val
-
-    def __hash__(self) -> int:
-        return hash(repr(self.val))
-
-    def __repr__(self) -> str:
-        return f"ot{self.val!r}"
 
 
 class OtherOptionSpace:
@@ -295,14 +290,5 @@ class OtherOptionSpace:
         return f"OtherOption({[e.val for e in self.entities]}) len={len(self)}"
 
 
-ENTITY_OF_CODE = {"sp": SplitEntity, "re": ReorderEntity, "an": AnnotateEntity,
-                  "ot": OtherOptionEntity}
-
-
-def entity_value(ent):
-    return {SplitEntity: "size", ReorderEntity: "perm", AnnotateEntity: "anns",
-            OtherOptionEntity: "val"}[type(ent)]
-
-
-def code_of(ent) -> str:
-    return next(c for c, k in ENTITY_OF_CODE.items() if isinstance(ent, k))
+ENTITY_OF_CODE = {k.code: k for k in (SplitEntity, ReorderEntity, AnnotateEntity,
+                                       OtherOptionEntity)}
