@@ -31,6 +31,7 @@ def lower(sch, args=None, name: str = "default_function", simple_mode: bool = Fa
     if isinstance(sch, (S.PrimFunc, SymbolicFunc)):
         return sch
     state = getattr(sch, "state", sch)
+    args = _with_outputs(state, args)
     if _symbolic(state):
         return SymbolicFunc(state, args, name)
     from .tir.lower import lower as _lower
@@ -41,16 +42,19 @@ def build(sch_or_func, args=None, target: Target | str | None = "cpu",
           name: str = "default_function", target_host=None) -> Module:
     """Compile a PrimFunc or a schedule into a loaded Module for `target`."""
     target = as_target(target)
+    if isinstance(sch_or_func, SymbolicFunc):
+        return SpecializingModule(sch_or_func, target)
     if not isinstance(sch_or_func, S.PrimFunc):
-        func = lower(sch_or_func, args, name=name) if _symbolic(
-            getattr(sch_or_func, "state", sch_or_func)) else sch_or_func
-        if isinstance(func, SymbolicFunc):
-            return SpecializingModule(func, target)
+        state = getattr(sch_or_func, "state", sch_or_func)
+        if _symbolic(state):
+            return SpecializingModule(SymbolicFunc(state, args, name), target)
     with deep_recursion(f"kernel {name}"):
         if not isinstance(sch_or_func, S.PrimFunc):
             sch_or_func = _history_best(sch_or_func, target)
-        func = sch_or_func if isinstance(sch_or_func, S.PrimFunc) else \
-            lower(sch_or_func, args, name=name)
+        if not isinstance(sch_or_func, S.PrimFunc):  # a built kernel must list its outputs
+            from .tir.lower import lower as lower_exact
+            sch_or_func = lower_exact(sch_or_func, args, name=name)
+        func = sch_or_func
         if target.kind == "cuda":
             return _build_cuda(func, target)
         if gpu.is_gpu_func(func):
@@ -75,6 +79,16 @@ def _history_best(sch, target: Target):
     The record module is imported only by code that can activate such a context."""
     record = sys.modules.get("kiln.auto_scheduler.measure.record")
     return sch if record is None else record.apply_history_best(sch, target)
+
+
+def _with_outputs(state, args):
+    """TVM prints `lower(s, [inputs])` with the outputs left out of the arguments; kiln
+    lists them after the given arguments so the printed kernel has somewhere to write."""
+    dag = getattr(state, "dag", None)
+    if args is None or dag is None:
+        return args
+    given = {id(getattr(a, "op", None)) for a in args}
+    return list(args) + [op.output(0) for op in dag.outputs if id(op) not in given]
 
 
 def _symbolic(state) -> bool:

@@ -49,3 +49,69 @@ def test_tir_expression_names_build_computes():
     b = np.zeros_like(a)
     f(a, b)
     np.testing.assert_array_equal(b, np.where(a > 0, a // 3, a % 4))
+
+
+def test_topi_tutorial_tensor_arithmetic_and_generic_schedules():
+    a = te.placeholder((100, 10, 10), name="a")
+    b = te.placeholder((10, 10), name="b")
+    c = a + b  # broadcast
+    d = a * b
+    e = tvm.topi.elemwise_sum([c, d])
+    f = e / 2.0
+    g = tvm.topi.sum(f)
+    with tvm.target.Target("llvm"):
+        sg = tvm.topi.generic.schedule_reduce(g)
+        fn = tvm.build(sg, [a, b, g])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 10, 10)).astype("float32")
+    y = rng.standard_normal((10, 10)).astype("float32")
+    out = np.zeros((), "float32")
+    fn(x, y, out)
+    np.testing.assert_allclose(out, ((x + y + x * y) / 2).sum(), rtol=1e-4)
+    h = 1.0 - a / 4.0 - (-a) * 2  # scalars on either side
+    with tvm.target.Target("llvm"):
+        fh = tvm.build(tvm.topi.x86.schedule_injective(h), [a, h])
+    out = np.zeros_like(x)
+    fh(x, out)
+    np.testing.assert_allclose(out, 1 - x / 4 + 2 * x, rtol=1e-6)
+
+
+def test_lower_without_the_output_among_the_arguments_prints_it_as_one():
+    a = te.placeholder((8, 8), name="a")
+    s = tvm.topi.nn.softmax(a)
+    with tvm.target.Target("llvm"):
+        sch = tvm.topi.generic.schedule_softmax(s)
+    text = str(tvm.lower(sch, [a], simple_mode=True))
+    assert text.startswith("def default_function(a: float32[8, 8], softmax")
+
+
+def test_topi_cuda_schedules_in_a_cuda_target_scope():
+    import tir_interp
+    a = te.placeholder((100, 10, 10), name="a")
+    b = te.placeholder((10, 10), name="b")
+    g = tvm.topi.sum(tvm.topi.elemwise_sum([a + b, a * b]) / 2.0)
+    with pytest.raises(tvm.errors.ScheduleError, match="topi.cuda schedules are made inside"):
+        tvm.topi.cuda.schedule_reduce(g)
+    with tvm.target.Target("cuda -arch=sm_90"):
+        sg = tvm.topi.cuda.schedule_reduce(g)  # a scalar: one block, a cross-thread reduction
+        tarray = te.placeholder((64, 96), name="tarray")
+        sm = tvm.topi.nn.softmax(tarray)
+        ssm = tvm.topi.cuda.schedule_softmax(sm)
+        data, kernel = te.placeholder((1, 3, 16, 16)), te.placeholder((4, 3, 5, 5))
+        conv = tvm.topi.nn.relu(tvm.topi.cuda.conv2d_nchw(data, kernel, 1, 2, 1))
+        sconv = tvm.topi.cuda.schedule_conv2d_nchw([conv])
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((100, 10, 10)).astype("float32")
+    y = rng.standard_normal((10, 10)).astype("float32")
+    out = np.zeros((), "float32")
+    tir_interp.run(tvm.lower(sg, [a, b, g]), x, y, out)
+    np.testing.assert_allclose(out, ((x + y + x * y) / 2).sum(), rtol=1e-4)
+    t = rng.standard_normal((64, 96)).astype("float32")
+    out = np.zeros_like(t)
+    tir_interp.run(tvm.lower(ssm, [tarray, sm]), t, out)
+    want = np.exp(t - t.max(1, keepdims=True))
+    np.testing.assert_allclose(out, want / want.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
+    from kiln.codegen import nvrtc
+    if nvrtc.available():  # CUDA C through NVRTC: no GPU needed
+        for sch, args in ((sg, [a, b, g]), (ssm, [tarray, sm]), (sconv, [data, kernel, conv])):
+            tvm.build(sch, args, target="cuda -arch=sm_90")

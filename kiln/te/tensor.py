@@ -140,6 +140,22 @@ class Tensor:
     def __repr__(self):
         return f"Tensor(name={self.name}, shape={_ints(self.shape)}, dtype={self.dtype})"
 
+    # TVM's tensor arithmetic (`a + b`, `e / 2.0`): a broadcasting topi operator. topi builds
+    # on te, so it is imported when the operator is used, not when te is.
+    def _topi(self, name: str, other, swap: bool = False):
+        from .. import topi
+        return getattr(topi, name)(other, self) if swap else getattr(topi, name)(self, other)
+
+    def __add__(self, o): return self._topi("add", o)
+    def __radd__(self, o): return self._topi("add", o, True)
+    def __sub__(self, o): return self._topi("subtract", o)
+    def __rsub__(self, o): return self._topi("subtract", o, True)
+    def __mul__(self, o): return self._topi("multiply", o)
+    def __rmul__(self, o): return self._topi("multiply", o, True)
+    def __truediv__(self, o): return self._topi("divide", o)
+    def __rtruediv__(self, o): return self._topi("divide", o, True)
+    def __neg__(self): return self._topi("multiply", -1.0)
+
 
 def placeholder(shape, dtype: str = "float32", name: str = "placeholder") -> Tensor:
     """An input tensor of the given shape and dtype."""

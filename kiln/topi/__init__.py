@@ -8,6 +8,7 @@ from .math import (
     ceil,
     clip,
     divide,
+    elemwise_sum,
     equal,
     erf,
     exp,
@@ -54,9 +55,20 @@ from .transform import (
     transpose,
 )
 
+
+def __getattr__(name: str):
+    """TVM's per-target schedule namespaces (topi.generic, topi.x86, topi.cuda), imported on
+    first use: they reach the default-schedule chooser and the GPU schedules."""
+    if name in ("generic", "x86", "cuda"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'kiln.topi' has no attribute {name!r}")
+
+
 __all__ = [
     "abs", "add", "argmax", "argmin", "batch_matmul", "broadcast_to", "cast", "ceil", "clip",
-    "concatenate", "conv2d_nchw", "cumsum", "dense", "divide", "equal", "erf", "exp", "expand_dims",
+    "concatenate", "conv2d_nchw", "cumsum", "dense", "divide", "elemwise_sum", "equal", "erf",
+    "exp", "expand_dims",
     "floor", "floor_divide", "floor_mod", "gelu", "gelu_tanh", "greater", "greater_equal",
     "hard_sigmoid", "hard_swish", "layer_norm", "leaky_relu", "less", "less_equal", "log",
     "log_softmax", "math", "matmul", "max", "maximum", "mean", "min", "minimum", "multiply",

@@ -292,8 +292,12 @@ def _inline_elementwise(s, out) -> None:
 
 
 def _bind_flat(s, t, threads: int = MAX_THREADS) -> None:
-    """Fuse all spatial loops of t, split by the thread count, bind block and thread."""
+    """Fuse all spatial loops of t, split by the thread count, bind block and thread. A
+    scalar (0-d) reduction has no spatial loop: one block reduces it across its threads."""
     axes = list(t.op.axis)
+    if not axes:
+        _bind_scalar(s, t, threads)
+        return
     fused = s[t].fuse(*axes) if len(axes) > 1 else axes[0]
     size = 1
     for a in axes:
@@ -304,8 +308,24 @@ def _bind_flat(s, t, threads: int = MAX_THREADS) -> None:
     s[t].bind(tx, thread_axis("threadIdx.x"))
 
 
-def schedule_injective(s, out, threads: int = MAX_THREADS):
-    """Elementwise / broadcast / data-movement kernels: one thread per output element."""
+def _bind_scalar(s, t, threads: int) -> None:
+    red = list(getattr(t.op, "reduce_axis", ()))
+    if not red:
+        raise ScheduleError(f"{t.name} is a scalar with no loop to give the GPU threads")
+    size = 1
+    for a in red:
+        size *= int(a.extent.value)
+    k = s[t].fuse(*red) if len(red) > 1 else red[0]
+    ko, ki = s[t].split(k, factor=min(threads, pow2_floor(size)))
+    s[t].reorder(ki, ko)
+    s[t].bind(ki, thread_axis("threadIdx.x"))  # a cross-thread reduction, as in schedule_rows
+
+
+def schedule_injective(s, out=None, threads: int = MAX_THREADS):
+    """Elementwise / broadcast / data-movement kernels: one thread per output element.
+    TVM's form `schedule_injective(outs)` (no schedule given) returns a new schedule."""
+    if out is None:
+        return _tvm_form(s)
     _inline_elementwise(s, out)
     _bind_flat(s, out, threads)
     return s
@@ -451,3 +471,51 @@ def _is_product(t) -> bool:
     return isinstance(body, E.Reduce) and isinstance(body.source, E.BinOp) and \
         body.source.op == "mul" and len(t.op.axis) >= 2
 
+
+
+# TVM's topi.cuda names, with TVM's signatures: `schedule_X(outs)` inside
+# `with tvm.target.Target("cuda ...")` returns a new schedule of the kernel computing outs
+# (the default GPU schedule above, as chosen by schedule_auto); computes are topi.nn's.
+def _tvm_form(outs):
+    from ..target import Target
+    from .generic import default_schedule
+    target = Target.current(allow_none=True)
+    if target is None or target.kind != "cuda":
+        raise ScheduleError("topi.cuda schedules are made inside `with tvm.target.Target("
+                            f"'cuda -arch=sm_90')` (or cuda on a GPU machine); the target in "
+                            f"scope is {target}")
+    return default_schedule(outs, target)
+
+
+def schedule_reduce(outs):
+    return _tvm_form(outs)
+
+
+def schedule_softmax(outs):
+    return _tvm_form(outs)
+
+
+def schedule_dense(outs):
+    return _tvm_form(outs)
+
+
+def schedule_batch_matmul(outs):
+    return _tvm_form(outs)
+
+
+def schedule_conv2d_nchw(outs):
+    return _tvm_form(outs)
+
+
+def schedule_pool(outs, layout: str = "NCHW"):
+    return _tvm_form(outs)
+
+
+def conv2d_nchw(data, kernel, strides=1, padding=0, dilation=1, out_dtype=None):
+    from .nn import conv2d_nchw as compute
+    return compute(data, kernel, strides, padding, dilation, out_dtype=out_dtype)
+
+
+def dense(data, weight, bias=None, out_dtype=None):
+    from .nn import dense as compute
+    return compute(data, weight, bias, out_dtype)

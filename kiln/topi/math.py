@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 from .. import te
+from ..errors import ShapeError
 from ..te import expr as E
 from ..te import intrin
 from ..te.tensor import Tensor
@@ -57,6 +58,25 @@ def broadcast_op(operands: list, fn: Callable, name: str) -> Tensor | E.Expr:
 def add(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """lhs + rhs with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], lambda a, b: a + b, "add")
+
+
+def elemwise_sum(xs: list) -> Tensor:
+    """The sum of tensors of one shape (TVM's topi.elemwise_sum)."""
+    xs = list(xs)
+    if not xs or not all(isinstance(t, Tensor) for t in xs):
+        raise ShapeError("elemwise_sum takes a non-empty list of tensors")
+    shape = get_const_tuple(xs[0].shape)
+    for t in xs[1:]:
+        if get_const_tuple(t.shape) != shape:
+            raise ShapeError(f"elemwise_sum: {t.name} has shape {get_const_tuple(t.shape)}, "
+                             f"{xs[0].name} has {shape}")
+
+    def body(*i):
+        out = xs[0][i]
+        for t in xs[1:]:
+            out = out + t[i]
+        return out
+    return te.compute(shape, body, name="elemwise_sum", tag="elemwise")
 
 
 def subtract(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
