@@ -217,3 +217,48 @@ def test_unknown_template_and_keyword_arguments_are_clear_errors():
         matmul_v1(N=8, L=8, M=8, dtype="float32")
     with pytest.raises(KilnError, match="RPC"):
         autotvm.RPCRunner("key", "127.0.0.1", 9190)
+
+
+@autotvm.template("test/matmul_gpu")
+def matmul_gpu(N, L, M):
+    """TVM's GPU template style: block and thread tiles from the knobs, bound loops."""
+    A = te.placeholder((N, L), name="A")
+    B = te.placeholder((L, M), name="B")
+    k = te.reduce_axis((0, L), name="k")
+    C = te.compute((N, M), lambda i, j: te.sum(A[i, k] * B[k, j], axis=k), name="C")
+    s = te.create_schedule(C.op)
+    y, x = s[C].op.axis
+    cfg = autotvm.get_config()
+    cfg.define_split("tile_y", y, num_outputs=3, max_factor=16)
+    cfg.define_split("tile_x", x, num_outputs=3, max_factor=16)
+    cfg.define_knob("auto_unroll_max_step", [0, 16])
+    by, ty, yi = cfg["tile_y"].apply(s, C, y)
+    bx, tx, xi = cfg["tile_x"].apply(s, C, x)
+    s[C].reorder(by, bx, ty, tx, s[C].op.reduce_axis[0], yi, xi)
+    s[C].bind(by, te.thread_axis("blockIdx.y"))
+    s[C].bind(bx, te.thread_axis("blockIdx.x"))
+    s[C].bind(ty, te.thread_axis("threadIdx.y"))
+    s[C].bind(tx, te.thread_axis("threadIdx.x"))
+    if cfg["auto_unroll_max_step"].val:
+        s[C].unroll(xi)
+    return s, [A, B, C]
+
+
+def test_a_gpu_template_tunes_with_nvrtc_builds_and_a_gpu_runner(tmp_path):
+    nvrtc = pytest.importorskip("kiln.codegen.nvrtc")
+    if not nvrtc.available():
+        pytest.skip("NVRTC is not installed")
+    from gpu_fake_runner import FakeRunner  # the SIMT interpreter, checked against the reference
+    task = autotvm.task.create("test/matmul_gpu", args=(32, 16, 32), target="cuda -arch=sm_90")
+    log = str(tmp_path / "gpu.log")
+    option = autotvm.measure_option(builder=autotvm.LocalBuilder(n_parallel=2),
+                                    runner=FakeRunner())
+    tuner = autotvm.tuner.XGBTuner(task, plan_size=4, feature_type="knob")
+    tuner.tune(n_trial=8, measure_option=option, callbacks=[autotvm.callback.log_to_file(log)])
+    recs = list(autotvm.record.load_from_file(log))
+    assert len(recs) == 8 and any(res.error_no == 0 for _, res in recs)
+    assert recs[0][0].target.startswith("cuda -arch=sm_90")
+    with autotvm.apply_history_best(log), tvm.target.Target("cuda -arch=sm_90"):
+        s, args = matmul_gpu(32, 16, 32)
+        mod = tvm.build(s, args, target="cuda -arch=sm_90")
+    assert "threadIdx.x" in mod.source

@@ -88,13 +88,26 @@ class RPCRunner:
 
 
 def measure_option(builder="local", runner="local") -> dict:
-    """The builder and runner a tuner measures with (strings "local" or the objects)."""
+    """The builder and runner a tuner measures with ("local", autotvm.LocalBuilder /
+    LocalRunner, or for CUDA tasks a GPU builder / runner object)."""
     builder = LocalBuilder() if builder == "local" else builder
     runner = LocalRunner() if runner == "local" else runner
-    if not isinstance(builder, LocalBuilder) or not isinstance(runner, LocalRunner):
+    if not hasattr(builder, "build") and not isinstance(builder, LocalBuilder) or \
+            not hasattr(runner, "run") and not isinstance(runner, LocalRunner):
         raise KilnError("autotvm.measure_option takes autotvm.LocalBuilder / LocalRunner (or "
                         "'local')")
     return {"builder": builder, "runner": runner}
+
+
+def make_measurer(task, option: dict):
+    """The measurer of a task: the GPU path for a CUDA target, else the CPU one."""
+    if task.target.kind == "cuda":
+        from .measure_gpu import GpuMeasurer
+        return GpuMeasurer(task, option)
+    if not isinstance(option["builder"], LocalBuilder) or \
+            not isinstance(option["runner"], LocalRunner):
+        raise KilnError("a CPU task is measured by autotvm.LocalBuilder / LocalRunner")
+    return Measurer(task, option)
 
 
 class _ConfigTask:
@@ -140,18 +153,19 @@ class Measurer:
         if inputs:  # configs of one compute share one reference output (the naive schedule)
             outs = self.measurer.measure(inputs[0].task, [], inputs=inputs)
             for j, res in zip(where, outs, strict=True):
-                results[j] = _result(res)
+                results[j] = result_of(res)
         return results
 
     def close(self) -> None:
         self.runner.close()
 
 
-def _result(res) -> MeasureResult:
+def result_of(res) -> MeasureResult:
+    """The autotvm MeasureResult of an auto-scheduler MeasureResult."""
     code = _ERROR_NO.get(res.error_no, MeasureErrorNo.UNKNOWN_ERROR)
     costs = list(res.costs) if code == MeasureErrorNo.NO_ERROR else [res.error_msg[:500]]
     return MeasureResult(costs, code, float(res.all_cost), float(res.timestamp))
 
 
 __all__ = ["LocalBuilder", "LocalRunner", "MeasureErrorNo", "MeasureInput", "MeasureResult",
-           "Measurer", "RPCRunner", "measure_option"]
+           "Measurer", "RPCRunner", "make_measurer", "measure_option", "result_of"]

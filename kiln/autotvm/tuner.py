@@ -17,7 +17,7 @@ import logging
 import numpy as np
 
 from ..errors import KilnError
-from .measure import MeasureErrorNo, MeasureInput, Measurer
+from .measure import MeasureErrorNo, MeasureInput, make_measurer
 
 logger = logging.getLogger("autotvm")
 
@@ -54,7 +54,7 @@ class Tuner:
              callbacks=(), si_prefix: str = "G") -> None:
         """Measure up to `n_trial` configs, `callbacks(tuner, inputs, results)` per batch;
         stop early after `early_stopping` trials without a better config."""
-        measurer = Measurer(self.task, measure_option)
+        measurer = make_measurer(self.task, measure_option)
         batch = max(4, 2 * measurer.n_parallel)
         done = 0
         try:
