@@ -217,6 +217,9 @@ class SpecializingModule:
         shapes of its arguments and refuses others)."""
         return self._only("export_library").export_library(path)
 
+    def save(self, path: str, fmt: str = "") -> str:
+        return self._only("save").save(path, fmt)
+
     def _only(self, what: str) -> Module:
         if len(self.specializations) != 1:
             sizes = ", ".join(v.name + "=..." for v in self.func.size_vars)

@@ -115,3 +115,27 @@ def test_topi_cuda_schedules_in_a_cuda_target_scope():
     if nvrtc.available():  # CUDA C through NVRTC: no GPU needed
         for sch, args in ((sg, [a, b, g]), (ssm, [tarray, sm]), (sconv, [data, kernel, conv])):
             tvm.build(sch, args, target="cuda -arch=sm_90")
+
+
+def test_get_started_save_link_and_load(tmp_path):
+    from kiln.contrib import cc, utils
+    n = te.var("n")
+    A = te.placeholder((n,), name="A")
+    B = te.placeholder((n,), name="B")
+    C = te.compute(A.shape, lambda i: A[i] + B[i], name="C")
+    s = te.create_schedule(C.op)
+    fadd = tvm.build(s, [A, B, C], "llvm", name="myadd")
+    a = np.random.default_rng(0).uniform(size=1024).astype("float32")
+    c = np.zeros(1024, "float32")
+    fadd(a, a, c)  # compiles the n = 1024 kernel
+    temp = utils.tempdir()
+    fadd.save(temp.relpath("myadd.o"))
+    fadd.save(temp.relpath("myadd.c"))
+    cc.create_shared(temp.relpath("myadd.so"), [temp.relpath("myadd.o")])
+    fadd1 = tvm.runtime.load_module(temp.relpath("myadd.so"))
+    c1 = np.zeros(1024, "float32")
+    fadd1(a, a, c1)
+    np.testing.assert_allclose(c1, 2 * a)
+    assert "myadd" in open(temp.relpath("myadd.c")).read()
+    with pytest.raises(tvm.errors.ArgumentError, match="saves .o, .c or .so"):
+        fadd.save(str(tmp_path / "x.ptx"))

@@ -197,6 +197,38 @@ def _run_compiler(cc: str, flags: list, src: str, lib: str, root: str) -> None:
     install(tmp, lib)
 
 
+def compile_object(source: str, target: Target | str | None, path: str) -> str:
+    """Compile C source to the object file `path` (TVM's Module.save("x.o")); link it with
+    link_shared. Not cached: the caller names the file."""
+    from ..target import as_target
+    cc = compiler()
+    flags = [f for f in compile_flags(as_target(target), cc) if f != "-shared"]
+    fd, src = tempfile.mkstemp(suffix=".c")
+    with os.fdopen(fd, "w") as f:
+        f.write(source)
+    try:
+        out = run_isolated([cc, *flags, "-c", "-o", path, src], 600)
+    finally:
+        _remove(src)
+    if out.returncode != 0:
+        raise BuildError(f"C compilation of {path} failed (exit {out.returncode}):\n"
+                         f"{(out.stderr or out.stdout).strip()[:2000]}")
+    return path
+
+
+def link_shared(output: str, objects: list, options: list | None = None,
+                cc: str | None = None) -> str:
+    """Link object files into the shared library `output` (with OpenMP and libm, which
+    kiln's kernels use)."""
+    cc = cc or compiler()
+    out = run_isolated([cc, "-shared", "-fopenmp", "-o", output, *objects, "-lm",
+                        *(options or [])], 600)
+    if out.returncode != 0:
+        raise BuildError(f"linking {output} failed (exit {out.returncode}):\n"
+                         f"{(out.stderr or out.stdout).strip()[:2000]}")
+    return output
+
+
 def _remove(path: str) -> None:
     try:
         os.remove(path)

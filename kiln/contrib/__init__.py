@@ -1,6 +1,6 @@
-"""TVM's contrib modules kiln provides: graph_executor (running a built whole model) and
-utils (tempdir)."""
+"""TVM's contrib modules kiln provides: graph_executor (running a built whole model), utils
+(tempdir) and cc (linking saved object files)."""
 
-from . import graph_executor, utils
+from . import cc, graph_executor, utils
 
-__all__ = ["graph_executor", "utils"]
+__all__ = ["cc", "graph_executor", "utils"]

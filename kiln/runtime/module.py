@@ -259,6 +259,25 @@ class Module(KernelTable):
         write_manifest(path, [""], self.entry_meta_target())
         return path
 
+    def save(self, path: str, fmt: str = "") -> str:
+        """TVM's Module.save: "x.o" an object file (link it with contrib.cc.create_shared),
+        "x.c" the C source, "x.so" the library itself."""
+        from .files import copy_file, write_bytes
+        path = os.fspath(path)
+        kind = fmt or os.path.splitext(path)[1].lstrip(".")
+        if kind == "o":
+            # compiling is the toolchain's job: imported here, the runtime stays loadable
+            # without it
+            from ..codegen.toolchain import compile_object
+            return compile_object(self.source, self.entry_meta_target(), path)
+        if kind in ("c", "cc"):
+            write_bytes(path, self.source.encode())
+            return path
+        if kind == "so":
+            copy_file(self.lib_path, path)
+            return path
+        raise ArgumentError(f"Module.save({path!r}): kiln saves .o, .c or .so files")
+
     def time_evaluator(self, func_name: str | None = None, dev=None, number: int = 10,
                        repeat: int = 1, min_repeat_ms: float = 0,
                        cooldown_interval_ms: float = 0, repeats_to_cooldown: int = 1,
