@@ -123,8 +123,10 @@ class SymbolicFunc:
         for v, (i, d) in self._binders.items():
             shape = getattr(arrays[i], "shape", None)
             if shape is None or len(shape) != len(self.args[i].shape):
+                got = f"shape {tuple(shape)}" if shape is not None else \
+                    type(arrays[i]).__name__
                 raise ArgumentError(f"argument {i + 1} {self.args[i].name!r} expects "
-                                    f"{len(self.args[i].shape)} dimensions, got {arrays[i]!r}")
+                                    f"{len(self.args[i].shape)} dimensions, got {got}")
             out[v] = int(shape[d])
         return out
 
