@@ -26,7 +26,9 @@ OP_SPECS = {
     # elementwise / broadcast (numpy broadcasting)
     "add": "", "subtract": "", "multiply": "", "divide": "", "power": "", "maximum": "",
     "minimum": "", "equal": "", "less": "", "greater": "", "where": "",
+    "floor_mod": "(sign of the divisor)", "fmod": "(C fmod: sign of the dividend)",
     "negative": "", "exp": "", "log": "", "sqrt": "", "rsqrt": "", "tanh": "", "erf": "",
+    "sin": "", "cos": "", "sign": "",
     "sigmoid": "", "abs": "", "relu": "", "gelu": "approximate ('none'|'tanh')",
     "hard_swish": "", "hard_sigmoid": "alpha, beta", "leaky_relu": "alpha",
     "clip": "a_min, a_max", "cast": "dtype", "floor": "", "ceil": "",

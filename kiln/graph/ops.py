@@ -44,11 +44,14 @@ _UNARY: dict[str, Callable] = {
     "negative": topi.negative, "exp": topi.exp, "log": topi.log, "sqrt": topi.sqrt,
     "rsqrt": topi.rsqrt, "tanh": topi.tanh, "erf": topi.erf, "sigmoid": topi.sigmoid,
     "abs": topi.abs, "relu": topi.relu, "hard_swish": topi.hard_swish, "floor": topi.floor,
-    "ceil": topi.ceil, "round": topi.round,
+    "ceil": topi.ceil, "round": topi.round, "sin": topi.sin, "cos": topi.cos,
+    "sign": topi.sign,
 }
 _BINARY: dict[str, Callable] = {
     "add": lambda a, b: a + b, "subtract": lambda a, b: a - b, "multiply": lambda a, b: a * b,
-    "divide": lambda a, b: a / b, "power": intrin.power, "maximum": E.max, "minimum": E.min,
+    "divide": lambda a, b: a / b, "power": intrin.power,
+    "floor_mod": lambda a, b: E.binop("floormod", a, b), "fmod": intrin.fmod,
+    "maximum": E.max, "minimum": E.min,
     "equal": lambda a, b: E.cmp("eq", a, b), "less": lambda a, b: E.cmp("lt", a, b),
     "greater": lambda a, b: E.cmp("gt", a, b), "where": E.Select,
     "logical_and": lambda a, b: E.binop("and", a, b),

@@ -62,7 +62,14 @@ pow = power  # noqa: A001 - TVM name
 
 
 def fmod(x, y) -> Expr:
-    return binop("floormod", x, y)
+    """C's fmod (TVM's tir.fmod): the remainder of truncated division, with the sign of x."""
+    from .expr import Select, cmp, convert
+    x = convert(x)
+    y = convert(y, x.dtype)
+    r = binop("floormod", x, y)  # the sign of y; differs from fmod where the signs differ
+    zero = convert(0, r.dtype)
+    differ = binop("and", cmp("ne", r, zero), cmp("ne", cmp("lt", x, zero), cmp("lt", y, zero)))
+    return Select(differ, r - y, r)
 
 
 INTRINSICS = _FLOAT_ONLY + ("abs", "pow")

@@ -19,7 +19,8 @@ from ..te.tensor import Tensor
 from .utils import Operand, broadcast_index, broadcast_shape, check_tensor, get_const_tuple
 
 __all__ = [
-    "abs", "add", "cast", "ceil", "clip", "divide", "equal", "erf", "exp", "floor", "round",
+    "abs", "add", "cast", "ceil", "clip", "cos", "divide", "equal", "erf", "exp", "floor",
+    "fmod", "round", "sign", "sin",
     "floor_divide", "floor_mod", "gelu", "gelu_tanh", "greater", "greater_equal", "hard_sigmoid",
     "hard_swish", "leaky_relu", "less", "less_equal", "log", "maximum", "minimum", "multiply",
     "negative", "not_equal", "power", "relu", "rsqrt", "sigmoid", "silu", "sqrt", "subtract",
@@ -104,6 +105,11 @@ def floor_mod(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     return broadcast_op([lhs, rhs], lambda a, b: a % b, "floor_mod")
 
 
+def fmod(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
+    """C's fmod: lhs - trunc(lhs / rhs) * rhs (sign of the dividend, like torch.fmod)."""
+    return broadcast_op([lhs, rhs], intrin.fmod, "fmod")
+
+
 def maximum(lhs: Operand, rhs: Operand) -> Tensor | E.Expr:
     """Elementwise max with NumPy broadcasting."""
     return broadcast_op([lhs, rhs], E.max, "maximum")
@@ -186,6 +192,23 @@ def erf(x: Tensor) -> Tensor:
 
 def floor(x: Tensor) -> Tensor:
     return elemwise(x, intrin.floor, "floor")
+
+
+def sign(x: Tensor) -> Tensor:
+    """-1, 0 or 1 in x's dtype (NaN stays NaN, as in NumPy)."""
+    def f(v):
+        one, zero = E.convert(1, v.dtype), E.convert(0, v.dtype)
+        return E.Select(v > zero, one, E.Select(v < zero, zero - one, E.Select(
+            E.cmp("eq", v, zero), zero, v)))
+    return elemwise(x, f, "sign")
+
+
+def sin(x: Tensor) -> Tensor:
+    return elemwise(x, intrin.sin, "sin")
+
+
+def cos(x: Tensor) -> Tensor:
+    return elemwise(x, intrin.cos, "cos")
 
 
 def round(x: Tensor) -> Tensor:  # noqa: A001 - TVM name

@@ -2,8 +2,10 @@
 
 Logic (And / Or / Xor / Not with broadcasting), IsNaN / IsInf, CumSum (exclusive, reverse),
 GatherND / GatherElements with constant and run-time indices, ScatterND on constants, Range,
-Expand, Pad (negative pads), 1-d and transposed convolutions, Resize (nearest and linear,
-coordinate modes, opset 18 axes), PRelu, ReduceL2 and friends, Einsum patterns. Each model
+Expand, Pad (negative pads), 1-d and transposed convolutions, Resize (nearest, linear and
+cubic, coordinate modes, opset 18 axes), PRelu, ReduceL2 and friends, Einsum patterns, Sin /
+Cos / Sign, Mod (both kinds), Tile, InstanceNormalization, global pools of any rank and an
+average pool window larger than its input. Each model
 is imported, checked with the NumPy graph interpreter before and after the pass pipeline,
 and a few are built by kiln; plus the model's own output names and the shape= check.
 """
@@ -139,9 +141,34 @@ CASES = [
     ("einsum_sum", "Einsum", {"a": _r(3, 4)}, {"equation": "ij->"}, {}, 17),
     ("einsum_outer", "Einsum", {"a": _r(3), "b": _r(4)}, {"equation": "i,j->ij"}, {}, 17),
     ("einsum_matvec", "Einsum", {"a": _r(3, 4), "b": _r(4)}, {"equation": "ij,j->i"}, {}, 17),
+    ("sin", "Sin", {"x": X}, {}, {}, 17),
+    ("cos", "Cos", {"x": X * 4}, {}, {}, 17),
+    ("sign", "Sign", {"x": np.concatenate([SPECIAL, -SPECIAL, [[0, 0, -0.0, 1, 3, -2]]],
+                                          0).astype(np.float32)}, {}, {}, 17),
+    ("mod_int", "Mod", {"a": _i(7, -7, 7, -7, 0, 5), "b": _i(3, 3, -3, -3, 2, 5)}, {}, {}, 17),
+    ("fmod_float", "Mod", {"a": X * 3}, {"fmod": 1}, {"b": np.float32([1.3, -0.7, 2.1, -1.9])},
+     17),
+    ("tile", "Tile", {"x": X}, {}, {"r": _i(2, 1, 3)}, 17),
+    ("instance_norm", "InstanceNormalization", {"x": IMG}, {"epsilon": 1e-3},
+     {"s": _r(4), "b": _r(4)}, 17),
+    ("instance_norm_1d", "InstanceNormalization", {"x": SEQ}, {}, {"s": _r(4), "b": _r(4)}, 17),
+    ("resize_cubic", "Resize", {"x": IMG}, {"mode": "cubic"},
+     {"_roi": EMPTY, "s": np.array([1, 1, 2, 1.5], np.float32)}, 13),
+    ("resize_cubic_down_excl", "Resize", {"x": IMG},
+     {"mode": "cubic", "exclude_outside": 1, "cubic_coeff_a": -0.5},
+     {"_roi": EMPTY, "_s": EMPTY, "z": _i(1, 4, 3, 4)}, 13),
+    ("resize_cubic_corners", "Resize", {"x": IMG},
+     {"mode": "cubic", "coordinate_transformation_mode": "align_corners"},
+     {"_roi": EMPTY, "_s": EMPTY, "z": _i(1, 4, 9, 7)}, 13),
+    ("global_avg_1d", "GlobalAveragePool", {"x": SEQ}, {}, {}, 17),
+    ("global_max_3d", "GlobalMaxPool", {"x": _r(1, 2, 3, 4, 5)}, {}, {}, 17),
+    ("avg_pool_window_past_input", "AveragePool", {"x": IMG},
+     {"kernel_shape": [7, 7], "strides": [7, 7], "ceil_mode": 1}, {}, 17),
 ]
 BUILT = {"gather_nd_input", "gather_elements", "cumsum_excl_rev", "conv_transpose",
-         "conv_transpose_1d", "resize_linear", "einsum_attention", "xor", "isinf_pos", "conv1d"}
+         "conv_transpose_1d", "resize_linear", "einsum_attention", "xor", "isinf_pos", "conv1d",
+         "sin", "sign", "mod_int", "fmod_float", "tile", "instance_norm", "resize_cubic",
+         "global_avg_1d", "avg_pool_window_past_input"}
 
 
 @pytest.mark.parametrize("cid, op, inputs, attrs, inits, opset", CASES,
@@ -163,11 +190,12 @@ def test_op_matches_onnxruntime(cid, op, inputs, attrs, inits, opset):
 
 def test_unsupported_configurations_are_named():
     for op, attrs, inits, words in [
-            ("Resize", {"mode": "cubic"}, {"_roi": EMPTY, "s": np.ones(4, np.float32)}, "cubic"),
+            ("Resize", {"mode": "linear", "antialias": 1},
+             {"_roi": EMPTY, "s": np.full(4, 0.5, np.float32)}, "antialias"),
             ("Einsum", {"equation": "ii->i"}, {}, "repeated")]:
         x = {"x": IMG} if op == "Resize" else {"x": _r(3, 3)}
         with pytest.raises(UnsupportedOpError, match=words):
-            from_onnx(_model(op, x, attrs, inits, 13 if op == "Resize" else 17))
+            from_onnx(_model(op, x, attrs, inits, 18 if op == "Resize" else 17))
 
 
 def test_outputs_keep_the_models_names_and_shape_is_checked():

@@ -3,7 +3,9 @@ module at a time, against PyTorch: bool-mask logic, isnan/isinf, any/all, cumsum
 indexing (index.Tensor with integer index tensors; a boolean index makes torch.export
 emit data-dependent shapes, which kiln does not import), gather, padding (also
 negative), vector norms, PReLU, 1-d and transposed convolutions, interpolation, in-place ops,
-diff; and the names `lib.run` takes and returns for torch.export programs.
+diff, sin / cos / sign, remainder / fmod, repeat, GroupNorm, as_strided, slice_scatter,
+copy, bicubic interpolation, a pool window past its input; and the names `lib.run` takes and
+returns for torch.export programs.
 """
 
 from __future__ import annotations
@@ -87,8 +89,25 @@ CASES = {
     "shape_constants": (lambda m, x: x + torch.arange(x.shape[-1]) * torch.ones_like(x)
                         + torch.full((x.shape[0], 1, 1), 2.0), (X,)),
     "einsum": (lambda m, a, b: torch.einsum("bij,bkj->bik", a, b), (X, X * 2)),
+    "sin_cos": (lambda m, x: torch.sin(x) * torch.cos(3 * x), (X,)),
+    "sign_round": (lambda m, x: torch.sign(torch.round(x)) + torch.round(x * 7, decimals=1),
+                   (X,)),
+    "remainder_fmod": (lambda m, x: torch.remainder(x * 3, 1.3) + torch.fmod(x * 3, -1.1),
+                       (X,)),
+    "repeat": (lambda m, x: x.repeat(2, 1, 1, 3), (X,)),
+    "group_norm": (lambda m, x: m.norm(x), (IMG,), {"norm": nn.GroupNorm(2, 4)}),
+    "as_strided": (lambda m, x: torch.as_strided(x + 1, (2, 2, 3), (1, 5, 2), 1), (X,)),
+    "slice_scatter": (lambda m, x, y: torch.slice_scatter(x, y, dim=2, start=1, end=5, step=2),
+                      (X, torch.randn(2, 3, 2))),
+    "copy": (lambda m, x, y: x.clone().copy_(y) * x, (X, torch.randn(3, 1))),
+    "bicubic": (_interp("bicubic", size=(8, 3), align_corners=False), (IMG,)),
+    "bicubic_corners": (_interp("bicubic", scale_factor=2, align_corners=True), (IMG,)),
+    "avg_pool_window_past_input": (lambda m, x: m.pool(x), (IMG,),
+                                   {"pool": nn.AvgPool2d(7, ceil_mode=True)}),
 }
-BUILT = {"mask_ops", "cumsum_mask", "index_middle", "gather", "conv_transpose2d", "bilinear"}
+BUILT = {"mask_ops", "cumsum_mask", "index_middle", "gather", "conv_transpose2d", "bilinear",
+         "sin_cos", "remainder_fmod", "repeat", "group_norm", "as_strided", "slice_scatter",
+         "copy", "bicubic", "avg_pool_window_past_input"}
 
 
 @pytest.mark.parametrize("cid", list(CASES))

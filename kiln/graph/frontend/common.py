@@ -87,6 +87,41 @@ class GraphBuilder:
             return x
         return self.op("reshape", [x], name, newshape=tuple(dims))
 
+    def group_norm(self, x: Node, groups: int, scale, bias, eps: float, name: str = "") -> Node:
+        """GroupNorm of x [N, C, ...]: each group of C / groups channels normalized over its
+        channels and the spatial dims, then scaled and shifted per channel (scale, bias: [C]
+        nodes or None). InstanceNorm is groups == C. Built from layer_norm over a reshape."""
+        n, c, rest = x.shape[0], x.shape[1], tuple(x.shape[2:])
+        if groups < 1 or c % groups:
+            raise ShapeError(f"{name or 'group_norm'}: {c} channels do not split into {groups} "
+                             "groups")
+        per = c // groups * math.prod(rest)
+        y = self.reshape(x, (n, groups, per), f"{name}_groups")
+        unit = self.const(np.ones((per,), x.dtype), f"{name}_one")
+        zero = self.const(np.zeros((per,), x.dtype), f"{name}_zero")
+        y = self.op("layer_norm", [y, unit, zero], name, axis=2, epsilon=float(eps))
+        y = self.reshape(y, x.shape, f"{name}_back")
+        per_channel = (1, c) + (1,) * len(rest)
+        if scale is not None:
+            y = self.op("multiply", [y, self.reshape(scale, per_channel, f"{name}_scale")])
+        if bias is not None:
+            y = self.op("add", [y, self.reshape(bias, per_channel, f"{name}_bias")])
+        return y
+
+    def tile(self, x: Node, reps, name: str = "") -> Node:
+        """x repeated reps[k] times along axis k (NumPy's tile; more reps than axes add
+        leading axes): one gather per repeated axis."""
+        reps = [int(r) for r in reps]
+        if len(reps) > len(x.shape):
+            lead = len(reps) - len(x.shape)
+            x = self.reshape(x, (1,) * lead + tuple(x.shape), f"{name}_lead")
+        reps = [1] * (len(x.shape) - len(reps)) + reps
+        for axis, r in enumerate(reps):
+            if r != 1:
+                idx = np.tile(np.arange(x.shape[axis], dtype=np.int64), r)
+                x = self.op("take", [x, self.const(idx, f"{name}_tile{axis}")], name, axis=axis)
+        return x
+
     def cast(self, x: Node, dtype: str, name: str = "") -> Node:
         return x if x.dtype == dtype else self.op("cast", [x], name, dtype=dtype)
 

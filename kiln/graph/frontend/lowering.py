@@ -145,25 +145,48 @@ def _nearest(x: np.ndarray, rule: str) -> np.ndarray:
 
 
 def resize_axis(b: GraphBuilder, x: Node, axis: int, out: int, scale: float, method: str,
-                coord_mode: str, nearest_rule: str, name: str) -> Node:
+                coord_mode: str, nearest_rule: str, name: str, cubic_a: float = -0.75,
+                exclude_outside: bool = False) -> Node:
     """Resize `x` along one axis to `out` elements: nearest picks one source element, linear
-    blends two (edge elements repeat past the border)."""
+    blends two, cubic four (Keys' kernel with coefficient `cubic_a`, as ONNX and PyTorch's
+    bicubic); edge elements repeat past the border, or with exclude_outside the taps outside
+    get no weight and the others are renormalized."""
     size = x.shape[axis]
     src = _source_coords(out, size, scale, coord_mode)
     if method == "nearest":
         pick = np.clip(_nearest(src, nearest_rule), 0, size - 1).astype(np.int64)
         return b.op("take", [x, b.const(pick, f"{name}_index")], name, axis=axis)
     lo = np.floor(src)
-    frac = (src - lo).astype(x.dtype)
-    i0 = np.clip(lo, 0, size - 1).astype(np.int64)
-    i1 = np.clip(lo + 1, 0, size - 1).astype(np.int64)
+    frac = src - lo
+    if method == "linear":
+        taps, weights = (0, 1), [1 - frac, frac]
+    else:
+        taps, weights = (-1, 0, 1, 2), _cubic_weights(frac, cubic_a)
+    if exclude_outside:
+        inside = [((lo + t) >= 0) & ((lo + t) < size) for t in taps]
+        weights = [w * m for w, m in zip(weights, inside, strict=True)]
+        total = sum(weights)
+        weights = [w / np.where(total == 0, 1, total) for w in weights]
     wshape = [1] * len(x.shape)
     wshape[axis] = out
-    a = b.op("take", [x, b.const(i0, f"{name}_i0")], name, axis=axis)
-    c = b.op("take", [x, b.const(i1, f"{name}_i1")], name, axis=axis)
-    a = b.op("multiply", [a, b.const((1 - frac).reshape(wshape), f"{name}_w0")], name)
-    c = b.op("multiply", [c, b.const(frac.reshape(wshape), f"{name}_w1")], name)
-    return b.op("add", [a, c], name)
+    acc = None
+    for k, (t, w) in enumerate(zip(taps, weights, strict=True)):
+        idx = np.clip(lo + t, 0, size - 1).astype(np.int64)
+        term = b.op("take", [x, b.const(idx, f"{name}_i{k}")], name, axis=axis)
+        term = b.op("multiply", [term, b.const(w.astype(x.dtype).reshape(wshape),
+                                               f"{name}_w{k}")], name)
+        acc = term if acc is None else b.op("add", [acc, term], name)
+    return acc
+
+
+def _cubic_weights(t: np.ndarray, a: float) -> list:
+    """Keys' cubic convolution weights of the taps at -1, 0, 1, 2 for a fraction t."""
+    def near(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
 
 
 # ---------------------------------------------------------------- convolutions

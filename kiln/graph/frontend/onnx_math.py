@@ -18,7 +18,8 @@ _BINARY = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Div": "divide",
 _UNARY = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Erf": "erf", "Tanh": "tanh",
           "Sigmoid": "sigmoid", "Relu": "relu", "Neg": "negative", "Abs": "abs",
           "Floor": "floor", "Ceil": "ceil", "Round": "round", "Not": "not",
-          "HardSwish": "hard_swish"}
+          "HardSwish": "hard_swish", "Sin": "sin", "Cos": "cos",
+          "Sign": "sign"}
 
 
 def onnx_dtype(elem_type: int) -> str:
@@ -59,6 +60,11 @@ def _less_or_equal(cx, ins, attrs):
 
 def _greater_or_equal(cx, ins, attrs):
     return cx.op("not", [cx.op("less", ins[:2])])
+
+
+def _mod(cx, ins, attrs):
+    """ONNX Mod: fmod=0 (integers only) the remainder with the divisor's sign; fmod=1 C's."""
+    return cx.op("fmod" if int(attrs.get("fmod", 0)) else "floor_mod", ins[:2])
 
 
 def _cast(cx, ins, attrs):
@@ -178,7 +184,7 @@ def _softmax(op: str):
 HANDLERS = {
     **{k: _binary(v) for k, v in _BINARY.items()},
     **{k: _unary(v) for k, v in _UNARY.items()},
-    "LessOrEqual": _less_or_equal, "GreaterOrEqual": _greater_or_equal,
+    "LessOrEqual": _less_or_equal, "GreaterOrEqual": _greater_or_equal, "Mod": _mod,
     "Identity": _identity, "Dropout": _identity, "Reciprocal": _reciprocal,
     "Cast": _cast, "CastLike": _cast_like, "Clip": _clip, "LeakyRelu": _leaky_relu,
     "HardSigmoid": _hard_sigmoid, "Gelu": _gelu,

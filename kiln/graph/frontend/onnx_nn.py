@@ -120,8 +120,8 @@ def _resize(cx, ins, attrs):
     x = ins[0]
     rank = len(x.shape)
     method = attrs.get("mode", "nearest")
-    if method not in ("nearest", "linear"):
-        raise cx.fail(f"mode {method!r} is not supported (nearest and linear are)")
+    if method not in ("nearest", "linear", "cubic"):
+        raise cx.fail(f"mode {method!r} is not supported (nearest, linear and cubic are)")
     if attrs.get("antialias", 0):
         raise cx.fail("antialias=1 is not supported")
     legacy = cx.node.op_type == "Upsample" or cx.opset < 11  # out[i] = in[floor(i / scale)]
@@ -148,7 +148,9 @@ def _resize(cx, ins, attrs):
         scale = float(scales[k]) if scales is not None else new / size
         if new == size and scale == 1.0:
             continue
-        out = resize_axis(cx.b, out, a, new, scale, method, coord, rule, cx.name)
+        out = resize_axis(cx.b, out, a, new, scale, method, coord, rule, cx.name,
+                          float(attrs.get("cubic_coeff_a", -0.75)),
+                          bool(attrs.get("exclude_outside", 0)))
     return out
 
 
@@ -178,15 +180,20 @@ def _pool(op: str):
 
 
 def _global_average_pool(cx, ins, attrs):
-    if len(ins[0].shape) != 4:
-        raise cx.fail("only NCHW inputs are supported")
-    return cx.op("global_avg_pool2d", [ins[0]])
+    """NCHW: the pooling op; other ranks (N, C, L... : AdaptiveAvgPool1d, 3-D) a mean."""
+    x = ins[0]
+    if len(x.shape) < 3:
+        raise cx.fail(f"the input needs a channel axis and spatial axes, got {list(x.shape)}")
+    if len(x.shape) == 4:
+        return cx.op("global_avg_pool2d", [x])
+    return cx.op("mean", [x], axis=list(range(2, len(x.shape))), keepdims=True)
 
 
 def _global_max_pool(cx, ins, attrs):
-    if len(ins[0].shape) != 4:
-        raise cx.fail("only NCHW inputs are supported")
-    return cx.op("max", [ins[0]], axis=[2, 3], keepdims=True)
+    x = ins[0]
+    if len(x.shape) < 3:
+        raise cx.fail(f"the input needs a channel axis and spatial axes, got {list(x.shape)}")
+    return cx.op("max", [x], axis=list(range(2, len(x.shape))), keepdims=True)
 
 
 def _layer_normalization(cx, ins, attrs):
@@ -205,7 +212,28 @@ def _layer_normalization(cx, ins, attrs):
     return [out, None, None]
 
 
+def _instance_normalization(cx, ins, attrs):
+    x = ins[0]
+    return cx.b.group_norm(x, x.shape[1], ins[1], ins[2], float(attrs.get("epsilon", 1e-5)),
+                           cx.name)
+
+
+def _group_normalization(cx, ins, attrs):
+    """Opset 18 gives scale and bias per group, opset 21 per channel."""
+    x, groups = ins[0], int(attrs["num_groups"])
+    c = x.shape[1]
+    scale, bias = ins[1], ins[2]
+    if groups != c and scale.shape and scale.shape[0] == groups:
+        scale = cx.b.const(np.repeat(cx.need(scale, "a per-group scale"), c // groups),
+                           f"{cx.name}_scale")
+        bias = cx.b.const(np.repeat(cx.need(bias, "a per-group bias"), c // groups),
+                          f"{cx.name}_bias")
+    return cx.b.group_norm(x, groups, scale, bias, float(attrs.get("epsilon", 1e-5)), cx.name)
+
+
 HANDLERS = {
+    "InstanceNormalization": _instance_normalization,
+    "GroupNormalization": _group_normalization,
     "MatMul": _mat_mul, "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv_transpose,
     "Resize": _resize, "Upsample": _resize, "BatchNormalization": _batch_norm,
     "MaxPool": _pool("max_pool2d"), "AveragePool": _pool("avg_pool2d"),

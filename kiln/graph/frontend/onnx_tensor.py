@@ -220,7 +220,12 @@ def _where(cx, ins, attrs):
     return cx.op("where", ins[:3])
 
 
+def _tile(cx, ins, attrs):
+    return cx.b.tile(ins[0], cx.need(ins[1], "Tile repeats").reshape(-1), cx.name)
+
+
 HANDLERS = {
+    "Tile": _tile,
     "Reshape": _reshape, "Transpose": _transpose, "Gather": _gather,
     "GatherElements": _gather_elements, "Trilu": _trilu, "Concat": _concat, "Slice": _slice,
     "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Expand": _expand, "Shape": _shape,

@@ -139,7 +139,7 @@ def _upsample(method: str):
     def handler(cx, args, kw):
         x = args[0]
         name = cx.node.target.__name__
-        align = bool(args[2]) if method == "linear" and len(args) > 2 else False
+        align = bool(args[2]) if method in ("linear", "cubic") and len(args) > 2 else False
         out = [int(d) for d in cx.node.meta["val"].shape[2:]]
         scales = args[-1] if isinstance(args[-1], (list, tuple)) else None
         mode = "align_corners" if align else \
@@ -154,7 +154,25 @@ def _upsample(method: str):
     return handler
 
 
+def _as_strided(cx, args, kw):
+    """as_strided(x, size, stride, offset) on a contiguous x: a gather from the flattened x
+    at the element offsets the strides give (a constant index table)."""
+    x, size, stride = args[0], [int(d) for d in args[1]], [int(s) for s in args[2]]
+    offset = int(_arg(args, kw, 3, "storage_offset", 0) or 0)
+    idx = np.full(size, offset, np.int64)
+    for k, (n, s) in enumerate(zip(size, stride, strict=True)):
+        shape = [1] * len(size)
+        shape[k] = n
+        idx = idx + (np.arange(n, dtype=np.int64) * s).reshape(shape)
+    total = int(np.prod(x.shape))
+    if idx.size and (idx.min() < 0 or idx.max() >= total):
+        raise cx.fail(f"as_strided reads elements outside its {total}-element input")
+    flat = cx.b.reshape(x, (total,), f"{cx.name}_flat")
+    return cx.op("take", [flat, cx.b.const(idx, f"{cx.name}_offsets")], axis=0)
+
+
 HANDLERS = {
+    "as_strided": _as_strided,
     "bitwise_and": _logic("logical_and"), "bitwise_or": _logic("logical_or"),
     "bitwise_xor": _logic("logical_xor"), "__and__": _logic("logical_and"),
     "__or__": _logic("logical_or"), "__xor__": _logic("logical_xor"),
@@ -165,5 +183,5 @@ HANDLERS = {
     "constant_pad_nd": _constant_pad, "linalg_vector_norm": _vector_norm, "prelu": _prelu,
     "_prelu_kernel": _prelu, "upsample_nearest2d": _upsample("nearest"),
     "_upsample_nearest_exact2d": _upsample("nearest"),
-    "upsample_bilinear2d": _upsample("linear"),
+    "upsample_bilinear2d": _upsample("linear"), "upsample_bicubic2d": _upsample("cubic"),
 }

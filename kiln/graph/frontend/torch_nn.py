@@ -152,6 +152,18 @@ def _layer_norm(cx, args, kw):
     return (out, None, None) if cx.node.target.__name__.startswith("native") else out
 
 
+def _group_norm(cx, args, kw):
+    """aten.group_norm(x, groups, weight, bias, eps) and aten.native_group_norm(x, weight,
+    bias, N, C, HxW, groups, eps), whose mean and rstd outputs are not produced."""
+    x = args[0]
+    if cx.node.target.__name__.startswith("native"):
+        w, b, groups, eps = args[1], args[2], int(args[6]), float(args[7])
+        return (cx.b.group_norm(x, groups, w, b, eps, cx.name), None, None)
+    groups = int(_arg(args, kw, 1, "num_groups"))
+    w, b = _arg(args, kw, 2, "weight"), _arg(args, kw, 3, "bias")
+    return cx.b.group_norm(x, groups, w, b, float(_arg(args, kw, 4, "eps", 1e-5)), cx.name)
+
+
 def _softmax(op: str):
     def handler(cx, args, kw):
         x = args[0]
@@ -200,6 +212,7 @@ HANDLERS = {
     "max_pool2d_with_indices": _max_pool, "avg_pool2d": _avg_pool,
     "adaptive_avg_pool2d": _adaptive_avg_pool, "_adaptive_avg_pool2d": _adaptive_avg_pool,
     "layer_norm": _layer_norm, "native_layer_norm": _layer_norm,
+    "group_norm": _group_norm, "native_group_norm": _group_norm,
     "softmax": _softmax("softmax"), "_softmax": _softmax("softmax"),
     "log_softmax": _softmax("log_softmax"), "_log_softmax": _softmax("log_softmax"),
     "gelu": _gelu, "scaled_dot_product_attention": _sdpa,

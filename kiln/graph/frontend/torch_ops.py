@@ -193,6 +193,54 @@ def _expand(cx, args, kw):
     return x if shape == tuple(x.shape) else cx.op("broadcast_to", [x], shape=shape)
 
 
+def _repeat(cx, args, kw):
+    return cx.b.tile(args[0], [int(r) for r in args[1]], cx.name)
+
+
+def _copy(cx, args, kw):
+    """aten.copy(dst, src): src broadcast to dst's shape, in dst's dtype (the functional
+    form of an in-place copy)."""
+    dst, src = args[0], cx.tensor(args[1], args[0].dtype)
+    src = cx.b.cast(src, dst.dtype, cx.name)
+    if tuple(src.shape) != tuple(dst.shape):
+        src = cx.op("broadcast_to", [src], shape=tuple(dst.shape))
+    return src
+
+
+def _slice_scatter(cx, args, kw):
+    """x with x[.., start:end:step, ..] (along dim) replaced by src."""
+    x, src = args[0], args[1]
+    rank = len(x.shape)
+    dim = norm_axis(_arg(args, kw, 2, "dim", 0), rank)
+    n = x.shape[dim]
+    start, end = _arg(args, kw, 3, "start"), _arg(args, kw, 4, "end")
+    step = int(_arg(args, kw, 5, "step", 1) or 1)
+    covered = list(range(n))[slice(start, end, step)]
+    if len(covered) != src.shape[dim]:
+        raise cx.fail(f"slice_scatter: {len(covered)} positions along dim {dim}, src has "
+                      f"{src.shape[dim]}")
+    if covered == list(range(n)):
+        return cx.b.cast(src, x.dtype, cx.name)
+    where_from = np.zeros(n, np.int64)
+    where_from[covered] = np.arange(len(covered))
+    mask = np.zeros(n, bool)
+    mask[covered] = True
+    shape = [1] * rank
+    shape[dim] = n
+    spread = cx.op("take", [cx.b.cast(src, x.dtype, cx.name),
+                            cx.b.const(where_from, f"{cx.name}_index")], axis=dim)
+    return cx.op("where", [cx.b.const(mask.reshape(shape), f"{cx.name}_mask"), spread, x])
+
+
+def _round(cx, args, kw):
+    """torch.round (ties to even), with `decimals`: x * 10**d rounded, then divided back."""
+    x, d = args[0], int(_arg(args, kw, 1, "decimals", 0) or 0)
+    if not d:
+        return cx.op("round", [x])
+    scale = cx.tensor(10.0 ** d, x.dtype)
+    return cx.op("divide", [cx.op("round", [cx.op("multiply", [x, scale])]), scale])
+
+
 def _unsqueeze(cx, args, kw):
     axis = norm_axis(args[1], len(args[0].shape) + 1)
     return cx.op("expand_dims", [args[0]], axis=axis, num_newaxis=1)
@@ -302,6 +350,8 @@ HANDLERS = {
     "erf": _unary("erf"), "sqrt": _unary("sqrt"), "rsqrt": _unary("rsqrt"),
     "exp": _unary("exp"), "log": _unary("log"), "neg": _unary("negative"),
     "abs": _unary("abs"), "floor": _unary("floor"), "ceil": _unary("ceil"),
+    "sin": _unary("sin"), "cos": _unary("cos"), "sign": _unary("sign"), "round": _round,
+    "remainder": _binary("floor_mod"), "fmod": _binary("fmod"),
     "logical_not": _unary("not"), "bitwise_not": _unary("not"),
     "hardswish": _unary("hard_swish"), "silu": _silu,
     "hardsigmoid": _unary("hard_sigmoid", alpha=1 / 6, beta=0.5),
@@ -315,7 +365,8 @@ HANDLERS = {
     "argmax": _argmax,
     "view": _view, "reshape": _view, "_unsafe_view": _view, "permute": _permute,
     "transpose": _transpose, "t": _transpose, "expand": _expand, "unsqueeze": _unsqueeze,
-    "squeeze": _squeeze, "flatten": _flatten, "slice": _slice, "select": _select, "cat": _cat,
+    "squeeze": _squeeze, "flatten": _flatten, "repeat": _repeat, "copy": _copy,
+    "slice_scatter": _slice_scatter, "slice": _slice, "select": _select, "cat": _cat,
     "split": _split, "split_with_sizes": _split, "embedding": _take, "index_select": _take,
     "triu": _triangle, "tril": _triangle,
     "clone": _identity, "contiguous": _identity, "alias": _identity, "detach": _identity,

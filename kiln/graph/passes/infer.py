@@ -22,10 +22,11 @@ from ...errors import ShapeError
 from ...topi.nn.im2col import im2col_shape
 from ..ir import Graph, GraphError, Node
 
-_BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
+_BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum", "floor_mod", "fmod")
 _COMPARE = ("equal", "less", "greater")
 _LOGIC = ("logical_and", "logical_or", "logical_xor")
 _UNARY = ("negative", "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "abs", "relu",
+          "sin", "cos", "sign",
           "gelu", "hard_swish", "hard_sigmoid", "leaky_relu", "clip", "floor", "ceil", "round",
           "softmax", "log_softmax")
 _REDUCE = ("sum", "mean", "max", "min")
@@ -190,11 +191,12 @@ def _matmul(n: Node) -> tuple:
 
 def _window(n: Node, size: int, k: int, s: int, lo: int, hi: int, d: int, ceil: bool) -> int:
     span = size + lo + hi - (d * (k - 1) + 1)
-    if span < 0:
-        raise _fail(n, f"window {k} (dilation {d}) larger than padded input {size + lo + hi}")
     out = (-(-span // s) if ceil else span // s) + 1
     if ceil and (out - 1) * s >= size + lo:  # the last window must start inside the input
         out -= 1
+    # ceil_mode keeps a window larger than the input (clipped to it: EfficientNet's pooler)
+    if (span < 0 and not ceil) or out < 1:
+        raise _fail(n, f"window {k} (dilation {d}) larger than padded input {size + lo + hi}")
     return out
 
 

@@ -28,12 +28,14 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf; small ta
 _BINARY = {
     "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": _div,
     "power": np.power, "maximum": np.maximum, "minimum": np.minimum, "equal": np.equal,
+    "floor_mod": np.mod, "fmod": np.fmod,
     "less": np.less, "greater": np.greater, "logical_and": np.logical_and,
     "logical_or": np.logical_or, "logical_xor": np.logical_xor,
 }
 
 _UNARY = {
     "negative": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
+    "sin": np.sin, "cos": np.cos, "sign": np.sign,
     "rsqrt": lambda x: 1.0 / np.sqrt(x), "tanh": np.tanh, "abs": np.abs,
     "erf": lambda x: _erf(np.asarray(x, np.float64)),
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "relu": lambda x: np.maximum(x, 0),

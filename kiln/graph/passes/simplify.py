@@ -122,6 +122,19 @@ _NARROW = {"int8": (-128, 127), "uint8": (0, 255)}
 _WIDE_INT = ("int16", "int32", "int64")
 
 
+def _whole_window_average(n: Node, rw: Rewriter) -> Node | None:
+    """avg_pool2d whose one window covers the whole unpadded input (a kernel at least the
+    input, ceil_mode: the window is clipped to it) -> global_avg_pool2d."""
+    x = n.inputs[0]
+    if len(x.shape or ()) != 4 or tuple(n.shape[2:]) != (1, 1) or \
+            any(int(p) for p in n.attrs.get("padding", (0, 0, 0, 0))):
+        return None
+    kh, kw = n.attrs.get("pool_size", (0, 0))
+    if kh < x.shape[2] or kw < x.shape[3]:
+        return None
+    return rw.op("global_avg_pool2d", [x], n.name)
+
+
 def _cast_round_trip(n: Node, rw: Rewriter) -> Node | None:
     """cast(cast(clip(x), narrow), wide int) -> the clip's value cast to the wide type
     directly, when the clip bounds lie inside the narrow type (module docstring)."""
@@ -279,6 +292,8 @@ def _simplify_rule(n: Node, rw: Rewriter) -> Node | None:
         return _reshape_chain(n, rw)
     if n.op == "where":
         return _where(n, rw)
+    if n.op == "avg_pool2d":
+        return _whole_window_average(n, rw)
     if n.op in _NEUTRAL:
         found = _neutral(n, rw)
         if found is None and n.op in ("add", "multiply"):

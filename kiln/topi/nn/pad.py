@@ -99,7 +99,7 @@ def out_extent(n: int, k: int, stride: int, dilation: int, lo: int, hi: int, op:
     out = (span + stride - 1) // stride + 1 if ceil_mode else span // stride + 1
     if ceil_mode and (out - 1) * stride >= n + lo:
         out -= 1
-    if span < 0 or out <= 0:
+    if (span < 0 and not ceil_mode) or out <= 0:  # ceil_mode clips a window larger than n
         raise ShapeError(f"{op}: window of {k} (dilation {dilation}) does not fit an input of "
                          f"{n} with padding ({lo}, {hi})")
     return out

@@ -16,7 +16,7 @@ nvrtc = pytest.importorskip("kiln.codegen.nvrtc")
 
 import gpu_emulate  # noqa: E402
 
-FAMILIES = ["gpt2", "t5_encoder", "whisper_encoder", "vit", "resnet", "convnext",
+FAMILIES = ["gpt2", "llama", "t5_encoder", "whisper_encoder", "vit", "resnet", "convnext",
             pytest.param("mobilenet_v2", marks=pytest.mark.slow)]
 
 

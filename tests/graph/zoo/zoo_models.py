@@ -214,6 +214,162 @@ def whisper_encoder():
                  ("last_hidden_state",), encoder=True)
 
 
+# ---------------------------------------------------------------- decoder LLMs (rotary
+# position embeddings: Sin / Cos; grouped-query attention), relative-position encoders
+
+def _decoder(config_cls, model_cls, **kw):
+    cfg = config_cls(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=48,
+                     num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=32,
+                     use_cache=False, **kw)
+    return _wrap(model_cls(cfg), _text_inputs(), ("last_hidden_state",))
+
+
+def llama():
+    from transformers import LlamaConfig, LlamaModel
+    return _decoder(LlamaConfig, LlamaModel, num_key_value_heads=2)
+
+
+def qwen2():
+    from transformers import Qwen2Config, Qwen2Model
+    return _decoder(Qwen2Config, Qwen2Model, num_key_value_heads=2)
+
+
+def mistral():
+    from transformers import MistralConfig, MistralModel
+    return _decoder(MistralConfig, MistralModel, num_key_value_heads=2, sliding_window=None)
+
+
+def phi():
+    from transformers import PhiConfig, PhiModel
+    return _decoder(PhiConfig, PhiModel, partial_rotary_factor=0.5)
+
+
+def gemma():
+    from transformers import GemmaConfig, GemmaModel
+    return _decoder(GemmaConfig, GemmaModel, num_key_value_heads=1, head_dim=8)
+
+
+def bloom():
+    from transformers import BloomConfig, BloomModel
+    cfg = BloomConfig(vocab_size=VOCAB, hidden_size=HIDDEN, n_layer=2, n_head=4, use_cache=False)
+    return _wrap(BloomModel(cfg), _text_inputs(), ("last_hidden_state",))
+
+
+def opt():
+    from transformers import OPTConfig, OPTModel
+    cfg = OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, ffn_dim=48, num_hidden_layers=2,
+                    num_attention_heads=4, max_position_embeddings=32,
+                    word_embed_proj_dim=HIDDEN, use_cache=False, dropout=0.0)
+    return _wrap(OPTModel(cfg), _text_inputs(), ("last_hidden_state",))
+
+
+def deberta():
+    from transformers import DebertaV2Config, DebertaV2Model
+    cfg = DebertaV2Config(**_small(), relative_attention=True, position_buckets=8,
+                          pos_att_type=["p2c", "c2p"])
+    return _wrap(DebertaV2Model(cfg), _text_inputs(), ("last_hidden_state",))
+
+
+def clip_text():
+    from transformers import CLIPTextConfig, CLIPTextModel
+    cfg = CLIPTextConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=48,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32,
+                         eos_token_id=2)
+    return _wrap(CLIPTextModel(cfg), _text_inputs(), ("last_hidden_state", "pooler_output"))
+
+
+# ---------------------------------------------------------------- more vision and audio
+
+def clip_vision():
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    cfg = CLIPVisionConfig(hidden_size=HIDDEN, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=IMAGE, patch_size=8)
+    return _wrap(CLIPVisionModel(cfg), _image(), ("last_hidden_state", "pooler_output"))
+
+
+def swin():
+    """Shifted windows: Mod / as_strided index arithmetic, a 1-d global average pool."""
+    from transformers import SwinConfig, SwinModel
+    cfg = SwinConfig(image_size=IMAGE, patch_size=4, embed_dim=16, depths=[1, 1],
+                     num_heads=[2, 2], window_size=4)
+    return _wrap(SwinModel(cfg), _image(), ("last_hidden_state", "pooler_output"))
+
+
+def deit():
+    from transformers import DeiTConfig, DeiTModel
+    cfg = DeiTConfig(**_small(), image_size=IMAGE, patch_size=8)
+    del cfg.vocab_size
+    return _wrap(DeiTModel(cfg), _image(), ("last_hidden_state",))
+
+
+def dinov2():
+    """Position embeddings resized bicubically (ONNX Resize mode cubic)."""
+    from transformers import Dinov2Config, Dinov2Model
+    cfg = Dinov2Config(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=48, image_size=IMAGE, patch_size=8)
+    return _wrap(Dinov2Model(cfg), _image(), ("last_hidden_state", "pooler_output"))
+
+
+def beit():
+    """Relative position bias tables built in place (aten copy / slice_scatter)."""
+    from transformers import BeitConfig, BeitModel
+    cfg = BeitConfig(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=48, image_size=IMAGE, patch_size=8,
+                     use_relative_position_bias=True)
+    return _wrap(BeitModel(cfg), _image(), ("last_hidden_state", "pooler_output"))
+
+
+def efficientnet():
+    """Squeeze-excitation blocks, swish, and a pooler window larger than its input."""
+    from transformers import EfficientNetConfig, EfficientNetModel
+    cfg = EfficientNetConfig(image_size=IMAGE, width_coefficient=0.25, depth_coefficient=0.25,
+                             hidden_dim=320)
+    return _wrap(_randomise_bn(EfficientNetModel(cfg)), _image(), ("pooler_output",))
+
+
+def mobilevit():
+    from transformers import MobileViTConfig, MobileViTModel
+    cfg = MobileViTConfig(image_size=IMAGE, hidden_sizes=[16, 24, 32],
+                          neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32], num_attention_heads=2)
+    return _wrap(_randomise_bn(MobileViTModel(cfg)), _image(), ("pooler_output",))
+
+
+def regnet():
+    from transformers import RegNetConfig, RegNetModel
+    cfg = RegNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8)
+    return _wrap(_randomise_bn(RegNetModel(cfg)), _image(), ("pooler_output",))
+
+
+def segformer():
+    from transformers import SegformerConfig, SegformerModel
+    cfg = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
+                          hidden_sizes=[16, 32], num_attention_heads=[1, 2],
+                          decoder_hidden_size=32, patch_sizes=[7, 3], strides=[4, 2],
+                          mlp_ratios=[2, 2])
+    return _wrap(SegformerModel(cfg), _image(), ("last_hidden_state",))
+
+
+def wav2vec2():
+    """Raw audio: a strided conv feature extractor with GroupNorm (ONNX
+    InstanceNormalization), a grouped positional convolution."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    cfg = Wav2Vec2Config(hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=48, conv_dim=(16, 16), conv_stride=(5, 2),
+                         conv_kernel=(10, 3), num_feat_extract_layers=2,
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+
+    class Audio(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = Wav2Vec2Model(cfg)
+
+        def forward(self, input_values):
+            return {"last_hidden_state": self.m(input_values=input_values).last_hidden_state}
+    x = np.random.RandomState(0).randn(1, 400).astype(np.float32)
+    return Audio().eval(), {"input_values": torch.from_numpy(x)}, ["last_hidden_state"]
+
+
 def _randomise_bn(model):
     """Random batch-norm statistics, so folding them into convolutions is exercised."""
     import torch
@@ -232,6 +388,11 @@ FAMILIES = {
     "gpt2_nomask": lambda: gpt2(False), "minilm": minilm, "vit": vit, "resnet": resnet,
     "mobilenet_v2": mobilenet_v2, "convnext": convnext, "mlp": mlp, "cnn": cnn,
     "t5_encoder": t5_encoder, "bart_encoder": bart_encoder, "whisper_encoder": whisper_encoder,
+    "llama": llama, "qwen2": qwen2, "mistral": mistral, "phi": phi, "gemma": gemma,
+    "bloom": bloom, "opt": opt, "deberta": deberta, "clip_text": clip_text,
+    "clip_vision": clip_vision, "swin": swin, "deit": deit, "dinov2": dinov2, "beit": beit,
+    "efficientnet": efficientnet, "mobilevit": mobilevit, "regnet": regnet,
+    "segformer": segformer, "wav2vec2": wav2vec2,
 }
 
 
