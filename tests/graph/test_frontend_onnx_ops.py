@@ -4,7 +4,8 @@ Logic (And / Or / Xor / Not with broadcasting), IsNaN / IsInf, CumSum (exclusive
 GatherND / GatherElements with constant and run-time indices, ScatterND on constants, Range,
 Expand, Pad (negative pads), 1-d and transposed convolutions, Resize (nearest, linear and
 cubic, coordinate modes, opset 18 axes), PRelu, ReduceL2 and friends, Einsum patterns, Sin /
-Cos / Sign, Mod (both kinds), Tile, InstanceNormalization, global pools of any rank and an
+Cos / Sign, Mod (both kinds), Tile, InstanceNormalization, GroupNormalization (opsets 18
+and 21), global pools of any rank and an
 average pool window larger than its input. Each model
 is imported, checked with the NumPy graph interpreter before and after the pass pipeline,
 and a few are built by kiln; plus the model's own output names and the shape= check.
@@ -152,6 +153,10 @@ CASES = [
     ("instance_norm", "InstanceNormalization", {"x": IMG}, {"epsilon": 1e-3},
      {"s": _r(4), "b": _r(4)}, 17),
     ("instance_norm_1d", "InstanceNormalization", {"x": SEQ}, {}, {"s": _r(4), "b": _r(4)}, 17),
+    ("group_norm_18", "GroupNormalization", {"x": IMG}, {"num_groups": 2, "epsilon": 1e-3},
+     {"s": _r(2), "b": _r(2)}, 18),
+    ("group_norm_21", "GroupNormalization", {"x": IMG}, {"num_groups": 2},
+     {"s": _r(4), "b": _r(4)}, 21),
     ("resize_cubic", "Resize", {"x": IMG}, {"mode": "cubic"},
      {"_roi": EMPTY, "s": np.array([1, 1, 2, 1.5], np.float32)}, 13),
     ("resize_cubic_down_excl", "Resize", {"x": IMG},
