@@ -139,3 +139,20 @@ def test_get_started_save_link_and_load(tmp_path):
     assert "myadd" in open(temp.relpath("myadd.c")).read()
     with pytest.raises(tvm.errors.ArgumentError, match="saves .o, .c or .so"):
         fadd.save(str(tmp_path / "x.ptx"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+def test_fmod_is_c_fmod_and_floormod_is_floor(dtype):
+    a = te.placeholder((8,), name="a", dtype=dtype)
+    b = te.placeholder((8,), name="b", dtype=dtype)
+    f = te.compute((8,), lambda i: te.fmod(a[i], b[i]), name="f")
+    g = te.compute((8,), lambda i: te.floormod(a[i], b[i]), name="g")
+    mod = tvm.build(te.create_schedule([f.op, g.op]), [a, b, f, g])
+    x = np.array([7, -7, 7, -7, 0, 5, 9, -2], dtype)
+    y = np.array([3, 3, -3, -3, 2, 5, -4, 7], dtype)
+    if dtype == "float32":
+        x, y = x * 1.25, y * 0.75
+    outs = [np.zeros(8, dtype), np.zeros(8, dtype)]
+    mod(x, y, *outs)
+    np.testing.assert_allclose(outs[0], np.fmod(x, y), rtol=1e-6)
+    np.testing.assert_allclose(outs[1], np.mod(x, y), rtol=1e-6)
