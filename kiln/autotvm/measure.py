@@ -136,17 +136,11 @@ class Measurer:
         results: list = [None] * len(configs)
         inputs, where = [], []
         for i, cfg in enumerate(configs):
-            t0 = time.time()
-            try:
-                sch, tensors = self.task.instantiate(cfg)
-                if not cfg.valid():
-                    raise KilnError("; ".join(cfg.errors))
-                dag = ComputeDAG(list(tensors))
-            except Exception as err:  # noqa: BLE001 - this config's error, not the tuner's
-                results[i] = MeasureResult([f"{type(err).__name__}: {err}"],
-                                           MeasureErrorNo.INSTANTIATION_ERROR,
-                                           time.time() - t0, time.time())
+            made = instantiate(self.task, cfg, lambda sch, tensors: ComputeDAG(list(tensors)))
+            if isinstance(made, MeasureResult):
+                results[i] = made
                 continue
+            sch, tensors, dag = made
             ctask = _ConfigTask(self.task, tensors, dag)
             inputs.append(_Input(ctask, getattr(sch, "state", sch)))
             where.append(i)
@@ -158,6 +152,21 @@ class Measurer:
 
     def close(self) -> None:
         self.runner.close()
+
+
+def instantiate(task, cfg, prepare):
+    """(schedule, tensors, prepare(schedule, tensors)) of a config, or the MeasureResult of
+    its instantiation error (the template raised, called raise_error, or `prepare` failed):
+    a bad config is that config's error, never the tuner's."""
+    t0 = time.time()
+    try:
+        sch, tensors = task.instantiate(cfg)
+        if not cfg.valid():
+            raise KilnError("; ".join(cfg.errors))
+        return sch, tensors, prepare(sch, tensors)
+    except Exception as err:  # noqa: BLE001
+        return MeasureResult([f"{type(err).__name__}: {err}"],
+                             MeasureErrorNo.INSTANTIATION_ERROR, time.time() - t0, time.time())
 
 
 def result_of(res) -> MeasureResult:

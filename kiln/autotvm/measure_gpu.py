@@ -20,7 +20,14 @@ from ..codegen import cuda
 from ..errors import KilnError
 from ..schedule.dag import ComputeDAG
 from ..tir.lower import lower
-from .measure import LocalBuilder, LocalRunner, MeasureErrorNo, MeasureResult, result_of
+from .measure import (
+    LocalBuilder,
+    LocalRunner,
+    MeasureErrorNo,
+    MeasureResult,
+    instantiate,
+    result_of,
+)
 
 
 class GpuTask:
@@ -56,25 +63,21 @@ class GpuMeasurer:
         results: list = [None] * len(configs)
         todo = []  # (index, (state, func, plan))
         for i, cfg in enumerate(configs):
-            t0 = time.time()
-            try:
-                sch, tensors = self.task.instantiate(cfg)
-                if not cfg.valid():
-                    raise KilnError("; ".join(cfg.errors))
-                state = getattr(sch, "state", sch)
-                func = lower(state, tensors)
-                plan = cuda.launch_plan(func, self.target)
-            except Exception as err:  # noqa: BLE001 - this config's error, not the tuner's
-                results[i] = MeasureResult([f"{type(err).__name__}: {err}"],
-                                           MeasureErrorNo.INSTANTIATION_ERROR,
-                                           time.time() - t0, time.time())
+            made = instantiate(self.task, cfg, self._lowered)
+            if isinstance(made, MeasureResult):
+                results[i] = made
                 continue
+            _, tensors, (func, plan) = made
             if not self._ready:
                 self._reference(tensors)
             todo.append((i, func, plan))
         if todo:
             self._run(todo, results)
         return results
+
+    def _lowered(self, sch, tensors) -> tuple:
+        func = lower(getattr(sch, "state", sch), tensors)
+        return func, cuda.launch_plan(func, self.target)
 
     def _run(self, todo: list, results: list) -> None:
         t0 = time.time()
