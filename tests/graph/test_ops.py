@@ -31,6 +31,7 @@ DATA = {
     "ch": _f(3), "chpos": _f(3, lo=0.5, hi=2.0), "cond2": RNG.random((4, 5)) > 0.5,
     "special": np.tile(np.array([[0.0, np.nan, np.inf, -np.inf, -1.5]], np.float32), (4, 9)),
     "ivals": RNG.integers(-5, 5, (3, 4)).astype(np.int64),
+    "ivals3": np.array([3, -3, 2, -5], np.int64),  # divisors of both signs, never 0
     "halves": (np.arange(-60, 60, dtype=np.float32) / 2 + np.float32(2 ** 22)
                * (np.arange(120) % 7 == 3)).reshape(2, 3, 4, 5),
     "u8": RNG.integers(0, 256, (6, 32)).astype(np.uint8),
@@ -196,6 +197,13 @@ CASES = [
     ("clip_lo", "clip", ["x"], {"a_min": 0.0, "a_max": None}, lambda v: np.maximum(v, 0)),
     ("cast", "cast", ["x"], {"dtype": "int32"}, lambda v: v.astype(np.int32)),
     ("floor", "floor", ["x"], {}, np.floor),
+    ("sin", "sin", ["x"], {}, np.sin),
+    ("cos", "cos", ["x"], {}, np.cos),
+    ("sign", "sign", ["special"], {}, np.sign),
+    ("floor_mod", "floor_mod", ["x", "pos"], {}, np.mod),
+    ("fmod", "fmod", ["x", "pos"], {}, np.fmod),
+    ("floor_mod_int", "floor_mod", ["ids", "ivals3"], {}, np.mod),
+    ("fmod_int", "fmod", ["ids", "ivals3"], {}, np.fmod),
     ("ceil", "ceil", ["x"], {}, np.ceil),
     ("round", "round", ["halves"], {}, np.round),  # ties to even, as NumPy and ONNX
     ("not", "not", ["cond"], {}, np.logical_not),
