@@ -1,8 +1,10 @@
 """The model zoo as users export it: full-size models on every import route, one table.
 
 Models (random weights from transformers configs; nothing is downloaded): BERT-base,
-DistilBERT, RoBERTa-base, GPT-2 small, ViT-B/16, ResNet-50, MobileNetV2 and the Whisper-tiny
-encoder; text models get the attention mask a tokenizer makes for a padded batch.
+DistilBERT, RoBERTa-base, GPT-2 small, ViT-B/16, ResNet-50, MobileNetV2, the Whisper-tiny
+encoder, and a 4-layer LLaMA (768 wide, grouped-query attention), Swin-T, EfficientNet-B0
+and wav2vec2-base (the last four are not in the default --models); text models get the
+attention mask a tokenizer makes for a padded batch.
 Routes: ONNX from torch.onnx.export(dynamo=False), ONNX from the default dynamo exporter, and
 kiln.frontend.from_pytorch (torch.export); --routes int8 adds the first one after ONNX
 Runtime's int8 recipe (quant_pre_process + quantize_dynamic, peers.quantized_bytes) and
@@ -102,6 +104,22 @@ def _whisper():
         {"input_features": torch.randn(1, 80, 3000)}
 
 
+def _wav2vec2():
+    """wav2vec2-base's encoder on one second of 16 kHz audio."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    class Audio(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_values):
+            return self.m(input_values=input_values).last_hidden_state
+    torch.manual_seed(0)
+    return Audio(Wav2Vec2Model(Wav2Vec2Config())).eval(), {"input_values": torch.randn(1, 16000)}
+
+
 def models() -> dict:
     import transformers as T
     return {
@@ -117,6 +135,16 @@ def models() -> dict:
         "mobilenet-v2": lambda: _vision(T.MobileNetV2Model, T.MobileNetV2Config(),
                                         (1, 3, 224, 224), "pooler_output"),
         "whisper-tiny-encoder": _whisper,
+        # families added later: rotary / grouped-query attention, shifted windows,
+        # squeeze-excitation, raw-audio GroupNorm
+        "llama-small": lambda: _text(T.LlamaModel, T.LlamaConfig(
+            hidden_size=768, intermediate_size=2048, num_hidden_layers=4,
+            num_attention_heads=12, num_key_value_heads=4, use_cache=False), 32000),
+        "swin-tiny": lambda: _vision(T.SwinModel, T.SwinConfig(), (1, 3, 224, 224),
+                                     "pooler_output"),
+        "efficientnet-b0": lambda: _vision(T.EfficientNetModel, T.EfficientNetConfig(),
+                                           (1, 3, 224, 224), "pooler_output"),
+        "wav2vec2-base": _wav2vec2,
     }
 
 
@@ -219,7 +247,7 @@ def _calibration(feeds: dict, count: int = 4) -> list:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(models()))
+    p.add_argument("--models", default=",".join(list(models())[:8]))
     p.add_argument("--routes", default=",".join(ROUTES))
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--gap-ms", type=float, default=200.0,

@@ -118,8 +118,9 @@ def test_pair_dot_product_matches_numpy(b_kn):
     s = _tiled(dag)
     f = kiln.build(s, dag.tensors, "cpu")
     src = f.get_source()
+    lanes = Target("cpu").vector_lanes("float32")  # one block per register of this host
     if b_kn:  # two lane-contiguous rows: zipped into pairs, one dot2 per vector
-        assert "kiln_zip_bf16x16(" in src and "kiln_dot2_bf16_f32x16(" in src
+        assert f"kiln_zip_bf16x{lanes}(" in src and f"kiln_dot2_bf16_f32x{lanes}(" in src
     rng = np.random.default_rng(1)
     a = to_bfloat16(rng.standard_normal((M, K)))
     b = to_bfloat16(rng.standard_normal((K, N) if b_kn else (N, K)))

@@ -61,7 +61,7 @@ def render(func: S.PrimFunc, target: Target | str | None = None, module: bool = 
     """
     target = as_target(target)
     _check_params(func)
-    body = prepare(func.body)
+    body = prepare(func.body, target.vector_lanes("float32"))
     vregs = _vreg_candidates(body)
     for _ in range(len(vregs) + 1):
         printer = FuncPrinter(func, target, body, vregs)
