@@ -64,6 +64,14 @@ class _TilePlan:
                 nvec = max(1, -(-cols // lanes))
                 fits = [d for d in divisors(rext) if d <= 8 and d * nvec <= regs // 2]
                 rows = max(fits) if fits else 1
+                if rows < 4 and regs == 16 and nvec == 2 and cols == 2 * lanes:
+                    # 16 registers (AVX2) and a row extent with no divisor in 4..8 but 5..8
+                    # for one vector (ResNet's 7x7 and 14x14 maps: 2 x 16 or 1 x 16 tiles,
+                    # one FMA per load): rows x one vector keeps more FMAs per load
+                    one = [d for d in divisors(rext) if 4 < d <= 8 and d + 3 <= regs]
+                    if one:
+                        rows, cols = max(one), lanes
+                        self.inner[cname] = cols
                 if rows < 4 and rext > 16:
                     # a prime-ish extent (ViT's 197 tokens): a 4-row tile with an edge guard
                     # beats 1-row tiles that reload every weight vector per row
