@@ -64,10 +64,12 @@ class _TilePlan:
                 nvec = max(1, -(-cols // lanes))
                 fits = [d for d in divisors(rext) if d <= 8 and d * nvec <= regs // 2]
                 rows = max(fits) if fits else 1
-                if rows < 4 and regs == 16 and nvec == 2 and cols == 2 * lanes:
-                    # 16 registers (AVX2) and a row extent with no divisor in 4..8 but 5..8
-                    # for one vector (ResNet's 7x7 and 14x14 maps: 2 x 16 or 1 x 16 tiles,
-                    # one FMA per load): rows x one vector keeps more FMAs per load
+                if rows < 4 and regs == 16 and nvec == 2 and cols == 2 * lanes and \
+                        _is_conv(stage):
+                    # 16 registers (AVX2), a convolution whose row extent has no divisor in
+                    # 4..8 but 5..8 for one vector (ResNet's 7x7 and 14x14 maps: 2 x 16 or
+                    # 1 x 16 tiles, one FMA per load): rows x one vector keeps more FMAs per
+                    # load. Not for products: Swin's 49-token windows lost 2x that way
                     one = [d for d in divisors(rext) if 4 < d <= 8 and d + 3 <= regs]
                     if one:
                         rows, cols = max(one), lanes
@@ -84,6 +86,13 @@ class _TilePlan:
 
     def lengths(self, name: str, n: int) -> tuple:
         return (1,) * (n - 1) + (self.inner.get(name, 1),)
+
+
+def _is_conv(stage) -> bool:
+    """A convolution stage (or its register-tile accumulator), by the topi tag."""
+    op = stage.op
+    tags = (getattr(op, "tag", "") or "", getattr(getattr(op, "_orig", None), "tag", "") or "")
+    return any("conv2d" in t for t in tags) or "conv" in op.name
 
 
 def _lane_split(steps: list, k: int) -> bool:
