@@ -20,8 +20,7 @@ from kiln.target import Target
 from kiln.te import expr as E
 from kiln.tir import stmt as S
 
-# vector blocks are at most one register of the target wide: 16 float lanes with AVX-512,
-# 8 with AVX2 (kernels here are rendered for, and run on, this host)
+# vector blocks are one register of the target wide at most (16 floats on AVX-512, 8 on AVX2)
 L = Target("cpu").vector_lanes("float32")
 AVX512 = "cpu -mattr=+avx,+avx2,+avx512bw,+avx512f,+avx512vl,+fma,+sse4.2"
 

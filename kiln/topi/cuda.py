@@ -27,6 +27,17 @@ from ..errors import ScheduleError
 from ..te import thread_axis
 from .cuda_model import handoff_unroll, k_last, mma_b_pad
 from .cuda_tiles import matmul_tiles, matmul_tiles_mma, pow2_floor
+from .cuda_tvm import (  # TVM's topi.cuda names with TVM's signatures  # noqa: F401
+    _tvm_form,
+    conv2d_nchw,
+    dense,
+    schedule_batch_matmul,
+    schedule_conv2d_nchw,
+    schedule_dense,
+    schedule_pool,
+    schedule_reduce,
+    schedule_softmax,
+)
 
 MAX_THREADS = 256  # threads per block of the injective and row-reduction schedules
 
@@ -472,50 +483,3 @@ def _is_product(t) -> bool:
         body.source.op == "mul" and len(t.op.axis) >= 2
 
 
-
-# TVM's topi.cuda names, with TVM's signatures: `schedule_X(outs)` inside
-# `with tvm.target.Target("cuda ...")` returns a new schedule of the kernel computing outs
-# (the default GPU schedule above, as chosen by schedule_auto); computes are topi.nn's.
-def _tvm_form(outs):
-    from ..target import Target
-    from .generic import default_schedule
-    target = Target.current(allow_none=True)
-    if target is None or target.kind != "cuda":
-        raise ScheduleError("topi.cuda schedules are made inside `with tvm.target.Target("
-                            f"'cuda -arch=sm_90')` (or cuda on a GPU machine); the target in "
-                            f"scope is {target}")
-    return default_schedule(outs, target)
-
-
-def schedule_reduce(outs):
-    return _tvm_form(outs)
-
-
-def schedule_softmax(outs):
-    return _tvm_form(outs)
-
-
-def schedule_dense(outs):
-    return _tvm_form(outs)
-
-
-def schedule_batch_matmul(outs):
-    return _tvm_form(outs)
-
-
-def schedule_conv2d_nchw(outs):
-    return _tvm_form(outs)
-
-
-def schedule_pool(outs, layout: str = "NCHW"):
-    return _tvm_form(outs)
-
-
-def conv2d_nchw(data, kernel, strides=1, padding=0, dilation=1, out_dtype=None):
-    from .nn import conv2d_nchw as compute
-    return compute(data, kernel, strides, padding, dilation, out_dtype=out_dtype)
-
-
-def dense(data, weight, bias=None, out_dtype=None):
-    from .nn import dense as compute
-    return compute(data, weight, bias, out_dtype)

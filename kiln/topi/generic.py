@@ -27,38 +27,14 @@ def default_schedule(outs, target=None) -> Schedule:
     return Schedule.from_state(dag, choose(dag, target=target))
 
 
-def schedule_injective(outs) -> Schedule:
+def schedule_injective(outs, layout: str = "NCHW") -> Schedule:
+    """Every schedule_X below: the default schedule of the kernel computing `outs`."""
     return default_schedule(outs)
 
 
-def schedule_reduce(outs) -> Schedule:
-    return default_schedule(outs)
-
-
-def schedule_softmax(outs) -> Schedule:
-    return default_schedule(outs)
-
-
-def schedule_dense(outs) -> Schedule:
-    return default_schedule(outs)
-
-
-def schedule_batch_matmul(outs) -> Schedule:
-    return default_schedule(outs)
-
-
-def schedule_conv2d_nchw(outs) -> Schedule:
-    return default_schedule(outs)
-
-
-def schedule_pool(outs, layout: str = "NCHW") -> Schedule:
-    return default_schedule(outs)
-
-
-def schedule_adaptive_pool(outs) -> Schedule:
-    return default_schedule(outs)
-
-
+schedule_reduce = schedule_softmax = schedule_dense = schedule_batch_matmul = \
+    schedule_injective
+schedule_conv2d_nchw = schedule_pool = schedule_adaptive_pool = schedule_injective
 schedule_elemwise = schedule_broadcast = schedule_injective
 schedule_conv2d_nhwc = schedule_conv2d_nchw
 
