@@ -30,6 +30,9 @@ def __getattr__(name: str):
     if name == "device":
         from .runtime.ndarray import device
         return device
+    if name in ("register_func", "get_global_func", "list_global_func_names"):
+        from .runtime import registry
+        return getattr(registry, name)
     if name in ("cuda", "gpu"):
         from .runtime.ndarray import cuda
         return cuda

@@ -87,8 +87,11 @@ def _with_outputs(state, args):
     dag = getattr(state, "dag", None)
     if args is None or dag is None:
         return args
-    given = {id(getattr(a, "op", None)) for a in args}
-    return list(args) + [op.output(0) for op in dag.outputs if id(op) not in given]
+    given = {(id(getattr(a, "op", None)), getattr(a, "value_index", 0)) for a in args}
+    missing = [op.output(k) for op in dag.outputs for k in range(op.num_outputs)
+               if (id(op), k) not in given]
+    tensors = [a for a in args if not isinstance(a, E.Var)]
+    return tensors + missing + [a for a in args if isinstance(a, E.Var)]
 
 
 def _symbolic(state) -> bool:

@@ -12,7 +12,7 @@ import json
 import weakref
 from dataclasses import dataclass, field
 
-from ..errors import KilnError
+from ..errors import KilnError, ScheduleError
 from ..schedule import ComputeDAG
 from ..target import as_target
 
@@ -122,6 +122,10 @@ class SearchTask:
                 self.registry_key = make_workload_key(fn, args)
             compute_dag = ComputeDAG(list(fn(*args)))
             desc = desc or f"{fn.__name__}{args}"
+        if compute_dag.has_extern:
+            raise ScheduleError("the workload calls a te.extern packed function; the "
+                                "auto-scheduler tunes te.compute stages only (schedule the "
+                                "computes around the call by hand)")
         self.compute_dag = compute_dag
         self.args = list(compute_dag.tensors)
         self.workload_key = workload_key or compute_dag.workload_key()

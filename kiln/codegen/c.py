@@ -94,8 +94,20 @@ def metadata(func: S.PrimFunc, target: Target) -> dict:
     params = [{"name": b.name, "shape": [_dim(d) for d in b.shape], "dtype": b.dtype,
                "written": b.uid in written} for b in func.params]
     scalars = [{"name": v.name, "dtype": v.dtype} for v in func.scalar_params]
-    return {"version": META_VERSION, "name": c_name(func.name), "target": str(target),
+    meta = {"version": META_VERSION, "name": c_name(func.name), "target": str(target),
             "params": params, "scalar_params": scalars}
+    calls = packed_calls(func.body)
+    if calls:  # te.extern call sites, numbered in order: the runtime's callback reads these
+        meta["packed_calls"] = [
+            {"name": c.func_name,
+             "args": [{"shape": [_dim(d) for d in a.shape], "dtype": a.dtype}
+                      if isinstance(a, S.Buffer) else {"dtype": a.dtype} for a in c.args]}
+            for c in calls]
+    return meta
+
+
+def packed_calls(body: S.Stmt) -> list:
+    return [st for st in S.walk_stmts(body) if isinstance(st, S.CallPacked)]
 
 
 # ---------------------------------------------------------------- checks and analyses
@@ -117,7 +129,14 @@ def _dim(d):
 
 
 def _written(body: S.Stmt) -> set:
-    return {st.buffer.uid for st in S.walk_stmts(body) if isinstance(st, S.Store)}
+    """Buffers the kernel may write (a packed call may write any buffer it is given)."""
+    out = set()
+    for st in S.walk_stmts(body):
+        if isinstance(st, S.Store):
+            out.add(st.buffer.uid)
+        elif isinstance(st, S.CallPacked):
+            out.update(a.uid for a in st.args if isinstance(a, S.Buffer))
+    return out
 
 
 def walk_all(s: S.Stmt):
@@ -179,6 +198,7 @@ class FuncPrinter:
         self.depth = 1
         self.in_parallel = False
         self.uses_heap = False
+        self.calls = 0  # te.extern call sites printed so far
         self.demoted: set = set()
         self.bound: set = set()
 
@@ -190,7 +210,7 @@ class FuncPrinter:
         self.lines.append("  " * self.depth + text)
 
     def render(self) -> str:
-        name = self.scope.fresh(self.func.name)
+        name = self.fname = self.scope.fresh(self.func.name)
         for b in self.func.params:
             self.scope.name(b)
         for v in self.func.scalar_params:
@@ -221,8 +241,32 @@ class FuncPrinter:
             self.if_(s)
         elif isinstance(s, S.LetStmt):
             self.let(s)
+        elif isinstance(s, S.CallPacked):
+            self.call_packed(s)
         else:
             raise CodegenError(f"the C backend cannot print statement {type(s).__name__}")
+
+    def call_packed(self, s: S.CallPacked) -> None:
+        """A te.extern: the runtime's callback (set through NAME__kiln_set_hook) runs the
+        Python function; a failure is kept in kiln_err and returned after the rest of the
+        kernel has run and freed its memory (the outputs are then not used)."""
+        site = self.calls
+        self.calls += 1
+        self.line("{")
+        self.depth += 1
+        ptrs = []
+        for k, a in enumerate(s.args):
+            if isinstance(a, S.Buffer):
+                ptrs.append(f"(void*){self.scope.name(a)}")
+                continue
+            self.line(f"{ctype(a.dtype)} kiln_parg{k} = {self.scalar.expr(a)};")
+            ptrs.append(f"(void*)&kiln_parg{k}")
+        self.line(f"void* kiln_pargs[{max(len(ptrs), 1)}] = {{{', '.join(ptrs) or '0'}}};")
+        hook = f"{self.fname}__kiln_hook"
+        self.line(f"int32_t kiln_prc = {hook} ? {hook}({site}, kiln_pargs) : -7;")
+        self.line("if (kiln_prc != 0) kiln_err = kiln_prc;")
+        self.depth -= 1
+        self.line("}")
 
     def loop(self, s: S.For, pragma: str | None = None) -> None:
         n = const_int(s.extent)
@@ -373,9 +417,15 @@ class FuncPrinter:
 
     def kernel(self, name: str, meta: dict) -> str:
         head = [_EXPORT, self.signature(name) + " {"]
-        if self.uses_heap:
+        if self.calls:
+            hook = f"{name}__kiln_hook"
+            head = [f"static int32_t (*{hook})(int32_t, void**) = 0;", _EXPORT,
+                    f"void {name}__kiln_set_hook(void* fp) {{",
+                    f"  {hook} = (int32_t (*)(int32_t, void**))fp;", "}", ""] + head
+        if self.uses_heap or self.calls:
             head.append("  int32_t kiln_err = 0;")
-        tail = ["  return kiln_err;" if self.uses_heap else "  return 0;", "}", ""]
+        tail = ["  return kiln_err;" if self.uses_heap or self.calls else "  return 0;",
+                "}", ""]
         return "\n".join(head + self.lines + tail)
 
     def packed(self, name: str) -> str:

@@ -170,6 +170,9 @@ class KernelPrinter(FuncPrinter):
         elif isinstance(s, S.MmaTile):
             self.block_wide("a tensor-core product (mma.sync)")
             self.mma_tile(s)
+        elif isinstance(s, S.CallPacked):
+            raise CodegenError(f"te.extern call of {s.func_name!r}: packed functions run on "
+                               "the host; build this schedule for a CPU target")
         else:
             super().stmt(s)
 

@@ -1,6 +1,7 @@
 """TVM's contrib modules kiln provides: graph_executor (running a built whole model), utils
-(tempdir) and cc (linking saved object files)."""
+(tempdir), cc (linking saved object files) and cblas (matrix products as te.extern
+calls of NumPy's BLAS)."""
 
-from . import cc, graph_executor, utils
+from . import cblas, cc, graph_executor, utils
 
-__all__ = ["cc", "graph_executor", "utils"]
+__all__ = ["cblas", "cc", "graph_executor", "utils"]

@@ -74,6 +74,10 @@ class Kernel:
         self._time = _symbol(lib, f"{self.name}_time", ctypes.c_int32,
                              [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
                               ctypes.POINTER(ctypes.c_double)])
+        self._hook = None
+        if meta.get("packed_calls"):  # te.extern call sites: the Python callback
+            from .packed import PackedHook
+            self._hook = PackedHook(lib, self.name, meta["packed_calls"])
 
     @property
     def arg_names(self) -> list:
@@ -81,8 +85,12 @@ class Kernel:
 
     def __call__(self, *args) -> None:
         argv, _keep = self.pack(args)
+        if self._hook is not None:
+            self._hook.check()
         rc = self._packed(argv)
         if rc != 0:
+            if self._hook is not None:
+                self._hook.raise_failure(rc)
             raise RuntimeFailure(f"kernel {self.name} failed with code {rc}"
                                  f"{' (a heap allocation failed)' if rc == -1 else ''}")
 
@@ -165,8 +173,12 @@ class Kernel:
     # ------------------------------------------------------------ timing
     def time_once(self, argv, number: int) -> float:
         out = (ctypes.c_double * 1)()
+        if self._hook is not None:
+            self._hook.check()
         rc = self._time(argv, number, 1, out)
         if rc != 0:
+            if self._hook is not None:
+                self._hook.raise_failure(rc)
             raise RuntimeFailure(f"kernel {self.name} failed with code {rc} while timing")
         return out[0]
 

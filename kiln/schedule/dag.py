@@ -63,15 +63,18 @@ class ComputeDAG:
             self.tensors = group_dot_reductions(self.tensors)
         ops = _as_ops(self.tensors)
         consumed = {id(t.op) for op in topo_ops(ops) for t in op.input_tensors}
-        self.outputs = [op for op in ops if isinstance(op, ComputeOp) and id(op) not in consumed]
-        if not self.outputs:
-            self.outputs = [op for op in ops if isinstance(op, ComputeOp)][-1:]
+        made = [op for op in ops if not isinstance(op, PlaceholderOp)]  # computes, externs
+        self.outputs = [op for op in made if id(op) not in consumed] or made[-1:]
         if not self.outputs:
             raise ScheduleError("a ComputeDAG needs at least one te.compute output")
         self.ops = topo_ops(self.outputs)
 
     def consumers(self, op: Operation) -> list:
         return [c for c in self.ops if any(t.op is op for t in c.input_tensors)]
+
+    @property
+    def has_extern(self) -> bool:
+        return any(getattr(op, "is_extern", False) for op in self.ops)
 
     @property
     def flop_ct(self) -> int:
@@ -93,6 +96,11 @@ class ComputeDAG:
         for op in self.ops:
             if isinstance(op, PlaceholderOp):
                 out.append(["placeholder", [int(d) for d in _shape_ints(op.shape)], op.dtype])
+                continue
+            if not isinstance(op, ComputeOp):
+                outs = [op.output(k) for k in range(op.num_outputs)]
+                out.append(["extern", op.call.func_name, [names[id(t.op)] for t in op.inputs],
+                            [[int(d) for d in _shape_ints(t.shape)] for t in outs]])
                 continue
             vmap = {}
             for a in list(op.axis) + list(op.reduce_axis):
@@ -117,9 +125,12 @@ class ComputeDAG:
         for op in self.ops:
             if isinstance(op, PlaceholderOp):
                 lines.append(f"{op.name} = PLACEHOLDER {list(_shape_ints(op.shape))} {op.dtype}")
+            elif not isinstance(op, ComputeOp):
+                lines.append(f"{op.name} = EXTERN {op.call!r}")
             else:
                 idx = ", ".join(a.name for a in op.axis)
-                lines.append(f"{op.name}({idx}) = {op.body[0]!r}")
+                for k, b in enumerate(op.body):
+                    lines.append(f"{op.output(k).name}({idx}) = {b!r}")
         return "\n".join(lines)
 
     __repr__ = __str__

@@ -25,8 +25,10 @@ def shape_vars(ops) -> list:
     """The symbolic sizes named by the shapes and axis extents of `ops`, in first-seen order."""
     seen, out = set(), []
     for op in ops:
-        dims = list(op.shape) if isinstance(op, PlaceholderOp) else \
-            [a.extent for a in list(op.axis) + list(op.reduce_axis)]
+        if isinstance(op, ComputeOp):
+            dims = [a.extent for a in list(op.axis) + list(op.reduce_axis)]
+        else:  # placeholders, te.extern outputs
+            dims = [d for k in range(op.num_outputs) for d in op.output(k).shape]
         for d in dims:
             if not isinstance(d, E.Expr):
                 continue
@@ -93,7 +95,7 @@ def _rebuild(op, consts: dict, values: dict, new_of: dict, axes: dict):
             return E.TensorLoad(new_of[id(n.tensor.op)].output(n.tensor.value_index), n.indices)
         if isinstance(n, E.Reduce):
             init = None if n.init is None else E.transform(n.init, fn)
-            return E.Reduce(n.combiner, n.source, [axis(a) for a in n.axis], n.condition, init)
+            return n.rebuilt(n.sources, [axis(a) for a in n.axis], n.condition, init)
         return None
     body = [E.transform(b, fn) for b in op.body]
     return ComputeOp(op.name, [axis(a) for a in op.axis], body, op.tag, dict(op.attrs or {}))

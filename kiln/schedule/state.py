@@ -74,7 +74,13 @@ class ComputeDef:
 
     axis: tuple  # spatial IterVars
     reduce_axis: tuple  # reduce IterVars
-    body: E.Expr
+    body: E.Expr  # the first output's
+    more: tuple = ()  # a multi-output compute's other outputs' bodies (TVM's tuple compute)
+
+    @property
+    def bodies(self) -> tuple:
+        """Every output's body: one loop nest stores them all."""
+        return (self.body,) + self.more
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,12 @@ class Stage:
 
     @property
     def is_placeholder(self) -> bool:
-        return self.compute is None
+        return self.compute is None and not self.is_extern
+
+    @property
+    def is_extern(self) -> bool:
+        """A te.extern op: computed by one packed call at the root, no loops to schedule."""
+        return getattr(self.op, "is_extern", False)
 
     def root_vars(self) -> tuple:
         return tuple(self.compute.axis) + tuple(self.compute.reduce_axis)
@@ -134,13 +145,10 @@ def uniquify_axes(op: ComputeOp) -> ComputeOp:
 
 
 def stage_of_op(op, is_output: bool) -> Stage:
-    if isinstance(op, PlaceholderOp):
+    if isinstance(op, PlaceholderOp) or getattr(op, "is_extern", False):
         return Stage(op, None, is_output=is_output)
-    if op.num_outputs != 1:
-        raise ScheduleError(f"compute {op.name!r} has {op.num_outputs} outputs; kiln schedules "
-                            "single-output computes only")
     uniquify_axes(op)
-    comp = ComputeDef(tuple(op.axis), tuple(op.reduce_axis), op.body[0])
+    comp = ComputeDef(tuple(op.axis), tuple(op.reduce_axis), op.body[0], tuple(op.body[1:]))
     return Stage(op, comp, root_iters(comp), is_output=is_output)
 
 
@@ -183,9 +191,10 @@ class State:
             cached = {}
             for j, s in enumerate(self.stages):
                 if s.compute is None:
-                    continue
-                read = {id(n.tensor.op) for n in E.walk(s.compute.body)
-                        if isinstance(n, E.TensorLoad)}
+                    read = {id(t.op) for t in s.op.input_tensors}  # a te.extern's inputs
+                else:
+                    read = {id(n.tensor.op) for b in s.compute.bodies for n in E.walk(b)
+                            if isinstance(n, E.TensorLoad)}
                 for op_id in read:
                     cached.setdefault(op_id, []).append(j)
             object.__setattr__(self, "_consumers", cached)

@@ -31,6 +31,9 @@ def _stage(state, si: int) -> Stage:
     st = state.stages[si]
     if st.is_placeholder:
         raise ScheduleError(f"{st.name} is an input placeholder; it has no loops to schedule")
+    if st.is_extern:
+        raise ScheduleError(f"{st.name} is a te.extern op (one packed call); it has no loops "
+                            "to schedule")
     return st
 
 
@@ -153,6 +156,8 @@ def compute_inline(state, si: int):
         raise ScheduleError(f"compute_inline: {st.name} is a reduction and cannot be inlined")
     if st.is_output:
         raise ScheduleError(f"compute_inline: {st.name} is an output of the schedule")
+    if any(state.stages[c].is_extern for c in state.consumers(si)):
+        raise ScheduleError(f"compute_inline: a te.extern reads {st.name} as a whole buffer")
     for _j, s in enumerate(state.stages):
         if s.attach[0] == "at" and s.attach[1] is st.op:
             raise ScheduleError(f"compute_inline: {s.name} is computed at {st.name}; "
@@ -213,9 +218,15 @@ def clone_body(body: E.Expr, mapping: dict) -> E.Expr:
     """Substitute vars, including a Reduce's own axis list."""
     if isinstance(body, E.Reduce):
         cond = None if body.condition is None else E.substitute(body.condition, mapping)
-        return E.Reduce(body.combiner, E.substitute(body.source, mapping),
-                        [mapping.get(a, a) for a in body.axis], cond, body.init)
+        return body.rebuilt([E.substitute(x, mapping) for x in body.sources],
+                            [mapping.get(a, a) for a in body.axis], cond)
     return E.substitute(body, mapping)
+
+
+def _single_output(st: Stage, what: str) -> None:
+    if st.compute.more:
+        raise ScheduleError(f"{what} of {st.name}: kiln does not {what} multi-output computes "
+                            f"({1 + len(st.compute.more)} outputs); schedule its loops instead")
 
 
 def _insert(state, at: int, stage: Stage, replaced: dict):
@@ -233,6 +244,7 @@ def cache_write(state, si: int, scope: str):
                             "of that stage")
     if st.attach[0] == "inline":
         raise ScheduleError(f"cache_write on {st.name}: the stage is inlined")
+    _single_output(st, "cache_write")
     axis, red, mapping = _new_axes(st.compute)
     body = clone_body(st.compute.body, mapping)
     op = ComputeOp(f"{st.name}.{scope}", axis, [body], tag="cache_write")
@@ -248,6 +260,8 @@ def cache_read(state, si: int, scope: str, readers: tuple):
     src = state.stages[si]
     if not readers:
         raise ScheduleError(f"cache_read of {src.name}: name at least one reader stage")
+    if not src.is_placeholder:
+        _single_output(src, "cache_read")
     shape = src.op.output(0).shape
     axis = tuple(E.IterVar(d, f"ax{k}") for k, d in enumerate(shape))
     tensor = src.op.output(0)
@@ -258,12 +272,14 @@ def cache_read(state, si: int, scope: str, readers: tuple):
     repl = {}
     for r in readers:
         rs = _stage(state, r)
-        if r <= si or src.op not in [n.tensor.op for n in E.walk(rs.compute.body)
+        if r <= si or src.op not in [n.tensor.op for b in rs.compute.bodies for n in E.walk(b)
                                      if isinstance(n, E.TensorLoad)]:
             raise ScheduleError(f"cache_read: {rs.name} does not read {src.name}")
-        body = E.transform(rs.compute.body, lambda n: E.TensorLoad(new, n.indices)
-                           if isinstance(n, E.TensorLoad) and n.tensor.op is src.op else None)
-        repl[r] = replace(rs, compute=replace(rs.compute, body=body))
+        bodies = [E.transform(b, lambda n: E.TensorLoad(new, n.indices)
+                              if isinstance(n, E.TensorLoad) and n.tensor.op is src.op else None)
+                  for b in rs.compute.bodies]
+        repl[r] = replace(rs, compute=replace(rs.compute, body=bodies[0],
+                                              more=tuple(bodies[1:])))
     return _insert(state, si + 1, cache, repl)
 
 
@@ -279,5 +295,6 @@ def rfactor(state, si: int, ii: int, factor_axis: int):
     it = _iter(st, ii)
     if it.kind != "reduce":
         raise ScheduleError(f"rfactor on {st.name}.{it.name}: not a reduction loop")
+    _single_output(st, "rfactor")
     rf_stage, new_st = rfactor_stage(st, it, factor_axis)
     return _insert(state, si, rf_stage, {si: new_st})

@@ -23,6 +23,7 @@ from .expr import (
     size_var,
     var,
 )
+from .extern_op import ExternOp, call_packed, extern
 from .intrin import (
     abs,
     call_extern,
@@ -70,11 +71,12 @@ def create_schedule(ops):
 
 
 __all__ = [
-    "Cast", "ComputeOp", "Expr", "FloatImm", "IntImm", "IterVar", "Operation", "PlaceholderOp",
-    "Reduce", "Select", "Tensor", "Var", "abs", "all", "any", "call_extern", "call_pure_extern",
-    "ceil", "comm_reducer", "compute", "const", "cos", "create_schedule", "erf", "exp", "exp2",
-    "floor", "floordiv", "floormod", "fmod", "if_then_else", "indexdiv", "indexmod", "log",
-    "log2", "max", "max_value", "min", "min_value", "placeholder", "pow", "power", "prod",
-    "reduce_axis", "round", "rsqrt", "select", "sigmoid", "sin", "size_var", "sqrt", "sum", "tanh",
-    "thread_axis", "trunc", "var",
+    "Cast", "ComputeOp", "Expr", "ExternOp", "FloatImm", "IntImm", "IterVar", "Operation",
+    "PlaceholderOp", "Reduce", "Select", "Tensor", "Var", "abs", "all", "any", "call_extern",
+    "call_packed", "call_pure_extern", "ceil", "comm_reducer", "compute", "const", "cos",
+    "create_schedule", "erf", "exp", "exp2", "extern", "floor", "floordiv", "floormod",
+    "fmod", "if_then_else", "indexdiv", "indexmod", "log", "log2", "max", "max_value", "min",
+    "min_value", "placeholder", "pow", "power", "prod", "reduce_axis", "round", "rsqrt",
+    "select", "sigmoid", "sin", "size_var", "sqrt", "sum", "tanh", "thread_axis", "trunc",
+    "var",
 ]

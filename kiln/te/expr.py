@@ -207,7 +207,9 @@ class TensorLoad(Expr):
 
 
 class CommReducer:
-    """A commutative reduction: combine(lhs, rhs) and its identity element per dtype."""
+    """A commutative reduction: combine(lhs, rhs) and its identity element per dtype. A tuple
+    reducer (TVM's argmax) combines tuples: fcombine((x0, x1), (y0, y1)) -> (z0, z1) and
+    fidentity(dtype0, dtype1) -> (e0, e1)."""
 
     def __init__(self, name: str, fcombine, fidentity):
         self.name, self.fcombine, self.fidentity = name, fcombine, fidentity
@@ -217,6 +219,26 @@ class CommReducer:
 
     def identity(self, dtype: str) -> Expr:
         return convert(self.fidentity(dtype), dtype)
+
+    def combine_all(self, lhs: tuple, rhs: tuple) -> tuple:
+        """Every component of combine(lhs, rhs); one-element tuples for a plain reducer."""
+        if len(lhs) == 1:
+            return (self.combine(lhs[0], rhs[0]),)
+        out = self._tuple(self.fcombine(tuple(lhs), tuple(rhs)), len(lhs), "fcombine")
+        return tuple(convert(o, a.dtype) for o, a in zip(out, lhs))
+
+    def identities(self, dtypes) -> tuple:
+        dtypes = list(dtypes)
+        if len(dtypes) == 1:
+            return (self.identity(dtypes[0]),)
+        out = self._tuple(self.fidentity(*dtypes), len(dtypes), "fidentity")
+        return tuple(convert(o, t) for o, t in zip(out, dtypes))
+
+    def _tuple(self, out, n: int, what: str) -> tuple:
+        if not isinstance(out, (tuple, list)) or len(out) != n:
+            raise ExprError(f"comm_reducer {self.name!r}: {what} must return a tuple of {n} "
+                            f"values for a {n}-tuple reduction, got {out!r}")
+        return tuple(out)
 
     def __call__(self, expr, axis, where=None, init=None):
         from .tensor import make_reduce
@@ -230,18 +252,33 @@ class CommReducer:
 
 
 class Reduce(Expr):
-    """combiner over `axis` of `source`, only where `condition` holds; `init` is the start value."""
+    """combiner over `axis` of `source`, only where `condition` holds; `init` is the start value.
 
-    __slots__ = ("combiner", "source", "axis", "condition", "init")
+    A tuple reduction (argmax over (index, value) pairs) has several `sources`, reduced
+    together; its node for output k has value_index k (TVM's Reduce.value_index) and
+    `source` is sources[k]."""
 
-    def __init__(self, combiner: CommReducer, source: Expr, axis, condition=None, init=None):
-        self.combiner, self.source, self.axis = combiner, source, tuple(axis)
+    __slots__ = ("combiner", "source", "axis", "condition", "init", "sources", "value_index")
+
+    def __init__(self, combiner: CommReducer, source, axis, condition=None, init=None,
+                 value_index: int = 0):
+        srcs = tuple(source) if isinstance(source, (tuple, list)) else (source,)
+        self.combiner, self.sources, self.value_index = combiner, srcs, value_index
+        self.source, self.axis = srcs[value_index], tuple(axis)
         self.condition = None if condition is None else as_bool(convert(condition))
-        self.init = None if init is None else convert(init, source.dtype)
-        self.dtype = source.dtype
+        self.init = None if init is None else convert(init, self.source.dtype)
+        self.dtype = self.source.dtype
 
     def identity(self) -> Expr:
-        return self.init if self.init is not None else self.combiner.identity(self.dtype)
+        if self.init is not None:
+            return self.init
+        return self.combiner.identities([s.dtype for s in self.sources])[self.value_index]
+
+    def rebuilt(self, sources, axis, condition, init=None) -> Reduce:
+        """The same reduction (same combiner and component) over new parts."""
+        src = tuple(sources) if len(self.sources) > 1 else sources[0]
+        return Reduce(self.combiner, src, axis, condition,
+                      self.init if init is None else init, self.value_index)
 
 
 # ---------------------------------------------------------------- construction helpers
@@ -404,7 +441,7 @@ def children(e: Expr) -> tuple:
         return e.indices
     if isinstance(e, Reduce):
         extra = () if e.condition is None else (e.condition,)
-        return (e.source,) + extra
+        return e.sources + extra
     if hasattr(e, "expr_children"):
         return e.expr_children()
     return ()
@@ -439,7 +476,8 @@ def rebuild(e: Expr, new_children) -> Expr:
     if isinstance(e, TensorLoad):
         return TensorLoad(e.tensor, c)
     if isinstance(e, Reduce):
-        return Reduce(e.combiner, c[0], e.axis, c[1] if len(c) > 1 else None, e.init)
+        n = len(e.sources)
+        return e.rebuilt(c[:n], e.axis, c[n] if len(c) > n else None)
     if hasattr(e, "expr_rebuild"):
         return e.expr_rebuild(c)
     return e

@@ -33,7 +33,10 @@ def expr_str(e) -> str:
     if isinstance(e, E.Reduce):
         axes = ", ".join(a.name for a in e.axis)
         where = "" if e.condition is None else f", where={expr_str(e.condition)}"
-        return f"{e.combiner.name}({expr_str(e.source)}, axis=[{axes}]{where})"
+        if len(e.sources) == 1:
+            return f"{e.combiner.name}({expr_str(e.source)}, axis=[{axes}]{where})"
+        srcs = ", ".join(expr_str(x) for x in e.sources)
+        return f"{e.combiner.name}(({srcs}), axis=[{axes}]{where})[{e.value_index}]"
     if hasattr(e, "expr_str"):
         return e.expr_str(expr_str)
     return f"<{type(e).__name__}>"

@@ -201,6 +201,18 @@ def _check_body(bodies, name: str) -> None:
     reds = [b for b in bodies if isinstance(b, E.Reduce)]
     if reds and len(reds) != len(bodies):
         raise ExprError(f"compute {name!r}: cannot mix reductions and plain outputs")
+    if any(r.axis != reds[0].axis or repr(r.condition) != repr(reds[0].condition)
+           for r in reds):
+        raise ExprError(f"compute {name!r}: the outputs' reductions must share their axes and "
+                        "condition")
+    tuples = [r for r in reds if len(r.sources) > 1]
+    if tuples and (len(reds) != len(tuples[0].sources) or any(
+            len(r.sources) != len(tuples[0].sources) or r.value_index != k
+            or any(x is not y for x, y in zip(r.sources, tuples[0].sources))
+            for k, r in enumerate(reds))):
+        raise ExprError(f"compute {name!r}: a tuple reduction's outputs must be all of its "
+                        f"{len(tuples[0].sources)} components, in order (T0, T1 = "
+                        "te.compute(shape, lambda i: reducer((a, b), axis=k)))")
 
 
 def reduce_axis(dom, name: str = "rv") -> E.IterVar:
@@ -264,15 +276,23 @@ def thread_axis(dom=None, tag: str = "", name: str = "", span=None) -> ThreadAxi
     return ThreadAxis(tag, name)
 
 
-def make_reduce(combiner, expr, axis, where=None, init=None) -> E.Expr:
-    expr = E.convert(expr)
+def make_reduce(combiner, expr, axis, where=None, init=None):
+    """One Reduce node, or for a tuple of sources (a tuple reducer) one node per component."""
     axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
     for a in axes:
         if not isinstance(a, E.IterVar) or a.kind != "reduce":
             raise ExprError(f"{combiner.name}: axis {a!r} is not a te.reduce_axis")
     if not axes:
         raise ExprError(f"{combiner.name}: needs at least one reduce axis")
-    return E.Reduce(combiner, expr, axes, where, init)
+    if not isinstance(expr, (tuple, list)):
+        return E.Reduce(combiner, E.convert(expr), axes, where, init)
+    srcs = tuple(E.convert(x) for x in expr)
+    inits = [None] * len(srcs) if init is None else list(init) \
+        if isinstance(init, (tuple, list)) else None
+    if inits is None or len(inits) != len(srcs):
+        raise ExprError(f"{combiner.name}: init must be a tuple of {len(srcs)} values, one per "
+                        f"source, got {init!r}")
+    return tuple(E.Reduce(combiner, srcs, axes, where, i0, k) for k, i0 in enumerate(inits))
 
 
 def comm_reducer(fcombine, fidentity, name: str = "reduce") -> E.CommReducer:

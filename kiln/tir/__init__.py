@@ -22,6 +22,7 @@ from ..te.expr import (
     max_value,
     min_value,
 )
+from ..te.extern_op import call_packed
 from ..te.intrin import (
     call_extern,
     call_pure_extern,
@@ -45,21 +46,22 @@ from ..te.intrin import (
 from .lower import lower
 from .simplify import simplify
 from .stmt import (
-                   Allocate,
-                   Buffer,
-                   BufferLoad,
-                   For,
-                   IfThenElse,
-                   LetStmt,
-                   PrimFunc,
-                   SeqStmt,
-                   Stmt,
-                   Store,
+    Allocate,
+    Buffer,
+    BufferLoad,
+    CallPacked,
+    For,
+    IfThenElse,
+    LetStmt,
+    PrimFunc,
+    SeqStmt,
+    Stmt,
+    Store,
 )
 
-__all__ = ["Allocate", "Buffer", "BufferLoad", "Cast", "FloatImm", "For", "IfThenElse",
-           "IntImm", "LetStmt", "PrimFunc", "Select", "SeqStmt", "Stmt", "Store", "Var", "all",
-           "any", "call_extern", "call_pure_extern", "ceil", "const", "cos", "erf", "exp",
-           "exp2", "floor", "floordiv", "floormod", "if_then_else", "indexdiv", "indexmod",
-           "log", "log2", "lower", "max_value", "min_value", "power", "round", "rsqrt",
-           "sigmoid", "simplify", "sin", "sqrt", "tanh", "trunc"]
+__all__ = ["Allocate", "Buffer", "BufferLoad", "CallPacked", "Cast", "FloatImm", "For",
+           "IfThenElse", "IntImm", "LetStmt", "PrimFunc", "Select", "SeqStmt", "Stmt", "Store",
+           "Var", "all", "any", "call_extern", "call_packed", "call_pure_extern", "ceil", "const",
+           "cos", "erf", "exp", "exp2", "floor", "floordiv", "floormod", "if_then_else",
+           "indexdiv", "indexmod", "log", "log2", "lower", "max_value", "min_value", "power",
+           "round", "rsqrt", "sigmoid", "simplify", "sin", "sqrt", "tanh", "trunc"]

@@ -77,6 +77,10 @@ def split_kernels(func: S.PrimFunc, target=None) -> tuple:
     order = list(func.params) + workspace
     kernels = []
     for k, root in enumerate(roots):
+        calls = [x for x in S.walk_stmts(root) if isinstance(x, S.CallPacked)]
+        if calls:
+            raise ScheduleError(f"te.extern call of {calls[0].func_name!r}: packed functions "
+                                "run on the host; build this schedule for a CPU target")
         kern = _kernel(f"{func.name}_kernel{k}", root, order)
         _check_limits(kern, target)
         kernels.append(kern)

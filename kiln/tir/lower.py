@@ -66,6 +66,7 @@ class LStage:
     root_val: dict = field(default_factory=dict)  # root IterVar -> expr in loop vars
     guards: list = field(default_factory=list)
     buffer: S.Buffer | None = None
+    more: list = field(default_factory=list)  # a multi-output stage's other outputs' buffers
     offsets: list = field(default_factory=list)  # region mins per dim
     layout: tuple = ()  # packed layout of a temporary, factors resolved
 
@@ -75,12 +76,19 @@ class Lowerer(GpuLowering):
         self.state, self.name = state, name
         self.stages = state.stages
         self.index = {id(s.op): i for i, s in enumerate(self.stages)}
-        self.args = list(args) if args is not None else list(state.dag.tensors)
+        args = list(args) if args is not None else list(state.dag.tensors)
+        # scalar arguments (te.var: a bias, a scale) come after the tensors, as in TVM's
+        # build(s, [A, B, D, bias]); the kernel takes them in that order
+        self.scalar_args = [a for a in args if isinstance(a, E.Var)]
+        self.args = [a for a in args if not isinstance(a, E.Var)]
+        if self.scalar_args and args[len(self.args):] != self.scalar_args:
+            raise LoweringError(f"{name}: list the scalar arguments "
+                                f"{[v.name for v in self.scalar_args]} after the tensors")
         self.info: dict[int, LStage] = {}
         self.ranges: dict = {}
         self.var_names: set = set()
         self._eff: dict = {}
-        self.param_of: dict = {}
+        self.param_of: dict = {}  # stage index (output 0) or (index, k) (output k) -> Buffer
         self._partials: dict = {}  # stage -> its cross-thread reduction's per-thread share
         self.gpu = any(it.annotation in THREAD_TAGS for st in self.stages for it in st.iters)
 
@@ -90,7 +98,9 @@ class Lowerer(GpuLowering):
         self.params = self._params()
         for si in reversed(range(len(self.stages))):
             st = self.stages[si]
-            if not st.is_placeholder and st.attach[0] != "inline":
+            if st.is_extern:
+                self._plan_extern(si)
+            elif not st.is_placeholder and st.attach[0] != "inline":
                 self._plan(si)
         body = self._emit_roots()
         body = S.map_exprs(body, lambda e: simplify(e, self.ranges))
@@ -107,7 +117,7 @@ class Lowerer(GpuLowering):
             for d in tensor.shape:
                 size *= int(d.value) if isinstance(d, E.IntImm) else int(d) if \
                     isinstance(d, int) else 1
-            for a in st.root_vars() if not st.is_placeholder else ():
+            for a in st.root_vars() if st.compute is not None else ():
                 size = max(size, int(a.extent.value))
             if size > INT32_MAX:
                 return "int64"
@@ -125,30 +135,40 @@ class Lowerer(GpuLowering):
             if self.stages[si].layout:
                 shape = list(packed_shape(shape, self.stages[si].layout))
             out.append(S.Buffer(c_name(a.name, self.var_names), shape, a.dtype, "global"))
-            self.param_of[si] = out[-1]
+            self.param_of[_key(si, a.value_index)] = out[-1]
         for si, st in enumerate(self.stages):
             used = st.is_output or self.state.effective_consumers(si)
-            if si not in self.param_of and used and (st.is_placeholder or st.is_output):
+            n = st.op.num_outputs if st.compute is None else len(st.compute.bodies)
+            absent = [k for k in range(n) if _key(si, k) not in self.param_of]
+            if absent and used and (st.is_placeholder or st.is_output):
                 what = "input" if st.is_placeholder else "output"
-                raise LoweringError(f"{what} tensor {st.name} is used but missing from the "
-                                    f"build arguments {[a.name for a in self.args]}")
+                raise LoweringError(f"{what} tensor {st.op.output(absent[0]).name} is used but "
+                                    f"missing from the build arguments "
+                                    f"{[a.name for a in self.args]}")
         return out
 
     # ------------------------------------------------------------ inlining
     def effective_body(self, si: int) -> E.Expr:
+        return self.effective_bodies(si)[0]
+
+    def effective_bodies(self, si: int) -> list:
+        """Each output's body with inlined stages substituted."""
         if si in self._eff:
             return self._eff[si]
         st = self.stages[si]
+        if st.compute is None:  # a te.extern reads whole buffers, not expressions
+            self._eff[si] = []
+            return self._eff[si]
 
         def fn(n):
             if isinstance(n, E.TensorLoad):
                 j = self.index.get(id(n.tensor.op))
                 if j is not None and self.stages[j].attach[0] == "inline":
                     sj = self.stages[j]
-                    return E.substitute(self.effective_body(j),
+                    return E.substitute(self.effective_bodies(j)[n.tensor.value_index],
                                         dict(zip(sj.compute.axis, n.indices)))
             return None
-        self._eff[si] = E.transform(st.compute.body, fn)
+        self._eff[si] = [E.transform(b, fn) for b in st.compute.bodies]
         return self._eff[si]
 
     # ------------------------------------------------------------ planning a stage
@@ -215,8 +235,50 @@ class Lowerer(GpuLowering):
         for a in st.root_vars():
             info.root_val[a] = simplify(val[a.name], self.ranges)
 
+    def _plan_extern(self, si: int) -> None:
+        """A te.extern: its outputs are whole tensors, written by one call at the root."""
+        st = self.stages[si]
+        if self.gpu:
+            raise LoweringError(f"te.extern {st.name}: packed calls run on the host; a kernel "
+                                "with GPU thread bindings cannot contain one")
+        info = LStage(st, [])
+        region = [(E.IntImm(0), int_dim(d, st.name)) for d in st.op.output(0).shape]
+        bufs = []
+        for k in range(st.op.num_outputs):
+            t = st.op.output(k)
+            full = [(E.IntImm(0), int_dim(d, t.name)) for d in t.shape]
+            bufs.append(self.param_of.get(_key(si, k)) or self._temp(info, full, k))
+        info.buffer, info.more, info.offsets = bufs[0], bufs[1:], [E.IntImm(0)] * len(region)
+        self.info[si] = info
+
+    def _emit_extern(self, si: int) -> S.Stmt:
+        info = self.info[si]
+        bufs = [info.buffer] + info.more
+        op = info.stage.op
+        args = []
+        for a in op.call.args:
+            if isinstance(a, E.Expr):
+                args.append(a)
+            elif a.tensor.op is op:  # one of its outs
+                args.append(bufs[a.tensor.value_index])
+            else:
+                args.append(self._buffer_of(a.tensor, op.name))
+        return S.CallPacked(op.call.func_name, args)
+
+    def _buffer_of(self, t: Tensor, reader: str) -> S.Buffer:
+        j, k = self.index[id(t.op)], t.value_index
+        if j in self.info:
+            info = self.info[j]
+            return info.buffer if k == 0 else info.more[k - 1]
+        if _key(j, k) not in self.param_of:
+            raise LoweringError(f"te.extern {reader} reads {t.name}, which is inlined; "
+                                "compute it at the root")
+        return self.param_of[_key(j, k)]
+
     def _infer_region(self, si: int, outer: list, shape: list) -> list:
         st = self.stages[si]
+        if any(self.stages[ci].is_extern for ci in self.state.effective_consumers(si)):
+            return [(E.IntImm(0), d) for d in shape]  # a packed call reads whole tensors
         fixed = [lf.var for lf in outer]
         accesses = []
         ranging = {}
@@ -235,35 +297,48 @@ class Lowerer(GpuLowering):
                                     f"its consumer {c.stage.name}")
             for lf in loops[len(fixed):]:
                 ranging[lf.var] = (0, lf.extent - 1)
-            body = E.substitute(self.effective_body(ci), self._region_vals(ci, c, fixed,
-                                                                           ranging))
-            for n in E.walk(body):
-                if isinstance(n, E.TensorLoad) and n.tensor.op is st.op:
-                    accesses.append(n.indices)
+            vals = self._region_vals(ci, c, fixed, ranging)
+            for b in self.effective_bodies(ci):
+                for n in E.walk(E.substitute(b, vals)):
+                    if isinstance(n, E.TensorLoad) and n.tensor.op is st.op:
+                        accesses.append(n.indices)
         if not accesses:
             raise LoweringError(f"{st.name} is computed at a loop but nothing reads it there")
         return region_of(accesses, shape, ranging, self.ranges)
 
     def _make_buffer(self, si: int, info: LStage, region: list) -> None:
         st = info.stage
-        if si in self.param_of:
-            info.buffer, info.offsets = self.param_of[si], [E.IntImm(0)] * len(region)
+        keys = [_key(si, k) for k in range(len(st.compute.bodies))]
+        if any(k in self.param_of for k in keys):  # arguments are whole tensors
+            region = [(E.IntImm(0), int(a.extent.value)) for a in st.compute.axis]
+            bufs = [self.param_of.get(key) or self._temp(info, region, k)
+                    for k, key in enumerate(keys)]
+            info.buffer, info.more = bufs[0], bufs[1:]
+            info.offsets = [E.IntImm(0)] * len(region)
             return
+        info.buffer = self._temp(info, region)
+        info.more = [self._temp(info, region, k) for k in range(1, len(keys))]
+        info.offsets = [lo for lo, _ in region]
+
+    def _temp(self, info: LStage, region: list, k: int = 0) -> S.Buffer:
+        """The buffer of output k of the stage over `region`, a temporary."""
+        st = info.stage
         shape = [ext for _, ext in region]
         if st.layout:  # a packed temporary (e.g. a transposed cache_read panel)
             info.layout = tuple((d, f or shape[d]) for d, f in st.layout)
             shape = list(packed_shape(shape, info.layout, pad=True))
-        nbytes = math.prod(shape) * dtype_bytes(st.op.output(0).dtype)
+        dtype = st.op.output(k).dtype
+        nbytes = math.prod(shape) * dtype_bytes(dtype)
         scope = "stack" if nbytes <= STACK_LIMIT_BYTES else "heap"
         if self.gpu:
-            scope = self._scope_of(si)
-        name = c_name(st.name, self.var_names)
+            scope = self._scope_of(self.index[id(st.op)])
+        name = c_name(st.name if k == 0 else f"{st.name}_v{k}", self.var_names)
         strides = aligned_strides(shape, st.align) if st.align and not st.layout else None
         if strides is None and not st.layout and not self.gpu:
             strides = _vector_minor_strides(st, shape)
-        info.buffer = S.Buffer(name, shape, st.op.output(0).dtype, scope, strides)
-        info.buffer.double_buffer = st.double_buffer and scope == "shared"
-        info.offsets = [lo for lo, _ in region]
+        buf = S.Buffer(name, shape, dtype, scope, strides)
+        buf.double_buffer = st.double_buffer and scope == "shared"
+        return buf
 
     def _scope_of(self, si: int) -> str:
         """GPU memory scope of a temporary: as named by cache_read/cache_write; else per
@@ -297,9 +372,8 @@ class Lowerer(GpuLowering):
         for si, st in enumerate(self.stages):
             if st.is_placeholder or st.attach[0] != "root":
                 continue
-            stmts.append(self._emit_stage(si))
-            if si not in self.param_of:
-                allocs.append(self.info[si].buffer)
+            stmts.append(self._emit_extern(si) if st.is_extern else self._emit_stage(si))
+            allocs += self._temps(si)
         body = S.seq(stmts)
         for b in reversed(allocs):
             body = S.Allocate(b, body)
@@ -349,8 +423,8 @@ class Lowerer(GpuLowering):
                     rest.append(self._body(si, info))
             body = S.seq([s for _, s in parts] + rest)
             for j, _ in reversed(parts):
-                if j is not None and j not in self.param_of:
-                    body = S.Allocate(self.info[j].buffer, body)
+                for b in reversed(self._temps(j) if j is not None else []):
+                    body = S.Allocate(b, body)
             return body
         return inner(-1)
 
@@ -379,9 +453,15 @@ class Lowerer(GpuLowering):
         conds = list({repr(c): c for c in conds}.values())  # e.g. a predicate said twice
         return S.IfThenElse(E.all(*conds), stmt) if conds else stmt
 
+    def _temps(self, si: int) -> list:
+        """The buffers of stage si that are temporaries (to allocate), not arguments."""
+        info, params = self.info[si], {id(b) for b in self.params}
+        return [b for b in [info.buffer] + info.more if id(b) not in params]
+
     def _init_nest(self, info: LStage, r0: int, in_parallel: bool) -> S.Stmt:
-        body = info.stage.compute.body
-        store = S.Store(info.buffer, self._out_index(info), body.identity())
+        idx = self._out_index(info)
+        store = S.seq([S.Store(buf, idx, b.identity()) for buf, b in
+                       zip([info.buffer] + info.more, info.stage.compute.bodies)])
         spatial_vars = {lf.var for lf in info.leaves[:r0]} | {lf.var for lf in info.outer}
         spatial_vars |= {lf.var for lf in info.leaves[r0:] if lf.kind == "spatial"}
         guards = [g for g in info.guards if E.free_vars(g) <= spatial_vars]
@@ -392,23 +472,43 @@ class Lowerer(GpuLowering):
         return stmt
 
     def _body(self, si: int, info: LStage) -> S.Stmt:
-        body = E.substitute(self.effective_body(si), info.root_val)
-        idx = self._out_index(info)
+        bodies = [E.substitute(b, info.root_val) for b in self.effective_bodies(si)]
+        body, idx = bodies[0], self._out_index(info)
         if isinstance(body, E.Reduce):
-            src = self._to_buffers(body.source)
             buf = self._partials.get(si, info.buffer)  # a cross-thread reduction's share
             if si in self._partials:
                 idx = E.IntImm(0)
-            old = S.BufferLoad(buf, idx)
-            stmt = S.Store(buf, idx, body.combiner.combine(old, src))
+            if len(bodies) > 1:
+                stmt = self._update_all(bodies, [info.buffer] + info.more, idx)
+            else:
+                src = self._to_buffers(body.source)
+                stmt = S.Store(buf, idx, body.combiner.combine(S.BufferLoad(buf, idx), src))
             conds = list(info.guards)
             if body.condition is not None:
                 conds.append(self._to_buffers(body.condition))
             if si not in self._partials:  # every thread computes its share
                 conds += self._predicate(info)
             return self._guarded(stmt, conds)
-        return self._guarded(S.Store(info.buffer, idx, self._to_buffers(body)),
-                             info.guards + self._predicate(info))
+        stores = [S.Store(buf, idx, self._to_buffers(b))
+                  for buf, b in zip([info.buffer] + info.more, bodies)]
+        return self._guarded(S.seq(stores), info.guards + self._predicate(info))
+
+    def _update_all(self, bodies: list, bufs: list, idx: E.Expr) -> S.Stmt:
+        """One step of a multi-output reduction: every new value is computed from the old
+        values before any is stored (argmax's index update reads the old maximum)."""
+        olds = [S.BufferLoad(b, idx) for b in bufs]
+        if len(bodies[0].sources) > 1:  # a tuple reducer combines the components together
+            srcs = [self._to_buffers(x) for x in bodies[0].sources]
+            news = bodies[0].combiner.combine_all(olds, srcs)
+        else:
+            news = [b.combiner.combine(o, self._to_buffers(b.source))
+                    for b, o in zip(bodies, olds)]
+        lets = [E.Var(c_name(f"{b.name}_next", self.var_names), n.dtype)
+                for b, n in zip(bufs, news)]
+        stmt = S.seq([S.Store(b, idx, v) for b, v in zip(bufs, lets)])
+        for v, n in reversed(list(zip(lets, news))):
+            stmt = S.LetStmt(v, n, stmt)
+        return stmt
 
     def _to_buffers(self, e: E.Expr) -> E.Expr:
         def fn(n):
@@ -417,13 +517,15 @@ class Lowerer(GpuLowering):
                 if j is None or j not in self.info and j not in self.param_of:
                     raise LoweringError(f"tensor {n.tensor.name} is read but is neither a build "
                                         "argument nor computed by this schedule")
+                k = n.tensor.value_index
                 if j in self.info:
                     t = self.info[j]
                     idx = [i - off for i, off in zip(n.indices, t.offsets)]
                     if t.layout:
                         idx = pack_indices(idx, t.layout)
-                    return S.BufferLoad(t.buffer, flat_index(t.buffer, idx, self.index_dtype))
-                buf = self.param_of[j]
+                    tb = t.buffer if k == 0 else t.more[k - 1]
+                    return S.BufferLoad(tb, flat_index(tb, idx, self.index_dtype))
+                buf = self.param_of[_key(j, k)]
                 idx = list(n.indices)
                 if self.stages[j].layout:
                     idx = pack_indices(idx, self.stages[j].layout)
@@ -432,14 +534,20 @@ class Lowerer(GpuLowering):
         return E.transform(e, fn)
 
     def _scalar_params(self, body: S.Stmt) -> list:
-        loop_vars = set(self.ranges)
-        found = []
+        loop_vars = set(self.ranges) | {s.var for s in S.walk_stmts(body)
+                                        if isinstance(s, S.LetStmt)}
+        found = list(self.scalar_args)
         for s in S.walk_stmts(body):
             for e in stmt_exprs(s):
                 for n in E.walk(e):
                     if isinstance(n, E.Var) and n not in loop_vars and n not in found:
                         found.append(n)
         return found
+
+
+def _key(si: int, k: int):
+    """param_of's key of output k of stage si."""
+    return si if k == 0 else (si, k)
 
 
 def _vector_minor_strides(st: Stage, shape: list) -> list | None:

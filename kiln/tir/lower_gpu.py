@@ -35,6 +35,9 @@ class GpuLowering:
         st, lane = info.stage, info.leaves[r0]
         body = st.compute.body
         where = f"cross-thread reduction {st.name}.{lane.name}"
+        if st.compute.more:
+            raise LoweringError(f"{where}: a multi-output reduction cannot be bound across "
+                                "threads; bind a spatial loop instead")
         if lane.annotation != "threadIdx.x":
             raise LoweringError(f"{where}: a reduction loop can be bound to threadIdx.x only "
                                 f"(not {lane.annotation})")
@@ -84,7 +87,7 @@ class GpuLowering:
         in_run, run = False, set()
         for j, stmt in parts:
             shared = self._scope_of(j) == "shared"
-            reads = {id(n.tensor.op) for n in E.walk(self.effective_body(j))
+            reads = {id(n.tensor.op) for b in self.effective_bodies(j) for n in E.walk(b)
                      if isinstance(n, E.TensorLoad)}
             if shared != in_run or (shared and reads & run):
                 out.append((None, S.Barrier()))

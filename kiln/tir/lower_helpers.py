@@ -72,6 +72,8 @@ def stmt_exprs(s: S.Stmt) -> list:
         return [s.value]
     if isinstance(s, S.LastBlock):
         return [s.index]
+    if isinstance(s, S.CallPacked):
+        return [a for a in s.args if isinstance(a, E.Expr)]
     return []
 
 

@@ -29,6 +29,9 @@ def stmt_str(s, indent: int = 0) -> str:
         return "\n".join(stmt_str(x, indent) for x in s.stmts)
     if isinstance(s, S.LetStmt):
         return f"{pad}{s.var.name} = {expr_str(s.value)}\n" + stmt_str(s.body, indent)
+    if isinstance(s, S.CallPacked):
+        args = ", ".join(a.name if isinstance(a, S.Buffer) else expr_str(a) for a in s.args)
+        return f"{pad}call_packed({s.func_name!r}, {args})"
     if isinstance(s, S.Barrier):
         return f"{pad}barrier()  # __syncthreads"
     if isinstance(s, S.LastBlock):

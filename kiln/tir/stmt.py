@@ -182,6 +182,15 @@ class MmaTile(Stmt):
 
 
 @dataclass(eq=False, repr=False)
+class CallPacked(Stmt):
+    """A te.extern's call of the packed (Python) function `func_name`: `args` are Buffers
+    (passed as pointers) and scalar expressions; a non-zero status ends the kernel."""
+
+    func_name: str
+    args: list
+
+
+@dataclass(eq=False, repr=False)
 class SeqStmt(Stmt):
     stmts: list
 
@@ -282,6 +291,8 @@ def map_exprs(s: Stmt, fn) -> Stmt:
         return LetStmt(s.var, fn(s.value), map_exprs(s.body, fn))
     if isinstance(s, LastBlock):
         return LastBlock(fn(s.index), s.count, s.slots, map_exprs(s.body, fn), s.l2)
+    if isinstance(s, CallPacked):
+        return CallPacked(s.func_name, [a if isinstance(a, Buffer) else fn(a) for a in s.args])
     if isinstance(s, MmaTile):
         return MmaTile(s.acc, [[fn(x) for x in f] for f in s.a], [[fn(x) for x in f] for f in s.b],
                        [[[fn(x) for x in h] for h in f] for f in s.c], s.kind)
