@@ -206,51 +206,6 @@ class TensorLoad(Expr):
         self.tensor, self.indices, self.dtype = tensor, tuple(indices), tensor.dtype
 
 
-class CommReducer:
-    """A commutative reduction: combine(lhs, rhs) and its identity element per dtype. A tuple
-    reducer (TVM's argmax) combines tuples: fcombine((x0, x1), (y0, y1)) -> (z0, z1) and
-    fidentity(dtype0, dtype1) -> (e0, e1)."""
-
-    def __init__(self, name: str, fcombine, fidentity):
-        self.name, self.fcombine, self.fidentity = name, fcombine, fidentity
-
-    def combine(self, lhs: Expr, rhs: Expr) -> Expr:
-        return convert(self.fcombine(lhs, rhs))
-
-    def identity(self, dtype: str) -> Expr:
-        return convert(self.fidentity(dtype), dtype)
-
-    def combine_all(self, lhs: tuple, rhs: tuple) -> tuple:
-        """Every component of combine(lhs, rhs); one-element tuples for a plain reducer."""
-        if len(lhs) == 1:
-            return (self.combine(lhs[0], rhs[0]),)
-        out = self._tuple(self.fcombine(tuple(lhs), tuple(rhs)), len(lhs), "fcombine")
-        return tuple(convert(o, a.dtype) for o, a in zip(out, lhs))
-
-    def identities(self, dtypes) -> tuple:
-        dtypes = list(dtypes)
-        if len(dtypes) == 1:
-            return (self.identity(dtypes[0]),)
-        out = self._tuple(self.fidentity(*dtypes), len(dtypes), "fidentity")
-        return tuple(convert(o, t) for o, t in zip(out, dtypes))
-
-    def _tuple(self, out, n: int, what: str) -> tuple:
-        if not isinstance(out, (tuple, list)) or len(out) != n:
-            raise ExprError(f"comm_reducer {self.name!r}: {what} must return a tuple of {n} "
-                            f"values for a {n}-tuple reduction, got {out!r}")
-        return tuple(out)
-
-    def __call__(self, expr, axis, where=None, init=None):
-        from .tensor import make_reduce
-        first = axis[0] if isinstance(axis, (list, tuple)) and axis else axis
-        if not isinstance(first, IterVar):
-            return self.combine(convert(expr), convert(axis))  # te.max(a, b): elementwise
-        return make_reduce(self, expr, axis, where, init)
-
-    def __repr__(self):
-        return f"CommReducer({self.name})"
-
-
 class Reduce(Expr):
     """combiner over `axis` of `source`, only where `condition` holds; `init` is the start value.
 
@@ -260,7 +215,7 @@ class Reduce(Expr):
 
     __slots__ = ("combiner", "source", "axis", "condition", "init", "sources", "value_index")
 
-    def __init__(self, combiner: CommReducer, source, axis, condition=None, init=None,
+    def __init__(self, combiner, source, axis, condition=None, init=None,
                  value_index: int = 0):
         srcs = tuple(source) if isinstance(source, (tuple, list)) else (source,)
         self.combiner, self.sources, self.value_index = combiner, srcs, value_index

@@ -295,9 +295,53 @@ def make_reduce(combiner, expr, axis, where=None, init=None):
     return tuple(E.Reduce(combiner, srcs, axes, where, i0, k) for k, i0 in enumerate(inits))
 
 
-def comm_reducer(fcombine, fidentity, name: str = "reduce") -> E.CommReducer:
+class CommReducer:
+    """A commutative reduction: combine(lhs, rhs) and its identity element per dtype. A tuple
+    reducer (TVM's argmax) combines tuples: fcombine((x0, x1), (y0, y1)) -> (z0, z1) and
+    fidentity(dtype0, dtype1) -> (e0, e1)."""
+
+    def __init__(self, name: str, fcombine, fidentity):
+        self.name, self.fcombine, self.fidentity = name, fcombine, fidentity
+
+    def combine(self, lhs: E.Expr, rhs: E.Expr) -> E.Expr:
+        return E.convert(self.fcombine(lhs, rhs))
+
+    def identity(self, dtype: str) -> E.Expr:
+        return E.convert(self.fidentity(dtype), dtype)
+
+    def combine_all(self, lhs: tuple, rhs: tuple) -> tuple:
+        """Every component of combine(lhs, rhs); one-element tuples for a plain reducer."""
+        if len(lhs) == 1:
+            return (self.combine(lhs[0], rhs[0]),)
+        out = self._tuple(self.fcombine(tuple(lhs), tuple(rhs)), len(lhs), "fcombine")
+        return tuple(E.convert(o, a.dtype) for o, a in zip(out, lhs))
+
+    def identities(self, dtypes) -> tuple:
+        dtypes = list(dtypes)
+        if len(dtypes) == 1:
+            return (self.identity(dtypes[0]),)
+        out = self._tuple(self.fidentity(*dtypes), len(dtypes), "fidentity")
+        return tuple(E.convert(o, t) for o, t in zip(out, dtypes))
+
+    def _tuple(self, out, n: int, what: str) -> tuple:
+        if not isinstance(out, (tuple, list)) or len(out) != n:
+            raise ExprError(f"comm_reducer {self.name!r}: {what} must return a tuple of {n} "
+                            f"values for a {n}-tuple reduction, got {out!r}")
+        return tuple(out)
+
+    def __call__(self, expr, axis, where=None, init=None):
+        first = axis[0] if isinstance(axis, (list, tuple)) and axis else axis
+        if not isinstance(first, E.IterVar):
+            return self.combine(E.convert(expr), E.convert(axis))  # te.max(a, b): elementwise
+        return make_reduce(self, expr, axis, where, init)
+
+    def __repr__(self):
+        return f"CommReducer({self.name})"
+
+
+def comm_reducer(fcombine, fidentity, name: str = "reduce") -> CommReducer:
     """A custom commutative reducer: fcombine(x, y) -> expr, fidentity(dtype) -> value."""
-    return E.CommReducer(name, fcombine, fidentity)
+    return CommReducer(name, fcombine, fidentity)
 
 
 sum = comm_reducer(lambda x, y: x + y, lambda t: E.const(0, t), name="sum")  # noqa: A001

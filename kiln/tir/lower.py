@@ -37,7 +37,10 @@ from .lower_helpers import (
     split_extents,
     stmt_exprs,
     sum_exprs,
+    vector_minor_strides,
 )
+from .lower_multi import MultiLowering
+from .lower_multi import key as _key
 from .passes import run_passes
 from .simplify import simplify
 
@@ -71,7 +74,7 @@ class LStage:
     layout: tuple = ()  # packed layout of a temporary, factors resolved
 
 
-class Lowerer(GpuLowering):
+class Lowerer(GpuLowering, MultiLowering):
     def __init__(self, state, args, name: str):
         self.state, self.name = state, name
         self.stages = state.stages
@@ -235,46 +238,6 @@ class Lowerer(GpuLowering):
         for a in st.root_vars():
             info.root_val[a] = simplify(val[a.name], self.ranges)
 
-    def _plan_extern(self, si: int) -> None:
-        """A te.extern: its outputs are whole tensors, written by one call at the root."""
-        st = self.stages[si]
-        if self.gpu:
-            raise LoweringError(f"te.extern {st.name}: packed calls run on the host; a kernel "
-                                "with GPU thread bindings cannot contain one")
-        info = LStage(st, [])
-        region = [(E.IntImm(0), int_dim(d, st.name)) for d in st.op.output(0).shape]
-        bufs = []
-        for k in range(st.op.num_outputs):
-            t = st.op.output(k)
-            full = [(E.IntImm(0), int_dim(d, t.name)) for d in t.shape]
-            bufs.append(self.param_of.get(_key(si, k)) or self._temp(info, full, k))
-        info.buffer, info.more, info.offsets = bufs[0], bufs[1:], [E.IntImm(0)] * len(region)
-        self.info[si] = info
-
-    def _emit_extern(self, si: int) -> S.Stmt:
-        info = self.info[si]
-        bufs = [info.buffer] + info.more
-        op = info.stage.op
-        args = []
-        for a in op.call.args:
-            if isinstance(a, E.Expr):
-                args.append(a)
-            elif a.tensor.op is op:  # one of its outs
-                args.append(bufs[a.tensor.value_index])
-            else:
-                args.append(self._buffer_of(a.tensor, op.name))
-        return S.CallPacked(op.call.func_name, args)
-
-    def _buffer_of(self, t: Tensor, reader: str) -> S.Buffer:
-        j, k = self.index[id(t.op)], t.value_index
-        if j in self.info:
-            info = self.info[j]
-            return info.buffer if k == 0 else info.more[k - 1]
-        if _key(j, k) not in self.param_of:
-            raise LoweringError(f"te.extern {reader} reads {t.name}, which is inlined; "
-                                "compute it at the root")
-        return self.param_of[_key(j, k)]
-
     def _infer_region(self, si: int, outer: list, shape: list) -> list:
         st = self.stages[si]
         if any(self.stages[ci].is_extern for ci in self.state.effective_consumers(si)):
@@ -335,7 +298,7 @@ class Lowerer(GpuLowering):
         name = c_name(st.name if k == 0 else f"{st.name}_v{k}", self.var_names)
         strides = aligned_strides(shape, st.align) if st.align and not st.layout else None
         if strides is None and not st.layout and not self.gpu:
-            strides = _vector_minor_strides(st, shape)
+            strides = vector_minor_strides(st, shape)
         buf = S.Buffer(name, shape, dtype, scope, strides)
         buf.double_buffer = st.double_buffer and scope == "shared"
         return buf
@@ -493,23 +456,6 @@ class Lowerer(GpuLowering):
                   for buf, b in zip([info.buffer] + info.more, bodies)]
         return self._guarded(S.seq(stores), info.guards + self._predicate(info))
 
-    def _update_all(self, bodies: list, bufs: list, idx: E.Expr) -> S.Stmt:
-        """One step of a multi-output reduction: every new value is computed from the old
-        values before any is stored (argmax's index update reads the old maximum)."""
-        olds = [S.BufferLoad(b, idx) for b in bufs]
-        if len(bodies[0].sources) > 1:  # a tuple reducer combines the components together
-            srcs = [self._to_buffers(x) for x in bodies[0].sources]
-            news = bodies[0].combiner.combine_all(olds, srcs)
-        else:
-            news = [b.combiner.combine(o, self._to_buffers(b.source))
-                    for b, o in zip(bodies, olds)]
-        lets = [E.Var(c_name(f"{b.name}_next", self.var_names), n.dtype)
-                for b, n in zip(bufs, news)]
-        stmt = S.seq([S.Store(b, idx, v) for b, v in zip(bufs, lets)])
-        for v, n in reversed(list(zip(lets, news))):
-            stmt = S.LetStmt(v, n, stmt)
-        return stmt
-
     def _to_buffers(self, e: E.Expr) -> E.Expr:
         def fn(n):
             if isinstance(n, E.TensorLoad):
@@ -543,37 +489,6 @@ class Lowerer(GpuLowering):
                     if isinstance(n, E.Var) and n not in loop_vars and n not in found:
                         found.append(n)
         return found
-
-
-def _key(si: int, k: int):
-    """param_of's key of output k of stage si."""
-    return si if k == 0 else (si, k)
-
-
-def _vector_minor_strides(st: Stage, shape: list) -> list | None:
-    """Strides that make a temporary contiguous along the axis its innermost, vectorized
-    loop walks, when that is not its last axis (a convolution's register tile vectorizes
-    the output channels of an NCHW tile: the accumulators would sit a row apart, and every
-    step of the reduction would gather and scatter them lane by lane, 3.7 GFLOPS for
-    ResNet-50's 14x14 1x1 convolutions). None: row-major is right."""
-    if not st.iters or st.iters[-1].annotation != "vectorize":
-        return None
-    name = st.iters[-1].name
-    for rel in reversed(st.relations):
-        if isinstance(rel, Split) and name == rel.outs[-1]:
-            name = rel.parent
-        elif isinstance(rel, Fuse) and name == rel.fused:
-            return None
-    dims = [a.name for a in st.compute.axis]
-    if name not in dims or dims.index(name) == len(dims) - 1 or shape[dims.index(name)] <= 1:
-        return None
-    d = dims.index(name)
-    order = [k for k in range(len(shape)) if k != d] + [d]
-    strides, acc = [0] * len(shape), 1
-    for k in reversed(order):
-        strides[k] = acc
-        acc *= int(shape[k])
-    return strides
 
 
 def lower(sch, args=None, name: str = "default_function", simple_mode: bool = False):
