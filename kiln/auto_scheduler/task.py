@@ -122,10 +122,11 @@ class SearchTask:
                 self.registry_key = make_workload_key(fn, args)
             compute_dag = ComputeDAG(list(fn(*args)))
             desc = desc or f"{fn.__name__}{args}"
-        if compute_dag.has_extern:
-            raise ScheduleError("the workload calls a te.extern packed function; the "
-                                "auto-scheduler tunes te.compute stages only (schedule the "
-                                "computes around the call by hand)")
+        if compute_dag.has_extern or compute_dag.has_scan:
+            what = "calls a te.extern packed function" if compute_dag.has_extern else \
+                "is a te.scan recurrence"
+            raise ScheduleError(f"the workload {what}; the auto-scheduler tunes te.compute "
+                                "stages only (schedule this workload by hand)")
         self.compute_dag = compute_dag
         self.args = list(compute_dag.tensors)
         self.workload_key = workload_key or compute_dag.workload_key()

@@ -77,6 +77,10 @@ class ComputeDAG:
         return any(getattr(op, "is_extern", False) for op in self.ops)
 
     @property
+    def has_scan(self) -> bool:
+        return any(getattr(op, "is_scan", False) for op in self.ops)
+
+    @property
     def flop_ct(self) -> int:
         return sum(_op_flops(op) for op in self.ops if isinstance(op, ComputeOp))
 

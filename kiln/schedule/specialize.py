@@ -75,6 +75,11 @@ def _rebuild(op, consts: dict, values: dict, new_of: dict, axes: dict):
     if isinstance(op, PlaceholderOp):
         return PlaceholderOp(op.name, tuple(_size(d, values, op.name) for d in op.shape),
                              op.dtype)
+    if getattr(op, "is_scan", False):  # the same recurrence over the rebuilt tensors
+        def new(ts):
+            return [new_of[id(t.op)].output(t.value_index) for t in ts]
+        return type(op)(op.name, new(op.init), new(op.update), new(op.state), op.tag,
+                        dict(op.attrs or {}))
     if not isinstance(op, ComputeOp):
         raise ScheduleError(f"{op.name}: only te.placeholder and te.compute ops take symbolic "
                             "sizes")

@@ -152,6 +152,25 @@ def stage_of_op(op, is_output: bool) -> Stage:
     return Stage(op, comp, root_iters(comp), is_output=is_output)
 
 
+def _in_scan_loops(stages: list) -> list:
+    """The stages of a te.scan's update (those between its states and its update tensors)
+    start attached at the scan's time loop: row t is computed once the rows before it are."""
+    for scan in [s.op for s in stages if getattr(s.op, "is_scan", False)]:
+        reads_state = {id(t.op) for t in scan.state}
+        feeds = {id(t.op) for t in scan.update}
+        for s in stages:  # topological order: producers first
+            if s.compute is not None and any(id(t.op) in reads_state
+                                             for t in s.op.input_tensors):
+                reads_state.add(id(s.op))
+        for s in reversed(stages):  # consumers first
+            if id(s.op) in feeds:
+                feeds.update(id(t.op) for t in s.op.input_tensors)
+        for i, s in enumerate(stages):
+            if s.compute is not None and s.op is not scan and id(s.op) in reads_state & feeds:
+                stages[i] = replace(s, attach=("at", scan, scan.time_axis.name))
+    return stages
+
+
 @dataclass(frozen=True)
 class State:
     dag: object
@@ -161,7 +180,8 @@ class State:
     @staticmethod
     def initial(dag) -> State:
         outs = {id(o) for o in dag.outputs}
-        return State(dag, tuple(stage_of_op(op, id(op) in outs) for op in dag.ops))
+        stages = [stage_of_op(op, id(op) in outs) for op in dag.ops]
+        return State(dag, tuple(_in_scan_loops(stages)))
 
     # ------------------------------------------------------------ lookup
     def stage_index(self, key) -> int:

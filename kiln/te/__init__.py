@@ -47,6 +47,7 @@ from .intrin import (
     tanh,
     trunc,
 )
+from .scan_op import ScanOp, scan
 from .tensor import (
     ComputeOp,
     Operation,
@@ -72,11 +73,11 @@ def create_schedule(ops):
 
 __all__ = [
     "Cast", "ComputeOp", "Expr", "ExternOp", "FloatImm", "IntImm", "IterVar", "Operation",
-    "PlaceholderOp", "Reduce", "Select", "Tensor", "Var", "abs", "all", "any", "call_extern",
-    "call_packed", "call_pure_extern", "ceil", "comm_reducer", "compute", "const", "cos",
-    "create_schedule", "erf", "exp", "exp2", "extern", "floor", "floordiv", "floormod",
-    "fmod", "if_then_else", "indexdiv", "indexmod", "log", "log2", "max", "max_value", "min",
-    "min_value", "placeholder", "pow", "power", "prod", "reduce_axis", "round", "rsqrt",
-    "select", "sigmoid", "sin", "size_var", "sqrt", "sum", "tanh", "thread_axis", "trunc",
-    "var",
+    "PlaceholderOp", "Reduce", "ScanOp", "Select", "Tensor", "Var", "abs", "all", "any",
+    "call_extern", "call_packed", "call_pure_extern", "ceil", "comm_reducer", "compute",
+    "const", "cos", "create_schedule", "erf", "exp", "exp2", "extern", "floor", "floordiv",
+    "floormod", "fmod", "if_then_else", "indexdiv", "indexmod", "log", "log2", "max",
+    "max_value", "min", "min_value", "placeholder", "pow", "power", "prod", "reduce_axis",
+    "round", "rsqrt", "scan", "select", "sigmoid", "sin", "size_var", "sqrt", "sum", "tanh",
+    "thread_axis", "trunc", "var",
 ]

@@ -33,6 +33,7 @@ from .lower_helpers import (
     const_range,
     dtype_bytes,
     flat_index,
+    index_dtype,
     int_dim,
     split_extents,
     stmt_exprs,
@@ -97,7 +98,9 @@ class Lowerer(GpuLowering, MultiLowering):
 
     # ------------------------------------------------------------ entry
     def run(self) -> S.PrimFunc:
-        self.index_dtype = self._index_dtype()
+        self.index_dtype = index_dtype(self.stages)
+        self.states = self._scan_states()
+        self._check_scan_body(self.states)
         self.params = self._params()
         for si in reversed(range(len(self.stages))):
             st = self.stages[si]
@@ -109,22 +112,6 @@ class Lowerer(GpuLowering, MultiLowering):
         body = S.map_exprs(body, lambda e: simplify(e, self.ranges))
         func = S.PrimFunc(self.name, self.params, body, self._scalar_params(body))
         return run_passes(func)
-
-    def _index_dtype(self) -> str:
-        """int64 loop counters and index arithmetic when a tensor of the kernel has 2**31
-        elements or more (an offset or a trip count could overflow int32), else int32, which
-        keeps small kernels' address arithmetic cheap."""
-        for st in self.stages:
-            tensor = st.op.output(0)
-            size = 1
-            for d in tensor.shape:
-                size *= int(d.value) if isinstance(d, E.IntImm) else int(d) if \
-                    isinstance(d, int) else 1
-            for a in st.root_vars() if st.compute is not None else ():
-                size = max(size, int(a.extent.value))
-            if size > INT32_MAX:
-                return "int64"
-        return "int32"
 
     def _params(self) -> list:
         out = []
@@ -143,7 +130,8 @@ class Lowerer(GpuLowering, MultiLowering):
             used = st.is_output or self.state.effective_consumers(si)
             n = st.op.num_outputs if st.compute is None else len(st.compute.bodies)
             absent = [k for k in range(n) if _key(si, k) not in self.param_of]
-            if absent and used and (st.is_placeholder or st.is_output):
+            if absent and used and (st.is_placeholder or st.is_output) and \
+                    id(st.op) not in self.states:
                 what = "input" if st.is_placeholder else "output"
                 raise LoweringError(f"{what} tensor {st.op.output(absent[0]).name} is used but "
                                     f"missing from the build arguments "
@@ -190,6 +178,9 @@ class Lowerer(GpuLowering, MultiLowering):
         else:
             outer = []
             region = [(E.IntImm(0), d) for d in shape]
+        full = region
+        if getattr(st.op, "is_scan", False):
+            region = self._scan_region(si, region)
         info = LStage(st, outer)
         self._make_leaves(info, [r[1] for r in region])
         for a, (lo, ext) in zip(st.compute.axis, region):
@@ -199,7 +190,7 @@ class Lowerer(GpuLowering, MultiLowering):
                 info.guards.append(info.root_val[a] < a.extent)
             if lo_min < 0:
                 info.guards.append(info.root_val[a] >= 0)
-        self._make_buffer(si, info, region)
+        self._make_buffer(si, info, full)
         self.info[si] = info
 
     def _make_leaves(self, info: LStage, spatial_ext: list) -> None:
@@ -335,7 +326,12 @@ class Lowerer(GpuLowering, MultiLowering):
         for si, st in enumerate(self.stages):
             if st.is_placeholder or st.attach[0] != "root":
                 continue
-            stmts.append(self._emit_extern(si) if st.is_extern else self._emit_stage(si))
+            if st.is_extern:
+                stmts.append(self._emit_extern(si))
+            else:
+                if getattr(st.op, "is_scan", False):
+                    stmts.append(self._scan_init(si))
+                stmts.append(self._emit_stage(si))
             allocs += self._temps(si)
         body = S.seq(stmts)
         for b in reversed(allocs):
@@ -458,6 +454,8 @@ class Lowerer(GpuLowering, MultiLowering):
 
     def _to_buffers(self, e: E.Expr) -> E.Expr:
         def fn(n):
+            if isinstance(n, E.TensorLoad) and id(n.tensor.op) in self.states:
+                return self._state_load(n)
             if isinstance(n, E.TensorLoad):
                 j = self.index.get(id(n.tensor.op))
                 if j is None or j not in self.info and j not in self.param_of:

@@ -148,3 +148,20 @@ def vector_minor_strides(st, shape: list) -> list | None:
         strides[k] = acc
         acc *= int(shape[k])
     return strides
+
+
+def index_dtype(stages) -> str:
+    """int64 loop counters and index arithmetic when a tensor of the kernel has 2**31
+    elements or more (an offset or a trip count could overflow int32), else int32, which
+    keeps small kernels' address arithmetic cheap."""
+    for st in stages:
+        tensor = st.op.output(0)
+        size = 1
+        for d in tensor.shape:
+            size *= int(d.value) if isinstance(d, E.IntImm) else int(d) if \
+                isinstance(d, int) else 1
+        for a in st.root_vars() if st.compute is not None else ():
+            size = max(size, int(a.extent.value))
+        if size > 2 ** 31 - 1:
+            return "int64"
+    return "int32"

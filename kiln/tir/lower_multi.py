@@ -13,7 +13,7 @@ from ..errors import LoweringError
 from ..te import expr as E
 from ..te.tensor import Tensor
 from . import stmt as S
-from .lower_helpers import c_name, int_dim
+from .lower_helpers import c_name, flat_index, int_dim
 
 
 def key(si: int, k: int):
@@ -82,3 +82,84 @@ class MultiLowering:
         for v, n in reversed(list(zip(lets, news))):
             stmt = S.LetStmt(v, n, stmt)
         return stmt
+
+    # ------------------------------------------------------------ te.scan
+    def _scan_states(self) -> dict:
+        """{id(state placeholder op): (scan stage index, output k)}: a state is read from
+        the scan's own output buffer (the rows computed so far)."""
+        out = {}
+        for si, st in enumerate(self.stages):
+            for k, s in enumerate(getattr(st.op, "state", ()) if _is_scan(st) else ()):
+                out[id(s.op)] = (si, k)
+        return out
+
+    def _state_load(self, n: E.TensorLoad) -> S.BufferLoad:
+        """A read of a scan's state: the rows of the scan's output computed so far."""
+        si, k = self.states[id(n.tensor.op)]
+        t = self.info[si]
+        buf = t.buffer if k == 0 else t.more[k - 1]
+        return S.BufferLoad(buf, flat_index(buf, list(n.indices), self.index_dtype))
+
+    def _scan_region(self, si: int, region: list) -> list:
+        """The scan's loop nest starts after the init rows; checks its time loop."""
+        st = self.stages[si]
+        if self.gpu:
+            raise LoweringError(f"te.scan {st.name}: kiln runs scans on CPU targets only")
+        if st.attach[0] != "root":
+            raise LoweringError(f"te.scan {st.name} must be computed at the root")
+        first = st.iters[0] if st.iters else None
+        time = st.op.time_axis.name
+        if first is None or first.name != time or first.annotation != "none" or \
+                any(time in getattr(r, "names", (getattr(r, "parent", None),))
+                    for r in st.relations):
+            raise LoweringError(f"te.scan {st.name}: its time loop {time} must stay the "
+                                "outermost loop, serial and unsplit")
+        n = st.op.init_len
+        return [(E.IntImm(n), region[0][1] - n)] + list(region[1:])
+
+    def _scan_init(self, si: int) -> S.Stmt:
+        """out_k[t, ...] = init_k[t, ...] for the init rows, before the time loop."""
+        info, op = self.info[si], self.stages[si].op
+        shape = [op.init_len] + [int_dim(d, op.name) for d in op.output(0).shape[1:]]
+        loop_vars = [E.Var(c_name(f"{op.name}_i{d}", self.var_names), self.index_dtype)
+                     for d in range(len(shape))]
+        for v, n in zip(loop_vars, shape):
+            self.ranges[v] = (0, n - 1)
+        stores = []
+        for buf, init in zip([info.buffer] + info.more, op.init):
+            load = self._to_buffers(init[tuple(loop_vars)])
+            stores.append(S.Store(buf, flat_index(buf, loop_vars, self.index_dtype), load))
+        stmt = S.seq(stores)
+        for v, n in reversed(list(zip(loop_vars, shape))):
+            stmt = S.For(v, E.IntImm(n), "serial", stmt, {})
+        return stmt
+
+    def _check_scan_body(self, states: dict) -> None:
+        """Every stage that reads a state, directly or through other stages, runs inside
+        its scan's time loop (computed at the root it would read rows not yet computed)."""
+        body = {sid: self.stages[si].op for sid, (si, _) in states.items()}  # op id -> scan
+        for st in self.stages:
+            if st.compute is None or _is_scan(st):
+                continue
+            reads = {id(n.tensor.op) for b in st.compute.bodies for n in E.walk(b)
+                     if isinstance(n, E.TensorLoad)}
+            scans = {id(body[r]): body[r] for r in reads if r in body}
+            for scan in scans.values():
+                body[id(st.op)] = scan
+                if st.attach[0] != "inline" and not self._inside(st, scan):
+                    raise LoweringError(f"{st.name} reads the state of te.scan {scan.name} but "
+                                        "is not computed inside its time loop; leave it "
+                                        "attached there (or compute_at a stage that is)")
+
+    def _inside(self, st, op) -> bool:
+        seen = set()
+        while st.attach[0] == "at" and id(st) not in seen:
+            seen.add(id(st))
+            if st.attach[1] is op:
+                return True
+            st = self.stages[self.index[id(st.attach[1])]]
+        return False
+
+
+def _is_scan(st) -> bool:
+    return getattr(st.op, "is_scan", False)
