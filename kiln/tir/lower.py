@@ -36,9 +36,9 @@ from .lower_helpers import (
     index_dtype,
     int_dim,
     split_extents,
-    stmt_exprs,
     sum_exprs,
     vector_minor_strides,
+    vector_roots,
 )
 from .lower_multi import MultiLowering
 from .lower_multi import key as _key
@@ -187,7 +187,8 @@ class Lowerer(GpuLowering, MultiLowering):
         for a, (lo, ext) in zip(st.compute.axis, region):
             info.root_val[a] = simplify(info.root_val[a] + lo, self.ranges)
             lo_min, lo_max = const_range(lo, self.ranges)
-            if ext + lo_max > int(a.extent.value) and self._may_clamp(si) and lo_min >= 0:
+            if ext + lo_max > int(a.extent.value) and self._may_clamp(si) and lo_min >= 0 \
+                    and a.name not in vector_roots(st):
                 info.read_val[a] = E.min(info.root_val[a], E.IntImm(int(a.extent.value) - 1))
             elif ext + lo_max > int(a.extent.value):
                 info.guards.append(info.root_val[a] < a.extent)
@@ -195,15 +196,6 @@ class Lowerer(GpuLowering, MultiLowering):
                 info.guards.append(info.root_val[a] >= 0)
         self._make_buffer(si, info, full)
         self.info[si] = info
-
-    def _may_clamp(self, si: int) -> bool:
-        """A CPU temporary whose tile overhangs the tensor (197 rows in tiles of 4) computes
-        the overhanging rows from clamped indices (duplicates of the last row, never read)
-        instead of testing every point: an `if` around each update of a register tile costs
-        the dense layers of ViT-B/16 (197 tokens) 1.8x on an Intel AVX-512 core."""
-        st = self.stages[si]
-        return not self.gpu and not st.store_predicate and not st.layout and \
-            all(_key(si, k) not in self.param_of for k in range(len(st.compute.bodies)))
 
     def _make_leaves(self, info: LStage, spatial_ext: list) -> None:
         st = info.stage
@@ -489,17 +481,6 @@ class Lowerer(GpuLowering, MultiLowering):
                 return S.BufferLoad(buf, flat_index(buf, idx, self.index_dtype))
             return None
         return E.transform(e, fn)
-
-    def _scalar_params(self, body: S.Stmt) -> list:
-        loop_vars = set(self.ranges) | {s.var for s in S.walk_stmts(body)
-                                        if isinstance(s, S.LetStmt)}
-        found = list(self.scalar_args)
-        for s in S.walk_stmts(body):
-            for e in stmt_exprs(s):
-                for n in E.walk(e):
-                    if isinstance(n, E.Var) and n not in loop_vars and n not in found:
-                        found.append(n)
-        return found
 
 
 def lower(sch, args=None, name: str = "default_function", simple_mode: bool = False):

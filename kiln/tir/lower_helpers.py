@@ -165,3 +165,20 @@ def index_dtype(stages) -> str:
         if size > 2 ** 31 - 1:
             return "int64"
     return "int32"
+
+
+def vector_roots(st) -> set:
+    """Names of the root axes that the stage's vectorized loops are made of (through splits
+    and fuses)."""
+    todo = [it.name for it in st.iters if it.annotation == "vectorize"]
+    out = set()
+    while todo:
+        name = todo.pop()
+        rel = next((r for r in st.relations if name in (r.outs if isinstance(r, Split)
+                                                           else (r.fused,))), None)
+        if rel is None:
+            out.add(name)
+        else:
+            todo.extend([rel.parent] if isinstance(rel, Split) else list(rel.names))
+    return out
+
