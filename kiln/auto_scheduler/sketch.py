@@ -91,19 +91,28 @@ def fuse_into_consumer(state, si: int, ci: int, split_of: dict, level: int):
 
 def _columns_read_weights(st) -> bool:
     """Whether `st` reads a layout-free input by its last spatial axis but not the one
-    before (dense's W[j, k]); not for convolutions (their own channel-first sketch)."""
+    before (dense's W[j, k]), and that weight is at least as large as what it reads by rows
+    (a 1x1 convolution as a product of 3136 pixels by a 64 x 64 weight keeps rows outer:
+    its small weight stays in cache anyway). Not for convolutions (their own sketch)."""
     from ..te import expr as E
     weights = _WEIGHTS.get()
-    if not weights or len(st.compute.axis) < 2 or st.compute.reduce_axis == ():
+    if not weights or len(st.compute.axis) < 2 or not st.compute.reduce_axis:
         return False
     row, col = st.compute.axis[-2], st.compute.axis[-1]
+    by_col, by_row = 0, 0
     for n in E.walk(st.compute.body):
-        if isinstance(n, E.TensorLoad) and n.tensor.op.name in weights and \
+        if not isinstance(n, E.TensorLoad):
+            continue
+        used = {id(v) for i in n.indices for v in E.walk(i)}
+        size = 1
+        for d in n.tensor.shape:
+            size *= int(d.value) if isinstance(d, E.IntImm) else 1
+        if id(col) in used and id(row) not in used and n.tensor.op.name in weights and \
                 len(n.tensor.shape) == 2:
-            used = {id(v) for i in n.indices for v in E.walk(i)}
-            if id(col) in used and id(row) not in used:
-                return True
-    return False
+            by_col += size
+        elif id(row) in used and id(col) not in used:
+            by_row += size
+    return by_col > 0 and by_col >= by_row
 
 
 def rule_materialize_at_row(state, si: int):
