@@ -31,8 +31,8 @@ from contextvars import ContextVar
 
 from . import analysis as A
 
-# the layout-free (constant) inputs of the DAG whose sketches are being derived
-_WEIGHTS: ContextVar = ContextVar("kiln_sketch_weights", default=())
+# (layout-free (constant) input names, L2 bytes or 0) of the DAG whose sketches are derived
+_WEIGHTS: ContextVar = ContextVar("kiln_sketch_weights", default=((), 0))
 
 SPATIAL_LEVELS = 4  # S S . S . S
 REDUCE_LEVELS = 2  # . . R . R .
@@ -91,11 +91,14 @@ def fuse_into_consumer(state, si: int, ci: int, split_of: dict, level: int):
 
 def _columns_read_weights(st) -> bool:
     """Whether `st` reads a layout-free input by its last spatial axis but not the one
-    before (dense's W[j, k]), and that weight is at least as large as what it reads by rows
-    (a 1x1 convolution as a product of 3136 pixels by a 64 x 64 weight keeps rows outer:
-    its small weight stays in cache anyway). Not for convolutions (their own sketch)."""
+    before (dense's W[j, k]) and that weight does not stay in the L2 on its own: then rows
+    outer would stream it once per row tile, columns outer streams the row operand once per
+    column panel (4x less with 8 x 32 tiles). A small weight (a 1x1 convolution done as a
+    product, 64 x 64) keeps rows outer. Without a target: when the weight is at least what
+    the rows read. Not for convolutions (their own sketch)."""
     from ..te import expr as E
-    weights = _WEIGHTS.get()
+    from ..tir.lower_helpers import dtype_bytes
+    weights, l2 = _WEIGHTS.get()
     if not weights or len(st.compute.axis) < 2 or not st.compute.reduce_axis:
         return False
     row, col = st.compute.axis[-2], st.compute.axis[-1]
@@ -104,7 +107,7 @@ def _columns_read_weights(st) -> bool:
         if not isinstance(n, E.TensorLoad):
             continue
         used = {id(v) for i in n.indices for v in E.walk(i)}
-        size = 1
+        size = dtype_bytes(n.tensor.dtype)
         for d in n.tensor.shape:
             size *= int(d.value) if isinstance(d, E.IntImm) else 1
         if id(col) in used and id(row) not in used and n.tensor.op.name in weights and \
@@ -112,7 +115,9 @@ def _columns_read_weights(st) -> bool:
             by_col += size
         elif id(row) in used and id(col) not in used:
             by_row += size
-    return by_col > 0 and by_col >= by_row
+    if not by_col:
+        return False
+    return by_col > l2 // 2 if l2 else by_col >= by_row
 
 
 def rule_materialize_at_row(state, si: int):
@@ -310,7 +315,7 @@ def generate_sketches(dag, max_sketches: int = 16, layout_free: tuple = (),
     """All sketches of `dag` (deduplicated, at most max_sketches), plus packed-read variants:
     per panel, and whole where each batch's slice fits the target's L2 (slice_fits_l2; every
     whole variant when no target is given)."""
-    token = _WEIGHTS.set(tuple(layout_free))
+    token = _WEIGHTS.set((tuple(layout_free), target.l2_bytes if target is not None else 0))
     try:
         base = _derive(dag, max_sketches)
     finally:

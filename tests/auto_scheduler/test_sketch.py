@@ -186,3 +186,32 @@ def test_diversify_caps_one_signature_per_round():
     assert len(picked) == 8 and set(other) <= set(picked)
     assert picked[:2] == same[:2]  # the best of each signature first, then by rank
     assert diversify(same, 8, 0.25) == same[:8]  # one signature only: plain ranking
+
+
+class _L2:
+    """A target as the sketch rules see it: its L2 size."""
+
+    def __init__(self, l2_bytes: int):
+        self.l2_bytes = l2_bytes
+
+
+@pytest.mark.parametrize("m,k,n,l2,outer", [
+    (197, 768, 3072, 1 << 20, "j"),   # a 9.4 MB weight: its panels stay, the rows stream
+    (1500, 1536, 384, 1 << 20, "j"),  # Whisper's 2.4 MB weight, 9 MB of rows: still columns
+    (3136, 64, 64, 1 << 20, "i"),     # a 1x1 convolution's 16 KB weight stays in cache
+    (197, 768, 3072, 0, "j"),         # no target: the weight outweighs the rows
+    (3136, 64, 64, 0, "i"),
+])
+def test_products_with_a_large_constant_weight_put_column_tiles_outermost(m, k, n, l2, outer):
+    from kiln import te
+    a = te.placeholder((m, k), name="A")
+    w = te.placeholder((n, k), name="W")
+    r = te.reduce_axis((0, k), "k")
+    c = te.compute((m, n), lambda i, j: te.sum(a[i, r] * w[j, r], axis=r), name="C")
+    sk = generate_sketches(ComputeDAG([a, w, c]), layout_free=("W",),
+                           target=_L2(l2) if l2 else None)
+    fused = [s for s in sk if "C.local [at C." in str(s)]
+    assert fused and all(s.stage(c.op).iters[0].name.startswith(outer + ".") for s in fused)
+    plain = [s for s in generate_sketches(ComputeDAG([a, w, c]))  # W not constant
+             if not any(st.code == "CH" for st in s.steps) and "C.local [at C." in str(s)]
+    assert plain and all(s.stage(c.op).iters[0].name.startswith("i.") for s in plain)
