@@ -24,7 +24,7 @@ from ..errors import ArgumentError, BuildError, RuntimeFailure
 from .bfloat16 import as_bits, is_bfloat16_array
 from .ndarray import NDArray, as_numpy
 
-_SCALAR_CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
+SCALAR_CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
                   "float64": ctypes.c_double, "int8": ctypes.c_int8, "uint8": ctypes.c_uint8,
                   "bool": ctypes.c_uint8}
 MAX_NUMBER = 2 ** 31 - 1
@@ -79,18 +79,25 @@ class Kernel:
             from .packed import PackedHook
             self._hook = PackedHook(lib, self.name, meta["packed_calls"])
 
+    def _run(self, entry, *args) -> int:
+        """entry(*args); with te.extern call sites, their functions are looked up first and a
+        packed function's exception is raised after the kernel returns."""
+        if self._hook is None:
+            return entry(*args)
+        self._hook.check()
+        rc = entry(*args)
+        if rc != 0:
+            self._hook.raise_failure(rc)
+        return rc
+
     @property
     def arg_names(self) -> list:
         return [p["name"] for p in self.params] + [p["name"] for p in self.scalar_params]
 
     def __call__(self, *args) -> None:
         argv, _keep = self.pack(args)
-        if self._hook is not None:
-            self._hook.check()
-        rc = self._packed(argv)
+        rc = self._run(self._packed, argv)
         if rc != 0:
-            if self._hook is not None:
-                self._hook.raise_failure(rc)
             raise RuntimeFailure(f"kernel {self.name} failed with code {rc}"
                                  f"{' (a heap allocation failed)' if rc == -1 else ''}")
 
@@ -168,17 +175,13 @@ class Kernel:
             if not info.min <= int(value) <= info.max:
                 raise ArgumentError(f"{where} is {value}, outside the range of {dtype} "
                                     f"[{info.min}, {info.max}]")
-        return _SCALAR_CTYPES[dtype](value)
+        return SCALAR_CTYPES[dtype](value)
 
     # ------------------------------------------------------------ timing
     def time_once(self, argv, number: int) -> float:
         out = (ctypes.c_double * 1)()
-        if self._hook is not None:
-            self._hook.check()
-        rc = self._time(argv, number, 1, out)
+        rc = self._run(self._time, argv, number, 1, out)
         if rc != 0:
-            if self._hook is not None:
-                self._hook.raise_failure(rc)
             raise RuntimeFailure(f"kernel {self.name} failed with code {rc} while timing")
         return out[0]
 

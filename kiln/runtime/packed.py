@@ -15,13 +15,11 @@ import ctypes
 import numpy as np
 
 from ..errors import RuntimeFailure
+from .module import SCALAR_CTYPES
 from .ndarray import NDArray
 from .registry import get_global_func
 
 HOOK = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(ctypes.c_void_p))
-_SCALARS = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
-            "float64": ctypes.c_double, "int8": ctypes.c_int8, "uint8": ctypes.c_uint8,
-            "bool": ctypes.c_bool}
 FAILED = -8  # the status a raising packed function gives the kernel
 
 
@@ -59,9 +57,9 @@ class PackedHook:
 def _arg(ptr: int, desc: dict):
     dtype = desc["dtype"]
     if "shape" not in desc:
-        return ctypes.cast(ptr, ctypes.POINTER(_SCALARS[dtype])).contents.value
+        return ctypes.cast(ptr, ctypes.POINTER(SCALAR_CTYPES[dtype])).contents.value
     shape = tuple(int(d) for d in desc["shape"])
     npd = np.dtype("uint16" if dtype == "bfloat16" else dtype)
-    n = int(np.prod(shape, dtype=np.int64)) * npd.itemsize
-    raw = (ctypes.c_char * max(n, 1)).from_address(ptr)
-    return NDArray(np.frombuffer(raw, dtype=npd, count=int(np.prod(shape))).reshape(shape))
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = (ctypes.c_char * max(count * npd.itemsize, 1)).from_address(ptr)
+    return NDArray(np.frombuffer(raw, dtype=npd, count=count).reshape(shape))

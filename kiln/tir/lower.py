@@ -46,7 +46,6 @@ from .passes import run_passes
 from .simplify import simplify
 
 STACK_LIMIT_BYTES = 32 * 1024
-INT32_MAX = 2 ** 31 - 1
 _KIND = {"none": "serial", "parallel": "parallel", "vectorize": "vectorized", "unroll": "unrolled"}
 
 
@@ -72,6 +71,11 @@ class LStage:
     guards: list = field(default_factory=list)
     buffer: S.Buffer | None = None
     more: list = field(default_factory=list)  # a multi-output stage's other outputs' buffers
+
+    @property
+    def buffers(self) -> list:
+        """One buffer per output of the stage."""
+        return [self.buffer] + self.more
     offsets: list = field(default_factory=list)  # region mins per dim
     layout: tuple = ()  # packed layout of a temporary, factors resolved
 
@@ -184,11 +188,12 @@ class Lowerer(GpuLowering, MultiLowering):
             region = self._scan_region(si, region)
         info = LStage(st, outer)
         self._make_leaves(info, [r[1] for r in region])
+        clampable = {a.name for a in st.compute.axis} - vector_roots(st) \
+            if self._may_clamp(si) else set()
         for a, (lo, ext) in zip(st.compute.axis, region):
             info.root_val[a] = simplify(info.root_val[a] + lo, self.ranges)
             lo_min, lo_max = const_range(lo, self.ranges)
-            if ext + lo_max > int(a.extent.value) and self._may_clamp(si) and lo_min >= 0 \
-                    and a.name not in vector_roots(st):
+            if ext + lo_max > int(a.extent.value) and lo_min >= 0 and a.name in clampable:
                 info.read_val[a] = E.min(info.root_val[a], E.IntImm(int(a.extent.value) - 1))
             elif ext + lo_max > int(a.extent.value):
                 info.guards.append(info.root_val[a] < a.extent)
@@ -419,12 +424,12 @@ class Lowerer(GpuLowering, MultiLowering):
     def _temps(self, si: int) -> list:
         """The buffers of stage si that are temporaries (to allocate), not arguments."""
         info, params = self.info[si], {id(b) for b in self.params}
-        return [b for b in [info.buffer] + info.more if id(b) not in params]
+        return [b for b in info.buffers if id(b) not in params]
 
     def _init_nest(self, info: LStage, r0: int, in_parallel: bool) -> S.Stmt:
         idx = self._out_index(info)
         store = S.seq([S.Store(buf, idx, b.identity()) for buf, b in
-                       zip([info.buffer] + info.more, info.stage.compute.bodies)])
+                       zip(info.buffers, info.stage.compute.bodies)])
         spatial_vars = {lf.var for lf in info.leaves[:r0]} | {lf.var for lf in info.outer}
         spatial_vars |= {lf.var for lf in info.leaves[r0:] if lf.kind == "spatial"}
         guards = [g for g in info.guards if E.free_vars(g) <= spatial_vars]
@@ -443,7 +448,7 @@ class Lowerer(GpuLowering, MultiLowering):
             if si in self._partials:
                 idx = E.IntImm(0)
             if len(bodies) > 1:
-                stmt = self._update_all(bodies, [info.buffer] + info.more, idx)
+                stmt = self._update_all(bodies, info.buffers, idx)
             else:
                 src = self._to_buffers(body.source)
                 stmt = S.Store(buf, idx, body.combiner.combine(S.BufferLoad(buf, idx), src))
@@ -454,7 +459,7 @@ class Lowerer(GpuLowering, MultiLowering):
                 conds += self._predicate(info)
             return self._guarded(stmt, conds)
         stores = [S.Store(buf, idx, self._to_buffers(b))
-                  for buf, b in zip([info.buffer] + info.more, bodies)]
+                  for buf, b in zip(info.buffers, bodies)]
         return self._guarded(S.seq(stores), info.guards + self._predicate(info))
 
     def _to_buffers(self, e: E.Expr) -> E.Expr:
@@ -472,7 +477,7 @@ class Lowerer(GpuLowering, MultiLowering):
                     idx = [i - off for i, off in zip(n.indices, t.offsets)]
                     if t.layout:
                         idx = pack_indices(idx, t.layout)
-                    tb = t.buffer if k == 0 else t.more[k - 1]
+                    tb = t.buffers[k]
                     return S.BufferLoad(tb, flat_index(tb, idx, self.index_dtype))
                 buf = self.param_of[_key(j, k)]
                 idx = list(n.indices)

@@ -66,7 +66,7 @@ class MultiLowering:
 
     def _emit_extern(self, si: int) -> S.Stmt:
         info = self.info[si]
-        bufs = [info.buffer] + info.more
+        bufs = info.buffers
         op = info.stage.op
         args = []
         for a in op.call.args:
@@ -82,7 +82,7 @@ class MultiLowering:
         j, k = self.index[id(t.op)], t.value_index
         if j in self.info:
             info = self.info[j]
-            return info.buffer if k == 0 else info.more[k - 1]
+            return info.buffers[k]
         if key(j, k) not in self.param_of:
             raise LoweringError(f"te.extern {reader} reads {t.name}, which is inlined; "
                                 "compute it at the root")
@@ -118,8 +118,7 @@ class MultiLowering:
     def _state_load(self, n: E.TensorLoad) -> S.BufferLoad:
         """A read of a scan's state: the rows of the scan's output computed so far."""
         si, k = self.states[id(n.tensor.op)]
-        t = self.info[si]
-        buf = t.buffer if k == 0 else t.more[k - 1]
+        buf = self.info[si].buffers[k]
         return S.BufferLoad(buf, flat_index(buf, list(n.indices), self.index_dtype))
 
     def _scan_region(self, si: int, region: list) -> list:
@@ -148,7 +147,7 @@ class MultiLowering:
         for v, n in zip(loop_vars, shape):
             self.ranges[v] = (0, n - 1)
         stores = []
-        for buf, init in zip([info.buffer] + info.more, op.init):
+        for buf, init in zip(info.buffers, op.init):
             load = self._to_buffers(init[tuple(loop_vars)])
             stores.append(S.Store(buf, flat_index(buf, loop_vars, self.index_dtype), load))
         stmt = S.seq(stores)
