@@ -68,3 +68,27 @@ def test_row_overhang_has_no_test_per_point_but_a_vector_axis_keeps_its_guard():
     s, args = _tiled(64, 197, 40, 8, 16)  # columns overhang: the vectorized axis
     func = kiln.lower(s, args)
     assert _guards_in_reduction(func) > 0
+
+
+def test_producer_of_a_clamped_temporary_covers_its_clamped_rows():
+    """A temporary C at an overhanging tile (rows 7..11 of 7 are clamped to row 6) with its
+    producer P attached inside it: P's region follows the clamped rows C reads, so nothing
+    reads outside P's buffer (a random schedule of conv2d found the case)."""
+    import tir_interp
+    X = te.placeholder((9, 8), name="X")
+    P = te.compute((9, 8), lambda i, j: X[i, j] * 2.0, name="P")
+    r = te.reduce_axis((0, 3), "r")
+    C = te.compute((7, 8), lambda i, j: te.sum(P[i + r, j], axis=r), name="C")
+    D = te.compute((7, 8), lambda i, j: C[i, j] + 1.0, name="D")
+    s = te.create_schedule(D.op)
+    yo, yi = s[D].split(D.op.axis[0], factor=6)
+    s[C].compute_at(s[D], yi)
+    s[P].compute_at(s[C], s[C].op.axis[0])
+    x = np.random.default_rng(3).standard_normal((9, 8)).astype("float32")
+    want = sum(x[k:k + 7] * 2 for k in range(3)) + 1
+    out = np.zeros((7, 8), "float32")
+    tir_interp.run(kiln.lower(s, [X, D]), x, out)   # bounds-checked loads
+    np.testing.assert_allclose(out, want, rtol=1e-5)
+    out = np.zeros((7, 8), "float32")
+    kiln.build(s, [X, D])(x, out)
+    np.testing.assert_allclose(out, want, rtol=1e-5)

@@ -20,11 +20,13 @@ unrolled -> expanded copies with constant indices (c_prep), vectorized -> vector
 from __future__ import annotations
 
 import json
+import re
 
 from ..errors import CodegenError
 from ..target import Target, as_target
 from ..te import expr as E
 from ..tir import stmt as S
+from ..tir.lower_helpers import stmt_exprs
 from .c_expr import ScalarPrinter, Scope
 from .c_lib import BITS, VECTOR_DTYPES, CLib, ctype
 from .c_prep import (
@@ -136,7 +138,27 @@ def _written(body: S.Stmt) -> set:
             out.add(st.buffer.uid)
         elif isinstance(st, S.CallPacked):
             out.update(a.uid for a in st.args if isinstance(a, S.Buffer))
+        elif isinstance(st, S.Evaluate):  # an external call writes through its pointers
+            out.update(n.buffer.uid for n in E.walk(st.value)
+                       if isinstance(n, S.AccessPtr) and "w" in n.mask)
     return out
+
+
+_LIBC = ("memcpy", "memmove", "memset")  # declared by the prelude's headers
+
+
+def _imports(func: S.PrimFunc) -> str:
+    """The C source of the schedule's pragma import_c, checked to define every function
+    the kernel calls through tir.call_extern."""
+    sources = func.attrs.get("import_c", [])
+    calls = {n.name for st in S.walk_stmts(func.body) for e in stmt_exprs(st)
+             for n in E.walk(e) if isinstance(n, S.CallExtern)}
+    for name in sorted(calls):
+        if name not in _LIBC and not any(re.search(rf"\b{name}\s*\(", c) for c in sources):
+            raise CodegenError(f"{func.name}: tir.call_extern({name!r}) but no pragma "
+                               "import_c defines it; give its C source with "
+                               "s[C].pragma(axis, 'import_c', code)")
+    return "\n".join(sources)
 
 
 def walk_all(s: S.Stmt):
@@ -217,7 +239,8 @@ class FuncPrinter:
             self.scope.name(v)
         self.stmt(self.body)
         meta = metadata(self.func, self.target)
-        parts = [self.header(meta), _PRELUDE, self.lib.text(), self.kernel(name, meta),
+        parts = [self.header(meta), _PRELUDE, self.lib.text(), _imports(self.func),
+                 self.kernel(name, meta),
                  self.packed(name), self.timer(name), self.meta_fn(name, meta)]
         return "\n".join(p for p in parts if p)
 
@@ -243,6 +266,8 @@ class FuncPrinter:
             self.let(s)
         elif isinstance(s, S.CallPacked):
             self.call_packed(s)
+        elif isinstance(s, S.Evaluate):
+            self.line(f"(void){self.scalar.wrap(s.value, 14)};")
         else:
             raise CodegenError(f"the C backend cannot print statement {type(s).__name__}")
 

@@ -141,6 +141,13 @@ class ScalarPrinter:
             return self.cast(e)
         if isinstance(e, E.Call):
             return self.call(e), ATOM
+        if isinstance(e, S.AccessPtr):  # a tensorize intrinsic's pointer argument
+            if self.scope.on_scalar_access is not None:
+                self.scope.on_scalar_access(e.buffer)
+            ptr = f"({ctype(e.buffer.dtype)}*){self.scope.name(e.buffer)}"
+            return f"{ptr} + {self.wrap(e.offset, 11, True)}", 11
+        if isinstance(e, S.CallExtern):
+            return f"{e.name}({', '.join(self.expr(a) for a in e.args)})", ATOM
         raise CodegenError(f"the C backend cannot print {type(e).__name__} node {e!r}")
 
     def binop(self, e: E.BinOp):

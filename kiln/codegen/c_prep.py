@@ -128,7 +128,7 @@ def _should_expand(loop: S.For, body: S.Stmt, n: int, limit: int) -> bool:
 
 def steps(s: S.Stmt) -> int:
     """Statements executed by s, counting a vectorized loop as one (for unroll budgets)."""
-    if isinstance(s, S.Store):
+    if isinstance(s, (S.Store, S.Evaluate)):
         return 1
     if isinstance(s, S.For):
         n = const_int(s.extent)
@@ -175,6 +175,8 @@ def instantiate(s: S.Stmt, mapping: dict, ranges: dict) -> S.Stmt:
         return S.IfThenElse(cond, instantiate(s.then, mapping, assume(ranges, cond)), els)
     if isinstance(s, S.SeqStmt):
         return S.seq([instantiate(x, mapping, ranges) for x in s.stmts])
+    if isinstance(s, S.Evaluate):
+        return S.Evaluate(fix(s.value))
     return s
 
 

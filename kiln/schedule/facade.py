@@ -165,6 +165,11 @@ class ScheduleStage:
     def pragma(self, axis, name: str, value=1):
         self._apply(self._state.pragma, self._name(axis), name, value)
 
+    def tensorize(self, axis, intrin):
+        """The loops from `axis` inward become `intrin`'s code (te.decl_tensor_intrin):
+        lowering checks that they compute what the intrinsic's compute does."""
+        self._apply(self._state.tensorize, self._name(axis), intrin)
+
     def __repr__(self):
         return f"stage({self._op.name})"
 

@@ -16,6 +16,8 @@ def state_str(state) -> str:
         loops = []
         for it in s.iters:
             ann = "" if it.annotation == "none" else f" {it.annotation}"
+            if s.tensorize and s.tensorize[0] == it.name:
+                ann += f" tensorize {s.tensorize[1].name}"
             kind = "r" if it.kind == "reduce" else ""
             loops.append(f"{it.name}{kind}({it.extent}{ann})")
         lines.append(f"{s.name} [{where}]: " + " > ".join(loops))

@@ -97,6 +97,7 @@ class Stage:
     align: tuple = ()  # ((dim, factor, offset), ...) from storage_align: padded strides
     double_buffer: bool = False  # a shared stage with two copies, one filled while one is read
     store_predicate: tuple = ()  # ((thread tag, value), ...): only those threads store
+    tensorize: tuple = ()  # (iterator name, TensorIntrin): that loop nest is the intrinsic
 
     @property
     def name(self) -> str:
@@ -298,7 +299,14 @@ class State:
     def pragma(self, stage, it, name: str, value) -> State:
         from .steps import PragmaStep
         si = self.stage_index(stage)
-        return self.apply(PragmaStep(si, self._iter(si, it), str(name), int(value)))
+        value = value if isinstance(value, str) else int(value)  # import_c takes C source
+        return self.apply(PragmaStep(si, self._iter(si, it), str(name), value))
+
+    def tensorize(self, stage, it, intrin) -> State:
+        """Replace the loop nest from `it` inward by a tensor intrinsic's code."""
+        from .steps import TensorizeStep
+        si = self.stage_index(stage)
+        return self.apply(TensorizeStep(si, self._iter(si, it), intrin))
 
     def cache_write(self, stage, scope: str = "local") -> State:
         from .steps import CacheWriteStep

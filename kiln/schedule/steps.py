@@ -192,7 +192,7 @@ class PragmaStep:
     stage_id: int
     iter_id: int
     name: str
-    value: int
+    value: int | str
 
     code = "PR"
 
@@ -204,7 +204,8 @@ class PragmaStep:
 
     @classmethod
     def from_record(cls, r):
-        return cls(int(r[1]), int(r[2]), str(r[3]), int(r[4]))
+        value = r[4] if isinstance(r[4], str) else int(r[4])  # import_c: C source text
+        return cls(int(r[1]), int(r[2]), str(r[3]), value)
 
 
 @dataclass(frozen=True)
@@ -399,10 +400,34 @@ class StorePredicateStep:
         return cls(int(r[1]), tuple((str(t), int(v)) for t, v in r[2]))
 
 
+@dataclass(frozen=True)
+class TensorizeStep:
+    """The loop nest of stage_id from iter_id inward becomes a tensor intrinsic's code. The
+    record names the intrinsic by its key in this process (te/tensor_intrin.py)."""
+
+    stage_id: int
+    iter_id: int
+    intrin: object
+
+    code = "TZ"
+
+    def apply_to(self, state):
+        return T.tensorize(state, self.stage_id, self.iter_id, self.intrin)
+
+    def to_record(self) -> list:
+        return [self.code, self.stage_id, self.iter_id, self.intrin.key]
+
+    @classmethod
+    def from_record(cls, r):
+        from ..te.tensor_intrin import lookup
+        return cls(int(r[1]), int(r[2]), lookup(str(r[3])))
+
+
 STEP_TYPES = {c.code: c for c in (
     StorePredicateStep, DoubleBufferStep, SetScopeStep, StorageAlignStep, LayoutRewriteStep,
     SplitStep, FollowSplitStep, FuseStep, ReorderStep, ComputeAtStep, ComputeInlineStep,
-    ComputeRootStep, AnnotationStep, PragmaStep, CacheWriteStep, CacheReadStep, RfactorStep)}
+    ComputeRootStep, AnnotationStep, PragmaStep, CacheWriteStep, CacheReadStep, RfactorStep,
+    TensorizeStep)}
 
 
 def step_from_record(r):

@@ -186,17 +186,27 @@ PRAGMAS = {"auto_unroll_max_step": "unroll serial loops of at most N iterations 
            "unroll_explicit": "unroll in the IR, not by the compiler",
            "splitk_serial": "GPU: this stage sums N split-K slices at the end of their kernel",
            "mma_tf32x3": "GPU: this k loop of 8 and the tile product inside it run on the "
-                         "tensor cores (m16n8k8, operands split in two TF32 parts)"}
+                         "tensor cores (m16n8k8, operands split in two TF32 parts)",
+           "import_c": "C source placed before the kernel: the functions a tensorize "
+                       "intrinsic calls through tir.call_extern"}
 
 
-def pragma(state, si: int, ii: int, name: str, value: int):
+def pragma(state, si: int, ii: int, name: str, value):
     st = _stage(state, si)
     it = _iter(st, ii)
+    if name == "import_llvm":
+        raise ScheduleError(f"pragma import_llvm on {st.name}.{it.name}: kiln emits C, not LLVM "
+                            "IR; give the C source of the functions with pragma 'import_c'")
     if name not in PRAGMAS:
         raise ScheduleError(f"unknown pragma {name!r} on {st.name}.{it.name} "
                             f"(known: {', '.join(PRAGMAS)})")
+    if (name == "import_c") != isinstance(value, str):
+        raise ScheduleError(f"pragma {name} on {st.name}.{it.name}: "
+                            + ("the value is C source text" if name == "import_c" else
+                               f"the value is an integer, got {value!r}"))
     iters = list(st.iters)
-    prag = tuple(p for p in it.pragmas if p[0] != name) + ((name, int(value)),)
+    prag = tuple(p for p in it.pragmas if p[0] != name) + \
+        ((name, value if isinstance(value, str) else int(value)),)
     iters[ii] = replace(it, pragmas=prag)
     return state.with_stage(si, replace(st, iters=tuple(iters)))
 
@@ -298,3 +308,16 @@ def rfactor(state, si: int, ii: int, factor_axis: int):
     _single_output(st, "rfactor")
     rf_stage, new_st = rfactor_stage(st, it, factor_axis)
     return _insert(state, si, rf_stage, {si: new_st})
+
+
+def tensorize(state, si: int, ii: int, intrin):
+    from ..te.tensor_intrin import TensorIntrin
+    st = _stage(state, si)
+    it = _iter(st, ii)
+    if not isinstance(intrin, TensorIntrin):
+        raise ScheduleError(f"tensorize of {st.name}.{it.name}: expected an intrinsic from "
+                            f"te.decl_tensor_intrin, got {type(intrin).__name__}")
+    if st.attach[0] == "inline" or getattr(st.op, "is_scan", False) or st.compute.more:
+        raise ScheduleError(f"tensorize of {st.name}: the stage must be a single-output "
+                            "compute with its own loops")
+    return state.with_stage(si, replace(st, tensorize=(it.name, intrin)))

@@ -63,6 +63,7 @@ from .tensor import (
     sum,
     thread_axis,
 )
+from .tensor_intrin import TensorIntrin, decl_tensor_intrin
 
 
 def create_schedule(ops):
@@ -73,7 +74,8 @@ def create_schedule(ops):
 
 __all__ = [
     "Cast", "ComputeOp", "Expr", "ExternOp", "FloatImm", "IntImm", "IterVar", "Operation",
-    "PlaceholderOp", "Reduce", "ScanOp", "Select", "Tensor", "Var", "abs", "all", "any",
+    "PlaceholderOp", "Reduce", "ScanOp", "Select", "Tensor", "TensorIntrin", "Var", "abs", "all",
+    "any", "decl_tensor_intrin",
     "call_extern", "call_packed", "call_pure_extern", "ceil", "comm_reducer", "compute",
     "const", "cos", "create_schedule", "erf", "exp", "exp2", "extern", "floor", "floordiv",
     "floormod", "fmod", "if_then_else", "indexdiv", "indexmod", "log", "log2", "max",

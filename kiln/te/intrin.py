@@ -85,7 +85,7 @@ def call_pure_extern(dtype: str, func_name: str, *args) -> Expr:
     "__expf", "powf", ...): the matching kiln intrinsic in `dtype`. Other external functions
     are an ExprError: kiln's generated code links nothing but its own kernels."""
     from ..errors import ExprError
-    name = _extern_intrinsic(func_name)
+    name = extern_intrinsic(func_name)
     if name is None:
         known = sorted(set(INTRINSICS) | set(_EXTERN_ALIASES))
         raise ExprError(f"call_pure_extern({func_name!r}): kiln calls no external functions; "
@@ -102,7 +102,7 @@ def call_pure_extern(dtype: str, func_name: str, *args) -> Expr:
 call_extern = call_pure_extern
 
 
-def _extern_intrinsic(func_name: str) -> str | None:
+def extern_intrinsic(func_name: str) -> str | None:
     base = str(func_name).lstrip("_")
     for cand in (base, base[:-1] if base.endswith("f") else None):
         if cand in _EXTERN_ALIASES:

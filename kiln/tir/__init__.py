@@ -24,7 +24,6 @@ from ..te.expr import (
 )
 from ..te.extern_op import call_packed
 from ..te.intrin import (
-    call_extern,
     call_pure_extern,
     ceil,
     cos,
@@ -43,13 +42,18 @@ from ..te.intrin import (
     tanh,
     trunc,
 )
+from . import ir_builder
+from .decl import DeclBuffer, call_extern, decl_buffer
 from .lower import lower
 from .simplify import simplify
 from .stmt import (
+    AccessPtr,
     Allocate,
     Buffer,
     BufferLoad,
+    CallExtern,
     CallPacked,
+    Evaluate,
     For,
     IfThenElse,
     LetStmt,
@@ -59,7 +63,8 @@ from .stmt import (
     Store,
 )
 
-__all__ = ["Allocate", "Buffer", "BufferLoad", "CallPacked", "Cast", "FloatImm", "For",
+__all__ = ["AccessPtr", "Allocate", "Buffer", "BufferLoad", "CallExtern", "CallPacked", "Cast",
+           "DeclBuffer", "Evaluate", "FloatImm", "For", "decl_buffer", "ir_builder",
            "IfThenElse", "IntImm", "LetStmt", "PrimFunc", "Select", "SeqStmt", "Stmt", "Store",
            "Var", "all", "any", "call_extern", "call_packed", "call_pure_extern", "ceil", "const",
            "cos", "erf", "exp", "exp2", "floor", "floordiv", "floormod", "if_then_else",

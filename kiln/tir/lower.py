@@ -44,6 +44,7 @@ from .lower_multi import MultiLowering
 from .lower_multi import key as _key
 from .passes import run_passes
 from .simplify import simplify
+from .tensorize import TensorizeLowering
 
 STACK_LIMIT_BYTES = 32 * 1024
 _KIND = {"none": "serial", "parallel": "parallel", "vectorize": "vectorized", "unroll": "unrolled"}
@@ -80,7 +81,7 @@ class LStage:
     layout: tuple = ()  # packed layout of a temporary, factors resolved
 
 
-class Lowerer(GpuLowering, MultiLowering):
+class Lowerer(GpuLowering, MultiLowering, TensorizeLowering):
     def __init__(self, state, args, name: str):
         self.state, self.name = state, name
         self.stages = state.stages
@@ -99,6 +100,8 @@ class Lowerer(GpuLowering, MultiLowering):
         self._eff: dict = {}
         self.param_of: dict = {}  # stage index (output 0) or (index, k) (output k) -> Buffer
         self._partials: dict = {}  # stage -> its cross-thread reduction's per-thread share
+        self._tensor_codes: dict = {}  # tensorized stage -> its intrinsic's bound code
+        self.imports: list = []  # C source of pragma import_c
         self.gpu = any(it.annotation in THREAD_TAGS for st in self.stages for it in st.iters)
 
     # ------------------------------------------------------------ entry
@@ -115,7 +118,8 @@ class Lowerer(GpuLowering, MultiLowering):
                 self._plan(si)
         body = self._emit_roots()
         body = S.map_exprs(body, lambda e: simplify(e, self.ranges))
-        func = S.PrimFunc(self.name, self.params, body, self._scalar_params(body))
+        func = S.PrimFunc(self.name, self.params, body, self._scalar_params(body),
+                          self._func_attrs())
         return run_passes(func)
 
     def _params(self) -> list:
@@ -217,7 +221,8 @@ class Lowerer(GpuLowering, MultiLowering):
                 ext[rel.fused] = math.prod(ext[n] for n in rel.names)
         for it in st.iters:
             v = E.Var(c_name(it.name, self.var_names), self.index_dtype)
-            info.leaves.append(Leaf(it.name, v, ext[it.name], it.kind, it.annotation, it.pragmas))
+            info.leaves.append(Leaf(it.name, v, ext[it.name], it.kind, it.annotation,
+                                    self._loop_pragmas(it.pragmas)))
             self.ranges[v] = (0, ext[it.name] - 1)
         val = {lf.name: lf.var for lf in info.leaves}
         for rel in reversed(st.relations):
@@ -303,30 +308,23 @@ class Lowerer(GpuLowering, MultiLowering):
         buf.double_buffer = st.double_buffer and scope == "shared"
         return buf
 
-    def _scope_of(self, si: int) -> str:
-        """GPU memory scope of a temporary: as named by cache_read/cache_write; else per
-        thread (local) when computed inside a kernel, else a global workspace."""
-        st = self.stages[si]
-        if st.scope in ("shared", "local"):
-            return st.scope
-        if st.scope == "global" or st.attach[0] != "at":
-            return "global"
-        return "local"
-
     def _region_vals(self, ci: int, c: LStage, fixed: list, ranging: dict) -> dict:
         """The consumer's axis values for bound inference. When the producer is computed
         outside all of the consumer's own loops, each spatial axis is its region's start
         plus a fresh variable over the region: the consumer's guards drop whatever its loops
         run past the region (a cooperative fetch's threads outnumbering the panel's
-        elements), and reading the loops' index arithmetic instead would widen the region."""
+        elements), and reading the loops' index arithmetic instead would widen the region.
+        Rows a consumer clamps (read_val) are read clamped, so bounds use those values."""
         if len(fixed) > len(c.outer) or c.layout or self.stages[ci].layout or \
                 len(c.offsets) != len(c.stage.compute.axis):
-            return c.root_val
+            return {**c.root_val, **c.read_val}
         vals = dict(c.root_val)
         for d, a in enumerate(c.stage.compute.axis):
             v = E.Var(f"{a.name}_r", self.index_dtype)
             ranging[v] = (0, int(c.buffer.shape[d]) - 1)
             vals[a] = c.offsets[d] + v
+            if a in c.read_val:
+                vals[a] = E.min(vals[a], E.IntImm(int(a.extent.value) - 1))
         return vals
 
     # ------------------------------------------------------------ emission
@@ -366,6 +364,7 @@ class Lowerer(GpuLowering, MultiLowering):
             par.append(par[-1] or lf.annotation == "parallel")
 
         across = r0 is not None and leaves[r0].annotation in THREAD_TAGS
+        tpos = self._tensor_pos(info)
         for lf in leaves[(r0 or 0) + 1:]:
             if lf.kind == "reduce" and lf.annotation in THREAD_TAGS:
                 raise LoweringError(f"cross-thread reduction {info.stage.name}.{lf.name}: the "
@@ -382,9 +381,12 @@ class Lowerer(GpuLowering, MultiLowering):
                 parts = self._with_barriers(parts)
             if across and pos + 1 == r0:
                 rest.append(self._cross_thread(si, info, r0, inner))
+            elif tpos is not None and pos + 1 == tpos:
+                rest.append(self._tensor_stmt(si, info, tpos, r0 is None or r0 >= tpos))
             else:
                 if r0 is not None and pos + 1 == r0:
-                    rest.append(self._init_nest(info, r0, par[pos + 1]))
+                    rest.append(self._init_nest(info, r0, par[pos + 1]) if tpos is None else
+                                self._tensor_init(si, info, r0, tpos, par[pos + 1]))
                 if pos + 1 < len(leaves):
                     rest.append(self._loop(leaves[pos + 1], inner(pos + 1), par[pos + 1]))
                 else:

@@ -24,8 +24,18 @@ if TYPE_CHECKING:
 
 
 class GpuLowering:
-    """Methods of Lowerer (it provides info, stages, var_names, effective_body, _scope_of,
-    _loop, _out_index, _guarded and _partials)."""
+    """Methods of Lowerer (it provides info, stages, var_names, effective_body, _loop,
+    _out_index, _guarded and _partials)."""
+
+    def _scope_of(self, si: int) -> str:
+        """GPU memory scope of a temporary: as named by cache_read/cache_write; else per
+        thread (local) when computed inside a kernel, else a global workspace."""
+        st = self.stages[si]
+        if st.scope in ("shared", "local"):
+            return st.scope
+        if st.scope == "global" or st.attach[0] != "at":
+            return "global"
+        return "local"
 
     def _cross_thread(self, si: int, info: LStage, r0: int, inner) -> S.Stmt:
         """A reduction whose outermost reduction loop is bound to threadIdx.x (TVM's

@@ -74,6 +74,8 @@ def stmt_exprs(s: S.Stmt) -> list:
         return [s.index]
     if isinstance(s, S.CallPacked):
         return [a for a in s.args if isinstance(a, E.Expr)]
+    if isinstance(s, S.Evaluate):
+        return [s.value]
     return []
 
 

@@ -32,6 +32,8 @@ def stmt_str(s, indent: int = 0) -> str:
     if isinstance(s, S.CallPacked):
         args = ", ".join(a.name if isinstance(a, S.Buffer) else expr_str(a) for a in s.args)
         return f"{pad}call_packed({s.func_name!r}, {args})"
+    if isinstance(s, S.Evaluate):
+        return f"{pad}{expr_str(s.value)}"
     if isinstance(s, S.Barrier):
         return f"{pad}barrier()  # __syncthreads"
     if isinstance(s, S.LastBlock):

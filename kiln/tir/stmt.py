@@ -71,6 +71,44 @@ class BufferLoad(E.Expr):
         return f"{self.buffer.name}[{f(self.index)}]"
 
 
+class AccessPtr(E.Expr):
+    """The address of buffer[offset] (TVM's access_ptr): what a tensorize intrinsic passes
+    to an external C function. `mask` says how the callee uses it: "r", "w" or "rw"."""
+
+    __slots__ = ("buffer", "offset", "mask")
+
+    def __init__(self, buffer: Buffer, offset: E.Expr, mask: str = "rw"):
+        self.buffer, self.offset, self.mask, self.dtype = buffer, offset, mask, "handle"
+
+    def expr_children(self):
+        return (self.offset,)
+
+    def expr_rebuild(self, c):
+        return AccessPtr(self.buffer, c[0], self.mask)
+
+    def expr_str(self, f):
+        return f"&{self.buffer.name}[{f(self.offset)}]"
+
+
+class CallExtern(E.Expr):
+    """A call of an external C function by name (tvm.tir.call_extern of a name that is not
+    a math intrinsic); its definition comes from a pragma "import_c"."""
+
+    __slots__ = ("name", "args")
+
+    def __init__(self, name: str, args, dtype: str):
+        self.name, self.args, self.dtype = name, tuple(args), dtype
+
+    def expr_children(self):
+        return self.args
+
+    def expr_rebuild(self, c):
+        return CallExtern(self.name, c, self.dtype)
+
+    def expr_str(self, f):
+        return f"{self.name}({', '.join(f(a) for a in self.args)})"
+
+
 class Stmt:
     def __repr__(self) -> str:
         from .printer import stmt_str
@@ -191,6 +229,13 @@ class CallPacked(Stmt):
 
 
 @dataclass(eq=False, repr=False)
+class Evaluate(Stmt):
+    """An expression evaluated for its effect: an external call."""
+
+    value: E.Expr
+
+
+@dataclass(eq=False, repr=False)
 class SeqStmt(Stmt):
     stmts: list
 
@@ -293,6 +338,8 @@ def map_exprs(s: Stmt, fn) -> Stmt:
         return LastBlock(fn(s.index), s.count, s.slots, map_exprs(s.body, fn), s.l2)
     if isinstance(s, CallPacked):
         return CallPacked(s.func_name, [a if isinstance(a, Buffer) else fn(a) for a in s.args])
+    if isinstance(s, Evaluate):
+        return Evaluate(fn(s.value))
     if isinstance(s, MmaTile):
         return MmaTile(s.acc, [[fn(x) for x in f] for f in s.a], [[fn(x) for x in f] for f in s.b],
                        [[[fn(x) for x in h] for h in f] for f in s.c], s.kind)

@@ -65,7 +65,27 @@ def _build(kind):
         s = s.set_scope(c, "global")
     elif kind == "RF":
         s = s.split(c, 2, [4]).rfactor(c, 3)
+    elif kind == "TZ":
+        s = s.tensorize(c, 1, _row_times_matrix(12, 10))
     return s, inputs, outputs, ref, dag
+
+
+def _row_times_matrix(n, k):
+    """o[j] = sum_r x[r] * w[j, r], coded in the loop IR (the interpreter runs it)."""
+    from kiln import te, tir
+    x, w = te.placeholder((k,), name="x"), te.placeholder((n, k), name="w")
+    r = te.reduce_axis((0, k), name="r")
+    o = te.compute((n,), lambda j: te.sum(x[r] * w[j, r], axis=r), name="o")
+
+    def fcompute(ins, outs):
+        ib = tir.ir_builder.create()
+        with ib.for_range(0, n, name="jj") as j:
+            ib.emit(outs[0].vstore([j], 0.0))
+            with ib.for_range(0, k, name="rr") as q:
+                ib.emit(outs[0].vstore([j], outs[0].vload([j])
+                                       + ins[0].vload([q]) * ins[1].vload([j, q])))
+        return ib.get()
+    return te.decl_tensor_intrin(o.op, fcompute)
 
 
 @pytest.mark.parametrize("kind", sorted(STEP_TYPES))
