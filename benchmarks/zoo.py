@@ -71,7 +71,12 @@ def _text(model_cls, cfg, vocab: int, with_mask: bool = True, output="last_hidde
     return model, {"input_ids": ids, "attention_mask": mask}
 
 
-def _vision(model_cls, cfg, shape, output="last_hidden_state"):
+def _vision(model_cls, cfg, shape, output="last_hidden_state", he_init=False):
+    """he_init: convolutions re-drawn with He's scale, batch-norm scales near 1 and their
+    statistics measured on random images, as training leaves them (EfficientNet's config
+    draws all weights, gamma too, with std 0.02 and keeps unit statistics: each block's
+    output shrinks, the pooled output is exactly zero, which checks nothing, and the
+    network runs on denormal floats)."""
     import torch
 
     class Wrapper(torch.nn.Module):
@@ -82,7 +87,23 @@ def _vision(model_cls, cfg, shape, output="last_hidden_state"):
         def forward(self, pixel_values):
             return getattr(self.m(pixel_values=pixel_values), output)
     torch.manual_seed(0)
-    return Wrapper(model_cls(cfg)).eval(), {"pixel_values": torch.randn(*shape)}
+    model = Wrapper(model_cls(cfg)).eval()
+    if he_init:
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                elif isinstance(m, torch.nn.BatchNorm2d):  # the config draws gamma ~ 0.02
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+                    m.reset_running_stats()
+                    m.momentum = None  # the plain average over the calibration batches
+            model.train()
+            for _ in range(2):
+                model(torch.randn(4, *shape[1:]))
+        model.eval()
+        torch.manual_seed(1)
+    return model, {"pixel_values": torch.randn(*shape)}
 
 
 def _whisper():
@@ -143,7 +164,7 @@ def models() -> dict:
         "swin-tiny": lambda: _vision(T.SwinModel, T.SwinConfig(), (1, 3, 224, 224),
                                      "pooler_output"),
         "efficientnet-b0": lambda: _vision(T.EfficientNetModel, T.EfficientNetConfig(),
-                                           (1, 3, 224, 224), "pooler_output"),
+                                           (1, 3, 224, 224), "pooler_output", he_init=True),
         "wav2vec2-base": _wav2vec2,
     }
 

@@ -128,20 +128,34 @@ class _Program:
     """Maps graph nodes to the tensors kiln_graph_run passes (inputs, outputs, params, arena)."""
 
     def __init__(self, graph: Graph, workloads: list, kernels: dict):
-        self.graph, self.workloads, self.kernels = graph, workloads, kernels
+        self.graph, self.kernels = graph, kernels
         self.input_index = {n.uid: i for i, n in enumerate(graph.inputs)}
         self.output_index: dict = {}
         for j, n in enumerate(graph.outputs):
             if n.op not in ("input", "const"):
                 self.output_index.setdefault(n.uid, j)
+        self.views: dict = {}  # node uid -> the node whose memory it reads (a reshape)
+        self.workloads = [wl for wl in workloads if not self._view(wl)]
         self.table = ParamTable(graph.params)
         self.plan = plan_memory(self._buffers())
+
+    def _view(self, wl) -> bool:
+        """A group that only reshapes one computed tensor is no kernel: its readers read the
+        source's memory (row-major either way). Not for a graph output, which has its own
+        buffer."""
+        out, ins = wl.group.output, wl.arg_nodes
+        if out.uid in self.output_index or len(ins) != 1 or ins[0].op == "const" or \
+                ins[0].dtype != out.dtype or any(n.op not in VIEW_RESHAPES
+                                                  for n in wl.group.nodes):
+            return False
+        self.views[out.uid] = self.views.get(ins[0].uid, ins[0])
+        return True
 
     def _buffers(self) -> list:
         last: dict = {}
         for k, wl in enumerate(self.workloads):
             for n in wl.arg_nodes:
-                last[n.uid] = k
+                last[self.views.get(n.uid, n).uid] = k
         out = []
         for k, wl in enumerate(self.workloads):
             node = wl.group.output
@@ -150,6 +164,7 @@ class _Program:
         return out
 
     def arg(self, node, layout=()) -> Arg:
+        node = self.views.get(node.uid, node)
         if node.op == "input":
             return Arg("input", self.input_index[node.uid], node.dtype)
         if node.op == "const":
@@ -170,6 +185,9 @@ class _Program:
             if self.output_index.get(n.uid) != j:
                 steps.append(Copy(Arg("output", j, n.dtype), self.arg(n), _nbytes(n)))
         return steps
+
+
+VIEW_RESHAPES = ("reshape", "flatten", "squeeze", "expand_dims")
 
 
 def _nbytes(node) -> int:

@@ -52,6 +52,51 @@ def small_cnn(seed: int = 0):
     return model.eval(), (x,)
 
 
+def se_cnn(seed: int = 0):
+    """(module, (image,)): two EfficientNet-style blocks, each a 1x1 expansion, a 3x3
+    depthwise convolution with SiLU, squeeze-excitation (pool, 1x1 convs, sigmoid scale) and
+    a 1x1 projection, the second with a residual sum; random batch-norm statistics."""
+    import torch
+    from torch import nn
+
+    class SE(nn.Module):
+        def __init__(self, c, r):
+            super().__init__()
+            self.reduce, self.expand = nn.Conv2d(c, r, 1), nn.Conv2d(r, c, 1)
+
+        def forward(self, x):
+            s = x.mean((2, 3), keepdim=True)
+            return x * torch.sigmoid(self.expand(nn.functional.silu(self.reduce(s))))
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            mid = cin * 4
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU(),
+                nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+                nn.BatchNorm2d(mid), nn.SiLU(), SE(mid, cin // 2),
+                nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.body(x)
+            return x + y if self.residual else y
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.SiLU(), Block(16, 16, 1),
+                          Block(16, 24, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    x = torch.from_numpy(np.random.RandomState(seed).randn(1, 3, 32, 32).astype(np.float32))
+    return model.eval(), (x,)
+
+
 def export_onnx(model, args: tuple, path: str, opset: int = 17, dynamic: bool = False,
                 fold: bool = True) -> str:
     """torch.onnx.export (TorchScript exporter) to `path`; dynamic marks every dim symbolic."""

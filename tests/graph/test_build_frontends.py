@@ -9,7 +9,7 @@ import kiln
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from models import export_onnx, small_cnn, tiny_bert  # noqa: E402
+from models import export_onnx, se_cnn, small_cnn, tiny_bert  # noqa: E402
 
 
 def _run(lib, args):
@@ -18,7 +18,7 @@ def _run(lib, args):
     return out
 
 
-@pytest.mark.parametrize("builder", [tiny_bert, small_cnn])
+@pytest.mark.parametrize("builder", [tiny_bert, small_cnn, se_cnn])
 def test_from_pytorch_builds_and_matches_torch(builder):
     model, args = builder()
     with torch.no_grad():
@@ -38,6 +38,27 @@ def test_cnn_from_onnx_builds_and_matches_onnxruntime(tmp_path):
     graph, params = kiln.frontend.from_onnx(onnx.load(path))
     lib = kiln.graph.build(graph, params, target="cpu")
     np.testing.assert_allclose(_run(lib, args), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_squeeze_excitation_blocks_run_channels_last(tmp_path):
+    """EfficientNet-style blocks from ONNX: only where the stem's NCHW output enters the
+    first block (its 1x1 convolution, its residual sum) is anything transposed; the
+    depthwise convolutions take their SiLU (x read twice) as their epilogue, the final
+    pooling reads channels-last, and reshapes between kernels are views, not copies."""
+    import onnx
+    import onnxruntime as ort
+    model, args = se_cnn()
+    path = export_onnx(model, args, str(tmp_path / "se.onnx"))
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {"image": args[0].numpy()})[0]
+    graph, params = kiln.frontend.from_onnx(onnx.load(path))
+    lib = kiln.graph.build(graph, params, target="cpu")
+    np.testing.assert_allclose(_run(lib, args), ref, atol=1e-4, rtol=1e-4)
+    steps = lib.meta["steps"]
+    assert sum("transpose" in s for s in steps) == 2, steps
+    assert sum("depthwise_conv2d_nhwc_sigmoid_multiply" in s for s in steps) == 2, steps
+    assert not any(s.endswith("fused_reshape") for s in steps[:-1]), steps  # last: output
+    assert not any(s.endswith("fused_sigmoid_multiply") for s in steps), steps
 
 
 @pytest.mark.parametrize("route", ["onnx", "pytorch"])

@@ -73,7 +73,9 @@ def test_softmax_takes_the_preceding_scale():
     assert ops_of(g) == ["multiply", "softmax"] and g.pattern == OpPattern.COMM_REDUCE
 
 
-def test_anchor_takes_no_producers_and_epilogue_stops_at_fanout():
+def test_anchor_takes_no_producers_and_a_fanout_that_meets_again():
+    """The epilogue goes on through readers that meet again in one node (a swish, x *
+    sigmoid(x)); a fan-out with two exits stops it."""
     p = {}
     x = inp("x", (8, 16))
     t = op("relu", [x], (8, 16))
@@ -84,8 +86,18 @@ def test_anchor_takes_no_producers_and_epilogue_stops_at_fanout():
     y = op("add", [a, b], (8, 16))
     groups = fuse(Graph([x], [y], p))
     names = [ops_of(g) for g in groups]
-    assert names == [["relu"], ["dense", "gelu"], ["exp", "tanh", "add"]]
-    assert [g.index for g in groups] == [0, 1, 2]
+    assert names == [["relu"], ["dense", "gelu", "exp", "tanh", "add"]]
+    assert groups[1].output is y and [g.index for g in groups] == [0, 1]
+    d2 = op("dense", [x, const(p, "w2", (16, 16))], (8, 16))
+    sw = op("multiply", [d2, op("sigmoid", [d2], (8, 16))], (8, 16))
+    out1, out2 = op("exp", [sw], (8, 16)), op("tanh", [sw], (8, 16))  # two exits
+    groups = fuse(Graph([x], [out1, out2], p))
+    assert [ops_of(g) for g in groups] == [["dense", "sigmoid", "multiply"], ["exp"],
+                                           ["tanh"]]
+    d3 = op("dense", [x, const(p, "w3", (16, 16))], (8, 16))
+    e3, t3 = op("exp", [d3], (8, 16)), op("tanh", [d3], (8, 16))  # they never meet
+    groups = fuse(Graph([x], [e3, t3], p))
+    assert [ops_of(g) for g in groups] == [["dense"], ["exp"], ["tanh"]]
 
 
 def test_epilogue_stops_at_graph_output_and_shape_change():

@@ -121,7 +121,8 @@ def test_simplify_reduces_in_the_layout_below_a_transpose(op, attrs):
     t = b.op("relu", [b.op("transpose", [x], axes=[0, 3, 1, 2])])
     g = b.finish([b.op(op, [t], **attrs)])
     s = simplify(g)
-    red = s.outputs[0] if s.outputs[0].op != "transpose" else s.outputs[0].inputs[0]
+    red = s.outputs[0] if s.outputs[0].op not in ("transpose", "reshape") else \
+        s.outputs[0].inputs[0]  # [N, 1, 1, C] back to [N, C, 1, 1] is a reshape
     assert red.inputs[0].op == "relu" and red.inputs[0].inputs[0] is s.inputs[0]
     _same_results(g, s, {"x": _rand(2, 3, 4, 5)})
 
@@ -162,3 +163,23 @@ def test_simplify_folds_zero_spatial_padding_into_convolutions():
     assert "pad" not in _ops(s) and list(conv.attrs["padding"]) == [1, 1, 1, 2]
     _same_results(g, s, {"x": _rand(1, 4, 9, 9)})
     assert "pad" in _ops(simplify(graph([[0, 0], [0, 0], [1, 1], [1, 1]], value=1.0)))
+
+
+def test_simplify_squeeze_excitation_scale_stays_channels_last():
+    """A transpose that only moves unit dims is a reshape; a runtime broadcast operand whose
+    transpose is such a view ([N, C, 1, 1], a squeeze-excitation scale) lets the transposes
+    around a channels-last block cancel."""
+    b = GraphBuilder("test")
+    x = b.input("x", (1, 6, 5, 16), "float32")   # NHWC
+    t = b.op("transpose", [x], axes=[0, 3, 1, 2])
+    act = b.op("multiply", [t, b.op("sigmoid", [t])])
+    pooled = b.op("global_avg_pool2d", [act])        # [1, 16, 1, 1]
+    se = b.op("sigmoid", [b.op("transpose", [b.op("transpose", [pooled], axes=[0, 2, 3, 1])],
+                                axes=[0, 3, 1, 2])])
+    back = b.op("transpose", [b.op("multiply", [act, se])], axes=[0, 2, 3, 1])
+    unit = b.op("transpose", [b.input("v", (1, 1, 1, 16), "float32")], axes=[0, 3, 1, 2])
+    g = b.finish([back, unit])
+    s = simplify(g)
+    assert _ops(s).get("transpose", 0) == 0
+    assert s.outputs[0].op == "multiply" and s.outputs[1].op == "reshape"
+    _same_results(g, s, {"x": _rand(1, 6, 5, 16), "v": _rand(1, 1, 1, 16)})

@@ -12,7 +12,7 @@
   8. conv_gemm  1x1 convolutions over a multiple of `conv_gemm_lanes` pixels -> products
                 over the pixels (only if asked: CPU builds); in networks with depthwise
                 convolutions, channels-last products instead (conv1x1_channels_last: the
-                blocks then run channels-last), then simplify
+                blocks then run channels-last), then simplify and simplify_views
   9. winograd   3x3 stride-1 convolutions whose channels are multiples of `winograd_lanes`
                 -> Winograd F(m x m, 3 x 3) transforms around products (only if asked: CPU)
  10. lookup     elementwise chains of one 8-bit value (a QDQ model's GELU between its
@@ -32,7 +32,7 @@ from .lookup import lookup_tables
 from .patterns import recognize_norm_act, recognize_patterns
 from .patterns_linear import recognize_linear
 from .rewrite import clone, op_histogram, rewrite
-from .simplify import simplify
+from .simplify import simplify, simplify_views
 from .winograd import conv3x3_winograd
 
 
@@ -52,7 +52,9 @@ def default_pipeline(graph: Graph, combine_dense: bool = False,
         g = combine_parallel_dense(g)
     if conv_gemm_lanes:
         one_by_one = conv1x1_channels_last if has_depthwise(g) else conv1x1_as_matmul
-        g = simplify(one_by_one(g, conv_gemm_lanes))
+        # the first pass cancels transposes by building new elementwise nodes, which the
+        # second sees (a reshape sinks below them, reshape chains collapse)
+        g = simplify_views(simplify(one_by_one(g, conv_gemm_lanes)))
     if winograd_lanes:
         g = conv3x3_winograd(g, winograd_lanes)
     g = dead_code_elimination(lookup_tables(g))
@@ -66,4 +68,5 @@ __all__ = [
     "default_pipeline", "evaluate", "fold_constants", "infer_graph", "infer_node",
     "infer_types", "lookup_tables", "op_histogram",
     "recognize_linear", "recognize_norm_act", "recognize_patterns", "rewrite", "simplify",
+    "simplify_views",
 ]

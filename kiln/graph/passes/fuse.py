@@ -125,13 +125,54 @@ def _absorb_epilogues(b: _Builder) -> None:
         tail = n
         while True:
             c = b.single_consumer(tail)
-            if c is None or pattern(c) > OpPattern.BROADCAST:
+            if c is None:
+                tail = _absorb_diamond(b, n, tail, g)
+                if tail is None:
+                    break
+                continue
+            if pattern(c) > OpPattern.BROADCAST:
                 break
             gc = b.group[c.uid]
             if len(gc["members"]) != 1 or tuple(c.shape) != tuple(tail.shape):
                 break
             b.merge(gc, g, new_output=c)
             tail = c
+
+
+DIAMOND_MAX = 6  # elementwise nodes a diamond epilogue may hold
+
+
+def _absorb_diamond(b: _Builder, anchor: Node, tail: Node, g: dict) -> Node | None:
+    """The group's output read by several elementwise ops that meet again in one node (a
+    swish: x * sigmoid(x)): they all join the group, whose output becomes that node, so
+    x never goes through memory. None (nothing merged) unless every reader of tail and of
+    the nodes added is added too, except the one exit."""
+    if tail.uid in b.outputs:
+        return None
+    found: list = []
+    todo = list(b.consumers.get(tail.uid, []))
+    while todo and len(found) <= DIAMOND_MAX:
+        m = todo.pop(0)
+        if m in found:
+            continue
+        if pattern(m) > OpPattern.BROADCAST or len(b.group[m.uid]["members"]) != 1 or \
+                tuple(m.shape) != tuple(tail.shape) or not all(
+                    b.group.get(i.uid) is g or i in found or i in todo or
+                    i.op in LEAVES or b.pos[i.uid] < b.pos[anchor.uid]
+                    or any(i is x for x in b.consumers.get(tail.uid, [])) for i in m.inputs):
+            return None
+        found.append(m)
+        exits = [x for x in found if x.uid in b.outputs or
+                 any(c not in found for c in b.consumers.get(x.uid, []))]
+        if len(exits) == 1 and not todo:
+            for x in sorted(found, key=lambda x: b.pos[x.uid]):
+                b.merge(b.group[x.uid], g, new_output=exits[0])
+            return exits[0]
+        if not todo:  # extend with the readers of all but the last exit
+            last = max(exits, key=lambda x: b.pos[x.uid])
+            todo = [c for x in exits if x is not last for c in b.consumers.get(x.uid, [])
+                    if c not in found]
+    return None
 
 
 def _absorb_producers(b: _Builder, staged_operands: bool = False) -> None:

@@ -12,8 +12,11 @@ In: a Graph. Out: a new Graph where
   * cast(cast(clip(x) into int8 / uint8), int32) is cast(clip(x), int32) when the clip keeps
     x inside the narrow type (a QuantizeLinear read by a DequantizeLinear: GCC turns the
     narrowing and widening pair into a scalar sign extension of every lane),
-  * transpose(f(transpose(x))) with f elementwise (its other operands constants or scalars)
-    and the two permutations inverse is f(x): a transpose pulled up through the elementwise
+  * a transpose that keeps the order of the non-unit dims ([1, 1, 1, C] -> [1, C, 1, 1]) is a
+    reshape,
+  * transpose(f(transpose(x))) with f elementwise (its other operands constants, scalars,
+    or broadcast operands whose transpose is a reshape, as a squeeze-excitation scale
+    [N, C, 1, 1]) and the two permutations inverse is f(x): a transpose pulled up through the elementwise
     ops cancels the one below (the channels-last int8 convolutions of a quantized CNN,
     frontend/onnx_quant.py, read their input through such a pair). f is copied, not moved:
     any other reader keeps the original, and each node gets one copy however many pulls
@@ -82,9 +85,18 @@ def _transpose(n: Node, rw: Rewriter) -> Node | None:
         x = x.inputs[0]
     if perm == list(range(len(perm))):
         return x
+    if _moves_only_ones(x.shape, perm):  # e.g. [1, 1, 1, C] -> [1, C, 1, 1]: a view
+        return rw.op("reshape", [x], n.name, newshape=tuple(n.shape))
     if x is n.inputs[0]:
         return None
     return rw.op("transpose", [x], n.name, axes=perm)
+
+
+def _moves_only_ones(shape, perm: list) -> bool:
+    """Whether transposing `shape` by perm keeps the order of its non-unit dims (the data
+    stays where it is: the transpose is a reshape)."""
+    big = [p for p in perm if int(shape[p]) != 1]
+    return big == sorted(big)
 
 
 def _reshape_chain(n: Node, rw: Rewriter) -> Node | None:
@@ -193,8 +205,11 @@ def _reduce_transposed(n: Node, rw: Rewriter) -> Node | None:
                 **{**({} if pool else n.attrs), "axis": new_axes, "keepdims": keep})
     kept = [k for k in range(rank) if keep or k not in new_axes]
     order = [int(i) for i in np.argsort([perm[k] for k in kept])]
-    return red if order == list(range(len(order))) else \
-        rw.op("transpose", [red], n.name, axes=order)
+    if order == list(range(len(order))):
+        return red
+    if _moves_only_ones(red.shape, order):  # pooled to [N, 1, 1, C]: a view of [N, C, 1, 1]
+        return rw.op("reshape", [red], n.name, newshape=tuple(n.shape))
+    return rw.op("transpose", [red], n.name, axes=order)
 
 
 _NHWC, _NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
@@ -231,6 +246,8 @@ def _pulled(root: Node, perm: list, rw: Rewriter) -> Node | None:
     a channels-last branch in a residual sum). None unless at least one transpose cancels
     and no more operands are transposed on their own than transposes cancel (the rewrite
     never moves more data than it saves)."""
+    if root.op == "transpose" and [_perm(root)[p] for p in perm] == list(range(len(perm))):
+        return root.inputs[0]  # a reduction straight after the transpose
     memo = rw.memo.setdefault(("pull_transpose", tuple(perm)), {})
 
     def pulled(m: Node, depth: int) -> tuple:
@@ -252,7 +269,12 @@ def _pulled(root: Node, perm: list, rw: Rewriter) -> Node | None:
         elif len(m.shape) == 0:
             out = (m, 0, 0)
         elif tuple(m.shape) != tuple(root.shape):
-            pass  # a broadcast operand computed at run time: not handled
+            full = (1,) * (len(perm) - len(m.shape)) + tuple(int(d) for d in m.shape)
+            if len(full) == len(perm) and _moves_only_ones(full, perm):
+                # a broadcast operand computed at run time whose transpose is a view: the
+                # squeeze-excitation scale [N, C, 1, 1] of a channels-last block
+                out = (rw.op("reshape", [m], m.name,
+                             newshape=tuple(full[p] for p in perm)), 0, 0)
         elif depth < 64 and _pointwise(m):
             ins = [pulled(i, depth + 1) for i in m.inputs]
             if all(i is not None for i, _, _ in ins):
@@ -266,6 +288,37 @@ def _pulled(root: Node, perm: list, rw: Rewriter) -> Node | None:
         return None
     node, cancelled, moved = pulled(root, 0)
     return node if cancelled and moved <= cancelled else None
+
+
+def _sink_reshape(n: Node, rw: Rewriter) -> Node | None:
+    """f(reshape(x), ...) -> reshape(f(x, ...)) for f elementwise whose other operands are
+    reshapes of the same shape, scalars, or constants along the last axis when the reshape
+    keeps it: a product's output reshaped to NHWC then a SiLU becomes the product's
+    epilogue (fuse.py), the reshape a view after it."""
+    src_shape, ins, others = None, [], []
+    for k, i in enumerate(n.inputs):
+        if i.op in _RESHAPE_LIKE and tuple(i.shape) == tuple(n.shape):
+            shape = tuple(i.inputs[0].shape)
+            if src_shape not in (None, shape):
+                return None
+            src_shape = shape
+            ins.append(i.inputs[0])
+        else:
+            ins.append(i)
+            others.append(k)
+    if src_shape is None or not src_shape or src_shape[-1] != n.shape[-1]:
+        return None
+    for k in others:
+        i = ins[k]
+        if len(i.shape) == 0:
+            continue
+        v = rw.param(i)
+        if v is None or any(int(d) != 1 for d in v.shape[:-1]):
+            return None  # a runtime or multi-axis broadcast operand
+        ins[k] = rw.const(v.reshape((1,) * (len(src_shape) - 1) + v.shape[-1:]),
+                          f"{i.attrs.get('name', 'const')}_r")
+    inner = rw.op(n.op, ins, n.name, **n.attrs)
+    return rw.op("reshape", [inner], n.name, newshape=tuple(n.shape))
 
 
 def _pointwise(m: Node) -> bool:
@@ -298,10 +351,33 @@ def _simplify_rule(n: Node, rw: Rewriter) -> Node | None:
         found = _neutral(n, rw)
         if found is None and n.op in ("add", "multiply"):
             found = _reassociate(n, rw)
-        return found
+        if found is not None:
+            return found
+    if _pointwise(n) and any(i.op in _RESHAPE_LIKE for i in n.inputs):
+        return _sink_reshape(n, rw)
     return None
 
 
 def simplify(g: Graph) -> Graph:
     """Remove no-op nodes and fold reshape / transpose chains."""
     return rewrite(g, _simplify_rule)
+
+
+def _views_rule(n: Node, rw: Rewriter) -> Node | None:
+    if n.op in _SHAPE_NOOPS and _same_type(n.inputs[0], n):
+        return n.inputs[0]
+    if n.op in _RESHAPE_LIKE:
+        return _reshape_chain(n, rw)
+    if n.op == "transpose":
+        return _transpose(n, rw)
+    if _pointwise(n) and any(i.op in _RESHAPE_LIKE for i in n.inputs):
+        return _sink_reshape(n, rw)
+    return None
+
+
+def simplify_views(g: Graph) -> Graph:
+    """The view rules of simplify alone (reshape chains, transposes of unit dims, reshapes
+    sunk below elementwise ops), for after a simplify whose transpose pulls built new
+    elementwise nodes: the layout choices are not revisited (a second full pass could flip
+    a reduction's layout back, each pass cancelling one transpose and adding another)."""
+    return rewrite(g, _views_rule)
