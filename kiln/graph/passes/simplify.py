@@ -16,8 +16,8 @@ In: a Graph. Out: a new Graph where
     reshape,
   * transpose(f(transpose(x))) with f elementwise (its other operands constants, scalars,
     or broadcast operands whose transpose is a reshape, as a squeeze-excitation scale
-    [N, C, 1, 1]) and the two permutations inverse is f(x): a transpose pulled up through the elementwise
-    ops cancels the one below (the channels-last int8 convolutions of a quantized CNN,
+    [N, C, 1, 1]) and the two permutations inverse is f(x): a transpose pulled up through
+    the elementwise ops cancels the one below (the channels-last int8 convolutions of a quantized CNN,
     frontend/onnx_quant.py, read their input through such a pair). f is copied, not moved:
     any other reader keeps the original, and each node gets one copy however many pulls
     reach it (a residual sum read by the next block and by its convolution),
