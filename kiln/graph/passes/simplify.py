@@ -15,15 +15,18 @@ In: a Graph. Out: a new Graph where
   * a transpose that keeps the order of the non-unit dims ([1, 1, 1, C] -> [1, C, 1, 1]) is a
     reshape,
   * transpose(f(transpose(x))) with f elementwise (its other operands constants, scalars,
-    or broadcast operands whose transpose is a reshape, as a squeeze-excitation scale
+    or runtime broadcast operands whose transpose is a reshape: a squeeze-excitation scale
     [N, C, 1, 1]) and the two permutations inverse is f(x): a transpose pulled up through
-    the elementwise ops cancels the one below (the channels-last int8 convolutions of a quantized CNN,
-    frontend/onnx_quant.py, read their input through such a pair). f is copied, not moved:
-    any other reader keeps the original, and each node gets one copy however many pulls
-    reach it (a residual sum read by the next block and by its convolution),
+    the elementwise ops cancels the one below (the channels-last int8 convolutions of a
+    quantized CNN, frontend/onnx_quant.py, read their input through such a pair). f is
+    copied, not moved: any other reader keeps the original, and each node gets one copy
+    however many pulls reach it (a residual sum read by the next block and by its
+    convolution),
   * a sum / mean / max / min / global average pool of such an f(transpose(x)) reduces f(x)
     over the same axes and transposes its (small) result; a depthwise conv2d of it (float32,
     or int32) runs channels-last (depthwise_conv2d_nhwc) on f(x), its output transposed back.
+  * (simplify_views, also run alone after the channels-last rewrite) f(reshape(x)) with f
+    elementwise is reshape(f(x)), so a product's SiLU or residual sum becomes its epilogue.
 Exported models are full of these (shape-preserving views, masks that fold to zeros); each
 one removed is a kernel launch and a memory round trip the compiled model never pays.
 """
