@@ -3,6 +3,8 @@ strides and offsets, intrinsics written in the loop IR, and the errors of a bad 
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kiln as tvm
 from kiln import te
@@ -234,3 +236,27 @@ def test_tensorize_step_replays_in_process():
     assert again.record_key() == s.state.record_key()
     with pytest.raises(ScheduleError, match="not declared in this process"):
         replay(s.dag, [["TZ", 2, 1, "nothing#0"]])
+
+
+@settings(max_examples=8, deadline=None)
+@given(yf=st.sampled_from([4, 8, 16, 32]), kf=st.sampled_from([8, 16, 48]),
+       k_inside=st.booleans(), par=st.booleans())
+def test_random_gemv_tensorizations_match_numpy(yf, kf, k_inside, par):
+    """Property: any column tile the intrinsic covers, with the reduction split around it
+    or wholly inside (reset / update or body), computes A @ B^T."""
+    A, B, C = gemm(N=6, M=32, L=48)
+    s = te.create_schedule(C.op)
+    x, y = C.op.axis
+    (z,) = C.op.reduce_axis
+    yo, yi = s[C].split(y, factor=yf)
+    if k_inside:
+        s[C].tensorize(yi, intrin_gemv(yf, 48, reset_update=False))
+    else:
+        ko, ki = s[C].split(z, factor=kf)
+        s[C].reorder(x, yo, ko, yi, ki)
+        s[C].tensorize(yi, intrin_gemv(yf, kf))
+    if par:
+        s[C].parallel(x)
+    s[C].pragma(x, "import_c", GEMV_C)
+    _, (a, b), c = run(s, [A, B, C], [(6, 48), (32, 48)], (6, 32))
+    np.testing.assert_allclose(c, a @ b.T, rtol=1e-5, atol=1e-5)
