@@ -191,6 +191,43 @@ def test_tuning_a_multi_output_reduction(tmp_path):
     np.testing.assert_allclose(s1, (a * a).sum(1), rtol=1e-4)
 
 
+def test_cache_write_of_an_argmax_caches_both_outputs():
+    """s.cache_write([B0, B1], "local") (TVM's list form) gives one local stage computing
+    both; it is attached, tiled and vectorized like any cache, on the CPU and the IR."""
+    argmax = _argmax()
+    A = te.placeholder((64, 40), name="A")
+    k = te.reduce_axis((0, 40), "k")
+    B0, B1 = te.compute((64,), lambda i: argmax((k, A[i, k]), axis=k), name="B")
+    s = te.create_schedule(B0.op)
+    L0, L1 = s.cache_write([B0, B1], "local")
+    assert L0.op is L1.op and (L0.value_index, L1.value_index) == (0, 1)
+    io, ii = s[B0].split(B0.op.axis[0], factor=16)
+    s[L0].compute_at(s[B0], io)
+    (kk,) = s[L0].op.reduce_axis
+    s[L0].reorder(kk, s[L0].op.axis[0])
+    s[L0].vectorize(s[L0].op.axis[0])
+    s[B0].vectorize(ii)
+    s[B0].parallel(io)
+    a = _rand(64, 40)
+    for f in (tvm.build(s, [A, B0, B1]), None):
+        idx, val = np.zeros(64, "int32"), np.zeros(64, "float32")
+        if f is None:
+            tir_interp.run(tvm.lower(s, [A, B0, B1]), a, idx, val)
+        else:
+            f(a, idx, val)
+        np.testing.assert_array_equal(idx, a.argmax(1))
+        np.testing.assert_allclose(val, a.max(1))
+    C0, C1 = te.compute((8, 9), lambda i, j: (A[i, j] + 1, A[i, j] * 2), name="C")
+    s = te.create_schedule(C0.op)
+    CL1 = s.cache_write(C1, "local")          # one tensor: both are cached, C1's returned
+    assert CL1.value_index == 1
+    s[CL1].compute_at(s[C0], C0.op.axis[0])
+    c0, c1 = np.zeros((8, 9), "float32"), np.zeros((8, 9), "float32")
+    tvm.build(s, [A, C0, C1])(a, c0, c1)
+    np.testing.assert_allclose(c0, a[:8, :9] + 1)
+    np.testing.assert_allclose(c1, a[:8, :9] * 2)
+
+
 def test_misuse_is_a_clear_error():
     argmax = _argmax()
     A = te.placeholder((4, 6), name="A")
@@ -205,8 +242,8 @@ def test_misuse_is_a_clear_error():
         tvm.lower(te.create_schedule(T0.op), [A, T0, T1])
     B0, B1 = te.compute((4,), lambda i: argmax((k, A[i, k]), axis=k), name="B")
     s = te.create_schedule(B0.op)
-    with pytest.raises(ScheduleError, match="does not cache_write multi-output"):
-        s.cache_write(B0, "local")
+    with pytest.raises(ScheduleError, match="outputs of one compute"):
+        s.cache_write([B0, A], "local")
     with pytest.raises(ScheduleError, match="does not rfactor multi-output"):
         s.rfactor(B0, k)
     with pytest.raises(LoweringError, match=r"output tensor B\.v1 is used but missing"):

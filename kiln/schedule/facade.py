@@ -208,11 +208,20 @@ class Schedule:
         self.state.stage_index(op)
         return ScheduleStage(self, op)
 
-    def cache_write(self, tensor: Tensor, scope: str = "local") -> Tensor:
-        tensor = _single(tensor, "cache_write")
-        self.state = self.state.cache_write(tensor.op, scope)
-        idx = self.state.stage_index(tensor.op) - 1
-        return self.state.stages[idx].op.output(0)
+    def cache_write(self, tensor, scope: str = "local"):
+        """A stage computing `tensor` into `scope`, copied out by the original stage. For a
+        multi-output compute every output is cached together: give one of its tensors (its
+        cache is returned) or all of them as a list (a list of caches, as TVM returns)."""
+        many = isinstance(tensor, (list, tuple))
+        ts = list(tensor) if many else [tensor]
+        if not ts or not all(isinstance(t, Tensor) for t in ts) or \
+                any(t.op is not ts[0].op for t in ts):
+            raise ScheduleError("cache_write takes a te Tensor, or a list of the outputs of "
+                                "one compute")
+        self.state = self.state.cache_write(ts[0].op, scope)
+        cache = self.state.stages[self.state.stage_index(ts[0].op) - 1].op
+        out = [cache.output(t.value_index) for t in ts]
+        return out if many else out[0]
 
     def cache_read(self, tensor: Tensor, scope: str, readers) -> Tensor:
         tensor = _single(tensor, "cache_read")

@@ -254,14 +254,13 @@ def cache_write(state, si: int, scope: str):
                             "of that stage")
     if st.attach[0] == "inline":
         raise ScheduleError(f"cache_write on {st.name}: the stage is inlined")
-    _single_output(st, "cache_write")
     axis, red, mapping = _new_axes(st.compute)
-    body = clone_body(st.compute.body, mapping)
-    op = ComputeOp(f"{st.name}.{scope}", axis, [body], tag="cache_write")
-    local = Stage(op, ComputeDef(axis, red, body), root_iters(ComputeDef(axis, red, body)),
-                  origin="cache_write", scope=_scope(scope))
-    new_body = op.output(0)[tuple(st.compute.axis)]
-    comp = ComputeDef(st.compute.axis, (), new_body)
+    bodies = [clone_body(b, mapping) for b in st.compute.bodies]  # all outputs together
+    op = ComputeOp(f"{st.name}.{scope}", axis, bodies, tag="cache_write")
+    cdef = ComputeDef(axis, red, bodies[0], tuple(bodies[1:]))
+    local = Stage(op, cdef, root_iters(cdef), origin="cache_write", scope=_scope(scope))
+    copies = [op.output(k)[tuple(st.compute.axis)] for k in range(len(bodies))]
+    comp = ComputeDef(st.compute.axis, (), copies[0], tuple(copies[1:]))
     new_st = replace(st, compute=comp, iters=root_iters(comp), relations=())
     return _insert(state, si, local, {si: new_st})
 
