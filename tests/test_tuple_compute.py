@@ -228,6 +228,32 @@ def test_cache_write_of_an_argmax_caches_both_outputs():
     np.testing.assert_allclose(c1, a[:8, :9] * 2)
 
 
+@pytest.mark.parametrize("split", [True, False])
+def test_rfactor_of_an_argmax_reduces_pairs_in_two_steps(split):
+    """rfactor of a tuple reduction: the .rf stage keeps (index, value) pairs per slice of
+    k, the final stage combines them; parallel over the slices."""
+    argmax = _argmax()
+    A = te.placeholder((12, 96), name="A")
+    k = te.reduce_axis((0, 96), "k")
+    B0, B1 = te.compute((12,), lambda i: argmax((k, A[i, k]), axis=k), name="B")
+    s = te.create_schedule(B0.op)
+    if split:
+        ko, ki = s[B0].split(k, factor=8)
+        R0, R1 = s.rfactor(B0, ko)
+    else:
+        R0, R1 = s.rfactor(B0, k)
+    assert R0.op is R1.op and R1.value_index == 1
+    s[R0].parallel(s[R0].op.axis[0])
+    a = _rand(12, 96)
+    idx, val = np.zeros(12, "int32"), np.zeros(12, "float32")
+    tvm.build(s, [A, B0, B1])(a, idx, val)
+    np.testing.assert_array_equal(idx, a.argmax(1))
+    np.testing.assert_allclose(val, a.max(1))
+    idx2 = np.zeros(12, "int32")
+    tir_interp.run(tvm.lower(s, [A, B0, B1]), a, idx2, np.zeros(12, "float32"))
+    np.testing.assert_array_equal(idx2, a.argmax(1))
+
+
 def test_misuse_is_a_clear_error():
     argmax = _argmax()
     A = te.placeholder((4, 6), name="A")
@@ -244,8 +270,6 @@ def test_misuse_is_a_clear_error():
     s = te.create_schedule(B0.op)
     with pytest.raises(ScheduleError, match="outputs of one compute"):
         s.cache_write([B0, A], "local")
-    with pytest.raises(ScheduleError, match="does not rfactor multi-output"):
-        s.rfactor(B0, k)
     with pytest.raises(LoweringError, match=r"output tensor B\.v1 is used but missing"):
         tvm.build(s, [A, B0])
     s2 = te.create_schedule(B0.op)

@@ -229,11 +229,14 @@ class Schedule:
         self.state = self.state.cache_read(tensor.op, scope, readers)
         return self.state.stages[self.state.stage_index(tensor.op) + 1].op.output(0)
 
-    def rfactor(self, tensor: Tensor, axis, factor_axis: int = 0) -> Tensor:
+    def rfactor(self, tensor: Tensor, axis, factor_axis: int = 0):
         tensor = _single(tensor, "rfactor")
         name = self[tensor]._name(axis)
         self.state = self.state.rfactor(tensor.op, name, factor_axis)
-        return self.state.stages[self.state.stage_index(tensor.op) - 1].op.output(0)
+        rf = self.state.stages[self.state.stage_index(tensor.op) - 1].op
+        # a tuple reduction's partials: one tensor per output, as TVM returns them
+        return rf.output(0) if rf.num_outputs == 1 else [rf.output(k)
+                                                          for k in range(rf.num_outputs)]
 
     def __str__(self) -> str:
         return str(self.state)

@@ -34,6 +34,19 @@ def _clean(name: str) -> str:
     return name.replace(".", "_").replace("@", "_")
 
 
+def _partial(body: E.Reduce, srcs: list, red: list, cond):
+    """Output body.value_index of the .rf stage: the reduction over the loops left (all of
+    a tuple reducer's components together), or with none left the source itself."""
+    if red:
+        return E.Reduce(body.combiner, srcs if len(srcs) > 1 else srcs[0], red, cond,
+                        value_index=body.value_index)
+    src = srcs[body.value_index]
+    if cond is None:
+        return src
+    ident = body.combiner.identities([x.dtype for x in srcs])[body.value_index]
+    return E.Select(cond, src, ident)
+
+
 def rfactor_stage(st: Stage, it: Iterator, factor_axis: int):
     comp = st.compute
     body = comp.body
@@ -52,7 +65,7 @@ def rfactor_stage(st: Stage, it: Iterator, factor_axis: int):
     mapping = dict(zip(comp.axis, axis))
     mapping.update({a: b for a, b in zip([a for a in comp.reduce_axis if a is not kv], others)})
     mapping[kv] = kval
-    src = E.substitute(body.source, mapping)
+    srcs = [E.substitute(x, mapping) for x in body.sources]  # a tuple reducer has several
     cond = None if body.condition is None else E.substitute(body.condition, mapping)
     whole, ext = product(exts), extent_of(kv.extent)
     if not (isinstance(whole, int) and isinstance(ext, int) and whole == ext):
@@ -60,16 +73,15 @@ def rfactor_stage(st: Stage, it: Iterator, factor_axis: int):
         cond = guard if cond is None else E.all(cond, guard)
     red = [v for j, v in enumerate(parts) if j != p] + others
     rf_axes = axis[:factor_axis] + [parts[p]] + axis[factor_axis:]
-    if red:
-        rf_body = E.Reduce(body.combiner, src, red, cond)
-    else:
-        rf_body = src if cond is None else E.Select(cond, src, body.combiner.identity(src.dtype))
-    rf_op = ComputeOp(f"{st.name}.rf", rf_axes, [rf_body], tag="rfactor")
-    rf_comp = ComputeDef(tuple(rf_axes), tuple(red), rf_body)
+    rf_bodies = [_partial(b, srcs, red, cond) for b in comp.bodies]
+    rf_op = ComputeOp(f"{st.name}.rf", rf_axes, rf_bodies, tag="rfactor")
+    rf_comp = ComputeDef(tuple(rf_axes), tuple(red), rf_bodies[0], tuple(rf_bodies[1:]))
     rf_stage = Stage(rf_op, rf_comp, root_iters(rf_comp), origin="rfactor")
     kr = E.IterVar(exts[p], _clean(names[p]) + "_v", "reduce")
-    idx = list(comp.axis[:factor_axis]) + [kr] + list(comp.axis[factor_axis:])
-    new_body = E.Reduce(body.combiner, rf_op.output(0)[tuple(idx)], [kr], None, body.init)
-    new_comp = ComputeDef(comp.axis, (kr,), new_body)
+    idx = tuple(list(comp.axis[:factor_axis]) + [kr] + list(comp.axis[factor_axis:]))
+    parts_read = [rf_op.output(k)[idx] for k in range(len(comp.bodies))]
+    new = [E.Reduce(b.combiner, parts_read if len(parts_read) > 1 else parts_read[0], [kr],
+                    None, b.init, b.value_index) for b in comp.bodies]
+    new_comp = ComputeDef(comp.axis, (kr,), new[0], tuple(new[1:]))
     new_st = Stage(st.op, new_comp, root_iters(new_comp), (), st.attach, st.is_output, st.origin)
     return rf_stage, new_st

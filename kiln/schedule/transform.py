@@ -304,7 +304,6 @@ def rfactor(state, si: int, ii: int, factor_axis: int):
     it = _iter(st, ii)
     if it.kind != "reduce":
         raise ScheduleError(f"rfactor on {st.name}.{it.name}: not a reduction loop")
-    _single_output(st, "rfactor")
     rf_stage, new_st = rfactor_stage(st, it, factor_axis)
     return _insert(state, si, rf_stage, {si: new_st})
 
