@@ -254,6 +254,36 @@ def test_rfactor_of_an_argmax_reduces_pairs_in_two_steps(split):
     np.testing.assert_array_equal(idx2, a.argmax(1))
 
 
+def test_rfactor_of_independent_reductions_in_one_compute():
+    """A sum and a sum of squares in one compute are two reductions, not a tuple: each
+    output's partials are reduced on their own."""
+    A = te.placeholder((8, 100), name="A")
+    k = te.reduce_axis((0, 100), "k")
+    S0, S1 = te.compute((8,), lambda i: (te.sum(A[i, k], axis=k),
+                                         te.sum(A[i, k] * A[i, k], axis=k)), name="S")
+    s = te.create_schedule(S0.op)
+    ko, ki = s[S0].split(k, factor=16)            # 100 = 6 * 16 + 4: the last slice guarded
+    R0, R1 = s.rfactor(S0, ki)
+    s[R0].vectorize(s[R0].op.axis[0])
+    a = _rand(8, 100)
+    s0, s1 = np.zeros(8, "float32"), np.zeros(8, "float32")
+    tvm.build(s, [A, S0, S1])(a, s0, s1)
+    np.testing.assert_allclose(s0, a.sum(1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s1, (a * a).sum(1), rtol=1e-4)
+
+
+def test_sketches_of_an_argmax_include_rfactor():
+    """The auto-scheduler's rfactor and cache-write rules apply to multi-output stages:
+    an argmax over a long row gets a sketch that reduces slices in parallel."""
+    from kiln.auto_scheduler.sketch import generate_sketches
+    argmax = _argmax()
+    A = te.placeholder((8, 4096), name="A")
+    k = te.reduce_axis((0, 4096), "k")
+    B0, B1 = te.compute((8,), lambda i: argmax((k, A[i, k]), axis=k), name="B")
+    sketches = generate_sketches(auto_scheduler.ComputeDAG([A, B0, B1]))
+    assert any(st.origin == "rfactor" for sk in sketches for st in sk.stages)
+
+
 def test_misuse_is_a_clear_error():
     argmax = _argmax()
     A = te.placeholder((4, 6), name="A")

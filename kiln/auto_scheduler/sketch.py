@@ -361,15 +361,6 @@ def slice_fits_l2(sketch, target) -> bool:
     return True
 
 
-def _rules_for(st) -> list:
-    """A multi-output compute (TVM's tuple compute, argmax) gets the rules that only split,
-    reorder, inline and attach: cache_write and rfactor take single-output stages."""
-    if not st.compute.more:
-        return RULES
-    return [r for r in RULES if r not in (rule_add_cache_write, rule_add_rfactor,
-                                          rule_rfactor_lanes)]
-
-
 def _derive(dag, max_sketches: int) -> list:
     done, work, seen = [], [(dag.init_state(), len(dag.ops) - 1)], set()
     while work and len(done) < max_sketches:
@@ -384,7 +375,7 @@ def _derive(dag, max_sketches: int) -> list:
             work.append((state, si - 1))
             continue
         succ = []
-        for rule in _rules_for(state.stages[si]):
+        for rule in RULES:
             out, go_on = rule(state, si)
             if out:
                 succ.extend(out)

@@ -34,9 +34,13 @@ def _clean(name: str) -> str:
     return name.replace(".", "_").replace("@", "_")
 
 
-def _partial(body: E.Reduce, srcs: list, red: list, cond):
-    """Output body.value_index of the .rf stage: the reduction over the loops left (all of
-    a tuple reducer's components together), or with none left the source itself."""
+def _partial(body: E.Reduce, mapping: dict, red: list, guard):
+    """One output of the .rf stage: `body` over the loops left (all of a tuple reducer's
+    components together), or with none left its source itself."""
+    srcs = [E.substitute(x, mapping) for x in body.sources]
+    cond = None if body.condition is None else E.substitute(body.condition, mapping)
+    if guard is not None:
+        cond = guard if cond is None else E.all(cond, guard)
     if red:
         return E.Reduce(body.combiner, srcs if len(srcs) > 1 else srcs[0], red, cond,
                         value_index=body.value_index)
@@ -65,23 +69,24 @@ def rfactor_stage(st: Stage, it: Iterator, factor_axis: int):
     mapping = dict(zip(comp.axis, axis))
     mapping.update({a: b for a, b in zip([a for a in comp.reduce_axis if a is not kv], others)})
     mapping[kv] = kval
-    srcs = [E.substitute(x, mapping) for x in body.sources]  # a tuple reducer has several
-    cond = None if body.condition is None else E.substitute(body.condition, mapping)
     whole, ext = product(exts), extent_of(kv.extent)
-    if not (isinstance(whole, int) and isinstance(ext, int) and whole == ext):
-        guard = kval < kv.extent
-        cond = guard if cond is None else E.all(cond, guard)
+    guard = None if isinstance(whole, int) and isinstance(ext, int) and whole == ext else \
+        kval < kv.extent
     red = [v for j, v in enumerate(parts) if j != p] + others
     rf_axes = axis[:factor_axis] + [parts[p]] + axis[factor_axis:]
-    rf_bodies = [_partial(b, srcs, red, cond) for b in comp.bodies]
+    rf_bodies = [_partial(b, mapping, red, guard) for b in comp.bodies]
     rf_op = ComputeOp(f"{st.name}.rf", rf_axes, rf_bodies, tag="rfactor")
     rf_comp = ComputeDef(tuple(rf_axes), tuple(red), rf_bodies[0], tuple(rf_bodies[1:]))
     rf_stage = Stage(rf_op, rf_comp, root_iters(rf_comp), origin="rfactor")
     kr = E.IterVar(exts[p], _clean(names[p]) + "_v", "reduce")
     idx = tuple(list(comp.axis[:factor_axis]) + [kr] + list(comp.axis[factor_axis:]))
-    parts_read = [rf_op.output(k)[idx] for k in range(len(comp.bodies))]
-    new = [E.Reduce(b.combiner, parts_read if len(parts_read) > 1 else parts_read[0], [kr],
-                    None, b.init, b.value_index) for b in comp.bodies]
+    new = []
+    for k, b in enumerate(comp.bodies):
+        # a tuple reducer's outputs are its components (value_index k, sources shared); the
+        # independent reductions of one compute (a sum and a sum of squares) each read theirs
+        read = [rf_op.output(j)[idx] for j in range(len(b.sources))] \
+            if len(b.sources) > 1 else rf_op.output(k)[idx]
+        new.append(E.Reduce(b.combiner, read, [kr], None, b.init, b.value_index))
     new_comp = ComputeDef(comp.axis, (kr,), new[0], tuple(new[1:]))
     new_st = Stage(st.op, new_comp, root_iters(new_comp), (), st.attach, st.is_output, st.origin)
     return rf_stage, new_st
