@@ -7,6 +7,8 @@ Steps: default pass pipeline (when present) + fusion -> one te workload per grou
 unique workload key, the best tuning record (under auto_scheduler.ApplyHistoryBest) or the
 rule-based default schedule -> lower -> render -> one C file -> compile once. Constants are
 packed (layout rewrite) with NumPy here, at build time; inference runs only generated code.
+A group that only reshapes a computed tensor is no step: its readers read the source's
+memory (_Program.views), whose lifetime the memory plan extends over theirs.
 Why: a model is one Python -> C call per inference, with kernels shared by identical layers.
 A cuda target goes to build_cuda.py (same passes, fusion, memory plan; a launch list).
 """

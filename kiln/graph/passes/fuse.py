@@ -8,7 +8,8 @@ groups' outputs), its one output node, its anchor (if any) and its overall patte
 Rules (after TVM's FuseOps, simplified to two phases):
   1. an anchor (out_elemwise_fusable: dense, matmul, batch_matmul, conv2d) absorbs the chain
      of elemwise/broadcast ops after it while each link has a single consumer and keeps the
-     anchor's output shape (bias add, GELU, hard_swish, residual add, scaling); so does a
+     anchor's output shape (bias add, GELU, hard_swish, residual add, scaling), or while its
+     readers meet again in one node (a SiLU, x * sigmoid(x): _absorb_diamond); so does a
      row normalization (softmax, log_softmax, layer_norm: a cast to bfloat16 after it);
   2. a group made only of elemwise/broadcast/injective ops whose output has a single consumer
      joins that consumer's group, unless the consumer is an anchor (anchors take no
