@@ -10,6 +10,7 @@ from kiln.contrib import cblas
 from kiln.errors import (
     CodegenError,
     ExprError,
+    KilnError,
     LoweringError,
     RuntimeFailure,
     ScheduleError,
@@ -139,3 +140,42 @@ def test_no_tuning_and_no_gpu_for_extern_calls():
                                   target="llvm")
     with pytest.raises((CodegenError, ScheduleError), match="packed functions run on the host"):
         tvm.build(te.create_schedule(C.op), [A, C], target="cuda -arch=sm_90")
+
+
+def test_extern_with_loop_ir_from_the_ir_builder():
+    """TVM's other te.extern style: fcompute builds the loop IR itself (ib.buffer_ptr,
+    vload / vstore, for_range, if_scope), here a running sum, between two computes."""
+    A = te.placeholder((6, 40), name="A")
+    B = te.compute(A.shape, lambda i, j: A[i, j] * 2.0, name="B")
+
+    def running_sum(ins, outs):
+        ib = tvm.tir.ir_builder.create()
+        src, dst = ib.buffer_ptr(ins[0]), ib.buffer_ptr(outs[0])
+        with ib.for_range(0, 6, name="r") as r:
+            dst[r * 40] = src[r * 40]
+            with ib.for_range(1, 40, name="c") as c:
+                with ib.if_scope(src[r * 40 + c] > 0.0):
+                    ib.emit(outs[0].vstore([r, c], outs[0].vload([r, c - 1])
+                                           + ins[0].vload([r, c])))
+                with ib.else_scope():
+                    dst[r * 40 + c] = dst[r * 40 + c - 1]
+        return ib.get()
+    C = te.extern(A.shape, [B], running_sum, name="C")
+    D = te.compute(A.shape, lambda i, j: C[i, j] + 1.0, name="D")
+    s = te.create_schedule(D.op)
+    f = tvm.build(s, [A, D])
+    a = RNG.standard_normal((6, 40)).astype("float32")
+    d = np.zeros((6, 40), "float32")
+    f(a, d)
+    b = a * 2
+    want = b.copy()
+    for c in range(1, 40):
+        want[:, c] = np.where(b[:, c] > 0, want[:, c - 1] + b[:, c], want[:, c - 1])
+    np.testing.assert_allclose(d, want + 1, rtol=1e-5, atol=1e-5)
+    assert "for c in range(39)" in str(tvm.lower(s, [A, D]))
+    E = te.extern(A.shape, [A], lambda ins, outs: None, name="E")
+    with pytest.raises(LoweringError, match="fcompute returned None"):
+        tvm.build(te.create_schedule(E.op), [A, E])
+    C2 = te.extern(A.shape, [A], running_sum, name="C2")
+    with pytest.raises(KilnError, match="te.extern has no loops to bind"):
+        tvm.build(te.create_schedule(C2.op), [A, C2], target="cuda -arch=sm_90")

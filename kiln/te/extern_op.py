@@ -1,9 +1,11 @@
 """External tensor functions: te.extern and tir.call_packed (TVM's "External Tensor Functions").
 
-In: output shapes, input tensors and `fcompute(ins, outs)` returning `call_packed(name, *args)`.
+In: output shapes, input tensors and `fcompute(ins, outs)` returning `call_packed(name, *args)`
+or loop IR built with tir.ir_builder over ins / outs.
 Out: an ExternOp whose tensors other computes read like any tensor. Lowering turns it into a
-`CallPacked` statement at the root of the kernel; the C code calls back into the Python
-function registered under `name` (kiln.runtime.registry) with the buffers as arrays.
+`CallPacked` statement at the root of the kernel (the C code calls back into the Python
+function registered under `name`, kiln.runtime.registry, with the buffers as arrays), or
+into the loop IR itself, fcompute called again over the real buffers.
 Why a callback: kiln's kernels are C, and a packed function is a Python callable (or one of
 kiln's built-ins such as tvm.contrib.cblas.matmul, which runs NumPy's BLAS); the kernel's own
 loops stay compiled around it.
@@ -16,11 +18,24 @@ from . import expr as E
 from .tensor import Operation, Tensor, _shape
 
 
+class DeferredBody(Exception):
+    """Raised when fcompute builds loop IR over its buffers (ib.buffer_ptr, vload, ...):
+    the body is built again at lowering, over the real buffers."""
+
+
 class ExternBuffer:
-    """A tensor as fcompute's `ins[k]` / `outs[k]` see it: something to pass to a call."""
+    """A tensor as fcompute's `ins[k]` / `outs[k]` see it: something to pass to a call.
+    Building loop IR over one (tir.ir_builder) defers the body to lowering, which calls
+    fcompute again with buffers bound to memory (tir.decl.DeclBuffer)."""
 
     def __init__(self, tensor: Tensor | None, name: str, shape, dtype: str):
         self.tensor, self.name, self.shape, self.dtype = tensor, name, tuple(shape), dtype
+
+    def _data(self, *args, **kwargs):
+        raise DeferredBody(self.name)
+
+    vload = vstore = access_ptr = offset_of = __getitem__ = _data
+    strides = elem_offset = property(_data)
 
     def __repr__(self) -> str:
         return f"ExternBuffer({self.name}, {list(self.shape)}, {self.dtype})"
@@ -78,10 +93,17 @@ class ExternOp(Operation):
         self._outputs = [Tensor(self, k, s, d) for k, (s, d) in enumerate(zip(shapes, dtypes))]
         ins = [ExternBuffer(t, t.name, t.shape, t.dtype) for t in self.inputs]
         outs = [ExternBuffer(t, t.name, t.shape, t.dtype) for t in self._outputs]
-        call = fcompute(ins, outs)
-        if not isinstance(call, PackedCall):
-            raise ExprError(f"extern {name!r}: fcompute must return tvm.tir.call_packed(...), "
-                            f"got {type(call).__name__}")
+        self.fcompute = fcompute
+        try:
+            call = fcompute(ins, outs)
+        except DeferredBody:
+            call = None
+        if isinstance(call, (int, float, str)):
+            raise ExprError(f"extern {name!r}: fcompute must return tvm.tir.call_packed(...) "
+                            f"or loop IR (tvm.tir.ir_builder), got {type(call).__name__}")
+        if not isinstance(call, PackedCall):  # loop IR (tir.ir_builder): built at lowering
+            self.call = None
+            return
         known = {id(b) for b in ins + outs}
         for a in call.args:
             if isinstance(a, ExternBuffer) and id(a) not in known:
@@ -112,4 +134,4 @@ def extern(shape, inputs, fcompute, name: str = "extern", dtype=None, tag: str =
     return op.output(0) if len(shapes) == 1 else [op.output(k) for k in range(len(shapes))]
 
 
-__all__ = ["ExternBuffer", "ExternOp", "PackedCall", "call_packed", "extern"]
+__all__ = ["DeferredBody", "ExternBuffer", "ExternOp", "PackedCall", "call_packed", "extern"]

@@ -165,7 +165,8 @@ def _kernel(name: str, root: S.Stmt, order: list) -> Kernel:
     if not extents:
         raise ScheduleError(f"{_what(root)} runs on the GPU without thread bindings: bind its "
                             "outer loops to blockIdx.x / threadIdx.x (s[T].bind(axis, "
-                            "te.thread_axis('threadIdx.x')))")
+                            "te.thread_axis('threadIdx.x'))); a te.extern has no loops to "
+                            "bind and runs on CPU targets only")
     grid = tuple(extents.get(f"blockIdx.{a}", 1) for a in _AXES)
     block = tuple(extents.get(f"threadIdx.{a}", 1) for a in _AXES)
     used = _buffers_used(root)

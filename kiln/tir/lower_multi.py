@@ -52,8 +52,9 @@ class MultiLowering:
         from .lower import LStage
         st = self.stages[si]
         if self.gpu:
-            raise LoweringError(f"te.extern {st.name}: packed calls run on the host; a kernel "
-                                "with GPU thread bindings cannot contain one")
+            raise LoweringError(f"te.extern {st.name}: external functions (packed calls, "
+                                "loop IR) run on the host; a kernel with GPU thread "
+                                "bindings cannot contain one")
         info = LStage(st, [])
         region = [(E.IntImm(0), int_dim(d, st.name)) for d in st.op.output(0).shape]
         bufs = []
@@ -68,6 +69,8 @@ class MultiLowering:
         info = self.info[si]
         bufs = info.buffers
         op = info.stage.op
+        if op.call is None:  # loop IR from tir.ir_builder
+            return self._extern_body(op, bufs)
         args = []
         for a in op.call.args:
             if isinstance(a, E.Expr):
@@ -77,6 +80,22 @@ class MultiLowering:
             else:
                 args.append(self._buffer_of(a.tensor, op.name))
         return S.CallPacked(op.call.func_name, args)
+
+    def _extern_body(self, op, bufs: list) -> S.Stmt:
+        """fcompute over buffers bound to the inputs' and outputs' memory (whole tensors,
+        row-major), its loop IR as the stage's code."""
+        from .decl import DeclBuffer
+
+        def view(t, buf):
+            return DeclBuffer(t.shape, t.dtype, t.name).bound(buf, E.IntImm(0),
+                                                              list(buf.strides))
+        ins = [view(t, self._buffer_of(t, op.name)) for t in op.inputs]
+        outs = [view(op.output(k), b) for k, b in enumerate(bufs)]
+        body = op.fcompute(ins, outs)
+        if body is None:
+            raise LoweringError(f"te.extern {op.name}: fcompute returned None; return the "
+                                "loop IR (ib.get()) or tvm.tir.call_packed(...)")
+        return self._intrin_stmt(body, {}, f"te.extern {op.name}")
 
     def _buffer_of(self, t: Tensor, reader: str) -> S.Buffer:
         j, k = self.index[id(t.op)], t.value_index

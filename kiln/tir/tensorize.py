@@ -256,15 +256,15 @@ class TensorizeLowering:
         if isinstance(x, E.Expr):
             x = S.Evaluate(x)
         if not isinstance(x, S.Stmt):
-            raise LoweringError(f"{where}: the intrinsic's function returned "
-                                f"{type(x).__name__}, not a statement")
+            raise LoweringError(f"{where}: the function returned {type(x).__name__}, not a "
+                                "statement (tir.ir_builder's get(), tir.call_extern)")
         x = S.map_exprs(x, lambda e: E.substitute(e, subst))
         for s in S.walk_stmts(x):
             if isinstance(s, S.For):
                 n = simplify(s.extent, self.ranges)
                 if not isinstance(n, E.IntImm):
-                    raise LoweringError(f"{where}: loop {s.var.name} of the intrinsic's code "
-                                        f"runs {n} times; kiln needs constant extents there")
+                    raise LoweringError(f"{where}: loop {s.var.name} runs {n} times; kiln "
+                                        "needs constant extents in built loop IR")
                 self.ranges[s.var] = (0, n.value - 1)
         return x
 
