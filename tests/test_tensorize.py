@@ -260,3 +260,34 @@ def test_random_gemv_tensorizations_match_numpy(yf, kf, k_inside, par):
     s[C].pragma(x, "import_c", GEMV_C)
     _, (a, b), c = run(s, [A, B, C], [(6, 48), (32, 48)], (6, 32))
     np.testing.assert_allclose(c, a @ b.T, rtol=1e-5, atol=1e-5)
+
+
+def test_intrinsic_with_an_allocated_accumulator():
+    """ir_builder.allocate: a local accumulator row inside the intrinsic's code (zeroed,
+    summed into over k, stored), the usual shape of a hand-written micro-kernel."""
+    n, kk = 8, 48
+    x, w = te.placeholder((kk,), name="x"), te.placeholder((n, kk), name="w")
+    r = te.reduce_axis((0, kk), name="r")
+    o = te.compute((n,), lambda j: te.sum(x[r] * w[j, r], axis=r), name="o")
+
+    def fcompute(ins, outs):
+        ib = tvm.tir.ir_builder.create()
+        acc = ib.allocate("float32", (n,), name="acc")
+        with ib.for_range(0, n, name="j") as j:
+            acc[j] = 0.0
+        with ib.for_range(0, kk, name="q") as q:
+            with ib.for_range(0, n, name="j") as j:
+                acc[j] = acc[j] + ins[0].vload([q]) * ins[1].vload([j, q])
+        with ib.for_range(0, n, name="j") as j:
+            ib.emit(outs[0].vstore([j], acc[j]))
+        return ib.get()
+    Wb = tvm.tir.decl_buffer((n, kk), "float32", "W", strides=[te.var("ws"), 1])
+    intrin = te.decl_tensor_intrin(o.op, fcompute, binds={w: Wb})
+    A, B, C = gemm(N=5, M=32, L=48)
+    s = te.create_schedule(C.op)
+    yo, yi = s[C].split(C.op.axis[1], factor=n)
+    s[C].tensorize(yi, intrin)
+    text = str(tvm.lower(s, [A, B, C]))
+    assert "allocate acc" in text
+    _, (a, b), c = run(s, [A, B, C], [(5, 48), (32, 48)], (5, 32))
+    np.testing.assert_allclose(c, a @ b.T, rtol=1e-5, atol=1e-5)

@@ -40,6 +40,24 @@ class BufferPtr:
         self.ib.emit(S.Store(self.buf._data("buffer_ptr"), self._index(i), v))
 
 
+class _Alloc:
+    """A mark in a scope's statement list: the statements after it see `buffer`."""
+
+    def __init__(self, buffer: S.Buffer):
+        self.buffer = buffer
+
+
+def _close(stmts: list) -> S.Stmt:
+    """A scope's statements, each allocation wrapping the ones after it."""
+    out: list = []
+    for st in reversed(stmts):
+        if isinstance(st, _Alloc):
+            out = [S.Allocate(st.buffer, S.seq(out))]
+        else:
+            out.insert(0, st)
+    return S.seq(out)
+
+
 class IRBuilder:
     def __init__(self):
         self._stack: list = [[]]
@@ -64,7 +82,7 @@ class IRBuilder:
         begin, end = E.convert(begin, dtype), E.convert(end, dtype)
         self._stack.append([])
         yield var
-        body = S.seq(self._stack.pop())
+        body = _close(self._stack.pop())
         if not (isinstance(begin, E.IntImm) and begin.value == 0):
             # loops run from 0: the body sees var + begin
             inner = E.Var(name, dtype)
@@ -78,7 +96,7 @@ class IRBuilder:
     def if_scope(self, cond):
         self._stack.append([])
         yield
-        self.emit(S.IfThenElse(E.as_bool(E.convert(cond)), S.seq(self._stack.pop())))
+        self.emit(S.IfThenElse(E.as_bool(E.convert(cond)), _close(self._stack.pop())))
 
     @contextmanager
     def else_scope(self):
@@ -87,10 +105,21 @@ class IRBuilder:
             raise LoweringError("ir_builder.else_scope must follow an if_scope")
         self._stack.append([])
         yield
-        last.else_ = S.seq(self._stack.pop())
+        last.else_ = _close(self._stack.pop())
 
     def buffer_ptr(self, buf) -> BufferPtr:
         return BufferPtr(self, buf)
+
+    def allocate(self, dtype: str, shape, name: str = "buf", scope: str = "local") -> BufferPtr:
+        """A temporary for the rest of the current scope (registers or the stack: the
+        printer places it); returns flat element access, p[i] / p[i] = v."""
+        from .decl import DeclBuffer
+        dims = [int(getattr(d, "value", d)) for d in
+                (shape if isinstance(shape, (list, tuple)) else [shape])]
+        buf = S.Buffer(name, dims, E.check_dtype(dtype), "stack")  # built IR is CPU-only
+        self._stack[-1].append(_Alloc(buf))
+        return BufferPtr(self, DeclBuffer(dims, dtype, name).bound(buf, E.IntImm(0),
+                                                                    list(buf.strides)))
 
     def get(self) -> S.Stmt:
         """The statements emitted so far, in order."""
@@ -98,7 +127,7 @@ class IRBuilder:
             raise LoweringError("ir_builder.get inside an open scope")
         if not self._stack[0]:
             raise LoweringError("ir_builder.get: nothing was emitted")
-        return S.seq(self._stack[0])
+        return _close(self._stack[0])
 
 
 def create() -> IRBuilder:
