@@ -121,6 +121,27 @@ def test_export_then_load_module_and_time_evaluator(cnn, traced, tmp_path):
     np.testing.assert_allclose(old_api.get_output(0).numpy(), ref, rtol=1e-4, atol=1e-5)
 
 
+def test_debug_executor_times_every_kernel(cnn, traced, tmp_path, capsys):
+    """TVM's debug_executor: run() computes the outputs and prints per-kernel times (the
+    fused groups' kernels, launches adding up to the model's steps); profile() keeps the
+    medians of several runs; dump_root gets the report as JSON."""
+    from kiln.contrib.debugger import debug_executor
+    _, img, ref = cnn
+    lib = traced[2]
+    m = debug_executor.create(lib.get_graph_json(), lib, tvm.cpu(), dump_root=str(tmp_path))
+    m.set_input("input0", img)
+    m.run()
+    np.testing.assert_allclose(m.get_output(0).numpy(), ref, rtol=1e-4, atol=1e-5)
+    table = capsys.readouterr().out
+    assert "Time(us)" in table and "Total" in table
+    report = m.profile(number=3)
+    calls = sum(k for _, k, _ in report.rows)
+    assert calls == len(m.lib.meta["steps"]) and report.total > 0
+    assert all(t > 0 for _, _, t in report.rows)
+    dumped = (tmp_path / "kiln_profile.json").read_text()
+    assert '"kernels"' in dumped
+
+
 def test_traced_transformers_bert_as_in_the_seed_benchmark():
     """The seed's BERT flow: a traced BertModel, input shapes read off the trace."""
     transformers = pytest.importorskip("transformers")
