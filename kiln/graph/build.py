@@ -287,9 +287,9 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     output_names = getattr(graph, "output_names", None)
     graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
     workloads = group_workloads(groups, graph.params)
-    kernels = _kernels(workloads, target)
-    _warn_untuned(workloads, kernels)
-    prog = _Program(graph, workloads, kernels)
+    prog = _Program(graph, workloads, {})  # first: reshape-only groups are no kernels
+    prog.kernels = kernels = _kernels(prog.workloads, target)
+    _warn_untuned(prog.workloads, kernels)
     steps = prog.steps()
     source = program_source([k.text for k in kernels.values()],
                             [k.name for k in kernels.values()], steps)

@@ -88,6 +88,8 @@ def build_cuda(graph, params, target: Target, run_passes: bool = True,
     workloads = group_workloads(groups, graph.params)
     kernels: dict = {}
     funcs: dict = {}
+    prog = _Program(graph, workloads, kernels)  # first: reshape-only groups are no kernels
+    workloads = prog.workloads
     for wl in workloads:
         if wl.key in kernels:
             continue
@@ -96,7 +98,6 @@ def build_cuda(graph, params, target: Target, run_passes: bool = True,
         kernels[wl.key] = Kernel(name, wl.key, state, tuned, [()] * len(wl.args), "")
         funcs[wl.key] = (func, plan)
     _warn_untuned(workloads, kernels)
-    prog = _Program(graph, workloads, kernels)
     steps = prog.steps()
     source = cuda.render_many([f for f, _ in funcs.values()], target)
     cubin = toolchain.compile(source, target)

@@ -84,9 +84,9 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True,
         output_names = getattr(graph, "output_names", None)
         graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
         workloads = group_workloads(groups, graph.params)
-        _kernels(workloads, target, kernels)
-        _warn_untuned(workloads, kernels)
-        prog = _Program(graph, workloads, kernels)
+        prog = _Program(graph, workloads, kernels)  # reshape-only groups are no kernels
+        _kernels(prog.workloads, target, kernels)
+        _warn_untuned(prog.workloads, kernels)
         table.use(graph.params)
         prog.table = table
         steps = prog.steps()
