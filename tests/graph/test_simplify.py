@@ -183,3 +183,21 @@ def test_simplify_squeeze_excitation_scale_stays_channels_last():
     assert _ops(s).get("transpose", 0) == 0
     assert s.outputs[0].op == "multiply" and s.outputs[1].op == "reshape"
     _same_results(g, s, {"x": _rand(1, 6, 5, 16), "v": _rand(1, 1, 1, 16)})
+
+
+def test_simplify_sinks_a_products_reshape_below_its_residual_sum():
+    """add(reshape(dense(x)), r) -> reshape(add(dense(x), reshape(r))): the sum becomes the
+    product's epilogue; between two products the reshape is not moved back and forth."""
+    b = GraphBuilder("test")
+    x = b.input("x", (8, 16), "float32")
+    r = b.input("r", (1, 8, 16), "float32")
+    d = b.op("dense", [x, b.const(_rand(16, 16), "w")])
+    y = b.op("add", [b.op("reshape", [d], newshape=(1, 8, 16)), r])
+    d2 = b.op("dense", [b.op("reshape", [y], newshape=(8, 16)), b.const(_rand(16, 16), "w2")])
+    z = b.op("add", [b.op("reshape", [d2], newshape=(1, 8, 16)), y])
+    g = b.finish([z])
+    s = simplify(g)
+    out = s.outputs[0]
+    assert out.op == "reshape" and out.inputs[0].op == "add"
+    assert {i.op for i in out.inputs[0].inputs} == {"dense", "add"}
+    _same_results(g, s, {"x": _rand(8, 16), "r": _rand(1, 8, 16)})

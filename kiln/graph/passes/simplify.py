@@ -295,9 +295,10 @@ def _pulled(root: Node, perm: list, rw: Rewriter) -> Node | None:
 
 def _sink_reshape(n: Node, rw: Rewriter) -> Node | None:
     """f(reshape(x), ...) -> reshape(f(x, ...)) for f elementwise whose other operands are
-    reshapes of the same shape, scalars, or constants along the last axis when the reshape
-    keeps it: a product's output reshaped to NHWC then a SiLU becomes the product's
-    epilogue (fuse.py), the reshape a view after it."""
+    reshapes of the same shape, operands of f's full shape (reshaped in turn: a view),
+    scalars, or constants along the last axis when the reshape keeps it: a product's output
+    reshaped to NHWC then a SiLU, or reshaped back to [batch, seq, hidden] then a residual
+    sum, becomes the product's epilogue (fuse.py), the reshape a view after it."""
     src_shape, ins, others = None, [], []
     for k, i in enumerate(n.inputs):
         if i.op in _RESHAPE_LIKE and tuple(i.shape) == tuple(n.shape):
@@ -313,15 +314,31 @@ def _sink_reshape(n: Node, rw: Rewriter) -> Node | None:
         return None
     for k in others:
         i = ins[k]
+        v = rw.param(i)
         if len(i.shape) == 0:
             continue
-        v = rw.param(i)
+        if tuple(i.shape) == tuple(n.shape) and (v is not None or _residual(n, i)):
+            # a residual: its reshape is a view too
+            ins[k] = rw.op("reshape", [i], i.name, newshape=src_shape) if v is None else \
+                rw.const(v.reshape(src_shape), f"{i.attrs.get('name', 'const')}_r")
+            continue
         if v is None or any(int(d) != 1 for d in v.shape[:-1]):
             return None  # a runtime or multi-axis broadcast operand
         ins[k] = rw.const(v.reshape((1,) * (len(src_shape) - 1) + v.shape[-1:]),
                           f"{i.attrs.get('name', 'const')}_r")
     inner = rw.op(n.op, ins, n.name, **n.attrs)
     return rw.op("reshape", [inner], n.name, newshape=tuple(n.shape))
+
+
+def _residual(n: Node, other: Node) -> bool:
+    """Whether moving the reshape off n's reshaped operands onto `other` (a runtime operand
+    of n's full shape) lets a product take f as its epilogue: a reshaped operand comes from
+    one, `other` does not (else the rule would flip the reshape back and forth)."""
+    from ..ops import OpPattern, pattern
+    anchors = [i.inputs[0] for i in n.inputs if i.op in _RESHAPE_LIKE and
+               tuple(i.shape) == tuple(n.shape)]
+    return any(pattern(a) == OpPattern.OUT_ELEMWISE_FUSABLE for a in anchors) and \
+        pattern(other) != OpPattern.OUT_ELEMWISE_FUSABLE and other.op not in _RESHAPE_LIKE
 
 
 def _pointwise(m: Node) -> bool:
