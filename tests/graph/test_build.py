@@ -292,3 +292,53 @@ def test_explicit_asymmetric_pad_folded_into_a_depthwise_conv_matches():
     assert not any("pad" in r[0] for r in lib.profile(number=1, x=xv))
     np.testing.assert_allclose(list(lib.run(x=xv).values())[0], run_graph(g, {"x": xv})[0],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_random_epilogues_views_and_diamonds_build_correctly():
+    """Property: a product followed by random elementwise ops, fan-outs that meet again,
+    residual sums, reshapes and transposes compiles (fusion's diamonds, reshape views, the
+    memory plan around them) to what the graph interpreter computes."""
+    from graph_interp import run_graph
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kiln.graph.frontend.common import GraphBuilder
+
+    @settings(max_examples=12, deadline=None, database=None)  # 150 passed locally
+    @given(st.data())
+    def check(data):
+        rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+        b = GraphBuilder("fuzz")
+        x = b.input("x", (12, 16), "float32")
+        v = b.op("dense", [x, b.const(rng.standard_normal((16, 16)).astype("float32"), "w")])
+        keep = [v]
+        for _ in range(data.draw(st.integers(1, 6))):
+            kind = data.draw(st.sampled_from(["swish", "residual", "reshape", "transpose",
+                                              "unary", "dense", "fanout"]))
+            shape = tuple(int(d) for d in v.shape)
+            if kind == "swish":
+                v = b.op("multiply", [v, b.op("sigmoid", [v])])
+            elif kind == "residual":
+                r = keep[data.draw(st.integers(0, len(keep) - 1))]
+                if int(np.prod(r.shape)) == int(np.prod(shape)):
+                    v = b.op("add", [v, b.op("reshape", [r], newshape=shape)
+                                     if tuple(r.shape) != shape else r])
+            elif kind == "reshape":
+                v = b.op("reshape", [v], newshape=(1, 12, 16) if len(shape) == 2 else (12, 16))
+            elif kind == "transpose" and len(shape) == 3:
+                v = b.op("transpose", [v], axes=[0, 2, 1])
+            elif kind == "unary":
+                v = b.op(data.draw(st.sampled_from(["relu", "tanh", "exp"])), [v])
+            elif kind == "dense":
+                flat = b.op("reshape", [v], newshape=(12, 16)) if shape != (12, 16) else v
+                w = rng.standard_normal((16, 16)).astype("float32") * 0.25
+                v = b.op("dense", [flat, b.const(w, "w2")])
+            elif kind == "fanout":
+                v = b.op("add", [b.op("tanh", [v]), b.op("relu", [v])])
+            keep.append(v)
+        g = b.finish([v, keep[len(keep) // 2]] if len(keep) > 2 else [v])
+        lib = build(g, target="cpu")
+        xv = rng.standard_normal((12, 16)).astype("float32")
+        for got, want in zip(lib.run(x=xv).values(), run_graph(g, {"x": xv})):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    check()

@@ -201,3 +201,68 @@ def test_simplify_sinks_a_products_reshape_below_its_residual_sum():
     assert out.op == "reshape" and out.inputs[0].op == "add"
     assert {i.op for i in out.inputs[0].inputs} == {"dense", "add"}
     _same_results(g, s, {"x": _rand(8, 16), "r": _rand(1, 8, 16)})
+
+
+def _random_tree(draw):
+    """A random elementwise / view graph over a 4-d input: reshapes, transposes (some of
+    them only moving unit dims), unary ops, diamonds (x * sigmoid(x)), sums with constants
+    (full, per last axis, scalar), with a second input, and with runtime [N, C, 1, 1]-style
+    broadcasts, a reduction now and then."""
+    from hypothesis import strategies as st
+    b = GraphBuilder("fuzz")
+    x = b.input("x", (1, 4, 3, 8), "float32")
+    y = b.input("y", (1, 4, 3, 8), "float32")
+    v = x
+    for _ in range(draw(st.integers(2, 9))):
+        kind = draw(st.sampled_from(["reshape", "transpose", "unary", "diamond", "const",
+                                     "input", "scale", "reduce"]))
+        shape = tuple(int(d) for d in v.shape)
+        if kind == "reshape":
+            size = int(np.prod(shape))
+            options = [(size // shape[-1], shape[-1]), (1, 4, 3, 8) if size == 96 else shape]
+            if shape[-1] % 2 == 0:
+                options.append(shape[:-1] + (2, shape[-1] // 2))
+            v = b.op("reshape", [v], newshape=draw(st.sampled_from(options)))
+        elif kind == "transpose":
+            perm = draw(st.permutations(range(len(shape))))
+            v = b.op("transpose", [v], axes=list(perm))
+        elif kind == "unary":
+            v = b.op(draw(st.sampled_from(["relu", "sigmoid", "tanh", "negative"])), [v])
+        elif kind == "diamond":
+            v = b.op("multiply", [v, b.op("sigmoid", [v])])
+        elif kind == "const":
+            c = draw(st.sampled_from(["full", "last", "scalar"]))
+            val = {"full": _rand(*shape), "last": _rand(shape[-1]),
+                   "scalar": np.float32(0.5)}[c]
+            v = b.op(draw(st.sampled_from(["add", "multiply"])), [v, b.const(val, "c")])
+        elif kind == "input" and int(np.prod(shape)) == 96:
+            w = y if len(shape) == 4 and shape == (1, 4, 3, 8) else \
+                b.op("reshape", [y], newshape=shape)
+            v = b.op("add", [v, w])
+        elif kind == "scale" and len(shape) == 4:
+            pooled = b.op("mean", [v], axis=[2, 3], keepdims=True)
+            v = b.op("multiply", [v, b.op("sigmoid", [pooled])])
+        elif kind == "reduce" and len(shape) >= 2:
+            v = b.op("sum", [v], axis=[len(shape) - 1], keepdims=True)
+    return b.finish([v])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_simplify_random_view_and_elementwise_graphs_keep_their_meaning(seed):
+    """Property: simplify, and simplify_views after it, never change what a graph computes
+    (random reshapes, transposes, diamonds, broadcasts; hypothesis draws the graphs)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kiln.graph.passes import simplify_views
+
+    @settings(max_examples=40, deadline=None, derandomize=False, database=None)
+    @given(st.data())
+    def check(data):
+        g = _random_tree(data.draw)
+        s = simplify(g)
+        s2 = simplify_views(s)
+        feeds = {"x": _rand(1, 4, 3, 8), "y": _rand(1, 4, 3, 8)}
+        _same_results(g, s, feeds, tol=1e-5)
+        _same_results(g, s2, feeds, tol=1e-5)
+    check()
