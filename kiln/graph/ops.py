@@ -146,9 +146,7 @@ def _not(node, x):
 
 
 def _isnan(node, x):
-    # NaN is the one value unequal to itself (kiln never compiles with -ffinite-math-only)
-    return te.compute(x[0].shape, lambda *i: E.cmp("ne", x[0][i], x[0][i]), name="isnan",
-                      tag="elemwise")
+    return topi.arrays.isnan(x[0])
 
 
 def _lookup(node, x):
@@ -164,9 +162,7 @@ def _lookup(node, x):
 
 
 def _isinf(node, x):
-    inf = te.const(float("inf"), x[0].dtype)
-    return te.compute(x[0].shape, lambda *i: E.cmp("eq", intrin.abs(x[0][i]), inf),
-                      name="isinf", tag="elemwise")
+    return topi.arrays.isinf(x[0])
 
 
 def _broadcast(node, args):

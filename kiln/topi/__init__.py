@@ -1,6 +1,23 @@
 """Operators written in plain te (TVM's topi): math, reductions, data movement and topi.nn."""
 
-from . import math, nn, reduction, transform
+from . import arrays, math, nn, reduction, transform
+from .arrays import (
+    arange,
+    flip,
+    full,
+    full_like,
+    gather,
+    isinf,
+    isnan,
+    logical_and,
+    logical_not,
+    logical_or,
+    logical_xor,
+    one_hot,
+    repeat,
+    stack,
+    tile,
+)
 from .math import (
     abs,
     add,
@@ -70,6 +87,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "arange", "arrays", "flip", "full", "full_like", "gather", "isinf", "isnan", "logical_and",
+    "logical_not", "logical_or", "logical_xor", "one_hot", "repeat", "stack", "tile",
     "abs", "add", "argmax", "argmin", "batch_matmul", "broadcast_to", "cast", "ceil", "clip",
     "concatenate", "conv2d_nchw", "cos", "cumsum", "dense", "divide", "elemwise_sum", "equal",
     "erf", "exp", "expand_dims", "floor", "floor_divide", "floor_mod", "fmod", "gelu", "gelu_tanh",
