@@ -196,6 +196,19 @@ def test_mismatches_are_clear_errors():
         tvm.lower(s2, [X, Y2])
 
 
+def test_a_failing_intrinsic_function_is_a_lowering_error():
+    def boom(ins, outs):
+        raise ValueError("user bug")
+    x = te.placeholder((8,), name="x")
+    y = te.compute((8,), lambda i: x[i] * 2.0, name="y")
+    X = te.placeholder((32,), name="X")
+    Y = te.compute((32,), lambda i: X[i] * 2.0, name="Y")
+    s = te.create_schedule(Y.op)
+    s[Y].tensorize(s[Y].split(Y.op.axis[0], factor=8)[1], te.decl_tensor_intrin(y.op, boom))
+    with pytest.raises(LoweringError, match="raised ValueError: user bug"):
+        tvm.lower(s, [X, Y])
+
+
 def test_pragmas_and_missing_code():
     A, B, C = gemm(N=4, M=16, L=48)
     s = te.create_schedule(C.op)

@@ -91,7 +91,8 @@ class MultiLowering:
                                                               list(buf.strides))
         ins = [view(t, self._buffer_of(t, op.name)) for t in op.inputs]
         outs = [view(op.output(k), b) for k, b in enumerate(bufs)]
-        body = op.fcompute(ins, outs)
+        from .tensorize import call_user
+        body = call_user(op.fcompute, ins, outs, f"te.extern {op.name}")
         if body is None:
             raise LoweringError(f"te.extern {op.name}: fcompute returned None; return the "
                                 "loop IR (ib.get()) or tvm.tir.call_packed(...)")

@@ -85,8 +85,9 @@ class TensorizeLowering:
         mine = E.substitute(self.effective_bodies(si)[0], sub)
         loads: list = []
         if not _same(mine, intrin.op.body[0], loads):
-            raise LoweringError(f"{where}: the loops compute {mine}, the intrinsic computes "
-                                f"{intrin.op.body[0]}")
+            raise LoweringError(f"{where}: the loops compute {mine} ({mine.dtype}), the "
+                                f"intrinsic computes {intrin.op.body[0]} "
+                                f"({intrin.op.body[0].dtype})")
         ins = [self._bind_input(intrin, t, loads, ivars, where) for t in intrin.inputs]
         out_base = [bases[a] for a in st.compute.axis]
         out, subst = self._bind(intrin, intrin.outputs[0], info.buffer, out_base,
@@ -240,7 +241,7 @@ class TensorizeLowering:
 
     # ------------------------------------------------------------ the intrinsic's code
     def _call_intrin(self, intrin, ins: list, outs: list, subst: dict, where: str) -> TensorCode:
-        res = intrin.fcompute(ins, outs)
+        res = call_user(intrin.fcompute, ins, outs, where)
         parts = list(res) if isinstance(res, (tuple, list)) else [res]
         if len(parts) not in (1, 3):
             raise LoweringError(f"{where}: the intrinsic's function returned {len(parts)} "
@@ -303,6 +304,19 @@ class TensorizeLowering:
         for lf in reversed(loops):
             stmt = self._loop(lf, stmt, in_parallel)
         return stmt
+
+
+def call_user(fn, ins: list, outs: list, where: str):
+    """fn(ins, outs), a user's code-emitting function; its own failure becomes a
+    LoweringError naming where it was called (a KilnError it raises passes through)."""
+    from ..errors import KilnError
+    try:
+        return fn(ins, outs)
+    except KilnError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any bug in the user's function
+        raise LoweringError(f"{where}: the function raised {type(err).__name__}: "
+                            f"{err}") from err
 
 
 def _exprs(s: S.Stmt) -> list:
