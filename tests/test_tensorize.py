@@ -70,9 +70,8 @@ def run(s, args, shapes, out_shape, rng=np.random.default_rng(0)):
     return f, ins, out
 
 
-def test_tvm_tutorial_gemv_split_reduction():
-    """TVM's tensorize tutorial: the k loop split by 16 outside the intrinsic (reset, then
-    update per slice), B's rows bound with their real stride."""
+def _tutorial_schedule(intrin):
+    """The tutorial's schedule: 16 columns and 16 of k per intrinsic call, k outside it."""
     A, B, C = gemm()
     s = te.create_schedule(C.op)
     x, y = C.op.axis
@@ -80,8 +79,15 @@ def test_tvm_tutorial_gemv_split_reduction():
     yo, yi = s[C].split(y, factor=16)
     ko, ki = s[C].split(z, factor=16)
     s[C].reorder(x, yo, ko, yi, ki)
-    s[C].tensorize(yi, intrin_gemv(16, 16))
+    s[C].tensorize(yi, intrin)
     s[C].pragma(yo, "import_c", GEMV_C)
+    return s, (A, B, C)
+
+
+def test_tvm_tutorial_gemv_split_reduction():
+    """TVM's tensorize tutorial: the k loop split by 16 outside the intrinsic (reset, then
+    update per slice), B's rows bound with their real stride."""
+    s, (A, B, C) = _tutorial_schedule(intrin_gemv(16, 16))
     text = str(tvm.lower(s, [A, B, C], simple_mode=True))
     assert "gemv_update(&C[" in text and "gemv_reset" in text
     f, (a, b), c = run(s, [A, B, C], [(64, 48), (32, 48)], (64, 32))
@@ -103,14 +109,7 @@ def test_whole_reduction_uses_body():
 
 
 def test_missing_update_is_an_error():
-    A, B, C = gemm()
-    s = te.create_schedule(C.op)
-    x, y = C.op.axis
-    (z,) = C.op.reduce_axis
-    yo, yi = s[C].split(y, factor=16)
-    ko, ki = s[C].split(z, factor=16)
-    s[C].reorder(x, yo, ko, yi, ki)
-    s[C].tensorize(yi, intrin_gemv(16, 16, reset_update=False))
+    s, (A, B, C) = _tutorial_schedule(intrin_gemv(16, 16, reset_update=False))
     with pytest.raises(LoweringError, match=r"\(body, reset, update\)"):
         tvm.lower(s, [A, B, C])
 

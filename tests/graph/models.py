@@ -28,6 +28,18 @@ def tiny_bert(seed: int = 0):
     return model, (ids,)
 
 
+def _random_batch_norms(model) -> None:
+    """Batch-norm statistics and scales away from the identity (a trained network's)."""
+    import torch
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+
+
 def small_cnn(seed: int = 0):
     """(module, (image,)): conv+bn+hard_swish, max pool, conv+bn+relu, avg pool, dense."""
     import torch
@@ -41,13 +53,7 @@ def small_cnn(seed: int = 0):
         nn.AvgPool2d(3, stride=2, padding=1),
         nn.Flatten(), nn.Linear(16 * 2 * 2, 10),
     )
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+    _random_batch_norms(model)
     x = torch.from_numpy(np.random.RandomState(seed).randn(1, 3, 15, 15).astype(np.float32))
     return model.eval(), (x,)
 
@@ -86,13 +92,7 @@ def se_cnn(seed: int = 0):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.SiLU(), Block(16, 16, 1),
                           Block(16, 24, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+    _random_batch_norms(model)
     x = torch.from_numpy(np.random.RandomState(seed).randn(1, 3, 32, 32).astype(np.float32))
     return model.eval(), (x,)
 

@@ -28,16 +28,22 @@ def test_from_pytorch_builds_and_matches_torch(builder):
     np.testing.assert_allclose(_run(lib, args), ref, atol=1e-4, rtol=1e-4)
 
 
-def test_cnn_from_onnx_builds_and_matches_onnxruntime(tmp_path):
+def _built_from_onnx(builder, path: str):
+    """The model exported to ONNX, built by kiln, checked against ONNX Runtime."""
     import onnx
     import onnxruntime as ort
-    model, args = small_cnn()
-    path = export_onnx(model, args, str(tmp_path / "cnn.onnx"))
+    model, args = builder()
+    export_onnx(model, args, path)
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
         None, {"image": args[0].numpy()})[0]
     graph, params = kiln.frontend.from_onnx(onnx.load(path))
     lib = kiln.graph.build(graph, params, target="cpu")
     np.testing.assert_allclose(_run(lib, args), ref, atol=1e-4, rtol=1e-4)
+    return lib
+
+
+def test_cnn_from_onnx_builds_and_matches_onnxruntime(tmp_path):
+    _built_from_onnx(small_cnn, str(tmp_path / "cnn.onnx"))
 
 
 def test_squeeze_excitation_blocks_run_channels_last(tmp_path):
@@ -45,16 +51,7 @@ def test_squeeze_excitation_blocks_run_channels_last(tmp_path):
     first block (its 1x1 convolution, its residual sum) is anything transposed; the
     depthwise convolutions take their SiLU (x read twice) as their epilogue, the final
     pooling reads channels-last, and reshapes between kernels are views, not copies."""
-    import onnx
-    import onnxruntime as ort
-    model, args = se_cnn()
-    path = export_onnx(model, args, str(tmp_path / "se.onnx"))
-    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
-        None, {"image": args[0].numpy()})[0]
-    graph, params = kiln.frontend.from_onnx(onnx.load(path))
-    lib = kiln.graph.build(graph, params, target="cpu")
-    np.testing.assert_allclose(_run(lib, args), ref, atol=1e-4, rtol=1e-4)
-    steps = lib.meta["steps"]
+    steps = _built_from_onnx(se_cnn, str(tmp_path / "se.onnx")).meta["steps"]
     assert sum("transpose" in s for s in steps) == 2, steps
     assert sum("depthwise_conv2d_nhwc_sigmoid_multiply" in s for s in steps) == 2, steps
     assert not any(s.endswith("fused_reshape") for s in steps[:-1]), steps  # last: output
