@@ -65,8 +65,9 @@ def render(func: S.PrimFunc, target: Target | str | None = None, module: bool = 
     _check_params(func)
     body = prepare(func.body, target.vector_lanes("float32"))
     vregs = _vreg_candidates(body)
+    imports = _imports(func)  # once: the printer may run again with fewer vector registers
     for _ in range(len(vregs) + 1):
-        printer = FuncPrinter(func, target, body, vregs)
+        printer = FuncPrinter(func, target, body, vregs, imports)
         text = printer.render()
         if not printer.demoted:
             return text + (module_entries([c_name(func.name)]) if module else "")
@@ -210,8 +211,10 @@ def _buffers_touched(st: S.Stmt) -> list:
 class FuncPrinter:
     """Prints one PrimFunc; `demoted` lists local buffers that could not be vector registers."""
 
-    def __init__(self, func: S.PrimFunc, target: Target, body: S.Stmt, vregs: dict):
+    def __init__(self, func: S.PrimFunc, target: Target, body: S.Stmt, vregs: dict,
+                 imports: str = ""):
         self.func, self.target, self.body, self.vregs = func, target, body, vregs
+        self.imports = imports  # pragma import_c source, printed before the kernel
         self.lib = CLib()
         self.scope = Scope(self.lib)
         self.scope.on_scalar_access = self.scalar_access
@@ -239,7 +242,7 @@ class FuncPrinter:
             self.scope.name(v)
         self.stmt(self.body)
         meta = metadata(self.func, self.target)
-        parts = [self.header(meta), _PRELUDE, self.lib.text(), _imports(self.func),
+        parts = [self.header(meta), _PRELUDE, self.lib.text(), self.imports,
                  self.kernel(name, meta),
                  self.packed(name), self.timer(name), self.meta_fn(name, meta)]
         return "\n".join(p for p in parts if p)

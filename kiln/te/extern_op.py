@@ -35,7 +35,7 @@ class ExternBuffer:
         raise DeferredBody(self.name)
 
     vload = vstore = access_ptr = offset_of = __getitem__ = _data
-    strides = elem_offset = property(_data)
+    strides = elem_offset = base = property(_data)
 
     def __repr__(self) -> str:
         return f"ExternBuffer({self.name}, {list(self.shape)}, {self.dtype})"

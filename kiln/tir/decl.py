@@ -38,6 +38,11 @@ class DeclBuffer:
         return DeclBuffer(self.shape, self.dtype, self.name, strides, elem_offset,
                           self.offset_factor, self.scope, data)
 
+    @property
+    def base(self) -> E.Expr:
+        """The flat offset of the first element in the underlying buffer."""
+        return self.elem_offset if self.elem_offset is not None else E.IntImm(0)
+
     def _data(self, what: str) -> S.Buffer:
         if self.data is None:
             raise LoweringError(f"buffer {self.name}: {what} works on the buffers a tensor "
@@ -51,7 +56,7 @@ class DeclBuffer:
         if len(idx) != len(self.shape):
             raise LoweringError(f"buffer {self.name}: {len(idx)} indices for "
                                 f"{len(self.shape)} dimensions")
-        out = self.elem_offset if self.elem_offset is not None else E.IntImm(0)
+        out = self.base
         for i, st in zip(idx, self.strides):
             out = out + _expr(i) * st
         return out
@@ -67,8 +72,7 @@ class DeclBuffer:
         if not access_mask or set(access_mask) - {"r", "w"}:
             raise LoweringError(f"buffer {self.name}: access mask {access_mask!r}; use 'r', "
                                 "'w' or 'rw'")
-        base = self.elem_offset if self.elem_offset is not None else E.IntImm(0)
-        return S.AccessPtr(data, base + _expr(offset), access_mask)
+        return S.AccessPtr(data, self.base + _expr(offset), access_mask)
 
     def vload(self, begin, dtype: str | None = None) -> E.Expr:
         self._check_dtype(dtype)

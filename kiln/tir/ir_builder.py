@@ -27,8 +27,7 @@ class BufferPtr:
         self.ib, self.buf = ib, buf
 
     def _index(self, i) -> E.Expr:
-        base = self.buf.elem_offset if self.buf.elem_offset is not None else E.IntImm(0)
-        return base + (i if isinstance(i, E.Expr) else E.convert(int(i)))
+        return self.buf.base + (i if isinstance(i, E.Expr) else E.convert(int(i)))
 
     def __getitem__(self, i) -> E.Expr:
         return S.BufferLoad(self.buf._data("buffer_ptr"), self._index(i))

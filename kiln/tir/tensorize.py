@@ -28,6 +28,7 @@ from ..errors import LoweringError
 from ..te import expr as E
 from . import stmt as S
 from .decl import DeclBuffer
+from .lower_helpers import stmt_exprs
 from .lower_multi import key as _key
 from .simplify import Simplifier, simplify, skey
 
@@ -293,7 +294,7 @@ class TensorizeLowering:
         loops = [lf for lf in info.leaves[r0:tpos] if lf.kind == "spatial"]
         allowed = {lf.var for lf in info.outer + info.leaves[:r0] + loops}
         allowed |= {s.var for s in S.walk_stmts(code.reset) if isinstance(s, S.For)}
-        free = {v for s in S.walk_stmts(code.reset) for e in _exprs(s)
+        free = {v for s in S.walk_stmts(code.reset) for e in stmt_exprs(s)
                 for v in E.free_vars(e)} - allowed
         loop_vars = {lf.var for lf in info.leaves}
         if free & loop_vars:
@@ -317,11 +318,6 @@ def call_user(fn, ins: list, outs: list, where: str):
     except Exception as err:  # noqa: BLE001 - any bug in the user's function
         raise LoweringError(f"{where}: the function raised {type(err).__name__}: "
                             f"{err}") from err
-
-
-def _exprs(s: S.Stmt) -> list:
-    from .lower_helpers import stmt_exprs
-    return stmt_exprs(s)
 
 
 def _settle(want: E.Expr, have, subst: dict, msg: str) -> None:
