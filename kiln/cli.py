@@ -177,18 +177,22 @@ def _report_log(log: str | None, tasks, target) -> None:
         print(f"[kiln] {msg}", file=sys.stderr)
 
 
-def _build(model, log, target, dtype: str = "float32", check: bool = False):
+def _build(model, log, target, dtype: str = "float32", check: bool = False,
+           flush: bool = False):
     from . import auto_scheduler, graph
     if not log:
-        return graph.build(model.graph, model.params, target=target, dtype=dtype)
+        return graph.build(model.graph, model.params, target=target, dtype=dtype,
+                           flush_denormals=flush)
     if not os.path.exists(log):
         raise KilnError(f"no such log file: {log}")
     with auto_scheduler.ApplyHistoryBest(log) as ctx:
         if check:
-            lib = graph.build_checked(model.graph, model.params, target, dtype, model.inputs)
+            lib = graph.build_checked(model.graph, model.params, target, dtype, model.inputs,
+                                      flush_denormals=flush)
             _report_check(lib.meta["record_check"])
         else:
-            lib = graph.build(model.graph, model.params, target=target, dtype=dtype)
+            lib = graph.build(model.graph, model.params, target=target, dtype=dtype,
+                              flush_denormals=flush)
     msg = ctx.coverage(log, target).message()  # records of kernels this model does not have
     if msg:
         print(f"[kiln] {msg}", file=sys.stderr)
@@ -266,7 +270,8 @@ def cmd_bench(args) -> int:
     variants = [("kiln untuned", None)] + ([("kiln tuned", args.log)] if args.log else [])
     for label, log in variants:
         t0 = time.time()
-        lib = _build(model, log, args.target, args.dtype, args.check_records)
+        lib = _build(model, log, args.target, args.dtype, args.check_records,
+                     args.flush_denormals)
         build_s = time.time() - t0
         run = lambda lib=lib: list(lib.run(**model.inputs).values())[0]
         err = float(np.abs(run() - ref).max())
@@ -316,7 +321,8 @@ def cmd_compile(args) -> int:
     if not os.path.isdir(folder):
         raise KilnError(f"-o {args.output}: the folder {folder} does not exist")
     model = Model(args)
-    lib = _build(model, args.log, args.target, args.dtype, args.check_records)
+    lib = _build(model, args.log, args.target, args.dtype, args.check_records,
+                 args.flush_denormals)
     path = lib.export_library(args.output)
     print(f"[kiln] wrote {path or args.output}")
     return 0
@@ -360,6 +366,9 @@ def _check_arg(p) -> None:
     p.add_argument("--check-records", action="store_true",
                    help="keep a tuning record only where its kernel is faster inside the "
                    "network than the untuned default (builds the model two or three times)")
+    p.add_argument("--flush-denormals", action="store_true",
+                   help="run the model with denormal floats flushed to zero (FTZ + DAZ, CPU "
+                   "targets): full speed when activations decay into denormals")
 
 
 def parser() -> argparse.ArgumentParser:

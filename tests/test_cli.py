@@ -65,13 +65,17 @@ def test_compile_and_load(model_path, tuned_log, tmp_path):
 def test_compile_with_records_checked_in_the_network(model_path, tuned_log, tmp_path,
                                                      capsys):
     """--check-records: the records are timed inside the network against the defaults and
-    the summary line says how many were kept; the library still loads and runs."""
+    the summary line says how many were kept; the library still loads and runs (and, asked
+    with --flush-denormals, flushes them)."""
     import kiln
     out = str(tmp_path / "tiny_checked.so")
-    assert main(["compile", model_path, "--log", tuned_log, "--check-records", "-o", out]) == 0
+    assert main(["compile", model_path, "--log", tuned_log, "--check-records",
+                 "--flush-denormals", "-o", out]) == 0
     assert "records checked in the network:" in capsys.readouterr().err
     ids = np.zeros((1, 16), np.int64)
-    (res,) = kiln.graph.load(out).run(input_ids=ids).values()
+    lib = kiln.graph.load(out)
+    assert lib.flush_denormals
+    (res,) = lib.run(input_ids=ids).values()
     assert res.shape == (1, 16, 64) and np.isfinite(res).all()
 
 

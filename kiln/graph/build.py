@@ -217,8 +217,13 @@ def _names(nodes: list, what: str, given=None) -> list:
     return out
 
 
+def flush_threads(target: Target, flush: bool) -> int:
+    """program_source's flush_threads: the kernels' OpenMP width when flushing, else 0."""
+    return max(1, target.cores) if flush else 0
+
+
 def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: dict,
-          output_names=None) -> dict:
+          output_names=None, flush_denormals: bool = False) -> dict:
     def io(nodes, what, given=None):
         return [{"name": name, "shape": [int(d) for d in n.shape], "dtype": n.dtype}
                 for name, n in zip(_names(nodes, what, given), nodes)]
@@ -236,6 +241,7 @@ def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: di
         "groups": [{"index": wl.group.index, "name": wl.desc, "kernel": kernels[wl.key].name}
                    for wl in prog.workloads],
         "index_ranges": index_ranges(graph),
+        "flush_denormals": bool(flush_denormals),
     }
 
 
@@ -254,7 +260,7 @@ def _main(graph):
 
 def build(graph: Graph, params: dict | None = None, target="cpu",
           run_passes: bool = True, dtype: str = "float32",
-          tensor_cores: bool = False) -> GraphModule:
+          tensor_cores: bool = False, flush_denormals: bool = False) -> GraphModule:
     """Compile a whole graph into a GraphModule (see the module docstring).
 
     run_passes=False skips the default pass pipeline (fusion still runs): every op then
@@ -268,16 +274,23 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     activations per row at run time, int32 sums; needs AVX512-VNNI; passes/int8.py).
     tensor_cores=True (CUDA, sm_80 and newer): untuned matmuls run on the tensor cores in
     float32 accuracy (3xTF32) where their tiles fit; tuning records still take precedence.
+    flush_denormals=True (CPU): while the model runs, denormal results are flushed to zero
+    and denormal inputs read as zero (FTZ + DAZ, as ONNX Runtime's
+    session.set_denormal_as_zero): a model whose activations decay into denormals runs at
+    full speed instead of many times slower, at the cost of results below ~1.2e-38.
     """
     target = as_target(target)
     check_dtype_target(dtype, target)
     graph = _main(graph)
     if isinstance(graph, list):
         from .build_variants import build_variants
-        return build_variants(graph, target, run_passes, dtype)
+        return build_variants(graph, target, run_passes, dtype, flush_denormals)
     if tensor_cores and not target.tf32_tensor_cores:
         raise TargetError(f"tensor_cores=True needs a CUDA target of sm_80 or newer, got "
                           f"{target}")
+    if flush_denormals and target.kind != "cpu":
+        raise TargetError(f"flush_denormals=True is a CPU build option ({target} given): "
+                          "NVIDIA GPUs compute on denormal floats at full speed")
     if target.kind == "cuda":
         if check_compute_dtype(dtype) != "float32":
             raise DTypeError("the CUDA build runs models in float32 only (dtype='bfloat16' "
@@ -292,9 +305,10 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     _warn_untuned(prog.workloads, kernels)
     steps = prog.steps()
     source = program_source([k.text for k in kernels.values()],
-                            [k.name for k in kernels.values()], steps)
+                            [k.name for k in kernels.values()], steps,
+                            flush_threads=flush_threads(target, flush_denormals))
     lib = toolchain.compile(source, target)
-    meta = _meta(graph, target, prog, steps, kernels, output_names)
+    meta = _meta(graph, target, prog, steps, kernels, output_names, flush_denormals)
     log.info("built %s: %d groups, %d kernels, %s", graph.name, len(groups), len(kernels),
              prog.plan)
     return GraphModule(lib, meta, prog.table.arrays, source)

@@ -25,7 +25,7 @@ from ..codegen import toolchain
 from ..errors import KilnError
 from ..schedule.layout import pack_array
 from ..target import Target
-from .build import _kernels, _meta, _Program, _warn_untuned
+from .build import _kernels, _meta, _Program, _warn_untuned, flush_threads
 from .csource import ENTRY, program_source
 from .executable import GraphModule
 from .passes.layout import ParamTable, aligned_copy, param_value
@@ -68,7 +68,7 @@ class SharedParamTable(ParamTable):
 
 
 def build_variants(pairs: list, target: Target, run_passes: bool = True,
-                   dtype: str = "float32") -> GraphModule:
+                   dtype: str = "float32", flush_denormals: bool = False) -> GraphModule:
     """Compile one model imported at several shapes into one GraphModule."""
     if target.kind != "cpu":
         raise KilnError(f"building one library for several input shapes is supported for "
@@ -94,17 +94,18 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True,
     entries, variants = {}, []
     for k, (graph, prog, steps, _, names) in enumerate(parts):
         entries[f"{ENTRY}_{k}"] = steps
-        m = _meta(graph, target, prog, steps, kernels, names)
+        m = _meta(graph, target, prog, steps, kernels, names, flush_denormals)
         variants.append({"entry": f"{ENTRY}_{k}", "inputs": m["inputs"],
                          "outputs": m["outputs"], "steps": m["steps"],
                          "step_kernels": m["step_kernels"],
                          "workspace_bytes": m["workspace_bytes"]})
     _check_same_io(variants)
     source = program_source([k.text for k in kernels.values()],
-                            [k.name for k in kernels.values()], [], entries)
+                            [k.name for k in kernels.values()], [], entries,
+                            flush_threads(target, flush_denormals))
     lib = toolchain.compile(source, target)
     graph, prog, steps, _, names = parts[0]
-    meta = _meta(graph, target, prog, steps, kernels, names)
+    meta = _meta(graph, target, prog, steps, kernels, names, flush_denormals)
     meta.update(entry=variants[0]["entry"], variants=variants,
                 workspace_bytes=max(v["workspace_bytes"] for v in variants),
                 naive_bytes=max(p[1].plan.naive_bytes for p in parts),

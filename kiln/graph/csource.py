@@ -13,7 +13,10 @@ which runs the kernels in order: 0 on success, else 1 + the index of the failing
 beside it `kiln_graph_run_profile(..., double* stamps)`, the same steps writing a monotonic
 clock reading after each one (stamps[0] before the first), so that `GraphModule.profile()`
 times every kernel where it really runs: after its producer, with the caches and threads in
-the state the network leaves them.
+the state the network leaves them. Built with flush_denormals, each entry sets the floating-
+point mode to flush denormal results and read denormal inputs as zero (x86 MXCSR FTZ + DAZ,
+AArch64 FPCR.FZ) on the calling thread and on every thread of the kernels' OpenMP team for the
+duration of the call, and restores each thread's previous mode before it returns.
 Why: one compiler invocation per model and one Python -> C call per inference.
 """
 
@@ -126,10 +129,52 @@ _CLOCK = """static double kiln_clock(void) {
 }"""
 
 
-def _entry(steps: list, name: str, stamp: bool) -> list:
+# The mode is per thread: the team's threads set it inside a parallel region of the kernels'
+# own width (libgomp reuses the same threads for every region of that width), each keeping
+# its previous mode in a thread-local to restore it.
+_FP_MODE = """#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+typedef unsigned int kiln_fp_mode_t;
+static kiln_fp_mode_t kiln_fp_mode(void) { return _mm_getcsr(); }
+static void kiln_fp_set(kiln_fp_mode_t m) { _mm_setcsr(m); }
+#define KILN_FLUSH_BITS 0x8040u
+#elif defined(__aarch64__)
+typedef unsigned long kiln_fp_mode_t;
+static kiln_fp_mode_t kiln_fp_mode(void) {
+  kiln_fp_mode_t m;
+  __asm__ volatile("mrs %0, fpcr" : "=r"(m));
+  return m;
+}
+static void kiln_fp_set(kiln_fp_mode_t m) { __asm__ volatile("msr fpcr, %0" : : "r"(m)); }
+#define KILN_FLUSH_BITS (1ul << 24)
+#else
+#error "flush_denormals: unsupported CPU architecture"
+#endif
+static __thread kiln_fp_mode_t kiln_fp_saved;
+static void kiln_flush_denormals(int on) {
+  #pragma omp parallel num_threads(KILN_THREADS)
+  {
+    if (on) {
+      kiln_fp_saved = kiln_fp_mode();
+      kiln_fp_set(kiln_fp_saved | KILN_FLUSH_BITS);
+    } else {
+      kiln_fp_set(kiln_fp_saved);
+    }
+  }
+}"""
+
+
+def _entry(steps: list, name: str, stamp: bool, flush: bool = False) -> list:
     extra = ", double* stamps" if stamp else ""
-    lines = [_EXPORT, f"int32_t {name}(void** inputs, void** outputs, void** params, "
-             f"void* workspace{extra}) {{",
+    params = f"(void** inputs, void** outputs, void** params, void* workspace{extra})"
+    if flush:  # the steps return early on failure: the mode is restored around them
+        args = "(inputs, outputs, params, workspace" + (", stamps)" if stamp else ")")
+        wrapper = [_EXPORT, f"int32_t {name}{params} {{", "  kiln_flush_denormals(1);",
+                   f"  int32_t failed = {name}_steps{args};", "  kiln_flush_denormals(0);",
+                   "  return failed;", "}", ""]
+        inner = _entry(steps, name + "_steps", stamp)  # [_EXPORT, signature, body...]
+        return ["static " + inner[1], *inner[2:], *wrapper]
+    lines = [_EXPORT, f"int32_t {name}{params} {{",
              "  char* ws = (char*)workspace;",
              "  (void)inputs; (void)outputs; (void)params; (void)ws;"]
     if stamp:
@@ -139,20 +184,24 @@ def _entry(steps: list, name: str, stamp: bool) -> list:
     return lines + ["  return 0;", "}", ""]
 
 
-def entry_function(steps: list, name: str = ENTRY) -> str:
+def entry_function(steps: list, name: str = ENTRY, flush: bool = False) -> str:
     """C text of kiln_graph_run (or `name`) for the ordered steps, and of its profiling twin
-    `name + PROFILE_SUFFIX`."""
-    return "\n".join(_entry(steps, name, False) + _entry(steps, name + PROFILE_SUFFIX, True))
+    `name + PROFILE_SUFFIX`; flush: each sets and restores the flush-denormals mode."""
+    return "\n".join(_entry(steps, name, False, flush)
+                     + _entry(steps, name + PROFILE_SUFFIX, True, flush))
 
 
 def program_source(kernel_texts: list, kernel_names: list, steps: list,
-                   entries: dict | None = None) -> str:
+                   entries: dict | None = None, flush_threads: int = 0) -> str:
     """The whole translation unit: kernels, module entries and the graph entry function (or
     one entry function per name in `entries`, {name: steps}, for a model built at several
-    input shapes)."""
+    input shapes). flush_threads > 0: the entries flush denormals on the calling thread and
+    on an OpenMP team of that many threads (the kernels' width)."""
     entries = entries or {ENTRY: steps}
+    flush = flush_threads > 0
+    mode = [f"#define KILN_THREADS {int(flush_threads)}", _FP_MODE, ""] if flush else []
     head = "\n".join(["#include <stdint.h>", "#include <string.h>", "#include <time.h>", "",
-                      _CLOCK, ""])
+                      _CLOCK, "", *mode])
     return (merge_kernels(kernel_texts) + "\n" + head
-            + "\n".join(entry_function(st, name) for name, st in entries.items())
+            + "\n".join(entry_function(st, name, flush) for name, st in entries.items())
             + module_entries(kernel_names))

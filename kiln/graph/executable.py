@@ -138,6 +138,11 @@ class GraphModule:
     def workspace_bytes(self) -> int:
         return self.meta["workspace_bytes"]
 
+    @property
+    def flush_denormals(self) -> bool:
+        """Whether the model runs with denormals flushed to zero (build's option)."""
+        return bool(self.meta.get("flush_denormals", False))
+
     SOURCE_SUFFIX = ".c"  # the generated source beside an exported library
 
     @property

@@ -50,15 +50,15 @@ def random_inputs(graph: Graph, seed: int = 0) -> dict:
 
 def build_checked(graph: Graph, params: dict | None = None, target="cpu",
                   dtype: str = "float32", inputs: dict | None = None, rounds: int = 9,
-                  margin: float = 0.03) -> GraphModule:
+                  margin: float = 0.03, **options) -> GraphModule:
     """kiln.graph.build under the active ApplyHistoryBest, with the records that make the
     network fastest among: all of them, none, and those whose kernels win inside the
-    network (module docstring)."""
+    network (module docstring). `options` go to build (flush_denormals=...)."""
     from .build import build
     ctx = ApplyHistoryBest.current()
 
     def make():
-        return build(graph, params, target=target, dtype=dtype)
+        return build(graph, params, target=target, dtype=dtype, **options)
     tuned = make()
     keys = {k["name"]: k["key"] for k in tuned.meta["kernels"] if k["tuned"]}
     if ctx is None or not keys:

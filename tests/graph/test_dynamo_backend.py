@@ -31,11 +31,13 @@ def test_compiled_mlp_matches_eager_and_is_kiln():
         return fn
     torch._dynamo.reset()
     with torch.no_grad():
-        compiled = torch.compile(model, backend=spy, options={"target": "cpu"})
+        compiled = torch.compile(model, backend=spy, options={"target": "cpu",
+                                                              "flush_denormals": True})
         out = compiled(x)
         np.testing.assert_allclose(out.numpy(), model(x).numpy(), atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(compiled(x + 1).numpy(), model(x + 1).numpy(), atol=1e-5)
     assert seen and hasattr(seen[0], "kiln_module")
+    assert seen[0].kiln_module.flush_denormals
 
 
 def test_bert_tiny_through_torch_compile():

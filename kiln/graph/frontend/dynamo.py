@@ -2,7 +2,8 @@
 
 In: each torch.fx.GraphModule that Dynamo hands over, with its example inputs; options from
 `torch.compile(..., options={...})`: "log" (tuning records applied with ApplyHistoryBest),
-"target" (default: "cuda" when the inputs are CUDA tensors, else "cpu").
+"target" (default: "cuda" when the inputs are CUDA tensors, else "cpu"), "flush_denormals"
+(build's option of that name).
 Out: a callable with the graph's calling convention (positional tensors in, a tuple or list
 of tensors out, on the inputs' device) that runs a kiln library built from the graph through
 the PyTorch frontend (torch.export); or, when kiln cannot compile the graph (an unsupported
@@ -63,12 +64,13 @@ def _compile(gm, example_inputs: list, options: dict):
     target = options.get("target", "cuda" if on_cuda else "cpu")
     cpu_inputs = tuple(x.detach().cpu() for x in example_inputs)
     graph, params = from_pytorch(_Wrapped(gm).cpu() if on_cuda else _Wrapped(gm), cpu_inputs)
+    flush = bool(options.get("flush_denormals", False))
     if options.get("log"):
         from ...auto_scheduler import ApplyHistoryBest
         with ApplyHistoryBest(options["log"]):
-            lib = kgraph.build(graph, params, target=target)
+            lib = kgraph.build(graph, params, target=target, flush_denormals=flush)
     else:
-        lib = kgraph.build(graph, params, target=target)
+        lib = kgraph.build(graph, params, target=target, flush_denormals=flush)
     names = lib.input_names
     device = example_inputs[0].device if example_inputs else torch.device("cpu")
     returns_list = _returns_list(gm)
