@@ -30,6 +30,7 @@ from .default_schedule import default_schedule, simple_schedule
 from .executable import META_VERSION, GraphModule
 from .ir import Graph, main_graph
 from .memplan import Buffer, plan_memory
+from .passes.float16 import boundary_dtypes
 from .passes.layout import ParamTable
 from .tasks import (
     GroupWorkload,
@@ -222,15 +223,39 @@ def flush_threads(target: Target, flush: bool) -> int:
     return max(1, target.cores) if flush else 0
 
 
+@dataclass(frozen=True)
+class Outside:
+    """What the user sees of a model, read before the passes: its output names (when the
+    frontend set them) and the dtypes of its inputs and outputs."""
+
+    output_names: list | None
+    dtypes: tuple  # ([input dtypes], [output dtypes])
+
+    @staticmethod
+    def of(graph: Graph) -> Outside:
+        return Outside(getattr(graph, "output_names", None), boundary_dtypes(graph))
+
+
+def _io(nodes: list, what: str, names, dtypes: list) -> list:
+    """Metadata of a model's inputs or outputs. A float16 value that the passes widened is
+    computed as "carried" (float32) and fed / returned as its "dtype" (passes/float16.py)."""
+    rows = []
+    for name, n, outer in zip(_names(nodes, what, names), nodes, dtypes):
+        row = {"name": name, "shape": [int(d) for d in n.shape], "dtype": n.dtype}
+        if outer == "float16" and n.dtype != outer:
+            row.update(dtype=outer, carried=n.dtype)
+        rows.append(row)
+    return rows
+
+
 def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: dict,
-          output_names=None, flush_denormals: bool = False) -> dict:
-    def io(nodes, what, given=None):
-        return [{"name": name, "shape": [int(d) for d in n.shape], "dtype": n.dtype}
-                for name, n in zip(_names(nodes, what, given), nodes)]
+          outside: Outside | None = None, flush_denormals: bool = False) -> dict:
+    outside = outside or Outside(None, ([None] * len(graph.inputs),
+                                        [None] * len(graph.outputs)))
     return {
         "version": META_VERSION, "name": graph.name, "target": str(target), "entry": ENTRY,
-        "inputs": io(graph.inputs, "input"),
-        "outputs": io(graph.outputs, "output", output_names),
+        "inputs": _io(graph.inputs, "input", None, outside.dtypes[0]),
+        "outputs": _io(graph.outputs, "output", outside.output_names, outside.dtypes[1]),
         "params": [{"name": name, "layout": [list(p) for p in lay], "shape": list(a.shape),
                     "dtype": "bool" if a.dtype.name == "bool" else a.dtype.name}
                    for name, lay, a in prog.table.entries],
@@ -292,12 +317,15 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
         raise TargetError(f"flush_denormals=True is a CPU build option ({target} given): "
                           "NVIDIA GPUs compute on denormal floats at full speed")
     if target.kind == "cuda":
+        if "float16" in [d for side in boundary_dtypes(graph) for d in side]:
+            raise DTypeError("a model with float16 inputs or outputs runs on CPU targets only "
+                             "(computed in float32 there); cast them to float32 for CUDA")
         if check_compute_dtype(dtype) != "float32":
             raise DTypeError("the CUDA build runs models in float32 only (dtype='bfloat16' "
                              "and 'int8' are CPU features for now)")
         from .build_cuda import build_cuda
         return build_cuda(graph, params, target, run_passes, tensor_cores)
-    output_names = getattr(graph, "output_names", None)
+    outside = Outside.of(graph)
     graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
     workloads = group_workloads(groups, graph.params)
     prog = _Program(graph, workloads, {})  # first: reshape-only groups are no kernels
@@ -308,7 +336,7 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
                             [k.name for k in kernels.values()], steps,
                             flush_threads=flush_threads(target, flush_denormals))
     lib = toolchain.compile(source, target)
-    meta = _meta(graph, target, prog, steps, kernels, output_names, flush_denormals)
+    meta = _meta(graph, target, prog, steps, kernels, outside, flush_denormals)
     log.info("built %s: %d groups, %d kernels, %s", graph.name, len(groups), len(kernels),
              prog.plan)
     return GraphModule(lib, meta, prog.table.arrays, source)

@@ -21,7 +21,15 @@ import logging
 from ..codegen import cuda, toolchain
 from ..codegen.c import c_name
 from ..target import Target
-from .build import Kernel, _meta, _Program, _warn_untuned, first_lowering, record_candidates
+from .build import (
+    Kernel,
+    Outside,
+    _meta,
+    _Program,
+    _warn_untuned,
+    first_lowering,
+    record_candidates,
+)
 from .csource import Arg, Call, Copy
 from .default_schedule import gpu_schedules
 from .executable_cuda import CudaGraphModule
@@ -83,7 +91,7 @@ def build_cuda(graph, params, target: Target, run_passes: bool = True,
     """Compile a whole graph for a CUDA target (see the module docstring). tensor_cores:
     untuned matmuls run on the tensor cores in float32 accuracy where their tiles fit
     (topi.cuda.schedule_auto(mma=True))."""
-    output_names = getattr(graph, "output_names", None)
+    outside = Outside.of(graph)
     graph, groups = prepare_graph(graph, params, run_passes, target=target)
     workloads = group_workloads(groups, graph.params)
     kernels: dict = {}
@@ -101,7 +109,7 @@ def build_cuda(graph, params, target: Target, run_passes: bool = True,
     steps = prog.steps()
     source = cuda.render_many([f for f, _ in funcs.values()], target)
     cubin = toolchain.compile(source, target)
-    meta = _meta(graph, target, prog, steps, kernels, output_names)
+    meta = _meta(graph, target, prog, steps, kernels, outside)
     meta["launches"] = _launches(steps, kernels, funcs)
     meta["scratch_bytes"] = max((sum(_round(w["nbytes"]) for w in p["workspace"])
                                  for _, p in funcs.values()), default=0)

@@ -25,7 +25,7 @@ from ..codegen import toolchain
 from ..errors import KilnError
 from ..schedule.layout import pack_array
 from ..target import Target
-from .build import _kernels, _meta, _Program, _warn_untuned, flush_threads
+from .build import Outside, _kernels, _meta, _Program, _warn_untuned, flush_threads
 from .csource import ENTRY, program_source
 from .executable import GraphModule
 from .passes.layout import ParamTable, aligned_copy, param_value
@@ -81,7 +81,7 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True,
             raise KilnError(f"build: variant {k} must be a (graph, params) pair, as the "
                             "frontends return")
         graph, params = item
-        output_names = getattr(graph, "output_names", None)
+        outside = Outside.of(graph)
         graph, groups = prepare_graph(graph, params, run_passes, dtype, target)
         workloads = group_workloads(groups, graph.params)
         prog = _Program(graph, workloads, kernels)  # reshape-only groups are no kernels
@@ -90,11 +90,11 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True,
         table.use(graph.params)
         prog.table = table
         steps = prog.steps()
-        parts.append((graph, prog, steps, workloads, output_names))
+        parts.append((graph, prog, steps, workloads, outside))
     entries, variants = {}, []
-    for k, (graph, prog, steps, _, names) in enumerate(parts):
+    for k, (graph, prog, steps, _, outside) in enumerate(parts):
         entries[f"{ENTRY}_{k}"] = steps
-        m = _meta(graph, target, prog, steps, kernels, names, flush_denormals)
+        m = _meta(graph, target, prog, steps, kernels, outside, flush_denormals)
         variants.append({"entry": f"{ENTRY}_{k}", "inputs": m["inputs"],
                          "outputs": m["outputs"], "steps": m["steps"],
                          "step_kernels": m["step_kernels"],
@@ -104,8 +104,8 @@ def build_variants(pairs: list, target: Target, run_passes: bool = True,
                             [k.name for k in kernels.values()], [], entries,
                             flush_threads(target, flush_denormals))
     lib = toolchain.compile(source, target)
-    graph, prog, steps, _, names = parts[0]
-    meta = _meta(graph, target, prog, steps, kernels, names, flush_denormals)
+    graph, prog, steps, _, outside = parts[0]
+    meta = _meta(graph, target, prog, steps, kernels, outside, flush_denormals)
     meta.update(entry=variants[0]["entry"], variants=variants,
                 workspace_bytes=max(v["workspace_bytes"] for v in variants),
                 naive_bytes=max(p[1].plan.naive_bytes for p in parts),

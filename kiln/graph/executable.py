@@ -214,6 +214,8 @@ class GraphModule:
             raise ArgumentError(f"input {name!r} expects shape {want} {spec['dtype']}, got "
                                 f"shape {tuple(arr.shape)} {_dtype_name(arr)}{hint}")
         check_index_ranges(name, arr, self.meta.get("index_ranges", {}))
+        if "carried" in spec:  # a float16 input of a model computed in float32
+            return arr.astype(_np_dtype(spec["carried"]), order="C")
         # not np.ascontiguousarray: it makes a 0-d input (a scalar scale) 1-d
         return arr if arr.flags.c_contiguous else np.array(arr, order="C")
 
@@ -292,14 +294,16 @@ class GraphModule:
         ins = [self._inputs[n] for n in self.input_names]
 
         def call(entry, *extra) -> None:
-            outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in var["outputs"]]
+            outs = [np.empty(d["shape"], _np_dtype(d.get("carried", d["dtype"])))
+                    for d in var["outputs"]]
             rc = entry(_pointers(ins), _pointers(outs), self._param_ptrs,
                        self._workspace.ctypes.data, *extra)
             if rc != 0:
                 step = var["steps"][rc - 1] if 0 < rc <= len(var["steps"]) else "?"
                 raise RuntimeFailure(f"model {self.meta['name']}: step {rc - 1} ({step}) "
                                      "failed (a heap allocation inside the kernel failed)")
-            self._outputs = outs
+            self._outputs = [o.astype(_np_dtype(d["dtype"])) if "carried" in d else o
+                             for o, d in zip(outs, var["outputs"])]
         return k, call
 
     def _profile_entry(self, k: int):

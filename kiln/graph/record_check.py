@@ -39,7 +39,9 @@ def random_inputs(graph: Graph, seed: int = 0) -> dict:
     out = {}
     for n in graph.inputs:
         shape, dt = tuple(int(d) for d in n.shape), str(n.dtype)
-        if dt.startswith(("float", "bfloat")):
+        if dt in ("float16", "float64"):
+            out[n.attrs["name"]] = rng.standard_normal(shape).astype(dt)
+        elif dt.startswith(("float", "bfloat")):
             out[n.attrs["name"]] = rng.standard_normal(shape).astype(np.float32)
         elif dt == "bool":
             out[n.attrs["name"]] = rng.integers(0, 2, shape).astype(np.bool_)

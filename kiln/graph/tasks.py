@@ -29,6 +29,7 @@ from .default_im2col import is_im2col
 from .default_winograd import is_winograd
 from .ir import Graph, main_graph, verify
 from .ops import ANCHOR_TAGS, OpPattern, to_te
+from .passes.float16 import widen_float16
 from .passes.fuse import FusedGroup, fuse
 
 __all__ = ["GroupWorkload", "extract_tasks", "group_workload", "prepare_graph"]
@@ -86,6 +87,7 @@ def prepare_graph(graph: Graph, params: dict | None = None,
     For the same reason K's head split folds into Q.K^T there (fuse's staged_operands)."""
     if params:
         graph = with_params(graph, params)
+    graph = widen_float16(graph)  # computed in float32 (passes/float16.py)
     gpu = _is_gpu(target)
     lanes = 0 if gpu else as_target(target).vector_lanes("float32")
     pipeline = _default_pipeline() if run_passes else None

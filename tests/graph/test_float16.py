@@ -1,0 +1,113 @@
+"""float16 models (`.half()` exports): float16 in and out, computed in float32 inside."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.errors import ArgumentError, DTypeError
+from kiln.graph.passes.float16 import has_float16, widen_float16
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def _ort(path: str, feeds: dict) -> np.ndarray:
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def _half_and_float(model):
+    """(float16 copy, float32 copy with the float16 copy's weights): the float32 reference
+    of what kiln computes from the float16 model."""
+    half = copy.deepcopy(model).half().eval()
+    wide = copy.deepcopy(half).float().eval()
+    return half, wide
+
+
+def test_a_half_mlp_through_onnx_is_float16_outside_and_float32_inside(tmp_path):
+    from graph.models import export_onnx
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.LayerNorm(64),
+                              torch.nn.Linear(64, 8))
+    half, wide = _half_and_float(mlp)
+    x = torch.randn(4, 32).half()
+    path = export_onnx(half, (x,), str(tmp_path / "mlp16.onnx"))
+    mod, params = kiln.frontend.from_onnx(onnx.load(path))
+    lib = kiln.graph.build(mod, params, target="cpu")
+    assert [d["dtype"] for d in lib.meta["inputs"]] == ["float16"]
+    assert lib.meta["outputs"][0]["carried"] == "float32"
+    (out,) = lib.run(**{lib.input_names[0]: x.numpy()}).values()
+    assert out.dtype == np.float16 and out.shape == (4, 8)
+    with torch.no_grad():
+        ref32 = wide(x.float()).numpy()
+    # float32 arithmetic, rounded once to float16 at the output (one float16 step apart at
+    # most: another summation order can round the other way)
+    np.testing.assert_allclose(out.astype(np.float32), ref32, rtol=1e-3, atol=1e-3)
+    # ONNX Runtime computes in float16 here and there: its rounding, no more
+    np.testing.assert_allclose(out.astype(np.float32), _ort(path, {lib.input_names[0]:
+                                                                   x.numpy()}),
+                               rtol=2e-2, atol=2e-2)
+    with pytest.raises(ArgumentError, match="float16"):
+        lib.run(**{lib.input_names[0]: x.float().numpy()})
+
+
+def test_a_half_bert_through_both_frontends(tmp_path):
+    from graph.models import export_onnx, tiny_bert
+    model, (ids,) = tiny_bert()
+    half, wide = _half_and_float(model)
+    with torch.no_grad():
+        ref32 = wide(ids).numpy()
+    path = export_onnx(half, (ids,), str(tmp_path / "bert16.onnx"))
+    routes = {"onnx": kiln.frontend.from_onnx(onnx.load(path)),
+              "torch": kiln.frontend.from_pytorch(half, (ids,))}
+    for route, (mod, params) in routes.items():
+        lib = kiln.graph.build(mod, params, target="cpu")
+        (out,) = lib.run(**{lib.input_names[0]: ids.numpy()}).values()
+        assert out.dtype == np.float16, route
+        np.testing.assert_allclose(out.astype(np.float32), ref32, atol=4e-3, rtol=4e-3,
+                                   err_msg=route)
+    np.testing.assert_allclose(out.astype(np.float32), _ort(path, {"input_ids": ids.numpy()}),
+                               atol=5e-2, rtol=5e-2)
+
+
+def test_float16_inside_a_float32_model_and_an_exported_library(tmp_path):
+    """Casts to float16 and back inside a float32 model: the boundary stays float32 (no
+    conversion), the casts compute in float32; float16 io survives export_library / load."""
+    class Mixed(torch.nn.Module):
+        def forward(self, x):
+            return (x.half() * 2).float() + 1
+
+    x = torch.randn(3, 5)
+    mod, params = kiln.frontend.from_pytorch(Mixed(), (x,))
+    assert has_float16(mod) and not has_float16(widen_float16(mod))
+    lib = kiln.graph.build(mod, params, target="cpu")
+    assert "carried" not in lib.meta["inputs"][0] and lib.meta["inputs"][0]["dtype"] == "float32"
+    (out,) = lib.run(**{lib.input_names[0]: x.numpy()}).values()
+    np.testing.assert_allclose(out, x.numpy() * 2 + 1, rtol=1e-6)
+
+    lin = torch.nn.Linear(4, 3).half().eval()
+    xh = torch.randn(2, 4).half()
+    mod, params = kiln.frontend.from_pytorch(lin, (xh,))
+    path = str(tmp_path / "lin16.so")
+    kiln.graph.build(mod, params, target="cpu").export_library(path)
+    again = kiln.graph.load(path)
+    (out,) = again.run(**{again.input_names[0]: xh.numpy()}).values()
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(xh.float(), lin.weight.float(), lin.bias.float())
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), ref.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_widening_is_exact_and_a_cuda_build_is_a_clear_error():
+    lin = torch.nn.Linear(4, 3).half().eval()
+    mod, params = kiln.frontend.from_pytorch(lin, (torch.randn(2, 4).half(),))
+    wide = widen_float16(kiln.graph.tasks.with_params(mod, params))
+    assert all(np.asarray(v).dtype != np.float16 for v in wide.params.values())
+    for name, v in params.items():
+        if np.asarray(v).dtype == np.float16:
+            np.testing.assert_array_equal(wide.params[name], np.asarray(v).astype(np.float32))
+    with pytest.raises(DTypeError, match="float16.*CPU"):
+        kiln.graph.build(mod, params, target="cuda -arch=sm_90")
