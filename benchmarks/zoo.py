@@ -12,12 +12,15 @@ Runtime's int8 recipe (quant_pre_process + quantize_dynamic, peers.quantized_byt
 on four random inputs, per-channel weights; peers.static_quantized_bytes), each compared
 with ONNX Runtime on the same quantized model (its error column: kiln against ORT int8, and
 both against ORT fp32: quantization noise differs by rounding, so "ok" means kiln's error
-against fp32 is at most twice ORT int8's plus 1e-4). Per cell: status (exporter failed /
+against fp32 is at most twice ORT int8's plus 1e-4); --routes fp16 exports the model after
+`.half()` (float16 weights, inputs and outputs) and compares kiln and ONNX Runtime on it with
+PyTorch's float32 run of the same (float16-valued) weights ("ok": kiln's error at most
+twice ORT's plus 1e-3). Per cell: status (exporter failed /
 import failed / ok), max abs error against ONNX Runtime (ONNX routes) or PyTorch
 (torch.export), build seconds, and latency of kiln's untuned build vs ONNX Runtime and
 PyTorch eager on the same inputs (rows interleaved, medians of --repeat, all threads).
 
-    python benchmarks/zoo.py [--models bert,gpt2] [--routes onnx,dynamo,torch,int8,qdq]
+    python benchmarks/zoo.py [--models bert,gpt2] [--routes onnx,dynamo,torch,int8,qdq,fp16]
                              [--repeat 5]
 
 Writes benchmarks/results/zoo.{json,md} (--out zoo_int8 for the int8 and qdq tables).
@@ -50,6 +53,7 @@ ROUTES = ("onnx", "dynamo", "torch")
 INT8 = "int8"  # the onnx route's model after ONNX Runtime's dynamic quantization
 QDQ = "qdq"  # ... after its static quantization (QDQ format, calibrated on random inputs)
 QUANTIZED = (INT8, QDQ)
+FP16 = "fp16"  # the onnx route's model after .half(): float16 weights, inputs and outputs
 
 
 def _text(model_cls, cfg, vocab: int, with_mask: bool = True, output="last_hidden_state"):
@@ -169,6 +173,36 @@ def models() -> dict:
     }
 
 
+def _half(model, inputs: dict):
+    """(the model in float16, its inputs with floats in float16, PyTorch's float32 output of
+    the same float16-valued weights and inputs: the reference both stacks are held to)."""
+    import copy
+
+    import torch
+    half = copy.deepcopy(model).half().eval()
+    inputs = {k: v.half() if v.is_floating_point() else v for k, v in inputs.items()}
+    with torch.no_grad():
+        wide = copy.deepcopy(half).float()
+        ref = wide(*[v.float() if v.is_floating_point() else v for v in inputs.values()])
+    return half, inputs, ref.numpy()
+
+
+def _ort_run(proto, feeds: dict, row: dict, tolerate: bool):
+    """(ONNX Runtime session, its output) for `proto`. tolerate (the fp16 route, whose
+    reference is PyTorch's float32 run): ORT's failure goes to row["ort_status"] and both are
+    None, so kiln is still checked and timed."""
+    import onnxruntime as ort
+    try:
+        sess = ort.InferenceSession(proto.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        return sess, sess.run(None, feeds)[0]
+    except Exception as err:  # noqa: BLE001 - the peer's failure is a result
+        if not tolerate:
+            raise
+        row["ort_status"] = f"ORT failed: {str(err).splitlines()[0][:90]}"
+        return None, None
+
+
 def _export(model, inputs: dict, path: str, dynamo: bool) -> None:
     import torch
     with warnings.catch_warnings(), torch.no_grad():
@@ -183,6 +217,8 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
     import onnx
     import onnxruntime as ort
     import torch
+    if route == FP16:
+        model, inputs, fp32_ref = _half(model, inputs)
     feeds = {k: v.numpy() for k, v in inputs.items()}
     row = {"model": name, "route": route}
     sess = None
@@ -205,9 +241,7 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
                 proto = onnx.load_from_string(
                     peers.quantized_bytes(proto) if route == INT8 else
                     peers.static_quantized_bytes(proto, _calibration(feeds)))
-            sess = ort.InferenceSession(proto.SerializeToString(),
-                                        providers=["CPUExecutionProvider"])
-            ref = sess.run(None, feeds)[0]
+            sess, ref = _ort_run(proto, feeds, row, route == FP16)
             t0 = time.perf_counter()
             graph, params = kiln.frontend.from_onnx(proto)
         lib = kiln.graph.build(graph, params, target="cpu")
@@ -215,6 +249,7 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
         names = lib.input_names
         run = lambda: lib.run(**dict(zip(names, feeds.values())))  # noqa: E731
         out = list(run().values())[0]
+        ref = fp32_ref if ref is None else ref  # fp16 route, ONNX Runtime failed
         row["max_abs_err"] = float(np.abs(out - ref).max())
         # relative to the output's scale: random-weight MobileNetV2 outputs ~1e-21, where
         # an absolute bound says nothing
@@ -224,7 +259,21 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
     except Exception as err:  # noqa: BLE001 - a crash is reported in the table, not fatal
         traceback.print_exc()
         return {**row, "status": f"crash: {type(err).__name__}: {str(err)[:120]}"}
-    if route in QUANTIZED:
+    if route == FP16:
+        row["kiln_vs_fp32"] = float(np.abs(out.astype(np.float32) - fp32_ref).max())
+        # without ONNX Runtime: two float16 steps at the output's scale
+        bound = 2e-3 * float(np.abs(fp32_ref).max())
+        if sess is not None:
+            row["ort_fp16_vs_fp32"] = bound = float(np.abs(ref.astype(np.float32)
+                                                           - fp32_ref).max())
+        # the exporter may have widened the output (a float32 path inside): as declared
+        declared = onnx.helper.tensor_dtype_to_np_dtype(
+            proto.graph.output[0].type.tensor_type.elem_type)
+        row["out_dtype"] = str(out.dtype)
+        row["status"] = "ok" if out.dtype == declared and \
+            row["kiln_vs_fp32"] <= 2 * bound + 1e-3 else \
+            f"wrong (not {declared}, or error against fp32 > 2x ORT fp16's + 1e-3)"
+    elif route in QUANTIZED:
         row["kiln_vs_fp32"] = float(np.abs(out - fp32_ref).max())
         row["ort_int8_vs_fp32"] = float(np.abs(ref - fp32_ref).max())
         row["status"] = "ok" if row["kiln_vs_fp32"] <= 2 * row["ort_int8_vs_fp32"] + 1e-4 \
@@ -236,7 +285,7 @@ def cell(name: str, model, inputs: dict, route: str, tmp: str, repeat: int,
     if sess is not None:
         timers["ort"] = lambda: sess.run(None, feeds)
     with torch.no_grad():
-        if route not in QUANTIZED:  # PyTorch runs the float model: no int8 peer there
+        if route not in QUANTIZED + (FP16,):  # PyTorch runs the float32 model only
             timers["torch"] = lambda: model(*inputs.values())
         # the gap lets the previous row's thread pool stop spinning (without it, kiln's
         # OpenMP pool spinning after each call read ORT's MobileNetV2 at 7.4 ms instead of
@@ -287,6 +336,15 @@ def main() -> None:
                 write(Path(args.out), rows)
 
 
+def _vs_fp32(r: dict) -> str:
+    """The error column's addition for the int8 / qdq / fp16 routes."""
+    if "kiln_vs_fp32" not in r:
+        return ""
+    peer = r.get("ort_status") or next(
+        f"ORT {k[4:8]} {r[k]:.2g}" for k in ("ort_fp16_vs_fp32", "ort_int8_vs_fp32") if k in r)
+    return f" (vs fp32: {r['kiln_vs_fp32']:.2g}; {peer})"
+
+
 def write(out: Path, rows: list) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "target": str(kiln.target.Target("cpu")),
@@ -308,9 +366,7 @@ def write(out: Path, rows: list) -> None:
             lo, hi = r.get(f"{k}_range_ms", (None, None))
             return "" if k + "_ms" not in r else f"{r[k + '_ms']:.1f}" + (
                 f" ({lo:.1f}–{hi:.1f})" if lo is not None else "")
-        err = f('max_abs_err', '.1e') + ("" if "kiln_vs_fp32" not in r else
-                                          f" (vs fp32: {r['kiln_vs_fp32']:.2f}; ORT int8 "
-                                          f"{r['ort_int8_vs_fp32']:.2f})")
+        err = f('max_abs_err', '.1e') + _vs_fp32(r)
         lines.append(f"| {r['model']} | {r['route']} | {r['status']} | {err}"
                      f" | {f('max_rel_err', '.1e')} | {f('build_s', '.1f')} | {ms('kiln')} |"
                      f" {ms('ort')} | {ms('torch')} |")

@@ -70,6 +70,10 @@ def broadcast(n: Node, shapes: list) -> tuple:
 
 def _same_dtype(n: Node, nodes: list) -> str:
     dtypes = {i.dtype for i in nodes}
+    if dtypes == {"float16", "float32"}:
+        # float16 computes in float32 anyway (passes/float16.py): promote, as PyTorch's
+        # mixed-type layer norm does (its ONNX export reads a float32 x with float16 scales)
+        return "float32"
     if len(dtypes) != 1:
         raise _fail(n, f"operand dtypes differ: {sorted(dtypes)}")
     return nodes[0].dtype
