@@ -111,3 +111,25 @@ def test_widening_is_exact_and_a_cuda_build_is_a_clear_error():
             np.testing.assert_array_equal(wide.params[name], np.asarray(v).astype(np.float32))
     with pytest.raises(DTypeError, match="float16.*CPU"):
         kiln.graph.build(mod, params, target="cuda -arch=sm_90")
+
+
+def test_mixed_float16_and_float32_operands_promote_to_float32():
+    """torch.onnx.export of a .half() DistilBERT writes LayerNormalization over a float32 x
+    with float16 scale and bias (ONNX Runtime refuses it): kiln computes it in float32."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    scale, bias = rng.random(8).astype(np.float16), rng.random(8).astype(np.float16)
+    g = helper.make_graph(
+        [helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1,
+                          epsilon=1e-5)], "ln",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 8))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 8))],
+        [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(bias, "b")])
+    mod, params = kiln.frontend.from_onnx(helper.make_model(g))
+    lib = kiln.graph.build(mod, params, target="cpu")
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    (y,) = lib.run(x=x).values()
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    ref = (x - mean) / np.sqrt(var + 1e-5) * scale.astype(np.float32) + bias.astype(np.float32)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
