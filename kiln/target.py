@@ -44,6 +44,7 @@ _MCPU_FEATURES = {
     "znver2": ("sse4.2", "avx", "avx2", "fma"),
     "znver3": ("sse4.2", "avx", "avx2", "fma"),
     "znver4": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX, "avx512vnni", "avx512bf16"),
+    "znver5": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX, "avx512vnni", "avx512bf16"),
     "skylake-avx512": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX),
     "cascadelake": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX, "avx512vnni"),
     "icelake-server": ("sse4.2", "avx", "avx2", "fma", *_AVX512_SKX, "avx512vnni"),
@@ -56,6 +57,13 @@ _MCPU_FEATURES = {
 }
 _DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1,
                 "bool": 1, "int32": 4, "int64": 8}
+
+
+
+
+def mcpu_features(name: str) -> tuple | None:
+    """The ISA features a named -mcpu implies, or None for a name outside kiln's table."""
+    return _MCPU_FEATURES.get(name)
 
 
 # ---------------------------------------------------------------- host probing

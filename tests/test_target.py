@@ -67,6 +67,32 @@ def test_cflags():
     assert "-mavx2" in flags and "-mno-avx512f" in flags
 
 
+def test_a_cpu_the_compiler_does_not_know_builds_from_its_features(monkeypatch):
+    """GCC 12 has no -march=znver4: kiln passes the generic base plus znver4's features
+    instead; a name outside kiln's table is a BuildError naming it."""
+    import numpy as np
+
+    import kiln
+    from kiln import te
+    from kiln.codegen import toolchain
+    from kiln.errors import BuildError
+    cc = toolchain.compiler()
+    monkeypatch.setattr(toolchain, "_accepts", lambda cc, flag: False)
+    flags = toolchain.compile_flags(Target("cpu -mcpu=znver4 -mattr=-avx512bf16"), cc)
+    assert "-march=znver4" not in flags and "-march=x86-64" in flags
+    assert {"-mavx512f", "-mavx512vnni", "-mfma"} <= set(flags)
+    assert "-mavx512bf16" not in flags and "-mno-avx512bf16" in flags
+    with pytest.raises(BuildError, match="-mcpu=zen9000"):
+        toolchain.compile_flags(Target("cpu -mcpu=zen9000"), cc)
+    A = te.placeholder((16,), name="A")
+    B = te.compute((16,), lambda i: A[i] * 2, name="B")
+    f = kiln.build(te.create_schedule(B.op), [A, B], target="cpu -mcpu=x86-64-v3")
+    a = np.arange(16, dtype="float32")
+    b = kiln.nd.array(np.zeros(16, "float32"))
+    f(kiln.nd.array(a), b)
+    np.testing.assert_array_equal(b.numpy(), a * 2)
+
+
 def test_current_scope():
     assert Target.current() == Target("cpu")
     assert Target.current(allow_none=True) is None

@@ -24,7 +24,7 @@ import warnings
 
 from ..errors import BuildError
 from ..fileio import sha256_file, write_bytes
-from ..target import Target, as_target
+from ..target import Target, as_target, mcpu_features
 
 STDERR_LINES = 40
 
@@ -64,7 +64,35 @@ def compile_flags(target: Target, cc: str) -> list:
     flags = list(target.cflags())
     if "Free Software Foundation" in _version_text(cc):  # GCC, whatever it is called
         flags.insert(1, "-fno-tree-loop-vectorize")
-    return flags
+    return _known_march(flags, target, cc)
+
+
+def _known_march(flags: list, target: Target, cc: str) -> list:
+    """`flags` with a -march= this compiler does not know (GCC 12 predates znver4) replaced
+    by the generic x86-64 base plus the named CPU's features: the instructions kiln's code
+    uses are those features, not the CPU's scheduling model. A name outside kiln's table is
+    a BuildError here rather than the compiler's error on every kernel."""
+    if not target.mcpu or _accepts(cc, f"-march={target.mcpu}"):
+        return flags
+    implied = mcpu_features(target.mcpu)
+    if implied is None:
+        raise BuildError(f"the C compiler {cc} does not know -mcpu={target.mcpu} (target "
+                         f"{target}); name a CPU it knows, or give the features: "
+                         "cpu -mattr=+avx2,+fma,...")
+    k = flags.index(f"-march={target.mcpu}")
+    isa = [f"-m{f}" for f in target.features if f != "neon"]
+    return flags[:k] + ["-march=x86-64", "-mtune=generic", *isa] + flags[k + 1:]
+
+
+@functools.lru_cache(maxsize=64)
+def _accepts(cc: str, flag: str) -> bool:
+    """Whether `cc` compiles an empty file with `flag`."""
+    try:
+        out = subprocess.run([cc, flag, "-x", "c", "-c", "-o", os.devnull, "-"], input="",
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0
 
 
 def cache_dir() -> str:
