@@ -301,8 +301,9 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
     float32 accuracy (3xTF32) where their tiles fit; tuning records still take precedence.
     flush_denormals=True (CPU): while the model runs, denormal results are flushed to zero
     and denormal inputs read as zero (FTZ + DAZ, as ONNX Runtime's
-    session.set_denormal_as_zero): a model whose activations decay into denormals runs at
-    full speed instead of many times slower, at the cost of results below ~1.2e-38.
+    session.set_denormal_as_zero): on CPUs that slow down on denormals (Intel's take a
+    microcode assist each) a model whose activations decay into them runs at full speed;
+    results below ~1.2e-38 become zero.
     """
     target = as_target(target)
     check_dtype_target(dtype, target)
