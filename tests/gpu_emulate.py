@@ -23,8 +23,8 @@ def _kernels(lib) -> dict:
 def emulate(lib, inputs: dict) -> dict:
     meta = lib.meta
     mem = {
-        "input": [np.ascontiguousarray(inputs[d["name"]]).view(np.uint8).reshape(-1).copy()
-                  for d in meta["inputs"]],
+        "input": [np.ascontiguousarray(inputs[d["name"]], _device_dtype(d)).view(np.uint8)
+                  .reshape(-1).copy() for d in meta["inputs"]],
         "output": [np.zeros(_nbytes(d), np.uint8) for d in meta["outputs"]],
         "param": [np.ascontiguousarray(p).view(np.uint8).reshape(-1) for p in lib._params],
         "arena": np.zeros(max(1, meta["workspace_bytes"]), np.uint8),
@@ -43,8 +43,13 @@ def emulate(lib, inputs: dict) -> dict:
             n = tir_interp.itemsize(buf.dtype) * max(buf.size, 1)
             views[buf.uid] = _bytes(mem, ref, n).view(tir_interp.np_dtype(buf.dtype))
         tir_interp.run_kernel(kern, views)
-    return {d["name"]: o.view(np.dtype(d["dtype"])).reshape(d["shape"])
+    return {d["name"]: o.view(_device_dtype(d)).reshape(d["shape"]).astype(d["dtype"])
             for d, o in zip(meta["outputs"], mem["output"])}
+
+
+def _device_dtype(d) -> np.dtype:
+    """An input's or output's dtype on the device (float16 models compute in float32)."""
+    return np.dtype("bool" if d["dtype"] == "bool" else d.get("carried", d["dtype"]))
 
 
 def _bytes(mem, ref, n):
@@ -55,7 +60,7 @@ def _bytes(mem, ref, n):
 
 
 def _nbytes(d) -> int:
-    n = np.dtype(d["dtype"]).itemsize
+    n = _device_dtype(d).itemsize
     for s in d["shape"]:
         n *= int(s)
     return n

@@ -149,3 +149,18 @@ def test_tiny_bert_from_onnx_on_the_gpu(tmp_path):
     lib = kiln.graph.build(graph, params, target="cuda")
     (out,) = lib.run(input_ids=ids.numpy()).values()
     np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_a_float16_model_on_the_gpu():
+    """float16 in and out, float32 on the device (converted on the host)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    half = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU()).half().eval()
+    x = torch.randn(4, 32).half()
+    graph, params = kiln.frontend.from_pytorch(half, (x,))
+    lib = kiln.graph.build(graph, params, target="cuda")
+    (out,) = lib.run(**{lib.input_names[0]: x.numpy()}).values()
+    with torch.no_grad():
+        ref = half.float()(x.float()).numpy()
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), ref, rtol=1e-3, atol=1e-3)

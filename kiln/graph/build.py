@@ -318,9 +318,6 @@ def build(graph: Graph, params: dict | None = None, target="cpu",
         raise TargetError(f"flush_denormals=True is a CPU build option ({target} given): "
                           "NVIDIA GPUs compute on denormal floats at full speed")
     if target.kind == "cuda":
-        if "float16" in [d for side in boundary_dtypes(graph) for d in side]:
-            raise DTypeError("a model with float16 inputs or outputs runs on CPU targets only "
-                             "(computed in float32 there); cast them to float32 for CUDA")
         if check_compute_dtype(dtype) != "float32":
             raise DTypeError("the CUDA build runs models in float32 only (dtype='bfloat16' "
                              "and 'int8' are CPU features for now)")

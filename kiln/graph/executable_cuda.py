@@ -140,6 +140,10 @@ class CudaGraphModule(GraphModule):
         if spec is None:
             raise ArgumentError(f"unknown input {name!r}; the model's inputs are "
                                 f"{', '.join(self.input_names) or '(none)'}")
+        if "carried" in spec:
+            raise ArgumentError(f"input {name!r} is {spec['dtype']} and computed in "
+                                f"{spec['carried']} on the device: pass it as a NumPy array "
+                                "(converted on the host)")
         _, shape, dtype, contiguous, _ = cuda_array_info(value)
         got = "bool" if dtype == np.bool_ else str(dtype)
         if shape != tuple(spec["shape"]) or got != spec["dtype"]:
@@ -176,11 +180,14 @@ class CudaGraphModule(GraphModule):
         self._replay()
         dev = self._dev
         dev["stream"].synchronize(f"running model {self.meta['name']}")
-        outs = [np.empty(d["shape"], _np_dtype(d["dtype"])) for d in self.meta["outputs"]]
+        outs = [np.empty(d["shape"], _np_dtype(d.get("carried", d["dtype"])))
+                for d in self.meta["outputs"]]
         for buf, out in zip(dev["output"], outs):
             buf.copy_to_host(out)
-        self._outputs = outs
-        return dict(zip(self.output_names, outs))
+        # float16 outputs of a model computed in float32 (passes/float16.py)
+        self._outputs = [o.astype(_np_dtype(d["dtype"])) if "carried" in d else o
+                         for o, d in zip(outs, self.meta["outputs"])]
+        return dict(zip(self.output_names, self._outputs))
 
     def time_evaluator(self, number: int = 100, repeat: int = 5, flush_l2: bool = False):
         """A function() -> ProfileResult timing graph replays with CUDA events (run() or
@@ -258,7 +265,8 @@ def _overlap_capable(target: str) -> bool:
 
 
 def _nbytes(spec: dict) -> int:
-    n = int(np.dtype(_np_dtype(spec["dtype"])).itemsize)
+    """Bytes of an input's or output's device buffer (its dtype on the device)."""
+    n = int(np.dtype(_np_dtype(spec.get("carried", spec["dtype"]))).itemsize)
     for d in spec["shape"]:
         n *= int(d)
     return max(n, 1)

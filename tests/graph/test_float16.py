@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import kiln
-from kiln.errors import ArgumentError, DTypeError
+from kiln.errors import ArgumentError
 from kiln.graph.passes.float16 import has_float16, widen_float16
 
 torch = pytest.importorskip("torch")
@@ -101,7 +101,7 @@ def test_float16_inside_a_float32_model_and_an_exported_library(tmp_path):
     np.testing.assert_allclose(out.astype(np.float32), ref.numpy(), rtol=1e-3, atol=1e-3)
 
 
-def test_widening_is_exact_and_a_cuda_build_is_a_clear_error():
+def test_widening_is_exact_and_the_cuda_build_converts_on_the_host():
     lin = torch.nn.Linear(4, 3).half().eval()
     mod, params = kiln.frontend.from_pytorch(lin, (torch.randn(2, 4).half(),))
     wide = widen_float16(kiln.graph.tasks.with_params(mod, params))
@@ -109,8 +109,24 @@ def test_widening_is_exact_and_a_cuda_build_is_a_clear_error():
     for name, v in params.items():
         if np.asarray(v).dtype == np.float16:
             np.testing.assert_array_equal(wide.params[name], np.asarray(v).astype(np.float32))
-    with pytest.raises(DTypeError, match="float16.*CPU"):
-        kiln.graph.build(mod, params, target="cuda -arch=sm_90")
+    import gpu_emulate
+    lib = kiln.graph.build(mod, params, target="cuda -arch=sm_90")
+    assert lib.meta["inputs"][0]["carried"] == lib.meta["outputs"][0]["carried"] == "float32"
+    x = torch.randn(2, 4).half()
+    (out,) = gpu_emulate.emulate(lib, {lib.input_names[0]: x.numpy()}).values()
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(x.float(), lin.weight.float(), lin.bias.float())
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), ref.numpy(), rtol=1e-3, atol=1e-3)
+    stored = lib._check(lib.input_names[0], x.numpy())  # what is uploaded: float32
+    assert stored.dtype == np.float32 and stored.flags.c_contiguous
+
+
+    class DeviceArray:  # what a CuPy / torch CUDA array shows (no GPU needed to refuse one)
+        __cuda_array_interface__ = {"shape": (2, 4), "typestr": "<f2", "data": (0, False),
+                                    "version": 3}
+    with pytest.raises(ArgumentError, match="NumPy array"):
+        lib._check(lib.input_names[0], DeviceArray())
 
 
 def test_mixed_float16_and_float32_operands_promote_to_float32():
