@@ -6,9 +6,10 @@ casts to float16 become casts to float32 (then no-ops for `simplify`), float16 i
 float32. The library still takes and returns float16 at its boundary: `boundary_dtypes`
 reads what the model's inputs and outputs are before the pass, build records both in the
 library's metadata, and the GraphModule converts inputs on the way in and outputs on the way
-out (graph/executable.py; executable_cuda.py on the host, around the copies to the GPU). Operands mixing float16 and float32 (torch.onnx.export of a
-`.half()` BERT writes LayerNormalization with a float32 input and float16 scales, which
-ONNX Runtime refuses) are promoted to float32 by shape inference (passes/infer.py).
+out (graph/executable.py; executable_cuda.py on the host, around the copies to the GPU).
+Operands mixing float16 and float32 (torch.onnx.export of a `.half()` BERT writes
+LayerNormalization with a float32 input and float16 scales, which ONNX Runtime refuses) are
+promoted to float32 by shape inference (passes/infer.py).
 Why float32 arithmetic: the C backend has no float16 arithmetic, and the CPUs it targets
 mostly lack float16 vector units (AVX512-FP16 is on Sapphire Rapids only); ONNX Runtime's CPU
 provider also runs most float16 models by casting around float32 kernels. Results are at
