@@ -1,5 +1,5 @@
 """Bad models and expressions give one clear KilnError, never a raw traceback: damaged or
-empty ONNX files, nodes out of topological order (imported anyway), a graph output nothing
+empty ONNX files, weights in a missing external file, nodes out of topological order (imported anyway), a graph output nothing
 produces, symbolic shapes, and very deep expressions."""
 
 import numpy as np
@@ -31,6 +31,28 @@ def test_damaged_and_empty_onnx_files(tmp_path):
         kiln.frontend.from_onnx(str(bad))
     with pytest.raises(KilnError, match="cannot read"):
         kiln.frontend.from_onnx(str(tmp_path / "missing.onnx"))
+
+
+def test_weights_in_an_external_file(tmp_path):
+    """A model saved with its weights beside it (save_as_external_data, as large exports
+    are) imports from its path; a missing weights file, or a proto loaded without them, is
+    one ModelFileError naming the file."""
+    from onnx import numpy_helper
+    w = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "w")
+    model = _model([helper.make_node("Add", ["x", "w"], ["y"])])
+    model.graph.initializer.append(w)
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="m.bin",
+                    size_threshold=0)
+    graph, params = kiln.frontend.from_onnx(str(path))
+    lib = kiln.graph.build(graph, params, target="cpu")
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(lib.run(x=x)["y"], x + np.arange(6).reshape(2, 3))
+    with pytest.raises(KilnError, match="external file 'm.bin'.*load_external_data"):
+        kiln.frontend.from_onnx(onnx.load(str(path), load_external_data=False))
+    (tmp_path / "m.bin").unlink()
+    with pytest.raises(KilnError, match="weights in m.bin beside it"):
+        kiln.frontend.from_onnx(str(path))
 
 
 def test_nodes_out_of_order_are_sorted_and_missing_outputs_named():

@@ -13,6 +13,8 @@ a static input dim that contradicts `shape=` is a ShapeError naming the input.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ...errors import KilnError, ShapeError
@@ -170,24 +172,45 @@ def _check_used(node, env: dict) -> None:
 def _load(model):
     """A ModelProto from a ModelProto, a path or bytes; a damaged file is a KilnError."""
     import onnx
-    where = "the ONNX model"
+    where, path = "the ONNX model", None
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        where = f"ONNX file {model}" if not isinstance(model, bytes) else "the ONNX bytes"
+        path = None if isinstance(model, bytes) else os.fspath(model)
+        where = f"ONNX file {path}" if path is not None else "the ONNX bytes"
         try:
-            model = onnx.load(model) if not isinstance(model, bytes) else \
-                onnx.load_from_string(model)
+            model = onnx.load_from_string(model) if path is None else \
+                onnx.load(path, load_external_data=False)
         except OSError as err:
             raise ModelFileError(f"cannot read {where}: {err}") from None
         except Exception as err:  # noqa: BLE001 - protobuf's DecodeError and friends
             raise ModelFileError(f"{where} is not a valid ONNX model (damaged or not ONNX): "
                                  f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
                                  ) from None
+        if path is not None:
+            _external_data(model, os.path.dirname(path))
     if not hasattr(model, "graph"):
         raise ModelFileError(f"from_onnx expects an onnx.ModelProto or a path, got "
                              f"{type(model).__name__}")
     if not model.graph.output or not model.graph.node and not model.graph.input:
         raise ModelFileError(f"{where} is empty (no graph outputs): a 0-byte or truncated file?")
     return model
+
+
+def _external_data(model, folder: str) -> None:
+    """Load the initializers kept in external files beside the model (large models); a
+    missing or short file is a ModelFileError naming it, not a "damaged model"."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import load_external_data_for_model
+    external = [t for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    if not external:
+        return
+    try:
+        load_external_data_for_model(model, folder)
+    except Exception as err:  # noqa: BLE001 - onnx's ValidationError, OSError
+        files = sorted({e.value for t in external for e in t.external_data
+                        if e.key == "location"})
+        raise ModelFileError(f"the ONNX model keeps weights in {', '.join(files)} beside it, "
+                             f"which could not be read from {folder or '.'}: "
+                             f"{str(err).splitlines()[0]}") from None
 
 
 def _check_structure(graph) -> None:
@@ -216,9 +239,21 @@ def _check_structure(graph) -> None:
                                  "input or initializer")
 
 
+def _initializer(t):
+    """An initializer's values; one whose data lives in an external file that was not
+    loaded with the proto is a ModelFileError saying how to load it."""
+    from onnx import TensorProto, numpy_helper
+    if t.data_location == TensorProto.EXTERNAL:
+        where = {e.key: e.value for e in t.external_data}.get("location", "?")
+        raise ModelFileError(f"ONNX initializer {t.name!r} keeps its data in the external file "
+                             f"{where!r}, which was not loaded with the model: pass the .onnx "
+                             "path to from_onnx (the file beside it), or onnx.load(path) "
+                             "with load_external_data=True")
+    return numpy_helper.to_array(t)
+
+
 def from_onnx(model, shape: dict | None = None) -> tuple[Graph, dict]:
     """Import an ONNX model; returns (graph, params) with every shape static."""
-    from onnx import numpy_helper
     model = _load(model)
     graph = model.graph
     _check_structure(graph)
@@ -226,7 +261,7 @@ def from_onnx(model, shape: dict | None = None) -> tuple[Graph, dict]:
     b = GraphBuilder("ONNX")
     env: dict = {}
     for t in graph.initializer:
-        env[t.name] = b.const(numpy_helper.to_array(t), t.name)
+        env[t.name] = b.const(_initializer(t), t.name)
     _make_inputs(b, graph, dict(shape or {}), env)
     cx = OnnxContext(b, _opset(model))
     for node in graph.node:
