@@ -1,6 +1,7 @@
 """Bad models and expressions give one clear KilnError, never a raw traceback: damaged or
-empty ONNX files, weights in a missing external file, nodes out of topological order (imported anyway), a graph output nothing
-produces, symbolic shapes, and very deep expressions."""
+empty ONNX files, weights in a missing external file, nodes out of topological order
+(imported anyway), a graph output nothing produces, symbolic shapes, and very deep
+expressions."""
 
 import numpy as np
 import pytest
