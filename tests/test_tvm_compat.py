@@ -385,11 +385,29 @@ def test_relay_quick_start_tutorial_on_resnet():
     np.testing.assert_allclose(again.get_output(0).numpy(), out, rtol=1e-5, atol=1e-7)
 
 
+def test_relay_testing_float16_workloads():
+    """dtype="float16" (TVM's): float16 weights and input, float16 output; the same draws as
+    the float32 workload, rounded, so the two agree to float16 precision."""
+    from kiln.contrib import graph_executor
+    outs = {}
+    for dtype in ("float32", "float16"):
+        mod, params = relay.testing.mlp.get_workload(batch_size=2, dtype=dtype)
+        assert {p.numpy().dtype for p in params.values()} == {np.dtype(dtype)}
+        lib = relay.build(mod, target="llvm", params=params)
+        m = graph_executor.GraphModule(lib["default"](tvm.cpu(0)))
+        x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(dtype)
+        m.set_input("data", x)
+        m.run()
+        outs[dtype] = m.get_output(0).numpy()
+    assert outs["float16"].dtype == np.float16
+    np.testing.assert_allclose(outs["float16"].astype(np.float32), outs["float32"], atol=5e-3)
+
+
 def test_relay_testing_bad_arguments():
     with pytest.raises(ArgumentError, match="layout"):
         relay.testing.resnet.get_workload(layout="NCHW4c")
-    with pytest.raises(ArgumentError, match="float32"):
-        relay.testing.mobilenet.get_workload(dtype="float16")
+    with pytest.raises(ArgumentError, match="float32 or float16"):
+        relay.testing.mobilenet.get_workload(dtype="bfloat16")
     with pytest.raises(ArgumentError, match="num_layers"):
         relay.testing.resnet.get_workload(num_layers=20)
     assert tvm.target.cuda(arch="sm_80").arch == "sm_80"

@@ -1,8 +1,10 @@
 """Layer helpers for relay.testing's networks: a GraphBuilder plus seeded weights.
 
-Weights are drawn as TVM's testing workloads draw them (Xavier, gaussian, fan-in, magnitude
-2 for convolutions and dense layers; batch norm starts as the identity: gamma 1, beta 0,
-moving mean 0, moving variance 1), from a seeded generator so a workload is reproducible.
+Networks are float32 or float16 (TVM's `dtype=`: float16 weights and input, computed in
+float32 by kiln's build, graph/passes/float16.py). Weights are drawn as TVM's testing
+workloads draw them (Xavier, gaussian, fan-in, magnitude 2 for convolutions and dense
+layers; batch norm starts as the identity: gamma 1, beta 0, moving mean 0, moving variance
+1), from a seeded generator so a workload is reproducible.
 """
 
 from __future__ import annotations
@@ -16,19 +18,21 @@ from ...graph.frontend.common import GraphBuilder
 from ...graph.ir import Node
 
 LAYOUTS = ("NCHW", "NHWC")
+DTYPES = ("float32", "float16")
 
 
 class Net:
     """A network under construction: nodes through the builder, weights by name."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, dtype: str = "float32"):
         self.b = GraphBuilder("relay.testing")
         self.rng = np.random.default_rng(seed)
+        self.dtype = dtype  # of the weights and the input
 
     def weight(self, shape: tuple, name: str) -> Node:
         fan_in = math.prod(shape[1:])
         scale = math.sqrt(2.0 / fan_in)  # Xavier gaussian, fan-in, magnitude 2
-        value = (self.rng.standard_normal(shape) * scale).astype(np.float32)
+        value = (self.rng.standard_normal(shape) * scale).astype(self.dtype)
         return self.b.const(value, name)
 
     def conv(self, x: Node, channels: int, kernel: int, stride: int, pad: int, name: str,
@@ -39,7 +43,7 @@ class Net:
 
     def bn(self, x: Node, name: str, epsilon: float = 1e-5) -> Node:
         c = x.shape[1]
-        parts = [self.b.const(np.full(c, v, np.float32), f"{name}_{what}")
+        parts = [self.b.const(np.full(c, v, self.dtype), f"{name}_{what}")
                  for what, v in (("gamma", 1.0), ("beta", 0.0), ("moving_mean", 0.0),
                                  ("moving_var", 1.0))]
         return self.b.op("batch_norm", [x, *parts], name, epsilon=epsilon)
@@ -49,7 +53,7 @@ class Net:
 
     def dense(self, x: Node, units: int, name: str) -> Node:
         w = self.weight((units, x.shape[1]), f"{name}_weight")
-        bias = self.b.const(np.zeros(units, np.float32), f"{name}_bias")
+        bias = self.b.const(np.zeros(units, self.dtype), f"{name}_bias")
         return self.b.op("dense", [x, w, bias], name)
 
     def classifier(self, x: Node, num_classes: int) -> Node:
@@ -73,9 +77,10 @@ class Net:
 def check(layout: str, dtype: str) -> None:
     if layout not in LAYOUTS:
         raise ArgumentError(f"layout {layout!r}: relay.testing builds {' or '.join(LAYOUTS)}")
-    if dtype != "float32":
-        raise ArgumentError(f"dtype {dtype!r}: relay.testing builds float32 networks (for "
-                            "bfloat16 or int8, build them with kiln.graph.build(..., dtype=))")
+    if dtype not in DTYPES:
+        raise ArgumentError(f"dtype {dtype!r}: relay.testing builds float32 or float16 "
+                            "networks (for bfloat16 or int8 products, build a float32 one "
+                            "with kiln.graph.build(..., dtype=))")
 
 
 def image_dims(image_shape: tuple, layout: str) -> tuple:

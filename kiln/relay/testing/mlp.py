@@ -10,7 +10,7 @@ def get_workload(batch_size: int = 1, num_classes: int = 10, image_shape: tuple 
     """(IRModule, params): data (batch_size, *image_shape) -> flatten -> dense 128 -> relu ->
     dense 64 -> relu -> dense num_classes -> softmax."""
     check("NCHW", dtype)
-    net = Net(seed)
+    net = Net(seed, dtype)
     x = net.b.input("data", (batch_size, *tuple(image_shape)), dtype)
     x = net.b.op("flatten", [x]) if len(x.shape) != 2 else x
     x = net.relu(net.dense(x, 128, "fc1"))

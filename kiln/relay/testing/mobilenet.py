@@ -27,7 +27,7 @@ def get_workload(batch_size: int = 1, num_classes: int = 1000,
                  layout: str = "NCHW", alpha: float = 1.0, seed: int = 0, **_ignored):
     """(IRModule, params) of a MobileNet whose input "data" is (batch_size, *image_shape) in
     `layout`; the output is the (batch_size, num_classes) softmax."""
-    net = Net(seed)
+    net = Net(seed, dtype)
     x = net.data(batch_size, tuple(image_shape), layout, dtype)
     x = _conv_block(net, x, int(32 * alpha), 2, "conv_block_1")
     for i, (channels, stride) in enumerate(BLOCKS):

@@ -34,7 +34,7 @@ def get_workload(batch_size: int = 1, num_classes: int = 1000, num_layers: int =
     if num_layers not in UNITS:
         raise ArgumentError(f"num_layers {num_layers}: ResNet comes in "
                             f"{', '.join(map(str, UNITS))} layers")
-    net = Net(seed)
+    net = Net(seed, dtype)
     c, h, _ = image_dims(image_shape, layout)
     x = net.data(batch_size, tuple(image_shape), layout, dtype)
     bottleneck = num_layers >= 50
