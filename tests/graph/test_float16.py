@@ -1,6 +1,8 @@
 """float16 models (`.half()` exports): float16 in and out, computed in float32 inside."""
 
 import copy
+import importlib.util
+import warnings
 
 import numpy as np
 import pytest
@@ -54,7 +56,7 @@ def test_a_half_mlp_through_onnx_is_float16_outside_and_float32_inside(tmp_path)
         lib.run(**{lib.input_names[0]: x.float().numpy()})
 
 
-def test_a_half_bert_through_both_frontends(tmp_path):
+def test_a_half_bert_through_every_import_route(tmp_path):
     from graph.models import export_onnx, tiny_bert
     model, (ids,) = tiny_bert()
     half, wide = _half_and_float(model)
@@ -63,6 +65,12 @@ def test_a_half_bert_through_both_frontends(tmp_path):
     path = export_onnx(half, (ids,), str(tmp_path / "bert16.onnx"))
     routes = {"onnx": kiln.frontend.from_onnx(onnx.load(path)),
               "torch": kiln.frontend.from_pytorch(half, (ids,))}
+    if importlib.util.find_spec("onnxscript") is not None:  # the dynamo exporter's need
+        dynamo = str(tmp_path / "bert16_dynamo.onnx")
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(half, (ids,), dynamo, dynamo=True, input_names=["input_ids"])
+        routes["dynamo"] = kiln.frontend.from_onnx(onnx.load(dynamo))
     for route, (mod, params) in routes.items():
         lib = kiln.graph.build(mod, params, target="cpu")
         (out,) = lib.run(**{lib.input_names[0]: ids.numpy()}).values()
