@@ -30,7 +30,6 @@ from .default_schedule import default_schedule, simple_schedule
 from .executable import META_VERSION, GraphModule
 from .ir import Graph, main_graph
 from .memplan import Buffer, plan_memory
-from .passes.float16 import boundary_dtypes
 from .passes.layout import ParamTable
 from .tasks import (
     GroupWorkload,
@@ -229,11 +228,13 @@ class Outside:
     frontend set them) and the dtypes of its inputs and outputs."""
 
     output_names: list | None
-    dtypes: tuple  # ([input dtypes], [output dtypes])
+    input_dtypes: list
+    output_dtypes: list
 
     @staticmethod
     def of(graph: Graph) -> Outside:
-        return Outside(getattr(graph, "output_names", None), boundary_dtypes(graph))
+        return Outside(getattr(graph, "output_names", None),
+                       [n.dtype for n in graph.inputs], [n.dtype for n in graph.outputs])
 
 
 def _io(nodes: list, what: str, names, dtypes: list) -> list:
@@ -249,13 +250,11 @@ def _io(nodes: list, what: str, names, dtypes: list) -> list:
 
 
 def _meta(graph: Graph, target: Target, prog: _Program, steps: list, kernels: dict,
-          outside: Outside | None = None, flush_denormals: bool = False) -> dict:
-    outside = outside or Outside(None, ([None] * len(graph.inputs),
-                                        [None] * len(graph.outputs)))
+          outside: Outside, flush_denormals: bool = False) -> dict:
     return {
         "version": META_VERSION, "name": graph.name, "target": str(target), "entry": ENTRY,
-        "inputs": _io(graph.inputs, "input", None, outside.dtypes[0]),
-        "outputs": _io(graph.outputs, "output", outside.output_names, outside.dtypes[1]),
+        "inputs": _io(graph.inputs, "input", None, outside.input_dtypes),
+        "outputs": _io(graph.outputs, "output", outside.output_names, outside.output_dtypes),
         "params": [{"name": name, "layout": [list(p) for p in lay], "shape": list(a.shape),
                     "dtype": "bool" if a.dtype.name == "bool" else a.dtype.name}
                    for name, lay, a in prog.table.entries],

@@ -40,6 +40,18 @@ def _np_dtype(dtype: str):
     return np.bool_ if dtype == "bool" else np.dtype(dtype)
 
 
+def carried_dtype(spec: dict):
+    """The NumPy dtype an input or output has inside the library: its "carried" dtype when
+    the passes widened it (a float16 model computes in float32), else its own."""
+    return _np_dtype(spec.get("carried", spec["dtype"]))
+
+
+def to_outer(arrays: list, specs: list) -> list:
+    """Outputs as the user reads them: widened ones narrowed back to their own dtype."""
+    return [a.astype(_np_dtype(d["dtype"])) if "carried" in d else a
+            for a, d in zip(arrays, specs)]
+
+
 def _dtype_name(a: np.ndarray) -> str:
     return "bool" if a.dtype == np.bool_ else str(a.dtype)
 
@@ -215,7 +227,7 @@ class GraphModule:
                                 f"shape {tuple(arr.shape)} {_dtype_name(arr)}{hint}")
         check_index_ranges(name, arr, self.meta.get("index_ranges", {}))
         if "carried" in spec:  # a float16 input of a model computed in float32
-            return arr.astype(_np_dtype(spec["carried"]), order="C")
+            return arr.astype(carried_dtype(spec), order="C")
         # not np.ascontiguousarray: it makes a 0-d input (a scalar scale) 1-d
         return arr if arr.flags.c_contiguous else np.array(arr, order="C")
 
@@ -294,16 +306,14 @@ class GraphModule:
         ins = [self._inputs[n] for n in self.input_names]
 
         def call(entry, *extra) -> None:
-            outs = [np.empty(d["shape"], _np_dtype(d.get("carried", d["dtype"])))
-                    for d in var["outputs"]]
+            outs = [np.empty(d["shape"], carried_dtype(d)) for d in var["outputs"]]
             rc = entry(_pointers(ins), _pointers(outs), self._param_ptrs,
                        self._workspace.ctypes.data, *extra)
             if rc != 0:
                 step = var["steps"][rc - 1] if 0 < rc <= len(var["steps"]) else "?"
                 raise RuntimeFailure(f"model {self.meta['name']}: step {rc - 1} ({step}) "
                                      "failed (a heap allocation inside the kernel failed)")
-            self._outputs = [o.astype(_np_dtype(d["dtype"])) if "carried" in d else o
-                             for o, d in zip(outs, var["outputs"])]
+            self._outputs = to_outer(outs, var["outputs"])
         return k, call
 
     def _profile_entry(self, k: int):

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import ArgumentError, BuildError, DeviceError
 from ..runtime.module import ProfileResult
 from ..runtime.ndarray import cuda_array_info
-from .executable import META_VERSION, GraphModule, _np_dtype
+from .executable import META_VERSION, GraphModule, carried_dtype, to_outer
 
 log = logging.getLogger("kiln.graph")
 
@@ -180,13 +180,10 @@ class CudaGraphModule(GraphModule):
         self._replay()
         dev = self._dev
         dev["stream"].synchronize(f"running model {self.meta['name']}")
-        outs = [np.empty(d["shape"], _np_dtype(d.get("carried", d["dtype"])))
-                for d in self.meta["outputs"]]
+        outs = [np.empty(d["shape"], carried_dtype(d)) for d in self.meta["outputs"]]
         for buf, out in zip(dev["output"], outs):
             buf.copy_to_host(out)
-        # float16 outputs of a model computed in float32 (passes/float16.py)
-        self._outputs = [o.astype(_np_dtype(d["dtype"])) if "carried" in d else o
-                         for o, d in zip(outs, self.meta["outputs"])]
+        self._outputs = to_outer(outs, self.meta["outputs"])
         return dict(zip(self.output_names, self._outputs))
 
     def time_evaluator(self, number: int = 100, repeat: int = 5, flush_l2: bool = False):
@@ -266,7 +263,7 @@ def _overlap_capable(target: str) -> bool:
 
 def _nbytes(spec: dict) -> int:
     """Bytes of an input's or output's device buffer (its dtype on the device)."""
-    n = int(np.dtype(_np_dtype(spec.get("carried", spec["dtype"]))).itemsize)
+    n = int(np.dtype(carried_dtype(spec)).itemsize)
     for d in spec["shape"]:
         n *= int(d)
     return max(n, 1)

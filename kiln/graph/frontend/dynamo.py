@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -64,13 +65,11 @@ def _compile(gm, example_inputs: list, options: dict):
     target = options.get("target", "cuda" if on_cuda else "cpu")
     cpu_inputs = tuple(x.detach().cpu() for x in example_inputs)
     graph, params = from_pytorch(_Wrapped(gm).cpu() if on_cuda else _Wrapped(gm), cpu_inputs)
-    flush = bool(options.get("flush_denormals", False))
-    if options.get("log"):
-        from ...auto_scheduler import ApplyHistoryBest
-        with ApplyHistoryBest(options["log"]):
-            lib = kgraph.build(graph, params, target=target, flush_denormals=flush)
-    else:
-        lib = kgraph.build(graph, params, target=target, flush_denormals=flush)
+    from ...auto_scheduler import ApplyHistoryBest
+    records = ApplyHistoryBest(options["log"]) if options.get("log") else nullcontext()
+    with records:
+        lib = kgraph.build(graph, params, target=target,
+                           flush_denormals=bool(options.get("flush_denormals", False)))
     names = lib.input_names
     device = example_inputs[0].device if example_inputs else torch.device("cpu")
     returns_list = _returns_list(gm)

@@ -3,8 +3,8 @@
 In: a graph whose inputs, constants, casts or computed values may be float16.
 Out: a new graph where every float16 value is float32: float16 constants widened (exactly),
 casts to float16 become casts to float32 (then no-ops for `simplify`), float16 inputs read
-float32. The library still takes and returns float16 at its boundary: `boundary_dtypes`
-reads what the model's inputs and outputs are before the pass, build records both in the
+float32. The library still takes and returns float16 at its boundary: build reads what the
+model's inputs and outputs are before the pass (graph/build.py's Outside), records both in the
 library's metadata, and the GraphModule converts inputs on the way in and outputs on the way
 out (graph/executable.py; executable_cuda.py on the host, around the copies to the GPU).
 Operands mixing float16 and float32 (torch.onnx.export of a `.half()` BERT writes
@@ -33,11 +33,6 @@ def has_float16(graph: Graph) -> bool:
     return any(n.dtype == F16 or (n.op == "cast" and n.attrs.get("dtype") == F16)
                for n in graph.nodes()) or any(
         np.asarray(v).dtype == np.float16 for v in graph.params.values())
-
-
-def boundary_dtypes(graph: Graph) -> tuple[list, list]:
-    """The dtypes of `graph`'s inputs and outputs, as the user feeds and reads them."""
-    return [n.dtype for n in graph.inputs], [n.dtype for n in graph.outputs]
 
 
 def widen_float16(graph: Graph) -> Graph:
